@@ -1,0 +1,28 @@
+"""trafficrnn: forecast traffic density over a map from time series of aerial images.
+
+The public API is re-exported here: read a GeoTIFF stack with :func:`read_stack`, build the
+forecast :class:`Grid`, rasterise vectors, fit a forecaster, write GIS layers.
+"""
+
+from trafficrnn._version import __version__
+from trafficrnn.errors import TrafficRNNError
+from trafficrnn.grid import Grid
+from trafficrnn.io import (
+    aggregate_to_segments, rasterize_lines, rasterize_points, read_netcdf, read_stack, to_geopackage, to_geotiff,
+    to_netcdf, write_stack,
+)
+
+__all__ = [
+    "Grid",
+    "TrafficRNNError",
+    "read_stack",
+    "rasterize_points",
+    "rasterize_lines",
+    "aggregate_to_segments",
+    "to_geotiff",
+    "write_stack",
+    "to_netcdf",
+    "read_netcdf",
+    "to_geopackage",
+    "__version__",
+]

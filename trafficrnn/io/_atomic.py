@@ -1,0 +1,83 @@
+"""Atomic output: write to a temporary file beside the target, rename on success, never leave a partial file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from trafficrnn.errors import ExportError, OutputExistsError
+
+
+def check_output(path: str | os.PathLike, *, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
+    """Validate an output path before any work is done.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    ExportError
+        If the suffix is not one of ``suffixes`` or the parent folder does not exist.
+    """
+    path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ExportError(
+            f"{path}: extension {path.suffix or '(none)'!r} is not supported here; "
+            f"expected one of {', '.join(suffixes)}"
+        )
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if not path.parent.exists():
+        raise ExportError(f"{path}: folder {path.parent} does not exist; create it first")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, overwrite: bool = False, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path in the target folder; rename it to ``path`` when the block succeeds.
+
+    On any exception (or a kill before the rename) the target is untouched: an existing file
+    stays as it was and no partial output appears under the final name.
+
+    Parameters
+    ----------
+    path : path-like
+        Final output path.
+    overwrite : bool
+        Replace an existing ``path``; otherwise refuse.
+    directory : bool
+        Yield a temporary directory instead of a file path.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    """
+    path = check_output(path, overwrite=overwrite)
+    prefix = f".{path.name}."
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + path.suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        tmp.unlink()  # writers (GDAL, netCDF) want to create the file themselves
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise ExportError(f"{path}: the writer produced no output")
+        if path.exists() and not overwrite:  # appeared while we were writing
+            raise OutputExistsError(f"{path} appeared while writing; pass overwrite=True to replace it")
+        if directory and path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise

@@ -1,0 +1,298 @@
+"""GIS layers out: Cloud-Optimised GeoTIFF, one GeoTIFF per time step, CF-NetCDF, GeoPackage; all written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.shutil
+import xarray as xr
+from affine import Affine
+from rasterio.io import MemoryFile
+
+from trafficrnn.errors import ExportError, GridError, MissingCRSError, OutputExistsError
+from trafficrnn.grid import Grid, check_north_up
+from trafficrnn.io._atomic import atomic_output, check_output
+from trafficrnn.io.vector import aggregate_to_segments, column_names
+
+__all__ = ["to_geotiff", "write_stack", "to_geopackage", "write_geopackage", "check_georeference", "as_4d"]
+
+
+def check_georeference(da: xr.DataArray, what: str = "array") -> Grid:
+    """The grid of ``da``, after checking it has a CRS, a north-up transform, and coords that agree with it.
+
+    Raises
+    ------
+    MissingCRSError
+        ``da`` has no CRS.
+    GridError
+        The transform is not north-up, or disagrees with the ``x``/``y`` coordinates.
+    """
+    if "x" not in da.dims or "y" not in da.dims:
+        raise GridError(f"{what} has dims {da.dims}; expected spatial dims named y and x")
+    if da.rio.crs is None:
+        raise MissingCRSError(f"{what} has no CRS; set it with da.rio.write_crs('EPSG:...') (or build it with Grid.attach)")
+    transform = da.rio.transform()  # from the x/y coordinates when they exist
+    check_north_up(transform, f"{what} transform")
+    mapping = da.coords.get(da.rio.grid_mapping)
+    stored = mapping.attrs.get("GeoTransform") if mapping is not None else None
+    if stored:
+        cached = Affine.from_gdal(*(float(v) for v in str(stored).split()))
+        if not transform.almost_equals(cached, precision=1e-6 * abs(transform.a)):
+            raise GridError(
+                f"{what}: its stored transform {tuple(cached[:6])} disagrees with its x/y coordinates "
+                f"{tuple(transform[:6])}; rebuild it with Grid.attach or da.rio.write_transform"
+            )
+    return Grid(da.rio.crs, transform, (da.sizes["y"], da.sizes["x"]), int(da.attrs.get("tile_size", 1)))
+
+
+def as_4d(da: xr.DataArray) -> xr.DataArray:
+    """View ``(y, x)``, ``(band, y, x)`` or ``(time|lead, band, y, x)`` as 4-D ``(step, band, y, x)``."""
+    if da.ndim == 2:
+        da = da.expand_dims(band=[da.name or "value"])
+    if da.ndim == 3:
+        if da.dims[0] in ("time", "lead"):
+            da = da.expand_dims(band=[da.name or "value"], axis=1)
+        else:
+            da = da.expand_dims(step=[0])
+    if da.ndim != 4 or da.dims[2:] != ("y", "x"):
+        raise ExportError(f"cannot write an array with dims {da.dims}; expected (time|lead, band, y, x), (band, y, x) or (y, x)")
+    if "band" not in da.coords:
+        da = da.assign_coords(band=[f"band{i + 1}" for i in range(da.sizes["band"])])
+    return da
+
+
+def _band_meta(da: xr.DataArray) -> tuple[list[str], list[dict[str, str]]]:
+    """Human band descriptions and machine band tags, in band order (step-major)."""
+    step = da.dims[0]
+    bands = [str(b) for b in da["band"].values]
+    descriptions, tags = [], []
+    for i in range(da.sizes[step]):
+        for band in bands:
+            tag = {"band": band}
+            if step == "time":
+                text = tag["time"] = pd.Timestamp(da["time"].values[i]).isoformat()
+                if len(bands) > 1:
+                    text += f" {band}"
+            elif step == "lead":
+                lead = pd.Timedelta(da["lead"].values[i])
+                tag["lead"] = lead.isoformat()
+                text = f"lead +{lead.total_seconds() / 60:g}min"
+                if "valid_time" in da.coords:
+                    tag["valid_time"] = pd.Timestamp(da["valid_time"].values[i]).isoformat()
+                    text += f", valid {tag['valid_time']}"
+                if len(bands) > 1:
+                    text += f", {band}"
+            else:
+                text = band
+            descriptions.append(text)
+            tags.append(tag)
+    return descriptions, tags
+
+
+def _dataset_tags(da: xr.DataArray) -> dict[str, str]:
+    tags = {k: str(v) for k, v in da.attrs.items()
+            if isinstance(v, (str, int, float, np.number)) and k not in ("tile_size",) and not k.startswith("_")}
+    tags.setdefault("software", "trafficrnn")
+    stamp = da.attrs.get("issued")
+    if stamp is None and da.dims[0] == "time" and da.sizes["time"] == 1:
+        stamp = pd.Timestamp(da["time"].values[0]).isoformat()
+    if stamp:
+        tags["TIFFTAG_DATETIME"] = pd.Timestamp(stamp).strftime("%Y:%m:%d %H:%M:%S")
+    return tags
+
+
+def _profile(da: xr.DataArray, grid: Grid, dtype, nodata, compress: str) -> dict:
+    dtype = np.dtype(dtype or (np.float32 if np.issubdtype(da.dtype, np.floating) else da.dtype))
+    if nodata is None and np.issubdtype(dtype, np.floating):
+        nodata = np.nan
+    count = da.sizes[da.dims[0]] * da.sizes["band"]
+    return dict(driver="GTiff", width=grid.shape[1], height=grid.shape[0], count=count, dtype=dtype.name,
+                crs=grid.crs, transform=grid.transform, nodata=nodata, compress=compress)
+
+
+def _write_tiff(da: xr.DataArray, target: Path, grid: Grid, *, dtype, nodata, compress: str, cog: bool) -> None:
+    profile = _profile(da, grid, dtype, nodata, compress)
+    values = np.asarray(da.values).reshape(profile["count"], *grid.shape)
+    if np.issubdtype(np.dtype(profile["dtype"]), np.integer) and np.issubdtype(values.dtype, np.floating):
+        fill = profile["nodata"] if profile["nodata"] is not None else 0
+        values = np.where(np.isfinite(values), values, fill)
+    values = values.astype(profile["dtype"], copy=False)
+    descriptions, band_tags = _band_meta(da)
+    if compress == "jpeg" and (profile["dtype"] != "uint8" or profile["count"] not in (1, 3)):
+        raise ExportError(f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
+                          f"{profile['count']} bands; use compress='deflate'")
+
+    def fill_dataset(dst) -> None:
+        dst.write(values)
+        for i, (text, tags) in enumerate(zip(descriptions, band_tags), start=1):
+            dst.set_band_description(i, text)
+            dst.update_tags(i, **tags)
+        dst.update_tags(**_dataset_tags(da))
+        if profile["count"] == 3 and profile["dtype"] == "uint8":
+            from rasterio.enums import ColorInterp
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+
+    predictor = 3 if np.issubdtype(np.dtype(profile["dtype"]), np.floating) else 2
+    if not cog:
+        options = dict(profile, tiled=grid.shape[0] >= 256 and grid.shape[1] >= 256)
+        if compress in ("deflate", "lzw", "zstd"):
+            options["predictor"] = predictor
+        with rasterio.open(target, "w", **options) as dst:
+            fill_dataset(dst)
+        return
+    with MemoryFile() as mem:
+        with mem.open(**dict(profile, compress="none")) as tmp:
+            fill_dataset(tmp)
+        with mem.open() as src:
+            options = dict(compress=compress, blocksize=512 if min(grid.shape) >= 512 else 256,
+                           overviews="AUTO", resampling="AVERAGE" if compress != "jpeg" else "BILINEAR")
+            if compress in ("deflate", "lzw", "zstd"):
+                options["predictor"] = "YES"
+            rasterio.shutil.copy(src, target, driver="COG", **options)
+
+
+def to_geotiff(da: xr.DataArray, path, *, overwrite: bool = False, dtype=None, nodata=None,
+               compress: str = "deflate") -> Path:
+    """Write a grid or image array as a Cloud-Optimised GeoTIFF, one band per time step or lead (× band).
+
+    Band descriptions carry the ISO time, or the lead and valid time (plus the band name when
+    there are several bands); band tags carry ``time`` / ``lead`` / ``valid_time`` / ``band``
+    for machines; dataset tags carry the array's scalar attrs (``issued``, ``model``, ``units``).
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        ``(time|lead, band, y, x)``, ``(band, y, x)`` or ``(y, x)`` with CRS and transform.
+    path : path-like
+        ``.tif`` / ``.tiff`` output.
+    overwrite : bool
+        Replace an existing file.
+    dtype, nodata : optional
+        Output data type (default float32 for floats) and nodata (default NaN for floats).
+    compress : str
+        ``deflate`` (default), ``lzw``, ``zstd``, ``jpeg`` (uint8 RGB) or ``none``.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    OutputExistsError, ExportError, MissingCRSError, GridError
+    """
+    path = check_output(path, overwrite=overwrite, suffixes=(".tif", ".tiff"))
+    da = as_4d(da)
+    grid = check_georeference(da)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        _write_tiff(da, tmp, grid, dtype=dtype, nodata=nodata, compress=compress, cog=True)
+    return path
+
+
+def write_stack(da: xr.DataArray, directory, *, pattern: str = "{time:%Y%m%dT%H%M%S}.tif",
+                overwrite: bool = False, dtype=None, compress: str = "deflate", nodata=None) -> list[Path]:
+    """Write ``(time, band, y, x)`` as one GeoTIFF per time step, readable back by ``read_stack``.
+
+    Each file carries ``TIFFTAG_DATETIME`` and band descriptions from the ``band`` coordinate.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        ``(time, band, y, x)`` with CRS and transform.
+    directory : path-like
+        Output folder (created if missing).
+    pattern : str
+        File name, formatted with ``time`` (a Timestamp) and ``i`` (frame index).
+    overwrite, dtype, compress, nodata
+        As in :func:`to_geotiff`; existing files are checked before anything is written.
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Raises
+    ------
+    OutputExistsError, ExportError, MissingCRSError, GridError
+    """
+    if da.ndim != 4 or da.dims[0] != "time":
+        raise ExportError(f"write_stack expects (time, band, y, x), got dims {da.dims}")
+    grid = check_georeference(da)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    times = pd.DatetimeIndex(da["time"].values)
+    paths = [directory / pattern.format(time=t, i=i) for i, t in enumerate(times)]
+    if len(set(paths)) != len(paths):
+        raise ExportError(f"pattern {pattern!r} gives the same file name to several frames; include the time to the second")
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(f"{len(existing)} file(s) exist already in {directory} (e.g. {existing[0].name}); "
+                                "pass overwrite=True to replace them")
+    for i, path in enumerate(paths):
+        frame = da.isel(time=slice(i, i + 1))
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            _write_tiff(frame, tmp, grid, dtype=dtype, nodata=nodata, compress=compress, cog=False)
+    return paths
+
+
+def write_geopackage(gdf, path, *, layer: str | None = None, overwrite: bool = False,
+                     metadata: dict | None = None) -> Path:
+    """Write a GeoDataFrame to a GeoPackage atomically (temp file + rename).
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false (the whole file is replaced when true).
+    ExportError
+        Wrong extension, or a layer without CRS.
+    """
+    path = check_output(path, overwrite=overwrite, suffixes=(".gpkg",))
+    if gdf.crs is None:
+        raise MissingCRSError(f"{path}: layer has no CRS; set it with gdf.set_crs('EPSG:...')")
+    layer = layer or path.stem
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio",
+                    metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
+    return path
+
+
+def to_geopackage(da: xr.DataArray, path, *, layer: str | None = None, segments=None,
+                  overwrite: bool = False) -> Path:
+    """Write a grid array as GeoPackage cell polygons (or road segments) with one column per lead / time.
+
+    Columns are named ``lead_30min`` (or ``t_20240501T083000`` for observed times), prefixed
+    with the band name when there are several bands (``inflow_lead_30min``). Cells carry
+    ``row`` and ``col``. The layer's metadata holds ``issued``, ``model`` and ``units``.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        ``(lead|time, band, y, x)`` or ``(band, y, x)`` with CRS and transform.
+    path : path-like
+        ``.gpkg`` output.
+    layer : str, optional
+        Layer name (default ``"cells"`` or ``"segments"``).
+    segments : geopandas.GeoDataFrame, optional
+        Road segments: write the length-weighted mean along each segment instead of cells.
+    overwrite : bool
+        Replace an existing file.
+
+    Raises
+    ------
+    OutputExistsError, ExportError, MissingCRSError, GridError, VectorError
+    """
+    check_output(path, overwrite=overwrite, suffixes=(".gpkg",))
+    da = as_4d(da)
+    grid = check_georeference(da)
+    if segments is not None:
+        gdf = aggregate_to_segments(da, segments)
+        layer = layer or "segments"
+    else:
+        gdf = grid.cells()
+        values = np.asarray(da.values, dtype="float64")
+        for name, i, j in column_names(da):
+            gdf[name] = values[i, j].ravel()
+        layer = layer or "cells"
+    meta = {k: v for k, v in da.attrs.items() if k in ("issued", "model", "units", "cadence")}
+    return write_geopackage(gdf, path, layer=layer, overwrite=overwrite, metadata=meta)

@@ -1,0 +1,327 @@
+"""Read a stack of GeoTIFFs (one per time step, or one file whose bands are time steps) into images ``(time, band, y, x)``."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import rasterio
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from affine import Affine
+from rasterio.errors import RasterioError
+
+from trafficrnn.errors import InputFileError, MissingCRSError, StackMismatchError, TimestampError
+from trafficrnn.grid import check_north_up
+from trafficrnn.io.timestamps import (
+    as_naive_times, check_cadence, duplicates_message, parse_iso, parse_tiff_datetime, time_from_name,
+    time_from_pattern,
+)
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt")
+
+
+@dataclass
+class _Frame:
+    """Metadata of one raster file, read without loading pixels."""
+
+    path: Path
+    crs: Any
+    transform: Affine
+    shape: tuple[int, int]
+    count: int
+    dtype: str
+    descriptions: list[str | None]
+    colorinterp: list[str]
+    tags: dict[str, str]
+    band_tags: list[dict[str, str]] = field(default_factory=list)
+
+
+def _resolve(source) -> list[Path]:
+    if isinstance(source, (str, os.PathLike)):
+        text = str(source)
+        if any(ch in text for ch in "*?["):
+            paths = sorted(Path(p) for p in glob.glob(text))
+            if not paths:
+                raise InputFileError(f"no file matches the pattern {text!r}; check the path and the pattern")
+            return paths
+        path = Path(text)
+        if path.is_dir():
+            paths = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+            if not paths:
+                raise InputFileError(f"no GeoTIFF (*.tif, *.tiff) in folder {path}; point read_stack at the folder that holds the frames")
+            return paths
+        if not path.exists():
+            raise InputFileError(f"{path} does not exist; expected a GeoTIFF, a folder of GeoTIFFs, a glob or a list of paths")
+        return [path]
+    if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
+        paths = [Path(p) for p in source]
+        if not paths:
+            raise InputFileError("read_stack got an empty list of paths; pass at least one GeoTIFF")
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise InputFileError(f"{len(missing)} file(s) of the stack do not exist: {', '.join(missing[:5])}; fix the paths")
+        return paths
+    raise InputFileError(f"source {source!r} is not a path, glob or list of paths")
+
+
+def _open_meta(path: Path) -> _Frame:
+    try:
+        with rasterio.open(path) as src:
+            if src.count < 1:
+                raise InputFileError(f"{path} holds no raster band; expected a GeoTIFF with at least one band")
+            if src.crs is None:
+                raise MissingCRSError(
+                    f"{path} has no CRS: expected a georeferenced GeoTIFF; assign one, e.g. "
+                    f"gdal_edit.py -a_srs EPSG:32633 {path.name}"
+                )
+            if src.transform == Affine.identity() and not src.gcps[0]:
+                raise MissingCRSError(f"{path} has no geotransform (identity transform); georeference it first (gdal_edit.py -a_ullr ...)")
+            try:
+                check_north_up(src.transform, f"{path}: transform")
+            except Exception as exc:
+                raise StackMismatchError(str(exc)) from None
+            return _Frame(
+                path=path, crs=src.crs, transform=src.transform, shape=(src.height, src.width), count=src.count,
+                dtype=src.dtypes[0], descriptions=list(src.descriptions),
+                colorinterp=[c.name for c in src.colorinterp], tags=src.tags(),
+                band_tags=[src.tags(i) for i in range(1, src.count + 1)],
+            )
+    except RasterioError as exc:
+        raise InputFileError(f"{path} is not a readable raster ({exc}); expected a GeoTIFF") from None
+    except (OSError, ValueError, MemoryError) as exc:
+        if isinstance(exc, InputFileError | StackMismatchError):
+            raise
+        raise InputFileError(f"{path} is not a readable raster ({type(exc).__name__}: {exc}); expected a GeoTIFF") from None
+
+
+def _band_names(frame: _Frame) -> list[str]:
+    names = []
+    for i, (desc, ci, tags) in enumerate(zip(frame.descriptions, frame.colorinterp, frame.band_tags), start=1):
+        if tags.get("band"):
+            names.append(tags["band"])
+        elif desc and not _looks_like_time(desc):
+            names.append(desc)
+        elif ci in ("red", "green", "blue", "alpha", "nir"):
+            names.append(ci)
+        else:
+            names.append(f"band{i}")
+    if len(set(names)) != len(names):
+        names = [f"band{i}" for i in range(1, frame.count + 1)]
+    return names
+
+
+def _looks_like_time(text: str) -> bool:
+    try:
+        parse_iso(text.split()[0])
+        return True
+    except (TimestampError, IndexError):
+        return False
+
+
+def _compare(frames: list[_Frame], align: str) -> None:
+    ref = frames[0]
+    checks = [("band count", lambda f: f.count, "use read_stack(..., bands=[...]) or split the files")]
+    if align == "strict":
+        checks += [
+            ("CRS", lambda f: f.crs.to_string(), "reproject with read_stack(..., align='reproject')"),
+            ("transform", lambda f: tuple(round(v, 9) for v in f.transform[:6]), "warp onto one grid with read_stack(..., align='reproject')"),
+            ("shape", lambda f: f.shape, "warp onto one grid with read_stack(..., align='reproject')"),
+            ("dtype", lambda f: f.dtype, "convert the files to one data type (gdal_translate -ot ...)"),
+        ]
+    for what, key, fix in checks:
+        bad = [f for f in frames[1:] if key(f) != key(ref)]
+        if bad:
+            shown = ", ".join(f"{f.path.name} is {key(f)}" for f in bad[:3])
+            more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise StackMismatchError(
+                f"stack files disagree on {what}: {ref.path.name} is {key(ref)}, {shown}{more}; {fix}"
+            )
+
+
+def _frame_times(frames: list[_Frame], time) -> list[datetime]:
+    if time is not None and not isinstance(time, str):
+        times = list(as_naive_times(time, "time="))
+        if len(times) != len(frames):
+            raise TimestampError(f"time= has {len(times)} timestamps but the stack has {len(frames)} files; give one per file")
+        return times
+    out, missing = [], []
+    for f in frames:
+        if isinstance(time, str):
+            t = time_from_pattern(f.path, time)
+        else:
+            t = parse_tiff_datetime(f.tags.get("TIFFTAG_DATETIME")) or time_from_name(f.path)
+        if t is None:
+            missing.append(f.path.name)
+        out.append(t)
+    if missing:
+        how = (f"file names do not match the pattern {time!r}" if isinstance(time, str)
+               else "no TIFFTAG_DATETIME tag and no date-time in the file name")
+        raise TimestampError(
+            f"cannot find the time of {len(missing)} frame(s) ({', '.join(missing[:5])}): {how}; pass "
+            "time=[...] (one per file) or time='name_%Y%m%d_%H%M' (a pattern of the file names)"
+        )
+    return out
+
+
+def _single_file_layout(frame: _Frame, time) -> tuple[list[datetime], list[str], int]:
+    """Times, band names and bands-per-time of a single file."""
+    count = frame.count
+    band_times = [bt.get("time") or bt.get("valid_time") for bt in frame.band_tags]
+    if time is not None and not isinstance(time, str):
+        times = list(as_naive_times(time, "time="))
+        if count % len(times):
+            raise TimestampError(f"time= has {len(times)} timestamps but {frame.path.name} has {count} bands; "
+                                 "give one timestamp per band (bands are time steps) or one for the whole file")
+        per = count // len(times)
+        names = _band_names(frame)[:per] if per > 1 else [_band_names(frame)[0] if len(times) == 1 else "band1"]
+        return times, names, per
+    if all(band_times):
+        parsed = [parse_iso(t) for t in band_times]
+    elif all(d and _looks_like_time(d) for d in frame.descriptions):
+        parsed = [parse_iso(d.split()[0]) for d in frame.descriptions]
+    else:
+        t = time_from_pattern(frame.path, time) if isinstance(time, str) else (
+            parse_tiff_datetime(frame.tags.get("TIFFTAG_DATETIME")) or time_from_name(frame.path))
+        if t is None:
+            raise TimestampError(
+                f"cannot find the time of {frame.path.name}: no time per band (tag or description), no "
+                "TIFFTAG_DATETIME and no date-time in the name; pass time=[...] (one per band, or one for the file)"
+            )
+        return [t], _band_names(frame), count
+    unique = list(dict.fromkeys(parsed))
+    per = count // len(unique)
+    if per * len(unique) != count or any(parsed[i * per:(i + 1) * per] != [unique[i]] * per for i in range(len(unique))):
+        raise TimestampError(f"{frame.path.name}: band times are not grouped as time × band blocks; rewrite the file with to_geotiff")
+    names = [bt.get("band") or f"band{i + 1}" for i, bt in enumerate(frame.band_tags[:per])] if per > 1 else \
+        [frame.band_tags[0].get("band") or "band1"]
+    return unique, names, per
+
+
+def _load(path: Path, chunks) -> xr.DataArray:
+    try:
+        da = rioxarray.open_rasterio(path, masked=True, chunks=chunks, cache=False)
+        return da if chunks else da.load()
+    except RasterioError as exc:
+        raise InputFileError(f"{path} could not be read ({exc}); the file may be truncated or corrupt") from None
+
+
+def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "strict",
+               allow_gaps: bool = False) -> xr.DataArray:
+    """Read a GeoTIFF stack into images ``DataArray(time, band, y, x)`` float32 with CRS and transform.
+
+    Parameters
+    ----------
+    source : str, path, glob or list of paths
+        A folder of GeoTIFFs, a glob, a list of paths (one GeoTIFF per time step, single- or
+        multi-band), or one multi-band GeoTIFF whose bands are time steps.
+    time : list of timestamps or str, optional
+        Timestamps of the frames (one per file, or per band of a single file), or a
+        ``strptime`` pattern found in the file names (``"frame_%Y%m%d_%H%M"``). Otherwise
+        times come from ``TIFFTAG_DATETIME``, then from an ISO-like stamp in the file name.
+    bands : list of int (1-based) or str, optional
+        Bands to keep, by position or by name.
+    chunks : dict, int, "auto" or True, optional
+        Read lazily with dask (nothing is loaded until needed).
+    align : {"strict", "reproject"}
+        ``"strict"`` refuses files that disagree on CRS, transform, shape or dtype;
+        ``"reproject"`` warps every frame onto the first frame's grid (bilinear).
+    allow_gaps : bool
+        Keep going when the cadence is irregular; gaps are listed in ``attrs["gaps"]``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(time, band, y, x)`` float32, nodata → NaN, sorted by time; coords ``source``
+        (file per frame); attrs ``cadence`` (ISO 8601 duration), ``gaps``; ``rio.crs`` and
+        ``rio.transform()`` set.
+
+    Raises
+    ------
+    InputFileError
+        Missing, unreadable or non-raster files. ``MissingCRSError`` for a file without CRS.
+    StackMismatchError
+        Files that disagree on CRS, transform, shape, band count or dtype; rotated transforms.
+    TimestampError
+        Times that cannot be found or parsed, or duplicates. ``CadenceError`` when irregular.
+    """
+    if align not in ("strict", "reproject"):
+        raise ValueError(f"align={align!r} is invalid: expected 'strict' or 'reproject'")
+    paths = _resolve(source)
+    frames = [_open_meta(p) for p in paths]
+    _compare(frames, align)
+    if len(frames) == 1:
+        times, names, per = _single_file_layout(frames[0], time)
+        raw = _load(paths[0], chunks)
+        ref = raw.isel(band=0, drop=True)
+        blocks = [raw.data[i * per:(i + 1) * per] for i in range(len(times))]
+        sources = [paths[0].name] * len(times)
+    else:
+        times = _frame_times(frames, time)
+        names = _band_names(frames[0])
+        loaded = [_load(f.path, chunks) for f in frames]
+        ref = loaded[0].isel(band=0, drop=True)
+        if align == "reproject":
+            loaded = [d if _same_grid(d, loaded[0]) else _reproject(d, loaded[0]) for d in loaded]
+        blocks = [d.data for d in loaded]
+        sources = [f.path.name for f in frames]
+    if chunks:
+        import dask.array as dsa
+
+        array = dsa.stack(blocks)
+    else:
+        array = np.stack(blocks)
+    data = xr.DataArray(array, dims=("time", "band", "y", "x"))
+    data = data.assign_coords(time=as_naive_times(times), band=names, y=ref.y.values, x=ref.x.values,
+                              source=("time", sources))
+    data = data.astype("float32", copy=False)
+    data = data.rio.write_crs(ref.rio.crs).rio.write_transform(ref.rio.transform())
+    data = _select_bands(data, bands, paths[0])
+    msg = duplicates_message(pd.DatetimeIndex(data.time.values), sources)
+    if msg:
+        raise TimestampError(msg)
+    data = data.sortby("time")
+    cadence, gaps = check_cadence(pd.DatetimeIndex(data.time.values), allow_gaps=allow_gaps,
+                                  names=list(data.source.values))
+    units = frames[0].tags.get("units")
+    data.attrs = {"cadence": cadence.isoformat() if cadence is not None else "", "gaps": gaps}
+    if units:
+        data.attrs["units"] = units
+    data.name = "images"
+    return data
+
+
+def _same_grid(da: xr.DataArray, ref: xr.DataArray) -> bool:
+    return (da.rio.crs == ref.rio.crs and da.shape[-2:] == ref.shape[-2:]
+            and da.rio.transform().almost_equals(ref.rio.transform()))
+
+
+def _reproject(da: xr.DataArray, ref: xr.DataArray) -> xr.DataArray:
+    from rasterio.enums import Resampling
+
+    out = da.astype("float32").rio.write_nodata(np.nan).rio.reproject_match(ref, resampling=Resampling.bilinear)
+    return out.assign_coords(x=ref.x, y=ref.y)
+
+
+def _select_bands(data: xr.DataArray, bands, path: Path) -> xr.DataArray:
+    if bands is None:
+        return data
+    names = list(data.band.values)
+    keys = [bands] if isinstance(bands, (str, int)) else list(bands)
+    picked = []
+    for key in keys:
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if not 1 <= key <= len(names):
+                raise StackMismatchError(f"{path.name}: band {key} does not exist; expected 1..{len(names)} (1-based)")
+            picked.append(names[key - 1])
+        elif key in names:
+            picked.append(key)
+        else:
+            raise StackMismatchError(f"{path.name}: no band named {key!r}; available bands: {', '.join(map(str, names))}")
+    return data.sel(band=picked)

@@ -1,0 +1,230 @@
+"""Vector layers onto the grid: vehicle points → counts per cell and time, road lines → static layers, grid → road segments."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from trafficrnn.errors import ConfigError, GridError, VectorError
+from trafficrnn.grid import Grid
+
+log = logging.getLogger(__name__)
+
+
+def _check_layer(gdf, what: str, geom_types: tuple[str, ...], grid: Grid):
+    import geopandas as gpd
+
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        raise VectorError(f"{what} must be a GeoDataFrame (read it with geopandas.read_file), got {type(gdf).__name__}")
+    if gdf.crs is None:
+        raise VectorError(f"{what} has no CRS: expected a layer with a CRS; set it with gdf.set_crs('EPSG:...')")
+    gdf = gdf[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
+    types = set(gdf.geom_type.unique())
+    if types - set(geom_types):
+        raise VectorError(f"{what} holds {', '.join(sorted(types))} geometries; expected {' or '.join(geom_types)}")
+    if gdf.crs != grid.crs:
+        gdf = gdf.to_crs(grid.crs)
+    return gdf
+
+
+def rasterize_points(points, grid: Grid, *, time_col: str = "time", freq=None, times=None,
+                     band: str = "density", weight_col: str | None = None) -> xr.DataArray:
+    """Count points per grid cell and time bin.
+
+    Parameters
+    ----------
+    points : geopandas.GeoDataFrame
+        Point geometries with a time column; any CRS (reprojected to the grid's).
+    grid : Grid
+        Target grid.
+    time_col : str
+        Column holding the timestamp of each point.
+    freq : str or pandas.Timedelta, optional
+        Bin width (``"5min"``). Without it each distinct timestamp is its own bin.
+    times : sequence of timestamps, optional
+        Bin starts (each bin is ``[t, t + freq)``, the last one as wide as the step before);
+        use the image stack's ``time`` coordinate so target and images align.
+    band : str
+        Name of the output band.
+    weight_col : str, optional
+        Sum this column instead of counting.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(time, band, y, x)`` float32 counts on the grid, CRS and transform set,
+        ``attrs["units"] = "vehicles per cell"``.
+
+    Raises
+    ------
+    VectorError
+        No CRS, non-point geometries, a missing or invalid time column.
+    """
+    points = _check_layer(points, "points", ("Point",), grid)
+    if time_col not in points.columns:
+        raise VectorError(f"points have no column {time_col!r} (columns: {', '.join(map(str, points.columns))}); pass time_col=...")
+    try:
+        stamps = pd.DatetimeIndex(pd.to_datetime(points[time_col], format="mixed"))
+    except (ValueError, TypeError) as exc:
+        raise VectorError(f"points column {time_col!r} cannot be read as timestamps ({exc})") from None
+    if stamps.tz is not None:
+        stamps = stamps.tz_convert("UTC").tz_localize(None)
+    if stamps.hasnans:
+        raise VectorError(f"{int(stamps.isna().sum())} point(s) have no time in column {time_col!r}; drop them or fill the time")
+    step = pd.Timedelta(freq) if freq is not None else None
+    if step is not None and step <= pd.Timedelta(0):
+        raise ConfigError(f"freq={freq!r} is invalid: expected a positive duration such as '5min'")
+    if times is not None:
+        bins = pd.DatetimeIndex(pd.to_datetime(list(times), format="mixed")).as_unit("ns")
+        if len(bins) == 0 or not bins.is_monotonic_increasing:
+            raise ConfigError("times= must be a non-empty, increasing sequence of bin starts")
+        if step is None:
+            step = bins[-1] - bins[-2] if len(bins) > 1 else pd.Timedelta(0)
+        ends = np.append(bins.asi8[1:], bins.asi8[-1] + step.value)
+        t_idx = np.searchsorted(bins.asi8, stamps.as_unit("ns").asi8, side="right") - 1
+        t_ok = (t_idx >= 0) & (stamps.as_unit("ns").asi8 < ends[np.clip(t_idx, 0, None)])
+    else:
+        labels = stamps.floor(step) if step is not None else stamps
+        bins = pd.DatetimeIndex(np.unique(labels.as_unit("ns")))
+        if step is not None and len(bins):
+            bins = pd.date_range(bins[0], bins[-1], freq=step)
+        t_idx = np.searchsorted(bins.asi8, labels.as_unit("ns").asi8)
+        t_ok = np.ones(len(stamps), dtype=bool)
+    xs, ys = points.geometry.x.to_numpy(), points.geometry.y.to_numpy()
+    rows, cols = grid.index(xs, ys)
+    inside = grid.contains(rows, cols)
+    if (~inside).any():
+        warnings.warn(f"{int((~inside).sum())} of {len(points)} points lie outside the grid and are not counted",
+                      stacklevel=2)
+    keep = inside & t_ok
+    weights = np.ones(len(points)) if weight_col is None else points[weight_col].to_numpy(dtype=float)
+    counts = np.zeros((len(bins), *grid.shape), dtype=np.float64)
+    np.add.at(counts, (t_idx[keep], rows[keep], cols[keep]), weights[keep])
+    da = xr.DataArray(counts.astype("float32")[:, None], dims=("time", "band", "y", "x"),
+                      coords={"time": bins, "band": [band]}, name=band)
+    da = grid.attach(da)
+    da.attrs["units"] = "vehicles per cell" if weight_col is None else weight_col
+    return da
+
+
+def rasterize_lines(lines, grid: Grid, *, attr: str | None = None, all_touched: bool = True) -> xr.DataArray:
+    """Burn lines (roads) into a static layer on the grid.
+
+    Parameters
+    ----------
+    lines : geopandas.GeoDataFrame
+        LineString / MultiLineString geometries; any CRS (reprojected to the grid's).
+    grid : Grid
+        Target grid.
+    attr : str, optional
+        Numeric column to burn (e.g. ``"lanes"``): each cell gets the largest value of the
+        lines crossing it. Without it, a 0/1 road mask.
+    all_touched : bool
+        Burn every cell a line touches (default), not only cells whose centre it covers.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(band, y, x)`` float32 with band ``[attr or "road"]``, CRS and transform set.
+
+    Raises
+    ------
+    VectorError
+        No CRS, wrong geometry types, unknown or non-numeric ``attr``.
+    """
+    from rasterio.features import rasterize
+
+    lines = _check_layer(lines, "lines", ("LineString", "MultiLineString"), grid)
+    if attr is not None:
+        if attr not in lines.columns:
+            raise VectorError(f"lines have no column {attr!r} (columns: {', '.join(map(str, lines.columns))})")
+        try:
+            values = lines[attr].to_numpy(dtype=float)
+        except (ValueError, TypeError):
+            raise VectorError(f"lines column {attr!r} is not numeric; pick a numeric column such as lanes") from None
+        order = np.argsort(values, kind="stable")  # larger values are burnt last and win
+        shapes = [(lines.geometry.iloc[i], values[i]) for i in order]
+    else:
+        shapes = [(g, 1.0) for g in lines.geometry]
+    burnt = np.zeros(grid.shape, dtype="float32")
+    if shapes:
+        burnt = rasterize(shapes, out_shape=grid.shape, transform=grid.transform, fill=0.0,
+                          all_touched=all_touched, dtype="float32")
+    name = attr or "road"
+    da = xr.DataArray(burnt[None], dims=("band", "y", "x"), coords={"band": [name]}, name=name)
+    return grid.attach(da)
+
+
+def lead_labels(da: xr.DataArray) -> list[str]:
+    """Column-friendly labels of the first dim of a grid array: ``lead_30min`` or ``t_20240501T0830``."""
+    dim = da.dims[0]
+    if dim == "lead":
+        labels = []
+        for lead in pd.to_timedelta(da["lead"].values):
+            minutes = lead.total_seconds() / 60
+            labels.append(f"lead_{minutes:g}min")
+        return labels
+    if dim == "time":
+        return [f"t_{pd.Timestamp(t):%Y%m%dT%H%M%S}" for t in da["time"].values]
+    return [f"{dim}_{v}" for v in da[dim].values]
+
+
+def column_names(da: xr.DataArray) -> list[tuple[str, int, int]]:
+    """``(name, i_lead, i_band)`` for each column of a ``(lead|time, band, y, x)`` array."""
+    labels = lead_labels(da)
+    bands = [str(b) for b in da["band"].values]
+    if len(bands) == 1:
+        return [(label, i, 0) for i, label in enumerate(labels)]
+    return [(f"{band}_{label}", i, j) for i, label in enumerate(labels) for j, band in enumerate(bands)]
+
+
+def aggregate_to_segments(grid_da: xr.DataArray, segments):
+    """Length-weighted mean of a grid layer along each road segment.
+
+    Parameters
+    ----------
+    grid_da : xarray.DataArray
+        ``(lead|time, band, y, x)`` on a grid (CRS and transform set), e.g. a forecast.
+    segments : geopandas.GeoDataFrame
+        Road segments (LineStrings) in any CRS.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The segments (original columns, geometry and CRS) with one column per lead (and band):
+        the mean of the cells each segment crosses, weighted by the length inside each cell;
+        NaN for segments outside the grid.
+
+    Raises
+    ------
+    VectorError
+        Segments without CRS or of the wrong geometry type.
+    GridError
+        ``grid_da`` is not a ``(lead|time, band, y, x)`` array with CRS.
+    """
+    import geopandas as gpd
+
+    if grid_da.ndim != 4 or grid_da.dims[1:] != ("band", "y", "x"):
+        raise GridError(f"aggregate_to_segments expects (lead|time, band, y, x), got dims {grid_da.dims}")
+    grid = Grid.from_dataarray(grid_da)
+    lines = _check_layer(segments, "segments", ("LineString", "MultiLineString"), grid)
+    cells = grid.cells()
+    pieces = gpd.overlay(
+        gpd.GeoDataFrame({"_seg": np.arange(len(lines))}, geometry=lines.geometry.values, crs=grid.crs),
+        cells, how="intersection", keep_geom_type=True,
+    )
+    values = np.asarray(grid_da.values, dtype=float)
+    out = segments[~(segments.geometry.isna() | segments.geometry.is_empty)].copy()
+    length = pieces.geometry.length.to_numpy()
+    for name, i, j in column_names(grid_da):
+        v = values[i, j, pieces["row"].to_numpy(), pieces["col"].to_numpy()]
+        ok = np.isfinite(v) & (length > 0)
+        num = np.bincount(pieces["_seg"][ok], weights=(v * length)[ok], minlength=len(lines))
+        den = np.bincount(pieces["_seg"][ok], weights=length[ok], minlength=len(lines))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+    return out
