@@ -159,6 +159,7 @@ def check_cadence(times: pd.DatetimeIndex, *, allow_gaps: bool, names: list[str]
     """
     if len(times) < 2:
         return None, []
+    times = pd.DatetimeIndex(times).as_unit("ns")
     steps = np.diff(times.asi8)
     values, counts = np.unique(steps, return_counts=True)
     cadence = pd.Timedelta(int(values[counts == counts.max()].min()), unit="ns")

@@ -89,9 +89,9 @@ def rasterize_points(points, grid: Grid, *, time_col: str = "time", freq=None, t
         t_ok = (t_idx >= 0) & (stamps.as_unit("ns").asi8 < ends[np.clip(t_idx, 0, None)])
     else:
         labels = stamps.floor(step) if step is not None else stamps
-        bins = pd.DatetimeIndex(np.unique(labels.as_unit("ns")))
+        bins = pd.DatetimeIndex(np.unique(labels.as_unit("ns"))).as_unit("ns")
         if step is not None and len(bins):
-            bins = pd.date_range(bins[0], bins[-1], freq=step)
+            bins = pd.date_range(bins[0], bins[-1], freq=step).as_unit("ns")
         t_idx = np.searchsorted(bins.asi8, labels.as_unit("ns").asi8)
         t_ok = np.ones(len(stamps), dtype=bool)
     xs, ys = points.geometry.x.to_numpy(), points.geometry.y.to_numpy()

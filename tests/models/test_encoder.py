@@ -1,0 +1,115 @@
+"""Tests of trafficrnn.models.encoder: TileEncoder and the per-cell validity fraction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
+from trafficrnn.models import TileEncoder, valid_fraction
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP sync costs on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pixels"),
+    [
+        ({"tile_size": 8, "width": 4}, 8),
+        ({"tile_size": 4, "width": 4, "depth": 0, "out_channels": 5}, 4),
+        ({"tile_size": 12, "width": 4, "strides": [3, 4]}, 12),
+    ],
+)
+def test_forward__shape_and_out_channels(kwargs, pixels):
+    torch.manual_seed(0)
+    enc = TileEncoder(in_channels=3, **kwargs)
+    y = enc(torch.rand(2, 3, 3, 2 * pixels, 3 * pixels))
+    assert y.shape == (2, 3, enc.out_channels, 2, 3)
+    if "out_channels" in kwargs:
+        assert enc.out_channels == kwargs["out_channels"]
+
+
+def test_forward__nan_pixels_give_finite_features_and_grads():
+    torch.manual_seed(0)
+    enc = TileEncoder(in_channels=2, tile_size=4, width=4)
+    x = torch.rand(1, 2, 2, 8, 8)
+    x[0, 0, 0, :4, :4] = float("nan")
+    x[0, 1, :, 2, 3] = float("inf")
+    x[0, 1, 1, 7, 7] = float("nan")
+    y = enc(x)
+    assert torch.isfinite(y).all()
+    y.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
+
+
+def test_forward__invalid_pixels_are_flagged_not_just_zeroed():
+    torch.manual_seed(0)
+    enc = TileEncoder(in_channels=1, tile_size=4, width=4).eval()
+    zero = torch.zeros(1, 1, 1, 4, 4)
+    nan = torch.full((1, 1, 1, 4, 4), float("nan"))
+    assert not torch.allclose(enc(zero), enc(nan))
+
+
+def test_valid_fraction__counts_valid_pixels_per_cell():
+    x = torch.ones(1, 2, 2, 4, 8)
+    x[0, 0, 0, 0, 0] = float("nan")  # 1 of 16 pixels of cell (0, 0), frame 0
+    x[0, 1, 1, :, 4:] = float("nan")  # all of cell (0, 1), frame 1, one band only
+    frac = valid_fraction(x, 4)
+    assert frac.shape == (1, 2, 1, 1, 2)
+    expected = torch.tensor([[[[[15 / 16, 1.0]]], [[[1.0, 0.0]]]]])
+    torch.testing.assert_close(frac, expected)
+    torch.testing.assert_close(TileEncoder(2, tile_size=4).valid_fraction(x), expected)
+
+
+def test_config__rebuilds_identical_module():
+    torch.manual_seed(0)
+    enc = TileEncoder(in_channels=2, tile_size=8, width=4, strides=[4, 2], out_channels=3).eval()
+    clone = TileEncoder(**enc.config).eval()
+    clone.load_state_dict(enc.state_dict())
+    x = torch.rand(1, 2, 2, 8, 16)
+    torch.testing.assert_close(clone(x), enc(x))
+
+
+def test_forward__channels_last_and_bf16():
+    torch.manual_seed(0)
+    enc = TileEncoder(in_channels=2, tile_size=4, width=4).to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = enc(torch.rand(1, 2, 2, 8, 8))
+    assert y.shape == (1, 2, enc.out_channels, 2, 2) and torch.isfinite(y).all()
+
+
+def test_tile_encoder__tile_size_not_power_of_two():
+    with pytest.raises(ConfigError, match="tile_size must be a power of two >= 2.*got 12"):
+        TileEncoder(3, tile_size=12)
+
+
+def test_tile_encoder__strides_do_not_multiply_to_tile_size():
+    with pytest.raises(ConfigError, match=r"strides \[2, 2\] multiply to 4, not tile_size=8"):
+        TileEncoder(3, tile_size=8, strides=[2, 2])
+
+
+def test_tile_encoder__stride_below_two():
+    with pytest.raises(ConfigError, match="strides must be a non-empty list of ints >= 2"):
+        TileEncoder(3, tile_size=8, strides=[8, 1])
+
+
+def test_tile_encoder__bad_width():
+    with pytest.raises(ConfigError, match="width must be an int >= 1, got 0"):
+        TileEncoder(3, width=0)
+
+
+def test_forward__image_not_multiple_of_tile_size():
+    with pytest.raises(GridError, match="image size 8x10 is not a multiple of tile_size=4"):
+        TileEncoder(1, tile_size=4)(torch.zeros(1, 1, 1, 8, 10))
+
+
+def test_forward__wrong_band_count():
+    with pytest.raises(ModelMismatchError, match=r"images must have shape \(N, T, 3, H\*s, W\*s\)"):
+        TileEncoder(3, tile_size=4)(torch.zeros(1, 1, 2, 8, 8))

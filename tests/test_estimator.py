@@ -1,0 +1,174 @@
+"""Tests of TrafficForecaster: fit / predict / evaluate on both paths, refusals, determinism."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from affine import Affine
+
+from trafficrnn import Grid
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError
+from trafficrnn.estimator import TrafficForecaster
+
+GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
+FAST = dict(input_steps=6, horizon=3, hidden=(8,), max_epochs=2, batch_size=32, progress=False, patience=0)
+
+
+def density_series(periods=160, freq="15min", seed=0):
+    times = pd.date_range("2024-05-01", periods=periods, freq=freq)
+    rng = np.random.default_rng(seed)
+    cycle = 1.5 + np.sin(2 * np.pi * np.arange(periods) / 96)[:, None, None, None]
+    values = (rng.uniform(2, 10, (1, 1, *GRID.shape)) * cycle + rng.normal(0, 0.2, (periods, 1, *GRID.shape)))
+    da = GRID.attach(xr.DataArray(values.clip(0).astype("float32"), dims=("time", "band", "y", "x"),
+                                  coords={"time": times, "band": ["density"]}))
+    da.attrs["units"] = "vehicles per cell"
+    return da
+
+
+def image_series(target, tile=4, seed=0):
+    """RGB-like images whose first band is the density repeated over each tile, plus noise."""
+    rng = np.random.default_rng(seed)
+    up = np.repeat(np.repeat(target.values, tile, axis=2), tile, axis=3)
+    values = np.concatenate([up, up * 0.5, rng.random(up.shape, dtype="float32")], axis=1)
+    da = xr.DataArray(values, dims=("time", "band", "y", "x"),
+                      coords={"time": target.time.values, "band": ["red", "green", "blue"]})
+    pixels = Grid(GRID.crs, GRID.transform @ Affine.scale(1 / tile), (GRID.shape[0] * tile, GRID.shape[1] * tile))
+    return pixels.attach(da)
+
+
+@pytest.fixture(scope="module", params=["convlstm", "convgru"])
+def fitted(request):
+    da = density_series()
+    return TrafficForecaster(request.param, **FAST).fit(da), da
+
+
+def test_predict__forecast_contract(fitted):
+    est, da = fitted
+    fc = est.predict(da)
+    assert fc.dims == ("lead", "band", "y", "x")
+    assert fc.rio.crs == GRID.crs and fc.rio.transform() == GRID.transform
+    assert fc.attrs["issued"] == "2024-05-02T15:45:00" and fc.attrs["units"] == "vehicles per cell"
+    expected = pd.Timestamp("2024-05-02T15:45") + pd.to_timedelta([15, 30, 45], unit="min")
+    assert list(fc.valid_time.values) == list(expected.values)
+    assert (fc.values >= 0).all() and np.isfinite(fc.values).all()
+
+
+def test_predict__shorter_horizon(fitted):
+    est, da = fitted
+    assert est.predict(da, horizon=2).sizes["lead"] == 2
+
+
+def test_predict__horizon_longer_than_trained(fitted):
+    est, da = fitted
+    with pytest.raises(ModelMismatchError, match="horizon=5 is longer than the 3 steps the model was trained for"):
+        est.predict(da, horizon=5)
+
+
+def test_predict__bands_differ(fitted):
+    est, da = fitted
+    with pytest.raises(ModelMismatchError, match=r"stack bands \['flow'\] differ from the model's \['density'\]"):
+        est.predict(da.assign_coords(band=["flow"]))
+
+
+def test_predict__cadence_differs(fitted):
+    est, _ = fitted
+    with pytest.raises(ModelMismatchError, match="stack cadence 0 days 00:30:00 differs"):
+        est.predict(density_series(periods=20, freq="30min"))
+
+
+def test_predict__too_few_frames(fitted):
+    est, da = fitted
+    with pytest.raises(ModelMismatchError, match="the stack has 3 frame\\(s\\); the model reads input_steps=6"):
+        est.predict(da.isel(time=slice(0, 3)))
+
+
+def test_predict__other_crs(fitted):
+    est, da = fitted
+    with pytest.raises(ModelMismatchError, match="CRS"):
+        est.predict(da.rio.write_crs("EPSG:32632"))
+
+
+def test_evaluate__table_with_baselines(fitted):
+    est, da = fitted
+    table = est.evaluate(da)
+    assert list(table.index.get_level_values("model").unique()) == [est.model, "persistence", "historical_average", "ridge"]
+    assert list(table.loc[est.model].index) == [1, 2, 3]
+    assert set(table.columns) == {"mae", "rmse", "mape", "skill_rmse"}
+    assert np.allclose(table.loc["persistence", "skill_rmse"], 0)
+    assert table.attrs["issues"] > 0 and table.attrs["split"] == "test"
+
+
+def test_repr__shows_config_and_status(fitted):
+    est, _ = fitted
+    assert "[fitted, grid=(4, 5), bands=['density']" in repr(est)
+    assert repr(TrafficForecaster("convgru")) == "TrafficForecaster(model='convgru') [not fitted]"
+
+
+def test_fit__image_path_with_encoder():
+    target = density_series(periods=60)
+    images = image_series(target)
+    est = TrafficForecaster("convgru", tile_size=4, **FAST).fit(images, target)
+    fc = est.predict(images)
+    assert fc.sizes == {"lead": 3, "band": 1, "y": 4, "x": 5}
+    assert fc.rio.transform() == GRID.transform  # image transform × 4
+    assert est.model_.tile_encoder is not None
+
+
+def test_fit__image_nan_pixels_do_not_poison():
+    target = density_series(periods=60)
+    images = image_series(target)
+    images[5:9, :, 0:6, 0:6] = np.nan  # a cloud
+    est = TrafficForecaster("convlstm", tile_size=4, **FAST).fit(images, target)
+    assert np.isfinite(est.predict(images.isel(time=slice(0, 9))).values).all()
+
+
+def test_fit__deterministic_for_a_seed():
+    da = density_series(periods=100)
+    a = TrafficForecaster("convgru", seed=3, **FAST).fit(da).predict(da)
+    b = TrafficForecaster("convgru", seed=3, **FAST).fit(da).predict(da)
+    np.testing.assert_array_equal(a.values, b.values)
+
+
+def test_fit__target_on_other_grid():
+    target = density_series(periods=60)
+    images = image_series(target)
+    with pytest.raises(GridError, match="does not match the image grid"):
+        TrafficForecaster(tile_size=2, **FAST).fit(images, target)
+
+
+def test_fit__tile_size_without_target():
+    with pytest.raises(ConfigError, match="tile_size=4 needs a target"):
+        TrafficForecaster(tile_size=4, **FAST).fit(density_series(periods=40))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"horizon": 0}, "horizon=0 is invalid"),
+    ({"input_steps": -1}, "input_steps=-1 is invalid"),
+    ({"kernel_size": 4}, "kernel_size=4 is invalid"),
+    ({"val": 0.6, "test": 0.5}, "val=0.6, test=0.5 are invalid"),
+    ({"hidden": ()}, "hidden=\\(\\) is invalid"),
+])
+def test_fit__bad_parameters(kw, match):
+    params = {**FAST, **kw}
+    with pytest.raises(ConfigError, match=match):
+        TrafficForecaster(**params).fit(density_series(periods=40))
+
+
+def test_fit__stack_too_short():
+    with pytest.raises(ConfigError, match="needs input_steps \\+ horizon"):
+        TrafficForecaster(**FAST).fit(density_series(periods=12))
+
+
+def test_fit__not_a_dataarray():
+    with pytest.raises(ConfigError, match="must be a DataArray \\(time, band, y, x\\)"):
+        TrafficForecaster(**FAST).fit(np.zeros((10, 1, 4, 5)))
+
+
+def test_predict__not_fitted():
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        TrafficForecaster().predict(density_series(periods=20))
+
+
+def test_set_params__unknown():
+    with pytest.raises(ValueError, match="unknown parameter 'depth'"):
+        TrafficForecaster().set_params(depth=3)

@@ -1,0 +1,138 @@
+"""Tests of saved models: safetensors + validated config, checksum, and refusal of pickles and tampering."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from trafficrnn.errors import ModelFileError, OutputExistsError
+from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.persist import _sha256
+
+from .test_estimator import FAST, density_series
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    da = density_series(periods=100)
+    est = TrafficForecaster("convlstm", **FAST).fit(da)
+    path = est.save(tmp_path_factory.mktemp("models") / "model")
+    return est, da, path
+
+
+def copy_model(saved, tmp_path):
+    _, _, path = saved
+    out = tmp_path / "copy"
+    out.mkdir()
+    for f in path.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    return out
+
+
+def test_save_load__identical_forecast(saved):
+    est, da, path = saved
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    again = TrafficForecaster.load(path)
+    np.testing.assert_array_equal(again.predict(da).values, est.predict(da).values)
+    assert again.grid_ == est.grid_ and again.cadence_ == est.cadence_ and again.bands_ == est.bands_
+    assert again.get_params() == est.get_params()
+
+
+def test_save__config_records_what_the_model_expects(saved):
+    _, _, path = saved
+    config = json.loads((path / "config.json").read_text())
+    assert config["grid"]["transform"] == [100.0, 0.0, 500000.0, 0.0, -100.0, 5000000.0]
+    assert config["cadence"] == "P0DT0H15M0S" and config["bands"] == ["density"]
+    assert config["weights_sha256"] == _sha256(path / "model.safetensors")
+    assert config["training_summary"]["windows"]["train"] > 0
+    assert "trafficrnn_version" in config and config["model_config"]["cell"] == "lstm"
+
+
+def test_save__refuses_existing(saved):
+    est, _, path = saved
+    with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):
+        est.save(path)
+
+
+def test_load__tampered_weights(saved, tmp_path):
+    path = copy_model(saved, tmp_path)
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum .* does not match .* refusing to load"):
+        TrafficForecaster.load(path)
+
+
+def test_load__truncated_weights(saved, tmp_path):
+    path = copy_model(saved, tmp_path)
+    data = (path / "model.safetensors").read_bytes()[:100]
+    (path / "model.safetensors").write_bytes(data)
+    config = json.loads((path / "config.json").read_text())
+    config["weights_sha256"] = _sha256(path / "model.safetensors")  # a consistent but truncated file
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        TrafficForecaster.load(path)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file
+        return (open, (self.marker, "w"))
+
+
+def test_load__pickle_payload_is_never_executed(saved, tmp_path):
+    path = copy_model(saved, tmp_path)
+    marker = tmp_path / "pwned"
+    (path / "model.safetensors").write_bytes(pickle.dumps(_Payload(str(marker))))
+    config = json.loads((path / "config.json").read_text())
+    config["weights_sha256"] = _sha256(path / "model.safetensors")  # even with a matching checksum
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match="not a readable safetensors file"):
+        TrafficForecaster.load(path)
+    assert not marker.exists()
+
+
+def test_load__a_pickle_file_instead_of_a_folder(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(ModelFileError, match="is not a saved model folder"):
+        TrafficForecaster.load(bad)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.update(model="transformer"), "unknown model 'transformer'"),
+    (lambda c: c.update(format_version=99), "model format 99 is newer"),
+    (lambda c: c.update(bands="density"), "'bands' is str"),
+    (lambda c: c.update(cadence="-15min"), "must be positive"),
+    (lambda c: c["params"].update(horizon=0), "params.horizon = 0"),
+    (lambda c: c.pop("grid"), "key 'grid' is missing"),
+    (lambda c: c["model_config"].update(hidden_channels=[16]), "weights do not fit the model"),
+    (lambda c: c["model_config"].update(cell="gru"), "inconsistent"),
+    (lambda c: c.update(format="something-else"), "not a trafficrnn model config"),
+])
+def test_load__invalid_config(saved, tmp_path, edit, match):
+    path = copy_model(saved, tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=match):
+        TrafficForecaster.load(path)
+
+
+def test_load__config_not_json(saved, tmp_path):
+    path = copy_model(saved, tmp_path)
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="is not valid JSON"):
+        TrafficForecaster.load(path)
+
+
+def test_load__missing_weights(saved, tmp_path):
+    path = copy_model(saved, tmp_path)
+    (path / "model.safetensors").unlink()
+    with pytest.raises(ModelFileError, match="model.safetensors is missing"):
+        TrafficForecaster.load(path)

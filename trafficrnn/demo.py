@@ -1,0 +1,151 @@
+"""The demo: the whole pipeline on the shipped synthetic sample, ConvLSTM vs ConvGRU vs baselines, GIS layers out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from trafficrnn.errors import InputFileError
+
+log = logging.getLogger(__name__)
+
+#: the sample shipped in the source tree (absent from an installed wheel: then one is simulated)
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+@dataclass
+class DemoResult:
+    """What the demo made: the comparison table, the fitted models and the files written."""
+
+    table: pd.DataFrame
+    models: dict = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def find_sample(cache: Path, *, progress: bool = True) -> Path:
+    """The shipped sample folder, or a small one simulated into ``cache`` when it is absent."""
+    if (SAMPLE / "images").is_dir() and (SAMPLE / "density").is_dir():
+        return SAMPLE
+    target = cache / "sample"
+    if not (target / "manifest.json").exists():
+        from trafficrnn.synth.simulate import simulate, write_simulation
+
+        log.info("no shipped sample found; simulating one into %s", target)
+        result = simulate(256, days=4, step="15min", seed=0, tile_size=16, gsd=1.0, progress=progress)
+        write_simulation(result, target, overwrite=True, progress=progress)
+    return target
+
+
+def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
+    """Leads as rows, models as columns, for one metric (plus the mean over leads)."""
+    wide = table[metric].unstack("model")
+    wide.loc["mean"] = wide.mean()
+    order = [m for m in ("convlstm", "convgru", "persistence", "historical_average", "ridge") if m in wide.columns]
+    return wide[order + [c for c in wide.columns if c not in order]]
+
+
+def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | None = None, max_minutes: float = 1.5,
+             max_epochs: int = 40, seed: int = 0, progress: bool = True, echo=print) -> DemoResult:
+    """Train a ConvLSTM and a ConvGRU on the sample, compare them with the baselines, write the layers.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder (created; files in it are replaced).
+    sample : path, optional
+        A folder written by ``trafficrnn simulate`` (default: the shipped ``data/sample``).
+    max_minutes : float
+        Training time limit per model.
+    max_epochs, seed, progress : training settings.
+    echo : callable
+        Where progress lines go (``print`` for the CLI).
+
+    Raises
+    ------
+    InputFileError
+        If ``sample`` lacks ``images/`` or ``density/``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trafficrnn.estimator import TrafficForecaster
+    from trafficrnn.io import read_stack, to_geopackage, to_geotiff, to_netcdf
+    from trafficrnn.plot import animate, plot_compare, plot_leads, plot_map
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(sample) if sample else find_sample(out / ".cache", progress=progress)
+    for part in ("images", "density"):
+        if not (folder / part).is_dir():
+            raise InputFileError(f"{folder} has no {part}/ folder: expected the output of `trafficrnn simulate`")
+    started = time.perf_counter()
+    images = read_stack(folder / "images", allow_gaps=True)
+    target = read_stack(folder / "density", allow_gaps=True)
+    tile = images.sizes["y"] // target.sizes["y"]
+    echo(f"sample     {folder}  ({images.sizes['time']} frames of {images.sizes['y']}×{images.sizes['x']} px, "
+         f"grid {target.sizes['y']}×{target.sizes['x']} cells of {tile} px, cadence {images.attrs['cadence']})")
+    result = DemoResult(table=pd.DataFrame())
+    tables = []
+    for name in ("convlstm", "convgru"):
+        t0 = time.perf_counter()
+        est = TrafficForecaster(name, tile_size=tile, input_steps=8, horizon=6, hidden=(32, 32), encoder_width=24,
+                                max_epochs=max_epochs, max_time=max_minutes, batch_size=8, lr=3e-3, patience=8,
+                                seed=seed, progress=progress)
+        echo(f"training   {name} (at most {max_minutes:g} min) ...")
+        est.fit(images, target)
+        result.timings[f"train_{name}"] = time.perf_counter() - t0
+        table = est.evaluate(images, target, baselines=() if tables else ("persistence", "historical_average", "ridge"))
+        tables.append(table)
+        result.models[name] = est
+        echo(f"           {est.training_summary_['epochs'] + 1} epochs in {result.timings[f'train_' + name]:.0f} s, "
+             f"{est.training_summary_['parameters']:,} parameters")
+    result.table = pd.concat(tables)
+    wide = comparison_table(result.table)
+    echo("\nRMSE per lead on the test split (vehicles per cell; lower is better)")
+    echo(wide.to_string(float_format=lambda v: f"{v:.3f}"))
+    best = min(("convlstm", "convgru"), key=lambda m: wide.loc["mean", m])
+    echo(f"\nbetter deep model here: {best} (mean RMSE {wide.loc['mean', best]:.3f} vs "
+         f"{wide.loc['mean', 'convgru' if best == 'convlstm' else 'convlstm']:.3f})")
+
+    est = result.models[best]
+    forecast = est.predict(images)
+    files = result.files
+    files["forecast_cog"] = to_geotiff(forecast, out / "forecast.tif", overwrite=True)
+    files["forecast_netcdf"] = to_netcdf(forecast, out / "forecast.nc", overwrite=True)
+    files["forecast_cells"] = to_geopackage(forecast, out / "forecast.gpkg", overwrite=True)
+    files["comparison_csv"] = out / "comparison.csv"
+    result.table.to_csv(files["comparison_csv"])
+    # maps: the last observed frame, the forecast per lead, and the error of a past forecast
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
+    plot_map(images.isel(time=-1), ax=axes[0], title=f"last observed frame {pd.Timestamp(images.time.values[-1]):%Y-%m-%d %H:%M}")
+    plot_map(target.isel(time=-1), ax=axes[1], title="vehicles per cell (ground truth)")
+    files["last_frame_png"] = _save(fig, out / "last_observed.png")
+    files["forecast_png"] = _save(plot_leads(forecast), out / "forecast_leads.png")
+    past = est.predict(images.isel(time=slice(0, images.sizes["time"] - est.horizon)))
+    files["error_png"] = _save(plot_compare(past, target, lead=est.horizon), out / "error_map.png")
+    files["animation_gif"] = animate(forecast, out / "forecast.gif", overwrite=True)
+    result.timings["total"] = time.perf_counter() - started
+    echo("\nwritten:")
+    for key, path in files.items():
+        echo(f"  {key:<16} {path}")
+    echo(f"\ndone in {result.timings['total']:.0f} s; open forecast.tif or forecast.gpkg in QGIS "
+         "(Layer ▸ Add Layer ▸ Add Raster/Vector Layer)")
+    return result
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from trafficrnn.io._atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

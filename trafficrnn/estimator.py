@@ -1,0 +1,430 @@
+"""TrafficForecaster: fit a ConvLSTM / ConvGRU on a georeferenced stack, predict georeferenced forecasts, save and load safely.
+
+Follows the scikit-learn estimator contract: ``__init__`` stores parameters, ``fit`` validates
+and returns ``self``, learned state ends in ``_``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from trafficrnn.data import chronological_split, make_forecast, time_features, window_starts
+from trafficrnn.dataset import Normalizer, WindowDataset
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError, TimestampError
+from trafficrnn.grid import Grid
+from trafficrnn.io.timestamps import check_cadence
+
+log = logging.getLogger(__name__)
+
+PARAMS = ("model", "input_steps", "horizon", "tile_size", "hidden", "kernel_size", "encoder_width",
+          "encoder_depth", "time_features", "residual", "timezone", "lr", "weight_decay", "batch_size",
+          "max_epochs", "max_time", "patience", "val", "test", "stride", "nowcast_weight", "log1p", "seed",
+          "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop")
+
+
+def _contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice, stride: int) -> np.ndarray:
+    """Window starts inside ``rng`` whose ``span`` frames are evenly spaced (no gap inside a window)."""
+    starts = window_starts(len(times), span - 1, 1, stride, start=rng.start or 0, stop=rng.stop)
+    if len(starts) == 0:
+        return starts
+    ns = pd.DatetimeIndex(times).as_unit("ns").asi8
+    ok = (ns[starts + span - 1] - ns[starts]) == (span - 1) * cadence.value
+    return starts[ok]
+
+
+class BatchInputs:
+    """Maps a batch of :class:`WindowDataset` items to the model's keyword arguments (picklable for DDP)."""
+
+    def __init__(self, *, time_features: bool) -> None:
+        self.time_features = time_features
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.time_features:
+            return {}
+        # (N, T, F) vectors; the model broadcasts them over the grid
+        return {"past_covariates": batch["tf_in"], "future_covariates": batch["tf_out"]}
+
+
+class TrafficForecaster:
+    """Forecast traffic density grids with a ConvLSTM or ConvGRU encoder–forecaster.
+
+    Parameters
+    ----------
+    model : {"convlstm", "convgru"}
+        Recurrent cell family.
+    input_steps, horizon : int
+        Frames read, lead steps forecast.
+    tile_size : int or None
+        Image pixels per grid cell. ``None`` (or 1) when the stack already holds density / flow
+        grids: then no image encoder is used (the density-only path).
+    hidden : list of int
+        Channels of each stacked recurrent layer.
+    kernel_size : int
+    encoder_width, encoder_depth : int
+        Size of the CNN tile encoder (image path).
+    time_features : bool
+        Add time-of-day / day-of-week channels (from the real timestamps, DST-aware).
+    residual : bool
+        Predict the change from the last observed frame.
+    timezone : str, optional
+        IANA zone of the naive timestamps (for the calendar channels).
+    lr, weight_decay, batch_size, max_epochs, patience : training settings.
+    max_time : float, optional
+        Training time limit in minutes.
+    val, test : float
+        Fractions of the series (chronological, at the end) held out for validation and test.
+    stride : int
+        Step between training windows.
+    nowcast_weight : float
+        Weight of the auxiliary loss that teaches the encoder to count vehicles in the current frames.
+    log1p : bool
+        Normalise targets with ``log1p`` before scaling.
+    seed : int
+    precision : str
+        Lightning precision; ``"auto"`` picks bf16-mixed on GPUs that have it, fp32 on CPU.
+    accelerator, devices, strategy, num_nodes : Lightning Trainer options (DDP past one device).
+    progress : bool
+        Show progress bars.
+    crop : int, optional
+        Train on random spatial crops of ``crop`` × ``crop`` cells (bounded memory on large areas).
+    """
+
+    def __init__(self, model: str = "convlstm", *, input_steps: int = 12, horizon: int = 6,
+                 tile_size: int | None = None, hidden: tuple[int, ...] | list[int] = (32, 32), kernel_size: int = 3,
+                 encoder_width: int = 32, encoder_depth: int = 2, time_features: bool = True, residual: bool = True,
+                 timezone: str | None = None, lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 16,
+                 max_epochs: int = 30, max_time: float | None = None, patience: int = 6, val: float = 0.15,
+                 test: float = 0.15, stride: int = 1, nowcast_weight: float = 0.5, log1p: bool = False,
+                 seed: int = 0, precision: str = "auto", accelerator: str = "auto", devices: Any = 1,
+                 strategy: str = "auto", num_nodes: int = 1, progress: bool = True, crop: int | None = None) -> None:
+        for name in PARAMS:
+            setattr(self, name, locals()[name])
+
+    # -- scikit-learn plumbing ----------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (scikit-learn contract)."""
+        return {name: getattr(self, name) for name in PARAMS}
+
+    def set_params(self, **params: Any) -> "TrafficForecaster":
+        """Set constructor parameters; unknown names raise ``ValueError``."""
+        for key, value in params.items():
+            if key not in PARAMS:
+                raise ValueError(f"unknown parameter {key!r}; valid: {', '.join(PARAMS)}")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = TrafficForecaster().get_params()
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k] or k == "model")
+        status = "fitted" if self.is_fitted else "not fitted"
+        extra = ""
+        if self.is_fitted:
+            extra = f", grid={self.grid_.shape}, bands={self.bands_}, cadence={self.cadence_}"
+        return f"TrafficForecaster({changed}) [{status}{extra}]"
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "model_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("this TrafficForecaster is not fitted yet: call fit(...) or TrafficForecaster.load(path)")
+
+    # -- validation ---------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        for name in ("input_steps", "horizon", "batch_size", "max_epochs", "stride", "kernel_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid: expected a positive integer")
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size={self.kernel_size} is invalid: expected an odd integer such as 3")
+        if self.tile_size is not None and (not isinstance(self.tile_size, (int, np.integer)) or self.tile_size < 1):
+            raise ConfigError(f"tile_size={self.tile_size!r} is invalid: expected a positive integer, or None for grids")
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise ConfigError(f"hidden={self.hidden!r} is invalid: expected a list of positive channel counts")
+        if not 0 <= self.val < 1 or not 0 <= self.test < 1 or self.val + self.test >= 1:
+            raise ConfigError(f"val={self.val}, test={self.test} are invalid: expected fractions that leave data for training")
+
+    @staticmethod
+    def _check_array(da: Any, what: str) -> xr.DataArray:
+        if not isinstance(da, xr.DataArray) or da.dims != ("time", "band", "y", "x"):
+            dims = getattr(da, "dims", type(da).__name__)
+            raise ConfigError(f"{what} must be a DataArray (time, band, y, x) as read_stack returns; got {dims}")
+        if da.rio.crs is None:
+            raise GridError(f"{what} has no CRS; read it with read_stack or set da.rio.write_crs(...)")
+        return da
+
+    def _align_target(self, images: xr.DataArray, target: xr.DataArray, grid: Grid) -> xr.DataArray:
+        tgrid = Grid.from_dataarray(target, tile_size=grid.tile_size)
+        if not tgrid.matches(grid):
+            raise GridError(f"target grid {tgrid} does not match the image grid {grid} at tile_size="
+                            f"{grid.tile_size}: rasterise the target on Grid.from_image(images, {grid.tile_size})")
+        common = np.intersect1d(images.time.values, target.time.values)
+        if len(common) == 0:
+            raise TimestampError("images and target share no timestamp: check that both stacks cover the same period")
+        return target.reindex(time=images.time.values)  # frames without a target become NaN (masked)
+
+    # -- fit ----------------------------------------------------------------------------
+    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *,
+            checkpoint_dir: str | Path | None = None, resume: bool = False) -> "TrafficForecaster":
+        """Train on a stack.
+
+        Parameters
+        ----------
+        images : xarray.DataArray
+            ``(time, band, y, x)`` images (image path, needs ``tile_size``), or density / flow grids
+            (density-only path, when ``target`` is None).
+        target : xarray.DataArray, optional
+            ``(time, band, y, x)`` target grids on ``Grid.from_image(images, tile_size)``.
+        checkpoint_dir : path, optional
+            Where checkpoints go (``best.ckpt``, ``last.ckpt``); a temporary folder otherwise.
+        resume : bool
+            Resume from ``checkpoint_dir/last.ckpt`` after an interruption.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ConfigError, GridError, TimestampError, CadenceError
+            For bad parameters, mismatched grids or times, an irregular cadence, or too short a stack.
+        """
+        from trafficrnn.models import get_model
+        from trafficrnn.training import ForecastModule, make_trainer, quiet_lightning, resolve_precision
+
+        self._validate_params()
+        images = self._check_array(images, "images")
+        density_only = target is None
+        if density_only:
+            if self.tile_size not in (None, 1):
+                raise ConfigError(f"tile_size={self.tile_size} needs a target: pass fit(images, target), or "
+                                  "tile_size=None to forecast the stack's own grids")
+            grid = Grid.from_dataarray(images, tile_size=1)
+            target = images
+        else:
+            if self.tile_size in (None, 1) and images.sizes["y"] == target.sizes["y"]:
+                grid = Grid.from_dataarray(images, tile_size=1)
+            elif self.tile_size is None:
+                raise ConfigError("tile_size=None but images and target differ in size: pass tile_size=... "
+                                  "(image pixels per target cell)")
+            else:
+                grid = Grid.from_image(images, int(self.tile_size))
+            images = grid.crop(images) if grid.tile_size > 1 else images
+            target = self._align_target(images, self._check_array(target, "target"), grid)
+        times = pd.DatetimeIndex(images.time.values)
+        cadence, gaps = check_cadence(times, allow_gaps=True)
+        if cadence is None:
+            raise TimestampError("the stack has one frame; forecasting needs a time series")
+        split = chronological_split(times, val=self.val, test=self.test, input_steps=self.input_steps,
+                                    horizon=self.horizon)
+        span = self.input_steps + self.horizon
+        starts = {k: _contiguous_starts(times, cadence, span, s, self.stride if k == "train" else 1)
+                  for k, s in split.items()}
+        if len(starts["train"]) == 0:
+            raise ConfigError(f"no training window of {span} evenly spaced frames fits in the stack of "
+                              f"{len(times)} frames ({len(gaps)} gaps): shorten input_steps/horizon or add data")
+        train_t = split["train"]
+        tgt_norm = Normalizer("scale", log1p=self.log1p).fit(target.isel(time=train_t))
+        in_norm = tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
+        x = in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
+        y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype("float32")
+        if density_only:
+            x = y
+        tf = time_features(times, timezone=self.timezone) if self.time_features else None
+
+        torch.manual_seed(self.seed)
+        encoder = None if grid.tile_size == 1 else {
+            "tile_size": grid.tile_size, "width": int(self.encoder_width), "depth": int(self.encoder_depth)}
+        n_tf = 4 if self.time_features else 0
+        net = get_model(self.model, in_channels=images.sizes["band"], out_channels=target.sizes["band"],
+                        hidden_channels=[int(h) for h in self.hidden], kernel_size=int(self.kernel_size),
+                        encoder=encoder, past_covariate_channels=n_tf, future_covariate_channels=n_tf,
+                        residual=bool(self.residual))
+        datasets = {k: WindowDataset(x, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
+                                     tile_size=grid.tile_size, crop=self.crop if k == "train" else None,
+                                     seed=self.seed)
+                    for k in ("train", "val")}
+        loaders = {k: torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=(k == "train"),
+                                                  generator=torch.Generator().manual_seed(self.seed))
+                   for k, ds in datasets.items()}
+        module = ForecastModule(net, horizon=self.horizon, lr=self.lr, weight_decay=self.weight_decay,
+                                max_epochs=self.max_epochs, nowcast_weight=self.nowcast_weight if encoder else 0.0,
+                                inputs=BatchInputs(time_features=self.time_features))
+        validate = len(datasets["val"]) > 0
+        with tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp, quiet_lightning(log.getEffectiveLevel() > logging.INFO):
+            root = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
+            trainer, checkpoint = make_trainer(
+                root=root, max_epochs=self.max_epochs, patience=self.patience, max_time=self.max_time,
+                precision=resolve_precision(self.precision, self.accelerator), accelerator=self.accelerator,
+                devices=self.devices, strategy=self.strategy, num_nodes=self.num_nodes, progress=self.progress,
+                validate=validate)
+            ckpt = root / "last.ckpt" if resume and (root / "last.ckpt").exists() else None
+            started = time.perf_counter()
+            trainer.fit(module, loaders["train"], loaders["val"] if validate else None, ckpt_path=ckpt)
+            seconds = time.perf_counter() - started
+            best = checkpoint.best_model_path
+            if best:
+                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+                module.load_state_dict(state)
+        self.model_ = module.model.cpu().eval()
+        self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
+        self.bands_ = [str(b) for b in target.band.values]
+        self.input_bands_ = [str(b) for b in images.band.values]
+        self.units_ = str(target.attrs.get("units", "1"))
+        self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm
+        self.density_only_ = density_only
+        self.split_ = {k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
+                       for k, s in split.items()}
+        self.history_ = list(module.history)
+        self.training_summary_ = {
+            "frames": len(times), "windows": {k: int(len(v)) for k, v in starts.items()},
+            "epochs": int(trainer.current_epoch), "train_seconds": round(seconds, 2),
+            "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+            "period": [str(times[0]), str(times[-1])], "split": self.split_,
+            "parameters": int(sum(p.numel() for p in self.model_.parameters())),
+        }
+        return self
+
+    # -- predict ------------------------------------------------------------------------
+    def _prepare(self, images: xr.DataArray) -> tuple[xr.DataArray, Grid]:
+        self._check_fitted()
+        images = self._check_array(images, "images")
+        found = [str(b) for b in images.band.values]
+        if found != self.input_bands_:
+            raise ModelMismatchError(f"stack bands {found} differ from the model's {self.input_bands_}: "
+                                     "read the stack with read_stack(..., bands=[...]) in the model's order")
+        if images.rio.crs != self.grid_.crs:
+            raise ModelMismatchError(f"stack CRS {images.rio.crs} differs from the model's {self.grid_.crs}: "
+                                     "reproject the stack (read_stack(..., align='reproject')) to the model's CRS")
+        tile = self.grid_.tile_size
+        res = abs(images.rio.transform().a) * tile, abs(images.rio.transform().e) * tile
+        if not np.allclose(res, self.grid_.resolution, rtol=1e-6):
+            raise ModelMismatchError(f"stack gives cells of {res} at tile_size={tile}, the model was trained on "
+                                     f"{self.grid_.resolution}: resample the stack to the model's resolution")
+        grid = Grid.from_image(images, tile) if tile > 1 else Grid.from_dataarray(images, tile_size=1)
+        times = pd.DatetimeIndex(images.time.values)
+        if len(times) > 1:
+            step = pd.Timedelta(times[-1] - times[-2])
+            if step != self.cadence_:
+                raise ModelMismatchError(f"stack cadence {step} differs from the model's {self.cadence_}: "
+                                         "resample the stack to the model's cadence")
+        return (grid.crop(images) if tile > 1 else images), grid
+
+    def _batch(self, images: xr.DataArray, ends: np.ndarray, horizon: int) -> dict[str, torch.Tensor]:
+        times = pd.DatetimeIndex(images.time.values)
+        raw = np.asarray(images.values, dtype="float32")
+        norm = self.target_normalizer_ if self.density_only_ else self.input_normalizer_
+        x = norm.transform(raw, band_axis=1).astype("float32")
+        xs = np.stack([x[e - self.input_steps + 1:e + 1] for e in ends])
+        batch = {"x": torch.from_numpy(np.ascontiguousarray(xs))}  # NaN = missing, masked by the model
+        if self.time_features:
+            future = [times[e] + self.cadence_ * np.arange(1, horizon + 1) for e in ends]
+            batch["tf_in"] = torch.from_numpy(np.stack([time_features(times[e - self.input_steps + 1:e + 1],
+                                                                      timezone=self.timezone) for e in ends]))
+            batch["tf_out"] = torch.from_numpy(np.stack([time_features(f, timezone=self.timezone) for f in future]))
+        rows, cols = xs.shape[-2] // self.grid_.tile_size, xs.shape[-1] // self.grid_.tile_size
+        batch["y"] = torch.zeros(len(ends), horizon, len(self.bands_), rows, cols)
+        return batch
+
+    def predict_many(self, images: xr.DataArray, issue_indices: Any, *, horizon: int | None = None,
+                     batch_size: int = 32) -> xr.DataArray:
+        """Forecasts issued at several frames of ``images`` → ``(issued, lead, band, y, x)``.
+
+        Raises
+        ------
+        NotFittedError, ModelMismatchError, ConfigError
+        """
+        images, grid = self._prepare(images)
+        horizon = self._check_horizon(horizon)
+        ends = np.asarray(issue_indices, dtype=np.int64).reshape(-1)
+        if ends.size and (ends.min() < self.input_steps - 1 or ends.max() >= images.sizes["time"]):
+            raise ConfigError(f"issue indices must lie in [{self.input_steps - 1}, {images.sizes['time'] - 1}] "
+                              f"so that {self.input_steps} input frames exist")
+        inputs = BatchInputs(time_features=self.time_features)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(ends), batch_size):
+                batch = self._batch(images, ends[i:i + batch_size], horizon)
+                pred = self.model_(batch["x"], horizon=horizon, **inputs(batch))
+                out.append(pred.float().numpy())
+        values = np.concatenate(out) if out else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
+        values = np.clip(self.target_normalizer_.inverse_transform(values, band_axis=2), 0, None)
+        times = pd.DatetimeIndex(images.time.values)
+        return make_forecast(values, grid, issued=times[ends], cadence=self.cadence_, bands=self.bands_,
+                             model=self.model, units=self.units_, issued_dim=True)
+
+    def predict(self, images: xr.DataArray, *, horizon: int | None = None) -> xr.DataArray:
+        """Forecast the ``horizon`` frames after the last frame of ``images``.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(lead, band, y, x)`` with ``valid_time``, attrs ``issued``, ``model``, ``units``,
+            and the CRS and grid transform of ``images``.
+
+        Raises
+        ------
+        NotFittedError, ModelMismatchError
+            Before fit; a stack whose bands, CRS, resolution or cadence differ from the model's;
+            a horizon longer than trained; fewer frames than ``input_steps``.
+        """
+        n = images.sizes.get("time", 0)
+        if n < self.input_steps:
+            raise ModelMismatchError(f"the stack has {n} frame(s); the model reads input_steps={self.input_steps}")
+        fc = self.predict_many(images, [n - 1], horizon=horizon).isel(issued=0)
+        issued = pd.Timestamp(fc["issued"].values).isoformat()
+        fc = fc.drop_vars("issued")
+        fc.attrs.update(issued=issued, model=self.model, units=self.units_)
+        return fc
+
+    def _check_horizon(self, horizon: int | None) -> int:
+        horizon = self.horizon if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ConfigError(f"horizon={horizon!r} is invalid: expected a positive integer")
+        if horizon > self.horizon:
+            raise ModelMismatchError(f"horizon={horizon} is longer than the {self.horizon} steps the model was "
+                                     f"trained for: ask for at most {self.horizon}, or retrain with horizon={horizon}")
+        return int(horizon)
+
+    # -- evaluation and persistence -----------------------------------------------------
+    def evaluate(self, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
+                 baselines: tuple[str, ...] = ("persistence", "historical_average", "ridge"),
+                 horizon: int | None = None) -> pd.DataFrame:
+        """Per-lead MAE / RMSE / MAPE of the model and every baseline on the same issue times.
+
+        ``split="test"`` scores the windows of the chronological test split (the part never
+        trained on); ``None`` scores every window of the given stack. Baselines are fitted on
+        the frames before the split. See :func:`trafficrnn.evaluation.evaluate`.
+        """
+        from trafficrnn.evaluation import evaluate
+
+        return evaluate(self, images, target, split=split, baselines=baselines, horizon=horizon)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.persist`."""
+        from trafficrnn.persist import save_model
+
+        return save_model(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrafficForecaster":
+        """Load a saved model safely (no unpickling; config validated; weights checksum verified).
+
+        Raises
+        ------
+        ModelFileError
+            For a missing, tampered, truncated or incompatible model folder.
+        """
+        from trafficrnn.persist import load_model
+
+        return load_model(cls, path)

@@ -1,0 +1,395 @@
+"""Reference forecasters (persistence, historical average, ridge regression) behind one API.
+
+Shared signature: ``fit(target) -> self``; ``predict(history, horizon) -> DataArray(lead, band, y, x)``;
+``predict_many(target, issue_indices, horizon) -> DataArray(issued, lead, band, y, x)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from trafficrnn.data import infer_cadence, make_forecast, time_features, wall_clock
+from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
+from trafficrnn.grid import Grid
+
+__all__ = ["Baseline", "Persistence", "HistoricalAverage", "RidgeBaseline", "BASELINES", "get_baseline"]
+
+_DAY = pd.Timedelta(days=1)
+
+
+def _check_target(target: Any, what: str) -> xr.DataArray:
+    if not isinstance(target, xr.DataArray):
+        raise ConfigError(f"{what} is a {type(target).__name__}: expected an xarray.DataArray(time, band, y, x)")
+    if set(target.dims) != {"time", "band", "y", "x"}:
+        raise ConfigError(f"{what} has dims {target.dims}: expected (time, band, y, x); add a band dim with "
+                          "da.expand_dims(band=['density'], axis=1)")
+    return target.transpose("time", "band", "y", "x")
+
+
+def _valid_times(times: pd.DatetimeIndex, issue: np.ndarray, horizon: int, cadence: pd.Timedelta) -> np.ndarray:
+    """Valid times (N, H) of forecasts issued at ``times[issue]``."""
+    return times.values[issue][:, None] + cadence.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
+
+
+class Baseline:
+    """Common validation, bookkeeping and forecast wrapping; subclasses implement ``_fit`` and ``_predict``.
+
+    ``_predict(values (T, C, y, x), times, issue (N,), horizon) -> (N, H, C, y, x)`` forecasts from
+    the frames up to each issue index only.
+    """
+
+    name = "baseline"
+    min_history = 1
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable), as scikit-learn's ``get_params``."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {p: getattr(self, p) for p in names}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def fit(self, target: xr.DataArray, **kw: Any) -> "Baseline":
+        """Learn from training observations.
+
+        Parameters
+        ----------
+        target : xarray.DataArray
+            ``(time, band, y, x)`` at a regular cadence, with CRS and transform; NaN = unknown.
+        **kw
+            ``val`` is accepted and ignored (baselines have no early stopping), so that callers
+            can fit every model alike; any other keyword is refused.
+
+        Raises
+        ------
+        ConfigError
+            For a non-DataArray, wrong dims or unknown keywords.
+        TimestampError, CadenceError
+            For fewer than 2 or irregular times.
+        MissingCRSError
+            If ``target`` has no CRS.
+        """
+        unknown = sorted(set(kw) - {"val"})
+        if unknown:
+            raise ConfigError(f"{type(self).__name__}.fit got unexpected keyword(s) {unknown}: only 'val' is "
+                              "accepted (and ignored); pass model settings to the constructor")
+        target = _check_target(target, "target")
+        self.cadence_ = infer_cadence(target["time"].values)
+        self.grid_ = Grid.from_dataarray(target)
+        self.bands_ = [str(b) for b in target["band"].values]
+        self.units_ = str(target.attrs.get("units", ""))
+        self.timezone_ = target.attrs.get("timezone")
+        self._fit(np.asarray(target.values, dtype=np.float32), wall_clock(target["time"].values))
+        return self
+
+    def _fit(self, values: np.ndarray, times: pd.DatetimeIndex) -> None:
+        """Learn state from ``values (T, C, y, x)``; nothing by default."""
+
+    def _check(self, data: Any, what: str) -> xr.DataArray:
+        if not hasattr(self, "grid_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(train_target) first")
+        data = _check_target(data, what)
+        bands = [str(b) for b in data["band"].values]
+        if bands != self.bands_:
+            raise ModelMismatchError(f"{what} bands {bands} differ from the fitted bands {self.bands_}: "
+                                     "select the fitted bands in the same order")
+        if not Grid.from_dataarray(data).matches(self.grid_):
+            raise ModelMismatchError(f"{what} grid {Grid.from_dataarray(data)!r} differs from the fitted grid "
+                                     f"{self.grid_!r}: predict on the grid the model was fitted on")
+        if data.sizes["time"] >= 2 and infer_cadence(data["time"].values) != self.cadence_:
+            raise ModelMismatchError(f"{what} cadence {infer_cadence(data['time'].values)} differs from the "
+                                     f"fitted cadence {self.cadence_}: resample to {self.cadence_}")
+        units = data.attrs.get("units")
+        if units is not None and self.units_ and str(units) != self.units_:
+            raise ModelMismatchError(f"{what} units {units!r} differ from the fitted units {self.units_!r}: "
+                                     "pass raw (de-normalised) observations in the fitted units")
+        return data
+
+    def predict_many(self, target: xr.DataArray, issue_indices: Any, horizon: int) -> xr.DataArray:
+        """Forecasts issued at several time indices of one series.
+
+        Each forecast uses only the frames up to and including its issue index.
+
+        Parameters
+        ----------
+        target : xarray.DataArray
+            ``(time, band, y, x)`` matching the fitted bands, grid and cadence.
+        issue_indices : array-like of int, shape (N,)
+            Indices into ``target.time`` (negative counts from the end).
+        horizon : int
+            Number of leads H.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(issued, lead, band, y, x)`` forecast (see :func:`trafficrnn.data.make_forecast`).
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit`.
+        ModelMismatchError
+            If bands, grid, cadence or units differ from those fitted.
+        ConfigError
+            For ``horizon < 1`` or an issue index out of range or with too short a history.
+        """
+        target = self._check(target, "target")
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ConfigError(f"horizon={horizon!r} is invalid: expected an integer >= 1 (number of leads)")
+        n = target.sizes["time"]
+        raw = np.atleast_1d(np.asarray(issue_indices))
+        if raw.size == 0 or not np.issubdtype(raw.dtype, np.integer) or raw.ndim != 1:
+            raise ConfigError(f"issue_indices={issue_indices!r} is invalid: expected a 1-D non-empty sequence of "
+                              "integer time indices")
+        issue = np.where(raw < 0, raw + n, raw).astype(np.int64)
+        low = self.min_history - 1
+        bad = (issue < low) | (issue >= n)
+        if bad.any():
+            raise ConfigError(f"issue index {int(raw[bad][0])} is out of range for {n} time steps: "
+                              f"{type(self).__name__} needs indices in [{low}, {n}) ({self.min_history} frame(s) "
+                              "of history); pass later issue times or a longer history")
+        times = wall_clock(target["time"].values)
+        values = self._predict(np.asarray(target.values, dtype=np.float32), times, issue, int(horizon))
+        out = make_forecast(values, self.grid_, issued=target["time"].values[issue], cadence=self.cadence_,
+                            bands=self.bands_, model=self.name, units=self.units_, issued_dim=True)
+        if self.timezone_:
+            out.attrs["timezone"] = self.timezone_
+        return out
+
+    def predict(self, history: xr.DataArray, horizon: int) -> xr.DataArray:
+        """Forecast ``horizon`` steps after the last frame of ``history``.
+
+        Parameters
+        ----------
+        history : xarray.DataArray
+            ``(time, band, y, x)`` observations up to the issue time (its last frame).
+        horizon : int
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(lead, band, y, x)`` forecast with ``valid_time``, attrs ``issued``, ``model``, ``units``.
+
+        Raises
+        ------
+        NotFittedError, ModelMismatchError, ConfigError
+            As :meth:`predict_many`.
+        """
+        many = self.predict_many(history, [-1], horizon)
+        out = many.isel(issued=0, drop=True)
+        out.attrs["issued"] = pd.Timestamp(many["issued"].values[0]).isoformat()
+        return out
+
+    def _predict(self, values: np.ndarray, times: pd.DatetimeIndex, issue: np.ndarray,
+                 horizon: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Persistence(Baseline):
+    """Repeat the last observed frame at every lead.
+
+    Parameters
+    ----------
+    skipna : bool, default False
+        Use, per cell, the last finite value instead of the last frame (which may be NaN).
+    """
+
+    name = "persistence"
+
+    def __init__(self, skipna: bool = False) -> None:
+        self.skipna = skipna
+
+    def _predict(self, values, times, issue, horizon):
+        if self.skipna:
+            steps = np.arange(len(values)).reshape(-1, 1, 1, 1)
+            last = np.maximum.accumulate(np.where(np.isfinite(values), steps, -1), axis=0)[issue]
+            frames = np.take_along_axis(values, np.maximum(last, 0), axis=0)
+            frames = np.where(last >= 0, frames, np.nan)
+        else:
+            frames = values[issue]
+        return np.repeat(frames[:, None], horizon, axis=1)
+
+
+class HistoricalAverage(Baseline):
+    """Mean per time slot, cell and band over the training data (NaN ignored).
+
+    A slot is one cadence step of the local wall-clock day (``by="day"``), or of the week,
+    i.e. day of week × slot of day (``by="week"``). An unseen week slot falls back to the day
+    slot, an unseen day slot to the cell's overall mean; a never observed cell stays NaN.
+
+    Parameters
+    ----------
+    by : {"week", "day"}
+    """
+
+    name = "historical_average"
+
+    def __init__(self, by: str = "week") -> None:
+        self.by = by
+
+    def _slots(self, times: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        seconds = np.asarray(times.hour * 3600 + times.minute * 60 + times.second, dtype=np.int64)
+        step = max(int(self.cadence_.total_seconds()), 1)
+        day_slot = seconds // step if self.cadence_ < _DAY else np.zeros_like(seconds)
+        return day_slot, np.asarray(times.day_of_week, dtype=np.int64) * self.slots_per_day_ + day_slot
+
+    @staticmethod
+    def _means(values: np.ndarray, slots: np.ndarray, n_slots: int) -> np.ndarray:
+        table = np.full((n_slots,) + values.shape[1:], np.nan, dtype=np.float32)
+        for s in np.unique(slots):
+            block = values[slots == s]
+            count = np.isfinite(block).sum(axis=0)
+            total = np.nansum(block, axis=0, dtype=np.float64)
+            table[s] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return table
+
+    def _fit(self, values, times):
+        if self.by not in ("week", "day"):
+            raise ConfigError(f"by={self.by!r} is invalid: expected 'week' or 'day'")
+        self.slots_per_day_ = max(int(-(-_DAY // self.cadence_)), 1) if self.cadence_ < _DAY else 1
+        day_slot, week_slot = self._slots(times)
+        self.overall_mean_ = self._means(values, np.zeros(len(values), dtype=np.int64), 1)[0]
+        day = self._means(values, day_slot, self.slots_per_day_)
+        day = np.where(np.isfinite(day), day, self.overall_mean_[None])
+        if self.by == "week":
+            week = self._means(values, week_slot, 7 * self.slots_per_day_)
+            self.table_ = np.where(np.isfinite(week), week, np.tile(day, (7, 1, 1, 1)))
+        else:
+            self.table_ = day
+
+    def lookup(self, times: Any) -> np.ndarray:
+        """Historical average at wall-clock ``times`` (T,): array (T, C, y, x).
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit`.
+        """
+        if not hasattr(self, "table_"):
+            raise NotFittedError("this HistoricalAverage is not fitted yet: call fit(train_target) first")
+        day_slot, week_slot = self._slots(wall_clock(times))
+        return self.table_[week_slot if self.by == "week" else day_slot]
+
+    def _predict(self, values, times, issue, horizon):
+        valid = _valid_times(times, issue, horizon, self.cadence_)
+        return self.lookup(valid.ravel()).reshape((len(issue), horizon) + values.shape[1:])
+
+
+class RidgeBaseline(Baseline):
+    """Ridge regression shared by all cells, direct multi-horizon (one output per lead and band).
+
+    Features of a cell at issue time t: its last ``lags`` values of every band (a NaN lag
+    replaced by the historical average of its slot), the time features of each target time
+    (:func:`trafficrnn.data.time_features`) and the historical average of each target slot and
+    band. Fitted on windows of the training data, subsampled to ``max_samples`` rows; the
+    historical average is fitted on the same data. Targets with a NaN are left out.
+
+    Parameters
+    ----------
+    lags : int, default 3
+    alpha : float, default 1.0
+        Ridge penalty (features are standardised first).
+    by : {"week", "day"}, default "week"
+        Slots of the historical-average feature.
+    horizon : int, default 12
+        Leads fitted; ``predict`` accepts any ``horizon <= this``.
+    stride : int, default 1
+        Step between training issue times.
+    max_samples : int, default 200000
+        Rows (cell × issue time) drawn at random for fitting.
+    seed : int, default 0
+    """
+
+    name = "ridge"
+
+    def __init__(self, lags: int = 3, alpha: float = 1.0, by: str = "week", horizon: int = 12, stride: int = 1,
+                 max_samples: int = 200_000, seed: int = 0) -> None:
+        self.lags, self.alpha, self.by, self.horizon = lags, alpha, by, horizon
+        self.stride, self.max_samples, self.seed = stride, max_samples, seed
+
+    @property
+    def min_history(self) -> int:  # type: ignore[override]
+        return int(self.lags)
+
+    def _features(self, values, times, issue, horizon):
+        """Rows (N · y · x, F) and the HA of targets (N, H, C, y, x) for issue indices ``issue``."""
+        lag_idx = issue[:, None] - np.arange(self.lags)[::-1][None, :]  # (N, L), oldest first
+        lagged = values[lag_idx]  # (N, L, C, y, x)
+        ha_lag = self.average_.lookup(times.values[lag_idx.ravel()]).reshape(lagged.shape)
+        lagged = np.where(np.isfinite(lagged), lagged, ha_lag)
+        valid = _valid_times(times, issue, horizon, self.cadence_)
+        ha = self.average_.lookup(valid.ravel()).reshape((len(issue), horizon) + values.shape[1:])
+        tf = time_features(valid.ravel()).reshape(len(issue), horizon * 4)
+        n, cells = len(issue), values.shape[2] * values.shape[3]
+        per_cell = np.concatenate([lagged.reshape(n, -1, cells), ha.reshape(n, -1, cells)], axis=1)
+        per_cell = per_cell.transpose(0, 2, 1).reshape(n * cells, -1)
+        return np.concatenate([per_cell, np.repeat(tf, cells, axis=0)], axis=1), ha
+
+    def _fit(self, values, times):
+        for name in ("lags", "horizon", "stride", "max_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"{name}={v!r} is invalid: expected an integer >= 1")
+        if not self.alpha >= 0:
+            raise ConfigError(f"alpha={self.alpha!r} is invalid: expected a penalty >= 0")
+        self.average_ = HistoricalAverage(by=self.by)
+        self.average_.cadence_ = self.cadence_
+        self.average_._fit(values, times)
+        issue = np.arange(self.lags - 1, len(values) - self.horizon, self.stride)
+        if issue.size == 0:
+            raise ConfigError(f"training target has {len(values)} time steps but one window needs lags + horizon "
+                              f"= {self.lags} + {self.horizon} = {self.lags + self.horizon}: fit on a longer "
+                              "series or lower lags/horizon")
+        feats, _ = self._features(values, times, issue, self.horizon)
+        targets = values[issue[:, None] + np.arange(1, self.horizon + 1)[None, :]]  # (N, H, C, y, x)
+        n, cells = len(issue), values.shape[2] * values.shape[3]
+        targets = targets.reshape(n, -1, cells).transpose(0, 2, 1).reshape(n * cells, -1)
+        keep = np.flatnonzero(np.isfinite(targets).all(axis=1) & np.isfinite(feats).all(axis=1))
+        if keep.size == 0:
+            raise ConfigError("no training window has finite lags and targets: the training target is all NaN "
+                              "where it matters; fit on an observed period")
+        if keep.size > self.max_samples:
+            keep = np.sort(np.random.default_rng(self.seed).choice(keep, self.max_samples, replace=False))
+        self.model_ = make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
+        self.model_.fit(feats[keep], targets[keep])
+        self.n_samples_ = int(keep.size)
+
+    def _predict(self, values, times, issue, horizon):
+        if horizon > self.horizon:
+            raise ConfigError(f"horizon={horizon} exceeds the {self.horizon} leads this RidgeBaseline was fitted "
+                              f"for: refit with RidgeBaseline(horizon={horizon})")
+        feats, ha = self._features(values, times, issue, self.horizon)
+        ok = np.isfinite(feats).all(axis=1)
+        pred = np.full((len(feats), self.horizon * values.shape[1]), np.nan, dtype=np.float32)
+        if ok.any():
+            pred[ok] = self.model_.predict(feats[ok])
+        n, (c, rows, cols) = len(issue), values.shape[1:]
+        pred = pred.reshape(n, rows * cols, self.horizon, c).transpose(0, 2, 3, 1)
+        return pred.reshape(n, self.horizon, c, rows, cols)[:, :horizon]
+
+
+BASELINES: dict[str, type[Baseline]] = {"persistence": Persistence, "historical_average": HistoricalAverage,
+                                        "ridge": RidgeBaseline}
+
+
+def get_baseline(name: str, **kw: Any) -> Baseline:
+    """A new baseline registered as ``name`` (case-insensitive), built with ``**kw``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not registered; the message lists the valid names.
+    """
+    key = str(name).lower()
+    if key not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}: expected one of {sorted(BASELINES)}")
+    return BASELINES[key](**kw)

@@ -1,0 +1,245 @@
+"""TileEncoder: a strided CNN that turns each image tile of ``s x s`` pixels into one grid cell.
+
+Images (N, T, C, H*s, W*s) -> features (N, T, F, H, W); NaN pixels (nodata, cloud) are zeroed
+and flagged in an extra validity channel so that no NaN reaches the weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
+
+__all__ = ["TileEncoder", "valid_fraction", "default_strides"]
+
+
+def default_strides(tile_size: int) -> list[int]:
+    """Strides ``[2, 2, ...]`` whose product is ``tile_size`` (a power of two >= 2).
+
+    Raises
+    ------
+    ConfigError
+        If ``tile_size`` is not a power of two >= 2.
+    """
+    if (
+        isinstance(tile_size, bool)
+        or not isinstance(tile_size, int)
+        or tile_size < 2
+        or tile_size & (tile_size - 1)
+    ):
+        raise ConfigError(
+            f"tile_size must be a power of two >= 2 (8, 16, 32, ...), got {tile_size!r}; "
+            "pick such a tile size or pass strides=[...] whose product is the tile size"
+        )
+    return [2] * int(math.log2(tile_size))
+
+
+def _split_valid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NaN/inf -> 0 per band, plus a (..., 1, H, W) 0/1 mask: pixel valid in every band."""
+    finite = torch.isfinite(x)
+    valid = finite.all(dim=-3, keepdim=True)
+    return torch.where(finite, x, torch.zeros((), dtype=x.dtype, device=x.device)), valid
+
+
+def valid_fraction(images: torch.Tensor, tile_size: int) -> torch.Tensor:
+    """Share of valid (finite in every band) pixels in each ``tile_size`` cell.
+
+    Parameters
+    ----------
+    images : Tensor, shape (N, T, C, H*s, W*s)
+    tile_size : int
+        ``s``, the side of a cell in pixels.
+
+    Returns
+    -------
+    Tensor, shape (N, T, 1, H, W), values in [0, 1], dtype of ``images`` (float32 for ints).
+
+    Raises
+    ------
+    GridError
+        If the image height or width is not a multiple of ``tile_size``.
+    """
+    _check_image_shape(images, None, tile_size)
+    n, t = images.shape[:2]
+    valid = torch.isfinite(images).all(dim=2, keepdim=True)
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    frac = F.avg_pool2d(valid.flatten(0, 1).to(dtype), tile_size)
+    return frac.unflatten(0, (n, t))
+
+
+def _check_image_shape(images: torch.Tensor, channels: int | None, tile_size: int) -> None:
+    if images.dim() != 5 or (channels is not None and images.shape[2] != channels):
+        want = "C" if channels is None else str(channels)
+        raise ModelMismatchError(
+            f"images must have shape (N, T, {want}, H*s, W*s), got {tuple(images.shape)}; "
+            "stack frames along dim 1 and bands along dim 2"
+        )
+    h, w = images.shape[-2:]
+    if h % tile_size or w % tile_size:
+        raise GridError(
+            f"image size {h}x{w} is not a multiple of tile_size={tile_size}; crop or pad "
+            f"the images to multiples of {tile_size} pixels"
+        )
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm of up to 8 groups of at least 2 channels (batch-size independent)."""
+    return nn.GroupNorm(max(1, math.gcd(8, channels // 2)), channels)
+
+
+class TileEncoder(nn.Module):
+    """Strided CNN from image tiles to per-cell features.
+
+    A 3x3 stem, then one downsampling stage per stride (a ``(2s-1) x (2s-1)`` convolution of
+    stride ``s``, then ``depth`` 3x3 convolutions), each followed by GroupNorm and SiLU, and a
+    1x1 projection to ``out_channels``. Frames are folded into the batch (N*T) so that each
+    layer is one batched convolution.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image bands ``C``.
+    tile_size : int
+        Pixels per cell side ``s``; a power of two unless ``strides`` is given.
+    width : int
+        Channels of the stem and the first stage; each further stage doubles them, up to
+        ``max_width``.
+    depth : int
+        Extra 3x3 convolutions per stage (0 or more).
+    out_channels : int, optional
+        Feature channels ``F`` per cell; defaults to the last stage width.
+    strides : list of int, optional
+        Downsampling strides (each >= 2) whose product is ``tile_size``; default
+        ``[2] * log2(tile_size)``.
+    max_width : int
+        Channel cap of the stages.
+
+    Attributes
+    ----------
+    out_channels : int
+        ``F``, for sizing whatever comes next.
+    config : dict
+        The constructor arguments; ``TileEncoder(**enc.config)`` rebuilds the module.
+
+    Raises
+    ------
+    ConfigError
+        If a size is not a positive int, ``tile_size`` is not a power of two and no
+        ``strides`` are given, or the strides do not multiply to ``tile_size``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        tile_size: int = 16,
+        width: int = 32,
+        depth: int = 1,
+        out_channels: int | None = None,
+        strides: list[int] | None = None,
+        max_width: int = 256,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (
+            ("in_channels", in_channels, 1),
+            ("width", width, 1),
+            ("depth", depth, 0),
+            ("max_width", max_width, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(
+                    f"TileEncoder {name} must be an int >= {low}, got {value!r}; "
+                    f"pass e.g. {name}={max(low, 1) if name != 'width' else 32}"
+                )
+        if out_channels is not None and (
+            isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1
+        ):
+            raise ConfigError(
+                f"TileEncoder out_channels must be a positive int or None, got {out_channels!r}; "
+                "pass e.g. out_channels=64"
+            )
+        if strides is None:
+            strides = default_strides(tile_size)
+        else:
+            strides = list(strides)
+            if not strides or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 2 for s in strides
+            ):
+                raise ConfigError(
+                    f"strides must be a non-empty list of ints >= 2, got {strides!r}; "
+                    "pass e.g. strides=[4, 2, 2] for tile_size=16"
+                )
+            if math.prod(strides) != tile_size:
+                raise ConfigError(
+                    f"strides {strides} multiply to {math.prod(strides)}, not tile_size="
+                    f"{tile_size!r}; choose strides whose product is the tile size"
+                )
+        self.config = {
+            "in_channels": in_channels,
+            "tile_size": tile_size,
+            "width": width,
+            "depth": depth,
+            "out_channels": out_channels,
+            "strides": strides,
+            "max_width": max_width,
+        }
+        self.in_channels = in_channels
+        self.tile_size = tile_size
+        self.strides = strides
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels + 1, width, 3, padding=1, bias=False),
+            _norm(width),
+            nn.SiLU(),
+        ]
+        ch = width
+        for i, s in enumerate(strides):
+            nxt = min(width * 2**i, max_width)
+            layers += [nn.Conv2d(ch, nxt, 2 * s - 1, stride=s, padding=s - 1, bias=False)]
+            layers += [_norm(nxt), nn.SiLU()]
+            for _ in range(depth):
+                layers += [nn.Conv2d(nxt, nxt, 3, padding=1, bias=False), _norm(nxt), nn.SiLU()]
+            ch = nxt
+        self.out_channels = out_channels if out_channels is not None else ch
+        layers.append(nn.Conv2d(ch, self.out_channels, 1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode every frame.
+
+        Parameters
+        ----------
+        images : Tensor, shape (N, T, C, H*s, W*s)
+            Float pixels; NaN or inf marks an invalid pixel.
+
+        Returns
+        -------
+        Tensor, shape (N, T, out_channels, H, W)
+
+        Raises
+        ------
+        ModelMismatchError
+            If ``images`` is not 5-D with ``in_channels`` bands.
+        GridError
+            If the image height or width is not a multiple of ``tile_size``.
+        """
+        _check_image_shape(images, self.in_channels, self.tile_size)
+        n, t = images.shape[:2]
+        x, valid = _split_valid(images.flatten(0, 1))
+        feats = self.body(torch.cat([x, valid.to(x.dtype)], dim=1))
+        return feats.unflatten(0, (n, t))
+
+    def valid_fraction(self, images: torch.Tensor) -> torch.Tensor:
+        """Share of valid pixels per cell, (N, T, C, H*s, W*s) -> (N, T, 1, H, W).
+
+        Raises
+        ------
+        GridError
+            If the image height or width is not a multiple of ``tile_size``.
+        """
+        return valid_fraction(images, self.tile_size)
+
+    def extra_repr(self) -> str:
+        return f"tile_size={self.tile_size}, strides={self.strides}, out_channels={self.out_channels}"

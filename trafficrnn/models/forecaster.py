@@ -1,0 +1,396 @@
+"""EncoderForecaster (Shi et al., 2015): stacked ConvLSTM/ConvGRU cells read T_in grids, then roll
+H lead steps forward from the encoder states; optional TileEncoder front end for raw images.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trafficrnn.errors import ConfigError, ModelMismatchError
+from trafficrnn.models.cells import get_cell
+from trafficrnn.models.encoder import TileEncoder, _split_valid
+
+__all__ = ["EncoderForecaster"]
+
+_ACTIVATIONS = ("softplus", "relu")
+
+
+def _positive_int(name: str, value: object, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an int >= {low}, got {value!r}; pass e.g. {name}={low}")
+    return value
+
+
+def _as_maps(
+    t: torch.Tensor, name: str, n: int, steps: int, channels: int, hw: tuple[int, int]
+) -> torch.Tensor:
+    """(N, S, C) vectors or (N, S, C, H, W) maps -> (N, S, C, H, W) (vectors broadcast)."""
+    if t.dim() == 3 and tuple(t.shape) == (n, steps, channels):
+        return t[..., None, None].expand(n, steps, channels, *hw)
+    if t.dim() == 5 and tuple(t.shape) == (n, steps, channels, *hw):
+        return t
+    raise ModelMismatchError(
+        f"{name} must have shape ({n}, {steps}, {channels}) or ({n}, {steps}, {channels}, "
+        f"{hw[0]}, {hw[1]}), got {tuple(t.shape)}; check its batch, step and channel counts"
+    )
+
+
+class EncoderForecaster(nn.Module):
+    """Encoder-forecaster of stacked convolutional recurrent cells.
+
+    The encoder stack reads ``T_in`` input grids; forecaster layer ``k`` starts from the final
+    state of encoder layer ``k`` and unrolls ``horizon`` lead steps. At each lead step the
+    forecaster input is the concatenation of whichever of these exist: the previous
+    prediction (``feedback=True``; the last observed target at the first step), the future
+    covariates of that step, and the static layers. With none of them the first forecaster
+    cell runs on a learned constant input. The prediction comes from a 1x1 convolution over
+    the hidden states of all forecaster layers (as in Shi et al.), made non-negative by
+    ``output_activation`` (softplus: smooth and with gradient at zero; or relu). With
+    ``residual=True`` the head instead predicts a change added to the last observed target,
+    clamped at 0.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of ``x``: image bands (with ``encoder``) or grid channels (without); in the
+        density path the first ``out_channels`` channels of ``x`` are the target bands.
+    out_channels : int
+        Target bands ``C_out`` (e.g. 1 for density, 2 for inflow/outflow).
+    cell : {"lstm", "gru"}
+        Recurrent cell, see :func:`trafficrnn.models.get_cell`.
+    hidden_channels : list of int
+        Hidden channels of each layer (encoder and forecaster stacks alike).
+    kernel_size : int
+        Odd kernel size of the cells.
+    encoder : dict, optional
+        :class:`TileEncoder` keyword arguments (``in_channels`` is filled in). Given, ``x``
+        holds images (N, T_in, C, Hc*s, Wc*s) and a nowcast head maps features to targets.
+    static_channels, past_covariate_channels, future_covariate_channels : int
+        Channels of the optional ``static``, ``past_covariates`` and ``future_covariates``.
+    feedback : bool
+        Feed each prediction back as input of the next lead step.
+    residual : bool
+        Predict the change from the last observed target instead of the target.
+    output_activation : {"softplus", "relu"}
+        Non-negativity of the non-residual output.
+    cell_kwargs : dict, optional
+        Extra cell arguments, e.g. ``{"peephole": "channel"}`` for ConvLSTM.
+
+    Attributes
+    ----------
+    config : dict
+        The constructor arguments (JSON-serialisable); ``type(m)(**m.config)`` rebuilds.
+
+    Raises
+    ------
+    ConfigError
+        If a parameter is out of range or of the wrong type (the message names it).
+    ValueError
+        If ``cell`` is not a registered cell name.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int = 1,
+        cell: str = "lstm",
+        hidden_channels: list[int] | None = None,
+        kernel_size: int = 3,
+        encoder: dict | None = None,
+        static_channels: int = 0,
+        past_covariate_channels: int = 0,
+        future_covariate_channels: int = 0,
+        feedback: bool = True,
+        residual: bool = False,
+        output_activation: str = "softplus",
+        cell_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
+        _positive_int("in_channels", in_channels)
+        _positive_int("out_channels", out_channels)
+        if not hidden_channels or not all(
+            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_channels
+        ):
+            raise ConfigError(
+                f"hidden_channels must be a non-empty list of positive ints, got "
+                f"{hidden_channels!r}; pass e.g. hidden_channels=[64, 64]"
+            )
+        for name, value in (
+            ("static_channels", static_channels),
+            ("past_covariate_channels", past_covariate_channels),
+            ("future_covariate_channels", future_covariate_channels),
+        ):
+            _positive_int(name, value, 0)
+        for name, value in (("feedback", feedback), ("residual", residual)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be True or False, got {value!r}")
+        if output_activation not in _ACTIVATIONS:
+            raise ConfigError(
+                f"output_activation must be one of {list(_ACTIVATIONS)}, got "
+                f"{output_activation!r}; use 'softplus'"
+            )
+        if encoder is not None and not isinstance(encoder, dict):
+            raise ConfigError(
+                f"encoder must be a dict of TileEncoder arguments or None, got "
+                f"{type(encoder).__name__}; pass e.g. encoder={{'tile_size': 16}}"
+            )
+        if encoder is None and (feedback or residual) and in_channels < out_channels:
+            raise ConfigError(
+                f"without an image encoder the first out_channels={out_channels} channels of x "
+                f"are the target bands, but in_channels={in_channels}; put the targets first "
+                "or set feedback=False and residual=False"
+            )
+        cell_kwargs = dict(cell_kwargs or {})
+        cell_cls = get_cell(cell)
+        self.config = copy.deepcopy(
+            {
+                "in_channels": in_channels,
+                "out_channels": out_channels,
+                "cell": cell.lower(),
+                "hidden_channels": hidden_channels,
+                "kernel_size": kernel_size,
+                "encoder": encoder,
+                "static_channels": static_channels,
+                "past_covariate_channels": past_covariate_channels,
+                "future_covariate_channels": future_covariate_channels,
+                "feedback": feedback,
+                "residual": residual,
+                "output_activation": output_activation,
+                "cell_kwargs": cell_kwargs,
+            }
+        )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.static_channels = static_channels
+        self.past_covariate_channels = past_covariate_channels
+        self.future_covariate_channels = future_covariate_channels
+        self.feedback, self.residual = feedback, residual
+        self.output_activation = output_activation
+
+        if encoder is not None:
+            enc_kwargs = dict(encoder)
+            if enc_kwargs.setdefault("in_channels", in_channels) != in_channels:
+                raise ConfigError(
+                    f"encoder['in_channels']={enc_kwargs['in_channels']!r} disagrees with "
+                    f"in_channels={in_channels}; drop it from the encoder dict"
+                )
+            self.tile_encoder: TileEncoder | None = TileEncoder(**enc_kwargs)
+            feat = self.tile_encoder.out_channels
+            self.nowcast_head: nn.Conv2d | None = nn.Conv2d(feat, out_channels, 1)
+        else:
+            self.tile_encoder = None
+            self.nowcast_head = None
+            feat = in_channels + 1  # + validity channel (0 where any channel is NaN)
+
+        def stack(first_in: int) -> nn.ModuleList:
+            ins = [first_in] + hidden_channels[:-1]
+            return nn.ModuleList(
+                cell_cls(i, h, kernel_size, **cell_kwargs) for i, h in zip(ins, hidden_channels)
+            )
+
+        self.encoder_cells = stack(feat + static_channels + past_covariate_channels)
+        fc_in = (out_channels if feedback else 0) + future_covariate_channels + static_channels
+        self.forecaster_cells = stack(fc_in)
+        self.head = nn.Conv2d(sum(hidden_channels), out_channels, 1)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _activate(self, y: torch.Tensor) -> torch.Tensor:
+        return F.softplus(y) if self.output_activation == "softplus" else F.relu(y)
+
+    def _head(self, hs: list[torch.Tensor], last: torch.Tensor | None) -> torch.Tensor:
+        """Hidden states of all forecaster layers at one step -> (N, C_out, Hc, Wc)."""
+        y = self.head(torch.cat(hs, 1))
+        if self.residual:
+            return torch.clamp(last + y, min=0)
+        return self._activate(y)
+
+    @staticmethod
+    def _check(t: torch.Tensor | None, arg: str, param: str, channels: int) -> None:
+        if (t is None) != (channels == 0):
+            fix = f"pass {arg}=..." if t is None else f"rebuild the model with {param} > 0"
+            raise ModelMismatchError(
+                f"{arg} is {'missing' if t is None else 'given'} but the model was built with "
+                f"{param}={channels}; {fix}"
+            )
+
+    def nowcast(self, images: torch.Tensor) -> torch.Tensor:
+        """Targets of the current frames from the image features (auxiliary task).
+
+        Parameters
+        ----------
+        images : Tensor, shape (N, T, C, Hc*s, Wc*s)
+
+        Returns
+        -------
+        Tensor, shape (N, T, C_out, Hc, Wc), non-negative.
+
+        Raises
+        ------
+        ConfigError
+            If the model has no image encoder.
+        """
+        if self.tile_encoder is None:
+            raise ConfigError("nowcast needs an image encoder; build the model with encoder={...}")
+        return self._nowcast_from(self.tile_encoder(images))
+
+    def _nowcast_from(self, feats: torch.Tensor) -> torch.Tensor:
+        return self._activate(self.nowcast_head(feats.flatten(0, 1))).unflatten(0, feats.shape[:2])
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        horizon: int,
+        static: torch.Tensor | None = None,
+        past_covariates: torch.Tensor | None = None,
+        future_covariates: torch.Tensor | None = None,
+        last_target: torch.Tensor | None = None,
+        return_nowcast: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Forecast ``horizon`` lead steps.
+
+        Parameters
+        ----------
+        x : Tensor
+            (N, T_in, C, Hc*s, Wc*s) images with an encoder, else (N, T_in, C, Hc, Wc) grids
+            whose first ``out_channels`` channels are the targets. NaN marks missing values.
+        horizon : int
+            Lead steps ``H`` to forecast.
+        static : Tensor (N, C_s, Hc, Wc), optional
+            Static layers; join the encoder and the forecaster inputs at every step.
+        past_covariates : Tensor (N, T_in, C_t) or (N, T_in, C_t, Hc, Wc), optional
+            Per-step inputs of the observed frames (vectors are broadcast over the grid).
+        future_covariates : Tensor (N, H, C_f) or (N, H, C_f, Hc, Wc), optional
+            Known inputs of the target times (time of day, same slot a week earlier, ...).
+        last_target : Tensor (N, C_out, Hc, Wc), optional
+            Last observed target, used by ``feedback`` and ``residual``; defaults to the first
+            ``out_channels`` channels of the last frame of ``x`` (grids) or to the nowcast of
+            the last frame (images). NaN is read as 0.
+        return_nowcast : bool
+            Also return the nowcast of the input frames (image encoder only).
+
+        Returns
+        -------
+        forecast : Tensor, shape (N, H, C_out, Hc, Wc)
+            Non-negative.
+        nowcast : Tensor, shape (N, T_in, C_out, Hc, Wc)
+            Only with ``return_nowcast=True``.
+
+        Raises
+        ------
+        ConfigError
+            If ``horizon`` is not a positive int, or ``return_nowcast`` without an encoder.
+        ModelMismatchError
+            If a tensor has the wrong shape, or an input the model was built for is missing
+            (or one it was not built for is given).
+        GridError
+            If the image size is not a multiple of the encoder tile size.
+        """
+        _positive_int("horizon", horizon)
+        if return_nowcast and self.tile_encoder is None:
+            raise ConfigError(
+                "return_nowcast=True needs an image encoder; build with encoder={...} or "
+                "pass return_nowcast=False"
+            )
+        if x.dim() != 5 or x.shape[2] != self.in_channels:
+            raise ModelMismatchError(
+                f"x must have shape (N, T_in, {self.in_channels}, H, W), got {tuple(x.shape)}; "
+                "check the band count and stack the frames along dim 1"
+            )
+        self._check(static, "static", "static_channels", self.static_channels)
+        self._check(
+            past_covariates, "past_covariates", "past_covariate_channels", self.past_covariate_channels
+        )
+        self._check(
+            future_covariates,
+            "future_covariates",
+            "future_covariate_channels",
+            self.future_covariate_channels,
+        )
+        n, t_in = x.shape[:2]
+
+        nowcast = None
+        if self.tile_encoder is not None:
+            feats = self.tile_encoder(x)
+            if return_nowcast or (last_target is None and (self.feedback or self.residual)):
+                nowcast = self._nowcast_from(feats)
+        else:
+            clean, valid = _split_valid(x)
+            feats = torch.cat([clean, valid.to(clean.dtype)], 2)
+        hw = tuple(feats.shape[-2:])
+
+        parts = [feats]
+        if static is not None:
+            if tuple(static.shape) != (n, self.static_channels, *hw):
+                raise ModelMismatchError(
+                    f"static must have shape {(n, self.static_channels, *hw)}, got "
+                    f"{tuple(static.shape)}; it must be on the forecast grid"
+                )
+            static = torch.nan_to_num(static)
+            parts.append(static[:, None].expand(n, t_in, *static.shape[1:]))
+        if past_covariates is not None:
+            parts.append(
+                _as_maps(past_covariates, "past_covariates", n, t_in, self.past_covariate_channels, hw)
+            )
+        seq = torch.cat(parts, 2) if len(parts) > 1 else feats
+        states = []
+        for cell in self.encoder_cells:
+            seq, state = cell.forward_sequence(seq)
+            states.append(state)
+
+        last = None
+        if self.feedback or self.residual:
+            if last_target is None:
+                last = nowcast[:, -1] if nowcast is not None else x[:, -1, : self.out_channels]
+            else:
+                if tuple(last_target.shape) != (n, self.out_channels, *hw):
+                    raise ModelMismatchError(
+                        f"last_target must have shape {(n, self.out_channels, *hw)}, got "
+                        f"{tuple(last_target.shape)}"
+                    )
+                last = last_target
+            last = torch.nan_to_num(last)
+
+        fut = None
+        if future_covariates is not None:
+            fut = _as_maps(
+                future_covariates, "future_covariates", n, horizon, self.future_covariate_channels, hw
+            )
+        stat_h = None if static is None else static[:, None].expand(n, horizon, *static.shape[1:])
+
+        if not self.feedback:
+            # Inputs of every lead step are known up front: run layer by layer, each with
+            # one batched input projection.
+            ins = [p for p in (fut, stat_h) if p is not None]
+            seq = torch.cat(ins, 2) if ins else feats.new_zeros((n, horizon, 0, *hw))
+            outs = []
+            for cell, state in zip(self.forecaster_cells, states):
+                seq, _ = cell.forward_sequence(seq, state)
+                outs.append(seq)
+            hcat = torch.cat(outs, 2).flatten(0, 1)
+            y = self.head(hcat).unflatten(0, (n, horizon))
+            if self.residual:
+                forecast = torch.clamp(last[:, None] + y, min=0)
+            else:
+                forecast = self._activate(y)
+        else:
+            fut_steps = fut.unbind(1) if fut is not None else [None] * horizon
+            prev = last
+            preds = []
+            for fut_t in fut_steps:
+                inp = torch.cat([p for p in (prev, fut_t, static) if p is not None], 1)
+                hs = []
+                for k, cell in enumerate(self.forecaster_cells):
+                    inp, states[k] = cell.step(cell.input_projection(inp[:, None])[:, 0], states[k])
+                    hs.append(inp)
+                prev = self._head(hs, last)
+                preds.append(prev)
+            forecast = torch.stack(preds, 1)
+        if return_nowcast:
+            return forecast, nowcast
+        return forecast

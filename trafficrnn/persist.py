@@ -1,0 +1,189 @@
+"""Saved models: a folder with ``model.safetensors`` (no pickle) and a validated ``config.json`` holding its checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trafficrnn._version import __version__
+from trafficrnn.dataset import Normalizer
+from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNNError
+from trafficrnn.grid import Grid
+from trafficrnn.io._atomic import atomic_output
+
+FORMAT = "trafficrnn-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def save_model(est, path, *, overwrite: bool = False) -> Path:
+    """Write a fitted TrafficForecaster to the folder ``path`` (weights + config), atomically.
+
+    Raises
+    ------
+    NotFittedError
+        If the estimator is not fitted.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    """
+    from safetensors.torch import save_file
+
+    est._check_fitted()
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite, directory=True) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        config = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "trafficrnn_version": __version__,
+            "weights_sha256": _sha256(tmp / WEIGHTS),
+            "model": est.model, "model_config": _jsonable(est.model_.config),
+            "params": _jsonable(est.get_params()),
+            "grid": est.grid_.to_dict(), "bands": est.bands_, "input_bands": est.input_bands_,
+            "units": est.units_, "cadence": est.cadence_.isoformat(), "density_only": bool(est.density_only_),
+            "target_normalizer": est.target_normalizer_.to_dict(),
+            "input_normalizer": est.input_normalizer_.to_dict(),
+            "training_summary": _jsonable(est.training_summary_), "history": _jsonable(est.history_),
+        }
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+    return path
+
+
+def _require(config: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    if key not in config:
+        raise ModelFileError(f"{path / CONFIG}: key {key!r} is missing; the file is truncated or not a trafficrnn model")
+    value = config[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ModelFileError(f"{path / CONFIG}: {key!r} is {type(value).__name__} {value!r:.60}, expected {names}")
+    return value
+
+
+def read_config(path) -> dict[str, Any]:
+    """Read and validate ``config.json`` of a saved model before anything is built from it.
+
+    Raises
+    ------
+    ModelFileError
+        Missing files, invalid JSON, wrong format or version, bad types or values.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        hint = " (a saved model is a folder with config.json and model.safetensors)" if path.exists() else ""
+        raise ModelFileError(f"{path} is not a saved model folder{hint}; save one with TrafficForecaster.save(path)")
+    for name in (CONFIG, WEIGHTS):
+        if not (path / name).is_file():
+            raise ModelFileError(f"{path}: {name} is missing; the model folder is incomplete")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path / CONFIG} is not valid JSON ({exc}); the file is corrupt") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ModelFileError(f"{path / CONFIG} is not a trafficrnn model config (format={config.get('format') if isinstance(config, dict) else None!r})")
+    version = _require(config, "format_version", int, path)
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: model format {version} is newer than this trafficrnn ({__version__}) reads "
+                             f"(<= {FORMAT_VERSION}); upgrade trafficrnn")
+    from trafficrnn.models import list_models
+
+    model = _require(config, "model", str, path)
+    if model.lower() not in list_models():
+        raise ModelFileError(f"{path}: unknown model {model!r}; known: {', '.join(list_models())}")
+    for key, kind in (("model_config", dict), ("params", dict), ("grid", dict), ("bands", list),
+                      ("input_bands", list), ("units", str), ("cadence", str), ("density_only", bool),
+                      ("target_normalizer", dict), ("input_normalizer", dict), ("weights_sha256", str)):
+        _require(config, key, kind, path)
+    if not all(isinstance(b, str) for b in config["bands"] + config["input_bands"]) or not config["bands"]:
+        raise ModelFileError(f"{path / CONFIG}: bands must be non-empty lists of names")
+    try:
+        cadence = pd.Timedelta(config["cadence"])
+    except ValueError:
+        raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} is not a duration") from None
+    if cadence <= pd.Timedelta(0):
+        raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} must be positive")
+    params = config["params"]
+    for key in ("input_steps", "horizon"):
+        if not isinstance(params.get(key), int) or isinstance(params.get(key), bool) or params[key] < 1:
+            raise ModelFileError(f"{path / CONFIG}: params.{key} = {params.get(key)!r}, expected a positive integer")
+    return config
+
+
+def load_model(cls, path):
+    """Rebuild a fitted TrafficForecaster from a folder written by :func:`save_model`.
+
+    Never unpickles: weights are read with safetensors after their SHA-256 matches the config.
+
+    Raises
+    ------
+    ModelFileError
+        Invalid config, checksum mismatch, unreadable weights, or weights that do not fit the model.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from trafficrnn.models import MODELS, EncoderForecaster
+
+    path = Path(path)
+    config = read_config(path)
+    digest = _sha256(path / WEIGHTS)
+    if digest != config["weights_sha256"]:
+        raise ModelFileError(f"{path / WEIGHTS}: checksum {digest[:12]}… does not match the config's "
+                             f"{config['weights_sha256'][:12]}…; the weights were modified or truncated — refusing to load")
+    try:
+        state = load_file(str(path / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path / WEIGHTS} is not a readable safetensors file ({exc})") from None
+    params = {k: v for k, v in config["params"].items() if k in cls().get_params()}
+    if isinstance(params.get("hidden"), list):
+        params["hidden"] = tuple(params["hidden"])  # JSON has no tuples
+    try:
+        est = cls(**params)
+        cell = config["model_config"].get("cell")
+        if cell != MODELS[config["model"].lower()]:
+            raise ModelFileError(f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent")
+        net = EncoderForecaster(**config["model_config"])
+        net.load_state_dict(state, strict=True)
+        grid = Grid.from_dict(config["grid"])
+        est.target_normalizer_ = Normalizer.from_dict(config["target_normalizer"])
+        est.input_normalizer_ = Normalizer.from_dict(config["input_normalizer"])
+    except (RuntimeError, TypeError) as exc:
+        raise ModelFileError(f"{path}: weights do not fit the model described by config.json ({str(exc)[:200]})") from None
+    except (ConfigError, GridError) as exc:
+        raise ModelFileError(f"{path / CONFIG}: {exc}") from None
+    except TrafficRNNError:
+        raise
+    est.model_ = net.eval()
+    est.grid_, est.cadence_, est.gaps_ = grid, pd.Timedelta(config["cadence"]), []
+    est.bands_, est.input_bands_, est.units_ = config["bands"], config["input_bands"], config["units"]
+    est.density_only_ = config["density_only"]
+    est.training_summary_ = config.get("training_summary", {})
+    est.history_ = config.get("history", [])
+    est.split_ = est.training_summary_.get("split")
+    return est

@@ -1,0 +1,210 @@
+"""Plots for notebooks and reports: grid maps with CRS axes and unit colour bars, lead panels, errors, animations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from trafficrnn.errors import ConfigError
+from trafficrnn.io._atomic import atomic_output, check_output
+
+
+def _axis_labels(crs) -> tuple[str, str]:
+    if crs is None:
+        return "x", "y"
+    epsg = crs.to_epsg()
+    name = f"EPSG:{epsg}" if epsg else "CRS"
+    if crs.is_geographic:
+        return f"longitude (°, {name})", f"latitude (°, {name})"
+    unit = (crs.linear_units or "m").replace("metre", "m")
+    return f"easting ({unit}, {name})", f"northing ({unit}, {name})"
+
+
+def _extent(da: xr.DataArray) -> tuple[float, float, float, float]:
+    left, bottom, right, top = da.rio.bounds()
+    return left, right, bottom, top
+
+
+def _layer(da: xr.DataArray) -> xr.DataArray:
+    """Squeeze to ``(y, x)`` or ``(band=3, y, x)``."""
+    extra = [d for d in da.dims if d not in ("band", "y", "x") and da.sizes[d] == 1]
+    da = da.squeeze(extra, drop=True) if extra else da
+    if "band" in da.dims and da.sizes["band"] == 1:
+        da = da.squeeze("band", drop=True)
+    if da.dims not in (("y", "x"), ("band", "y", "x")) or (da.ndim == 3 and da.sizes["band"] != 3):
+        raise ConfigError(f"cannot draw dims {dict(da.sizes)} as one map: select one time/lead and one band "
+                          "(or three RGB bands), e.g. da.isel(lead=0)")
+    return da
+
+
+def plot_map(da: xr.DataArray, *, ax=None, cmap: str = "magma", title: str | None = None, vmin=None, vmax=None,
+             colorbar: bool = True, label: str | None = None):
+    """Draw one grid layer (or an RGB image) in its CRS, with a colour bar in its units.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        ``(y, x)``, ``(band=1, y, x)`` or ``(band=3, y, x)`` with CRS and transform (leading
+        dims of size 1 are dropped).
+    ax : matplotlib Axes, optional
+    cmap, vmin, vmax : colour map and limits.
+    title, label : optional title and colour-bar label (default: ``attrs["units"]``).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Raises
+    ------
+    ConfigError
+        For arrays that are not one map.
+    """
+    import matplotlib.pyplot as plt
+
+    units = da.attrs.get("units")
+    layer = _layer(da)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.5))
+    extent = _extent(layer)
+    if layer.ndim == 3:
+        rgb = np.moveaxis(np.asarray(layer.values, dtype=float), 0, -1)
+        scale = 255.0 if np.nanmax(rgb) > 1.5 else 1.0
+        ax.imshow(np.clip(np.nan_to_num(rgb / scale), 0, 1), extent=extent, interpolation="nearest")
+    else:
+        image = ax.imshow(np.asarray(layer.values, dtype=float), extent=extent, cmap=cmap, vmin=vmin, vmax=vmax,
+                          interpolation="nearest")
+        if colorbar:
+            ax.figure.colorbar(image, ax=ax, shrink=0.85, label=label or units or "")
+    xlabel, ylabel = _axis_labels(layer.rio.crs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.tick_params(labelsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def _lead_title(forecast: xr.DataArray, i: int) -> str:
+    lead = pd.Timedelta(forecast["lead"].values[i])
+    text = f"+{lead.total_seconds() / 60:g} min"
+    if "valid_time" in forecast.coords and forecast["valid_time"].ndim == 1:
+        text += f" ({pd.Timestamp(forecast['valid_time'].values[i]):%a %H:%M})"
+    return text
+
+
+def plot_leads(forecast: xr.DataArray, *, band: str | None = None, ncols: int | None = None, cmap: str = "magma"):
+    """A panel of maps, one per lead time, on one colour scale.
+
+    Parameters
+    ----------
+    forecast : xarray.DataArray
+        ``(lead, band, y, x)`` forecast.
+    band : str, optional
+        Band to draw (default: the first).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if "lead" not in forecast.dims:
+        raise ConfigError(f"plot_leads needs a forecast with a lead dim, got dims {forecast.dims}")
+    fc = forecast.sel(band=band) if band is not None else forecast.isel(band=0)
+    n = fc.sizes["lead"]
+    ncols = ncols or min(n, 3)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False, constrained_layout=True)
+    vmax = float(np.nanmax(fc.values)) if np.isfinite(fc.values).any() else 1.0
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        layer = fc.isel(lead=i)
+        layer.attrs = dict(forecast.attrs)
+        plot_map(layer, ax=ax, cmap=cmap, vmin=0, vmax=vmax, title=_lead_title(forecast, i), colorbar=(i % ncols == ncols - 1))
+    issued = forecast.attrs.get("issued", "")
+    fig.suptitle(f"{forecast.attrs.get('model', 'forecast')} issued {issued}".strip(), fontsize=11)
+    return fig
+
+
+def plot_compare(forecast: xr.DataArray, truth: xr.DataArray, *, lead: int = 1, band: str | None = None,
+                 cmap: str = "magma"):
+    """Observed vs forecast vs error (forecast − observed) at one lead.
+
+    Parameters
+    ----------
+    forecast : xarray.DataArray
+        ``(lead, band, y, x)``.
+    truth : xarray.DataArray
+        Target ``(time, band, y, x)`` holding the forecast's valid times.
+    lead : int
+        Lead step (1-based).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    if not 1 <= lead <= forecast.sizes.get("lead", 0):
+        raise ConfigError(f"lead={lead} is out of range: expected 1..{forecast.sizes.get('lead', 0)}")
+    band = band or str(forecast["band"].values[0])
+    valid = forecast["valid_time"].values[lead - 1]
+    if valid not in truth["time"].values:
+        raise ConfigError(f"truth has no frame at the valid time {pd.Timestamp(valid)}: pass a target covering it")
+    fc = forecast.sel(band=band).isel(lead=lead - 1)
+    ob = truth.sel(band=band, time=valid)
+    err = fc - ob.values
+    for layer in (fc, ob, err):
+        layer.attrs["units"] = forecast.attrs.get("units", "")
+    vmax = float(np.nanmax([np.nanmax(fc.values), np.nanmax(ob.values)]))
+    emax = float(np.nanmax(np.abs(err.values))) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
+    plot_map(ob, ax=axes[0], cmap=cmap, vmin=0, vmax=vmax, title=f"observed {pd.Timestamp(valid):%Y-%m-%d %H:%M}")
+    plot_map(fc, ax=axes[1], cmap=cmap, vmin=0, vmax=vmax, title=f"forecast {_lead_title(forecast, lead - 1)}")
+    plot_map(err, ax=axes[2], cmap="RdBu_r", vmin=-emax, vmax=emax, title="error (forecast − observed)")
+    return fig
+
+
+def animate(da: xr.DataArray, path, *, band: str | None = None, fps: int = 4, cmap: str = "magma",
+            overwrite: bool = False) -> Path:
+    """Write an animated GIF of a ``(time|lead, band, y, x)`` series, one frame per step.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    ConfigError
+        For an array without a time or lead dim.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    path = check_output(path, overwrite=overwrite, suffixes=(".gif",))
+    step = next((d for d in ("time", "lead") if d in da.dims), None)
+    if step is None:
+        raise ConfigError(f"animate needs a time or lead dim, got dims {da.dims}")
+    series = da.sel(band=band) if band is not None else (da.isel(band=0) if da.sizes.get("band", 1) == 1 else da)
+    rgb = "band" in series.dims
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    vmax = None if rgb else float(np.nanmax(series.values))
+
+    def draw(i: int):
+        ax.clear()
+        frame = series.isel({step: i})
+        frame.attrs = dict(da.attrs)
+        label = (f"{pd.Timestamp(da['time'].values[i]):%Y-%m-%d %H:%M}" if step == "time"
+                 else _lead_title(da, i))
+        plot_map(frame, ax=ax, cmap=cmap, vmin=0, vmax=vmax, title=label, colorbar=False)
+        return []
+
+    anim = FuncAnimation(fig, draw, frames=series.sizes[step], blit=False)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        anim.save(tmp, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+    return path

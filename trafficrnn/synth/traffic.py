@@ -1,0 +1,366 @@
+"""Traffic dynamics of the synthetic city: a cell-transmission model with signals, daily and weekly demand
+cycles, origin–destination hotspots, incidents, events and rain, whose queues spill back at kinematic-wave speed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trafficrnn.errors import ConfigError
+from trafficrnn.synth.city import ROAD_CLASSES, City
+
+KJ_LANE = 0.15  # jam density, vehicles per metre and lane
+SIGNAL_CYCLE = 90.0  # seconds
+MAX_WAIT = 900.0  # seconds of demand that queue at an entry before drivers divert
+CLASS_W = {"arterial": 3.0, "collector": 2.0, "local": 1.0}
+
+
+@dataclass
+class Network:
+    """Directed links split into cells, with turning movements at nodes (arrays indexed by link / cell / movement)."""
+
+    link: pd.DataFrame  # road, u, v, x0, y0, x1, y1, length, lanes, lane_w, oneway, kind, vf, qcap, kj, w, entry, exit
+    cell_link: np.ndarray  # (C,) link of each cell
+    cell_start: np.ndarray  # (C,) distance of the cell start from the link start (m)
+    cell_len: np.ndarray  # (C,)
+    first: np.ndarray  # (L,) first cell of each link
+    last: np.ndarray  # (L,) last cell of each link
+    mov_from: np.ndarray  # (M,) from link
+    mov_to: np.ndarray  # (M,) to link
+    mov_straight: np.ndarray  # (M,) bool
+    mov_cbd: np.ndarray  # (M,) cosine between the to-link heading and the direction to the CBD
+    green: np.ndarray  # (L,) green share at the downstream node (1 where unsignalised)
+    phase: np.ndarray  # (L,) start of the green window in the signal cycle, as a fraction
+
+
+def build_network(city: City, dt: float = 2.0) -> Network:
+    """Directed links, cells of at least ``free speed × dt`` length, and movements of ``city``.
+
+    Raises
+    ------
+    ConfigError
+        If ``dt`` is not in (0, 10] seconds.
+    """
+    if not 0 < dt <= 10:
+        raise ConfigError(f"dt={dt!r} is invalid: expected a simulation step in (0, 10] seconds, e.g. 2")
+    roads, nodes = city.roads, city.nodes
+    xy = nodes[["x", "y"]].to_numpy()
+    rows = []
+    for r in roads.itertuples():
+        cls = ROAD_CLASSES[r.kind]
+        dirs = [(r.u, r.v)] if r.oneway else [(r.u, r.v), (r.v, r.u)]
+        for u, v in dirs:
+            rows.append((r.road_id, r.axis, u, v, r.lanes, cls["lane_w"], r.oneway, r.kind, r.speed_limit / 3.6,
+                         cls["cap_lane"] / 3600.0))
+    link = pd.DataFrame(rows, columns=["road", "axis", "u", "v", "lanes", "lane_w", "oneway", "kind", "vf", "qlane"])
+    link[["x0", "y0"]] = xy[link.u]
+    link[["x1", "y1"]] = xy[link.v]
+    link["length"] = np.hypot(link.x1 - link.x0, link.y1 - link.y0).clip(lower=1.0)
+    link["qcap"] = link.qlane * link.lanes
+    link["kj"] = KJ_LANE * link.lanes
+    link["w"] = link.qlane / (KJ_LANE - link.qlane / link.vf)
+    bnd = nodes.boundary.to_numpy()
+    link["entry"], link["exit"] = bnd[link.u], bnd[link.v]
+    n_cells = np.maximum(1, np.floor(link.length / (link.vf * dt))).astype(int).to_numpy()
+    cell_link = np.repeat(np.arange(len(link)), n_cells)
+    last = np.cumsum(n_cells) - 1
+    first = last - n_cells + 1
+    pos = np.arange(len(cell_link)) - first[cell_link]
+    cell_len = (link.length.to_numpy() / n_cells)[cell_link]
+    # movements: every in-link to every out-link at a node, U-turns only where nothing else
+    heading = np.arctan2(link.y1 - link.y0, link.x1 - link.x0).to_numpy()
+    out_by_node = link.groupby("u").groups
+    mf, mt = [], []
+    for i, (v, u) in enumerate(zip(link.v, link.u)):
+        if bnd[v]:
+            continue
+        outs = [j for j in out_by_node.get(v, []) if link.v.iat[j] != u]
+        outs = outs or [j for j in out_by_node.get(v, [])]
+        mf += [i] * len(outs)
+        mt += outs
+    mf, mt = np.asarray(mf, int), np.asarray(mt, int)
+    turn = np.abs((heading[mt] - heading[mf] + np.pi) % (2 * np.pi) - np.pi)
+    node_x, node_y = link.x0.to_numpy()[mt], link.y0.to_numpy()[mt]
+    cos_cbd = _cos_to(heading[mt], node_x, node_y, city.cbd)
+    # green share: own class weight against the strongest other road at the downstream node
+    cw = link.kind.map(CLASS_W).to_numpy()
+    green = np.ones(len(link))
+    rng = np.random.default_rng(len(link))
+    node_offset = rng.random(len(nodes))
+    for v, idx in link.groupby("v").groups.items():
+        idx = np.asarray(idx)
+        roads_here = link.road.to_numpy()[idx]
+        if len(set(roads_here)) < 3:  # a bend or a boundary: no signal
+            continue
+        for i in idx:
+            other = cw[idx][roads_here != link.road.iat[i]].max()
+            green[i] = float(np.clip(cw[i] / (cw[i] + other), 0.3, 0.7)) * 0.92
+    axis = link.axis.to_numpy()
+    phase = (node_offset[link.v.to_numpy()] + np.where(axis == 0, 0.0, 1.0 - green)) % 1.0
+    return Network(link, cell_link, pos * cell_len, cell_len, first, last, mf, mt, turn < 0.5, cos_cbd, green, phase)
+
+
+def _cos_to(heading: np.ndarray, x: np.ndarray, y: np.ndarray, target) -> np.ndarray:
+    """Cosine between headings (radians from east) at ``(x, y)`` and the direction to ``target``, faded within 100 m."""
+    dx, dy = target[0] - x, target[1] - y
+    dist = np.hypot(dx, dy).clip(min=1.0)
+    return (np.cos(heading) * dx + np.sin(heading) * dy) / dist * np.minimum(1.0, dist / 100.0)
+
+
+def _bump(h, mu, s):
+    return np.exp(-0.5 * ((h - mu) / s) ** 2)
+
+
+def demand_profile(times: pd.DatetimeIndex | np.ndarray, utc_offset_h: float = 0.0) -> dict[str, np.ndarray]:
+    """Daily and weekly demand cycle at UTC ``times``.
+
+    Returns
+    -------
+    dict of numpy arrays, each of shape ``(T,)``
+        ``total`` (relative trip rate, about 1 at the weekday morning peak), ``am`` and ``pm``
+        (commute peaks, 0 on weekends), ``weekend`` (bool).
+    """
+    local = pd.DatetimeIndex(times) + pd.Timedelta(hours=utc_offset_h)
+    h = (local.hour + local.minute / 60 + local.second / 3600).to_numpy(float)
+    weekend = np.asarray(local.day_of_week >= 5)
+    plateau = 1 / (1 + np.exp(-(h - 6.3) / 0.6)) / (1 + np.exp(-(21.0 - h) / 1.0))
+    am, pm = _bump(h, 7.9, 0.95), _bump(h, 17.3, 1.35)
+    wd = 0.07 + 0.55 * plateau + 0.55 * am + 0.5 * pm
+    we = 0.06 + 0.42 * _bump(h, 13.8, 3.4) + 0.08 * plateau
+    return {"total": np.where(weekend, we, wd), "am": np.where(weekend, 0.0, am),
+            "pm": np.where(weekend, 0.0, pm), "weekend": weekend}
+
+
+@dataclass
+class TrafficRun:
+    """Cell states at the frame times and the bookkeeping that proves conservation.
+
+    Attributes
+    ----------
+    times : pandas.DatetimeIndex, length T
+    cell_n : ndarray, shape (T, C)
+        Vehicles in each cell at each frame.
+    cell_speed : ndarray, shape (T, C)
+        Speed (m/s) of the fundamental diagram at each cell's density.
+    link_in, link_out : ndarray, shape (T, L)
+        Cumulative vehicles that entered / left each link since the first frame.
+    entered, exited : ndarray, shape (T,)
+        Cumulative vehicles that entered the network (boundary + parking) / left it.
+    queued : ndarray, shape (T,)
+        Vehicles waiting to enter (outside the scene or in car parks).
+    incidents, events : pandas.DataFrame
+        ``start``, ``end``, location and effect of each incident; ``kind`` (``event`` at a
+        venue node, or city-wide ``rain`` that cuts capacity by 20 %), ``start``, ``end`` of each event.
+    """
+
+    times: pd.DatetimeIndex
+    cell_n: np.ndarray
+    cell_speed: np.ndarray
+    link_in: np.ndarray
+    link_out: np.ndarray
+    entered: np.ndarray
+    exited: np.ndarray
+    queued: np.ndarray
+    incidents: pd.DataFrame
+    events: pd.DataFrame
+
+
+def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int = 0, dt: float = 2.0,
+                spinup: pd.Timedelta = pd.Timedelta(hours=3), demand_scale: float = 1.0,
+                incident_rate: float = 0.05, event_prob: float = 0.4, incidents: pd.DataFrame | None = None,
+                progress=None) -> TrafficRun:
+    """Run the cell-transmission model and record the state at each of ``times``.
+
+    Parameters
+    ----------
+    city, net : City, Network
+    times : pandas.DatetimeIndex
+        Regular UTC frame times; their spacing must be a multiple of ``dt``.
+    seed : int
+        Seed of demand noise, incidents and events.
+    dt : float
+        Simulation step in seconds (the cells of ``net`` were built for it).
+    spinup : pandas.Timedelta
+        Simulated time before the first frame, so that it starts from a loaded network.
+    demand_scale : float
+        Multiplier of all demand (1 loads the arterials to about capacity at the peaks).
+    incident_rate : float
+        Incidents per lane-kilometre and hour at full demand.
+    event_prob : float
+        Probability of an evening event on each simulated day.
+    incidents : pandas.DataFrame, optional
+        Scheduled incidents added to the random ones: ``start``, ``end`` (UTC), ``cell`` and
+        ``factor`` (share of capacity left), ``link``.
+    progress : callable, optional
+        Called with the number of frames done after each frame.
+
+    Returns
+    -------
+    TrafficRun
+
+    Raises
+    ------
+    ConfigError
+        If the frame spacing is not a positive multiple of ``dt`` or a rate is negative.
+    """
+    step = (times[1] - times[0]).total_seconds() if len(times) > 1 else dt
+    if step <= 0 or abs(step / dt - round(step / dt)) > 1e-9:
+        raise ConfigError(f"frame step of {step} s is invalid: expected a positive multiple of dt={dt} s")
+    for name, val in (("demand_scale", demand_scale), ("incident_rate", incident_rate), ("event_prob", event_prob)):
+        if not val >= 0:
+            raise ConfigError(f"{name}={val!r} is invalid: expected a number >= 0")
+    rng = np.random.default_rng([seed, 2])
+    L, lk = len(net.link), net.link
+    vf = lk.vf.to_numpy()[net.cell_link]
+    w = lk.w.to_numpy()[net.cell_link]
+    qcap = lk.qcap.to_numpy()[net.cell_link]
+    nmax = (lk.kj.to_numpy()[net.cell_link] * net.cell_len)
+    clen = net.cell_len
+    nodes = city.nodes
+    inner_a = np.setdiff1d(np.arange(len(clen)), net.last)
+    inner_b = inner_a + 1
+    entry, exit_ = lk.entry.to_numpy(), lk.exit.to_numpy()
+    has_mov = np.bincount(net.mov_from, minlength=L) > 0
+    link_u, link_v = lk.u.to_numpy(), lk.v.to_numpy()
+    qlink = lk.qcap.to_numpy()
+    # source split of each node over its outgoing links, by capacity
+    cap_share = qlink / np.bincount(link_u, qlink, minlength=len(nodes))[link_u]
+    res, cbd, com = (nodes[c].to_numpy() for c in ("prod_res", "prod_cbd", "prod_com"))
+    heading = np.arctan2(lk.y1 - lk.y0, lk.x1 - lk.x0).to_numpy()
+    ent_cos = _cos_to(heading, lk.x0.to_numpy(), lk.y0.to_numpy(), city.cbd)
+    mov_x, mov_y = lk.x0.to_numpy()[net.mov_to], lk.y0.to_numpy()[net.mov_to]
+    ent_share = lk.kind.map({"arterial": 0.4, "collector": 0.28, "local": 0.12}).to_numpy()
+    lane_km = float((lk.length * lk.lanes).sum()) / 1000.0
+
+    t0 = times[0] - spinup
+    n_steps = int(round((times[-1] - t0).total_seconds() / dt)) + 1
+    frame_at = {int(round((t - t0).total_seconds() / dt)): k for k, t in enumerate(times)}
+    ctrl_every = max(1, int(round(60.0 / dt)))
+    n_days = int(np.ceil(n_steps * dt / 86400)) + 2
+    day0 = (t0 + pd.Timedelta(hours=city.utc_offset_h)).normalize()
+    day_mult = np.exp(rng.normal(0, 0.2, n_days))
+    # events: one evening per day with probability event_prob, at a venue node
+    cand = np.flatnonzero(~nodes.boundary.to_numpy() & (com + cbd > 0))
+    ev_rows = []
+    for d in range(n_days):
+        if cand.size and rng.random() < event_prob:
+            start = day0 + pd.Timedelta(days=d, hours=float(rng.uniform(18.0, 20.0)))
+            venue = int(rng.choice(cand))
+            ev_rows.append({"start": start - pd.Timedelta(hours=city.utc_offset_h),
+                            "end": start + pd.Timedelta(hours=float(rng.uniform(2.0, 3.0)))
+                            - pd.Timedelta(hours=city.utc_offset_h),
+                            "node": venue, "x": nodes.x.iat[venue], "y": nodes.y.iat[venue],
+                            "visitors": float(rng.uniform(150, 400) * lane_km / 10), "kind": "event"})
+        if rng.random() < 0.35:  # a rain episode: slower traffic and a little more of it, for hours
+            start = day0 + pd.Timedelta(days=d, hours=float(rng.uniform(0, 24)))
+            ev_rows.append({"start": start - pd.Timedelta(hours=city.utc_offset_h),
+                            "end": start + pd.Timedelta(hours=float(rng.uniform(1, 5)))
+                            - pd.Timedelta(hours=city.utc_offset_h),
+                            "node": -1, "x": np.nan, "y": np.nan, "visitors": 0.0, "kind": "rain"})
+    events = pd.DataFrame(ev_rows, columns=["kind", "start", "end", "node", "x", "y", "visitors"])
+    rain = events[events.kind == "rain"]
+    events = events[events.kind == "event"]
+    near = [np.hypot(nodes.x - e.x, nodes.y - e.y).to_numpy() < 120 for e in events.itertuples()]
+    to_venue = [_cos_to(heading[net.mov_to], mov_x, mov_y, (e.x, e.y)) for e in events.itertuples()]
+    inc_rows = [] if incidents is None else incidents.to_dict("records")
+    noise = np.zeros(len(nodes) + L)
+    city_noise = 0.0
+    phi, phi_city = math.exp(-60.0 / 3600.0), math.exp(-60.0 / 10800.0)
+
+    N = np.zeros(len(clen))
+    srcq = np.zeros(L)
+    link_in, link_out = np.zeros(L), np.zeros(L)
+    entered = exited = 0.0
+    T = len(times)
+    out = {k: np.zeros((T, n)) for k, n in (("cell_n", len(clen)), ("cell_speed", len(clen)),
+                                             ("link_in", L), ("link_out", L))}
+    tot_in, tot_out, queued = np.zeros(T), np.zeros(T), np.zeros(T)
+    capf = np.ones(len(clen))
+    for s in range(n_steps):
+        if s % ctrl_every == 0:
+            now = t0 + pd.Timedelta(seconds=s * dt)
+            prof = {k: float(v[0]) for k, v in demand_profile([now], city.utc_offset_h).items()}
+            day = int((now + pd.Timedelta(hours=city.utc_offset_h) - day0) / pd.Timedelta(days=1))
+            noise = phi * noise + math.sqrt(1 - phi ** 2) * 0.5 * rng.standard_normal(noise.size)
+            city_noise = phi_city * city_noise + math.sqrt(1 - phi_city ** 2) * 0.35 * rng.standard_normal()
+            wet = bool(((rain.start <= now) & (now < rain.end)).any())
+            level = (1.1 if wet else 1.0) * demand_scale * prof["total"] * day_mult[min(day, n_days - 1)] * math.exp(city_noise)
+            am, pm = prof["am"], prof["pm"]
+            gamma = 1.0 * (am - pm)
+            prod = level * 0.003 * (res * (1 + 2.5 * am) + cbd * (0.3 + 3.0 * pm) + com * (1 + 0.6 * (1 - am - pm)))
+            sink = 0.02 + 0.10 * level * (res * (0.2 + 2.5 * pm) + cbd * (0.3 + 5.0 * am) + com * 0.8)
+            ev_bias = np.zeros(len(net.mov_from))
+            boost = 1.0
+            for e, nr, cv in zip(events.itertuples(), near, to_venue):
+                if e.start - pd.Timedelta(hours=1.5) <= now < e.start:  # arrivals
+                    sink = np.where(nr, sink + 0.5, sink)
+                    ev_bias = ev_bias + 1.5 * cv
+                    boost += 0.25
+                elif e.end <= now < e.end + pd.Timedelta(minutes=50):  # departures
+                    prod = prod + nr * e.visitors / 3000.0 / max(1, nr.sum())
+            sink = np.clip(sink, 0, 0.8)
+            weight = qlink[net.mov_to] ** 0.7 * np.where(net.mov_straight, 2.5, 1.0) * np.exp(gamma * net.mov_cbd + ev_bias)
+            beta = weight / np.bincount(net.mov_from, weight, minlength=L)[net.mov_from]
+            sink_l = np.where(has_mov, sink[link_v], 1.0)
+            ns = np.exp(noise[:len(nodes)] - 0.125)
+            rate = prod[link_u] * ns[link_u] * cap_share
+            rate_ent = level * boost * qlink * ent_share * (1 + 0.25 * gamma * ent_cos) * np.exp(noise[len(nodes):] - 0.125)
+            rate = np.where(entry, rate_ent, rate)
+            # incidents
+            if rng.random() < incident_rate * lane_km * level / 60.0:
+                lw = (lk.length * lk.lanes).to_numpy()
+                li = int(rng.choice(L, p=lw / lw.sum()))
+                cell = int(rng.integers(net.first[li], net.last[li] + 1))
+                dur = float(np.clip(rng.lognormal(math.log(45), 0.5), 15, 120))
+                factor = 0.45 if lk.lanes.iat[li] >= 2 else 0.15
+                inc_rows.append({"start": now, "end": now + pd.Timedelta(minutes=dur), "link": li, "cell": cell,
+                                 "factor": factor})
+            capf[:] = 0.8 if wet else 1.0
+            for inc in inc_rows:
+                if inc["start"] <= now < inc["end"]:
+                    capf[inc["cell"]] = min(capf[inc["cell"]], inc["factor"])
+            # traffic beyond the scene: exits slow down when the whole city is busier than usual
+            exit_cap = qlink * dt * np.where(exit_, 0.95 - 0.25 * max(0.0, city_noise), 1.0)
+        srcq = np.minimum(srcq + rate * dt, rate * MAX_WAIT)  # drivers who would wait longer go elsewhere
+        cq = qcap * capf * dt
+        S = np.minimum(np.minimum(vf * dt / clen, 1.0) * N, cq)
+        R = np.clip(np.minimum(cq, w * dt * (nmax - N) / clen), 0.0, nmax - N)
+        y_in = np.minimum(S[inner_a], R[inner_b])
+        cyc = (s * dt / SIGNAL_CYCLE - net.phase) % 1.0
+        s_last = np.minimum(S[net.last], qlink * dt * ((cyc < net.green) | (net.green >= 1)))
+        d_sink = np.where(exit_, np.minimum(s_last, exit_cap), s_last * sink_l)
+        d_mov = (s_last * (1 - sink_l))[net.mov_from] * beta
+        d_src = np.minimum(srcq, qlink * dt)
+        tot = np.bincount(net.mov_to, d_mov, minlength=L) + d_src
+        f = np.where(tot > 0, np.minimum(1.0, R[net.first] / np.maximum(tot, 1e-12)), 1.0)
+        y_mov = d_mov * f[net.mov_to]
+        y_src = d_src * f
+        out_last = np.bincount(net.mov_from, y_mov, minlength=L) + d_sink
+        in_first = np.bincount(net.mov_to, y_mov, minlength=L) + y_src
+        N[inner_a] -= y_in
+        N[inner_b] += y_in
+        N[net.last] -= out_last
+        N[net.first] += in_first
+        srcq -= y_src
+        if s * dt >= spinup.total_seconds():
+            link_in += in_first
+            link_out += out_last
+            entered += y_src.sum()
+            exited += d_sink.sum()
+        k = frame_at.get(s + 1)
+        if k is not None:
+            np.maximum(N, 0.0, out=N)
+            kden = N / clen
+            speed = np.minimum(vf, w * (nmax / clen - kden) / np.maximum(kden, 1e-9))
+            out["cell_n"][k], out["cell_speed"][k] = N, np.clip(speed, 0.3, None)
+            out["link_in"][k], out["link_out"][k] = link_in, link_out
+            tot_in[k], tot_out[k], queued[k] = entered, exited, srcq.sum()
+            if progress is not None:
+                progress(k + 1)
+    incidents = pd.DataFrame(inc_rows, columns=["start", "end", "link", "cell", "factor"])
+    events = pd.concat([events, rain]).sort_values("start").reset_index(drop=True)
+    return TrafficRun(times, out["cell_n"], out["cell_speed"], out["link_in"], out["link_out"],
+                      tot_in, tot_out, queued, incidents, events)
