@@ -24,5 +24,17 @@ __all__ = [
     "to_netcdf",
     "read_netcdf",
     "to_geopackage",
+    "TrafficForecaster",
     "__version__",
 ]
+
+_LAZY = {"TrafficForecaster": "trafficrnn.estimator"}
+
+
+def __getattr__(name: str):
+    """Import the torch-backed parts on first use, so that ``import trafficrnn`` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'trafficrnn' has no attribute {name!r}")

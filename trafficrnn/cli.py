@@ -84,7 +84,7 @@ def inspect(stack: str, time_pattern: str | None, allow_gaps: bool) -> None:
               help="Output folder (its demo files are replaced).")
 @click.option("--sample", default=None, type=click.Path(exists=True, file_okay=False),
               help="A folder written by `trafficrnn simulate` (default: the shipped data/sample).")
-@click.option("--minutes", default=1.5, show_default=True, type=float, help="Training time limit per model.")
+@click.option("--minutes", default=1.2, show_default=True, type=float, help="Training time limit per model.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: bool) -> None:

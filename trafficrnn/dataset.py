@@ -20,8 +20,9 @@ class Normalizer:
 
     Parameters
     ----------
-    method : {"standard", "scale"}
-        ``standard``: mean and standard deviation; ``scale``: mean 0 and the largest absolute
+    method : {"standard", "rms", "scale"}
+        ``standard``: mean and standard deviation; ``rms``: mean 0 and the root mean square
+        (zero stays zero, typical values near 1: counts); ``scale``: mean 0 and the largest absolute
         value (zero stays zero).
     log1p : bool, default False
         Apply ``log1p`` first (non-negative data such as counts).
@@ -52,8 +53,8 @@ class Normalizer:
         ConfigError
             For an unknown method, negative values with ``log1p``, or a band without finite values.
         """
-        if self.method not in ("standard", "scale"):
-            raise ConfigError(f"method={self.method!r} is invalid: expected 'standard' or 'scale'")
+        if self.method not in ("standard", "rms", "scale"):
+            raise ConfigError(f"method={self.method!r} is invalid: expected 'standard', 'rms' or 'scale'")
         axis = self._axis(data, band_axis)
         arr = np.moveaxis(np.asarray(data), axis, 0)
         names = [str(b) for b in data["band"].values] if isinstance(data, xr.DataArray) else None
@@ -70,7 +71,12 @@ class Normalizer:
                     raise ConfigError(f"log1p=True needs non-negative data, band {label!r} has minimum "
                                       f"{band.min():g}: use log1p=False")
                 band = np.log1p(band)
-            m, s = (band.mean(), band.std()) if self.method == "standard" else (0.0, np.abs(band).max())
+            if self.method == "standard":
+                m, s = band.mean(), band.std()
+            elif self.method == "rms":
+                m, s = 0.0, np.sqrt(np.mean(band ** 2))
+            else:
+                m, s = 0.0, np.abs(band).max()
             mean.append(float(m))
             scale.append(float(s) if s > 1e-12 else 1.0)
         self.mean_, self.scale_, self.bands_ = np.array(mean), np.array(scale), names

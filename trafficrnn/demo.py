@@ -49,7 +49,7 @@ def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
     return wide[order + [c for c in wide.columns if c not in order]]
 
 
-def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | None = None, max_minutes: float = 1.5,
+def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | None = None, max_minutes: float = 1.2,
              max_epochs: int = 40, seed: int = 0, progress: bool = True, echo=print) -> DemoResult:
     """Train a ConvLSTM and a ConvGRU on the sample, compare them with the baselines, write the layers.
 
@@ -95,7 +95,7 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     tables = []
     for name in ("convlstm", "convgru"):
         t0 = time.perf_counter()
-        est = TrafficForecaster(name, tile_size=tile, input_steps=8, horizon=6, hidden=(32, 32), encoder_width=24,
+        est = TrafficForecaster(name, tile_size=tile, input_steps=8, horizon=6, hidden=(32, 32), encoder_width=16,
                                 max_epochs=max_epochs, max_time=max_minutes, batch_size=8, lr=3e-3, patience=8,
                                 seed=seed, progress=progress)
         echo(f"training   {name} (at most {max_minutes:g} min) ...")

@@ -113,3 +113,17 @@ def test_forward__image_not_multiple_of_tile_size():
 def test_forward__wrong_band_count():
     with pytest.raises(ModelMismatchError, match=r"images must have shape \(N, T, 3, H\*s, W\*s\)"):
         TileEncoder(3, tile_size=4)(torch.zeros(1, 1, 2, 8, 8))
+
+
+def test_tile_encoder__without_stem_reads_pixels_directly():
+    enc = TileEncoder(3, tile_size=16, width=8, stem=False, strides=[4, 2, 2])
+    out = enc(torch.rand(2, 3, 3, 32, 48))
+    assert out.shape == (2, 3, enc.out_channels, 2, 3)
+    first = enc.body[0]
+    assert first.in_channels == 4 and first.stride == (4, 4)  # 3 bands + validity, no stem
+    assert TileEncoder(**enc.config).config == enc.config
+
+
+def test_tile_encoder__stem_must_be_bool():
+    with pytest.raises(ConfigError, match="stem must be True or False"):
+        TileEncoder(3, stem="no")

@@ -50,3 +50,11 @@ def test_render__clouds_are_nodata():
     assert not all(m.any() for _, m in masks)  # some frames are clear
     for img, mask in masks:
         assert (img[:, mask] == 0).all() and (img[:, ~mask] >= VALID_MIN).all()
+
+
+def test_render__long_shadows_on_a_tiny_scene_at_dawn():
+    from trafficrnn.synth.simulate import simulate
+
+    # 64 px at 1 m: low sun casts shadows longer than the scene is wide
+    result = simulate(64, days=1, step="30min", seed=1, tile_size=16, gsd=1.0)
+    assert result.images.sizes["y"] == 64 and result.images.sizes["time"] == 48

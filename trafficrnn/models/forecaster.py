@@ -51,7 +51,7 @@ class EncoderForecaster(nn.Module):
     the hidden states of all forecaster layers (as in Shi et al.), made non-negative by
     ``output_activation`` (softplus: smooth and with gradient at zero; or relu). With
     ``residual=True`` the head instead predicts a change added to the last observed target,
-    clamped at 0.
+    clamped at 0 in eval mode (unclamped while training, so that the gradient never dies).
 
     Parameters
     ----------
@@ -201,11 +201,18 @@ class EncoderForecaster(nn.Module):
     def _activate(self, y: torch.Tensor) -> torch.Tensor:
         return F.softplus(y) if self.output_activation == "softplus" else F.relu(y)
 
+    def _residual(self, last: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """``last + delta``, clamped at 0 in eval mode only: in training a hard clamp would stop the
+        gradient of every cell pushed below zero (most cells of sparse counts), so the loss sees
+        and corrects negative values instead."""
+        out = last + delta
+        return out if self.training else torch.clamp(out, min=0)
+
     def _head(self, hs: list[torch.Tensor], last: torch.Tensor | None) -> torch.Tensor:
         """Hidden states of all forecaster layers at one step -> (N, C_out, Hc, Wc)."""
         y = self.head(torch.cat(hs, 1))
         if self.residual:
-            return torch.clamp(last + y, min=0)
+            return self._residual(last, y)
         return self._activate(y)
 
     @staticmethod
@@ -375,7 +382,7 @@ class EncoderForecaster(nn.Module):
             hcat = torch.cat(outs, 2).flatten(0, 1)
             y = self.head(hcat).unflatten(0, (n, horizon))
             if self.residual:
-                forecast = torch.clamp(last[:, None] + y, min=0)
+                forecast = self._residual(last[:, None], y)
             else:
                 forecast = self._activate(y)
         else:

@@ -141,6 +141,8 @@ class Renderer:
         shadow = np.zeros((self.h, self.w), bool)
         for d in range(1, int(min(top / drop, 80)) + 1):
             oy, ox = int(round(d * dy)), int(round(d * dx))
+            if abs(oy) >= self.h or abs(ox) >= self.w:  # the shadow has left the scene
+                break
             src = self.height[max(oy, 0): self.h + min(oy, 0), max(ox, 0): self.w + min(ox, 0)]
             dst = np.s_[max(-oy, 0): self.h + min(-oy, 0), max(-ox, 0): self.w + min(-ox, 0)]
             shadow[dst] |= src - d * drop > self.height[dst] + 0.3

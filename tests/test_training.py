@@ -1,0 +1,41 @@
+"""Tests of the Lightning set-up: masked loss, checkpoints and resume, precision choice."""
+
+import pytest
+import torch
+
+from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.training import masked_mse, resolve_precision
+
+from .test_estimator import FAST, density_series
+
+
+def test_masked_mse__ignores_masked_entries():
+    pred = torch.tensor([1.0, 2.0, 10.0])
+    target = torch.tensor([0.0, 0.0, 0.0])
+    mask = torch.tensor([True, True, False])
+    assert masked_mse(pred, target, mask).item() == pytest.approx((1 + 4) / 2)
+
+
+def test_masked_mse__nothing_valid_is_zero():
+    assert masked_mse(torch.ones(3), torch.zeros(3), torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_resolve_precision__cpu_auto_is_fp32():
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+
+
+def test_fit__checkpoints_and_resume(tmp_path):
+    da = density_series(periods=100)
+    params = {**FAST, "max_epochs": 2}
+    first = TrafficForecaster("convgru", **params).fit(da, checkpoint_dir=tmp_path)
+    assert (tmp_path / "last.ckpt").exists() and (tmp_path / "best.ckpt").exists()
+    assert len(first.history_) == 2
+    resumed = TrafficForecaster("convgru", **{**params, "max_epochs": 3}).fit(da, checkpoint_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in resumed.history_] == [2]  # only the third epoch ran
+
+
+def test_fit__bf16_mixed_on_cpu():
+    da = density_series(periods=80)
+    est = TrafficForecaster("convlstm", precision="bf16-mixed", **FAST).fit(da)
+    assert torch.isfinite(torch.as_tensor(est.predict(da).values)).all()
