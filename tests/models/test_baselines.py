@@ -183,3 +183,28 @@ def test_get_baseline__unknown_raises():
     with pytest.raises(ValueError, match=r"unknown baseline 'arima': expected one of \['historical_average', "
                                          r"'persistence', 'ridge'\]"):
         get_baseline("arima")
+
+
+def test_historical_average__causal_uses_earlier_frames_only():
+    # hourly, 3 days: day d holds the value d + 1 everywhere
+    values = np.repeat(np.arange(1, 4, dtype="float32"), 24)[:, None, None, None] * np.ones((1, 1, 4, 5), "float32")
+    target = cube(values)
+    ha = HistoricalAverage(by="day").fit(target)
+    causal = ha.causal(values, pd.DatetimeIndex(target.time.values))
+    assert np.isnan(causal[0]).all()  # nothing earlier at all
+    assert causal[1, 0, 0, 0] == 1.0  # day 1, 01:00: no earlier 01:00 → overall mean of earlier frames
+    assert causal[24, 0, 0, 0] == 1.0  # day 2, 00:00: mean of day 1 at 00:00
+    assert causal[48 + 5, 0, 0, 0] == 1.5  # day 3, 05:00: mean of days 1 and 2 at 05:00
+
+
+def test_ridge__does_not_copy_the_in_sample_average():
+    # two days of noise: every week slot is seen once, so the in-sample slot average equals each
+    # training target; a leaky Ridge learns to copy it, a causal one cannot
+    rng = np.random.default_rng(0)
+    target = cube(rng.poisson(2.0, (48, 1, 4, 5)).astype("float32"), freq="h")
+    ridge = RidgeBaseline(lags=2, horizon=3).fit(target)
+    ha = HistoricalAverage(by="week").fit(target)
+    issues = np.arange(30, 40)
+    r = ridge.predict_many(target, issues, 3).values
+    h = ha.predict_many(target, issues, 3).values
+    assert np.abs(r - h).mean() > 0.3

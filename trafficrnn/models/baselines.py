@@ -266,6 +266,38 @@ class HistoricalAverage(Baseline):
         else:
             self.table_ = day
 
+    def causal(self, values: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+        """At each frame, the average of the *earlier* frames of its slot (same fallbacks as :meth:`lookup`).
+
+        Used as a training feature that never contains the value it is paired with.
+
+        Parameters
+        ----------
+        values : numpy.ndarray, shape (T, C, y, x)
+        times : pandas.DatetimeIndex, shape (T,)
+            Wall-clock times of ``values``, sorted.
+
+        Returns
+        -------
+        numpy.ndarray, shape (T, C, y, x); NaN where no earlier frame of the slot (or day slot,
+        or at all) was observed.
+        """
+        day_slot, week_slot = self._slots(times)
+        out = np.full(values.shape, np.nan, dtype=np.float32)
+        levels = [week_slot, day_slot] if self.by == "week" else [day_slot]
+        levels.append(np.zeros(len(values), dtype=np.int64))
+        for slots in reversed(levels):  # coarsest first; finer levels overwrite where they exist
+            sums: dict[int, np.ndarray] = {}
+            counts: dict[int, np.ndarray] = {}
+            for i, slot in enumerate(slots):
+                if slot in counts:
+                    mean = sums[slot] / np.maximum(counts[slot], 1)
+                    out[i] = np.where(counts[slot] > 0, mean, out[i])
+                finite = np.isfinite(values[i])
+                sums[slot] = sums.get(slot, 0.0) + np.where(finite, values[i], 0.0)
+                counts[slot] = counts.get(slot, 0) + finite
+        return out
+
     def lookup(self, times: Any) -> np.ndarray:
         """Historical average at wall-clock ``times`` (T,): array (T, C, y, x).
 
@@ -290,8 +322,10 @@ class RidgeBaseline(Baseline):
     Features of a cell at issue time t: its last ``lags`` values of every band (a NaN lag
     replaced by the historical average of its slot), the time features of each target time
     (:func:`trafficrnn.data.time_features`) and the historical average of each target slot and
-    band. Fitted on windows of the training data, subsampled to ``max_samples`` rows; the
-    historical average is fitted on the same data. Targets with a NaN are left out.
+    band. Fitted on windows of the training data, subsampled to ``max_samples`` rows. In
+    training rows the historical-average features are causal (means of earlier frames of the
+    slot only), so no row sees its own target; at prediction they come from all the training
+    data. Rows with a NaN target or feature (e.g. a slot never seen before) are left out.
 
     Parameters
     ----------
@@ -320,14 +354,23 @@ class RidgeBaseline(Baseline):
     def min_history(self) -> int:  # type: ignore[override]
         return int(self.lags)
 
-    def _features(self, values, times, issue, horizon):
-        """Rows (N · y · x, F) and the HA of targets (N, H, C, y, x) for issue indices ``issue``."""
+    def _features(self, values, times, issue, horizon, causal=None):
+        """Rows (N · y · x, F) and the HA of targets (N, H, C, y, x) for issue indices ``issue``.
+
+        ``causal`` (T, C, y, x), when given, supplies the historical-average features from
+        earlier frames only (training), instead of the table fitted on all training data.
+        """
         lag_idx = issue[:, None] - np.arange(self.lags)[::-1][None, :]  # (N, L), oldest first
         lagged = values[lag_idx]  # (N, L, C, y, x)
-        ha_lag = self.average_.lookup(times.values[lag_idx.ravel()]).reshape(lagged.shape)
+        target_idx = issue[:, None] + np.arange(1, horizon + 1)[None, :]
+        if causal is None:
+            ha_lag = self.average_.lookup(times.values[lag_idx.ravel()]).reshape(lagged.shape)
+            valid = _valid_times(times, issue, horizon, self.cadence_)
+            ha = self.average_.lookup(valid.ravel()).reshape((len(issue), horizon) + values.shape[1:])
+        else:
+            ha_lag, ha = causal[lag_idx], causal[target_idx]
+            valid = times.values[target_idx]
         lagged = np.where(np.isfinite(lagged), lagged, ha_lag)
-        valid = _valid_times(times, issue, horizon, self.cadence_)
-        ha = self.average_.lookup(valid.ravel()).reshape((len(issue), horizon) + values.shape[1:])
         tf = time_features(valid.ravel()).reshape(len(issue), horizon * 4)
         n, cells = len(issue), values.shape[2] * values.shape[3]
         per_cell = np.concatenate([lagged.reshape(n, -1, cells), ha.reshape(n, -1, cells)], axis=1)
@@ -349,7 +392,9 @@ class RidgeBaseline(Baseline):
             raise ConfigError(f"training target has {len(values)} time steps but one window needs lags + horizon "
                               f"= {self.lags} + {self.horizon} = {self.lags + self.horizon}: fit on a longer "
                               "series or lower lags/horizon")
-        feats, _ = self._features(values, times, issue, self.horizon)
+        # the HA feature of a training row comes from earlier frames only: fitted on the same data,
+        # it would contain the very target it is paired with, and Ridge would learn to copy it
+        feats, _ = self._features(values, times, issue, self.horizon, causal=self.average_.causal(values, times))
         targets = values[issue[:, None] + np.arange(1, self.horizon + 1)[None, :]]  # (N, H, C, y, x)
         n, cells = len(issue), values.shape[2] * values.shape[3]
         targets = targets.reshape(n, -1, cells).transpose(0, 2, 1).reshape(n * cells, -1)
