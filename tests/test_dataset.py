@@ -143,3 +143,18 @@ def test_window_dataset__start_out_of_range_raises():
     image, target = series()
     with pytest.raises(ConfigError, match="windows of 3 steps must fit in 8 time steps"):
         WindowDataset(image, target, [6], 2, 1, tile_size=2)
+
+
+def test_window_dataset__future_maps_follow_targets_and_crops():
+    image, target = series()
+    maps = np.arange(8 * 2 * 4 * 5, dtype=np.float32).reshape(8, 2, 4, 5)
+    ds = WindowDataset(image, target, [1], 3, 2, tile_size=2, future_maps=maps, crop=(2, 3), seed=1)
+    item = ds[0]
+    r0, c0 = (int(v) for v in item["origin"])
+    torch.testing.assert_close(item["ctx_out"], torch.from_numpy(maps[4:6, :, r0:r0 + 2, c0:c0 + 3]))
+
+
+def test_window_dataset__future_maps_wrong_shape():
+    image, target = series()
+    with pytest.raises(ConfigError, match="future_maps of shape"):
+        WindowDataset(image, target, [1], 3, 2, tile_size=2, future_maps=np.zeros((7, 1, 4, 5), np.float32))

@@ -172,3 +172,52 @@ def test_predict__not_fitted():
 def test_set_params__unknown():
     with pytest.raises(ValueError, match="unknown parameter 'depth'"):
         TrafficForecaster().set_params(depth=3)
+
+
+def road_layer(values=None):
+    values = np.zeros((1, *GRID.shape), "float32") if values is None else values
+    if values.sum() == 0:
+        values[0, 1, :] = 3.0  # a three-lane road along row 1
+    return GRID.attach(xr.DataArray(values, dims=("band", "y", "x"), coords={"band": ["lanes"]}))
+
+
+def test_fit__context_cell_mean_and_static_layers(tmp_path):
+    da = density_series(periods=300)
+    est = TrafficForecaster("convlstm", context=("ha", "1D"), cell_mean=True, **FAST)
+    est.fit(da, static=road_layer())
+    cfg = est.model_.config
+    assert cfg["static_channels"] == 2  # lanes + the cell mean of the one band
+    assert cfg["future_covariate_channels"] == 4 + 1 + 2  # calendar + ha + (1D value, validity)
+    fc = est.predict(da, static=road_layer())
+    assert np.isfinite(fc.values).all() and (fc.values >= 0).all()
+    again = TrafficForecaster.load(est.save(tmp_path / "m"))
+    np.testing.assert_array_equal(again.predict(da, static=road_layer()).values, fc.values)
+    assert again.static_bands_ == ["lanes"] and again.context_.entries == ["ha", "1D"]
+
+
+def test_predict__static_layers_required_when_trained_with_them():
+    da = density_series(periods=120)
+    est = TrafficForecaster("convgru", **FAST).fit(da, static=road_layer())
+    with pytest.raises(ModelMismatchError, match=r"trained with static layers \['lanes'\]"):
+        est.predict(da)
+
+
+def test_fit__static_layers_on_another_grid():
+    other = Grid(GRID.crs, GRID.transform, (3, 5))
+    static = other.attach(xr.DataArray(np.ones((1, 3, 5), "float32"), dims=("band", "y", "x"),
+                                       coords={"band": ["lanes"]}))
+    with pytest.raises(GridError, match="not on the forecast grid"):
+        TrafficForecaster(**FAST).fit(density_series(periods=60), static=static)
+
+
+def test_fit__image_path_refuses_past_value_context():
+    target = density_series(periods=60)
+    with pytest.raises(ConfigError, match="past-value periods need observed targets"):
+        TrafficForecaster(tile_size=4, context=("1D",), **FAST).fit(image_series(target), target)
+
+
+def test_fit__split_by_timestamps():
+    da = density_series(periods=200)
+    est = TrafficForecaster(val="2024-05-02T12:00", test="2024-05-02T18:00", **FAST).fit(da)
+    assert est.split_["test"][1] == "2024-05-03 01:45:00"
+    assert est.split_["train"][1] == "2024-05-02 11:45:00"

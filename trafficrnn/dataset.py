@@ -182,6 +182,9 @@ class WindowDataset(torch.utils.data.Dataset):
     starts : array-like of int
         Window starts, e.g. from :func:`window_starts`.
     input_steps, horizon : int
+    future_maps : numpy.ndarray, shape (T, C_f, h, w), optional
+        Known-in-advance maps of every frame (see :class:`trafficrnn.context.Context`); items
+        get ``ctx_out (H, C_f, h', w')``, the maps of their target frames, cropped like ``y``.
     time_feats : numpy.ndarray, shape (T, F), optional
         E.g. :func:`time_features` of the series.
     crop : int or (int, int), optional
@@ -207,7 +210,8 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, inputs: np.ndarray, target: np.ndarray, starts: Any, input_steps: int, horizon: int, *,
-                 time_feats: np.ndarray | None = None, crop: int | tuple[int, int] | None = None,
+                 time_feats: np.ndarray | None = None, future_maps: np.ndarray | None = None,
+                 crop: int | tuple[int, int] | None = None,
                  tile_size: int = 1, seed: int = 0) -> None:
         self.input_steps, self.horizon = _positive_int(input_steps, "input_steps"), _positive_int(horizon, "horizon")
         self.tile_size = _positive_int(tile_size, "tile_size")
@@ -234,7 +238,11 @@ class WindowDataset(torch.utils.data.Dataset):
             crop = (_positive_int(crop[0], "crop rows"), _positive_int(crop[1], "crop cols"))
             if crop[0] > rows or crop[1] > cols:
                 raise GridError(f"crop={crop} cells exceeds the {rows} x {cols} grid: choose a smaller crop")
+        if future_maps is not None and (len(future_maps) != len(target) or future_maps.shape[2:] != target.shape[2:]):
+            raise ConfigError(f"future_maps of shape {future_maps.shape} do not match the target {target.shape}: "
+                              "expected (T, C_f, rows, cols) on the same frames and grid")
         self.inputs, self.target, self.time_feats = inputs, target, time_feats
+        self.future_maps = future_maps
         self.crop, self.seed, self.epoch = crop, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -271,4 +279,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if self.time_feats is not None:
             item["tf_in"] = torch.as_tensor(np.asarray(self.time_feats[s:mid], dtype=np.float32))
             item["tf_out"] = torch.as_tensor(np.asarray(self.time_feats[mid:end], dtype=np.float32))
+        if self.future_maps is not None:
+            maps = self.future_maps[mid:end, :, r0:r0 + rows, c0:c0 + cols]
+            item["ctx_out"] = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
         return item

@@ -17,8 +17,10 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from trafficrnn.context import Context, parse_context
 from trafficrnn.data import chronological_split, make_forecast, time_features, window_starts
 from trafficrnn.dataset import Normalizer, WindowDataset
+from trafficrnn.inputs import BatchInputs, prediction_batch, static_layers
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError, TimestampError
 from trafficrnn.grid import Grid
 from trafficrnn.io.timestamps import check_cadence
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 PARAMS = ("model", "input_steps", "horizon", "tile_size", "hidden", "kernel_size", "encoder_width",
           "encoder_depth", "time_features", "residual", "timezone", "lr", "weight_decay", "batch_size",
           "max_epochs", "max_time", "patience", "val", "test", "stride", "nowcast_weight", "log1p", "seed",
-          "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop")
+          "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop", "context", "cell_mean")
 
 
 def _contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice, stride: int) -> np.ndarray:
@@ -48,19 +50,6 @@ def _encoder_config(tile_size: int, width: int, depth: int) -> dict[str, Any]:
     if tile_size >= 8 and tile_size & (tile_size - 1) == 0:
         config.update(stem=False, strides=[4] + [2] * (int(tile_size).bit_length() - 3))
     return config
-
-
-class BatchInputs:
-    """Maps a batch of :class:`WindowDataset` items to the model's keyword arguments (picklable for DDP)."""
-
-    def __init__(self, *, time_features: bool) -> None:
-        self.time_features = time_features
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if not self.time_features:
-            return {}
-        # (N, T, F) vectors; the model broadcasts them over the grid
-        return {"past_covariates": batch["tf_in"], "future_covariates": batch["tf_out"]}
 
 
 class TrafficForecaster:
@@ -105,6 +94,14 @@ class TrafficForecaster:
         Show progress bars.
     crop : int, optional
         Train on random spatial crops of ``crop`` × ``crop`` cells (bounded memory on large areas).
+    context : tuple of str
+        Known-in-advance maps of each target time fed to the forecaster: ``"ha"`` (historical
+        average of its slot of week, fitted on the training split; causal inside it) and/or
+        periods such as ``"1D"``, ``"7D"`` (the observed value that long before; density-only
+        path). They keep later leads from collapsing to the average.
+    cell_mean : bool
+        Add each cell's training mean as a static channel (which cell is which). Ties the model
+        to its training grid.
     """
 
     def __init__(self, model: str = "convlstm", *, input_steps: int = 12, horizon: int = 6,
@@ -114,7 +111,8 @@ class TrafficForecaster:
                  max_epochs: int = 30, max_time: float | None = None, patience: int = 6, val: float = 0.15,
                  test: float = 0.15, stride: int = 1, nowcast_weight: float = 0.5, log1p: bool = False,
                  seed: int = 0, precision: str = "auto", accelerator: str = "auto", devices: Any = 1,
-                 strategy: str = "auto", num_nodes: int = 1, progress: bool = True, crop: int | None = None) -> None:
+                 strategy: str = "auto", num_nodes: int = 1, progress: bool = True, crop: int | None = None,
+                 context: tuple[str, ...] = (), cell_mean: bool = False) -> None:
         for name in PARAMS:
             setattr(self, name, locals()[name])
 
@@ -160,8 +158,12 @@ class TrafficForecaster:
             raise ConfigError(f"tile_size={self.tile_size!r} is invalid: expected a positive integer, or None for grids")
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
             raise ConfigError(f"hidden={self.hidden!r} is invalid: expected a list of positive channel counts")
-        if not 0 <= self.val < 1 or not 0 <= self.test < 1 or self.val + self.test >= 1:
-            raise ConfigError(f"val={self.val}, test={self.test} are invalid: expected fractions that leave data for training")
+        fractions = [v for v in (self.val, self.test) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(not 0 <= v < 1 for v in fractions) or sum(fractions) >= 1:
+            raise ConfigError(f"val={self.val}, test={self.test} are invalid: expected fractions that leave data "
+                              "for training, or the first timestamp of each split")
+        if not isinstance(self.context, (tuple, list)):
+            raise ConfigError(f"context={self.context!r} is invalid: expected a tuple such as ('ha', '1D', '7D')")
 
     @staticmethod
     def _check_array(da: Any, what: str) -> xr.DataArray:
@@ -183,7 +185,7 @@ class TrafficForecaster:
         return target.reindex(time=images.time.values)  # frames without a target become NaN (masked)
 
     # -- fit ----------------------------------------------------------------------------
-    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *,
+    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, static: xr.DataArray | None = None,
             checkpoint_dir: str | Path | None = None, resume: bool = False) -> "TrafficForecaster":
         """Train on a stack.
 
@@ -194,6 +196,9 @@ class TrafficForecaster:
             (density-only path, when ``target`` is None).
         target : xarray.DataArray, optional
             ``(time, band, y, x)`` target grids on ``Grid.from_image(images, tile_size)``.
+        static : xarray.DataArray, optional
+            ``(band, y, x)`` layers on the grid (road mask, lanes from ``rasterize_lines``); the
+            same layers must then be passed to ``predict``.
         checkpoint_dir : path, optional
             Where checkpoints go (``best.ckpt``, ``last.ckpt``); a temporary folder otherwise.
         resume : bool
@@ -245,11 +250,17 @@ class TrafficForecaster:
         train_t = split["train"]
         tgt_norm = Normalizer("rms", log1p=self.log1p).fit(target.isel(time=train_t))
         in_norm = tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
-        x = in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
         y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype("float32")
-        if density_only:
-            x = y
+        x = y if density_only else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
         tf = time_features(times, timezone=self.timezone) if self.time_features else None
+        entries = parse_context(self.context, cadence, self.horizon)
+        if not density_only and any(e != "ha" for e in entries):
+            raise ConfigError(f"context={tuple(self.context)}: past-value periods need observed targets at "
+                              "forecast time, which the image path does not have; use context=('ha',)")
+        ctx = Context(entries, self.cell_mean).fit(y[train_t], times[train_t], cadence)
+        user_static, static_names, static_scale = static_layers(static, grid)
+        parts = [p for p in (user_static, ctx.static()) if p is not None]
+        static_all = np.concatenate(parts) if parts else None
 
         torch.manual_seed(self.seed)
         encoder = None if grid.tile_size == 1 else _encoder_config(grid.tile_size, self.encoder_width,
@@ -257,18 +268,20 @@ class TrafficForecaster:
         n_tf = 4 if self.time_features else 0
         net = get_model(self.model, in_channels=images.sizes["band"], out_channels=target.sizes["band"],
                         hidden_channels=[int(h) for h in self.hidden], kernel_size=int(self.kernel_size),
-                        encoder=encoder, past_covariate_channels=n_tf, future_covariate_channels=n_tf,
-                        residual=bool(self.residual))
+                        encoder=encoder, past_covariate_channels=n_tf,
+                        future_covariate_channels=n_tf + ctx.future_channels,
+                        static_channels=0 if static_all is None else len(static_all), residual=bool(self.residual))
+        maps = ctx.series(y, times, train_t.stop)
         datasets = {k: WindowDataset(x, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
-                                     tile_size=grid.tile_size, crop=self.crop if k == "train" else None,
-                                     seed=self.seed)
+                                     future_maps=maps, tile_size=grid.tile_size,
+                                     crop=self.crop if k == "train" else None, seed=self.seed)
                     for k in ("train", "val")}
         loaders = {k: torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=(k == "train"),
                                                   generator=torch.Generator().manual_seed(self.seed))
                    for k, ds in datasets.items()}
         module = ForecastModule(net, horizon=self.horizon, lr=self.lr, weight_decay=self.weight_decay,
                                 max_epochs=self.max_epochs, nowcast_weight=self.nowcast_weight if encoder else 0.0,
-                                inputs=BatchInputs(time_features=self.time_features))
+                                inputs=BatchInputs(time_features=self.time_features, static=static_all))
         validate = len(datasets["val"]) > 0
         with tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp, quiet_lightning(log.getEffectiveLevel() > logging.INFO):
             root = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
@@ -292,6 +305,7 @@ class TrafficForecaster:
         self.units_ = str(target.attrs.get("units", "1"))
         self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm
         self.density_only_ = density_only
+        self.context_, self.static_bands_, self.static_scale_ = ctx, static_names, static_scale
         self.split_ = {k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
                        for k, s in split.items()}
         self.history_ = list(module.history)
@@ -329,24 +343,8 @@ class TrafficForecaster:
                                          "resample the stack to the model's cadence")
         return (grid.crop(images) if tile > 1 else images), grid
 
-    def _batch(self, images: xr.DataArray, ends: np.ndarray, horizon: int) -> dict[str, torch.Tensor]:
-        times = pd.DatetimeIndex(images.time.values)
-        raw = np.asarray(images.values, dtype="float32")
-        norm = self.target_normalizer_ if self.density_only_ else self.input_normalizer_
-        x = norm.transform(raw, band_axis=1).astype("float32")
-        xs = np.stack([x[e - self.input_steps + 1:e + 1] for e in ends])
-        batch = {"x": torch.from_numpy(np.ascontiguousarray(xs))}  # NaN = missing, masked by the model
-        if self.time_features:
-            future = [times[e] + self.cadence_ * np.arange(1, horizon + 1) for e in ends]
-            batch["tf_in"] = torch.from_numpy(np.stack([time_features(times[e - self.input_steps + 1:e + 1],
-                                                                      timezone=self.timezone) for e in ends]))
-            batch["tf_out"] = torch.from_numpy(np.stack([time_features(f, timezone=self.timezone) for f in future]))
-        rows, cols = xs.shape[-2] // self.grid_.tile_size, xs.shape[-1] // self.grid_.tile_size
-        batch["y"] = torch.zeros(len(ends), horizon, len(self.bands_), rows, cols)
-        return batch
-
     def predict_many(self, images: xr.DataArray, issue_indices: Any, *, horizon: int | None = None,
-                     batch_size: int = 32) -> xr.DataArray:
+                     static: xr.DataArray | None = None, batch_size: int = 32) -> xr.DataArray:
         """Forecasts issued at several frames of ``images`` → ``(issued, lead, band, y, x)``.
 
         Raises
@@ -354,16 +352,21 @@ class TrafficForecaster:
         NotFittedError, ModelMismatchError, ConfigError
         """
         images, grid = self._prepare(images)
+        if self.cell_mean and not grid.matches(self.grid_):
+            raise ModelMismatchError(f"the model uses per-cell channels (cell_mean=True) of its training grid "
+                                     f"{self.grid_}; the stack is on {grid}: predict on the training grid")
+        user, _, _ = static_layers(static, grid, names=self.static_bands_, scale=self.static_scale_)
+        parts = [p for p in (user, self.context_.static()) if p is not None]
         horizon = self._check_horizon(horizon)
         ends = np.asarray(issue_indices, dtype=np.int64).reshape(-1)
         if ends.size and (ends.min() < self.input_steps - 1 or ends.max() >= images.sizes["time"]):
             raise ConfigError(f"issue indices must lie in [{self.input_steps - 1}, {images.sizes['time'] - 1}] "
                               f"so that {self.input_steps} input frames exist")
-        inputs = BatchInputs(time_features=self.time_features)
+        inputs = BatchInputs(time_features=self.time_features, static=np.concatenate(parts) if parts else None)
         out = []
         with torch.inference_mode():
             for i in range(0, len(ends), batch_size):
-                batch = self._batch(images, ends[i:i + batch_size], horizon)
+                batch = prediction_batch(self, images, ends[i:i + batch_size], horizon)
                 pred = self.model_(batch["x"], horizon=horizon, **inputs(batch))
                 out.append(pred.float().numpy())
         values = np.concatenate(out) if out else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
@@ -372,7 +375,8 @@ class TrafficForecaster:
         return make_forecast(values, grid, issued=times[ends], cadence=self.cadence_, bands=self.bands_,
                              model=self.model, units=self.units_, issued_dim=True)
 
-    def predict(self, images: xr.DataArray, *, horizon: int | None = None) -> xr.DataArray:
+    def predict(self, images: xr.DataArray, *, horizon: int | None = None,
+                static: xr.DataArray | None = None) -> xr.DataArray:
         """Forecast the ``horizon`` frames after the last frame of ``images``.
 
         Returns
@@ -390,7 +394,7 @@ class TrafficForecaster:
         n = images.sizes.get("time", 0)
         if n < self.input_steps:
             raise ModelMismatchError(f"the stack has {n} frame(s); the model reads input_steps={self.input_steps}")
-        fc = self.predict_many(images, [n - 1], horizon=horizon).isel(issued=0)
+        fc = self.predict_many(images, [n - 1], horizon=horizon, static=static).isel(issued=0)
         issued = pd.Timestamp(fc["issued"].values).isoformat()
         fc = fc.drop_vars("issued")
         fc.attrs.update(issued=issued, model=self.model, units=self.units_)
@@ -408,7 +412,7 @@ class TrafficForecaster:
     # -- evaluation and persistence -----------------------------------------------------
     def evaluate(self, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
                  baselines: tuple[str, ...] = ("persistence", "historical_average", "ridge"),
-                 horizon: int | None = None) -> pd.DataFrame:
+                 horizon: int | None = None, static: xr.DataArray | None = None) -> pd.DataFrame:
         """Per-lead MAE / RMSE / MAPE of the model and every baseline on the same issue times.
 
         ``split="test"`` scores the windows of the chronological test split (the part never
@@ -417,7 +421,7 @@ class TrafficForecaster:
         """
         from trafficrnn.evaluation import evaluate
 
-        return evaluate(self, images, target, split=split, baselines=baselines, horizon=horizon)
+        return evaluate(self, images, target, split=split, baselines=baselines, horizon=horizon, static=static)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.persist`."""

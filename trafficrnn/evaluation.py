@@ -42,7 +42,8 @@ def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None) -> tuple[
 
 
 def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
-             baselines: Sequence[str] = DEFAULT_BASELINES, horizon: int | None = None) -> pd.DataFrame:
+             baselines: Sequence[str] = DEFAULT_BASELINES, horizon: int | None = None,
+             static: xr.DataArray | None = None) -> pd.DataFrame:
     """Score the model and baselines per lead on the same issue times, in raw units.
 
     Returns
@@ -58,7 +59,7 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
     issues, fit_on = evaluation_issues(est, times, split)
     horizon = est._check_horizon(horizon)
     tables = {}
-    fc = est.predict_many(images_c, issues, horizon=horizon)
+    fc = est.predict_many(images_c, issues, horizon=horizon, static=static)
     truth = align_truth(fc, truth_da)
     tables[est.model] = per_lead(fc, truth)
     history = truth_da.sel(band=est.bands_)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from trafficrnn._version import __version__
+from trafficrnn.context import Context
 from trafficrnn.dataset import Normalizer
 from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNNError
 from trafficrnn.grid import Grid
@@ -59,7 +60,10 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
     est._check_fitted()
     path = Path(path)
     with atomic_output(path, overwrite=overwrite, directory=True) as tmp:
+        import torch
+
         state = {k: v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()}
+        state.update({k: torch.from_numpy(v) for k, v in est.context_.arrays().items()})
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         config = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "trafficrnn_version": __version__,
@@ -70,6 +74,7 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
             "units": est.units_, "cadence": est.cadence_.isoformat(), "density_only": bool(est.density_only_),
             "target_normalizer": est.target_normalizer_.to_dict(),
             "input_normalizer": est.input_normalizer_.to_dict(),
+            "context": est.context_.to_dict(), "static_bands": est.static_bands_, "static_scale": est.static_scale_,
             "training_summary": _jsonable(est.training_summary_), "history": _jsonable(est.history_),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
@@ -160,9 +165,11 @@ def load_model(cls, path):
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path / WEIGHTS} is not a readable safetensors file ({exc})") from None
+    extras = {k: state.pop(k).numpy() for k in [k for k in state if k.startswith("context.")]}
     params = {k: v for k, v in config["params"].items() if k in cls().get_params()}
-    if isinstance(params.get("hidden"), list):
-        params["hidden"] = tuple(params["hidden"])  # JSON has no tuples
+    for key in ("hidden", "context"):
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])  # JSON has no tuples
     try:
         est = cls(**params)
         cell = config["model_config"].get("cell")
@@ -173,6 +180,9 @@ def load_model(cls, path):
         grid = Grid.from_dict(config["grid"])
         est.target_normalizer_ = Normalizer.from_dict(config["target_normalizer"])
         est.input_normalizer_ = Normalizer.from_dict(config["input_normalizer"])
+        est.context_ = Context.restore(config.get("context", {"entries": [], "cell_mean": False}), extras)
+        est.static_bands_ = [str(b) for b in config.get("static_bands", [])]
+        est.static_scale_ = [float(v) for v in config.get("static_scale", [])]
     except (RuntimeError, TypeError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the model described by config.json ({str(exc)[:200]})") from None
     except (ConfigError, GridError) as exc:

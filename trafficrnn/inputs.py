@@ -1,0 +1,114 @@
+"""Model inputs besides the frames: calendar channels, known-in-advance maps, static layers; for training batches and for prediction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from trafficrnn.data import time_features
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
+from trafficrnn.grid import Grid
+
+
+class BatchInputs:
+    """Maps a batch of :class:`~trafficrnn.dataset.WindowDataset` items to the model's keyword arguments.
+
+    Picklable (plain attributes), so DDP workers can rebuild it.
+
+    Parameters
+    ----------
+    time_features : bool
+        Pass ``tf_in`` / ``tf_out`` calendar channels.
+    static : numpy.ndarray, shape (C_s, rows, cols), optional
+        Static layers on the whole grid; cut per item at its crop ``origin``.
+    """
+
+    def __init__(self, *, time_features: bool, static: np.ndarray | None = None) -> None:
+        self.time_features = time_features
+        self.static = None if static is None else torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32))
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        kw: dict[str, torch.Tensor] = {}
+        future = batch.get("ctx_out")  # (N, H, C_f, h, w) maps
+        if self.time_features:
+            kw["past_covariates"] = batch["tf_in"]  # (N, T_in, 4): broadcast over the grid by the model
+            tf = batch["tf_out"]
+            if future is not None:
+                h, w = future.shape[-2:]
+                future = torch.cat([tf[..., None, None].expand(*tf.shape, h, w), future], dim=2)
+            else:
+                future = tf
+        if future is not None:
+            kw["future_covariates"] = future
+        if self.static is not None:
+            h, w = batch["y"].shape[-2:]
+            kw["static"] = torch.stack([self.static[:, r:r + h, c:c + w] for r, c in batch["origin"].tolist()])
+        return kw
+
+
+def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] | None = None,
+                  scale: list[float] | None = None) -> tuple[np.ndarray | None, list[str], list[float]]:
+    """Validate user static layers on ``grid`` and scale each band by its largest absolute value.
+
+    Parameters
+    ----------
+    static : xarray.DataArray ``(band, y, x)`` or None
+    grid : Grid
+        The grid of the forecast.
+    names, scale : optional
+        Band names and scales fitted before (prediction); refused when they differ.
+
+    Returns
+    -------
+    values ``(C, rows, cols)`` float32 or None, band names, scales.
+
+    Raises
+    ------
+    ModelMismatchError
+        Missing static layers the model was trained with, or other bands.
+    GridError
+        Layers not on the forecast grid.
+    """
+    if static is None:
+        if names:
+            raise ModelMismatchError(f"the model was trained with static layers {names}: pass static=... "
+                                     "(CLI: --roads) on the forecast grid")
+        return None, [], []
+    if not isinstance(static, xr.DataArray) or static.dims != ("band", "y", "x"):
+        raise ConfigError(f"static must be a DataArray (band, y, x) such as rasterize_lines returns, got "
+                          f"{getattr(static, 'dims', type(static).__name__)}")
+    found = [str(b) for b in static.band.values]
+    if names is not None and found != names:
+        raise ModelMismatchError(f"static bands {found} differ from the model's {names}: pass the same layers")
+    if static.rio.crs is None or not Grid.from_dataarray(static).matches(grid):
+        raise GridError(f"static layers of shape {static.shape[1:]} are not on the forecast grid {grid}: "
+                        "rasterise them with rasterize_lines(roads, grid)")
+    values = np.nan_to_num(np.asarray(static.values, dtype=np.float32))
+    if scale is None:
+        scale = [float(np.abs(b).max()) or 1.0 for b in values]
+    return values / np.asarray(scale, dtype=np.float32)[:, None, None], found, list(scale)
+
+
+def prediction_batch(est: Any, images: xr.DataArray, ends: np.ndarray, horizon: int) -> dict[str, torch.Tensor]:
+    """Tensors for forecasts issued at frames ``ends`` of ``images`` (already checked against the model)."""
+    times = pd.DatetimeIndex(images.time.values)
+    norm = est.target_normalizer_ if est.density_only_ else est.input_normalizer_
+    x = norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
+    xs = np.stack([x[e - est.input_steps + 1:e + 1] for e in ends])
+    rows, cols = xs.shape[-2] // est.grid_.tile_size, xs.shape[-1] // est.grid_.tile_size
+    batch = {"x": torch.from_numpy(np.ascontiguousarray(xs)),  # NaN = missing, masked by the model
+             "y": torch.zeros(len(ends), horizon, len(est.bands_), rows, cols),
+             "origin": torch.zeros(len(ends), 2, dtype=torch.int64)}
+    valid = times.values[ends][:, None] + est.cadence_.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
+    if est.time_features:
+        batch["tf_in"] = torch.from_numpy(np.stack([
+            time_features(times[e - est.input_steps + 1:e + 1], timezone=est.timezone) for e in ends]))
+        batch["tf_out"] = torch.from_numpy(np.stack([time_features(v, timezone=est.timezone) for v in valid]))
+    maps = est.context_.at(x, times, valid)
+    if maps is not None:
+        batch["ctx_out"] = torch.from_numpy(maps)
+    return batch
