@@ -114,6 +114,14 @@ def test_fit__image_path_with_encoder():
     assert est.model_.tile_encoder is not None
 
 
+def test_fit__image_path_with_historical_average_and_cell_means():
+    target = density_series(periods=120)
+    images = image_series(target)
+    est = TrafficForecaster("convlstm", tile_size=4, context=("ha",), cell_mean=True, **FAST).fit(images, target)
+    fc = est.predict(images)
+    assert fc.sizes == {"lead": 3, "band": 1, "y": 4, "x": 5} and np.isfinite(fc.values).all()
+
+
 def test_fit__image_nan_pixels_do_not_poison():
     target = density_series(periods=60)
     images = image_series(target)

@@ -125,7 +125,8 @@ class Context:
         parts = []
         for entry in self.entries:
             if entry == "ha":
-                ha = self.ha_.lookup(valid.ravel()).reshape(valid.shape + y.shape[1:])
+                ha = self.ha_.lookup(valid.ravel())
+                ha = ha.reshape(valid.shape + ha.shape[1:])
                 parts.append(np.nan_to_num(ha))
             else:
                 parts += self._lagged(y, times, valid, entry)
