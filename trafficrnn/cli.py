@@ -18,15 +18,19 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class _Group(click.Group):
-    """A click group that turns TrafficRNNError into one clear line (unless --debug)."""
+    """A click group that turns TrafficRNNError and usage mistakes into one clear line (unless --debug)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except TrafficRNNError as exc:
+        except (TrafficRNNError, click.UsageError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            if isinstance(exc, click.UsageError):
+                where = exc.ctx.command_path if exc.ctx else "trafficrnn"
+                click.echo(f"Error: {exc.format_message()} (see '{where} --help')", err=True)
+            else:
+                click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 
 
@@ -42,6 +46,8 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
     Examples:
       trafficrnn demo                      # the whole pipeline on the shipped sample
       trafficrnn inspect data/sample/images
+      trafficrnn train data/sample/images --target data/sample/density --out my-model
+      trafficrnn forecast my-model data/sample/images --out forecast.tif
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
@@ -103,11 +109,392 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
     run_demo(out_dir, sample=sample, max_minutes=minutes, seed=seed, progress=not quiet, echo=click.echo)
 
 
+# -- shared helpers of the model commands ------------------------------------------------
+
+FORECAST_FORMATS = {".tif": "GeoTIFF (COG)", ".tiff": "GeoTIFF (COG)", ".nc": "NetCDF", ".gpkg": "GeoPackage"}
+_FILE = click.Path(exists=True, dir_okay=False)
+
+
+def _hidden(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        hidden = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        hidden = ()
+    if not hidden or min(hidden) < 1:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive channel counts such as 32,32")
+    return hidden
+
+
+def _read_vector(path: str, what: str):
+    """A GeoPackage / shapefile layer; unreadable or empty files are one-line errors."""
+    import geopandas as gpd
+
+    from trafficrnn.errors import InputFileError, VectorError
+
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:  # pyogrio / GDAL raise their own types for unreadable files
+        raise InputFileError(f"{what} {path} is not a readable vector file ({str(exc).splitlines()[0][:120]}); "
+                             "expected a GeoPackage such as vehicles.gpkg") from None
+    if len(gdf) == 0:
+        raise VectorError(f"{what} {path} holds no features; expected a layer of "
+                          f"{'vehicle points with a time column' if what == '--vehicles' else 'road lines'}")
+    return gdf
+
+
+def _grid(images, tile_size: int):
+    from trafficrnn.grid import Grid
+
+    return Grid.from_image(images, tile_size) if tile_size > 1 else Grid.from_dataarray(images, tile_size=1)
+
+
+def _target(images, target: str | None, vehicles: str | None, tile_size: int | None, allow_gaps: bool):
+    """The target stack (from --target or --vehicles) and the tile size; (None, None) for the density-only path."""
+    import pandas as pd
+
+    from trafficrnn.errors import ConfigError
+    from trafficrnn.io import rasterize_points, read_stack
+
+    if target and vehicles:
+        raise ConfigError(f"--target {target} and --vehicles {vehicles} are both given: pass one of them")
+    if vehicles:
+        if not tile_size:
+            raise ConfigError("--vehicles needs --tile-size (image pixels per grid cell, e.g. 16) to build the grid")
+        cadence = images.attrs.get("cadence") or None
+        gdf = _read_vector(vehicles, "--vehicles")
+        return rasterize_points(gdf, _grid(images, tile_size), times=images.time.values,
+                                freq=pd.Timedelta(cadence) if cadence else None), tile_size
+    if target:
+        da = read_stack(target, allow_gaps=allow_gaps)
+        if not tile_size:
+            ratio = images.sizes["y"] // max(da.sizes["y"], 1)
+            if ratio < 1 or images.sizes["x"] // max(da.sizes["x"], 1) != ratio:
+                raise ConfigError(f"cannot infer the tile size from images {images.sizes['y']}×{images.sizes['x']} px "
+                                  f"and target {da.sizes['y']}×{da.sizes['x']} cells: pass --tile-size")
+            tile_size = ratio
+        return da, tile_size
+    if tile_size and tile_size > 1:
+        raise ConfigError(f"--tile-size {tile_size} needs a target: pass --target or --vehicles, or drop "
+                          "--tile-size to forecast the stack's own grids")
+    return None, None
+
+
+def _static(roads_gdf, images, tile_size: int | None):
+    """The road mask ``(band=road, y, x)`` on the grid, or None."""
+    from trafficrnn.io import rasterize_lines
+
+    return None if roads_gdf is None else rasterize_lines(roads_gdf, _grid(images, tile_size or 1), attr=None)
+
+
+def _check_outputs(paths, overwrite: bool, suffixes: tuple[str, ...] = ()) -> None:
+    from trafficrnn.io._atomic import check_output
+
+    for path in paths:
+        if path is not None:
+            check_output(path, overwrite=overwrite, suffixes=suffixes)
+
+
+def _write_text(path, text: str, overwrite: bool) -> None:
+    from trafficrnn.io._atomic import atomic_output
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        tmp.write_text(text)
+
+
+def _table_json(table) -> str:
+    import json
+
+    rows = table.reset_index().astype(object)
+    rows = rows.where(rows.notna(), None).to_dict(orient="records")
+    return json.dumps({**{k: v for k, v in table.attrs.items()}, "per_lead": rows}, indent=2)
+
+
+def _load_model(model: str):
+    from trafficrnn.estimator import TrafficForecaster
+
+    return TrafficForecaster.load(model)
+
+
+def _training_options(func):
+    """Options shared by `train` and `compare`."""
+    options = [
+        click.option("--target", default=None, help="Target stack on the grid (vehicles per cell), e.g. city/density."),
+        click.option("--vehicles", default=None, type=_FILE, help="Vehicle points (GeoPackage with a time column)."),
+        click.option("--roads", default=None, type=_FILE, help="Road lines: a road-mask static channel."),
+        click.option("--tile-size", default=None, type=click.IntRange(1), help="Image pixels per grid cell side."),
+        click.option("--input-steps", default=12, show_default=True, type=click.IntRange(1), help="Frames read."),
+        click.option("--horizon", default=6, show_default=True, type=click.IntRange(1), help="Lead steps forecast."),
+        click.option("--max-epochs", default=30, show_default=True, type=click.IntRange(1)),
+        click.option("--max-minutes", default=None, type=click.FloatRange(0, min_open=True), help="Training time limit."),
+        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1)),
+        click.option("--hidden", default="32,32", show_default=True, callback=_hidden, help="Channels per layer."),
+        click.option("--context", default="", help="Known-in-advance inputs of each target time, comma-separated: "
+                     "ha (historical average of the slot), 1D, 7D (the value a day / week before; grids only)."),
+        click.option("--cell-mean", is_flag=True, help="Add each cell's training mean as a static channel."),
+        click.option("--timezone", default=None, help="IANA zone of the naive timestamps, e.g. America/New_York."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--precision", default="auto", show_default=True, help="auto, 32-true, bf16-mixed, 16-mixed."),
+        click.option("--accelerator", default="auto", show_default=True, help="auto, cpu, gpu, ..."),
+        click.option("--devices", default="1", show_default=True, help="Device count, list (0,1) or auto."),
+        click.option("--strategy", default="auto", show_default=True, help="auto, ddp, ..."),
+        click.option("--num-nodes", default=1, show_default=True, type=click.IntRange(1)),
+        click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack."),
+        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _prepare_training(stack: str, opts: dict) -> tuple:
+    """Images, target, static and the TrafficForecaster parameters from the shared options."""
+    from trafficrnn.io import read_stack
+
+    images = read_stack(stack, allow_gaps=opts["allow_gaps"])
+    roads = _read_vector(opts["roads"], "--roads") if opts["roads"] else None
+    target, tile = _target(images, opts["target"], opts["vehicles"], opts["tile_size"], opts["allow_gaps"])
+    devices = opts["devices"]
+    params = dict(input_steps=opts["input_steps"], horizon=opts["horizon"], tile_size=tile,
+                  max_epochs=opts["max_epochs"], max_time=opts["max_minutes"], batch_size=opts["batch_size"],
+                  hidden=opts["hidden"], seed=opts["seed"], precision=opts["precision"],
+                  accelerator=opts["accelerator"], devices=int(devices) if devices.isdigit() else devices,
+                  strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],
+                  context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()), timezone=opts["timezone"])
+    return images, target, _static(roads, images, tile), params
+
+
+# -- model commands -----------------------------------------------------------------------
+
+@main.command(context_settings=CONTEXT)
+@click.argument("stack")
+@click.option("--model", "model_name", default="convlstm", show_default=True,
+              type=click.Choice(["convlstm", "convgru"], case_sensitive=False))
+@click.option("--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json).")
+@_training_options
+def train(stack: str, model_name: str, out: str, **opts) -> None:
+    """Train a ConvLSTM or ConvGRU on a GeoTIFF stack and save it.
+
+    STACK holds aerial images (with --target or --vehicles and --tile-size), or density / flow
+    grids that are their own target (no --target, no --tile-size).
+
+    \b
+    Examples:
+      trafficrnn train city/images --vehicles city/vehicles.gpkg --roads city/roads.gpkg \\
+          --tile-size 16 --model convgru --input-steps 8 --horizon 6 --max-minutes 5 --out my-model
+      trafficrnn train grids/ --model convlstm --out flow-model
+    """
+    from trafficrnn.estimator import TrafficForecaster
+
+    _check_outputs([out], opts["overwrite"])
+    images, target, static, params = _prepare_training(stack, opts)
+    est = TrafficForecaster(model_name.lower(), progress=not opts["quiet"], **params)
+    est.fit(images, target, **({} if static is None else {"static": static}))
+    est.save(out, overwrite=opts["overwrite"])
+    s = est.training_summary_
+    best = f"{s['best_val_loss']:.4g} (normalised MSE)" if s.get("best_val_loss") is not None else "n/a (no val split)"
+    click.echo(f"trained    {est.model} on {s['frames']} frames ({s['period'][0][:16]} → {s['period'][1][:16]}), "
+               f"grid {est.grid_.shape[0]}×{est.grid_.shape[1]} cells, bands {', '.join(est.bands_)}")
+    click.echo(f"epochs     {s['epochs']}  ({s['train_seconds']:.1f} s)")
+    click.echo(f"best val   {best}")
+    click.echo(f"parameters {s['parameters']:,}")
+    click.echo(f"saved      {out}  (see `trafficrnn info {out}`)")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.argument("stack")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="forecast.tif (COG), forecast.nc (CF-NetCDF) or forecast.gpkg (cells or road segments).")
+@click.option("--roads", default=None, type=_FILE,
+              help="Road lines: segments in the .gpkg, and the static channel of a model trained with --roads.")
+@click.option("--horizon", default=None, type=click.IntRange(1), help="Lead steps (at most the trained horizon).")
+@click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, allow_gaps: bool,
+             overwrite: bool) -> None:
+    """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
+
+    \b
+    Examples:
+      trafficrnn forecast my-model city/images --out forecast.tif
+      trafficrnn forecast my-model city/images --roads city/roads.gpkg --out segments.gpkg
+    """
+    from pathlib import Path
+
+    from trafficrnn.errors import ConfigError
+    from trafficrnn.io import read_stack, to_geopackage, to_geotiff, to_netcdf
+
+    suffix = Path(out).suffix.lower()
+    _check_outputs([out], overwrite, tuple(FORECAST_FORMATS))
+    est = _load_model(model)
+    if roads and suffix != ".gpkg" and not est.static_bands_:
+        raise ConfigError(f"--roads with --out {out}: road segments need a .gpkg output and the model uses no "
+                          "static road layer; use --out forecast.gpkg, or drop --roads")
+    roads_gdf = _read_vector(roads, "--roads") if roads else None
+    images = read_stack(stack, allow_gaps=allow_gaps)
+    recent = images.isel(time=slice(-est.input_steps, None))
+    static = _static(roads_gdf, images, est.grid_.tile_size) if est.static_bands_ else None
+    fc = est.predict(recent, horizon=horizon, **({} if static is None else {"static": static}))
+    if suffix == ".gpkg":
+        to_geopackage(fc, out, segments=roads_gdf, overwrite=overwrite)
+    elif suffix == ".nc":
+        to_netcdf(fc, out, overwrite=overwrite)
+    else:
+        to_geotiff(fc, out, overwrite=overwrite)
+    leads = [f"+{int(v.astype('timedelta64[m]').astype(int))}min" for v in fc["lead"].values]
+    kind = FORECAST_FORMATS[suffix] + (", road segments" if roads_gdf is not None and suffix == ".gpkg" else "")
+    click.echo(f"wrote {out} ({kind}): {len(leads)} lead(s) "
+               f"{leads[0]} … {leads[-1]}, issued {fc.attrs['issued']}, model {fc.attrs['model']}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.argument("stack")
+@click.option("--target", default=None, help="Target stack on the model's grid (vehicles per cell).")
+@click.option("--vehicles", default=None, type=_FILE, help="Vehicle points, counted per cell and frame.")
+@click.option("--roads", default=None, type=_FILE, help="Road lines (static channel of a model trained with them).")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "all"]),
+              help="Windows scored: the chronological test or val split, or every window of STACK.")
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write the table as CSV.")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON.")
+@click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
+@click.option("--overwrite", is_flag=True, help="Replace existing --csv / --json files.")
+def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, roads: str | None, split: str,
+             csv_path: str | None, json_path: str | None, allow_gaps: bool, overwrite: bool) -> None:
+    """Score a saved MODEL per lead beside persistence, historical average and Ridge.
+
+    Prints MAE, RMSE, MAPE and skill vs persistence per lead for the model and every baseline.
+
+    \b
+    Example:
+      trafficrnn evaluate my-model city/images --vehicles city/vehicles.gpkg --csv scores.csv
+    """
+    from trafficrnn.io import read_stack
+
+    _check_outputs([csv_path], overwrite, (".csv",))
+    _check_outputs([json_path], overwrite, (".json",))
+    est = _load_model(model)
+    images = read_stack(stack, allow_gaps=allow_gaps)
+    tile = est.grid_.tile_size
+    truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
+    roads_gdf = _read_vector(roads, "--roads") if roads else None
+    static = _static(roads_gdf, images, tile) if est.static_bands_ else None
+    table = est.evaluate(images, truth, split=None if split == "all" else split,
+                         **({} if static is None else {"static": static}))
+    click.echo(f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
+               f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})")
+    click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
+    if csv_path:
+        _write_text(csv_path, table.to_csv(), overwrite)
+    if json_path:
+        _write_text(json_path, _table_json(table), overwrite)
+
+
+@main.command("compare", context_settings=CONTEXT)
+@click.argument("stack")
+@click.option("--models", default="convlstm,convgru", show_default=True, help="Comma-separated model names.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for comparison.csv, comparison.json and comparison.png.")
+@_training_options
+def compare_command(stack: str, models: str, out_dir: str, **opts) -> None:
+    """Train ConvLSTM and ConvGRU with the same settings and compare them with the baselines.
+
+    Per-lead RMSE / MAE on the same test split, parameter count, train time and seconds per
+    forecast; writes OUT/comparison.csv, comparison.json and comparison.png.
+
+    \b
+    Example:
+      trafficrnn compare city/images --vehicles city/vehicles.gpkg --tile-size 16 \\
+          --input-steps 8 --horizon 6 --max-minutes 2 --out comparison/
+    """
+    import json
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trafficrnn.compare import compare, comparison_table, plot_comparison
+    from trafficrnn.io._atomic import atomic_output
+
+    out = Path(out_dir)
+    files = {ext: out / f"comparison.{ext}" for ext in ("csv", "json", "png")}
+    if out.exists():
+        _check_outputs(files.values(), opts["overwrite"])
+    images, target, static, params = _prepare_training(stack, opts)
+    result = compare(images, target, models=[m.strip() for m in models.split(",") if m.strip()], static=static,
+                     progress=not opts["quiet"], echo=click.echo, **params)
+    click.echo("\nRMSE per lead (lower is better)")
+    click.echo(comparison_table(result.table).to_string(float_format=lambda v: f"{v:.3f}"))
+    click.echo("\n" + result.summary.to_string(float_format=lambda v: f"{v:.4g}"))
+    fig = plot_comparison(result)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(files["csv"], result.table.to_csv(), opts["overwrite"])
+    _write_text(files["json"], json.dumps(result.to_records(), indent=2), opts["overwrite"])
+    with atomic_output(files["png"], overwrite=opts["overwrite"]) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    click.echo(f"\nwrote {', '.join(str(p) for p in files.values())}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+def info(model: str) -> None:
+    """Print what a saved MODEL expects: bands, grid, CRS, cadence, steps, training summary.
+
+    Reads only the validated config.json (nothing is unpickled, no weights are loaded).
+
+    \b
+    Example:
+      trafficrnn info my-model
+    """
+    import pandas as pd
+    from pandas.tseries.frequencies import to_offset
+    from rasterio.crs import CRS
+
+    from trafficrnn._version import __version__ as ours
+    from trafficrnn.persist import read_config
+
+    config = read_config(model)
+    params, grid, summary = config["params"], config["grid"], config.get("training_summary") or {}
+    crs = CRS.from_user_input(grid["crs"])
+    t = grid["transform"]
+    rows, cols = grid["shape"]
+    bounds = (t[2], t[5] + t[4] * rows, t[2] + t[0] * cols, t[5])
+    split = summary.get("split") or {}
+    best = summary.get("best_val_loss")
+    lines = [
+        ("model", f"{config['model']} (cell {config['model_config'].get('cell')}, hidden {params.get('hidden')})"),
+        ("input", f"{', '.join(config['input_bands'])}" + (" (density-only: the stack is its own target)"
+                                                            if config["density_only"] else "")),
+        ("target", f"{', '.join(config['bands'])} ({config['units']})"),
+        ("static", ", ".join(config.get("static_bands") or []) or "none"),
+        ("tile size", f"{grid['tile_size']} px per cell"),
+        ("cadence", f"{to_offset(pd.Timedelta(config['cadence'])).freqstr} ({config['cadence']})"),
+        ("steps", f"input_steps {params['input_steps']}, horizon {params['horizon']}"),
+        ("CRS", f"EPSG:{crs.to_epsg()}" if crs.to_epsg() else crs.to_wkt()[:60]),
+        ("grid", f"{rows} × {cols} cells"),
+        ("transform", f"({t[0]:g}, {t[1]:g}, {t[2]:.6f}, {t[3]:g}, {t[4]:g}, {t[5]:.6f})"),
+        ("bounds", f"({', '.join(f'{v:.6f}' for v in bounds)})"),
+        ("period", " → ".join(summary.get("period") or ["?", "?"])),
+        ("split", ", ".join(f"{k} {v[0][:16]} → {v[1][:16]}" for k, v in split.items() if v) or "n/a"),
+        ("training", f"{summary.get('epochs', '?')} epochs in {summary.get('train_seconds', '?')} s, best val loss "
+                     f"{'n/a' if best is None else f'{best:.4g}'}, {summary.get('parameters', 0):,} parameters"),
+        ("saved by", f"trafficrnn {config['trafficrnn_version']}" + (f" (this is {ours})"
+                                                                    if config["trafficrnn_version"] != ours else "")),
+    ]
+    for key, value in lines:
+        click.echo(f"{key:<10} {value}")
+
+
 def _register() -> None:
-    """Attach the commands that live beside their own subsystem."""
+    """Attach the commands that live beside their own subsystem (each in its own module)."""
     from trafficrnn.synth.cli import simulate_command
 
     main.add_command(simulate_command, "simulate")
+    # datasets: the `trafficrnn datasets ...` group is attached here (next to simulate)
 
 
 _register()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from trafficrnn.compare import comparison_table
 from trafficrnn.errors import InputFileError
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,6 @@ def find_sample(cache: Path, *, progress: bool = True) -> Path:
     return target
 
 
-def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
-    """Leads as rows, models as columns, for one metric (plus the mean over leads)."""
-    wide = table[metric].unstack("model")
-    wide.loc["mean"] = wide.mean()
-    order = [m for m in ("convlstm", "convgru", "persistence", "historical_average", "ridge") if m in wide.columns]
-    return wide[order + [c for c in wide.columns if c not in order]]
-
-
 def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | None = None, max_minutes: float = 1.2,
              max_epochs: int = 40, seed: int = 0, progress: bool = True, echo=print) -> DemoResult:
     """Train a ConvLSTM and a ConvGRU on the sample, compare them with the baselines, write the layers.
@@ -75,7 +68,7 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trafficrnn.estimator import TrafficForecaster
+    from trafficrnn.compare import compare
     from trafficrnn.io import read_stack, to_geopackage, to_geotiff, to_netcdf
     from trafficrnn.plot import animate, plot_compare, plot_leads, plot_map
 
@@ -91,22 +84,12 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     tile = images.sizes["y"] // target.sizes["y"]
     echo(f"sample     {folder}  ({images.sizes['time']} frames of {images.sizes['y']}×{images.sizes['x']} px, "
          f"grid {target.sizes['y']}×{target.sizes['x']} cells of {tile} px, cadence {images.attrs['cadence']})")
-    result = DemoResult(table=pd.DataFrame())
-    tables = []
-    for name in ("convlstm", "convgru"):
-        t0 = time.perf_counter()
-        est = TrafficForecaster(name, tile_size=tile, input_steps=8, horizon=6, hidden=(32, 32), encoder_width=16,
-                                max_epochs=max_epochs, max_time=max_minutes, batch_size=8, lr=3e-3, patience=8,
-                                seed=seed, progress=progress)
-        echo(f"training   {name} (at most {max_minutes:g} min) ...")
-        est.fit(images, target)
-        result.timings[f"train_{name}"] = time.perf_counter() - t0
-        table = est.evaluate(images, target, baselines=() if tables else ("persistence", "historical_average", "ridge"))
-        tables.append(table)
-        result.models[name] = est
-        echo(f"           {est.training_summary_['epochs'] + 1} epochs in {result.timings[f'train_' + name]:.0f} s, "
-             f"{est.training_summary_['parameters']:,} parameters")
-    result.table = pd.concat(tables)
+    comparison = compare(images, target, models=("convlstm", "convgru"), progress=progress, echo=echo, tile_size=tile,
+                         input_steps=8, horizon=6, hidden=(32, 32), encoder_width=16, max_epochs=max_epochs,
+                         max_time=max_minutes, batch_size=8, lr=3e-3, patience=8, seed=seed)
+    result = DemoResult(table=comparison.table, models=comparison.models)
+    for name in comparison.models:
+        result.timings[f"train_{name}"] = float(comparison.summary.loc[name, "train_seconds"])
     wide = comparison_table(result.table)
     echo("\nRMSE per lead on the test split (vehicles per cell; lower is better)")
     echo(wide.to_string(float_format=lambda v: f"{v:.3f}"))

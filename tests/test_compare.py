@@ -1,0 +1,113 @@
+"""Tests of compare(): both models and every baseline on one split, timings, the plot, refusals."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trafficrnn.compare import SUMMARY_COLUMNS, ComparisonResult, compare, comparison_table, plot_comparison
+from trafficrnn.errors import ConfigError
+
+from .test_estimator import FAST, density_series
+
+PARAMS = {k: v for k, v in FAST.items() if k != "progress"}
+MODELS = ["convlstm", "convgru"]
+BASELINES = ["persistence", "historical_average", "ridge"]
+
+
+@pytest.fixture(scope="module")
+def result():
+    lines = []
+    res = compare(density_series(periods=120), progress=False, echo=lines.append, **PARAMS)
+    return res, lines
+
+
+def test_compare__table_rows_per_model_and_lead(result):
+    res, _ = result
+    assert isinstance(res, ComparisonResult)
+    assert list(res.table.index.get_level_values("model").unique()) == MODELS + BASELINES
+    assert list(res.table.loc["convgru"].index) == [1, 2, 3]
+    assert list(res.table.columns) == ["mae", "rmse", "mape", "skill_rmse"]
+    assert res.table.attrs["split"] == "test" and res.table.attrs["issues"] > 0
+    assert np.isfinite(res.table["rmse"]).all()
+
+
+def test_compare__summary_per_model(result):
+    res, _ = result
+    summary = res.summary
+    assert tuple(summary.columns) == SUMMARY_COLUMNS
+    assert list(summary.index) == MODELS + BASELINES
+    assert list(summary["kind"]) == ["model"] * 2 + ["baseline"] * 3
+    for name in MODELS:
+        est = res.models[name]
+        assert summary.loc[name, "parameters"] == est.training_summary_["parameters"]
+        assert summary.loc[name, "epochs"] == len(est.history_) == 2
+        assert summary.loc[name, "train_seconds"] > 0 and 0 < summary.loc[name, "inference_seconds"] < 5
+    assert pd.isna(summary.loc["ridge", "parameters"])
+    assert summary.loc["ridge", "train_seconds"] > 0
+    assert summary.loc["convgru", "mean_rmse"] == pytest.approx(res.table.loc["convgru", "rmse"].mean())
+
+
+def test_compare__models_share_the_split(result):
+    res, _ = result
+    assert res.models["convlstm"].split_ == res.models["convgru"].split_
+    assert res.models["convgru"].model == "convgru"
+
+
+def test_compare__echo_lines(result):
+    _, lines = result
+    assert lines[0] == "training   convlstm ..." and lines[2] == "training   convgru ..."
+    assert "2 epochs in" in lines[1] and "parameters" in lines[1]
+
+
+def test_compare__to_records_is_json(result):
+    res, _ = result
+    records = json.loads(json.dumps(res.to_records()))
+    assert records["split"] == "test"
+    assert [r["model"] for r in records["summary"]] == MODELS + BASELINES
+    assert records["summary"][2]["parameters"] is None
+    assert len(records["per_lead"]) == 5 * 3
+
+
+def test_comparison_table__leads_by_models(result):
+    res, _ = result
+    wide = comparison_table(res.table, "mae")
+    assert list(wide.columns) == MODELS + BASELINES and list(wide.index) == [1, 2, 3, "mean"]
+
+
+def test_comparison_table__unknown_metric(result):
+    res, _ = result
+    with pytest.raises(ConfigError, match="metric 'bias' is not in the table"):
+        comparison_table(res.table, "bias")
+
+
+def test_plot_comparison__lines_and_bars(result):
+    import matplotlib.pyplot as plt
+
+    res, _ = result
+    fig = plot_comparison(res)
+    lines_ax, bar_ax = fig.axes
+    assert [line.get_label() for line in lines_ax.get_lines()] == MODELS + BASELINES
+    assert len(bar_ax.patches) == 5
+    plt.close(fig)
+
+
+def test_compare__unknown_model():
+    with pytest.raises(ConfigError, match=r"models=\['convlstm', 'lstm3d'\] is invalid: expected one or more of"):
+        compare(density_series(periods=40), models=["convlstm", "lstm3d"], **PARAMS)
+
+
+def test_compare__model_twice():
+    with pytest.raises(ConfigError, match="lists a model twice"):
+        compare(density_series(periods=40), models=["convgru", "ConvGRU"], **PARAMS)
+
+
+def test_compare__unknown_parameter():
+    with pytest.raises(ConfigError, match="unknown training parameter.s. hiden"):
+        compare(density_series(periods=40), hiden=(8,))
+
+
+def test_compare__model_given_as_parameter():
+    with pytest.raises(ConfigError, match="unknown training parameter.s. model"):
+        compare(density_series(periods=40), model="convgru")

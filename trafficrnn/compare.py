@@ -1,0 +1,242 @@
+"""Side-by-side comparison of forecasters (ConvLSTM vs ConvGRU vs baselines) on one chronological split.
+
+:func:`compare` fits each model with the same settings, scores it per lead beside every baseline
+on the same issue times, and times training and inference; :func:`plot_comparison` draws it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from trafficrnn.errors import ConfigError
+from trafficrnn.evaluation import DEFAULT_BASELINES
+
+log = logging.getLogger(__name__)
+
+#: column order of :attr:`ComparisonResult.summary`
+SUMMARY_COLUMNS = ("kind", "parameters", "epochs", "train_seconds", "inference_seconds", "best_val_loss",
+                   "mean_rmse", "mean_mae")
+
+
+@dataclass
+class ComparisonResult:
+    """What :func:`compare` measured.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Rows ``(model, lead)`` for every fitted model then every baseline; columns ``mae``,
+        ``rmse``, ``mape``, ``skill_rmse`` (1 − RMSE / RMSE of persistence). ``attrs`` hold the
+        split and the number of issue times.
+    summary : pandas.DataFrame
+        One row per model and baseline: ``kind`` (``"model"`` or ``"baseline"``), ``parameters``,
+        ``epochs``, ``train_seconds``, ``inference_seconds`` (seconds per forecast),
+        ``best_val_loss``, ``mean_rmse`` and ``mean_mae`` over the leads.
+    models : dict of str to TrafficForecaster
+        The fitted estimators, by model name.
+    """
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    models: dict = field(default_factory=dict)
+
+    def to_records(self) -> dict[str, Any]:
+        """JSON-serialisable form: ``{"split", "issues", "summary": [...], "per_lead": [...]}``."""
+        summary = self.summary.reset_index().astype(object).where(self.summary.reset_index().notna(), None)
+        per_lead = self.table.reset_index().astype(object).where(self.table.reset_index().notna(), None)
+        return {"split": self.table.attrs.get("split"), "issues": self.table.attrs.get("issues"),
+                "summary": summary.to_dict(orient="records"), "per_lead": per_lead.to_dict(orient="records")}
+
+
+def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
+    """Leads as rows, models as columns, for one metric of a ``(model, lead)`` table, plus the mean over leads.
+
+    Raises
+    ------
+    ConfigError
+        If ``metric`` is not a column of ``table``.
+    """
+    if metric not in table.columns:
+        raise ConfigError(f"metric {metric!r} is not in the table; available: {', '.join(map(str, table.columns))}")
+    wide = table[metric].unstack("model")
+    wide.loc["mean"] = wide.mean()
+    seen = list(dict.fromkeys(table.index.get_level_values("model")))
+    return wide[[m for m in seen if m in wide.columns]]
+
+
+def _static_kw(static: xr.DataArray | None) -> dict[str, Any]:
+    """``static=`` only when given, so that estimators without static channels are called as before."""
+    return {} if static is None else {"static": static}
+
+
+def _check_models(models: Sequence[str], params: dict[str, Any]) -> list[str]:
+    from trafficrnn.estimator import PARAMS
+    from trafficrnn.models import list_models
+
+    names = [models.lower()] if isinstance(models, str) else [str(m).lower() for m in models]
+    unknown = [m for m in names if m not in list_models()]
+    if not names or unknown:
+        raise ConfigError(f"models={list(names)!r} is invalid: expected one or more of {', '.join(list_models())}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"models={names!r} lists a model twice: name each model once")
+    bad = sorted(set(params) - (set(PARAMS) - {"model", "progress"}))
+    if bad:
+        raise ConfigError(f"unknown training parameter(s) {', '.join(bad)}: expected TrafficForecaster "
+                          f"parameters such as input_steps, horizon, tile_size, hidden, max_time")
+    return names
+
+
+def _inference_seconds(est, images: xr.DataArray, static: xr.DataArray | None, repeats: int = 5) -> float:
+    """Fastest of ``repeats`` single forecasts from the last ``input_steps`` frames."""
+    recent = images.isel(time=slice(-est.input_steps, None))
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        est.predict(recent, **_static_kw(static))
+        best = min(best, time.perf_counter() - t0)
+    return float(best)
+
+
+def _time_baselines(est, images: xr.DataArray, target: xr.DataArray | None, split: str | None,
+                    baselines: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """(fit seconds, seconds per forecast) of each baseline, fitted on the frames before ``split`` as evaluate does."""
+    from trafficrnn.evaluation import evaluation_issues
+    from trafficrnn.models.baselines import get_baseline
+
+    history = (images if target is None else target.reindex(time=images.time.values)).sel(band=est.bands_)
+    history.attrs["units"] = est.units_
+    _, fit_on = evaluation_issues(est, pd.DatetimeIndex(images.time.values), split)
+    out = {}
+    for name in baselines:
+        t0 = time.perf_counter()
+        base = get_baseline(name, **({"horizon": est.horizon} if name == "ridge" else {})).fit(history.isel(time=fit_on))
+        t1 = time.perf_counter()
+        base.predict_many(history, [history.sizes["time"] - 1], est.horizon)
+        out[name] = (t1 - t0, time.perf_counter() - t1)
+    return out
+
+
+def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models: Sequence[str] = ("convlstm", "convgru"),
+            static: xr.DataArray | None = None, baselines: Sequence[str] = DEFAULT_BASELINES, split: str | None = "test",
+            progress: bool = True, echo: Callable[[str], Any] | None = None, **params: Any) -> ComparisonResult:
+    """Fit each model with the same settings and score it beside the baselines on the same split.
+
+    Parameters
+    ----------
+    images : xarray.DataArray
+        ``(time, band, y, x)`` images (with ``target`` and ``tile_size=``), or density / flow grids
+        (density-only path, ``target=None``).
+    target : xarray.DataArray, optional
+        ``(time, band, y, x)`` target on ``Grid.from_image(images, tile_size)``.
+    models : sequence of str
+        Registered model names (see :func:`trafficrnn.models.list_models`).
+    static : xarray.DataArray, optional
+        ``(band, y, x)`` static channels on the grid (road mask, lanes), given to every model.
+    baselines : sequence of str
+        Baselines scored on the same issue times (persistence, historical_average, ridge).
+    split : {"test", "val", "train"} or None
+        Windows scored; ``None`` scores the whole stack.
+    progress : bool
+        Show training progress bars.
+    echo : callable, optional
+        Receives one line per training step (e.g. ``print``); otherwise they go to the log.
+    **params
+        :class:`~trafficrnn.estimator.TrafficForecaster` parameters shared by every model
+        (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...).
+
+    Returns
+    -------
+    ComparisonResult
+
+    Raises
+    ------
+    ConfigError
+        Unknown or repeated model names, unknown parameters, or any invalid training setting.
+    GridError, TimestampError, CadenceError
+        As :meth:`TrafficForecaster.fit` for mismatched grids or times.
+    """
+    from trafficrnn.estimator import TrafficForecaster
+
+    names = _check_models(models, params)
+    say = echo or log.info
+    tables, rows, fitted = [], {}, {}
+    for name in names:
+        est = TrafficForecaster(name, progress=progress, **params)
+        limit = f" (at most {est.max_time:g} min)" if est.max_time else ""
+        say(f"training   {name}{limit} ...")
+        t0 = time.perf_counter()
+        est.fit(images, target, **_static_kw(static))
+        seconds = time.perf_counter() - t0
+        summary = est.training_summary_
+        say(f"           {summary['epochs']} epochs in {seconds:.0f} s, {summary['parameters']:,} parameters")
+        table = est.evaluate(images, target, split=split, baselines=() if tables else tuple(baselines),
+                             **_static_kw(static))
+        tables.append(table)
+        fitted[name] = est
+        rows[name] = {"kind": "model", "parameters": summary["parameters"], "epochs": summary["epochs"],
+                      "train_seconds": seconds, "inference_seconds": _inference_seconds(est, images, static),
+                      "best_val_loss": summary.get("best_val_loss")}
+    first = tables[0]
+    baseline_rows = first.loc[[m for m in first.index.get_level_values("model").unique() if m not in names]]
+    table = pd.concat([t.loc[[n]] for t, n in zip(tables, names)] + [baseline_rows])
+    table.attrs.update(first.attrs)
+    for name, (fit_s, pred_s) in _time_baselines(fitted[names[0]], images, target, split, baselines).items():
+        rows[name] = {"kind": "baseline", "parameters": None, "epochs": None, "train_seconds": fit_s,
+                      "inference_seconds": pred_s, "best_val_loss": None}
+    means = table[["rmse", "mae"]].groupby(level="model", sort=False).mean()
+    summary = pd.DataFrame.from_dict(rows, orient="index")
+    summary["mean_rmse"] = means["rmse"].reindex(summary.index)
+    summary["mean_mae"] = means["mae"].reindex(summary.index)
+    summary.index.name = "model"
+    summary = summary.astype({"parameters": "Int64", "epochs": "Int64", "best_val_loss": "float64"})
+    return ComparisonResult(table=table, summary=summary[list(SUMMARY_COLUMNS)], models=fitted)
+
+
+def plot_comparison(result: ComparisonResult, *, metric: str = "rmse"):
+    """RMSE (or another metric) per lead, one line per model and baseline, beside a bar of train time.
+
+    Parameters
+    ----------
+    result : ComparisonResult
+    metric : str
+        Column of ``result.table`` drawn per lead.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ConfigError
+        If ``metric`` is not a column of the table.
+    """
+    import matplotlib.pyplot as plt
+
+    wide = comparison_table(result.table, metric).drop(index="mean")
+    kinds = result.summary["kind"].reindex(wide.columns).fillna("baseline")
+    fig, (ax, bar) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=(3, 2), constrained_layout=True)
+    for name in wide.columns:
+        deep = kinds[name] == "model"
+        ax.plot(wide.index.astype(int), wide[name], marker="o" if deep else ".", lw=2 if deep else 1,
+                ls="-" if deep else "--", label=name)
+    ax.set_xlabel("lead (steps of the cadence)")
+    ax.set_ylabel(f"{metric.upper()} ({result.table.attrs.get('split', 'test')} split)")
+    ax.set_xticks(wide.index.astype(int))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    seconds = result.summary["train_seconds"]
+    colors = ["tab:blue" if k == "model" else "tab:gray" for k in result.summary["kind"]]
+    bars = bar.barh(list(seconds.index)[::-1], seconds.to_numpy()[::-1], color=colors[::-1])
+    bar.bar_label(bars, fmt="%.2g s", fontsize=8, padding=2)
+    bar.margins(x=0.2)
+    bar.set_xlabel("train time (s)")
+    bar.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"{metric.upper()} per lead and training time", fontsize=11)
+    return fig
