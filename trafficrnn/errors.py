@@ -63,6 +63,10 @@ class ConfigError(TrafficRNNError, ValueError):
     """A parameter or configuration value is out of range or of the wrong type."""
 
 
+class SchedulerError(TrafficRNNError, ConnectionError):
+    """A dask scheduler cannot be reached."""
+
+
 __all__ = [
     "TrafficRNNError",
     "InputFileError",
@@ -78,4 +82,5 @@ __all__ = [
     "ModelMismatchError",
     "NotFittedError",
     "ConfigError",
+    "SchedulerError",
 ]

@@ -127,3 +127,15 @@ def test_tile_encoder__without_stem_reads_pixels_directly():
 def test_tile_encoder__stem_must_be_bool():
     with pytest.raises(ConfigError, match="stem must be True or False"):
         TileEncoder(3, stem="no")
+
+
+def test_tile_encoder__features_are_local():
+    # a cell's features depend on its receptive field only: encoding a crop equals cropping the encoding
+    torch.manual_seed(0)
+    enc = TileEncoder(3, tile_size=4, width=8, depth=1).eval()
+    images = torch.rand(1, 2, 3, 64, 64)
+    with torch.no_grad():
+        whole = enc(images)
+        part = enc(images[..., 16:48, 16:48])
+    # cells 6..7 of the crop (its interior) sit at cells 10..11 of the whole image
+    torch.testing.assert_close(part[..., 3:5, 3:5], whole[..., 7:9, 7:9], rtol=1e-5, atol=1e-5)

@@ -86,16 +86,37 @@ def _check_image_shape(images: torch.Tensor, channels: int | None, tile_size: in
         )
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm of up to 8 groups of at least 2 channels (batch-size independent)."""
-    return nn.GroupNorm(max(1, math.gcd(8, channels // 2)), channels)
+class ChannelNorm(nn.Module):
+    """Normalise every pixel over its channels (a LayerNorm of the channel vector) with a learned scale and shift.
+
+    Unlike GroupNorm or BatchNorm it pools no statistics over the image or the batch, so a
+    cell's features depend only on the pixels in its receptive field: a window of a large area
+    is encoded exactly as the same pixels inside the whole area (tiled inference), and a crop
+    exactly as in the full frame (training on crops).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).square().mean(dim=1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def _norm(channels: int) -> ChannelNorm:
+    """Per-pixel channel normalisation (local: no statistics over the image or the batch)."""
+    return ChannelNorm(channels)
 
 
 class TileEncoder(nn.Module):
     """Strided CNN from image tiles to per-cell features.
 
     A 3x3 stem (optional), then one downsampling stage per stride (a ``(2s-1) x (2s-1)`` convolution of
-    stride ``s``, then ``depth`` 3x3 convolutions), each followed by GroupNorm and SiLU, and a
+    stride ``s``, then ``depth`` 3x3 convolutions), each followed by a per-pixel :class:`ChannelNorm` and SiLU, and a
     1x1 projection to ``out_channels``. Frames are folded into the batch (N*T) so that each
     layer is one batched convolution.
 

@@ -1,0 +1,218 @@
+"""Tests of trafficrnn.inference: tiled forecasts equal whole-area ones, bounded windows, dask, bad input."""
+
+import os
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+import xarray as xr
+from affine import Affine
+
+from trafficrnn import Grid
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, OutputExistsError
+from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.errors import SchedulerError
+from trafficrnn.inference import connect, forecast_large, plan_windows, receptive_field, receptive_halo
+from trafficrnn.io.export import write_stack
+from trafficrnn.models import get_model
+
+GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (24, 24))
+TINY = dict(input_steps=4, horizon=2, hidden=(4,), max_epochs=1, progress=False)
+
+
+def density_series(periods=40, seed=0):
+    """Vehicles per 100 m cell on a 24 × 24 grid, every 15 min, with a daily cycle and noise."""
+    times = pd.date_range("2024-05-01", periods=periods, freq="15min")
+    rng = np.random.default_rng(seed)
+    cycle = 1.5 + np.sin(2 * np.pi * np.arange(periods) / 96)[:, None, None, None]
+    values = rng.uniform(2, 10, (1, 1, *GRID.shape)) * cycle + rng.normal(0, 0.2, (periods, 1, *GRID.shape))
+    da = GRID.attach(xr.DataArray(values.clip(0).astype("float32"), dims=("time", "band", "y", "x"),
+                                  coords={"time": times, "band": ["density"]}))
+    da.attrs["units"] = "vehicles per cell"
+    return da
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    da = density_series()
+    est = TrafficForecaster("convgru", **TINY).fit(da)
+    return est, da, est.predict(da)
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.profile, src.descriptions, src.tags()
+
+
+def test_forecast_large__equals_whole_area(fitted, tmp_path):
+    est, da, whole = fitted
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="tiled forecast")
+        path = forecast_large(est, da, tmp_path / "fc.tif", window=8)
+    values, profile, descriptions, tags = read(path)
+    np.testing.assert_allclose(values, whole.values.reshape(values.shape), rtol=1e-6, atol=1e-6)
+    assert profile["crs"] == GRID.crs and profile["transform"] == GRID.transform and np.isnan(profile["nodata"])
+    assert descriptions == ("lead +15min, valid 2024-05-01T10:00:00", "lead +30min, valid 2024-05-01T10:15:00")
+    assert tags["issued"] == whole.attrs["issued"] and tags["units"] == "vehicles per cell"
+    assert [p.name for p in tmp_path.iterdir()] == ["fc.tif"]  # no temporary file left
+
+
+def test_forecast_large__valid_cog(fitted, tmp_path):
+    from rio_cogeo.cogeo import cog_validate
+
+    est, da, _ = fitted
+    valid, errors, _ = cog_validate(forecast_large(est, da, tmp_path / "fc.tif", window=8))
+    assert valid, errors
+
+
+def test_forecast_large__halo_below_receptive_field_warns_and_blends(fitted, tmp_path):
+    est, da, whole = fitted
+    r = receptive_halo(est)
+    with pytest.warns(UserWarning, match=f"approximate: halo={r - 1} cells is below the receptive field r={r}"):
+        path = forecast_large(est, da, tmp_path / "fc.tif", window=8, halo=r - 1, blend="linear")
+    error = np.abs(read(path)[0] - whole.values.reshape(-1, *GRID.shape))
+    assert 0 < error.max() < 0.05 * float(whole.max())  # not exact, but close: the halo rule is tight
+
+
+def test_forecast_large__lazy_files_as_source(fitted, tmp_path):
+    est, da, whole = fitted
+    write_stack(da.isel(time=slice(-6, None)), tmp_path / "stack")
+    path = forecast_large(est, tmp_path / "stack", tmp_path / "fc.tif", window=10, chunks={"y": 8, "x": 8})
+    np.testing.assert_allclose(read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6)
+
+
+def test_forecast_large__shorter_horizon(fitted, tmp_path):
+    est, da, whole = fitted
+    values = read(forecast_large(est, da, tmp_path / "fc.tif", window=12, horizon=1))[0]
+    np.testing.assert_allclose(values[0], whole.values[0, 0], rtol=1e-6, atol=1e-6)
+
+
+def test_forecast_large__window_larger_than_area(fitted, tmp_path):
+    est, da, _ = fitted
+    with pytest.raises(GridError, match="window=25 cells is larger than the area of 24 × 24 cells"):
+        forecast_large(est, da, tmp_path / "fc.tif", window=25)
+
+
+def test_forecast_large__halo_larger_than_area(fitted, tmp_path):
+    est, da, _ = fitted
+    with pytest.raises(GridError, match="halo=40 cells is larger than the area"):
+        forecast_large(est, da, tmp_path / "fc.tif", window=8, halo=40)
+
+
+def test_forecast_large__bad_blend(fitted, tmp_path):
+    est, da, _ = fitted
+    with pytest.raises(ConfigError, match="blend='gauss' is invalid"):
+        forecast_large(est, da, tmp_path / "fc.tif", blend="gauss")
+
+
+def test_forecast_large__existing_output(fitted, tmp_path):
+    est, da, _ = fitted
+    (tmp_path / "fc.tif").write_bytes(b"keep")
+    with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):
+        forecast_large(est, da, tmp_path / "fc.tif", window=8)
+
+
+def test_forecast_large__too_few_frames(fitted, tmp_path):
+    est, da, _ = fitted
+    with pytest.raises(ModelMismatchError, match="the stack has 3 frame"):
+        forecast_large(est, da.isel(time=slice(0, 3)), tmp_path / "fc.tif", window=8)
+
+
+def test_forecast_large__failure_leaves_no_file(fitted, tmp_path, monkeypatch):
+    est, da, _ = fitted
+    calls, predict = [], TrafficForecaster.predict
+
+    def failing(self, images, **kw):
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("window 5 failed")
+        return predict(self, images, **kw)
+
+    monkeypatch.setattr(TrafficForecaster, "predict", failing)
+    with pytest.raises(RuntimeError, match="window 5 failed"):
+        forecast_large(est, da, tmp_path / "fc.tif", window=8)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kernel, hidden, feedback", [(3, [4], True), (3, [4, 4], True), (5, [4, 4], False)])
+def test_receptive_field__equals_gradient_support(kernel, hidden, feedback):
+    torch.manual_seed(0)
+    net = get_model("convgru", in_channels=1, hidden_channels=hidden, kernel_size=kernel, feedback=feedback,
+                    residual=feedback).double()
+    r = receptive_field(net, 3, 2)
+    size = 2 * r + 7
+    x = torch.rand(1, 3, 1, size, size, dtype=torch.float64, requires_grad=True)
+    net(x, horizon=2)[0, -1, 0, size // 2, size // 2].backward()
+    rows, cols = np.nonzero(x.grad.abs().amax(dim=(0, 1, 2)).numpy() > 0)
+    assert max(np.abs(rows - size // 2).max(), np.abs(cols - size // 2).max()) == r
+
+
+@pytest.mark.parametrize("blend", ["cosine", "linear", "none"])
+def test_plan_windows__weights_sum_to_one(blend):
+    total = np.zeros((30, 19))
+    for w in plan_windows((30, 19), 7, 3, blend=blend):
+        (r0, r1), (c0, c1) = w.rows, w.cols
+        assert r1 - r0 <= 7 + 6 and c1 - c0 <= 7 + 6
+        total[r0:r1, c0:c1] += w.wy[:, None] * w.wx[None, :]
+    np.testing.assert_allclose(total, 1.0)
+
+
+def test_connect__unreachable_scheduler_fails_within_timeout():
+    started = time.perf_counter()
+    with pytest.raises(SchedulerError, match="no dask scheduler answered at 'tcp://127.0.0.1:9' within 2 s"):
+        connect("tcp://127.0.0.1:9", timeout=2)
+    assert time.perf_counter() - started < 10
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def test_forecast_large__dask_cluster_equals_whole_area(fitted, client, tmp_path):
+    est, da, whole = fitted
+    path = forecast_large(est, da, tmp_path / "fc.tif", window=8, client=client)
+    np.testing.assert_allclose(read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6)
+    shipped = client.run(lambda: dict(__import__("trafficrnn.inference").inference._MODELS))
+    assert list(shipped.values()) == [{}]  # the model plugin is torn down after the run
+
+
+def test_forecast_large__worker_dies_task_is_retried(fitted, client, tmp_path):
+    est, da, whole = fitted
+    marker = tmp_path / "died"
+
+    class DiesOnce(TrafficForecaster):  # local class: pickled by value to the worker
+        def predict(self, images, **kw):
+            if not marker.exists():
+                marker.touch()
+                os._exit(1)
+            return super().predict(images, **kw)
+
+    model = DiesOnce.__new__(DiesOnce)
+    model.__dict__.update(est.__dict__)
+    path = forecast_large(model, da, tmp_path / "fc.tif", window=8, client=client)
+    assert marker.exists()
+    np.testing.assert_allclose(read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6)
+
+
+def test_fit__crop_bounds_batch_memory(monkeypatch):
+    from trafficrnn.training import ForecastModule
+
+    shapes = []
+    step = ForecastModule.training_step
+
+    def recording(self, batch, batch_idx):
+        shapes.append({k: tuple(v.shape) for k, v in batch.items() if k in ("x", "y")})
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ForecastModule, "training_step", recording)
+    TrafficForecaster("convgru", crop=6, batch_size=4, **TINY).fit(density_series(periods=24))
+    assert shapes and all(s["x"][-2:] == (6, 6) and s["y"][-2:] == (6, 6) and s["x"][0] <= 4 for s in shapes)

@@ -1,0 +1,427 @@
+"""Large-area forecasts in bounded memory: spatial windows with a halo, blended and written window by
+window into a Cloud-Optimised GeoTIFF, in this process or as tasks on a ``dask.distributed`` cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import rasterio.windows
+import xarray as xr
+from distributed import WorkerPlugin
+from torch import nn
+
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, SchedulerError
+from trafficrnn.io._atomic import atomic_output, check_output
+from trafficrnn.io.export import _band_meta, _dataset_tags
+
+__all__ = ["forecast_large", "receptive_halo", "receptive_field", "connect", "plan_windows", "SchedulerError", "BLENDS"]
+
+log = logging.getLogger(__name__)
+
+BLENDS = ("cosine", "linear", "none")
+_MODELS: dict[str, Any] = {}  # models shipped to this (worker) process by _ModelPlugin, by token
+
+
+# -- receptive field ------------------------------------------------------------------------
+def _encoder_reach(encoder: nn.Module) -> int:
+    """Cells beyond its own tile that the TileEncoder output of a cell reads (its convolutions' reach)."""
+    stride, lo, hi = 1, 0, 0  # output index o reads input pixels [o * stride + lo, o * stride + hi]
+    for layer in encoder.modules():
+        if isinstance(layer, nn.Conv2d):
+            k, s, q, d = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.dilation[0]
+            lo, hi = lo - q * stride, hi + (d * (k - 1) - q) * stride
+            stride *= s
+    tile = encoder.tile_size
+    return max(0, math.ceil(-lo / tile), math.ceil((hi - (tile - 1)) / tile))
+
+
+def receptive_field(net: nn.Module, input_steps: int, horizon: int) -> int:
+    """Cells ``r`` around a cell that its forecast after ``horizon`` leads depends on (Chebyshev radius).
+
+    Every recurrent layer convolves its hidden state with a ``k × k`` kernel at every step, so
+    information travels ``p = k // 2`` cells per layer and step. For the encoder stack (``L``
+    layers, ``T_in`` steps) the top state reads ``(T_in + L - 1) · p`` cells; with prediction
+    feedback each lead step passes the whole forecaster stack again (the head reads every layer,
+    its output is the next step's input), adding ``L · p`` per lead: after ``H`` leads
+    ``r = p · (T_in + L · H)``. Without feedback ``r = p · (T_in + L - 1 + H)``. On the image
+    path the convolutions of the TileEncoder add their pixel reach, rounded up to cells.
+
+    Parameters
+    ----------
+    net : EncoderForecaster
+    input_steps, horizon : int
+        ``T_in`` and ``H``.
+
+    Returns
+    -------
+    int
+    """
+    p = int(net.config["kernel_size"]) // 2
+    layers = len(net.config["hidden_channels"])
+    r = p * (input_steps + layers * horizon) if net.feedback else p * (input_steps + layers - 1 + horizon)
+    if net.tile_encoder is not None:
+        r += _encoder_reach(net.tile_encoder)
+    return int(r)
+
+
+def receptive_halo(model: Any) -> int:
+    """Halo in grid cells that makes tiled inference of a fitted model identical to whole-area inference.
+
+    ``receptive_field(model.model_, model.input_steps, model.horizon)``; see :func:`receptive_field`.
+
+    Raises
+    ------
+    NotFittedError
+        If ``model`` is not fitted.
+    """
+    model._check_fitted()
+    return receptive_field(model.model_, int(model.input_steps), int(model.horizon))
+
+
+def _global_layers(model: Any) -> list[str]:
+    """Layers whose output at a cell depends on the whole input area (spatial statistics)."""
+    kinds = (nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    return sorted({type(m).__name__ for m in model.model_.modules() if isinstance(m, kinds)})
+
+
+# -- windows --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """One task: the cells ``rows × cols`` read (core plus halo) and the weights of its forecast.
+
+    ``weights`` is ``(rows, cols)``; the weights of all windows sum to 1 in every cell. ``write``
+    is the sub-range (row0, row1, col0, col1) of the area where ``weights`` are not zero.
+    """
+
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    wy: np.ndarray
+    wx: np.ndarray
+
+    @property
+    def write(self) -> tuple[int, int, int, int]:
+        (ry,), (rx,) = np.nonzero(self.wy), np.nonzero(self.wx)
+        return (self.rows[0] + ry[0], self.rows[0] + ry[-1] + 1, self.cols[0] + rx[0], self.cols[0] + rx[-1] + 1)
+
+
+def _ramp(t: np.ndarray, blend: str) -> np.ndarray:
+    return 0.5 - 0.5 * np.cos(np.pi * t) if blend == "cosine" else t
+
+
+def _axis_plan(n: int, window: int, halo: int, blend: str) -> list[tuple[tuple[int, int], np.ndarray]]:
+    """Split ``n`` cells into near-equal cores of at most ``window``; extents and 1-D weights."""
+    bounds = np.linspace(0, n, math.ceil(n / window) + 1).round().astype(int)
+    cores = np.diff(bounds)
+    half = [0] * len(bounds)  # ramp half-width at each interior boundary
+    if blend != "none":
+        for j in range(1, len(bounds) - 1):
+            half[j] = int(min(halo, cores[j - 1] // 2, cores[j] // 2))
+    plan = []
+    for k in range(len(cores)):
+        lo, hi = max(0, bounds[k] - halo), min(n, bounds[k + 1] + halo)
+        pos = np.arange(lo, hi)
+        w = np.ones(hi - lo)
+        for j, side in ((k, 1.0), (k + 1, -1.0)):
+            if 0 < j < len(bounds) - 1:
+                b, h = bounds[j], half[j]
+                up = (pos >= b).astype(float) if h == 0 else _ramp(np.clip((pos - b + h + 0.5) / (2 * h), 0, 1), blend)
+                w *= up if side > 0 else 1.0 - up
+        plan.append(((int(lo), int(hi)), w))
+    return plan
+
+
+def plan_windows(shape: tuple[int, int], window: int, halo: int, *, blend: str = "none") -> list[Window]:
+    """Windows covering a ``(rows, cols)`` area: cores of at most ``window`` cells plus ``halo``.
+
+    With ``blend="none"`` the weights are 1 on each core and 0 on its halo (the cores partition
+    the area); with ``"linear"`` or ``"cosine"`` neighbouring windows cross-fade over the cells
+    where they overlap (up to ``halo`` on each side of a core boundary). Weights sum to 1.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown ``blend``.
+    """
+    if blend not in BLENDS:
+        raise ConfigError(f"blend={blend!r} is invalid: expected one of {', '.join(BLENDS)}")
+    ys, xs = _axis_plan(shape[0], window, halo, blend), _axis_plan(shape[1], window, halo, blend)
+    return [Window(ry, rx, wy, wx) for ry, wy in ys for rx, wx in xs]
+
+
+# -- dask -----------------------------------------------------------------------------------
+def connect(scheduler: str | None = None, timeout: float = 10.0, **local: Any):
+    """A ``dask.distributed`` Client: on ``scheduler`` (e.g. ``"tcp://host:8786"``), or on a new LocalCluster.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Scheduler address; ``None`` starts a ``LocalCluster(**local)`` (scripts that start
+        worker processes need an ``if __name__ == "__main__":`` guard).
+    timeout : float
+        Seconds to wait for the scheduler.
+
+    Returns
+    -------
+    distributed.Client
+
+    Raises
+    ------
+    SchedulerError
+        If the scheduler does not answer within ``timeout`` seconds or the address is invalid.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler is None:
+        return Client(LocalCluster(**local))
+    try:
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise SchedulerError(f"no dask scheduler answered at {scheduler!r} within {timeout:g} s ({exc}); start "
+                             "one with `dask scheduler` and pass its address, e.g. tcp://host:8786, or "
+                             "leave the address out to run on this machine") from None
+
+
+class _ModelPlugin(WorkerPlugin):
+    """Ships the model to each worker once (also to workers that join or restart after a crash)."""
+
+    def __init__(self, token: str, model: Any) -> None:
+        self.token, self.model = token, model
+
+    def setup(self, worker: Any) -> None:
+        _MODELS[self.token] = self.model
+
+    def teardown(self, worker: Any) -> None:
+        _MODELS.pop(self.token, None)
+
+
+class _Box:
+    """Carries a lazy window to a worker without dask treating it as a collection of the graph."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+
+def _predict(model: Any, images: Any, static: Any, horizon: int) -> xr.DataArray:
+    images = images.compute(scheduler="synchronous")  # reads this window only
+    return model.predict(images, horizon=horizon, static=static)
+
+
+def _predict_remote(token: str, box: _Box, static: Any, horizon: int) -> xr.DataArray:
+    return _predict(_MODELS[token], box.data, static, horizon)
+
+
+# -- main entry -----------------------------------------------------------------------------
+def _check_size(name: str, value: Any, area: tuple[int, int], *, zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if zero else 1):
+        raise ConfigError(f"{name}={value!r} is invalid: expected a {'non-negative' if zero else 'positive'} "
+                          "integer number of grid cells")
+    if value > max(area):
+        raise GridError(f"{name}={value} cells is larger than the area of {area[0]} × {area[1]} cells: pass "
+                        f"{name} <= {max(area)}, or use model.predict(...) for an area this small")
+    return int(value)
+
+
+def _default_window(model: Any, frames: int, halo: int, budget: float = 256e6) -> int:
+    """Core size (cells) whose float32 window of input frames stays under ``budget`` bytes."""
+    tile, bands = model.grid_.tile_size, len(model.input_bands_)
+    side = int(math.sqrt(budget / (4 * frames * bands * 4))) // tile  # x4: normalised copies, features
+    return max(8, side - 2 * halo, 2 * halo)
+
+
+def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int | None = None,
+                   halo: int | None = None, chunks: Any = None, client: Any = None, static: xr.DataArray | None = None,
+                   horizon: int | None = None, overwrite: bool = False, blend: str = "cosine",
+                   retries: int = 2) -> Path:
+    """Forecast a large area window by window and write it as a COG, never holding the whole area.
+
+    The area is split into cores of at most ``window`` × ``window`` cells. Each task reads its
+    core plus ``halo`` cells on each side (clipped at the area edge), only the last
+    ``input_steps`` frames, runs ``model.predict`` on it, and the client writes the weighted
+    forecast into a tiled GeoTIFF in the target folder, converted to a COG at the end and
+    renamed into place (a failed run leaves no file).
+
+    Halo rule: a cell's forecast depends on the cells within ``r = receptive_halo(model)``
+    (see there: ``p · (T_in + L · H)`` for kernel ``2p + 1``, ``L`` layers, feedback), plus the
+    tile encoder's reach on the image path. With ``halo >= r`` a core cell never sees the zero
+    padding of its window's inner edges (at the real area edge window and area edges coincide),
+    so cutting the halo off gives the whole-area result to float tolerance and cores are not
+    blended. With ``halo < r`` the result is approximate: neighbouring windows are cross-faded
+    with a ``blend`` ramp over their overlap so that no seam shows, and a warning says so.
+    Models with layers that pool statistics over the whole image (the GroupNorm of the tile
+    encoder) can never be tiled exactly; they are blended and warned about too.
+
+    Parameters
+    ----------
+    model : TrafficForecaster
+        Fitted, without ``cell_mean`` or the ``"ha"`` context (maps tied to the training grid).
+    source : xarray.DataArray or path, glob, list of paths
+        Stack ``(time, band, y, x)`` with the model's bands, CRS, resolution and cadence; a path
+        is opened lazily with ``read_stack(source, chunks=chunks)``.
+    out_path : path-like
+        ``.tif`` output: ``(lead × band)`` bands, band descriptions and tags as ``to_geotiff``.
+    window : int, optional
+        Core side in cells; default: what keeps a window's input frames near 256 MB.
+    halo : int, optional
+        Cells read around each core; default ``receptive_halo(model)`` (exact).
+    chunks : dict or int, optional
+        dask chunks for a path ``source`` (default 512 px): windows read only the chunks they touch.
+    client : distributed.Client, optional
+        Run each window as a task on this cluster (see :func:`connect`); the model is shipped
+        once per worker by a worker plugin, tasks are retried ``retries`` times.
+    static : xarray.DataArray, optional
+        ``(band, y, x)`` static layers on the area's grid, as in ``predict``.
+    horizon : int, optional
+        Leads to forecast (default: the model's).
+    overwrite : bool
+        Replace an existing ``out_path``.
+    blend : {"cosine", "linear", "none"}
+        Ramp of the cross-fade when ``halo < r`` (``"none"``: hard cut at core boundaries).
+    retries : int
+        Retries of a failed task on a cluster (a dead worker's tasks are rescheduled by dask).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    GridError
+        ``window`` or ``halo`` larger than the area.
+    ConfigError
+        Invalid ``window``, ``halo``, ``blend`` or ``horizon``.
+    ModelMismatchError, NotFittedError
+        A stack the model cannot forecast (bands, CRS, resolution, cadence, too few frames), or
+        a model tied to its training grid.
+    OutputExistsError, ExportError
+        ``out_path`` exists without ``overwrite``, wrong suffix, missing folder.
+    """
+    from trafficrnn.io.stack import read_stack
+
+    out_path = check_output(out_path, overwrite=overwrite, suffixes=(".tif", ".tiff"))
+    if blend not in BLENDS:
+        raise ConfigError(f"blend={blend!r} is invalid: expected one of {', '.join(BLENDS)}")
+    images = source if isinstance(source, xr.DataArray) else read_stack(source, chunks=chunks or {"y": 512, "x": 512})
+    images, grid = model._prepare(images)
+    if model.cell_mean or "ha" in model.context_.entries:
+        raise ModelMismatchError("the model uses maps of its training grid (cell_mean=True or context 'ha'); it "
+                                 "cannot forecast windows of another area: use model.predict on the training grid")
+    horizon = model._check_horizon(horizon)
+    if images.sizes["time"] < model.input_steps:
+        raise ModelMismatchError(f"the stack has {images.sizes['time']} frame(s); the model reads "
+                                 f"input_steps={model.input_steps}")
+    lags = any(e != "ha" for e in model.context_.entries)
+    frames = slice(None) if lags else slice(images.sizes["time"] - model.input_steps, None)
+    needed = receptive_field(model.model_, int(model.input_steps), horizon)
+    halo = min(needed, max(grid.shape)) if halo is None else _check_size("halo", halo, grid.shape, zero=True)
+    n_frames = images.sizes["time"] if lags else model.input_steps
+    window = _default_window(model, n_frames, halo) if window is None else _check_size("window", window, grid.shape)
+    window = min(window, max(grid.shape))
+    global_layers = _global_layers(model)
+    exact = halo >= needed and not global_layers
+    if not exact:
+        why = (f"its {', '.join(global_layers)} layers pool statistics over the whole image" if global_layers
+               else f"halo={halo} cells is below the receptive field r={needed} cells")
+        warnings.warn(f"tiled forecast is approximate: {why}; windows are blended ({blend}) to hide seams"
+                      + ("" if global_layers else f"; pass halo>={needed} for the exact whole-area result"),
+                      stacklevel=2)
+    windows = plan_windows(grid.shape, window, halo, blend="none" if exact else blend)
+    tile = grid.tile_size
+
+    def task_args(win: Window) -> tuple[Any, Any]:
+        (r0, r1), (c0, c1) = win.rows, win.cols
+        part = images.isel(time=frames, y=slice(r0 * tile, r1 * tile), x=slice(c0 * tile, c1 * tile))
+        if part.chunks is not None:
+            import dask
+
+            (part,) = dask.optimize(part)  # cull the graph to this window's chunks
+        stat = None if static is None else static.isel(y=slice(r0, r1), x=slice(c0, c1))
+        return part, stat
+
+    log.info("forecast_large: %d windows of <= %d cells + halo %d on a %s grid (%s)", len(windows), window, halo,
+             grid.shape, "exact" if exact else "blended")
+    with atomic_output(out_path, overwrite=overwrite) as tmp:
+        acc = tmp.with_name(tmp.name + ".acc.tif")
+        try:
+            _run(model, windows, task_args, client, horizon, retries, acc, grid, blended=not exact)
+            _to_cog(acc, tmp, grid.shape)
+        finally:
+            acc.unlink(missing_ok=True)
+    return out_path
+
+
+def _results(model: Any, windows: list[Window], task_args: Any, client: Any, horizon: int, retries: int):
+    """Yield ``(window, forecast)`` as they are ready, in this process or from the cluster."""
+    if client is None:
+        for win in windows:
+            part, stat = task_args(win)
+            yield win, _predict(model, part, stat, horizon)
+        return
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex
+    name = f"trafficrnn-model-{token}"
+    client.register_plugin(_ModelPlugin(token, model), name=name)
+    futures = {}
+    try:
+        for i, win in enumerate(windows):
+            part, stat = task_args(win)
+            fut = client.submit(_predict_remote, token, _Box(part), stat, horizon, key=f"trafficrnn-window-{token}-{i}",
+                                retries=retries, pure=False)
+            futures[fut.key] = (fut, win)
+        for fut, result in as_completed([f for f, _ in futures.values()], with_results=True):
+            yield futures.pop(fut.key)[1], result
+    finally:
+        for fut, _ in futures.values():
+            fut.cancel()
+        try:
+            client.unregister_worker_plugin(name)
+        except Exception as exc:  # the run's outcome matters more than the clean-up of a plugin
+            log.warning("could not unregister worker plugin %s: %s", name, exc)
+
+
+def _run(model: Any, windows: list[Window], task_args: Any, client: Any, horizon: int, retries: int,
+         acc: Path, grid: Any, *, blended: bool) -> None:
+    """Write every window's weighted forecast into the tiled GeoTIFF ``acc`` (read-add-write when blended)."""
+    count = horizon * len(model.bands_)
+    block = 256 if min(grid.shape) >= 256 else 16 * max(1, math.ceil(min(grid.shape) / 16))
+    profile = dict(driver="GTiff", width=grid.shape[1], height=grid.shape[0], count=count, dtype="float32",
+                   crs=grid.crs, transform=grid.transform, tiled=True, blockxsize=block, blockysize=block,
+                   BIGTIFF="IF_SAFER", SPARSE_OK=False)
+    template = None
+    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(acc, "w+", **profile) as dst:
+        for win, fc in _results(model, windows, task_args, client, horizon, retries):
+            if template is None:
+                template = fc.isel(y=slice(0, 1), x=slice(0, 1))
+            r0, r1, c0, c1 = win.write
+            (y0, x0) = (r0 - win.rows[0], c0 - win.cols[0])
+            w = (win.wy[y0:y0 + r1 - r0, None] * win.wx[None, x0:x0 + c1 - c0]).astype("float32")
+            values = np.asarray(fc.values, dtype="float32").reshape(count, *fc.shape[2:])
+            values = values[:, y0:y0 + r1 - r0, x0:x0 + c1 - c0]
+            region = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+            if blended:
+                values = dst.read(window=region) + values * w
+            dst.write(values, window=region)
+        descriptions, tags = _band_meta(template)
+        for i, (text, band_tags) in enumerate(zip(descriptions, tags), start=1):
+            dst.set_band_description(i, text)
+            dst.update_tags(i, **band_tags)
+        dst.update_tags(**_dataset_tags(template))
+        dst.nodata = float("nan")
+
+
+def _to_cog(acc: Path, target: Path, shape: tuple[int, int]) -> None:
+    """Stream the tiled GeoTIFF into a COG (deflate, overviews), block by block."""
+    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(acc) as src:
+        rasterio.shutil.copy(src, target, driver="COG", compress="deflate", predictor="YES",
+                             blocksize=512 if min(shape) >= 512 else 256, overviews="AUTO",
+                             resampling="AVERAGE", BIGTIFF="IF_SAFER")
