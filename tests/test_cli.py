@@ -316,3 +316,27 @@ def test_forecast__subprocess_one_line(grids, tmp_path, args, message):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_forecast__windowed_cog_equals_whole_area(grids, tmp_path):
+    whole = run("forecast", grids / "model", grids / "stack", "--out", tmp_path / "a.tif")
+    tiled = run("forecast", grids / "model", grids / "stack", "--out", tmp_path / "b.tif", "--window", 2)
+    assert whole.exit_code == 0 and tiled.exit_code == 0, tiled.output
+    import rasterio
+    import numpy as np
+
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert a.transform == b.transform and a.crs == b.crs
+        np.testing.assert_allclose(a.read(), b.read(), rtol=1e-5, atol=1e-5)
+
+
+def test_forecast__window_needs_a_tif(grids, tmp_path):
+    one_line_error(run("forecast", grids / "model", grids / "stack", "--out", tmp_path / "f.nc", "--window", 2),
+                   "stream the forecast into a COG")
+
+
+def test_datasets__registered_and_one_line_errors(tmp_path):
+    result = run("datasets", "export", "nyc-bike", tmp_path / "out", "--start", "2016-08-01", "--end", "2016-08-01T01:00")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("*.tif"))) == 3
+    one_line_error(run("datasets", "export", "no-such-set", tmp_path / "x"), "no-such-set")

@@ -309,16 +309,21 @@ def train(stack: str, model_name: str, out: str, **opts) -> None:
 @click.option("--roads", default=None, type=_FILE,
               help="Road lines: segments in the .gpkg, and the static channel of a model trained with --roads.")
 @click.option("--horizon", default=None, type=click.IntRange(1), help="Lead steps (at most the trained horizon).")
+@click.option("--window", default=None, type=click.IntRange(1),
+              help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).")
+@click.option("--halo", default=None, type=click.IntRange(0), help="Cells read around each window (default: exact).")
+@click.option("--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs.")
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, allow_gaps: bool,
-             overwrite: bool) -> None:
+def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, window: int | None,
+             halo: int | None, scheduler: str | None, allow_gaps: bool, overwrite: bool) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
     \b
     Examples:
       trafficrnn forecast my-model city/images --out forecast.tif
       trafficrnn forecast my-model city/images --roads city/roads.gpkg --out segments.gpkg
+      trafficrnn forecast my-model big/images --out big.tif --window 64 --scheduler tcp://host:8786
     """
     from pathlib import Path
 
@@ -332,8 +337,23 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
         raise ConfigError(f"--roads with --out {out}: road segments need a .gpkg output and the model uses no "
                           "static road layer; use --out forecast.gpkg, or drop --roads")
     roads_gdf = _read_vector(roads, "--roads") if roads else None
-    images = read_stack(stack, allow_gaps=allow_gaps)
-    recent = images.isel(time=slice(-est.input_steps, None))
+    if window or scheduler:
+        if suffix not in (".tif", ".tiff") or roads_gdf is not None:
+            raise ConfigError(f"--window/--scheduler stream the forecast into a COG: use --out forecast.tif "
+                              f"(got {out}) and no --roads")
+        from trafficrnn.inference import connect, forecast_large
+
+        client = connect(scheduler) if scheduler else None
+        try:
+            path = forecast_large(est, read_stack(stack, allow_gaps=allow_gaps, chunks={}), out, window=window,
+                                  halo=halo, client=client, horizon=horizon, overwrite=overwrite)
+        finally:
+            if client is not None:
+                client.close()
+        click.echo(f"wrote {path} (GeoTIFF (COG), windows of {window or 'default'} cells)")
+        return
+    images = read_stack(stack, allow_gaps=allow_gaps, chunks={})
+    recent = images.isel(time=slice(-est.history_needed, None)).load()
     static = _static(roads_gdf, images, est.grid_.tile_size) if est.static_bands_ else None
     fc = est.predict(recent, horizon=horizon, **({} if static is None else {"static": static}))
     if suffix == ".gpkg":
@@ -491,10 +511,11 @@ def info(model: str) -> None:
 
 def _register() -> None:
     """Attach the commands that live beside their own subsystem (each in its own module)."""
+    from trafficrnn.datasets.cli import datasets_group
     from trafficrnn.synth.cli import simulate_command
 
     main.add_command(simulate_command, "simulate")
-    # datasets: the `trafficrnn datasets ...` group is attached here (next to simulate)
+    main.add_command(datasets_group, "datasets")
 
 
 _register()

@@ -86,6 +86,7 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
          f"grid {target.sizes['y']}×{target.sizes['x']} cells of {tile} px, cadence {images.attrs['cadence']})")
     comparison = compare(images, target, models=("convlstm", "convgru"), progress=progress, echo=echo, tile_size=tile,
                          input_steps=8, horizon=6, hidden=(32, 32), encoder_width=16, max_epochs=max_epochs,
+                         context=("ha",), cell_mean=True, residual=True,
                          max_time=max_minutes, batch_size=8, lr=3e-3, patience=8, seed=seed)
     result = DemoResult(table=comparison.table, models=comparison.models)
     for name in comparison.models:

@@ -139,6 +139,14 @@ class TrafficForecaster:
         return f"TrafficForecaster({changed}) [{status}{extra}]"
 
     @property
+    def history_needed(self) -> int:
+        """Frames a forecast reads: ``input_steps``, plus the longest past-period context (e.g. a day back)."""
+        self._check_fitted()
+        periods = [pd.Timedelta(e) for e in self.context_.entries if e != "ha"]
+        back = max((int(p / self.cadence_) for p in periods), default=0)
+        return int(self.input_steps + back)
+
+    @property
     def is_fitted(self) -> bool:
         return hasattr(self, "model_")
 
@@ -214,7 +222,7 @@ class TrafficForecaster:
             For bad parameters, mismatched grids or times, an irregular cadence, or too short a stack.
         """
         from trafficrnn.models import get_model
-        from trafficrnn.training import ForecastModule, make_trainer, quiet_lightning, resolve_precision
+        from trafficrnn.training import EpochSampler, ForecastModule, make_trainer, quiet_lightning, resolve_precision
 
         self._validate_params()
         images = self._check_array(images, "images")
@@ -276,8 +284,8 @@ class TrafficForecaster:
                                      future_maps=maps, tile_size=grid.tile_size,
                                      crop=self.crop if k == "train" else None, seed=self.seed)
                     for k in ("train", "val")}
-        loaders = {k: torch.utils.data.DataLoader(ds, batch_size=self.batch_size, shuffle=(k == "train"),
-                                                  generator=torch.Generator().manual_seed(self.seed))
+        loaders = {k: torch.utils.data.DataLoader(ds, batch_size=self.batch_size,
+                                                  sampler=EpochSampler(ds, self.seed) if k == "train" else None)
                    for k, ds in datasets.items()}
         module = ForecastModule(net, horizon=self.horizon, lr=self.lr, weight_decay=self.weight_decay,
                                 max_epochs=self.max_epochs, nowcast_weight=self.nowcast_weight if encoder else 0.0,
@@ -298,6 +306,9 @@ class TrafficForecaster:
             if best:
                 state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
                 module.load_state_dict(state)
+            # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
+            # checkpoint folder) before all have read it
+            trainer.strategy.barrier()
         self.model_ = module.model.cpu().eval()
         self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
         self.bands_ = [str(b) for b in target.band.values]
@@ -341,6 +352,8 @@ class TrafficForecaster:
             if step != self.cadence_:
                 raise ModelMismatchError(f"stack cadence {step} differs from the model's {self.cadence_}: "
                                          "resample the stack to the model's cadence")
+        if np.issubdtype(images.dtype, np.floating):
+            images = images.where(~np.isinf(images))  # ±inf is missing, like NaN (as in training)
         return (grid.crop(images) if tile > 1 else images), grid
 
     def predict_many(self, images: xr.DataArray, issue_indices: Any, *, horizon: int | None = None,

@@ -91,6 +91,99 @@ def _require(config: dict, key: str, kind: type | tuple[type, ...], path: Path) 
     return value
 
 
+# Bounds far above any model this package trains, far below what would exhaust memory: a crafted
+# config.json is refused before a single layer is allocated.
+MAX_CHANNELS = 4096
+MAX_LAYERS = 16
+MAX_KERNEL = 15
+MAX_TILE = 1024
+_MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel_size", "encoder", "static_channels",
+               "past_covariate_channels", "future_covariate_channels", "feedback", "residual",
+               "output_activation", "cell_kwargs"}
+_ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem"}
+_CELL_KEYS = {"bias", "peephole", "grid_shape"}
+
+
+def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ModelFileError(f"{path / CONFIG}: {where} = {value!r:.60}, expected an integer in [{low}, {high}]; "
+                             "the config is corrupt or was crafted — refusing to build the model")
+    return value
+
+
+def _check_keys(spec: dict, allowed: set[str], where: str, path: Path) -> None:
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise ModelFileError(f"{path / CONFIG}: {where} has unknown key(s) {unknown[:5]}; expected only "
+                             f"{', '.join(sorted(allowed))} — saved by a newer or a modified trafficrnn")
+
+
+def _check_model_config(mc: dict, path: Path) -> None:
+    """Types and ranges of ``model_config`` (the EncoderForecaster kwargs), before anything is allocated."""
+    _check_keys(mc, _MODEL_KEYS, "model_config", path)
+    for key, low in (("in_channels", 1), ("out_channels", 1), ("static_channels", 0),
+                     ("past_covariate_channels", 0), ("future_covariate_channels", 0)):
+        if key in mc:
+            _int_in(mc[key], low, MAX_CHANNELS, f"model_config.{key}", path)
+    hidden = mc.get("hidden_channels")
+    if not isinstance(hidden, list) or not 1 <= len(hidden) <= MAX_LAYERS:
+        raise ModelFileError(f"{path / CONFIG}: model_config.hidden_channels = {hidden!r:.60}, expected a list of "
+                             f"1 to {MAX_LAYERS} channel counts")
+    for i, h in enumerate(hidden):
+        _int_in(h, 1, MAX_CHANNELS, f"model_config.hidden_channels[{i}]", path)
+    _int_in(mc.get("kernel_size", 3), 1, MAX_KERNEL, "model_config.kernel_size", path)
+    for key in ("feedback", "residual"):
+        if key in mc and not isinstance(mc[key], bool):
+            raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false")
+    for key in ("cell", "output_activation"):
+        if key in mc and not isinstance(mc[key], str):
+            raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected a name")
+    cell_kwargs = mc.get("cell_kwargs") or {}
+    if not isinstance(cell_kwargs, dict):
+        raise ModelFileError(f"{path / CONFIG}: model_config.cell_kwargs is {type(cell_kwargs).__name__}, expected a dict")
+    _check_keys(cell_kwargs, _CELL_KEYS, "model_config.cell_kwargs", path)
+    encoder = mc.get("encoder")
+    if encoder is None:
+        return
+    if not isinstance(encoder, dict):
+        raise ModelFileError(f"{path / CONFIG}: model_config.encoder is {type(encoder).__name__}, expected a dict or null")
+    _check_keys(encoder, _ENCODER_KEYS, "model_config.encoder", path)
+    for key, low, high in (("in_channels", 1, MAX_CHANNELS), ("tile_size", 1, MAX_TILE), ("width", 1, MAX_CHANNELS),
+                           ("depth", 0, MAX_LAYERS), ("max_width", 1, MAX_CHANNELS)):
+        if key in encoder:
+            _int_in(encoder[key], low, high, f"model_config.encoder.{key}", path)
+    if encoder.get("out_channels") is not None:
+        _int_in(encoder["out_channels"], 1, MAX_CHANNELS, "model_config.encoder.out_channels", path)
+    strides = encoder.get("strides")
+    if strides is not None:
+        if not isinstance(strides, list) or len(strides) > MAX_LAYERS:
+            raise ModelFileError(f"{path / CONFIG}: model_config.encoder.strides = {strides!r:.60}, expected a list "
+                                 f"of at most {MAX_LAYERS} integers")
+        for i, v in enumerate(strides):
+            _int_in(v, 1, MAX_TILE, f"model_config.encoder.strides[{i}]", path)
+
+
+def _check_weights_fit(config: dict, state: dict, path: Path) -> None:
+    """Build the model on the meta device (no memory) and compare every weight name and shape with the file."""
+    import torch
+
+    from trafficrnn.models import EncoderForecaster
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in EncoderForecaster(**config["model_config"]).state_dict().items()}
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path / CONFIG}: model_config is invalid ({str(exc)[:200]})") from None
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        missing = sorted(set(expected) - set(found))[:3]
+        extra = sorted(set(found) - set(expected))[:3]
+        shapes = [f"{k}: {found[k]} vs {expected[k]}" for k in sorted(set(expected) & set(found))
+                  if found[k] != expected[k]][:3]
+        raise ModelFileError(f"{path}: weights do not fit the model described by config.json (missing {missing}, "
+                             f"unexpected {extra}, shapes {shapes}); the folder mixes files of different models")
+
+
 def read_config(path) -> dict[str, Any]:
     """Read and validate ``config.json`` of a saved model before anything is built from it.
 
@@ -133,6 +226,7 @@ def read_config(path) -> dict[str, Any]:
         raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} is not a duration") from None
     if cadence <= pd.Timedelta(0):
         raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} must be positive")
+    _check_model_config(config["model_config"], path)
     params = config["params"]
     for key in ("input_steps", "horizon"):
         if not isinstance(params.get(key), int) or isinstance(params.get(key), bool) or params[key] < 1:
@@ -166,6 +260,10 @@ def load_model(cls, path):
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path / WEIGHTS} is not a readable safetensors file ({exc})") from None
     extras = {k: state.pop(k).numpy() for k in [k for k in state if k.startswith("context.")]}
+    cell = config["model_config"].get("cell")
+    if cell != MODELS[config["model"].lower()]:
+        raise ModelFileError(f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent")
+    _check_weights_fit(config, state, path)
     params = {k: v for k, v in config["params"].items() if k in cls().get_params()}
     for key in ("hidden", "context"):
         if isinstance(params.get(key), list):

@@ -96,6 +96,30 @@ class History(Callback):
         module.history.append(metrics)
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffles with a permutation drawn from ``(seed, epoch)`` alone, so that a run resumed at epoch k
+    sees the same batches as an uninterrupted one (a shared generator would restart its sequence).
+
+    Lightning calls :meth:`set_epoch` before every epoch (also after a resume); it is forwarded to
+    the dataset (``WindowDataset`` draws its random crops from ``(seed, epoch, index)``).
+    """
+
+    def __init__(self, dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
+
+
 def make_trainer(*, root: Path, max_epochs: int, patience: int, max_time: float | None, precision: str,
                  accelerator: str, devices: Any, strategy: str, num_nodes: int, progress: bool,
                  validate: bool, deterministic: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
@@ -104,8 +128,11 @@ def make_trainer(*, root: Path, max_epochs: int, patience: int, max_time: float 
     ``max_time`` is in minutes. Returns the trainer and its checkpoint callback (``best_model_path``).
     """
     monitor = "val_loss" if validate else "train_loss"
-    checkpoint = ModelCheckpoint(dirpath=root, filename="best", monitor=monitor, mode="min", save_last=True)
-    callbacks: list[Callback] = [checkpoint, History()]
+    checkpoint = ModelCheckpoint(dirpath=root, filename="best", monitor=monitor, mode="min")
+    # Lightning's save_last only refreshes last.ckpt when a best checkpoint is saved: a kill after an
+    # epoch that did not improve would resume from an older epoch. This one writes it after every epoch.
+    last = ModelCheckpoint(dirpath=root, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    callbacks: list[Callback] = [checkpoint, last, History()]
     if patience and validate:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=patience))
     trainer = L.Trainer(

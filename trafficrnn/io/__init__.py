@@ -3,10 +3,11 @@
 from trafficrnn.io.export import check_georeference, to_geotiff, to_geopackage, write_geopackage, write_stack
 from trafficrnn.io.netcdf import read_netcdf, to_netcdf
 from trafficrnn.io.stack import read_stack
-from trafficrnn.io.vector import aggregate_to_segments, rasterize_lines, rasterize_points
+from trafficrnn.io.vector import aggregate_to_segments, rasterize_lines, rasterize_points, read_vectors
 
 __all__ = [
     "read_stack",
+    "read_vectors",
     "rasterize_points",
     "rasterize_lines",
     "aggregate_to_segments",

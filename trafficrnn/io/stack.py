@@ -204,12 +204,44 @@ def _single_file_layout(frame: _Frame, time) -> tuple[list[datetime], list[str],
     return unique, names, per
 
 
+class _GuardedArray:
+    """A lazily indexed raster whose read errors become :class:`InputFileError` (for dask: raised at compute)."""
+
+    def __init__(self, array: xr.DataArray, path: Path) -> None:
+        self.array, self.path = array, path
+        self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), len(array.shape)
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self.array[key].values)
+        except (RasterioError, OSError, ValueError) as exc:
+            raise InputFileError(f"{self.path} could not be read ({exc}); the file may be truncated or "
+                                 "corrupt") from None
+
+
 def _load(path: Path, chunks) -> xr.DataArray:
     try:
-        da = rioxarray.open_rasterio(path, masked=True, chunks=chunks, cache=False)
-        return da if chunks else da.load()
+        if not chunks:
+            return rioxarray.open_rasterio(path, masked=True, cache=False).load()
+        import dask.array as dsa
+
+        # rioxarray's own dask graph would raise rasterio's errors at compute time: rebuild it on a
+        # guarded reader so that a corrupt block surfaces as InputFileError naming the file
+        chunked = rioxarray.open_rasterio(path, masked=True, chunks=chunks, cache=False)
+        lazy = rioxarray.open_rasterio(path, masked=True, cache=False)
+        data = dsa.from_array(_GuardedArray(lazy, path), chunks=chunked.data.chunks, lock=True,
+                              name=f"read-{path.name}-{_dask_token(path)}", meta=np.array((), dtype=chunked.dtype))
+        return chunked.copy(data=data)
     except RasterioError as exc:
         raise InputFileError(f"{path} could not be read ({exc}); the file may be truncated or corrupt") from None
+
+
+def _dask_token(path: Path) -> str:
+    """A dask key part that changes when the file does (path, size, modification time)."""
+    from dask.base import tokenize
+
+    stat = path.stat()
+    return tokenize(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "strict",

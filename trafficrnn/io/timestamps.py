@@ -16,6 +16,8 @@ _DIRECTIVES = {
     "%M": r"\d{1,2}", "%S": r"\d{1,2}", "%j": r"\d{1,3}", "%f": r"\d{1,6}", "%%": "%",
 }
 
+_ISO_DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}(?!\d)")
+
 # ISO-like stamps found in file names, most specific first. Digits must not continue on either side.
 _NAME_PATTERNS = [
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[T_ ](\d{2})[-:_h]?(\d{2})(?:[-:_m]?(\d{2}))?(?!\d)"),
@@ -77,6 +79,8 @@ def parse_tiff_datetime(value: str | None) -> datetime | None:
             return datetime.strptime(value, fmt)
         except ValueError:
             pass
+    if re.match(r"\d{4}:\d{2}:\d{2}", value):
+        return None  # the TIFF layout with impossible values (month 55): malformed, not another format
     try:
         return parse_iso(value)
     except TimestampError:
@@ -91,14 +95,21 @@ def parse_iso(value: str) -> datetime:
     TimestampError
         If ``value`` is not a timestamp.
     """
+    # pandas alone reads almost anything ("may", "1 2 3", "2024:55:01 08:00") as some date: insist on
+    # an ISO date first, so that a malformed tag or a band name is never taken for a wrong time
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise TimestampError(f"cannot parse {value!r:.60} as a timestamp: expected ISO 8601 such as 2024-05-01T08:30")
     try:
         ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise TimestampError(f"cannot parse {value!r} as a timestamp: expected ISO 8601 such as 2024-05-01T08:30") from exc
+        if ts is not pd.NaT and ts.tzinfo is not None:
+            ts = ts.tz_convert("UTC").tz_localize(None)
+        if ts is not pd.NaT:
+            ts = ts.as_unit("ns")  # years outside 1677..2262 do not fit the datetime64[ns] axis
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TimestampError(f"cannot parse {value!r:.60} as a timestamp ({exc}): expected ISO 8601 such as "
+                             "2024-05-01T08:30 between the years 1678 and 2261") from None
     if ts is pd.NaT:
         raise TimestampError(f"timestamp {value!r} is missing (NaT): expected ISO 8601 such as 2024-05-01T08:30")
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
     return ts.to_pydatetime()
 
 
@@ -122,7 +133,11 @@ def as_naive_times(values, what: str = "time") -> pd.DatetimeIndex:
         raise TimestampError(f"{what}: missing timestamps (NaT) at positions {bad}; give every frame a time")
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
-    return index.as_unit("ns")
+    try:
+        return index.as_unit("ns")
+    except (ValueError, OverflowError) as exc:  # pandas' OutOfBoundsDatetime is a ValueError
+        raise TimestampError(f"{what}: timestamp out of range ({exc}); expected dates between the years 1678 "
+                             "and 2261: fix the file's TIFFTAG_DATETIME or name, or pass time=[...]") from None
 
 
 def duplicates_message(times: pd.DatetimeIndex, names: list[str]) -> str | None:

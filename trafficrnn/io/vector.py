@@ -4,15 +4,95 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from trafficrnn.errors import ConfigError, GridError, VectorError
+from trafficrnn.errors import ConfigError, GridError, InputFileError, VectorError
 from trafficrnn.grid import Grid
 
 log = logging.getLogger(__name__)
+
+_GEOMETRIES = {"point": ("Point",), "line": ("LineString", "MultiLineString"), None: None}
+
+
+def read_vectors(path, *, layer: str | None = None, geometry: str | None = None):
+    """Read a vector layer (vehicles, roads) from a GeoPackage or any file GDAL reads, with clear errors.
+
+    Parameters
+    ----------
+    path : path-like
+        A GeoPackage (or shapefile, GeoJSON...).
+    layer : str, optional
+        Layer to read; required when the file holds several layers.
+    geometry : {"point", "line"}, optional
+        Refuse a layer holding other geometry types (empty geometries are dropped first).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The layer with its CRS, at least one feature.
+
+    Raises
+    ------
+    InputFileError
+        Missing or unreadable file, or a file GDAL does not read as vectors.
+    VectorError
+        No layer, an unknown or ambiguous layer, an empty layer, no CRS, unusable geometries.
+    """
+    import geopandas as gpd
+    import pyogrio
+    import shapely.errors
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    if geometry not in _GEOMETRIES:
+        raise ConfigError(f"geometry={geometry!r} is invalid: expected 'point', 'line' or None")
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path} does not exist (or is not a file); expected a GeoPackage such as vehicles.gpkg")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # GDAL chatter about odd files
+            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+            if not layers:
+                raise VectorError(f"{path} holds no vector layer; expected a GeoPackage with a points or lines layer")
+            if layer is None and len(layers) > 1:
+                raise VectorError(f"{path} holds {len(layers)} layers ({', '.join(layers[:10])}); "
+                                  "pick one with layer=...")
+            if layer is not None and layer not in layers:
+                raise VectorError(f"{path} has no layer {layer!r}; its layers: {', '.join(layers[:10])}")
+            gdf = gpd.read_file(path, layer=layer or layers[0], engine="pyogrio")
+    except (VectorError, InputFileError):
+        raise
+    except (DataSourceError, DataLayerError, pyogrio.errors.FieldError, pyogrio.errors.GeometryError,
+            pyogrio.errors.FeatureError, pyogrio.errors.CRSError, OSError, ValueError, TypeError,
+            RuntimeError, MemoryError, OverflowError, UnicodeError) as exc:
+        # GDAL, pyogrio, shapely and pandas raise their own types for corrupt files
+        raise InputFileError(f"{path} is not a readable vector file ({type(exc).__name__}: {str(exc)[:200]}); "
+                             "expected a GeoPackage written by GIS software (QGIS, geopandas.to_file)") from None
+    what = f"{path}" + (f" layer {layer!r}" if layer else "")
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
+        raise VectorError(f"{what} has no geometry column; expected points (vehicles) or lines (roads)")
+    if len(gdf) == 0:
+        raise VectorError(f"{what} is empty (0 features); expected at least one "
+                          f"{geometry or 'feature'}: check the export or the layer name")
+    if gdf.crs is None:
+        raise VectorError(f"{what} has no CRS; expected a layer with a CRS: assign one in QGIS or with "
+                          "gdf.set_crs('EPSG:...')")
+    try:
+        valid = ~(gdf.geometry.isna() | gdf.geometry.is_empty)
+        types = set(gdf.geom_type[valid].unique())
+    except (shapely.errors.ShapelyError, ValueError, TypeError) as exc:  # corrupt geometries
+        raise VectorError(f"{what} holds unreadable geometries ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not valid.any():
+        raise VectorError(f"{what} holds only empty geometries; expected {geometry or 'geometries'}")
+    allowed = _GEOMETRIES[geometry]
+    if allowed and types - set(allowed):
+        raise VectorError(f"{what} holds {', '.join(sorted(map(str, types)))} geometries; expected "
+                          f"{' or '.join(allowed)}: pick the right layer with layer=...")
+    return gdf
 
 
 def _check_layer(gdf, what: str, geom_types: tuple[str, ...], grid: Grid):
@@ -75,8 +155,14 @@ def rasterize_points(points, grid: Grid, *, time_col: str = "time", freq=None, t
         stamps = stamps.tz_convert("UTC").tz_localize(None)
     if stamps.hasnans:
         raise VectorError(f"{int(stamps.isna().sum())} point(s) have no time in column {time_col!r}; drop them or fill the time")
-    step = pd.Timedelta(freq) if freq is not None else None
-    if step is not None and step <= pd.Timedelta(0):
+    if len(points) == 0 and times is None:
+        raise VectorError("points layer is empty: no time bins can be made from 0 points; pass times=... "
+                          "(e.g. images.time) to get zero counts for those times, or check the layer")
+    try:
+        step = pd.Timedelta(freq) if freq is not None else None
+    except (ValueError, TypeError):
+        raise ConfigError(f"freq={freq!r} is invalid: expected a positive duration such as '5min'") from None
+    if step is not None and (step is pd.NaT or step <= pd.Timedelta(0)):
         raise ConfigError(f"freq={freq!r} is invalid: expected a positive duration such as '5min'")
     if times is not None:
         bins = pd.DatetimeIndex(pd.to_datetime(list(times), format="mixed")).as_unit("ns")

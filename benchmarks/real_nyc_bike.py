@@ -1,0 +1,174 @@
+"""Accuracy on real data: NYC Citi Bike flows, 12 slots in, 6 out (3 h), rolling origins over the 18 test days.
+
+Run: ``python benchmarks/real_nyc_bike.py [--models convlstm convgru] [--seeds 0 1 2] [--minutes 10]``
+(``--quick`` for a smoke run of a few epochs); writes ``benchmarks/results/real_nyc_bike.json``
+and prints a markdown table. Every forecast issued at a slot whose 6 targets lie in the test days
+(2016-10-12..10-29; inputs may reach back into validation) is scored on raw counts, all cells and
+both channels pooled, predictions clipped at 0; per lead and as the mean of the 6 per-lead
+scores; also on the targets above 10 trips only. Baselines learn from train + validation; the deep
+models train on train, stop early on validation. Re-executes itself with the glibc malloc
+tunables of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+if __name__ == "__main__" and os.environ.get("GLIBC_TUNABLES") is None and "--no-reexec" not in sys.argv:
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES})
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from trafficrnn.datasets import nyc_bike  # noqa: E402
+from trafficrnn.datasets.nyc_bike import SPLITS, TIMEZONE  # noqa: E402
+from trafficrnn.metrics import align_truth, per_lead  # noqa: E402
+from trafficrnn.models.baselines import get_baseline  # noqa: E402
+
+INPUT_STEPS, HORIZON, THRESHOLD = 12, 6, 10.0
+RESULTS = Path(__file__).resolve().parent / "results" / "real_nyc_bike.json"
+#: issue reference figures (lead 1 RMSE, mean RMSE over leads 1-6)
+REFERENCE = {"persistence": [6.65, 12.98], "historical_average": [6.35, 6.35], "ridge": [5.28, 6.68],
+             "target_deep": [3.9, 4.6]}
+
+
+def scores(forecast, truth) -> dict:
+    """RMSE and MAE per lead and their mean over leads, on all targets and on targets > THRESHOLD."""
+    out = {}
+    for name, mask in (("all", None), (f"target_gt_{THRESHOLD:g}", np.asarray(truth.values) > THRESHOLD)):
+        table = per_lead(forecast, truth, metrics=("rmse", "mae"), mask=mask)
+        out[name] = {m: [round(float(v), 4) for v in table[m]] for m in ("rmse", "mae")}
+        out[name].update({f"{m}_mean": round(float(table[m].mean()), 4) for m in ("rmse", "mae")})
+    return out
+
+
+def run_baselines(grids, issues, fit_stop: int) -> dict:
+    results = {}
+    for name, kwargs in (("persistence", {}), ("historical_average", {"by": "week"}), ("ridge", {"horizon": HORIZON})):
+        started = time.perf_counter()
+        base = get_baseline(name, **kwargs).fit(grids.isel(time=slice(0, fit_stop)))
+        seconds = time.perf_counter() - started
+        fc = base.predict_many(grids, issues, HORIZON).clip(min=0)
+        results[name] = {"params": base.get_params(), "fit_seconds": round(seconds, 2),
+                         **scores(fc, align_truth(fc, grids))}
+    return results
+
+
+def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: int) -> dict:
+    from trafficrnn import TrafficForecaster
+
+    est = TrafficForecaster(model, input_steps=INPUT_STEPS, horizon=HORIZON, hidden=(32, 32),
+                            context=("ha", "1D", "7D"), cell_mean=True, residual=True, time_features=True,
+                            timezone=TIMEZONE, val=SPLITS["val"][0], test=SPLITS["test"][0], max_time=minutes,
+                            max_epochs=max_epochs, seed=seed, progress=False)
+    est.fit(grids)
+    started = time.perf_counter()
+    fc = est.predict_many(grids, issues)
+    summary = est.training_summary_
+    return {"seed": seed, "parameters": summary["parameters"], "train_seconds": summary["train_seconds"],
+            "epochs": summary["epochs"], "best_val_loss": summary["best_val_loss"],
+            "predict_seconds": round(time.perf_counter() - started, 2), **scores(fc, align_truth(fc, grids))}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and spread (sample std; 0 for one seed) over seeds of every score."""
+    out = {"seeds": [r["seed"] for r in runs], "parameters": runs[0]["parameters"],
+           "train_seconds_mean": round(float(np.mean([r["train_seconds"] for r in runs])), 1)}
+    for subset in runs[0]:
+        if not isinstance(runs[0][subset], dict):
+            continue
+        out[subset] = {}
+        for key, value in runs[0][subset].items():
+            stack = np.array([r[subset][key] for r in runs], dtype=float)
+            sd = stack.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(stack[0])
+            out[subset][key] = np.round(stack.mean(axis=0), 4).tolist()
+            out[subset][key + "_std"] = np.round(sd, 4).tolist()
+    return out
+
+
+def table(results: dict) -> str:
+    gt = f"target_gt_{THRESHOLD:g}"
+    lines = ["| method | RMSE lead 1 | RMSE mean 1-6 | MAE lead 1 | MAE mean 1-6 | RMSE >10 lead 1 | RMSE >10 mean "
+             "| params | train s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        def cell(subset, key, i=None):
+            v = r[subset][key] if i is None else r[subset][key][i]
+            sd = r[subset].get(key + "_std")
+            if sd is None:
+                return f"{v:.2f}"
+            return f"{v:.2f} ± {(sd if i is None else sd[i]):.2f}"
+        params = r.get("parameters", "-")
+        train = r.get("train_seconds_mean", r.get("fit_seconds", "-"))
+        lines.append(f"| {name} | {cell('all', 'rmse', 0)} | {cell('all', 'rmse_mean')} | {cell('all', 'mae', 0)} "
+                     f"| {cell('all', 'mae_mean')} | {cell(gt, 'rmse', 0)} | {cell(gt, 'rmse_mean')} | {params} "
+                     f"| {train} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["convlstm", "convgru"], help="deep models (none: baselines only)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time limit per model and seed")
+    parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, one seed, 0.5 min")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.minutes, args.max_epochs = args.seeds[:1], min(args.minutes, 0.5), 2
+
+    import torch
+    from scipy.linalg import LinAlgWarning
+
+    warnings.filterwarnings("ignore", category=LinAlgWarning)  # Ridge on standardised, nearly collinear lags
+    grids = nyc_bike()
+    times = grids.indexes["time"]
+    test_start = int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
+    # every origin whose 6 targets are test slots; its 12 inputs may lie in validation
+    issues = np.arange(test_start - 1, len(times) - HORIZON)
+    results = run_baselines(grids, issues, test_start)
+    runs = {}
+    for model in args.models:
+        runs[model] = []
+        for seed in args.seeds:
+            runs[model].append(run_deep(grids, issues, model, seed, args.minutes, args.max_epochs))
+            print(f"{model} seed {seed}: RMSE lead 1 {runs[model][-1]['all']['rmse'][0]:.2f}, mean "
+                  f"{runs[model][-1]['all']['rmse_mean']:.2f} ({runs[model][-1]['epochs']} epochs, "
+                  f"{runs[model][-1]['train_seconds']:.0f} s)", flush=True)
+        results[model] = summarise(runs[model])
+    report = {
+        "command": "python benchmarks/real_nyc_bike.py " + " ".join(a for a in sys.argv[1:] if a != "--no-reexec"),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "usable_cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "data": {"dataset": "nyc-bike (trafficrnn.datasets.nyc_bike)", "grid": list(grids.shape[2:]),
+                 "bands": list(map(str, grids.band.values)), "units": grids.attrs["units"], "splits": SPLITS},
+        "protocol": {"input_steps": INPUT_STEPS, "horizon": HORIZON, "issues": int(len(issues)),
+                     "first_issue": str(times[issues[0]]), "last_issue": str(times[issues[-1]]),
+                     "baselines_fitted_on": f"{times[0]}..{times[test_start - 1]} (train + val)",
+                     "scores": "raw counts, all 112 cells x 2 bands pooled, predictions clipped at 0; *_mean = mean "
+                               f"of the 6 per-lead scores; target_gt_{THRESHOLD:g} = only targets > {THRESHOLD:g} trips",
+                     "deep": {"hidden": [32, 32], "context": ["ha", "1D", "7D"], "cell_mean": True, "residual": True,
+                              "time_features": True, "max_minutes": args.minutes, "max_epochs": args.max_epochs,
+                              "quick": args.quick}},
+        "reference_issue": REFERENCE,
+        "results": results,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results))
+    return report
+
+
+if __name__ == "__main__":
+    main()
