@@ -1,6 +1,5 @@
 """The catalogue of bad inputs (docs/bad_inputs.md): the cases not already covered by the module tests."""
 
-import json
 import warnings
 
 import geopandas as gpd
@@ -21,7 +20,7 @@ from trafficrnn.io.timestamps import parse_iso, parse_tiff_datetime
 
 from .conftest import frame_values, write_tif
 from .test_estimator import FAST, density_series, image_series
-from .test_persist import copy_model, saved  # noqa: F401  (fixture)
+from .test_persist import edited_model, saved  # noqa: F401  (fixture)
 
 GRID = Grid("EPSG:32633", Affine(10, 0, 601000, 0, -10, 5340000), (3, 4))
 
@@ -257,9 +256,6 @@ def test_fit__all_nodata_target_band():
     (lambda c: c["model_config"].update(past_covariate_channels=7), "weights do not fit the model"),
 ])
 def test_load__crafted_model_config_refused_before_allocation(saved, tmp_path, edit, match):  # noqa: F811
-    path = copy_model(saved, tmp_path)
-    config = json.loads((path / "config.json").read_text())
-    edit(config)
-    (path / "config.json").write_text(json.dumps(config))
+    path = edited_model(saved, tmp_path, edit)
     with pytest.raises(ModelFileError, match=match):
         TrafficForecaster.load(path)

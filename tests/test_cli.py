@@ -288,7 +288,7 @@ def test_train__empty_vehicles(city, tmp_path):
     empty = gpd.read_file(city / "vehicles.gpkg").iloc[:0]
     empty.to_file(tmp_path / "empty.gpkg", driver="GPKG")
     one_line_error(run("train", city / "images", "--vehicles", tmp_path / "empty.gpkg", "--tile-size", 16,
-                       "--out", tmp_path / "m"), "empty.gpkg holds no features")
+                       "--out", tmp_path / "m"), "empty.gpkg is empty (0 features)")
     assert not (tmp_path / "m").exists()
 
 

@@ -30,6 +30,15 @@ def copy_model(saved, tmp_path):
     return out
 
 
+def edited_model(saved, tmp_path, edit):
+    """A copy of the saved model whose config.json went through ``edit(config)``."""
+    path = copy_model(saved, tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    edit(config)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
 def test_save_load__identical_forecast(saved):
     est, da, path = saved
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
@@ -116,10 +125,7 @@ def test_load__a_pickle_file_instead_of_a_folder(tmp_path):
     (lambda c: c.update(format="something-else"), "not a trafficrnn model config"),
 ])
 def test_load__invalid_config(saved, tmp_path, edit, match):
-    path = copy_model(saved, tmp_path)
-    config = json.loads((path / "config.json").read_text())
-    edit(config)
-    (path / "config.json").write_text(json.dumps(config))
+    path = edited_model(saved, tmp_path, edit)
     with pytest.raises(ModelFileError, match=match):
         TrafficForecaster.load(path)
 

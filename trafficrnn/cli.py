@@ -126,20 +126,10 @@ def _hidden(ctx, param, value: str) -> tuple[int, ...]:
 
 
 def _read_vector(path: str, what: str):
-    """A GeoPackage / shapefile layer; unreadable or empty files are one-line errors."""
-    import geopandas as gpd
+    """A vehicles (points) or roads (lines) layer, with one-line errors from ``read_vectors``."""
+    from trafficrnn.io import read_vectors
 
-    from trafficrnn.errors import InputFileError, VectorError
-
-    try:
-        gdf = gpd.read_file(path)
-    except Exception as exc:  # pyogrio / GDAL raise their own types for unreadable files
-        raise InputFileError(f"{what} {path} is not a readable vector file ({str(exc).splitlines()[0][:120]}); "
-                             "expected a GeoPackage such as vehicles.gpkg") from None
-    if len(gdf) == 0:
-        raise VectorError(f"{what} {path} holds no features; expected a layer of "
-                          f"{'vehicle points with a time column' if what == '--vehicles' else 'road lines'}")
-    return gdf
+    return read_vectors(path, geometry="point" if what == "--vehicles" else "line")
 
 
 def _grid(images, tile_size: int):

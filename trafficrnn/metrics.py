@@ -14,6 +14,7 @@ import xarray as xr
 
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, TimestampError
 from trafficrnn.grid import Grid
+from trafficrnn.registry import lookup
 
 __all__ = ["mae", "rmse", "mape", "skill", "per_lead", "align_truth", "METRICS", "get_metric"]
 
@@ -109,10 +110,7 @@ def get_metric(name: str) -> Callable[..., float]:
     ValueError
         If ``name`` is not registered; the message lists the valid names.
     """
-    key = str(name).lower()
-    if key not in METRICS:
-        raise ValueError(f"unknown metric {name!r}: expected one of {sorted(METRICS)}")
-    return METRICS[key]
+    return lookup(METRICS, name, "metric")
 
 
 def _check_grid(forecast: xr.DataArray, target: xr.DataArray) -> None:

@@ -9,13 +9,6 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
 from trafficrnn.models import TileEncoder, valid_fraction
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP sync costs on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

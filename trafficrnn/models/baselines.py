@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 from trafficrnn.data import infer_cadence, make_forecast, time_features, wall_clock
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
 from trafficrnn.grid import Grid
+from trafficrnn.registry import lookup
 
 __all__ = ["Baseline", "Persistence", "HistoricalAverage", "RidgeBaseline", "BASELINES", "get_baseline"]
 
@@ -434,7 +435,4 @@ def get_baseline(name: str, **kw: Any) -> Baseline:
     ValueError
         If ``name`` is not registered; the message lists the valid names.
     """
-    key = str(name).lower()
-    if key not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}: expected one of {sorted(BASELINES)}")
-    return BASELINES[key](**kw)
+    return lookup(BASELINES, name, "baseline")(**kw)
