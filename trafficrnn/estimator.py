@@ -20,7 +20,7 @@ import xarray as xr
 from trafficrnn.context import Context, parse_context
 from trafficrnn.data import chronological_split, make_forecast, time_features, window_starts
 from trafficrnn.dataset import Normalizer, WindowDataset
-from trafficrnn.inputs import BatchInputs, prediction_batch, static_layers
+from trafficrnn.inputs import BatchInputs, normalised_inputs, prediction_batch, static_layers
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError, TimestampError
 from trafficrnn.grid import Grid
 from trafficrnn.io.timestamps import check_cadence
@@ -376,15 +376,15 @@ class TrafficForecaster:
             raise ConfigError(f"issue indices must lie in [{self.input_steps - 1}, {images.sizes['time'] - 1}] "
                               f"so that {self.input_steps} input frames exist")
         inputs = BatchInputs(time_features=self.time_features, static=np.concatenate(parts) if parts else None)
+        x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)
         out = []
         with torch.inference_mode():
             for i in range(0, len(ends), batch_size):
-                batch = prediction_batch(self, images, ends[i:i + batch_size], horizon)
+                batch = prediction_batch(self, x, times, ends[i:i + batch_size], horizon)
                 pred = self.model_(batch["x"], horizon=horizon, **inputs(batch))
                 out.append(pred.float().numpy())
         values = np.concatenate(out) if out else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
         values = np.clip(self.target_normalizer_.inverse_transform(values, band_axis=2), 0, None)
-        times = pd.DatetimeIndex(images.time.values)
         return make_forecast(values, grid, issued=times[ends], cadence=self.cadence_, bands=self.bands_,
                              model=self.model, units=self.units_, issued_dim=True)
 

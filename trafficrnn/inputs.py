@@ -93,11 +93,15 @@ def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] |
     return values / np.asarray(scale, dtype=np.float32)[:, None, None], found, list(scale)
 
 
-def prediction_batch(est: Any, images: xr.DataArray, ends: np.ndarray, horizon: int) -> dict[str, torch.Tensor]:
-    """Tensors for forecasts issued at frames ``ends`` of ``images`` (already checked against the model)."""
-    times = pd.DatetimeIndex(images.time.values)
+def normalised_inputs(est: Any, images: xr.DataArray) -> np.ndarray:
+    """The model inputs ``(T, C, y, x)`` of a stack, normalised as in training (once per prediction call)."""
     norm = est.target_normalizer_ if est.density_only_ else est.input_normalizer_
-    x = norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
+    return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
+
+
+def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.ndarray,
+                     horizon: int) -> dict[str, torch.Tensor]:
+    """Tensors for forecasts issued at frames ``ends`` of the normalised inputs ``x`` taken at ``times``."""
     xs = np.stack([x[e - est.input_steps + 1:e + 1] for e in ends])
     rows, cols = xs.shape[-2] // est.grid_.tile_size, xs.shape[-1] // est.grid_.tile_size
     batch = {"x": torch.from_numpy(np.ascontiguousarray(xs)),  # NaN = missing, masked by the model
