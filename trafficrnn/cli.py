@@ -135,7 +135,7 @@ def _read_vector(path: str, what: str):
 def _grid(images, tile_size: int):
     from trafficrnn.grid import Grid
 
-    return Grid.from_image(images, tile_size) if tile_size > 1 else Grid.from_dataarray(images, tile_size=1)
+    return Grid.from_image(images, tile_size)  # tile 1: the stack's own grid
 
 
 def _target(images, target: str | None, vehicles: str | None, tile_size: int | None, allow_gaps: bool):

@@ -345,7 +345,7 @@ class TrafficForecaster:
         if not np.allclose(res, self.grid_.resolution, rtol=1e-6):
             raise ModelMismatchError(f"stack gives cells of {res} at tile_size={tile}, the model was trained on "
                                      f"{self.grid_.resolution}: resample the stack to the model's resolution")
-        grid = Grid.from_image(images, tile) if tile > 1 else Grid.from_dataarray(images, tile_size=1)
+        grid = Grid.from_image(images, tile)  # tile 1: the stack's own grid
         times = pd.DatetimeIndex(images.time.values)
         if len(times) > 1:
             step = pd.Timedelta(times[-1] - times[-2])
