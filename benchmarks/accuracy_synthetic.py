@@ -1,9 +1,13 @@
 """Accuracy on the shipped synthetic sample (image path): ConvLSTM and ConvGRU vs every baseline, per lead.
 
-Run: ``python benchmarks/accuracy_synthetic.py [--minutes 4] [--precision 32-true bf16-mixed] [--seed 0]``;
-writes ``benchmarks/results/accuracy_synthetic.json`` with the command, the machine and the numbers.
-Each model trains on the chronological training split of ``data/sample`` within ``--minutes``
-of CPU time; all are scored on the same test issue times (raw vehicles per cell).
+Run: ``python benchmarks/accuracy_synthetic.py [--minutes 4] [--variants images detections]
+[--precision 32-true bf16-mixed] [--seed 0]``; writes ``benchmarks/results/accuracy_synthetic.json``
+with the command, the machine and the numbers. Each model trains on the chronological training
+split of ``data/sample`` within ``--minutes`` of CPU time; all are scored on the same test issue
+times (raw vehicles per cell). Variants: ``images`` — the model sees the images only and must count
+the vehicles itself, while the baselines read the true past counts; ``detections`` — the model
+also reads the observed counts of its input frames (``target_inputs=True``), the information the
+baselines have. bf16-mixed runs for the first variant only.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+#: settings of every deep model (besides model, precision, seed and the time limit); recorded in the results
+SETTINGS = dict(input_steps=8, horizon=6, hidden=(32, 32), context=("ha",), cell_mean=True, residual=True,
+                feedback=True, count_head=True, context_inputs=True, max_epochs=200, patience=12, batch_size=8,
+                lr=3e-3)
+VARIANTS = {"images": {}, "detections": {"target_inputs": True}}
 
 
 def main() -> None:
@@ -28,6 +37,9 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--models", nargs="+", default=["convlstm", "convgru"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs="+", default=["detections", "images"], choices=list(VARIANTS))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                        help="override a model setting, e.g. --set hidden=[48,48] residual_base='\"seasonal\"'")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy_synthetic.json"))
     args = parser.parse_args()
 
@@ -36,32 +48,41 @@ def main() -> None:
     images = read_stack(Path(args.sample) / "images", allow_gaps=True)
     target = read_stack(Path(args.sample) / "density", allow_gaps=True)
     tile = images.sizes["y"] // target.sizes["y"]
+    settings = dict(SETTINGS)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = json.loads(value)
+        if isinstance(settings[key], list):
+            settings[key] = tuple(settings[key])
     runs, tables = [], {}
-    for precision in args.precision:
-        for name in args.models:
-            est = TrafficForecaster(name, tile_size=tile, input_steps=8, horizon=6, hidden=(32, 32),
-                                    context=("ha",), cell_mean=True, residual=True, max_epochs=200,
-                                    max_time=args.minutes, patience=12, batch_size=8, lr=3e-3,
-                                    precision=precision, seed=args.seed, progress=False)
-            started = time.perf_counter()
-            est.fit(images, target)
-            train_s = time.perf_counter() - started
-            table = est.evaluate(images, target, baselines=() if tables else ("persistence", "historical_average", "ridge"))
-            key = f"{name}/{precision}"
-            tables[key] = table
-            t0 = time.perf_counter()
-            est.predict(images)
-            runs.append({"model": name, "precision": precision, "parameters": est.training_summary_["parameters"],
-                         "train_seconds": round(train_s, 1), "epochs": est.training_summary_["epochs"] + 1,
-                         "best_val_loss": est.training_summary_["best_val_loss"],
-                         "predict_seconds": round(time.perf_counter() - t0, 3)})
-            print(key, runs[-1], flush=True)
+    for v, variant in enumerate(args.variants):
+        for precision in (args.precision if v == 0 else args.precision[:1]):
+            for name in args.models:
+                est = TrafficForecaster(name, tile_size=tile, **settings, **VARIANTS[variant], max_time=args.minutes,
+                                        precision=precision, seed=args.seed, progress=False)
+                started = time.perf_counter()
+                est.fit(images, target)
+                train_s = time.perf_counter() - started
+                table = est.evaluate(images, target,
+                                     baselines=() if tables else ("persistence", "historical_average", "ridge"))
+                key = f"{name}/{variant}/{precision}"
+                tables[key] = table
+                t0 = time.perf_counter()
+                est.predict(images, **({"target": target} if est.target_inputs else {}))
+                runs.append({"model": name, "variant": variant, "precision": precision,
+                             "parameters": est.training_summary_["parameters"], "train_seconds": round(train_s, 1),
+                             "epochs": est.training_summary_["epochs"] + 1,
+                             "best_val_loss": est.training_summary_["best_val_loss"],
+                             "predict_seconds": round(time.perf_counter() - t0, 3)})
+                print(key, runs[-1], flush=True)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                           "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()},
               "sample": {"frames": images.sizes["time"], "image_px": [images.sizes["y"], images.sizes["x"]],
                          "grid": [target.sizes["y"], target.sizes["x"]], "tile_size": tile,
                          "mean_vehicles_per_cell": round(float(target.mean()), 4)},
+              "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+              "variants": {k: VARIANTS[k] for k in args.variants},
               "issues": int(next(iter(tables.values())).attrs["issues"]), "runs": runs, "per_lead": {}}
     for key, table in tables.items():
         for model, sub in table.groupby(level="model"):

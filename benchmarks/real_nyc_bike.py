@@ -62,12 +62,15 @@ def run_baselines(grids, issues, fit_stop: int) -> dict:
     return results
 
 
-def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: int) -> dict:
+#: the deep models' settings (besides model, seed and the time limit); recorded in the results
+DEEP = dict(input_steps=INPUT_STEPS, horizon=HORIZON, hidden=(32, 32), context=("ha", "1D", "7D"), cell_mean=True,
+            context_inputs=True, feedback=False, residual=True, time_features=True, timezone=TIMEZONE)
+
+
+def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: int, settings: dict) -> dict:
     from trafficrnn import TrafficForecaster
 
-    est = TrafficForecaster(model, input_steps=INPUT_STEPS, horizon=HORIZON, hidden=(32, 32),
-                            context=("ha", "1D", "7D"), cell_mean=True, residual=True, time_features=True,
-                            timezone=TIMEZONE, val=SPLITS["val"][0], test=SPLITS["test"][0], max_time=minutes,
+    est = TrafficForecaster(model, **settings, val=SPLITS["val"][0], test=SPLITS["test"][0], max_time=minutes,
                             max_epochs=max_epochs, seed=seed, progress=False)
     est.fit(grids)
     started = time.perf_counter()
@@ -76,6 +79,18 @@ def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: i
     return {"seed": seed, "parameters": summary["parameters"], "train_seconds": summary["train_seconds"],
             "epochs": summary["epochs"], "best_val_loss": summary["best_val_loss"],
             "predict_seconds": round(time.perf_counter() - started, 2), **scores(fc, align_truth(fc, grids))}
+
+
+def _run_in_worker(model: str, seed: int, minutes: float, max_epochs: int, settings: dict) -> dict:
+    """One deep run in a worker process with one torch thread (``--jobs``: one core per model)."""
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    grids = nyc_bike()
+    times = grids.indexes["time"]
+    test_start = int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
+    return run_deep(grids, np.arange(test_start - 1, len(times) - HORIZON), model, seed, minutes, max_epochs, settings)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -119,12 +134,23 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=10.0, help="training time limit per model and seed")
     parser.add_argument("--max-epochs", type=int, default=200)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                        help="override a deep-model setting, e.g. --set hidden=[48,48] ema=0.995")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, one seed, 0.5 min")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many (model, seed) runs at once, each on one core with one torch thread")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.minutes, args.max_epochs = args.seeds[:1], min(args.minutes, 0.5), 2
+
+    settings = dict(DEEP)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = json.loads(value)
+        if isinstance(settings[key], list):
+            settings[key] = tuple(settings[key])
 
     import torch
     from scipy.linalg import LinAlgWarning
@@ -136,19 +162,29 @@ def main(argv=None) -> dict:
     # every origin whose 6 targets are test slots; its 12 inputs may lie in validation
     issues = np.arange(test_start - 1, len(times) - HORIZON)
     results = run_baselines(grids, issues, test_start)
-    runs = {}
+    runs = {model: [] for model in args.models}
+    todo = [(model, seed) for model in args.models for seed in args.seeds]
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = [pool.submit(_run_in_worker, m, s, args.minutes, args.max_epochs, settings) for m, s in todo]
+            outcomes = [f.result() for f in done]
+    else:
+        outcomes = (run_deep(grids, issues, m, s, args.minutes, args.max_epochs, settings) for m, s in todo)
+    for (model, seed), run in zip(todo, outcomes):
+        runs[model].append(run)
+        print(f"{model} seed {seed}: RMSE lead 1 {run['all']['rmse'][0]:.2f}, mean {run['all']['rmse_mean']:.2f} "
+              f"({run['epochs']} epochs, {run['train_seconds']:.0f} s)", flush=True)
     for model in args.models:
-        runs[model] = []
-        for seed in args.seeds:
-            runs[model].append(run_deep(grids, issues, model, seed, args.minutes, args.max_epochs))
-            print(f"{model} seed {seed}: RMSE lead 1 {runs[model][-1]['all']['rmse'][0]:.2f}, mean "
-                  f"{runs[model][-1]['all']['rmse_mean']:.2f} ({runs[model][-1]['epochs']} epochs, "
-                  f"{runs[model][-1]['train_seconds']:.0f} s)", flush=True)
         results[model] = summarise(runs[model])
     report = {
         "command": "python benchmarks/real_nyc_bike.py " + " ".join(a for a in sys.argv[1:] if a != "--no-reexec"),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "usable_cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+                    "usable_cores": len(os.sched_getaffinity(0)),
+                    "torch_threads_per_model": 1 if args.jobs > 1 else torch.get_num_threads(),
+                    "models_trained_at_once": args.jobs,
                     "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "data": {"dataset": "nyc-bike (trafficrnn.datasets.nyc_bike)", "grid": list(grids.shape[2:]),
                  "bands": list(map(str, grids.band.values)), "units": grids.attrs["units"], "splits": SPLITS},
@@ -157,9 +193,8 @@ def main(argv=None) -> dict:
                      "baselines_fitted_on": f"{times[0]}..{times[test_start - 1]} (train + val)",
                      "scores": "raw counts, all 112 cells x 2 bands pooled, predictions clipped at 0; *_mean = mean "
                                f"of the 6 per-lead scores; target_gt_{THRESHOLD:g} = only targets > {THRESHOLD:g} trips",
-                     "deep": {"hidden": [32, 32], "context": ["ha", "1D", "7D"], "cell_mean": True, "residual": True,
-                              "time_features": True, "max_minutes": args.minutes, "max_epochs": args.max_epochs,
-                              "quick": args.quick}},
+                     "deep": {**{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+                              "max_minutes": args.minutes, "max_epochs": args.max_epochs, "quick": args.quick}},
         "reference_issue": REFERENCE,
         "results": results,
         "runs": runs,

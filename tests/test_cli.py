@@ -135,6 +135,27 @@ def test_train__vehicles_and_roads(image_model):
     assert est.static_bands_ == ["road"] and est.grid_.tile_size == 16 and est.input_bands_ == ["red", "green", "blue"]
 
 
+def test_train__model_options_reach_the_estimator(grids, tmp_path):
+    result = run("train", grids / "stack", *TINY, "--context", "ha", "--context-inputs", "--feedback", "--ema", "0.9",
+                 "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    est = TrafficForecaster.load(tmp_path / "m")
+    assert est.context_inputs and est.feedback and est.ema == 0.9 and est.model_.config["feedback"]
+
+
+def test_forecast__target_inputs_model_reads_the_detections(city, tmp_path):
+    model = tmp_path / "m"
+    result = run("train", city / "images", "--vehicles", city / "vehicles.gpkg", "--tile-size", 16, "--target-inputs",
+                 "--count-head", "--model", "convgru", *TINY, "--out", model)
+    assert result.exit_code == 0, result.output
+    one_line_error(run("forecast", model, city / "images", "--out", tmp_path / "f.tif"),
+                   "reads the observed targets of its input frames (trained with --target-inputs): pass --target")
+    result = run("forecast", model, city / "images", "--vehicles", city / "vehicles.gpkg", "--out", tmp_path / "f.tif")
+    assert result.exit_code == 0, result.output
+    result = run("evaluate", model, city / "images", "--vehicles", city / "vehicles.gpkg", "--split", "all")
+    assert result.exit_code == 0 and "persistence" in result.output, result.output
+
+
 def test_info__prints_what_the_model_expects(image_model):
     out, _ = image_model
     result = run("info", out)

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 from affine import Affine
 
@@ -130,11 +131,17 @@ def test_fit__image_nan_pixels_do_not_poison():
     assert np.isfinite(est.predict(images.isel(time=slice(0, 9))).values).all()
 
 
-def test_fit__deterministic_for_a_seed():
-    da = density_series(periods=100)
-    a = TrafficForecaster("convgru", seed=3, **FAST).fit(da).predict(da)
-    b = TrafficForecaster("convgru", seed=3, **FAST).fit(da).predict(da)
-    np.testing.assert_array_equal(a.values, b.values)
+@pytest.mark.parametrize("cell", ["convgru", "convlstm"])
+@pytest.mark.parametrize("path", ["density", "images"])
+def test_fit__deterministic_for_a_seed(cell, path):
+    """Two fits with one seed on CPU: bit-identical weights and forecasts, on both paths, for both cells."""
+    target = density_series(periods=60)
+    args = (target,) if path == "density" else (image_series(target), target)
+    params = dict(FAST, tile_size=4) if path == "images" else FAST
+    a, b = (TrafficForecaster(cell, seed=3, accelerator="cpu", **params).fit(*args) for _ in range(2))
+    for name, weights in a.model_.state_dict().items():
+        assert torch.equal(weights, b.model_.state_dict()[name]), name
+    np.testing.assert_array_equal(a.predict(args[0]).values, b.predict(args[0]).values)
 
 
 def test_fit__target_on_other_grid():
@@ -201,6 +208,66 @@ def test_fit__context_cell_mean_and_static_layers(tmp_path):
     again = TrafficForecaster.load(est.save(tmp_path / "m"))
     np.testing.assert_array_equal(again.predict(da, static=road_layer()).values, fc.values)
     assert again.static_bands_ == ["lanes"] and again.context_.entries == ["ha", "1D"]
+
+
+def test_fit__context_inputs_join_the_encoder(tmp_path):
+    da = density_series(periods=300)
+    est = TrafficForecaster("convgru", context=("ha", "1D"), context_inputs=True, **FAST).fit(da)
+    cfg = est.model_.config
+    assert cfg["past_covariate_channels"] == cfg["future_covariate_channels"] == 4 + 1 + 2
+    fc = est.predict(da)
+    again = TrafficForecaster.load(est.save(tmp_path / "m"))
+    assert again.context_inputs is True
+    np.testing.assert_array_equal(again.predict(da).values, fc.values)
+
+
+def test_prediction_batch__context_maps_equal_training_windows():
+    """The maps a forecast reads for its input and target frames are those its training window had
+    (past-period context: no causal difference between training and prediction)."""
+    from trafficrnn.dataset import WindowDataset
+    from trafficrnn.inputs import normalised_inputs, prediction_batch
+
+    da = density_series(periods=300)
+    est = TrafficForecaster("convgru", context=("1D",), context_inputs=True, **FAST).fit(da)
+    times = pd.DatetimeIndex(da.time.values)
+    x = normalised_inputs(est, da)
+    maps = est.context_.series(x, times, len(times))
+    start = 150
+    item = WindowDataset(x, x, [start], est.input_steps, est.horizon, future_maps=maps)[0]
+    batch = prediction_batch(est, x, times, np.array([start + est.input_steps - 1]), est.horizon)
+    assert item["ctx_in"].shape == (est.input_steps, 2, *GRID.shape)
+    np.testing.assert_array_equal(batch["ctx_in"][0].numpy(), item["ctx_in"].numpy())
+    np.testing.assert_array_equal(batch["ctx_out"][0].numpy(), item["ctx_out"].numpy())
+
+
+def test_fit__target_inputs_read_observed_targets_beside_images(tmp_path):
+    target = density_series(periods=120)
+    images = image_series(target)
+    est = TrafficForecaster("convgru", tile_size=4, target_inputs=True, count_head=True, **FAST).fit(images, target)
+    assert est.model_.config["past_covariate_channels"] == 4 + 2  # calendar + (target, observed)
+    fc = est.predict(images, target=target)
+    assert fc.shape == (3, 1, *GRID.shape) and np.isfinite(fc.values).all()
+    # an unobserved last frame falls back to the nowcast instead of failing or reading zeros
+    gappy = target.copy(data=target.values.copy())
+    gappy.values[-1] = np.nan
+    assert np.isfinite(est.predict(images, target=gappy).values).all()
+    table = est.evaluate(images, target)
+    assert set(table.index.get_level_values("model")) == {"convgru", "persistence", "historical_average", "ridge"}
+    again = TrafficForecaster.load(est.save(tmp_path / "m"))
+    np.testing.assert_array_equal(again.predict(images, target=target).values, fc.values)
+
+
+def test_predict__target_inputs_need_the_target():
+    target = density_series(periods=80)
+    images = image_series(target)
+    est = TrafficForecaster("convgru", tile_size=4, target_inputs=True, **FAST).fit(images, target)
+    with pytest.raises(ModelMismatchError, match=r"reads the observed targets of its input frames .* pass target="):
+        est.predict(images)
+
+
+def test_fit__target_inputs_on_the_density_path():
+    with pytest.raises(ConfigError, match="target_inputs=True is for the image path"):
+        TrafficForecaster("convgru", target_inputs=True, **FAST).fit(density_series(periods=60))
 
 
 def test_predict__static_layers_required_when_trained_with_them():

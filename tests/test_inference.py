@@ -161,6 +161,51 @@ def test_plan_windows__weights_sum_to_one(blend):
     np.testing.assert_allclose(total, 1.0)
 
 
+def test_plan_windows__every_window_reads_the_same_extent():
+    # cores of 6 or 7 cells on 30 rows: every read window spans its core + 2 halos, sliding
+    # inward at the area edges instead of being clipped (memory depends on the window only)
+    for w in plan_windows((30, 19), 7, 3):
+        for (lo, hi), weights in ((w.rows, w.wy), (w.cols, w.wx)):
+            assert hi - lo == np.count_nonzero(weights) + 6
+
+
+def test_forecast_large__frees_each_window(fitted, tmp_path, monkeypatch):
+    # rioxarray's accessor caches form reference cycles around each window's frames; without a
+    # collection per window they would pile up until the cyclic GC runs (memory grew with area)
+    import gc
+
+    import trafficrnn.inference as inference
+
+    est, da, _ = fitted
+    alive = []
+    predict = inference._predict
+
+    def spy(model, images, static, horizon):
+        out = predict(model, images, static, horizon)
+        alive.append(sum(isinstance(o, xr.DataArray) and o.chunks is None and o.sizes.get("time") == est.input_steps
+                         and o.shape[2:] == images.shape[2:] for o in gc.get_objects()))
+        return out
+
+    monkeypatch.setattr(inference, "_predict", spy)
+    lazy = da.chunk({"y": 64, "x": 64})
+    gc.disable()  # the cyclic GC must not hide a leak by running by chance
+    try:
+        forecast_large(est, lazy, tmp_path / "fc.tif", window=8)
+    finally:
+        gc.enable()
+    assert len(alive) == 9 and max(alive) == 0
+
+
+def test_forecast_large__refuses_target_inputs_models(fitted, tmp_path):
+    import copy
+
+    est, da, _ = fitted
+    reads_targets = copy.copy(est)
+    reads_targets.target_inputs = True
+    with pytest.raises(ModelMismatchError, match="forecast_large streams images only"):
+        forecast_large(reads_targets, da, tmp_path / "fc.tif", window=8)
+
+
 def test_connect__unreachable_scheduler_fails_within_timeout():
     started = time.perf_counter()
     with pytest.raises(SchedulerError, match="no dask scheduler answered at 'tcp://127.0.0.1:9' within 2 s"):

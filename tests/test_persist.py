@@ -58,6 +58,24 @@ def test_save__config_records_what_the_model_expects(saved):
     assert "trafficrnn_version" in config and config["model_config"]["cell"] == "lstm"
 
 
+def test_load__model_saved_before_the_newer_parameters(tmp_path):
+    """A config.json written before context_inputs / count_head / ... existed loads as the model it was."""
+    from .test_estimator import image_series
+
+    target = density_series(periods=100)
+    images = image_series(target)
+    est = TrafficForecaster("convgru", tile_size=4, context=("ha",), context_inputs=False, count_head=False,
+                            **FAST).fit(images, target)
+    path = est.save(tmp_path / "old")
+    config = json.loads((path / "config.json").read_text())
+    for key in ("context_inputs", "count_head", "feedback", "ema", "target_inputs"):
+        config["params"].pop(key)
+    (path / "config.json").write_text(json.dumps(config))
+    again = TrafficForecaster.load(path)
+    assert again.context_inputs is False and again.count_head is False
+    np.testing.assert_array_equal(again.predict(images).values, est.predict(images).values)
+
+
 def test_save__refuses_existing(saved):
     est, _, path = saved
     with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):

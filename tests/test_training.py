@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from trafficrnn.errors import ConfigError
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.training import masked_mse, resolve_precision
 
@@ -33,6 +34,39 @@ def test_fit__checkpoints_and_resume(tmp_path):
     assert len(first.history_) == 2
     resumed = TrafficForecaster("convgru", **{**params, "max_epochs": 3}).fit(da, checkpoint_dir=tmp_path, resume=True)
     assert [h["epoch"] for h in resumed.history_] == [2]  # only the third epoch ran
+
+
+def test_fit__learning_rate_decays_over_the_epochs():
+    da = density_series(periods=100)
+    est = TrafficForecaster("convgru", **{**FAST, "max_epochs": 3, "lr": 1e-2}).fit(da)
+    lrs = [h["lr"] for h in est.history_]
+    assert lrs[0] > lrs[1] > lrs[2] == pytest.approx(1e-2 / 20)  # cosine to lr / 20 at the last step
+
+
+def test_fit__learning_rate_decays_over_max_time():
+    # stopped by the clock long before max_epochs: the schedule follows the time spent, so the
+    # run still ends near lr / 20 instead of at the start of a cosine over 10,000 epochs
+    da = density_series(periods=100)
+    est = TrafficForecaster("convgru", **{**FAST, "max_epochs": 10_000, "lr": 1e-2, "max_time": 0.05}).fit(da)
+    assert len(est.history_) < 10_000 and est.history_[-1]["lr"] < 0.3e-2
+
+
+def test_fit__ema_weights_are_the_fitted_model(tmp_path):
+    da = density_series(periods=100)
+    est = TrafficForecaster("convgru", **{**FAST, "ema": 0.9}).fit(da, checkpoint_dir=tmp_path)
+    state = torch.load(tmp_path / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    averaged = {k[len("ema_model.module."):]: v for k, v in state.items() if k.startswith("ema_model.module.")}
+    trained = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    fitted = est.model_.state_dict()
+    assert averaged.keys() == trained.keys() == fitted.keys()
+    assert all(torch.equal(fitted[k], averaged[k]) for k in fitted)
+    assert not all(torch.equal(fitted[k], trained[k]) for k in fitted)
+
+
+@pytest.mark.parametrize("value", [1.0, 0.0, True, "0.9"])
+def test_fit__ema_out_of_range(value):
+    with pytest.raises(ConfigError, match=r"ema=.* is invalid: expected a decay in \(0, 1\)"):
+        TrafficForecaster("convgru", **{**FAST, "ema": value}).fit(density_series(periods=60))
 
 
 def test_fit__bf16_mixed_on_cpu():

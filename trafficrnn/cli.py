@@ -12,6 +12,10 @@ import sys
 import click
 
 from trafficrnn._version import __version__
+from trafficrnn.cli_options import (
+    _FILE, FORECAST_FORMATS, _check_outputs, _load_model, _prepare_training, _read_vector, _static, _table_json,
+    _target, _training_options, _write_text,
+)
 from trafficrnn.errors import TrafficRNNError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -109,151 +113,6 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
     run_demo(out_dir, sample=sample, max_minutes=minutes, seed=seed, progress=not quiet, echo=click.echo)
 
 
-# -- shared helpers of the model commands ------------------------------------------------
-
-FORECAST_FORMATS = {".tif": "GeoTIFF (COG)", ".tiff": "GeoTIFF (COG)", ".nc": "NetCDF", ".gpkg": "GeoPackage"}
-_FILE = click.Path(exists=True, dir_okay=False)
-
-
-def _hidden(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        hidden = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        hidden = ()
-    if not hidden or min(hidden) < 1:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive channel counts such as 32,32")
-    return hidden
-
-
-def _read_vector(path: str, what: str):
-    """A vehicles (points) or roads (lines) layer, with one-line errors from ``read_vectors``."""
-    from trafficrnn.io import read_vectors
-
-    return read_vectors(path, geometry="point" if what == "--vehicles" else "line")
-
-
-def _grid(images, tile_size: int):
-    from trafficrnn.grid import Grid
-
-    return Grid.from_image(images, tile_size)  # tile 1: the stack's own grid
-
-
-def _target(images, target: str | None, vehicles: str | None, tile_size: int | None, allow_gaps: bool):
-    """The target stack (from --target or --vehicles) and the tile size; (None, None) for the density-only path."""
-    import pandas as pd
-
-    from trafficrnn.errors import ConfigError
-    from trafficrnn.io import rasterize_points, read_stack
-
-    if target and vehicles:
-        raise ConfigError(f"--target {target} and --vehicles {vehicles} are both given: pass one of them")
-    if vehicles:
-        if not tile_size:
-            raise ConfigError("--vehicles needs --tile-size (image pixels per grid cell, e.g. 16) to build the grid")
-        cadence = images.attrs.get("cadence") or None
-        gdf = _read_vector(vehicles, "--vehicles")
-        return rasterize_points(gdf, _grid(images, tile_size), times=images.time.values,
-                                freq=pd.Timedelta(cadence) if cadence else None), tile_size
-    if target:
-        da = read_stack(target, allow_gaps=allow_gaps)
-        if not tile_size:
-            ratio = images.sizes["y"] // max(da.sizes["y"], 1)
-            if ratio < 1 or images.sizes["x"] // max(da.sizes["x"], 1) != ratio:
-                raise ConfigError(f"cannot infer the tile size from images {images.sizes['y']}×{images.sizes['x']} px "
-                                  f"and target {da.sizes['y']}×{da.sizes['x']} cells: pass --tile-size")
-            tile_size = ratio
-        return da, tile_size
-    if tile_size and tile_size > 1:
-        raise ConfigError(f"--tile-size {tile_size} needs a target: pass --target or --vehicles, or drop "
-                          "--tile-size to forecast the stack's own grids")
-    return None, None
-
-
-def _static(roads_gdf, images, tile_size: int | None):
-    """The road mask ``(band=road, y, x)`` on the grid, or None."""
-    from trafficrnn.io import rasterize_lines
-
-    return None if roads_gdf is None else rasterize_lines(roads_gdf, _grid(images, tile_size or 1), attr=None)
-
-
-def _check_outputs(paths, overwrite: bool, suffixes: tuple[str, ...] = ()) -> None:
-    from trafficrnn.io._atomic import check_output
-
-    for path in paths:
-        if path is not None:
-            check_output(path, overwrite=overwrite, suffixes=suffixes)
-
-
-def _write_text(path, text: str, overwrite: bool) -> None:
-    from trafficrnn.io._atomic import atomic_output
-
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        tmp.write_text(text)
-
-
-def _table_json(table) -> str:
-    import json
-
-    rows = table.reset_index().astype(object)
-    rows = rows.where(rows.notna(), None).to_dict(orient="records")
-    return json.dumps({**{k: v for k, v in table.attrs.items()}, "per_lead": rows}, indent=2)
-
-
-def _load_model(model: str):
-    from trafficrnn.estimator import TrafficForecaster
-
-    return TrafficForecaster.load(model)
-
-
-def _training_options(func):
-    """Options shared by `train` and `compare`."""
-    options = [
-        click.option("--target", default=None, help="Target stack on the grid (vehicles per cell), e.g. city/density."),
-        click.option("--vehicles", default=None, type=_FILE, help="Vehicle points (GeoPackage with a time column)."),
-        click.option("--roads", default=None, type=_FILE, help="Road lines: a road-mask static channel."),
-        click.option("--tile-size", default=None, type=click.IntRange(1), help="Image pixels per grid cell side."),
-        click.option("--input-steps", default=12, show_default=True, type=click.IntRange(1), help="Frames read."),
-        click.option("--horizon", default=6, show_default=True, type=click.IntRange(1), help="Lead steps forecast."),
-        click.option("--max-epochs", default=30, show_default=True, type=click.IntRange(1)),
-        click.option("--max-minutes", default=None, type=click.FloatRange(0, min_open=True), help="Training time limit."),
-        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1)),
-        click.option("--hidden", default="32,32", show_default=True, callback=_hidden, help="Channels per layer."),
-        click.option("--context", default="", help="Known-in-advance inputs of each target time, comma-separated: "
-                     "ha (historical average of the slot), 1D, 7D (the value a day / week before; grids only)."),
-        click.option("--cell-mean", is_flag=True, help="Add each cell's training mean as a static channel."),
-        click.option("--timezone", default=None, help="IANA zone of the naive timestamps, e.g. America/New_York."),
-        click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--precision", default="auto", show_default=True, help="auto, 32-true, bf16-mixed, 16-mixed."),
-        click.option("--accelerator", default="auto", show_default=True, help="auto, cpu, gpu, ..."),
-        click.option("--devices", default="1", show_default=True, help="Device count, list (0,1) or auto."),
-        click.option("--strategy", default="auto", show_default=True, help="auto, ddp, ..."),
-        click.option("--num-nodes", default=1, show_default=True, type=click.IntRange(1)),
-        click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack."),
-        click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _prepare_training(stack: str, opts: dict) -> tuple:
-    """Images, target, static and the TrafficForecaster parameters from the shared options."""
-    from trafficrnn.io import read_stack
-
-    images = read_stack(stack, allow_gaps=opts["allow_gaps"])
-    roads = _read_vector(opts["roads"], "--roads") if opts["roads"] else None
-    target, tile = _target(images, opts["target"], opts["vehicles"], opts["tile_size"], opts["allow_gaps"])
-    devices = opts["devices"]
-    params = dict(input_steps=opts["input_steps"], horizon=opts["horizon"], tile_size=tile,
-                  max_epochs=opts["max_epochs"], max_time=opts["max_minutes"], batch_size=opts["batch_size"],
-                  hidden=opts["hidden"], seed=opts["seed"], precision=opts["precision"],
-                  accelerator=opts["accelerator"], devices=int(devices) if devices.isdigit() else devices,
-                  strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],
-                  context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()), timezone=opts["timezone"])
-    return images, target, _static(roads, images, tile), params
-
-
 # -- model commands -----------------------------------------------------------------------
 
 @main.command(context_settings=CONTEXT)
@@ -299,14 +158,17 @@ def train(stack: str, model_name: str, out: str, **opts) -> None:
 @click.option("--roads", default=None, type=_FILE,
               help="Road lines: segments in the .gpkg, and the static channel of a model trained with --roads.")
 @click.option("--horizon", default=None, type=click.IntRange(1), help="Lead steps (at most the trained horizon).")
+@click.option("--target", default=None, help="Observed targets of the input frames (models trained with --target-inputs).")
+@click.option("--vehicles", default=None, type=_FILE, help="Vehicle points of the input frames (--target-inputs models).")
 @click.option("--window", default=None, type=click.IntRange(1),
               help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).")
 @click.option("--halo", default=None, type=click.IntRange(0), help="Cells read around each window (default: exact).")
 @click.option("--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs.")
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, window: int | None,
-             halo: int | None, scheduler: str | None, allow_gaps: bool, overwrite: bool) -> None:
+def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, target: str | None,
+             vehicles: str | None, window: int | None, halo: int | None, scheduler: str | None, allow_gaps: bool,
+             overwrite: bool) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
     \b
@@ -345,7 +207,14 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
     images = read_stack(stack, allow_gaps=allow_gaps, chunks={})
     recent = images.isel(time=slice(-est.history_needed, None)).load()
     static = _static(roads_gdf, images, est.grid_.tile_size) if est.static_bands_ else None
-    fc = est.predict(recent, horizon=horizon, **({} if static is None else {"static": static}))
+    extra = {} if static is None else {"static": static}
+    if est.target_inputs:
+        if not (target or vehicles):
+            raise ConfigError(f"{model} reads the observed targets of its input frames (trained with "
+                              "--target-inputs): pass --target STACK or --vehicles POINTS.gpkg for them")
+        tile = est.grid_.tile_size
+        extra["target"] = _target(recent, target, vehicles, tile if tile > 1 else None, allow_gaps)[0]
+    fc = est.predict(recent, horizon=horizon, **extra)
     if suffix == ".gpkg":
         to_geopackage(fc, out, segments=roads_gdf, overwrite=overwrite)
     elif suffix == ".nc":

@@ -109,12 +109,21 @@ class Normalizer:
             out = data.copy(data=self._apply(data.values, data.get_axis_num("band"), inverse))
             out.attrs["units"] = (self.units_ or out.attrs.get("units")) if inverse else "1"
             return out
-        lib = torch if isinstance(data, torch.Tensor) else np
-        data = data if lib is torch else np.asarray(data, dtype=mean.dtype)
+        if isinstance(data, torch.Tensor):
+            if inverse:
+                raw = data * scale + mean
+                return torch.expm1(raw) if self.log1p else raw
+            return ((torch.log1p(data) if self.log1p else data) - mean) / scale
+        data = np.asarray(data, dtype=mean.dtype)
+        # one new array, updated in place (a stack of large frames is not copied three times)
         if inverse:
-            raw = data * scale + mean
-            return lib.expm1(raw) if self.log1p else raw
-        return ((lib.log1p(data) if self.log1p else data) - mean) / scale
+            out = np.multiply(data, scale)
+            out += mean
+            return np.expm1(out, out=out) if self.log1p else out
+        out = np.log1p(data) if self.log1p else np.array(data, copy=True)
+        out -= mean
+        out /= scale
+        return out
 
     def transform(self, data: Any, *, band_axis: int = -3) -> Any:
         """Normalise a DataArray (its ``band`` dim), numpy array or torch tensor (``band_axis``).
@@ -184,7 +193,8 @@ class WindowDataset(torch.utils.data.Dataset):
     input_steps, horizon : int
     future_maps : numpy.ndarray, shape (T, C_f, h, w), optional
         Known-in-advance maps of every frame (see :class:`trafficrnn.context.Context`); items
-        get ``ctx_out (H, C_f, h', w')``, the maps of their target frames, cropped like ``y``.
+        get ``ctx_out (H, C_f, h', w')``, the maps of their target frames, and ``ctx_in
+        (T_in, C_f, h', w')``, those of their input frames, cropped like ``y``.
     time_feats : numpy.ndarray, shape (T, F), optional
         E.g. :func:`time_features` of the series.
     crop : int or (int, int), optional
@@ -280,6 +290,7 @@ class WindowDataset(torch.utils.data.Dataset):
             item["tf_in"] = torch.as_tensor(np.asarray(self.time_feats[s:mid], dtype=np.float32))
             item["tf_out"] = torch.as_tensor(np.asarray(self.time_feats[mid:end], dtype=np.float32))
         if self.future_maps is not None:
-            maps = self.future_maps[mid:end, :, r0:r0 + rows, c0:c0 + cols]
-            item["ctx_out"] = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+            maps = self.future_maps[s:end, :, r0:r0 + rows, c0:c0 + cols]
+            item["ctx_in"] = torch.from_numpy(np.ascontiguousarray(maps[:self.input_steps], dtype=np.float32))
+            item["ctx_out"] = torch.from_numpy(np.ascontiguousarray(maps[self.input_steps:], dtype=np.float32))
         return item

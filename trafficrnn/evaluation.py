@@ -59,7 +59,8 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
     issues, fit_on = evaluation_issues(est, times, split)
     horizon = est._check_horizon(horizon)
     tables = {}
-    fc = est.predict_many(images_c, issues, horizon=horizon, static=static)
+    observed = truth_da if getattr(est, "target_inputs", False) else None
+    fc = est.predict_many(images_c, issues, horizon=horizon, static=static, target=observed)
     truth = align_truth(fc, truth_da)
     tables[est.model] = per_lead(fc, truth)
     history = truth_da.sel(band=est.bands_)

@@ -4,11 +4,12 @@ window into a Cloud-Optimised GeoTIFF, in this process or as tasks on a ``dask.d
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,144 +19,17 @@ import rasterio.shutil
 import rasterio.windows
 import xarray as xr
 from distributed import WorkerPlugin
-from torch import nn
 
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, SchedulerError
 from trafficrnn.io._atomic import atomic_output, check_output
 from trafficrnn.io.export import _band_meta, _dataset_tags
+from trafficrnn.tiling import BLENDS, Window, _global_layers, plan_windows, receptive_field, receptive_halo
 
 __all__ = ["forecast_large", "receptive_halo", "receptive_field", "connect", "plan_windows", "SchedulerError", "BLENDS"]
 
 log = logging.getLogger(__name__)
 
-BLENDS = ("cosine", "linear", "none")
 _MODELS: dict[str, Any] = {}  # models shipped to this (worker) process by _ModelPlugin, by token
-
-
-# -- receptive field ------------------------------------------------------------------------
-def _encoder_reach(encoder: nn.Module) -> int:
-    """Cells beyond its own tile that the TileEncoder output of a cell reads (its convolutions' reach)."""
-    stride, lo, hi = 1, 0, 0  # output index o reads input pixels [o * stride + lo, o * stride + hi]
-    for layer in encoder.modules():
-        if isinstance(layer, nn.Conv2d):
-            k, s, q, d = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.dilation[0]
-            lo, hi = lo - q * stride, hi + (d * (k - 1) - q) * stride
-            stride *= s
-    tile = encoder.tile_size
-    return max(0, math.ceil(-lo / tile), math.ceil((hi - (tile - 1)) / tile))
-
-
-def receptive_field(net: nn.Module, input_steps: int, horizon: int) -> int:
-    """Cells ``r`` around a cell that its forecast after ``horizon`` leads depends on (Chebyshev radius).
-
-    Every recurrent layer convolves its hidden state with a ``k × k`` kernel at every step, so
-    information travels ``p = k // 2`` cells per layer and step. For the encoder stack (``L``
-    layers, ``T_in`` steps) the top state reads ``(T_in + L - 1) · p`` cells; with prediction
-    feedback each lead step passes the whole forecaster stack again (the head reads every layer,
-    its output is the next step's input), adding ``L · p`` per lead: after ``H`` leads
-    ``r = p · (T_in + L · H)``. Without feedback ``r = p · (T_in + L - 1 + H)``. On the image
-    path the convolutions of the TileEncoder add their pixel reach, rounded up to cells.
-
-    Parameters
-    ----------
-    net : EncoderForecaster
-    input_steps, horizon : int
-        ``T_in`` and ``H``.
-
-    Returns
-    -------
-    int
-    """
-    p = int(net.config["kernel_size"]) // 2
-    layers = len(net.config["hidden_channels"])
-    r = p * (input_steps + layers * horizon) if net.feedback else p * (input_steps + layers - 1 + horizon)
-    if net.tile_encoder is not None:
-        r += _encoder_reach(net.tile_encoder)
-    return int(r)
-
-
-def receptive_halo(model: Any) -> int:
-    """Halo in grid cells that makes tiled inference of a fitted model identical to whole-area inference.
-
-    ``receptive_field(model.model_, model.input_steps, model.horizon)``; see :func:`receptive_field`.
-
-    Raises
-    ------
-    NotFittedError
-        If ``model`` is not fitted.
-    """
-    model._check_fitted()
-    return receptive_field(model.model_, int(model.input_steps), int(model.horizon))
-
-
-def _global_layers(model: Any) -> list[str]:
-    """Layers whose output at a cell depends on the whole input area (spatial statistics)."""
-    kinds = (nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-    return sorted({type(m).__name__ for m in model.model_.modules() if isinstance(m, kinds)})
-
-
-# -- windows --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Window:
-    """One task: the cells ``rows × cols`` read (core plus halo) and the weights of its forecast.
-
-    ``weights`` is ``(rows, cols)``; the weights of all windows sum to 1 in every cell. ``write``
-    is the sub-range (row0, row1, col0, col1) of the area where ``weights`` are not zero.
-    """
-
-    rows: tuple[int, int]
-    cols: tuple[int, int]
-    wy: np.ndarray
-    wx: np.ndarray
-
-    @property
-    def write(self) -> tuple[int, int, int, int]:
-        (ry,), (rx,) = np.nonzero(self.wy), np.nonzero(self.wx)
-        return (self.rows[0] + ry[0], self.rows[0] + ry[-1] + 1, self.cols[0] + rx[0], self.cols[0] + rx[-1] + 1)
-
-
-def _ramp(t: np.ndarray, blend: str) -> np.ndarray:
-    return 0.5 - 0.5 * np.cos(np.pi * t) if blend == "cosine" else t
-
-
-def _axis_plan(n: int, window: int, halo: int, blend: str) -> list[tuple[tuple[int, int], np.ndarray]]:
-    """Split ``n`` cells into near-equal cores of at most ``window``; extents and 1-D weights."""
-    bounds = np.linspace(0, n, math.ceil(n / window) + 1).round().astype(int)
-    cores = np.diff(bounds)
-    half = [0] * len(bounds)  # ramp half-width at each interior boundary
-    if blend != "none":
-        for j in range(1, len(bounds) - 1):
-            half[j] = int(min(halo, cores[j - 1] // 2, cores[j] // 2))
-    plan = []
-    for k in range(len(cores)):
-        lo, hi = max(0, bounds[k] - halo), min(n, bounds[k + 1] + halo)
-        pos = np.arange(lo, hi)
-        w = np.ones(hi - lo)
-        for j, side in ((k, 1.0), (k + 1, -1.0)):
-            if 0 < j < len(bounds) - 1:
-                b, h = bounds[j], half[j]
-                up = (pos >= b).astype(float) if h == 0 else _ramp(np.clip((pos - b + h + 0.5) / (2 * h), 0, 1), blend)
-                w *= up if side > 0 else 1.0 - up
-        plan.append(((int(lo), int(hi)), w))
-    return plan
-
-
-def plan_windows(shape: tuple[int, int], window: int, halo: int, *, blend: str = "none") -> list[Window]:
-    """Windows covering a ``(rows, cols)`` area: cores of at most ``window`` cells plus ``halo``.
-
-    With ``blend="none"`` the weights are 1 on each core and 0 on its halo (the cores partition
-    the area); with ``"linear"`` or ``"cosine"`` neighbouring windows cross-fade over the cells
-    where they overlap (up to ``halo`` on each side of a core boundary). Weights sum to 1.
-
-    Raises
-    ------
-    ConfigError
-        For an unknown ``blend``.
-    """
-    if blend not in BLENDS:
-        raise ConfigError(f"blend={blend!r} is invalid: expected one of {', '.join(BLENDS)}")
-    ys, xs = _axis_plan(shape[0], window, halo, blend), _axis_plan(shape[1], window, halo, blend)
-    return [Window(ry, rx, wy, wx) for ry, wy in ys for rx, wx in xs]
 
 
 # -- dask -----------------------------------------------------------------------------------
@@ -199,6 +73,8 @@ class _ModelPlugin(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         _MODELS[self.token] = self.model
+        gc.collect()
+        gc.freeze()  # the worker's own objects live as long as it does: keep per-window collections cheap
 
     def teardown(self, worker: Any) -> None:
         _MODELS.pop(self.token, None)
@@ -213,7 +89,27 @@ class _Box:
 
 def _predict(model: Any, images: Any, static: Any, horizon: int) -> xr.DataArray:
     images = images.compute(scheduler="synchronous")  # reads this window only
-    return model.predict(images, horizon=horizon, static=static)
+    forecast = model.predict(images, horizon=horizon, static=static)
+    # rioxarray's accessor and the array it caches on form reference cycles: without a collection
+    # here every window's input frames would stay allocated until Python's cyclic GC happens to
+    # run, and the peak memory would grow with the number of windows instead of staying flat
+    # (cheap: the long-lived objects of the process are frozen out of the collection, see _frozen_gc)
+    del images
+    gc.collect()
+    return forecast
+
+
+@contextlib.contextmanager
+def _frozen_gc():
+    """Move every object alive now out of the cyclic GC's reach while the block runs, so that the
+    collection after each window scans only that window's objects (a full collection in a
+    process with torch, xarray and dask loaded takes ~0.25 s; a frozen one, microseconds)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _predict_remote(token: str, box: _Box, static: Any, horizon: int) -> xr.DataArray:
@@ -245,7 +141,8 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     """Forecast a large area window by window and write it as a COG, never holding the whole area.
 
     The area is split into cores of at most ``window`` × ``window`` cells. Each task reads its
-    core plus ``halo`` cells on each side (clipped at the area edge), only the last
+    core plus ``halo`` cells on each side (at the area edge the read window slides inward, so
+    every task reads the same extent and peak memory depends on the window alone), only the last
     ``input_steps`` frames, runs ``model.predict`` on it, and the client writes the weighted
     forecast into a tiled GeoTIFF in the target folder, converted to a COG at the end and
     renamed into place (a failed run leaves no file).
@@ -257,8 +154,10 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     so cutting the halo off gives the whole-area result to float tolerance and cores are not
     blended. With ``halo < r`` the result is approximate: neighbouring windows are cross-faded
     with a ``blend`` ramp over their overlap so that no seam shows, and a warning says so.
-    Models with layers that pool statistics over the whole image (the GroupNorm of the tile
-    encoder) can never be tiled exactly; they are blended and warned about too.
+    Models with layers that pool statistics over the whole image (a GroupNorm, say; the tile
+    encoder's own ChannelNorm is per pixel) can never be tiled exactly; they are blended and
+    warned about too. Memory: every window reads the same extent, and its frames are freed
+    (collected) before the next window is read, so peak memory is set by ``window`` alone.
 
     Parameters
     ----------
@@ -312,6 +211,9 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
         raise ConfigError(f"blend={blend!r} is invalid: expected one of {', '.join(BLENDS)}")
     images = source if isinstance(source, xr.DataArray) else read_stack(source, chunks=chunks or {"y": 512, "x": 512})
     images, grid = model._prepare(images)
+    if getattr(model, "target_inputs", False):
+        raise ModelMismatchError("the model reads observed targets beside the images (target_inputs=True); "
+                                 "forecast_large streams images only: use model.predict(images, target=...)")
     if model.cell_mean or "ha" in model.context_.entries:
         raise ModelMismatchError("the model uses maps of its training grid (cell_mean=True or context 'ha'); it "
                                  "cannot forecast windows of another area: use model.predict on the training grid")
@@ -327,7 +229,8 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     window = _default_window(model, n_frames, halo) if window is None else _check_size("window", window, grid.shape)
     window = min(window, max(grid.shape))
     global_layers = _global_layers(model)
-    exact = halo >= needed and not global_layers
+    # a halo as long as the area makes every window the whole area: exact even below the receptive field
+    exact = halo >= min(needed, max(grid.shape)) and not global_layers
     if not exact:
         why = (f"its {', '.join(global_layers)} layers pool statistics over the whole image" if global_layers
                else f"halo={halo} cells is below the receptive field r={needed} cells")
@@ -352,7 +255,8 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     with atomic_output(out_path, overwrite=overwrite) as tmp:
         acc = tmp.with_name(tmp.name + ".acc.tif")
         try:
-            _run(model, windows, task_args, client, horizon, retries, acc, grid, blended=not exact)
+            with _frozen_gc():
+                _run(model, windows, task_args, client, horizon, retries, acc, grid, blended=not exact)
             _to_cog(acc, tmp, grid.shape)
         finally:
             acc.unlink(missing_ok=True)

@@ -23,31 +23,51 @@ class BatchInputs:
     ----------
     time_features : bool
         Pass ``tf_in`` / ``tf_out`` calendar channels.
+    context_inputs : bool
+        Also pass the known-in-advance maps of the input frames (``ctx_in``) to the encoder, so
+        that it sees each observed frame beside its historical average or its value a day before.
+    target_inputs : bool
+        Image path: also pass the observed targets of the input frames (``y_in`` and its validity
+        ``mask_in``) to the encoder, and the last one as ``last_target`` (NaN where unobserved).
     static : numpy.ndarray, shape (C_s, rows, cols), optional
         Static layers on the whole grid; cut per item at its crop ``origin``.
     """
 
-    def __init__(self, *, time_features: bool, static: np.ndarray | None = None) -> None:
+    def __init__(self, *, time_features: bool, static: np.ndarray | None = None, context_inputs: bool = False,
+                 target_inputs: bool = False) -> None:
         self.time_features = time_features
+        self.context_inputs = bool(context_inputs)
+        self.target_inputs = bool(target_inputs)
         self.static = None if static is None else torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32))
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         kw: dict[str, torch.Tensor] = {}
         future = batch.get("ctx_out")  # (N, H, C_f, h, w) maps
+        past = batch.get("ctx_in") if self.context_inputs else None  # (N, T_in, C_f, h, w)
+        if self.target_inputs:
+            seen = batch["mask_in"]
+            observed = torch.cat([batch["y_in"], seen.to(batch["y_in"].dtype)], dim=2)
+            past = observed if past is None else torch.cat([past, observed], dim=2)
+            kw["last_target"] = torch.where(seen[:, -1], batch["y_in"][:, -1], float("nan"))
         if self.time_features:
-            kw["past_covariates"] = batch["tf_in"]  # (N, T_in, 4): broadcast over the grid by the model
-            tf = batch["tf_out"]
-            if future is not None:
-                h, w = future.shape[-2:]
-                future = torch.cat([tf[..., None, None].expand(*tf.shape, h, w), future], dim=2)
-            else:
-                future = tf
+            # (N, steps, 4) vectors, broadcast over the grid by the model unless joined to maps here
+            past, future = _join(batch["tf_in"], past), _join(batch["tf_out"], future)
+        if past is not None:
+            kw["past_covariates"] = past
         if future is not None:
             kw["future_covariates"] = future
         if self.static is not None:
             h, w = batch["y"].shape[-2:]
             kw["static"] = torch.stack([self.static[:, r:r + h, c:c + w] for r, c in batch["origin"].tolist()])
         return kw
+
+
+def _join(vectors: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
+    """Calendar vectors ``(N, S, F)`` alone, or broadcast over the grid and put before ``maps (N, S, C, h, w)``."""
+    if maps is None:
+        return vectors
+    h, w = maps.shape[-2:]
+    return torch.cat([vectors[..., None, None].expand(*vectors.shape, h, w), maps], dim=2)
 
 
 def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] | None = None,
@@ -96,17 +116,22 @@ def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] |
 def normalised_inputs(est: Any, images: xr.DataArray) -> np.ndarray:
     """The model inputs ``(T, C, y, x)`` of a stack, normalised as in training (once per prediction call)."""
     norm = est.target_normalizer_ if est.density_only_ else est.input_normalizer_
-    return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
+    return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32", copy=False)
 
 
 def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.ndarray,
-                     horizon: int) -> dict[str, torch.Tensor]:
-    """Tensors for forecasts issued at frames ``ends`` of the normalised inputs ``x`` taken at ``times``."""
+                     horizon: int, y: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """Tensors for forecasts issued at frames ``ends`` of the normalised inputs ``x`` taken at ``times``
+    (and, for a model with ``target_inputs``, the normalised observed targets ``y`` of the same frames)."""
     xs = np.stack([x[e - est.input_steps + 1:e + 1] for e in ends])
     rows, cols = xs.shape[-2] // est.grid_.tile_size, xs.shape[-1] // est.grid_.tile_size
     batch = {"x": torch.from_numpy(np.ascontiguousarray(xs)),  # NaN = missing, masked by the model
              "y": torch.zeros(len(ends), horizon, len(est.bands_), rows, cols),
              "origin": torch.zeros(len(ends), 2, dtype=torch.int64)}
+    if y is not None:
+        ys = np.stack([y[e - est.input_steps + 1:e + 1] for e in ends]).astype(np.float32)
+        batch["y_in"] = torch.from_numpy(np.nan_to_num(ys, nan=0.0, posinf=0.0, neginf=0.0))
+        batch["mask_in"] = torch.from_numpy(np.isfinite(ys))
     valid = times.values[ends][:, None] + est.cadence_.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
     if est.time_features:
         batch["tf_in"] = torch.from_numpy(np.stack([
@@ -115,4 +140,7 @@ def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.
     maps = est.context_.at(x, times, valid)
     if maps is not None:
         batch["ctx_out"] = torch.from_numpy(maps)
+        if getattr(est, "context_inputs", False):
+            seen = times.values[ends][:, None] - est.cadence_.to_timedelta64() * np.arange(est.input_steps)[::-1][None, :]
+            batch["ctx_in"] = torch.from_numpy(est.context_.at(x, times, seen))
     return batch

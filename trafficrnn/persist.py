@@ -99,9 +99,11 @@ MAX_KERNEL = 15
 MAX_TILE = 1024
 _MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel_size", "encoder", "static_channels",
                "past_covariate_channels", "future_covariate_channels", "feedback", "residual",
-               "output_activation", "cell_kwargs"}
+               "output_activation", "cell_kwargs", "count_head"}
 _ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem"}
 _CELL_KEYS = {"bias", "peephole", "grid_shape"}
+#: parameters added after format version 1 appeared, with the behaviour of models saved before them
+_ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False}
 
 
 def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
@@ -132,7 +134,7 @@ def _check_model_config(mc: dict, path: Path) -> None:
     for i, h in enumerate(hidden):
         _int_in(h, 1, MAX_CHANNELS, f"model_config.hidden_channels[{i}]", path)
     _int_in(mc.get("kernel_size", 3), 1, MAX_KERNEL, "model_config.kernel_size", path)
-    for key in ("feedback", "residual"):
+    for key in ("feedback", "residual", "count_head"):
         if key in mc and not isinstance(mc[key], bool):
             raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false")
     for key in ("cell", "output_activation"):
@@ -265,6 +267,9 @@ def load_model(cls, path):
         raise ModelFileError(f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent")
     _check_weights_fit(config, state, path)
     params = {k: v for k, v in config["params"].items() if k in cls().get_params()}
+    # models saved before these parameters existed were built without them
+    for key, before in _ADDED_PARAMS.items():
+        params.setdefault(key, before)
     for key in ("hidden", "context"):
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])  # JSON has no tuples

@@ -1,7 +1,8 @@
 """Lightning set-up: the LightningModule that trains an EncoderForecaster, and the Trainer around it.
 
 Masked MSE on normalised targets (NaN targets — nodata, cloud — carry no weight), an optional
-auxiliary nowcast loss for the image encoder, AdamW with cosine decay, early stopping,
+auxiliary nowcast loss for the image encoder, AdamW with a cosine decay over the training budget
+(epochs or wall time), early stopping,
 best-checkpoint selection and resumable ``last.ckpt``.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +39,50 @@ class ForecastModule(L.LightningModule):
     horizon : int
         Lead steps to unroll.
     lr, weight_decay : float
-        AdamW settings; the learning rate decays with a cosine over ``max_epochs``.
+        AdamW settings; the learning rate decays with a cosine from ``lr`` to ``lr / 20`` over the
+        training budget: ``max_epochs``, or the Trainer's ``max_time`` when that ends first.
     max_epochs : int
     nowcast_weight : float
         Weight of the auxiliary nowcast loss (image path only).
     inputs : callable
         ``inputs(batch) -> dict`` of keyword arguments for ``model.forward`` besides ``x``.
+    ema : float, optional
+        Decay of an exponential moving average of the weights, updated after every optimiser
+        step; validation (hence early stopping and the best checkpoint) scores the averaged
+        weights, and :meth:`final_model` returns them. ``None``: no average.
     """
 
     def __init__(self, model: torch.nn.Module, *, horizon: int, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None) -> None:
+                 max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, ema: float | None = None) -> None:
         super().__init__()
         self.model = model
+        self.ema_model = None
+        if ema:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema)), use_buffers=True)
         self.horizon = horizon
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
         self.nowcast_weight = nowcast_weight
         self.inputs = inputs or (lambda batch: {})
         self.history: list[dict[str, float]] = []
 
-    def forward(self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False):
-        return self.model(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast, **self.inputs(batch))
+    def forward(self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False,
+                averaged: bool = False):
+        net = self.ema_model.module if averaged and self.ema_model is not None else self.model
+        return net(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast, **self.inputs(batch))
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def final_model(self) -> torch.nn.Module:
+        """The network to keep: the averaged weights when ``ema`` is set, else the trained ones."""
+        return self.ema_model.module if self.ema_model is not None else self.model
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema_model is not None:
+            self.ema_model.update_parameters(self.model)
+
+    def _loss(self, batch: dict[str, torch.Tensor], averaged: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         want_nowcast = self.nowcast_weight > 0 and "y_in" in batch
-        out = self(batch, nowcast=want_nowcast)
+        out = self(batch, nowcast=want_nowcast, averaged=averaged)
         pred, nowcast = out if want_nowcast else (out, None)
         loss = masked_mse(pred.float(), batch["y"], batch["mask"])
         forecast_loss = loss
@@ -74,25 +96,45 @@ class ForecastModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        _, forecast_loss = self._loss(batch)
+        _, forecast_loss = self._loss(batch, averaged=True)
         self.log("val_loss", forecast_loss, prog_bar=True, on_step=False, on_epoch=True,
                  batch_size=batch["x"].shape[0], sync_dist=True)
 
+    def training_progress(self) -> float:
+        """Fraction of the training budget spent, in [0, 1]: the larger of the steps done out of
+        ``max_epochs`` and, under a ``max_time`` limit, the time spent out of it."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        total = trainer.estimated_stepping_batches
+        progress = trainer.global_step / total if math.isfinite(total) and total > 0 else 0.0
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer) and callback._duration:
+                progress = max(progress, callback.time_elapsed("train") / callback._duration)
+        return min(max(progress, 0.0), 1.0)
+
+    def _lr_factor(self, _step: int) -> float:
+        """Cosine decay from 1 to 1/20 over the training budget (epochs or time, whichever ends first)."""
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * self.training_progress()))
+
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.max_epochs, 1), eta_min=self.lr / 20)
-        return {"optimizer": opt, "lr_scheduler": sched}
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # stepped every batch and driven by the budget actually spent: a run stopped by max_time
+        # still ends at a low learning rate, where a per-epoch cosine over max_epochs would not
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class History(Callback):
-    """Records per-epoch losses and wall time on the module (``module.history``)."""
+    """Records per-epoch losses, wall time and learning rate on the module (``module.history``)."""
 
     def on_train_start(self, trainer, module) -> None:
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
-        metrics.update(epoch=trainer.current_epoch, seconds=time.perf_counter() - self._start)
+        metrics.update(epoch=trainer.current_epoch, seconds=time.perf_counter() - self._start,
+                       lr=float(trainer.optimizers[0].param_groups[0]["lr"]))
         module.history.append(metrics)
 
 

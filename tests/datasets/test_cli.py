@@ -34,6 +34,7 @@ def test_export__reads_back_with_read_stack(exported):
     assert stack.rio.transform() == expected.rio.transform()
     assert list(stack.band.values) == ["inflow", "outflow"]
     assert stack.attrs["units"] == "trips per 30 min"
+    assert stack.attrs["timezone"] == "America/New_York"  # the zone of the naive local times comes back too
 
 
 def test_export__times_stay_local(exported):

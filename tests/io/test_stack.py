@@ -1,14 +1,21 @@
 """Tests of read_stack: sources, timestamps, nodata, laziness, alignment and every refusal."""
 
+import dataclasses
+import re
+import time
+
 import dask.array as dsa
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 from affine import Affine
 
 from trafficrnn import read_stack
+from trafficrnn.io._chunks import check_chunk_count
+from trafficrnn.io.stack import _open_meta
 from trafficrnn.errors import (
-    CadenceError, InputFileError, MissingCRSError, StackMismatchError, TimestampError,
+    CadenceError, ConfigError, InputFileError, MissingCRSError, StackMismatchError, TimestampError,
 )
 
 from ..conftest import UTM_TRANSFORM, WGS_CRS, WGS_TRANSFORM, frame_values, write_tif
@@ -237,6 +244,46 @@ def test_read_stack__truncated_file(tmp_path):
     path.write_bytes(path.read_bytes()[:3000])
     with pytest.raises(InputFileError, match="f_20240501_0800.tif"):
         read_stack(path).values
+
+
+@pytest.fixture(scope="module")
+def huge_sparse_tif(tmp_path_factory):
+    """A header that declares 100000 × 100000 px (10 GB of uint8) with no block written: ~10 kB on disk."""
+    path = tmp_path_factory.mktemp("huge") / "huge_20240501_0800.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100_000, height=100_000, count=1, dtype="uint8",
+                       crs="EPSG:32633", transform=UTM_TRANSFORM, tiled=True, blockxsize=4096, blockysize=4096,
+                       SPARSE_OK=True, BIGTIFF="YES"):
+        pass
+    assert path.stat().st_size < 100_000
+    return path
+
+
+@pytest.mark.parametrize("chunks", [{"y": 64, "x": 64}, 64], ids=["dict", "int"])
+def test_read_stack__lazy_read_with_too_many_chunks(huge_sparse_tif, chunks):
+    # 1563 × 1563 chunks: building that dask graph alone took ~25 s before the guard
+    with pytest.raises(ConfigError, match=(
+            r"huge_20240501_0800.tif: reading its 100000 × 100000 px × 1 band\(s\) lazily with chunks="
+            + re.escape(repr(chunks)) + r" would make 2,442,969 dask chunks, more than the 1,000,000 allowed per "
+            r"file .*; pass larger chunks, e.g. chunks=\{'y': 256, 'x': 256\}")):
+        read_stack(huge_sparse_tif, chunks=chunks)
+
+
+def test_check_chunk_count__absurd_header_refused_without_building_chunks(huge_sparse_tif):
+    # what a fuzzed header can declare: 2^32 - 1 px on each side; "auto" chunks are bounded, not built
+    frame = dataclasses.replace(_open_meta(huge_sparse_tif), shape=(2**32 - 1, 2**32 - 1))
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"4294967295 × 4294967295 px .* would make at least [\d,]+ dask chunks"):
+        check_chunk_count(frame, "auto")
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("chunks", [{"y": 4096, "x": 4096}, "auto"], ids=["dict", "auto"])
+def test_read_stack__huge_file_lazy_with_large_chunks(huge_sparse_tif, chunks):
+    images = read_stack(huge_sparse_tif, chunks=chunks)
+    assert images.shape == (1, 1, 100_000, 100_000) and isinstance(images.data, dsa.Array)
+    assert 1 < images.data.npartitions <= 1_000_000
+    if isinstance(chunks, dict):
+        assert images.data.npartitions == 25 * 25
 
 
 def test_read_stack__no_crs(tmp_path):

@@ -19,6 +19,7 @@ VARIANTS = {
     "no_feedback_no_inputs": {"feedback": False},
     "no_feedback_covariates": {"feedback": False, "future_covariate_channels": 2, "static_channels": 1},
     "peephole_relu": {"cell_kwargs": {"peephole": "channel"}, "output_activation": "relu"},
+    "count_head_residual": {"count_head": True, "residual": True, "feedback": False},  # images only
 }
 
 
@@ -48,6 +49,8 @@ def test_get_model__contract(name, with_encoder, variant):
     kwargs = dict(VARIANTS[variant])
     if variant == "peephole_relu" and name == "convgru":
         kwargs.pop("cell_kwargs")
+    if not with_encoder:
+        kwargs.pop("count_head", None)
     torch.manual_seed(0)
     model = get_model(
         name, in_channels=3, out_channels=2, hidden_channels=[4, 5],
@@ -127,6 +130,25 @@ def test_nowcast__matches_forward_nowcast():
     x = torch.rand(1, 2, 3, 8, 8)
     _, now = model(x, horizon=1, return_nowcast=True)
     torch.testing.assert_close(model.nowcast(x), now)
+
+
+def test_nowcast__count_head_sums_a_density_map_over_each_cell():
+    torch.manual_seed(0)
+    model = get_model("convgru", in_channels=3, hidden_channels=[4], encoder=ENCODER, count_head=True).eval()
+    x = torch.rand(1, 2, 3, 8, 8)
+    _, now = model(x, horizon=1, return_nowcast=True)
+    torch.testing.assert_close(model.nowcast(x), now)
+    # a constant image gives the same count in every cell: the density map is summed, not pooled into a feature
+    flat = torch.full((1, 1, 3, 16, 16), 0.5)
+    counts = model.nowcast(flat)[0, 0, 0]
+    assert counts.shape == (4, 4)
+    inner = counts[1:3, 1:3]  # cells whose density map sees no zero padding
+    torch.testing.assert_close(inner, torch.full_like(inner, float(inner[0, 0])))
+
+
+def test_encoder_forecaster__count_head_needs_an_encoder():
+    with pytest.raises(ConfigError, match="count_head=True needs an image encoder"):
+        get_model("convgru", in_channels=2, count_head=True)
 
 
 def test_get_model__case_insensitive():

@@ -19,6 +19,7 @@ from rasterio.errors import RasterioError
 
 from trafficrnn.errors import InputFileError, MissingCRSError, StackMismatchError, TimestampError
 from trafficrnn.grid import check_north_up
+from trafficrnn.io._chunks import check_chunk_count
 from trafficrnn.io.timestamps import (
     as_naive_times, check_cadence, duplicates_message, parse_iso, parse_tiff_datetime, time_from_name,
     time_from_pattern,
@@ -41,6 +42,7 @@ class _Frame:
     colorinterp: list[str]
     tags: dict[str, str]
     band_tags: list[dict[str, str]] = field(default_factory=list)
+    block_shape: tuple[int, int] = (256, 256)
 
 
 def _resolve(source) -> list[Path]:
@@ -91,7 +93,7 @@ def _open_meta(path: Path) -> _Frame:
                 path=path, crs=src.crs, transform=src.transform, shape=(src.height, src.width), count=src.count,
                 dtype=src.dtypes[0], descriptions=list(src.descriptions),
                 colorinterp=[c.name for c in src.colorinterp], tags=src.tags(),
-                band_tags=[src.tags(i) for i in range(1, src.count + 1)],
+                band_tags=[src.tags(i) for i in range(1, src.count + 1)], block_shape=tuple(src.block_shapes[0]),
             )
     except RasterioError as exc:
         raise InputFileError(f"{path} is not a readable raster ({exc}); expected a GeoTIFF") from None
@@ -260,7 +262,8 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
     bands : list of int (1-based) or str, optional
         Bands to keep, by position or by name.
     chunks : dict, int, "auto" or True, optional
-        Read lazily with dask (nothing is loaded until needed).
+        Read lazily with dask (nothing is loaded until needed); at most ``MAX_CHUNKS_PER_FILE``
+        (one million) chunks per file.
     align : {"strict", "reproject"}
         ``"strict"`` refuses files that disagree on CRS, transform, shape or dtype;
         ``"reproject"`` warps every frame onto the first frame's grid (bilinear).
@@ -282,12 +285,17 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
         Files that disagree on CRS, transform, shape, band count or dtype; rotated transforms.
     TimestampError
         Times that cannot be found or parsed, or duplicates. ``CadenceError`` when irregular.
+    ConfigError
+        ``chunks`` that would split one file into more than ``MAX_CHUNKS_PER_FILE`` dask chunks.
     """
     if align not in ("strict", "reproject"):
         raise ValueError(f"align={align!r} is invalid: expected 'strict' or 'reproject'")
     paths = _resolve(source)
     frames = [_open_meta(p) for p in paths]
     _compare(frames, align)
+    if chunks:
+        for frame in frames:
+            check_chunk_count(frame, chunks)
     if len(frames) == 1:
         times, names, per = _single_file_layout(frames[0], time)
         raw = _load(paths[0], chunks)
@@ -325,6 +333,9 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
     data.attrs = {"cadence": cadence.isoformat() if cadence is not None else "", "gaps": gaps}
     if units:
         data.attrs["units"] = units
+    zone = frames[0].tags.get("timezone")  # written by write_stack from attrs (naive times' IANA zone)
+    if zone:
+        data.attrs["timezone"] = zone
     data.name = "images"
     return data
 

@@ -223,6 +223,7 @@ class TileEncoder(nn.Module):
         if stem:
             layers += [nn.Conv2d(ch, width, 3, padding=1, bias=False), _norm(width), nn.SiLU()]
             ch = width
+        self._stages: list[tuple[int, int]] = []  # (end index in body, channels) of each strided stage
         for i, s in enumerate(strides):
             nxt = min(width * 2**i, max_width)
             layers += [nn.Conv2d(ch, nxt, 2 * s - 1, stride=s, padding=s - 1, bias=False)]
@@ -230,6 +231,7 @@ class TileEncoder(nn.Module):
             for _ in range(depth):
                 layers += [nn.Conv2d(nxt, nxt, 3, padding=1, bias=False), _norm(nxt), nn.SiLU()]
             ch = nxt
+            self._stages.append((len(layers), ch))
         self.out_channels = out_channels if out_channels is not None else ch
         layers.append(nn.Conv2d(ch, self.out_channels, 1))
         self.body = nn.Sequential(*layers)
@@ -258,6 +260,29 @@ class TileEncoder(nn.Module):
         x, valid = _split_valid(images.flatten(0, 1))
         feats = self.body(torch.cat([x, valid.to(x.dtype)], dim=1))
         return feats.unflatten(0, (n, t))
+
+    def stage_channels(self, stage: int) -> int:
+        """Channels of the output of downsampling stage ``stage`` (0-based)."""
+        return self._stages[stage][1]
+
+    def stage_factor(self, stage: int) -> int:
+        """Pixels of stage ``stage``'s output per cell side: ``prod(strides[stage + 1:])``."""
+        return math.prod(self.strides[stage + 1:])
+
+    def forward_with_stage(self, images: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features as :meth:`forward`, and the output of downsampling stage ``stage`` on the way.
+
+        Returns
+        -------
+        features : Tensor, shape (N, T, out_channels, H, W)
+        stage_output : Tensor, shape (N * T, stage_channels(stage), H * f, W * f), ``f = stage_factor(stage)``
+        """
+        _check_image_shape(images, self.in_channels, self.tile_size)
+        n, t = images.shape[:2]
+        x, valid = _split_valid(images.flatten(0, 1))
+        end = self._stages[stage][0]
+        early = self.body[:end](torch.cat([x, valid.to(x.dtype)], dim=1))
+        return self.body[end:](early).unflatten(0, (n, t)), early
 
     def valid_fraction(self, images: torch.Tensor) -> torch.Tensor:
         """Share of valid pixels per cell, (N, T, C, H*s, W*s) -> (N, T, 1, H, W).

@@ -79,6 +79,11 @@ class EncoderForecaster(nn.Module):
         Non-negativity of the non-residual output.
     cell_kwargs : dict, optional
         Extra cell arguments, e.g. ``{"peephole": "channel"}`` for ConvLSTM.
+    count_head : bool
+        Image path: the nowcast counts come from a density map at a finer resolution than the
+        cells (the second-last stage of the tile encoder), summed over each cell — additive
+        and translation-equivariant, as a count should be — and join the cell features fed to
+        the recurrent encoder. ``False``: a 1x1 head on the cell features.
 
     Attributes
     ----------
@@ -108,6 +113,7 @@ class EncoderForecaster(nn.Module):
         residual: bool = False,
         output_activation: str = "softplus",
         cell_kwargs: dict | None = None,
+        count_head: bool = False,
     ) -> None:
         super().__init__()
         hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
@@ -126,7 +132,7 @@ class EncoderForecaster(nn.Module):
             ("future_covariate_channels", future_covariate_channels),
         ):
             _positive_int(name, value, 0)
-        for name, value in (("feedback", feedback), ("residual", residual)):
+        for name, value in (("feedback", feedback), ("residual", residual), ("count_head", count_head)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be True or False, got {value!r}")
         if output_activation not in _ACTIVATIONS:
@@ -162,6 +168,7 @@ class EncoderForecaster(nn.Module):
                 "residual": residual,
                 "output_activation": output_activation,
                 "cell_kwargs": cell_kwargs,
+                "count_head": count_head,
             }
         )
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -180,10 +187,22 @@ class EncoderForecaster(nn.Module):
                 )
             self.tile_encoder: TileEncoder | None = TileEncoder(**enc_kwargs)
             feat = self.tile_encoder.out_channels
-            self.nowcast_head: nn.Conv2d | None = nn.Conv2d(feat, out_channels, 1)
+            self.count_stage = max(len(self.tile_encoder.strides) - 2, 0) if count_head else None
+            if count_head:
+                self.nowcast_head: nn.Conv2d | None = nn.Conv2d(
+                    self.tile_encoder.stage_channels(self.count_stage), out_channels, 1
+                )
+                # start near zero counts: softplus(-4) summed over a cell's pixels of that stage
+                nn.init.constant_(self.nowcast_head.bias, -4.0)
+                feat += out_channels  # the counts join the features
+            else:
+                self.nowcast_head = nn.Conv2d(feat, out_channels, 1)
         else:
+            if count_head:
+                raise ConfigError("count_head=True needs an image encoder; build with encoder={...}")
             self.tile_encoder = None
             self.nowcast_head = None
+            self.count_stage = None
             feat = in_channels + 1  # + validity channel (0 where any channel is NaN)
 
         def stack(first_in: int) -> nn.ModuleList:
@@ -242,10 +261,24 @@ class EncoderForecaster(nn.Module):
         """
         if self.tile_encoder is None:
             raise ConfigError("nowcast needs an image encoder; build the model with encoder={...}")
-        return self._nowcast_from(self.tile_encoder(images))
+        feats, counts = self._encode(images)
+        return counts if counts is not None else self._nowcast_from(feats)
 
     def _nowcast_from(self, feats: torch.Tensor) -> torch.Tensor:
         return self._activate(self.nowcast_head(feats.flatten(0, 1))).unflatten(0, feats.shape[:2])
+
+    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Cell features (N, T, F, H, W) of the images and, with ``count_head``, their counts
+        (N, T, C_out, H, W) — already joined to the features; else ``None`` for the counts."""
+        if self.count_stage is None:
+            feats = self.tile_encoder(images)
+            return feats, None
+        feats, early = self.tile_encoder.forward_with_stage(images, self.count_stage)
+        factor = self.tile_encoder.stage_factor(self.count_stage)
+        density = F.softplus(self.nowcast_head(early))
+        counts = F.avg_pool2d(density, factor) * (factor * factor) if factor > 1 else density
+        counts = counts.unflatten(0, feats.shape[:2])
+        return torch.cat([feats, counts], 2), counts
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -277,7 +310,7 @@ class EncoderForecaster(nn.Module):
         last_target : Tensor (N, C_out, Hc, Wc), optional
             Last observed target, used by ``feedback`` and ``residual``; defaults to the first
             ``out_channels`` channels of the last frame of ``x`` (grids) or to the nowcast of
-            the last frame (images). NaN is read as 0.
+            the last frame (images). NaN is read as the nowcast (images) or as 0 (grids).
         return_nowcast : bool
             Also return the nowcast of the input frames (image encoder only).
 
@@ -323,8 +356,8 @@ class EncoderForecaster(nn.Module):
 
         nowcast = None
         if self.tile_encoder is not None:
-            feats = self.tile_encoder(x)
-            if return_nowcast or (last_target is None and (self.feedback or self.residual)):
+            feats, nowcast = self._encode(x)
+            if nowcast is None and (return_nowcast or (last_target is None and (self.feedback or self.residual))):
                 nowcast = self._nowcast_from(feats)
         else:
             clean, valid = _split_valid(x)
@@ -361,6 +394,11 @@ class EncoderForecaster(nn.Module):
                         f"{tuple(last_target.shape)}"
                     )
                 last = last_target
+                if self.tile_encoder is not None and not bool(torch.isfinite(last).all()):
+                    # a missing observation (no detection, cloud) falls back to the images' nowcast
+                    if nowcast is None:
+                        nowcast = self._nowcast_from(feats)
+                    last = torch.where(torch.isfinite(last), last, nowcast[:, -1])
             last = torch.nan_to_num(last)
 
         fut = None

@@ -1,0 +1,111 @@
+"""Checks of a TrafficForecaster's parameters and of the stacks given to it: parameter types and ranges, grids,
+bands, CRS, resolution, cadence, horizon, observed targets. Every refusal names the value found and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, TimestampError
+from trafficrnn.grid import Grid
+
+
+class InputChecks:
+    """Mixin of :class:`~trafficrnn.estimator.TrafficForecaster`: validation of its parameters and inputs."""
+
+    def _validate_params(self) -> None:
+        for name in ("input_steps", "horizon", "batch_size", "max_epochs", "stride", "kernel_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid: expected a positive integer")
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size={self.kernel_size} is invalid: expected an odd integer such as 3")
+        if self.tile_size is not None and (not isinstance(self.tile_size, (int, np.integer)) or self.tile_size < 1):
+            raise ConfigError(f"tile_size={self.tile_size!r} is invalid: expected a positive integer, or None for grids")
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise ConfigError(f"hidden={self.hidden!r} is invalid: expected a list of positive channel counts")
+        fractions = [v for v in (self.val, self.test) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(not 0 <= v < 1 for v in fractions) or sum(fractions) >= 1:
+            raise ConfigError(f"val={self.val}, test={self.test} are invalid: expected fractions that leave data "
+                              "for training, or the first timestamp of each split")
+        if self.ema is not None and (isinstance(self.ema, bool) or not isinstance(self.ema, (int, float))
+                                     or not 0 < self.ema < 1):
+            raise ConfigError(f"ema={self.ema!r} is invalid: expected a decay in (0, 1) such as 0.995, or None")
+        for name in ("feedback", "residual", "time_features", "cell_mean", "context_inputs", "count_head",
+                     "target_inputs"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True or False")
+        if not isinstance(self.context, (tuple, list)):
+            raise ConfigError(f"context={self.context!r} is invalid: expected a tuple such as ('ha', '1D', '7D')")
+
+    @staticmethod
+    def _check_array(da: Any, what: str) -> xr.DataArray:
+        if not isinstance(da, xr.DataArray) or da.dims != ("time", "band", "y", "x"):
+            dims = getattr(da, "dims", type(da).__name__)
+            raise ConfigError(f"{what} must be a DataArray (time, band, y, x) as read_stack returns; got {dims}")
+        if da.rio.crs is None:
+            raise GridError(f"{what} has no CRS; read it with read_stack or set da.rio.write_crs(...)")
+        return da
+
+    def _align_target(self, images: xr.DataArray, target: xr.DataArray, grid: Grid) -> xr.DataArray:
+        tgrid = Grid.from_dataarray(target, tile_size=grid.tile_size)
+        if not tgrid.matches(grid):
+            raise GridError(f"target grid {tgrid} does not match the image grid {grid} at tile_size="
+                            f"{grid.tile_size}: rasterise the target on Grid.from_image(images, {grid.tile_size})")
+        common = np.intersect1d(images.time.values, target.time.values)
+        if len(common) == 0:
+            raise TimestampError("images and target share no timestamp: check that both stacks cover the same period")
+        return target.reindex(time=images.time.values)  # frames without a target become NaN (masked)
+
+    def _prepare(self, images: xr.DataArray) -> tuple[xr.DataArray, Grid]:
+        self._check_fitted()
+        images = self._check_array(images, "images")
+        found = [str(b) for b in images.band.values]
+        if found != self.input_bands_:
+            raise ModelMismatchError(f"stack bands {found} differ from the model's {self.input_bands_}: "
+                                     "read the stack with read_stack(..., bands=[...]) in the model's order")
+        if images.rio.crs != self.grid_.crs:
+            raise ModelMismatchError(f"stack CRS {images.rio.crs} differs from the model's {self.grid_.crs}: "
+                                     "reproject the stack (read_stack(..., align='reproject')) to the model's CRS")
+        tile = self.grid_.tile_size
+        res = abs(images.rio.transform().a) * tile, abs(images.rio.transform().e) * tile
+        if not np.allclose(res, self.grid_.resolution, rtol=1e-6):
+            raise ModelMismatchError(f"stack gives cells of {res} at tile_size={tile}, the model was trained on "
+                                     f"{self.grid_.resolution}: resample the stack to the model's resolution")
+        grid = Grid.from_image(images, tile)  # tile 1: the stack's own grid
+        times = pd.DatetimeIndex(images.time.values)
+        if len(times) > 1:
+            step = pd.Timedelta(times[-1] - times[-2])
+            if step != self.cadence_:
+                raise ModelMismatchError(f"stack cadence {step} differs from the model's {self.cadence_}: "
+                                         "resample the stack to the model's cadence")
+        if np.issubdtype(images.dtype, np.floating) and (images.chunks is not None or np.isinf(images.values).any()):
+            images = images.where(~np.isinf(images))  # ±inf is missing, like NaN (as in training)
+        return (grid.crop(images) if tile > 1 else images), grid
+
+    def _observed(self, images: xr.DataArray, target: xr.DataArray | None, grid: Grid) -> np.ndarray | None:
+        """Normalised observed targets of the frames of ``images`` (``target_inputs`` models), else None."""
+        if not getattr(self, "target_inputs", False):
+            return None
+        if target is None:
+            raise ModelMismatchError("the model reads the observed targets of its input frames (target_inputs=True): "
+                                     "pass target=... (CLI: --target or --vehicles) covering the stack's frames")
+        target = self._align_target(images, self._check_array(target, "target"), grid)
+        found = [str(b) for b in target.band.values]
+        if found != self.bands_:
+            raise ModelMismatchError(f"target bands {found} differ from the model's {self.bands_}")
+        values = np.asarray(target.values, dtype="float32")
+        return self.target_normalizer_.transform(np.where(np.isinf(values), np.nan, values), band_axis=1)
+
+    def _check_horizon(self, horizon: int | None) -> int:
+        horizon = self.horizon if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ConfigError(f"horizon={horizon!r} is invalid: expected a positive integer")
+        if horizon > self.horizon:
+            raise ModelMismatchError(f"horizon={horizon} is longer than the {self.horizon} steps the model was "
+                                     f"trained for: ask for at most {self.horizon}, or retrain with horizon={horizon}")
+        return int(horizon)
