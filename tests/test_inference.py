@@ -215,11 +215,12 @@ def test_connect__unreachable_scheduler_fails_within_timeout():
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as c:
+    before = dict(os.environ)
+    with connect(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        # the nanny's OMP_NUM_THREADS=1 is for its workers, not for this process's later subprocesses
+        assert dict(os.environ) == before
         yield c
+    assert c.cluster.status.name == "closed"  # the client owned its LocalCluster
 
 
 def test_forecast_large__dask_cluster_equals_whole_area(fitted, client, tmp_path):

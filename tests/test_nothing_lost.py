@@ -26,7 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_child(code: str, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    # the same torch thread count as this process (bit-for-bit comparisons across processes): a dask
+    # nanny started earlier in this process may have left OMP_NUM_THREADS=1 in os.environ
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": threads,
+           "MKL_NUM_THREADS": threads}
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

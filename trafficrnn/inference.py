@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import uuid
 import warnings
 from pathlib import Path
@@ -39,8 +40,9 @@ def connect(scheduler: str | None = None, timeout: float = 10.0, **local: Any):
     Parameters
     ----------
     scheduler : str, optional
-        Scheduler address; ``None`` starts a ``LocalCluster(**local)`` (scripts that start
-        worker processes need an ``if __name__ == "__main__":`` guard).
+        Scheduler address; ``None`` starts a ``LocalCluster(**local)`` owned by the client
+        (closing the client closes it; scripts that start worker processes need an
+        ``if __name__ == "__main__":`` guard).
     timeout : float
         Seconds to wait for the scheduler.
 
@@ -53,10 +55,17 @@ def connect(scheduler: str | None = None, timeout: float = 10.0, **local: Any):
     SchedulerError
         If the scheduler does not answer within ``timeout`` seconds or the address is invalid.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is None:
-        return Client(LocalCluster(**local))
+        # the nanny writes OMP_NUM_THREADS=1 (and others) into this process's os.environ for its
+        # workers; put the caller's environment back so later subprocesses are not throttled
+        saved = dict(os.environ)
+        try:
+            return Client(**local)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
     try:
         return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
