@@ -137,10 +137,11 @@ def test_train__vehicles_and_roads(image_model):
 
 def test_train__model_options_reach_the_estimator(grids, tmp_path):
     result = run("train", grids / "stack", *TINY, "--context", "ha", "--context-inputs", "--feedback", "--ema", "0.9",
-                 "--out", tmp_path / "m")
+                 "--peephole", "--model", "convlstm", "--out", tmp_path / "m")
     assert result.exit_code == 0, result.output
     est = TrafficForecaster.load(tmp_path / "m")
     assert est.context_inputs and est.feedback and est.ema == 0.9 and est.model_.config["feedback"]
+    assert est.peephole == "channel" and est.model_.config["cell_kwargs"] == {"peephole": "channel"}
 
 
 def test_forecast__target_inputs_model_reads_the_detections(city, tmp_path):

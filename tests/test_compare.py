@@ -19,7 +19,7 @@ BASELINES = ["persistence", "historical_average", "ridge"]
 @pytest.fixture(scope="module")
 def result():
     lines = []
-    res = compare(density_series(periods=120), progress=False, echo=lines.append, **PARAMS)
+    res = compare(density_series(periods=120), progress=False, echo=lines.append, peephole="channel", **PARAMS)
     return res, lines
 
 
@@ -31,6 +31,12 @@ def test_compare__table_rows_per_model_and_lead(result):
     assert list(res.table.columns) == ["mae", "rmse", "mape", "skill_rmse"]
     assert res.table.attrs["split"] == "test" and res.table.attrs["issues"] > 0
     assert np.isfinite(res.table["rmse"]).all()
+
+
+def test_compare__peephole_goes_to_the_convlstm_only(result):
+    res, _ = result
+    assert res.models["convlstm"].peephole == "channel" and res.models["convgru"].peephole is None
+    assert res.models["convlstm"].model_.encoder_cells[0].peephole_weight is not None
 
 
 def test_compare__summary_per_model(result):

@@ -221,6 +221,25 @@ def test_fit__context_inputs_join_the_encoder(tmp_path):
     np.testing.assert_array_equal(again.predict(da).values, fc.values)
 
 
+def test_fit__convlstm_peephole_is_built_saved_and_loaded(tmp_path):
+    da = density_series(periods=100)
+    est = TrafficForecaster("convlstm", peephole="channel", **FAST).fit(da)
+    cells = list(est.model_.encoder_cells) + list(est.model_.forecaster_cells)
+    assert all(c.peephole == "channel" and c.peephole_weight.shape == (3, 8, 1, 1) for c in cells)
+    again = TrafficForecaster.load(est.save(tmp_path / "m"))
+    assert again.peephole == "channel"
+    np.testing.assert_array_equal(again.predict(da).values, est.predict(da).values)
+
+
+@pytest.mark.parametrize("model, value, match", [
+    ("convgru", "channel", "is for model='convlstm' only"),
+    ("convlstm", "position", r"peephole='position' is invalid: expected None or 'channel'"),
+])
+def test_fit__peephole_refused(model, value, match):
+    with pytest.raises(ConfigError, match=match):
+        TrafficForecaster(model, peephole=value, **FAST).fit(density_series(periods=60))
+
+
 def test_prediction_batch__context_maps_equal_training_windows():
     """The maps a forecast reads for its input and target frames are those its training window had
     (past-period context: no causal difference between training and prediction)."""

@@ -39,6 +39,11 @@ class InputChecks:
                      "target_inputs"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True or False")
+        if self.peephole not in (None, "channel"):
+            raise ConfigError(f"peephole={self.peephole!r} is invalid: expected None or 'channel'")
+        if self.peephole and str(self.model).lower() != "convlstm":
+            raise ConfigError(f"peephole={self.peephole!r} is for model='convlstm' only (model={self.model!r} has no "
+                              "cell state to peep at): leave peephole out")
         if not isinstance(self.context, (tuple, list)):
             raise ConfigError(f"context={self.context!r} is invalid: expected a tuple such as ('ha', '1D', '7D')")
 

@@ -119,7 +119,8 @@ def _training_options(func):
         click.option("--context-inputs/--no-context-inputs", default=None,
                      help="Also feed the --context maps of the input frames to the encoder."),
         click.option("--feedback/--no-feedback", default=None,
-                     help="Feed each lead's prediction back as the next lead's input (default: direct decoding)."),
+                     help="Feed each lead's prediction back as the next lead's input (default: on)."),
+        click.option("--peephole", is_flag=True, help="ConvLSTM: peephole connections from the cell state to the gates."),
         click.option("--count-head/--no-count-head", default=None,
                      help="Images: count vehicles as the sum of a finer density map per cell."),
         click.option("--target-inputs", is_flag=True,
@@ -157,7 +158,8 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
                   accelerator=opts["accelerator"], devices=int(devices) if devices.isdigit() else devices,
                   strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],
                   context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()), timezone=opts["timezone"],
-                  target_inputs=opts["target_inputs"], ema=opts["ema"])
+                  target_inputs=opts["target_inputs"], ema=opts["ema"],
+                  peephole="channel" if opts["peephole"] else None)
     for name in ("context_inputs", "feedback", "count_head"):  # flags left out keep the estimator's default
         if opts[name] is not None:
             params[name] = opts[name]

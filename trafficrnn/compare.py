@@ -151,7 +151,8 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         Receives one line per training step (e.g. ``print``); otherwise they go to the log.
     **params
         :class:`~trafficrnn.estimator.TrafficForecaster` parameters shared by every model
-        (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...).
+        (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...);
+        ``peephole`` goes to the ConvLSTM only.
 
     Returns
     -------
@@ -170,7 +171,8 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     say = echo or log.info
     tables, rows, fitted = [], {}, {}
     for name in names:
-        est = TrafficForecaster(name, progress=progress, **params)
+        own = {k: v for k, v in params.items() if k != "peephole" or name.lower() == "convlstm"}
+        est = TrafficForecaster(name, progress=progress, **own)
         limit = f" (at most {est.max_time:g} min)" if est.max_time else ""
         say(f"training   {name}{limit} ...")
         t0 = time.perf_counter()

@@ -32,7 +32,7 @@ PARAMS = ("model", "input_steps", "horizon", "tile_size", "hidden", "kernel_size
           "encoder_depth", "time_features", "residual", "timezone", "lr", "weight_decay", "batch_size",
           "max_epochs", "max_time", "patience", "val", "test", "stride", "nowcast_weight", "log1p", "seed",
           "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop", "context", "cell_mean",
-          "context_inputs", "feedback", "ema", "count_head", "target_inputs")
+          "context_inputs", "feedback", "ema", "count_head", "target_inputs", "peephole")
 
 
 def _contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice, stride: int) -> np.ndarray:
@@ -81,6 +81,9 @@ class TrafficForecaster(InputChecks):
         inputs of its target time (calendar, context): faster, and more accurate on the NYC bike
         flows (no compounding of the errors of earlier leads); on the synthetic image path the
         feedback was as good or better at the later leads, hence the default.
+    peephole : {None, "channel"}
+        ConvLSTM only: per-channel peephole connections from the cell state to the input, forget
+        and output gates (Shi et al., 2015).
     timezone : str, optional
         IANA zone of the naive timestamps (for the calendar channels).
     lr, weight_decay, batch_size, max_epochs, patience : training settings.
@@ -137,7 +140,7 @@ class TrafficForecaster(InputChecks):
                  strategy: str = "auto", num_nodes: int = 1, progress: bool = True, crop: int | None = None,
                  context: tuple[str, ...] = (), cell_mean: bool = False, context_inputs: bool = True,
                  feedback: bool = True, ema: float | None = None, count_head: bool = True,
-                 target_inputs: bool = False) -> None:
+                 target_inputs: bool = False, peephole: str | None = None) -> None:
         for name in PARAMS:
             setattr(self, name, locals()[name])
 
@@ -271,7 +274,8 @@ class TrafficForecaster(InputChecks):
                                                  + (2 * target.sizes["band"] if self.target_inputs else 0)),
                         future_covariate_channels=n_tf + ctx.future_channels,
                         static_channels=0 if static_all is None else len(static_all), residual=bool(self.residual),
-                        feedback=bool(self.feedback), count_head=bool(self.count_head) and encoder is not None)
+                        feedback=bool(self.feedback), count_head=bool(self.count_head) and encoder is not None,
+                        cell_kwargs={"peephole": self.peephole} if self.peephole else None)
         maps = ctx.series(y, times, train_t.stop)
         datasets = {k: WindowDataset(x, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
                                      future_maps=maps, tile_size=grid.tile_size,

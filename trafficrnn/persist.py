@@ -103,7 +103,8 @@ _MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel
 _ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem"}
 _CELL_KEYS = {"bias", "peephole", "grid_shape"}
 #: parameters added after format version 1 appeared, with the behaviour of models saved before them
-_ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False}
+_ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False,
+                 "peephole": None}
 
 
 def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
