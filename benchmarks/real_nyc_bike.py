@@ -5,9 +5,11 @@ Run: ``python benchmarks/real_nyc_bike.py [--models convlstm convgru] [--seeds 0
 and prints a markdown table. Every forecast issued at a slot whose 6 targets lie in the test days
 (2016-10-12..10-29; inputs may reach back into validation) is scored on raw counts, all cells and
 both channels pooled, predictions clipped at 0; per lead and as the mean of the 6 per-lead
-scores; also on the targets above 10 trips only. Baselines learn from train + validation; the deep
-models train on train, stop early on validation. Re-executes itself with the glibc malloc
-tunables of DESIGN.md.
+scores; also on the targets above 10 trips only. Baselines and deep models learn from the same days,
+train + validation (the deep models for the whole time budget, with the learning rate decaying
+over it, keeping the epoch of lowest training loss); the deep models also read the daily weather of
+``nyc_bike_covariates`` (``--covariates``; the observed values stand in for a weather forecast).
+Re-executes itself with the glibc malloc tunables of DESIGN.md.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ if __name__ == "__main__" and os.environ.get("GLIBC_TUNABLES") is None and "--no
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from trafficrnn.datasets import nyc_bike  # noqa: E402
+from trafficrnn.datasets import nyc_bike, nyc_bike_covariates  # noqa: E402
 from trafficrnn.datasets.nyc_bike import SPLITS, TIMEZONE  # noqa: E402
 from trafficrnn.metrics import align_truth, per_lead  # noqa: E402
 from trafficrnn.models.baselines import get_baseline  # noqa: E402
@@ -63,25 +65,33 @@ def run_baselines(grids, issues, fit_stop: int) -> dict:
 
 
 #: the deep models' settings (besides model, seed and the time limit); recorded in the results
+#: (val=0: they train on train + validation, the days the baselines learn from, for the whole time
+#: budget; the learning rate decays over it; the epoch of lowest training loss is kept)
 DEEP = dict(input_steps=INPUT_STEPS, horizon=HORIZON, hidden=(32, 32), context=("ha", "1D", "7D"), cell_mean=True,
-            context_inputs=True, feedback=False, residual=True, time_features=True, timezone=TIMEZONE)
+            context_inputs=True, feedback=False, residual=True, time_features=True, timezone=TIMEZONE, val=0)
+#: the daily covariates (columns of nyc_bike_covariates) the deep models read by default
+COVARIATES = ("precipitation_in",)
 
 
-def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: int, settings: dict) -> dict:
+def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: int, settings: dict,
+             covariates: list[str] | None = None) -> dict:
     from trafficrnn import TrafficForecaster
 
-    est = TrafficForecaster(model, **settings, val=SPLITS["val"][0], test=SPLITS["test"][0], max_time=minutes,
-                            max_epochs=max_epochs, seed=seed, progress=False)
-    est.fit(grids)
+    cov = {"covariates": nyc_bike_covariates(covariates)} if covariates else {}
+    split = {"val": SPLITS["val"][0], "test": SPLITS["test"][0]}
+    est = TrafficForecaster(model, **{**split, **settings}, max_time=minutes, max_epochs=max_epochs, seed=seed,
+                            progress=False)
+    est.fit(grids, **cov)
     started = time.perf_counter()
-    fc = est.predict_many(grids, issues)
+    fc = est.predict_many(grids, issues, **cov)
     summary = est.training_summary_
     return {"seed": seed, "parameters": summary["parameters"], "train_seconds": summary["train_seconds"],
             "epochs": summary["epochs"], "best_val_loss": summary["best_val_loss"],
             "predict_seconds": round(time.perf_counter() - started, 2), **scores(fc, align_truth(fc, grids))}
 
 
-def _run_in_worker(model: str, seed: int, minutes: float, max_epochs: int, settings: dict) -> dict:
+def _run_in_worker(model: str, seed: int, minutes: float, max_epochs: int, settings: dict,
+                   covariates: list[str] | None) -> dict:
     """One deep run in a worker process with one torch thread (``--jobs``: one core per model)."""
     import torch
 
@@ -90,7 +100,8 @@ def _run_in_worker(model: str, seed: int, minutes: float, max_epochs: int, setti
     grids = nyc_bike()
     times = grids.indexes["time"]
     test_start = int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
-    return run_deep(grids, np.arange(test_start - 1, len(times) - HORIZON), model, seed, minutes, max_epochs, settings)
+    return run_deep(grids, np.arange(test_start - 1, len(times) - HORIZON), model, seed, minutes, max_epochs, settings,
+                    covariates)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -139,6 +150,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, one seed, 0.5 min")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many (model, seed) runs at once, each on one core with one torch thread")
+    parser.add_argument("--covariates", default=",".join(COVARIATES),
+                        help="comma-separated columns of nyc_bike_covariates() the deep models read ('' for none)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -146,6 +159,7 @@ def main(argv=None) -> dict:
         args.seeds, args.minutes, args.max_epochs = args.seeds[:1], min(args.minutes, 0.5), 2
 
     settings = dict(DEEP)
+    covariates = [c for c in args.covariates.split(",") if c]
     for item in args.set:
         key, _, value = item.partition("=")
         settings[key] = json.loads(value)
@@ -169,10 +183,12 @@ def main(argv=None) -> dict:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = [pool.submit(_run_in_worker, m, s, args.minutes, args.max_epochs, settings) for m, s in todo]
+            done = [pool.submit(_run_in_worker, m, s, args.minutes, args.max_epochs, settings, covariates)
+                    for m, s in todo]
             outcomes = [f.result() for f in done]
     else:
-        outcomes = (run_deep(grids, issues, m, s, args.minutes, args.max_epochs, settings) for m, s in todo)
+        outcomes = (run_deep(grids, issues, m, s, args.minutes, args.max_epochs, settings, covariates)
+                    for m, s in todo)
     for (model, seed), run in zip(todo, outcomes):
         runs[model].append(run)
         print(f"{model} seed {seed}: RMSE lead 1 {run['all']['rmse'][0]:.2f}, mean {run['all']['rmse_mean']:.2f} "
@@ -194,6 +210,7 @@ def main(argv=None) -> dict:
                      "scores": "raw counts, all 112 cells x 2 bands pooled, predictions clipped at 0; *_mean = mean "
                                f"of the 6 per-lead scores; target_gt_{THRESHOLD:g} = only targets > {THRESHOLD:g} trips",
                      "deep": {**{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+                              "covariates": covariates,
                               "max_minutes": args.minutes, "max_epochs": args.max_epochs, "quick": args.quick}},
         "reference_issue": REFERENCE,
         "results": results,

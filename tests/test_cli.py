@@ -164,7 +164,7 @@ def test_info__prints_what_the_model_expects(image_model):
     for line in ("model      convlstm (cell lstm, hidden [8])", "input      red, green, blue",
                  "target     density (vehicles per cell)", "static     road", "tile size  16 px per cell",
                  "cadence    30min (P0DT0H30M0S)", "steps      input_steps 4, horizon 2", "CRS        EPSG:32633",
-                 "grid       4 × 4 cells", "saved by   trafficrnn "):
+                 "grid       4 × 4 cells", "covariates none", "saved by   trafficrnn "):
         assert line in result.output
 
 

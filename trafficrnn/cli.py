@@ -13,8 +13,8 @@ import click
 
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
-    _FILE, FORECAST_FORMATS, _check_outputs, _load_model, _prepare_training, _read_vector, _static, _table_json,
-    _target, _training_options, _write_text,
+    _FILE, COVARIATES_HELP, FORECAST_FORMATS, _check_outputs, _covariates, _load_model, _prepare_training,
+    _read_vector, _static, _table_json, _target, _training_options, _write_text,
 )
 from trafficrnn.errors import TrafficRNNError
 
@@ -138,7 +138,7 @@ def train(stack: str, model_name: str, out: str, **opts) -> None:
     _check_outputs([out], opts["overwrite"])
     images, target, static, params = _prepare_training(stack, opts)
     est = TrafficForecaster(model_name.lower(), progress=not opts["quiet"], **params)
-    est.fit(images, target, **({} if static is None else {"static": static}))
+    est.fit(images, target, **({} if static is None else {"static": static}), **_covariates(opts["covariates"]))
     est.save(out, overwrite=opts["overwrite"])
     s = est.training_summary_
     best = f"{s['best_val_loss']:.4g} (normalised MSE)" if s.get("best_val_loss") is not None else "n/a (no val split)"
@@ -160,6 +160,7 @@ def train(stack: str, model_name: str, out: str, **opts) -> None:
 @click.option("--horizon", default=None, type=click.IntRange(1), help="Lead steps (at most the trained horizon).")
 @click.option("--target", default=None, help="Observed targets of the input frames (models trained with --target-inputs).")
 @click.option("--vehicles", default=None, type=_FILE, help="Vehicle points of the input frames (--target-inputs models).")
+@click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
 @click.option("--window", default=None, type=click.IntRange(1),
               help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).")
 @click.option("--halo", default=None, type=click.IntRange(0), help="Cells read around each window (default: exact).")
@@ -167,8 +168,8 @@ def train(stack: str, model_name: str, out: str, **opts) -> None:
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, target: str | None,
-             vehicles: str | None, window: int | None, halo: int | None, scheduler: str | None, allow_gaps: bool,
-             overwrite: bool) -> None:
+             vehicles: str | None, covariates: str | None, window: int | None, halo: int | None,
+             scheduler: str | None, allow_gaps: bool, overwrite: bool) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
     \b
@@ -198,7 +199,8 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
         client = connect(scheduler) if scheduler else None
         try:
             path = forecast_large(est, read_stack(stack, allow_gaps=allow_gaps, chunks={}), out, window=window,
-                                  halo=halo, client=client, horizon=horizon, overwrite=overwrite)
+                                  halo=halo, client=client, horizon=horizon, overwrite=overwrite,
+                                  **_covariates(covariates))
         finally:
             if client is not None:
                 client.close()
@@ -207,7 +209,7 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
     images = read_stack(stack, allow_gaps=allow_gaps, chunks={})
     recent = images.isel(time=slice(-est.history_needed, None)).load()
     static = _static(roads_gdf, images, est.grid_.tile_size) if est.static_bands_ else None
-    extra = {} if static is None else {"static": static}
+    extra = {**({} if static is None else {"static": static}), **_covariates(covariates)}
     if est.target_inputs:
         if not (target or vehicles):
             raise ConfigError(f"{model} reads the observed targets of its input frames (trained with "
@@ -233,14 +235,16 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
 @click.option("--target", default=None, help="Target stack on the model's grid (vehicles per cell).")
 @click.option("--vehicles", default=None, type=_FILE, help="Vehicle points, counted per cell and frame.")
 @click.option("--roads", default=None, type=_FILE, help="Road lines (static channel of a model trained with them).")
+@click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "all"]),
               help="Windows scored: the chronological test or val split, or every window of STACK.")
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write the table as CSV.")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON.")
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv / --json files.")
-def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, roads: str | None, split: str,
-             csv_path: str | None, json_path: str | None, allow_gaps: bool, overwrite: bool) -> None:
+def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, roads: str | None,
+             covariates: str | None, split: str, csv_path: str | None, json_path: str | None, allow_gaps: bool,
+             overwrite: bool) -> None:
     """Score a saved MODEL per lead beside persistence, historical average and Ridge.
 
     Prints MAE, RMSE, MAPE and skill vs persistence per lead for the model and every baseline.
@@ -260,7 +264,7 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     static = _static(roads_gdf, images, tile) if est.static_bands_ else None
     table = est.evaluate(images, truth, split=None if split == "all" else split,
-                         **({} if static is None else {"static": static}))
+                         **({} if static is None else {"static": static}), **_covariates(covariates))
     click.echo(f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
                f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})")
     click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
@@ -304,7 +308,7 @@ def compare_command(stack: str, models: str, out_dir: str, **opts) -> None:
         _check_outputs(files.values(), opts["overwrite"])
     images, target, static, params = _prepare_training(stack, opts)
     result = compare(images, target, models=[m.strip() for m in models.split(",") if m.strip()], static=static,
-                     progress=not opts["quiet"], echo=click.echo, **params)
+                     progress=not opts["quiet"], echo=click.echo, **_covariates(opts["covariates"]), **params)
     click.echo("\nRMSE per lead (lower is better)")
     click.echo(comparison_table(result.table).to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo("\n" + result.summary.to_string(float_format=lambda v: f"{v:.4g}"))
@@ -350,6 +354,7 @@ def info(model: str) -> None:
                                                             if config["density_only"] else "")),
         ("target", f"{', '.join(config['bands'])} ({config['units']})"),
         ("static", ", ".join(config.get("static_bands") or []) or "none"),
+        ("covariates", ", ".join((config.get("covariates") or {}).get("columns") or []) or "none"),
         ("tile size", f"{grid['tile_size']} px per cell"),
         ("cadence", f"{to_offset(pd.Timedelta(config['cadence'])).freqstr} ({config['cadence']})"),
         ("steps", f"input_steps {params['input_steps']}, horizon {params['horizon']}"),

@@ -8,6 +8,8 @@ import click
 
 FORECAST_FORMATS = {".tif": "GeoTIFF (COG)", ".tiff": "GeoTIFF (COG)", ".nc": "NetCDF", ".gpkg": "GeoPackage"}
 _FILE = click.Path(exists=True, dir_okay=False)
+COVARIATES_HELP = ("CSV of known-in-advance covariates (first column ISO dates, then numbers: daily weather, "
+                   "holidays); models trained with it need it in forecast and evaluate too.")
 
 
 def _hidden(ctx, param, value: str) -> tuple[int, ...]:
@@ -106,6 +108,7 @@ def _training_options(func):
         click.option("--target", default=None, help="Target stack on the grid (vehicles per cell), e.g. city/density."),
         click.option("--vehicles", default=None, type=_FILE, help="Vehicle points (GeoPackage with a time column)."),
         click.option("--roads", default=None, type=_FILE, help="Road lines: a road-mask static channel."),
+        click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP),
         click.option("--tile-size", default=None, type=click.IntRange(1), help="Image pixels per grid cell side."),
         click.option("--input-steps", default=12, show_default=True, type=click.IntRange(1), help="Frames read."),
         click.option("--horizon", default=6, show_default=True, type=click.IntRange(1), help="Lead steps forecast."),
@@ -142,6 +145,13 @@ def _training_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _covariates(path: str | None) -> dict:
+    """``{"covariates": table}`` from --covariates, or ``{}``."""
+    from trafficrnn.covariates import read_covariates
+
+    return {} if path is None else {"covariates": read_covariates(path)}
 
 
 def _prepare_training(stack: str, opts: dict) -> tuple:

@@ -71,9 +71,9 @@ def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
     return wide[[m for m in seen if m in wide.columns]]
 
 
-def _static_kw(static: xr.DataArray | None) -> dict[str, Any]:
-    """``static=`` only when given, so that estimators without static channels are called as before."""
-    return {} if static is None else {"static": static}
+def _data_kw(static: xr.DataArray | None, covariates: pd.DataFrame | None = None) -> dict[str, Any]:
+    """``static=`` and ``covariates=`` only when given, so that estimators without them are called as before."""
+    return {k: v for k, v in (("static", static), ("covariates", covariates)) if v is not None}
 
 
 def _check_models(models: Sequence[str], params: dict[str, Any]) -> list[str]:
@@ -94,14 +94,14 @@ def _check_models(models: Sequence[str], params: dict[str, Any]) -> list[str]:
 
 
 def _inference_seconds(est, images: xr.DataArray, static: xr.DataArray | None, target: xr.DataArray | None = None,
-                       repeats: int = 5) -> float:
+                       repeats: int = 5, covariates: pd.DataFrame | None = None) -> float:
     """Fastest of ``repeats`` single forecasts from the last ``input_steps`` frames."""
     recent = images.isel(time=slice(-est.input_steps, None))
     extra = {"target": target} if est.target_inputs else {}
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        est.predict(recent, **_static_kw(static), **extra)
+        est.predict(recent, **_data_kw(static, covariates), **extra)
         best = min(best, time.perf_counter() - t0)
     return float(best)
 
@@ -127,7 +127,8 @@ def _time_baselines(est, images: xr.DataArray, target: xr.DataArray | None, spli
 
 def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models: Sequence[str] = ("convlstm", "convgru"),
             static: xr.DataArray | None = None, baselines: Sequence[str] = DEFAULT_BASELINES, split: str | None = "test",
-            progress: bool = True, echo: Callable[[str], Any] | None = None, **params: Any) -> ComparisonResult:
+            progress: bool = True, echo: Callable[[str], Any] | None = None, covariates: pd.DataFrame | None = None,
+            **params: Any) -> ComparisonResult:
     """Fit each model with the same settings and score it beside the baselines on the same split.
 
     Parameters
@@ -141,6 +142,9 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         Registered model names (see :func:`trafficrnn.models.list_models`).
     static : xarray.DataArray, optional
         ``(band, y, x)`` static channels on the grid (road mask, lanes), given to every model.
+    covariates : pandas.DataFrame, optional
+        Exogenous covariate table (daily weather, holidays; see ``TrafficForecaster.fit``), given to
+        every model.
     baselines : sequence of str
         Baselines scored on the same issue times (persistence, historical_average, ridge).
     split : {"test", "val", "train"} or None
@@ -176,16 +180,17 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         limit = f" (at most {est.max_time:g} min)" if est.max_time else ""
         say(f"training   {name}{limit} ...")
         t0 = time.perf_counter()
-        est.fit(images, target, **_static_kw(static))
+        est.fit(images, target, **_data_kw(static, covariates))
         seconds = time.perf_counter() - t0
         summary = est.training_summary_
         say(f"           {summary['epochs']} epochs in {seconds:.0f} s, {summary['parameters']:,} parameters")
         table = est.evaluate(images, target, split=split, baselines=() if tables else tuple(baselines),
-                             **_static_kw(static))
+                             **_data_kw(static, covariates))
         tables.append(table)
         fitted[name] = est
         rows[name] = {"kind": "model", "parameters": summary["parameters"], "epochs": summary["epochs"],
-                      "train_seconds": seconds, "inference_seconds": _inference_seconds(est, images, static, target),
+                      "train_seconds": seconds, "inference_seconds": _inference_seconds(est, images, static, target,
+                                                                                covariates=covariates),
                       "best_val_loss": summary.get("best_val_loss")}
     first = tables[0]
     baseline_rows = first.loc[[m for m in first.index.get_level_values("model").unique() if m not in names]]

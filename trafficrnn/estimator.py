@@ -10,6 +10,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,11 @@ import torch
 import xarray as xr
 
 from trafficrnn.context import Context, parse_context
-from trafficrnn.data import chronological_split, make_forecast, time_features, window_starts
+from trafficrnn.data import chronological_split, make_forecast, window_starts
 from trafficrnn.dataset import Normalizer, WindowDataset
-from trafficrnn.inputs import BatchInputs, normalised_inputs, prediction_batch, static_layers
+from trafficrnn.covariates import Covariates
+from trafficrnn.inputs import (BatchInputs, check_covariates_given, normalised_inputs, prediction_batch,
+                               static_layers, step_vectors)
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
 from trafficrnn.checks import InputChecks
 from trafficrnn.grid import Grid
@@ -184,7 +187,8 @@ class TrafficForecaster(InputChecks):
 
     # -- fit ----------------------------------------------------------------------------
     def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, static: xr.DataArray | None = None,
-            checkpoint_dir: str | Path | None = None, resume: bool = False) -> "TrafficForecaster":
+            covariates: pd.DataFrame | None = None, checkpoint_dir: str | Path | None = None,
+            resume: bool = False) -> "TrafficForecaster":
         """Train on a stack.
 
         Parameters
@@ -197,6 +201,12 @@ class TrafficForecaster(InputChecks):
         static : xarray.DataArray, optional
             ``(band, y, x)`` layers on the grid (road mask, lanes from ``rasterize_lines``); the
             same layers must then be passed to ``predict``.
+        covariates : pandas.DataFrame, optional
+            Known-in-advance exogenous series indexed by time, e.g. daily weather and holiday flags
+            (one row per day, numeric columns; see :mod:`trafficrnn.covariates`). Every frame and
+            lead time reads the row in force at its time, standardised on the training frames, as
+            channels beside the calendar ones. The table must cover the whole stack here, and the
+            input frames and lead times in ``predict`` (which then needs ``covariates=`` too).
         checkpoint_dir : path, optional
             Where checkpoints go (``best.ckpt``, ``last.ckpt``); a temporary folder otherwise.
         resume : bool
@@ -253,7 +263,9 @@ class TrafficForecaster(InputChecks):
         in_norm = tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
         y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype("float32")
         x = y if density_only else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
-        tf = time_features(times, timezone=self.timezone) if self.time_features else None
+        cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
+        tf = step_vectors(SimpleNamespace(time_features=self.time_features, timezone=self.timezone, covariates_=cov),
+                          times, covariates)
         entries = parse_context(self.context, cadence, self.horizon)
         if not density_only and any(e != "ha" for e in entries):
             raise ConfigError(f"context={tuple(self.context)}: past-value periods need observed targets at "
@@ -286,7 +298,7 @@ class TrafficForecaster(InputChecks):
                    for k, ds in datasets.items()}
         module = ForecastModule(net, horizon=self.horizon, lr=self.lr, weight_decay=self.weight_decay,
                                 max_epochs=self.max_epochs, nowcast_weight=self.nowcast_weight if encoder else 0.0,
-                                inputs=BatchInputs(time_features=self.time_features, static=static_all,
+                                inputs=BatchInputs(time_features=tf is not None, static=static_all,
                                                    context_inputs=self.context_inputs,
                                                    target_inputs=self.target_inputs), ema=self.ema)
         validate = len(datasets["val"]) > 0
@@ -316,6 +328,7 @@ class TrafficForecaster(InputChecks):
         self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm
         self.density_only_ = density_only
         self.context_, self.static_bands_, self.static_scale_ = ctx, static_names, static_scale
+        self.covariates_ = cov
         self.split_ = {k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
                        for k, s in split.items()}
         self.history_ = list(module.history)
@@ -331,10 +344,12 @@ class TrafficForecaster(InputChecks):
     # -- predict ------------------------------------------------------------------------
     def predict_many(self, images: xr.DataArray, issue_indices: Any, *, horizon: int | None = None,
                      static: xr.DataArray | None = None, target: xr.DataArray | None = None,
-                     batch_size: int = 32) -> xr.DataArray:
+                     covariates: pd.DataFrame | None = None, batch_size: int = 32) -> xr.DataArray:
         """Forecasts issued at several frames of ``images`` → ``(issued, lead, band, y, x)``.
 
-        ``target``: the observed targets of the frames of ``images`` (models with ``target_inputs``).
+        ``target``: the observed targets of the frames of ``images`` (models with ``target_inputs``);
+        ``covariates``: the covariate table (models fitted with one), covering the input frames and
+        the lead times.
 
         Raises
         ------
@@ -348,17 +363,19 @@ class TrafficForecaster(InputChecks):
         user, _, _ = static_layers(static, grid, names=self.static_bands_, scale=self.static_scale_)
         parts = [p for p in (user, self.context_.static()) if p is not None]
         horizon = self._check_horizon(horizon)
+        check_covariates_given(self, covariates)
         ends = np.asarray(issue_indices, dtype=np.int64).reshape(-1)
         if ends.size and (ends.min() < self.input_steps - 1 or ends.max() >= images.sizes["time"]):
             raise ConfigError(f"issue indices must lie in [{self.input_steps - 1}, {images.sizes['time'] - 1}] "
                               f"so that {self.input_steps} input frames exist")
-        inputs = BatchInputs(time_features=self.time_features, static=np.concatenate(parts) if parts else None,
+        inputs = BatchInputs(time_features=self.time_features or self.covariates_ is not None,
+                             static=np.concatenate(parts) if parts else None,
                              context_inputs=self.context_inputs, target_inputs=self.target_inputs)
         x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)
         out = []
         with torch.inference_mode():
             for i in range(0, len(ends), batch_size):
-                batch = prediction_batch(self, x, times, ends[i:i + batch_size], horizon, y=y)
+                batch = prediction_batch(self, x, times, ends[i:i + batch_size], horizon, y=y, covariates=covariates)
                 pred = self.model_(batch["x"], horizon=horizon, **inputs(batch))
                 out.append(pred.float().numpy())
         values = np.concatenate(out) if out else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
@@ -367,10 +384,13 @@ class TrafficForecaster(InputChecks):
                              model=self.model, units=self.units_, issued_dim=True)
 
     def predict(self, images: xr.DataArray, *, horizon: int | None = None,
-                static: xr.DataArray | None = None, target: xr.DataArray | None = None) -> xr.DataArray:
+                static: xr.DataArray | None = None, target: xr.DataArray | None = None,
+                covariates: pd.DataFrame | None = None) -> xr.DataArray:
         """Forecast the ``horizon`` frames after the last frame of ``images``.
 
         ``target``: observed targets of the input frames, for a model fitted with ``target_inputs``.
+        ``covariates``: the covariate table, for a model fitted with one (it must cover the input
+        frames and the ``horizon`` lead times: for weather, the forecast of the coming hours).
 
         Returns
         -------
@@ -387,7 +407,8 @@ class TrafficForecaster(InputChecks):
         n = images.sizes.get("time", 0)
         if n < self.input_steps:
             raise ModelMismatchError(f"the stack has {n} frame(s); the model reads input_steps={self.input_steps}")
-        fc = self.predict_many(images, [n - 1], horizon=horizon, static=static, target=target).isel(issued=0)
+        fc = self.predict_many(images, [n - 1], horizon=horizon, static=static, target=target,
+                               covariates=covariates).isel(issued=0)
         issued = pd.Timestamp(fc["issued"].values).isoformat()
         fc = fc.drop_vars("issued")
         fc.attrs.update(issued=issued, model=self.model, units=self.units_)
@@ -396,7 +417,8 @@ class TrafficForecaster(InputChecks):
     # -- evaluation and persistence -----------------------------------------------------
     def evaluate(self, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
                  baselines: tuple[str, ...] = ("persistence", "historical_average", "ridge"),
-                 horizon: int | None = None, static: xr.DataArray | None = None) -> pd.DataFrame:
+                 horizon: int | None = None, static: xr.DataArray | None = None,
+                 covariates: pd.DataFrame | None = None) -> pd.DataFrame:
         """Per-lead MAE / RMSE / MAPE of the model and every baseline on the same issue times.
 
         ``split="test"`` scores the windows of the chronological test split (the part never
@@ -405,7 +427,8 @@ class TrafficForecaster(InputChecks):
         """
         from trafficrnn.evaluation import evaluate
 
-        return evaluate(self, images, target, split=split, baselines=baselines, horizon=horizon, static=static)
+        return evaluate(self, images, target, split=split, baselines=baselines, horizon=horizon, static=static,
+                        covariates=covariates)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.persist`."""

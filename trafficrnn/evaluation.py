@@ -43,8 +43,11 @@ def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None) -> tuple[
 
 def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
              baselines: Sequence[str] = DEFAULT_BASELINES, horizon: int | None = None,
-             static: xr.DataArray | None = None) -> pd.DataFrame:
+             static: xr.DataArray | None = None, covariates: pd.DataFrame | None = None) -> pd.DataFrame:
     """Score the model and baselines per lead on the same issue times, in raw units.
+
+    ``static`` and ``covariates`` are passed to the model's ``predict_many`` (the baselines read
+    neither).
 
     Returns
     -------
@@ -60,7 +63,7 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
     horizon = est._check_horizon(horizon)
     tables = {}
     observed = truth_da if getattr(est, "target_inputs", False) else None
-    fc = est.predict_many(images_c, issues, horizon=horizon, static=static, target=observed)
+    fc = est.predict_many(images_c, issues, horizon=horizon, static=static, target=observed, covariates=covariates)
     truth = align_truth(fc, truth_da)
     tables[est.model] = per_lead(fc, truth)
     history = truth_da.sel(band=est.bands_)

@@ -22,6 +22,7 @@ import xarray as xr
 from distributed import WorkerPlugin
 
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, SchedulerError
+from trafficrnn.inputs import check_covariates_given
 from trafficrnn.io._atomic import atomic_output, check_output
 from trafficrnn.io.export import _band_meta, _dataset_tags
 from trafficrnn.tiling import BLENDS, Window, _global_layers, plan_windows, receptive_field, receptive_halo
@@ -96,9 +97,10 @@ class _Box:
         self.data = data
 
 
-def _predict(model: Any, images: Any, static: Any, horizon: int) -> xr.DataArray:
+def _predict(model: Any, images: Any, extra: dict, horizon: int) -> xr.DataArray:
+    """``model.predict`` on one window; ``extra``: its static layers and the covariate table."""
     images = images.compute(scheduler="synchronous")  # reads this window only
-    forecast = model.predict(images, horizon=horizon, static=static)
+    forecast = model.predict(images, horizon=horizon, **extra)
     # rioxarray's accessor and the array it caches on form reference cycles: without a collection
     # here every window's input frames would stay allocated until Python's cyclic GC happens to
     # run, and the peak memory would grow with the number of windows instead of staying flat
@@ -121,8 +123,8 @@ def _frozen_gc():
         gc.unfreeze()
 
 
-def _predict_remote(token: str, box: _Box, static: Any, horizon: int) -> xr.DataArray:
-    return _predict(_MODELS[token], box.data, static, horizon)
+def _predict_remote(token: str, box: _Box, extra: dict, horizon: int) -> xr.DataArray:
+    return _predict(_MODELS[token], box.data, extra, horizon)
 
 
 # -- main entry -----------------------------------------------------------------------------
@@ -146,7 +148,7 @@ def _default_window(model: Any, frames: int, halo: int, budget: float = 256e6) -
 def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int | None = None,
                    halo: int | None = None, chunks: Any = None, client: Any = None, static: xr.DataArray | None = None,
                    horizon: int | None = None, overwrite: bool = False, blend: str = "cosine",
-                   retries: int = 2) -> Path:
+                   retries: int = 2, covariates: Any = None) -> Path:
     """Forecast a large area window by window and write it as a COG, never holding the whole area.
 
     The area is split into cores of at most ``window`` × ``window`` cells. Each task reads its
@@ -188,6 +190,8 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
         once per worker by a worker plugin, tasks are retried ``retries`` times.
     static : xarray.DataArray, optional
         ``(band, y, x)`` static layers on the area's grid, as in ``predict``.
+    covariates : pandas.DataFrame, optional
+        The covariate table of a model fitted with one, as in ``predict``.
     horizon : int, optional
         Leads to forecast (default: the model's).
     overwrite : bool
@@ -249,7 +253,9 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     windows = plan_windows(grid.shape, window, halo, blend="none" if exact else blend)
     tile = grid.tile_size
 
-    def task_args(win: Window) -> tuple[Any, Any]:
+    check_covariates_given(model, covariates)
+
+    def task_args(win: Window) -> tuple[Any, dict]:
         (r0, r1), (c0, c1) = win.rows, win.cols
         part = images.isel(time=frames, y=slice(r0 * tile, r1 * tile), x=slice(c0 * tile, c1 * tile))
         if part.chunks is not None:
@@ -257,7 +263,7 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
 
             (part,) = dask.optimize(part)  # cull the graph to this window's chunks
         stat = None if static is None else static.isel(y=slice(r0, r1), x=slice(c0, c1))
-        return part, stat
+        return part, {"static": stat, "covariates": covariates}
 
     log.info("forecast_large: %d windows of <= %d cells + halo %d on a %s grid (%s)", len(windows), window, halo,
              grid.shape, "exact" if exact else "blended")
@@ -276,8 +282,8 @@ def _results(model: Any, windows: list[Window], task_args: Any, client: Any, hor
     """Yield ``(window, forecast)`` as they are ready, in this process or from the cluster."""
     if client is None:
         for win in windows:
-            part, stat = task_args(win)
-            yield win, _predict(model, part, stat, horizon)
+            part, extra = task_args(win)
+            yield win, _predict(model, part, extra, horizon)
         return
     from distributed import as_completed
 
@@ -287,8 +293,8 @@ def _results(model: Any, windows: list[Window], task_args: Any, client: Any, hor
     futures = {}
     try:
         for i, win in enumerate(windows):
-            part, stat = task_args(win)
-            fut = client.submit(_predict_remote, token, _Box(part), stat, horizon, key=f"trafficrnn-window-{token}-{i}",
+            part, extra = task_args(win)
+            fut = client.submit(_predict_remote, token, _Box(part), extra, horizon, key=f"trafficrnn-window-{token}-{i}",
                                 retries=retries, pure=False)
             futures[fut.key] = (fut, win)
         for fut, result in as_completed([f for f, _ in futures.values()], with_results=True):

@@ -22,7 +22,7 @@ class BatchInputs:
     Parameters
     ----------
     time_features : bool
-        Pass ``tf_in`` / ``tf_out`` calendar channels.
+        Pass the ``tf_in`` / ``tf_out`` vectors (calendar channels and exogenous covariates).
     context_inputs : bool
         Also pass the known-in-advance maps of the input frames (``ctx_in``) to the encoder, so
         that it sees each observed frame beside its historical average or its value a day before.
@@ -50,7 +50,8 @@ class BatchInputs:
             past = observed if past is None else torch.cat([past, observed], dim=2)
             kw["last_target"] = torch.where(seen[:, -1], batch["y_in"][:, -1], float("nan"))
         if self.time_features:
-            # (N, steps, 4) vectors, broadcast over the grid by the model unless joined to maps here
+            # (N, steps, F) calendar + covariate vectors, broadcast over the grid by the model unless
+            # joined to maps here
             past, future = _join(batch["tf_in"], past), _join(batch["tf_out"], future)
         if past is not None:
             kw["past_covariates"] = past
@@ -119,10 +120,35 @@ def normalised_inputs(est: Any, images: xr.DataArray) -> np.ndarray:
     return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32", copy=False)
 
 
+def step_vectors(est: Any, times: Any, covariates: pd.DataFrame | None = None) -> np.ndarray | None:
+    """Per-step vectors ``(len(times), F)`` float32 of a (fitting or fitted) estimator: its calendar
+    channels (``time_features``) then its exogenous covariates (``covariates_``, read from the table
+    ``covariates`` at ``times``); ``None`` when it has neither."""
+    parts = []
+    if est.time_features:
+        parts.append(time_features(times, timezone=est.timezone))
+    if est.covariates_ is not None:
+        parts.append(est.covariates_.at(covariates, times))
+    return np.concatenate(parts, axis=1) if parts else None
+
+
+def check_covariates_given(est: Any, covariates: Any) -> None:
+    """Refuse a covariate table for a model trained without one, and the reverse."""
+    if est.covariates_ is not None and covariates is None:
+        raise ModelMismatchError(f"the model was trained with the covariates {est.covariates_.columns}: pass "
+                                 "covariates=<DataFrame> (CLI: --covariates FILE.csv) covering the input frames "
+                                 "and the lead times")
+    if est.covariates_ is None and covariates is not None:
+        raise ModelMismatchError("the model was trained without covariates, yet covariates were given: drop them, "
+                                 "or refit with fit(..., covariates=...)")
+
+
 def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.ndarray,
-                     horizon: int, y: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+                     horizon: int, y: np.ndarray | None = None,
+                     covariates: pd.DataFrame | None = None) -> dict[str, torch.Tensor]:
     """Tensors for forecasts issued at frames ``ends`` of the normalised inputs ``x`` taken at ``times``
-    (and, for a model with ``target_inputs``, the normalised observed targets ``y`` of the same frames)."""
+    (and, for a model with ``target_inputs``, the normalised observed targets ``y`` of the same frames;
+    for a model with covariates, the covariate table)."""
     xs = np.stack([x[e - est.input_steps + 1:e + 1] for e in ends])
     rows, cols = xs.shape[-2] // est.grid_.tile_size, xs.shape[-1] // est.grid_.tile_size
     batch = {"x": torch.from_numpy(np.ascontiguousarray(xs)),  # NaN = missing, masked by the model
@@ -133,10 +159,10 @@ def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.
         batch["y_in"] = torch.from_numpy(np.nan_to_num(ys, nan=0.0, posinf=0.0, neginf=0.0))
         batch["mask_in"] = torch.from_numpy(np.isfinite(ys))
     valid = times.values[ends][:, None] + est.cadence_.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
-    if est.time_features:
-        batch["tf_in"] = torch.from_numpy(np.stack([
-            time_features(times[e - est.input_steps + 1:e + 1], timezone=est.timezone) for e in ends]))
-        batch["tf_out"] = torch.from_numpy(np.stack([time_features(v, timezone=est.timezone) for v in valid]))
+    if est.time_features or est.covariates_ is not None:
+        seen_at = times[(ends[:, None] + np.arange(1 - est.input_steps, 1)[None, :]).ravel()]
+        batch["tf_in"] = torch.from_numpy(step_vectors(est, seen_at, covariates).reshape(len(ends), est.input_steps, -1))
+        batch["tf_out"] = torch.from_numpy(step_vectors(est, valid.ravel(), covariates).reshape(len(ends), horizon, -1))
     maps = est.context_.at(x, times, valid)
     if maps is not None:
         batch["ctx_out"] = torch.from_numpy(maps)

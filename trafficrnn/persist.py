@@ -12,6 +12,7 @@ import pandas as pd
 
 from trafficrnn._version import __version__
 from trafficrnn.context import Context
+from trafficrnn.covariates import Covariates
 from trafficrnn.dataset import Normalizer
 from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNNError
 from trafficrnn.grid import Grid
@@ -75,6 +76,7 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
             "target_normalizer": est.target_normalizer_.to_dict(),
             "input_normalizer": est.input_normalizer_.to_dict(),
             "context": est.context_.to_dict(), "static_bands": est.static_bands_, "static_scale": est.static_scale_,
+            "covariates": None if est.covariates_ is None else est.covariates_.to_dict(),
             "training_summary": _jsonable(est.training_summary_), "history": _jsonable(est.history_),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
@@ -187,6 +189,19 @@ def _check_weights_fit(config: dict, state: dict, path: Path) -> None:
                              f"unexpected {extra}, shapes {shapes}); the folder mixes files of different models")
 
 
+def _check_vector_channels(config: dict, est, path: Path) -> None:
+    """The forecaster's known-in-advance input channels must be the calendar, covariate and context
+    channels the config describes (else a crafted covariate list would fail deep inside torch)."""
+    calendar = 4 if est.time_features else 0
+    covariates = 0 if est.covariates_ is None else len(est.covariates_)
+    expected = calendar + covariates + est.context_.future_channels
+    found = config["model_config"].get("future_covariate_channels", 0)
+    if found != expected:
+        raise ModelFileError(f"{path / CONFIG}: the forecaster reads {found} known-in-advance channel(s), but the "
+                             f"config describes {expected} ({calendar} calendar, {covariates} covariate, "
+                             f"{est.context_.future_channels} context); the config was modified — refusing to load")
+
+
 def read_config(path) -> dict[str, Any]:
     """Read and validate ``config.json`` of a saved model before anything is built from it.
 
@@ -287,9 +302,14 @@ def load_model(cls, path):
         est.context_ = Context.restore(config.get("context", {"entries": [], "cell_mean": False}), extras)
         est.static_bands_ = [str(b) for b in config.get("static_bands", [])]
         est.static_scale_ = [float(v) for v in config.get("static_scale", [])]
+        spec = config.get("covariates")
+        est.covariates_ = None if spec is None else Covariates.from_dict(spec)
+        _check_vector_channels(config, est, path)
     except (RuntimeError, TypeError) as exc:
         raise ModelFileError(f"{path}: weights do not fit the model described by config.json ({str(exc)[:200]})") from None
-    except (ConfigError, GridError) as exc:
+    except ModelFileError:
+        raise
+    except (ConfigError, GridError, ValueError) as exc:
         raise ModelFileError(f"{path / CONFIG}: {exc}") from None
     except TrafficRNNError:
         raise

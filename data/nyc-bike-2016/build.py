@@ -1,7 +1,9 @@
-"""Rebuild trafficrnn/datasets/nyc-bike-2016.nc from the raw NYC bike npz files (one-off; deterministic).
+"""Rebuild trafficrnn/datasets/nyc-bike-2016.nc (and the daily covariates nyc-bike-2016-covariates.csv)
+from the raw NYC bike files (one-off; deterministic).
 
 Run from the repository root: ``python data/nyc-bike-2016/build.py [RAW_DIR]`` (default
-``../shared/data/nyc-bike-2016``, the folder holding ``flow_{train,val,test}.npz``).
+``../shared/data/nyc-bike-2016``, the folder holding ``flow_{train,val,test}.npz`` and
+``external_knowledge.csv``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from trafficrnn.datasets.nyc_bike import BANDS, CRS, NYC_BIKE_FILE, PERIOD, SHAPE, SPLITS, TIMEZONE, TRANSFORM, UNITS
+from trafficrnn.datasets.nyc_bike import (BANDS, COVARIATES_FILE, CRS, NYC_BIKE_FILE, PERIOD, SHAPE, SPLITS, TIMEZONE,
+                                          TRACE, TRANSFORM, UNITS)
 from trafficrnn.grid import Grid
 from trafficrnn.io import to_netcdf
 
@@ -76,7 +79,29 @@ def build(raw_dir: Path, out: Path = NYC_BIKE_FILE) -> Path:
     return out
 
 
+#: raw column -> shipped column (the weekday column is dropped: the calendar channels carry it)
+COVARIATE_COLUMNS = {"maximum temperature": "tmax_f", "minimum temperature": "tmin_f",
+                     "average temperature": "tavg_f", "precipitation": "precipitation_in",
+                     "snow fall": "snowfall_in", "snow depth": "snow_depth_in", "holiday": "holiday"}
+
+
+def build_covariates(raw_dir: Path, out: Path = COVARIATES_FILE) -> Path:
+    """Daily weather and holiday flags with ISO dates; trace precipitation ``T`` becomes :data:`TRACE`."""
+    raw = pd.read_csv(raw_dir / "external_knowledge.csv", dtype=str)
+    dates = pd.to_datetime(raw["date"], format="%d-%m-%Y")
+    table = raw[list(COVARIATE_COLUMNS)].replace("T", str(TRACE)).astype(float).rename(columns=COVARIATE_COLUMNS)
+    table["holiday"] = table["holiday"].astype(int)
+    table.insert(0, "date", dates.dt.strftime("%Y-%m-%d"))
+    first, last = PERIOD[0].normalize(), PERIOD[1].normalize()
+    if dates.iloc[0] > first or dates.iloc[-1] < last or not dates.is_monotonic_increasing:
+        raise SystemExit(f"covariates cover {dates.iloc[0]}..{dates.iloc[-1]}, expected {first}..{last} in order")
+    tmp_out = out.with_suffix(".tmp.csv")
+    table.to_csv(tmp_out, index=False, float_format="%g")
+    tmp_out.replace(out)
+    return out
+
+
 if __name__ == "__main__":
     raw_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[2] / "shared" / "data" / "nyc-bike-2016"
-    path = build(raw_dir)
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    for path in (build(raw_dir), build_covariates(raw_dir)):
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")

@@ -80,3 +80,19 @@ def test_datasets_group__help_lists_export():
     result = CliRunner().invoke(datasets_group, ["--help"])
     assert result.exit_code == 0
     assert "export" in result.output and "nyc-bike" in result.output
+
+
+def test_export__covariates_csv_reads_back(tmp_path):
+    from trafficrnn.covariates import read_covariates
+    from trafficrnn.datasets import nyc_bike_covariates
+
+    csv = tmp_path / "weather.csv"
+    result = CliRunner().invoke(datasets_group, ["export", "nyc-bike", str(tmp_path / "day"), "--start", "2016-10-21",
+                                                 "--end", "2016-10-21", "--covariates", str(csv)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 48 GeoTIFFs" in result.output and "92 days" in result.output
+    assert csv.read_text().splitlines()[0].startswith("date,tmax_f,")
+    pd.testing.assert_frame_equal(read_covariates(csv), nyc_bike_covariates(), check_names=False)
+    again = CliRunner().invoke(datasets_group, ["export", "nyc-bike", str(tmp_path / "day2"), "--start", "2016-10-21",
+                                                "--end", "2016-10-21", "--covariates", str(csv)])
+    assert again.exit_code != 0 and not (tmp_path / "day2").exists()

@@ -113,3 +113,40 @@ def test_get_dataset__case_insensitive():
 def test_get_dataset__unknown():
     with pytest.raises(ConfigError, match=r"unknown dataset 'taxi': expected one of \['nyc-bike'\]"):
         get_dataset("taxi")
+
+
+def test_nyc_bike_covariates__daily_rows_over_the_period_and_a_day_after():
+    from trafficrnn.datasets import nyc_bike_covariates
+
+    table = nyc_bike_covariates()
+    assert list(table.columns) == ["tmax_f", "tmin_f", "tavg_f", "precipitation_in", "snowfall_in", "snow_depth_in",
+                                   "holiday"]
+    assert table.index[0] == pd.Timestamp("2016-08-01") and table.index[-1] == pd.Timestamp("2016-10-31")
+    assert len(table) == 92 and (np.diff(table.index) == pd.Timedelta("1D")).all()
+    # hand-read from the source file: 21-10-2016,69,57,63.0,1.11,... ; 1-8-2016 had trace precipitation
+    assert table.loc["2016-10-21", ["tmax_f", "tmin_f", "precipitation_in"]].tolist() == [69, 57, 1.11]
+    assert table.loc["2016-08-01", "precipitation_in"] == 0.001
+    assert table.loc["2016-10-10", "holiday"] == 1 and table.loc["2016-10-11", "holiday"] == 0
+
+
+def test_nyc_bike_covariates__equal_the_raw_file():
+    from trafficrnn.datasets import nyc_bike_covariates
+
+    if not (RAW / "external_knowledge.csv").exists():
+        pytest.skip(f"external_knowledge.csv not found in {RAW}")
+    raw = pd.read_csv(RAW / "external_knowledge.csv", dtype=str)
+    table = nyc_bike_covariates()
+    assert list(table.index.strftime("%-d-%-m-%Y")) == list(raw["date"])
+    precipitation = pd.to_numeric(raw["precipitation"].replace("T", "0.001"))
+    np.testing.assert_array_equal(table["precipitation_in"].values, precipitation.values)
+    np.testing.assert_array_equal(table["tavg_f"].values, raw["average temperature"].astype(float).values)
+
+
+def test_nyc_bike_covariates__columns_and_refusals(tmp_path):
+    from trafficrnn.datasets import nyc_bike_covariates
+
+    assert list(nyc_bike_covariates(["precipitation_in", "holiday"]).columns) == ["precipitation_in", "holiday"]
+    with pytest.raises(ConfigError, match=r"unknown covariate column\(s\) \['rain'\]"):
+        nyc_bike_covariates(["rain"])
+    with pytest.raises(InputFileError, match="missing"):
+        nyc_bike_covariates(path=tmp_path / "nope.csv")

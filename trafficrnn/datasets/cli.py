@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from trafficrnn.datasets import DATASETS
+from trafficrnn.datasets import COVARIATES, DATASETS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -27,9 +27,11 @@ def datasets_group() -> None:
               help="Only one part of the dataset's published split (default: all of it).")
 @click.option("--start", default=None, help="First slot or day to write, e.g. 2016-10-01 or 2016-10-01T08:00.")
 @click.option("--end", default=None, help="Last slot or day to write (a day alone: up to its last slot).")
+@click.option("--covariates", "covariates_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the dataset's daily covariates (weather, holidays) to this CSV, for --covariates.")
 @click.option("--overwrite", is_flag=True, help="Replace files that exist already in DIRECTORY.")
 def export_command(name: str, directory: str, split: str | None, start: str | None, end: str | None,
-                   overwrite: bool) -> None:
+                   covariates_path: str | None, overwrite: bool) -> None:
     """Write dataset NAME into DIRECTORY as one GeoTIFF per time slot (readable by read_stack).
 
     Each file holds the dataset's bands (nyc-bike: inflow, outflow) as float32 with the CRS,
@@ -40,12 +42,26 @@ def export_command(name: str, directory: str, split: str | None, start: str | No
     Examples:
       trafficrnn datasets export nyc-bike nyc-bike/
       trafficrnn datasets export nyc-bike week/ --start 2016-10-10 --end 2016-10-16
+      trafficrnn datasets export nyc-bike nyc-bike/ --covariates nyc-weather.csv
     """
     from trafficrnn.datasets import get_dataset
+    from trafficrnn.errors import ConfigError
     from trafficrnn.io import write_stack
+    from trafficrnn.io._atomic import atomic_output, check_output
 
-    da = get_dataset(name)(split=split, start=start, end=end)
+    key = name.lower()
+    if covariates_path is not None:
+        if key not in COVARIATES:
+            raise ConfigError(f"dataset {name!r} has no covariates (datasets with some: {sorted(COVARIATES)}); "
+                              "drop --covariates")
+        check_output(covariates_path, overwrite=overwrite, suffixes=(".csv",))
+    da = get_dataset(key)(split=split, start=start, end=end)
     paths = write_stack(da, directory, overwrite=overwrite)
+    if covariates_path is not None:
+        table = COVARIATES[key]()
+        with atomic_output(covariates_path, overwrite=overwrite) as tmp:
+            table.rename_axis("date").to_csv(tmp, date_format="%Y-%m-%d", float_format="%g")
+        click.echo(f"wrote {covariates_path} ({len(table)} days: {', '.join(table.columns)})")
     times = da["time"].values
     click.echo(f"wrote {len(paths)} GeoTIFFs to {directory} ({str(times[0])[:16]} → {str(times[-1])[:16]}, "
                f"bands {', '.join(map(str, da['band'].values))}, {da.attrs.get('units', '')})")

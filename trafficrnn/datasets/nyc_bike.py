@@ -1,13 +1,13 @@
 """NYC Citi Bike inflow / outflow counts, Aug–Oct 2016, on a 14 × 8 grid of 30-minute slots (real data, MIT).
 
-The shipped file ``nyc-bike-2016.nc`` (beside this module) is rebuilt by ``data/nyc-bike-2016/build.py``.
+The shipped files ``nyc-bike-2016.nc`` and ``nyc-bike-2016-covariates.csv`` (beside this module) are
+rebuilt by ``data/nyc-bike-2016/build.py``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 from affine import Affine
@@ -15,11 +15,15 @@ from affine import Affine
 from trafficrnn.errors import ConfigError, InputFileError
 from trafficrnn.io.netcdf import read_netcdf
 
-__all__ = ["nyc_bike", "NYC_BIKE_FILE", "CRS", "TRANSFORM", "SHAPE", "BANDS", "UNITS", "TIMEZONE", "CADENCE",
+__all__ = ["nyc_bike", "nyc_bike_covariates", "NYC_BIKE_FILE", "COVARIATES_FILE", "CRS", "TRANSFORM", "SHAPE", "BANDS", "UNITS", "TIMEZONE", "CADENCE",
            "PERIOD", "SPLITS"]
 
 #: the shipped NetCDF (inside the package, so that installed copies find it too)
 NYC_BIKE_FILE = Path(__file__).resolve().parent / "nyc-bike-2016.nc"
+#: daily weather (Central Park) and holiday flags of the same period, ISO dates
+COVARIATES_FILE = Path(__file__).resolve().parent / "nyc-bike-2016-covariates.csv"
+#: value given to trace precipitation ("T" in the source: some, below the 0.01 in resolution)
+TRACE = 0.001
 CRS = "EPSG:4326"
 #: cells of 0.011862° longitude × 0.0085379286° latitude; row 0 north, column 0 west
 TRANSFORM = Affine(0.011862, 0.0, -74.022216, 0.0, -0.0085379286, 40.818562)
@@ -121,3 +125,47 @@ def nyc_bike(split: str | None = None, *, start=None, end=None, path=None) -> xr
     da.encoding = {}
     da.name = "nyc_bike"
     return da.rio.write_crs(crs).rio.write_transform(transform)
+
+
+def nyc_bike_covariates(columns=None, *, path=None) -> pd.DataFrame:
+    """Daily weather and holiday flags for the NYC bike period, as a covariate table for ``fit`` / ``predict``.
+
+    One row per day from 2016-08-01 to 2016-10-31 (the lead times of the last forecasts reach
+    into the next day), indexed by the naive local date. Columns: ``tmax_f``, ``tmin_f``,
+    ``tavg_f`` (°F), ``precipitation_in``, ``snowfall_in``, ``snow_depth_in`` (inches; trace
+    precipitation is :data:`TRACE`), ``holiday`` (1 on a public holiday). Source: the
+    ``external_knowledge.csv`` of the same repository (MIT) as the counts. Usage::
+
+        grids, cov = nyc_bike(), nyc_bike_covariates(["tmax_f", "precipitation_in", "holiday"])
+        TrafficForecaster("convgru").fit(grids, covariates=cov)
+
+    The values are the observed daily ones: a forecast issued in earnest would read the weather
+    forecast of the day instead.
+
+    Parameters
+    ----------
+    columns : list of str, optional
+        Keep only these columns (default: all).
+    path : path-like, optional
+        Another copy of the CSV (default: :data:`COVARIATES_FILE`).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown column.
+    InputFileError
+        If the file is missing or unreadable.
+    """
+    from trafficrnn.covariates import read_covariates
+
+    path = Path(path) if path is not None else COVARIATES_FILE
+    if not path.exists():
+        raise InputFileError(f"the NYC bike covariate file {path} is missing: reinstall trafficrnn, or rebuild it "
+                             "with `python data/nyc-bike-2016/build.py` in a source checkout")
+    table = read_covariates(path)
+    if columns is not None:
+        unknown = [c for c in columns if c not in table.columns]
+        if unknown:
+            raise ConfigError(f"unknown covariate column(s) {unknown}: expected some of {list(table.columns)}")
+        table = table[list(columns)]
+    return table
