@@ -117,3 +117,15 @@ def test_compare__unknown_parameter():
 def test_compare__model_given_as_parameter():
     with pytest.raises(ConfigError, match="unknown training parameter.s. model"):
         compare(density_series(periods=40), model="convgru")
+
+
+def test_compare__covariates_go_to_every_model():
+    from .test_covariates import daily
+
+    table = daily(days=4)
+    res = compare(density_series(periods=120), progress=False, covariates=table,
+                  **{**PARAMS, "max_epochs": 1, "hidden": (4,)})
+    for name in MODELS:
+        assert res.models[name].covariates_.columns == ["temp", "rain"]
+        assert res.models[name].model_.config["future_covariate_channels"] == 4 + 2
+    assert np.isfinite(res.table["rmse"]).all() and res.summary.loc["convgru", "inference_seconds"] > 0

@@ -14,7 +14,7 @@ from trafficrnn.errors import InputFileError, ModelFileError, ModelMismatchError
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
 
-from tests.test_estimator import FAST, density_series
+from .test_estimator import FAST, density_series
 
 
 def daily(days=5, start="2024-04-30", **extra):
@@ -235,7 +235,7 @@ def test_forecast_large__passes_the_covariates(with_covariates, tmp_path):
 
 
 # -- the CLI ------------------------------------------------------------------------------------
-def test_cli__train_forecast_evaluate_with_covariates(tmp_path):
+def test_cli__train_forecast_evaluate_with_covariates_and_no_val_split(tmp_path):
     da = density_series()
     stack = tmp_path / "grids"
     write_stack(da, stack)
@@ -244,8 +244,11 @@ def test_cli__train_forecast_evaluate_with_covariates(tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["train", str(stack), "--model", "convgru", "--input-steps", "6", "--horizon", "3",
                                "--hidden", "8", "--max-epochs", "1", "--covariates", str(csv), "--quiet",
-                               "--out", str(tmp_path / "m")])
+                               "--val", "0", "--test", "2024-05-02T10:00", "--out", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
+    assert "n/a (no val split)" in res.output
+    split = TrafficForecaster.load(tmp_path / "m").split_
+    assert split["val"] is None and split["test"][0] == "2024-05-02 08:30:00"  # 6 input frames reach back
     assert TrafficForecaster.load(tmp_path / "m").covariates_.columns == ["temp", "rain"]
     assert "covariates temp, rain" in runner.invoke(main, ["info", str(tmp_path / "m")]).output
     res = runner.invoke(main, ["forecast", str(tmp_path / "m"), str(stack), "--out", str(tmp_path / "f.tif")])
@@ -257,3 +260,9 @@ def test_cli__train_forecast_evaluate_with_covariates(tmp_path):
                                "--split", "all"])
     assert res.exit_code == 0, res.output
     assert "ridge" in res.output
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1"])
+def test_cli__bad_split_fraction_refused(tmp_path, value):
+    res = CliRunner().invoke(main, ["train", str(tmp_path), "--val", value, "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "neither a fraction in [0, 1) nor a time" in res.output

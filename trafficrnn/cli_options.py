@@ -22,6 +22,17 @@ def _hidden(ctx, param, value: str) -> tuple[int, ...]:
     return hidden
 
 
+def _split_value(ctx, param, value: str) -> float | str:
+    """A split boundary: a fraction in [0, 1), or a time string left for the estimator to parse."""
+    try:
+        fraction = float(value)
+    except ValueError:
+        return value
+    if not 0 <= fraction < 1:
+        raise click.BadParameter(f"{value!r} is neither a fraction in [0, 1) nor a time such as 2016-09-28")
+    return fraction
+
+
 def _read_vector(path: str, what: str):
     """A vehicles (points) or roads (lines) layer, with one-line errors from ``read_vectors``."""
     from trafficrnn.io import read_vectors
@@ -112,6 +123,11 @@ def _training_options(func):
         click.option("--tile-size", default=None, type=click.IntRange(1), help="Image pixels per grid cell side."),
         click.option("--input-steps", default=12, show_default=True, type=click.IntRange(1), help="Frames read."),
         click.option("--horizon", default=6, show_default=True, type=click.IntRange(1), help="Lead steps forecast."),
+        click.option("--val", default="0.15", show_default=True, callback=_split_value,
+                     help="Validation part (early stopping, best epoch): a fraction of the series before the test "
+                          "part, or its first time (e.g. 2016-09-28); 0: none, train on those frames too."),
+        click.option("--test", default="0.15", show_default=True, callback=_split_value,
+                     help="Test part held out at the end: a fraction of the series, or its first time; 0: none."),
         click.option("--max-epochs", default=30, show_default=True, type=click.IntRange(1)),
         click.option("--max-minutes", default=None, type=click.FloatRange(0, min_open=True), help="Training time limit."),
         click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1)),
@@ -164,6 +180,7 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     devices = opts["devices"]
     params = dict(input_steps=opts["input_steps"], horizon=opts["horizon"], tile_size=tile,
                   max_epochs=opts["max_epochs"], max_time=opts["max_minutes"], batch_size=opts["batch_size"],
+                  val=opts["val"], test=opts["test"],
                   hidden=opts["hidden"], seed=opts["seed"], precision=opts["precision"],
                   accelerator=opts["accelerator"], devices=int(devices) if devices.isdigit() else devices,
                   strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],

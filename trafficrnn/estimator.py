@@ -335,7 +335,9 @@ class TrafficForecaster(InputChecks):
         self.training_summary_ = {
             "frames": len(times), "windows": {k: int(len(v)) for k, v in starts.items()},
             "epochs": int(trainer.current_epoch), "train_seconds": round(seconds, 2),
-            "best_val_loss": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+            # without a validation split the checkpoint monitors the training loss: no validation score then
+            "best_val_loss": (float(checkpoint.best_model_score)
+                              if validate and checkpoint.best_model_score is not None else None),
             "period": [str(times[0]), str(times[-1])], "split": self.split_,
             "parameters": int(sum(p.numel() for p in self.model_.parameters())),
         }

@@ -133,8 +133,9 @@ def nyc_bike_covariates(columns=None, *, path=None) -> pd.DataFrame:
     One row per day from 2016-08-01 to 2016-10-31 (the lead times of the last forecasts reach
     into the next day), indexed by the naive local date. Columns: ``tmax_f``, ``tmin_f``,
     ``tavg_f`` (°F), ``precipitation_in``, ``snowfall_in``, ``snow_depth_in`` (inches; trace
-    precipitation is :data:`TRACE`), ``holiday`` (1 on a public holiday). Source: the
-    ``external_knowledge.csv`` of the same repository (MIT) as the counts. Usage::
+    precipitation is :data:`TRACE`), ``holiday`` (1 on a day the source flags as a holiday or
+    special day). Source: the ``external_knowledge.csv`` of the same repository (MIT) as the
+    counts. Usage::
 
         grids, cov = nyc_bike(), nyc_bike_covariates(["tmax_f", "precipitation_in", "holiday"])
         TrafficForecaster("convgru").fit(grids, covariates=cov)
