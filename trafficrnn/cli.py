@@ -13,8 +13,8 @@ import click
 
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
-    _FILE, COVARIATES_HELP, FORECAST_FORMATS, _check_outputs, _covariates, _load_model, _prepare_training,
-    _read_vector, _static, _table_json, _target, _training_options, _write_text,
+    _FILE, COVARIATES_HELP, FORECAST_FORMATS, _check_outputs, _covariates, _data_kwargs, _load_model,
+    _prepare_training, _read_vector, _static, _table_json, _target, _training_options, _write_text,
 )
 from trafficrnn.errors import TrafficRNNError
 
@@ -138,7 +138,7 @@ def train(stack: str, model_name: str, out: str, **opts) -> None:
     _check_outputs([out], opts["overwrite"])
     images, target, static, params = _prepare_training(stack, opts)
     est = TrafficForecaster(model_name.lower(), progress=not opts["quiet"], **params)
-    est.fit(images, target, **({} if static is None else {"static": static}), **_covariates(opts["covariates"]))
+    est.fit(images, target, **_data_kwargs(static, opts["covariates"]))
     est.save(out, overwrite=opts["overwrite"])
     s = est.training_summary_
     best = f"{s['best_val_loss']:.4g} (normalised MSE)" if s.get("best_val_loss") is not None else "n/a (no val split)"
@@ -200,7 +200,7 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
         try:
             path = forecast_large(est, read_stack(stack, allow_gaps=allow_gaps, chunks={}), out, window=window,
                                   halo=halo, client=client, horizon=horizon, overwrite=overwrite,
-                                  **_covariates(covariates))
+                                  covariates=_covariates(covariates))
         finally:
             if client is not None:
                 client.close()
@@ -209,7 +209,7 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
     images = read_stack(stack, allow_gaps=allow_gaps, chunks={})
     recent = images.isel(time=slice(-est.history_needed, None)).load()
     static = _static(roads_gdf, images, est.grid_.tile_size) if est.static_bands_ else None
-    extra = {**({} if static is None else {"static": static}), **_covariates(covariates)}
+    extra = _data_kwargs(static, covariates)
     if est.target_inputs:
         if not (target or vehicles):
             raise ConfigError(f"{model} reads the observed targets of its input frames (trained with "
@@ -264,7 +264,7 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     static = _static(roads_gdf, images, tile) if est.static_bands_ else None
     table = est.evaluate(images, truth, split=None if split == "all" else split,
-                         **({} if static is None else {"static": static}), **_covariates(covariates))
+                         **_data_kwargs(static, covariates))
     click.echo(f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
                f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})")
     click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
@@ -308,7 +308,7 @@ def compare_command(stack: str, models: str, out_dir: str, **opts) -> None:
         _check_outputs(files.values(), opts["overwrite"])
     images, target, static, params = _prepare_training(stack, opts)
     result = compare(images, target, models=[m.strip() for m in models.split(",") if m.strip()], static=static,
-                     progress=not opts["quiet"], echo=click.echo, **_covariates(opts["covariates"]), **params)
+                     progress=not opts["quiet"], echo=click.echo, covariates=_covariates(opts["covariates"]), **params)
     click.echo("\nRMSE per lead (lower is better)")
     click.echo(comparison_table(result.table).to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo("\n" + result.summary.to_string(float_format=lambda v: f"{v:.4g}"))

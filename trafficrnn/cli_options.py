@@ -163,11 +163,18 @@ def _training_options(func):
     return func
 
 
-def _covariates(path: str | None) -> dict:
-    """``{"covariates": table}`` from --covariates, or ``{}``."""
+def _covariates(path: str | None):
+    """The covariate table of --covariates, or None."""
     from trafficrnn.covariates import read_covariates
 
-    return {} if path is None else {"covariates": read_covariates(path)}
+    return None if path is None else read_covariates(path)
+
+
+def _data_kwargs(static, covariates_path: str | None) -> dict:
+    """``static=`` / ``covariates=`` (read from --covariates) for fit, predict and evaluate, those given."""
+    from trafficrnn.inputs import data_kwargs
+
+    return data_kwargs(static, _covariates(covariates_path))
 
 
 def _prepare_training(stack: str, opts: dict) -> tuple:

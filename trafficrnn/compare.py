@@ -17,6 +17,7 @@ import xarray as xr
 
 from trafficrnn.errors import ConfigError
 from trafficrnn.evaluation import DEFAULT_BASELINES
+from trafficrnn.inputs import data_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,6 @@ def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
     return wide[[m for m in seen if m in wide.columns]]
 
 
-def _data_kw(static: xr.DataArray | None, covariates: pd.DataFrame | None = None) -> dict[str, Any]:
-    """``static=`` and ``covariates=`` only when given, so that estimators without them are called as before."""
-    return {k: v for k, v in (("static", static), ("covariates", covariates)) if v is not None}
-
-
 def _check_models(models: Sequence[str], params: dict[str, Any]) -> list[str]:
     from trafficrnn.estimator import PARAMS
     from trafficrnn.models import list_models
@@ -101,7 +97,7 @@ def _inference_seconds(est, images: xr.DataArray, static: xr.DataArray | None, t
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        est.predict(recent, **_data_kw(static, covariates), **extra)
+        est.predict(recent, **data_kwargs(static, covariates), **extra)
         best = min(best, time.perf_counter() - t0)
     return float(best)
 
@@ -180,12 +176,12 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         limit = f" (at most {est.max_time:g} min)" if est.max_time else ""
         say(f"training   {name}{limit} ...")
         t0 = time.perf_counter()
-        est.fit(images, target, **_data_kw(static, covariates))
+        est.fit(images, target, **data_kwargs(static, covariates))
         seconds = time.perf_counter() - t0
         summary = est.training_summary_
         say(f"           {summary['epochs']} epochs in {seconds:.0f} s, {summary['parameters']:,} parameters")
         table = est.evaluate(images, target, split=split, baselines=() if tables else tuple(baselines),
-                             **_data_kw(static, covariates))
+                             **data_kwargs(static, covariates))
         tables.append(table)
         fitted[name] = est
         rows[name] = {"kind": "model", "parameters": summary["parameters"], "epochs": summary["epochs"],

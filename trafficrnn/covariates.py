@@ -101,7 +101,7 @@ def read_covariates(path: str | Path) -> pd.DataFrame:
 
 
 class Covariates:
-    """The covariate columns a model reads, their scaling (fitted on the training frames) and spacing.
+    """The covariate columns a model reads and their scaling (fitted on the training frames).
 
     Parameters
     ----------

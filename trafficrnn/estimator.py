@@ -22,7 +22,7 @@ from trafficrnn.context import Context, parse_context
 from trafficrnn.data import chronological_split, make_forecast, window_starts
 from trafficrnn.dataset import Normalizer, WindowDataset
 from trafficrnn.covariates import Covariates
-from trafficrnn.inputs import (BatchInputs, check_covariates_given, normalised_inputs, prediction_batch,
+from trafficrnn.inputs import (BatchInputs, check_covariates_given, has_vectors, normalised_inputs, prediction_batch,
                                static_layers, step_vectors)
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
 from trafficrnn.checks import InputChecks
@@ -370,7 +370,7 @@ class TrafficForecaster(InputChecks):
         if ends.size and (ends.min() < self.input_steps - 1 or ends.max() >= images.sizes["time"]):
             raise ConfigError(f"issue indices must lie in [{self.input_steps - 1}, {images.sizes['time'] - 1}] "
                               f"so that {self.input_steps} input frames exist")
-        inputs = BatchInputs(time_features=self.time_features or self.covariates_ is not None,
+        inputs = BatchInputs(time_features=has_vectors(self),
                              static=np.concatenate(parts) if parts else None,
                              context_inputs=self.context_inputs, target_inputs=self.target_inputs)
         x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)

@@ -120,6 +120,16 @@ def normalised_inputs(est: Any, images: xr.DataArray) -> np.ndarray:
     return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32", copy=False)
 
 
+def data_kwargs(static: Any = None, covariates: Any = None) -> dict[str, Any]:
+    """``static=`` and ``covariates=`` for ``fit`` / ``predict`` / ``evaluate``, only those given."""
+    return {k: v for k, v in (("static", static), ("covariates", covariates)) if v is not None}
+
+
+def has_vectors(est: Any) -> bool:
+    """Whether the model reads per-step vectors (calendar channels and/or covariates)."""
+    return bool(est.time_features) or est.covariates_ is not None
+
+
 def step_vectors(est: Any, times: Any, covariates: pd.DataFrame | None = None) -> np.ndarray | None:
     """Per-step vectors ``(len(times), F)`` float32 of a (fitting or fitted) estimator: its calendar
     channels (``time_features``) then its exogenous covariates (``covariates_``, read from the table
@@ -159,7 +169,7 @@ def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.
         batch["y_in"] = torch.from_numpy(np.nan_to_num(ys, nan=0.0, posinf=0.0, neginf=0.0))
         batch["mask_in"] = torch.from_numpy(np.isfinite(ys))
     valid = times.values[ends][:, None] + est.cadence_.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
-    if est.time_features or est.covariates_ is not None:
+    if has_vectors(est):
         seen_at = times[(ends[:, None] + np.arange(1 - est.input_steps, 1)[None, :]).ravel()]
         batch["tf_in"] = torch.from_numpy(step_vectors(est, seen_at, covariates).reshape(len(ends), est.input_steps, -1))
         batch["tf_out"] = torch.from_numpy(step_vectors(est, valid.ravel(), covariates).reshape(len(ends), horizon, -1))
