@@ -25,10 +25,13 @@ __all__ = [
     "read_netcdf",
     "to_geopackage",
     "TrafficForecaster",
+    "ForecastEnsemble",
+    "load",
     "__version__",
 ]
 
-_LAZY = {"TrafficForecaster": "trafficrnn.estimator"}
+_LAZY = {"TrafficForecaster": "trafficrnn.estimator", "ForecastEnsemble": "trafficrnn.ensemble",
+         "load": "trafficrnn.ensemble"}
 
 
 def __getattr__(name: str):

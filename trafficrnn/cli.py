@@ -120,8 +120,12 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
 @click.option("--model", "model_name", default="convlstm", show_default=True,
               type=click.Choice(["convlstm", "convgru"], case_sensitive=False))
 @click.option("--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json).")
+@click.option("--members", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Train an ensemble of this many models (seeds --seed, --seed + 1, ...); forecasts are their mean.")
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
+              help="Ensemble members trained at once, each in its own process with its share of the cores.")
 @_training_options
-def train(stack: str, model_name: str, out: str, **opts) -> None:
+def train(stack: str, model_name: str, out: str, members: int, jobs: int, **opts) -> None:
     """Train a ConvLSTM or ConvGRU on a GeoTIFF stack and save it.
 
     STACK holds aerial images (with --target or --vehicles and --tile-size), or density / flow
@@ -132,21 +136,31 @@ def train(stack: str, model_name: str, out: str, **opts) -> None:
       trafficrnn train city/images --vehicles city/vehicles.gpkg --roads city/roads.gpkg \\
           --tile-size 16 --model convgru --input-steps 8 --horizon 6 --max-minutes 5 --out my-model
       trafficrnn train grids/ --model convlstm --out flow-model
+      trafficrnn train grids/ --model convgru --members 2 --jobs 2 --max-minutes 10 --out flow-ensemble
     """
     from trafficrnn.estimator import TrafficForecaster
 
     _check_outputs([out], opts["overwrite"])
     images, target, static, params = _prepare_training(stack, opts)
     est = TrafficForecaster(model_name.lower(), progress=not opts["quiet"], **params)
+    if members > 1:
+        from trafficrnn.ensemble import ForecastEnsemble
+
+        est = ForecastEnsemble(est, members=members, n_jobs=jobs)
     est.fit(images, target, **_data_kwargs(static, opts["covariates"]))
     est.save(out, overwrite=opts["overwrite"])
     s = est.training_summary_
-    best = f"{s['best_val_loss']:.4g} (normalised MSE)" if s.get("best_val_loss") is not None else "n/a (no val split)"
-    click.echo(f"trained    {est.model} on {s['frames']} frames ({s['period'][0][:16]} → {s['period'][1][:16]}), "
-               f"grid {est.grid_.shape[0]}×{est.grid_.shape[1]} cells, bands {', '.join(est.bands_)}")
-    click.echo(f"epochs     {s['epochs']}  ({s['train_seconds']:.1f} s)")
+    runs = s.get("runs", [s])
+    losses = [r["best_val_loss"] for r in runs if r.get("best_val_loss") is not None]
+    best = (f"{', '.join(f'{v:.4g}' for v in losses)} (normalised MSE)" if losses else "n/a (no val split)")
+    first = runs[0]
+    click.echo(f"trained    {est.model} on {first['frames']} frames ({first['period'][0][:16]} → "
+               f"{first['period'][1][:16]}), grid {est.grid_.shape[0]}×{est.grid_.shape[1]} cells, "
+               f"bands {', '.join(est.bands_)}")
+    epochs = ", ".join(str(r["epochs"]) for r in runs)
+    click.echo(f"epochs     {epochs}  ({s['train_seconds']:.1f} s{' per member' if members > 1 else ''})")
     click.echo(f"best val   {best}")
-    click.echo(f"parameters {s['parameters']:,}")
+    click.echo(f"parameters {s['parameters']:,}" + (f" ({members} members)" if members > 1 else ""))
     click.echo(f"saved      {out}  (see `trafficrnn info {out}`)")
 
 
@@ -338,9 +352,13 @@ def info(model: str) -> None:
     from rasterio.crs import CRS
 
     from trafficrnn._version import __version__ as ours
+    from pathlib import Path
+
+    from trafficrnn.ensemble import is_ensemble, read_manifest
     from trafficrnn.persist import read_config
 
-    config = read_config(model)
+    members = read_manifest(model)["members"] if is_ensemble(model) else None
+    config = read_config(Path(model) / members[0] if members else model)
     params, grid, summary = config["params"], config["grid"], config.get("training_summary") or {}
     crs = CRS.from_user_input(grid["crs"])
     t = grid["transform"]
@@ -369,6 +387,11 @@ def info(model: str) -> None:
         ("saved by", f"trafficrnn {config['trafficrnn_version']}" + (f" (this is {ours})"
                                                                     if config["trafficrnn_version"] != ours else "")),
     ]
+    if members:
+        runs = [read_config(Path(model) / name).get("training_summary") or {} for name in members]
+        lines.insert(0, ("ensemble", f"{len(members)} members ({', '.join(members)}), forecasts are their mean; "
+                                     f"epochs {', '.join(str(r.get('epochs', '?')) for r in runs)}; the rest "
+                                     "describes member-0"))
     for key, value in lines:
         click.echo(f"{key:<10} {value}")
 

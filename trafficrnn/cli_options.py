@@ -108,9 +108,9 @@ def _table_json(table) -> str:
 
 
 def _load_model(model: str):
-    from trafficrnn.estimator import TrafficForecaster
+    from trafficrnn.ensemble import load
 
-    return TrafficForecaster.load(model)
+    return load(model)
 
 
 def _training_options(func):

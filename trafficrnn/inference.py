@@ -25,7 +25,8 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, Schedu
 from trafficrnn.inputs import check_covariates_given
 from trafficrnn.io._atomic import atomic_output, check_output
 from trafficrnn.io.export import _band_meta, _dataset_tags
-from trafficrnn.tiling import BLENDS, Window, _global_layers, plan_windows, receptive_field, receptive_halo
+from trafficrnn.tiling import (BLENDS, Window, _global_layers, networks, plan_windows, receptive_field,
+                              receptive_halo)
 
 __all__ = ["forecast_large", "receptive_halo", "receptive_field", "connect", "plan_windows", "SchedulerError", "BLENDS"]
 
@@ -236,7 +237,7 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
                                  f"input_steps={model.input_steps}")
     lags = any(e != "ha" for e in model.context_.entries)
     frames = slice(None) if lags else slice(images.sizes["time"] - model.input_steps, None)
-    needed = receptive_field(model.model_, int(model.input_steps), horizon)
+    needed = max(receptive_field(net, int(model.input_steps), horizon) for net in networks(model))
     halo = min(needed, max(grid.shape)) if halo is None else _check_size("halo", halo, grid.shape, zero=True)
     n_frames = images.sizes["time"] if lags else model.input_steps
     window = _default_window(model, n_frames, halo) if window is None else _check_size("window", window, grid.shape)

@@ -214,6 +214,9 @@ def read_config(path) -> dict[str, Any]:
     if not path.is_dir():
         hint = " (a saved model is a folder with config.json and model.safetensors)" if path.exists() else ""
         raise ModelFileError(f"{path} is not a saved model folder{hint}; save one with TrafficForecaster.save(path)")
+    if (path / "ensemble.json").is_file() and not (path / CONFIG).is_file():
+        raise ModelFileError(f"{path} holds an ensemble (ensemble.json, one folder per member): load it with "
+                             "ForecastEnsemble.load(path), or trafficrnn.load(path) for either kind")
     for name in (CONFIG, WEIGHTS):
         if not (path / name).is_file():
             raise ModelFileError(f"{path}: {name} is missing; the model folder is incomplete")

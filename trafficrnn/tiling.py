@@ -63,7 +63,8 @@ def receptive_field(net: nn.Module, input_steps: int, horizon: int) -> int:
 def receptive_halo(model: Any) -> int:
     """Halo in grid cells that makes tiled inference of a fitted model identical to whole-area inference.
 
-    ``receptive_field(model.model_, model.input_steps, model.horizon)``; see :func:`receptive_field`.
+    ``receptive_field(model.model_, model.input_steps, model.horizon)`` (an ensemble: its widest member);
+    see :func:`receptive_field`.
 
     Raises
     ------
@@ -71,13 +72,18 @@ def receptive_halo(model: Any) -> int:
         If ``model`` is not fitted.
     """
     model._check_fitted()
-    return receptive_field(model.model_, int(model.input_steps), int(model.horizon))
+    return max(receptive_field(net, int(model.input_steps), int(model.horizon)) for net in networks(model))
+
+
+def networks(model: Any) -> list[nn.Module]:
+    """The networks of a fitted forecaster: its own, or every member's for a ForecastEnsemble."""
+    return [m.model_ for m in getattr(model, "estimators_", [model])]
 
 
 def _global_layers(model: Any) -> list[str]:
     """Layers whose output at a cell depends on the whole input area (spatial statistics)."""
     kinds = (nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-    return sorted({type(m).__name__ for m in model.model_.modules() if isinstance(m, kinds)})
+    return sorted({type(m).__name__ for net in networks(model) for m in net.modules() if isinstance(m, kinds)})
 
 
 # -- windows --------------------------------------------------------------------------------
