@@ -9,6 +9,8 @@ scores; also on the targets above 10 trips only. Baselines and deep models learn
 train + validation (the deep models for the whole time budget, with the learning rate decaying
 over it, keeping the epoch of lowest training loss); the deep models also read the daily weather of
 ``nyc_bike_covariates`` (``--covariates``; the observed values stand in for a weather forecast).
+``--members convgru=2``: that model's run is a ForecastEnsemble of 2 seeds trained side by side, one
+process and one core each, for the same wall time (the JSON then also scores each member alone).
 Re-executes itself with the glibc malloc tunables of DESIGN.md.
 """
 
@@ -74,24 +76,43 @@ COVARIATES = ("precipitation_in",)
 
 
 def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: int, settings: dict,
-             covariates: list[str] | None = None) -> dict:
-    from trafficrnn import TrafficForecaster
+             covariates: list[str] | None = None, members: int = 1) -> dict:
+    """One deep run: a TrafficForecaster, or with ``members`` > 1 a ForecastEnsemble whose members
+    (seeds ``seed * members`` ...) train side by side, one process each, sharing the cores."""
+    from trafficrnn import ForecastEnsemble, TrafficForecaster
 
     cov = {"covariates": nyc_bike_covariates(covariates)} if covariates else {}
     split = {"val": SPLITS["val"][0], "test": SPLITS["test"][0]}
-    est = TrafficForecaster(model, **{**split, **settings}, max_time=minutes, max_epochs=max_epochs, seed=seed,
-                            progress=False)
-    est.fit(grids, **cov)
+    est = TrafficForecaster(model, **{**split, **settings}, max_time=minutes, max_epochs=max_epochs,
+                            seed=seed * members, progress=False)
+    if members > 1:
+        est = ForecastEnsemble(est, members=members, n_jobs=members)
     started = time.perf_counter()
-    fc = est.predict_many(grids, issues, **cov)
+    est.fit(grids, **cov)
+    wall = time.perf_counter() - started
+    started = time.perf_counter()
+    if members > 1:
+        every = est.predict_many(grids, issues, members=True, **cov)
+        fc = every.mean("member", keep_attrs=True).drop_vars("seed", errors="ignore")
+    else:
+        fc = est.predict_many(grids, issues, **cov)
+    predict_seconds = round(time.perf_counter() - started, 2)
     summary = est.training_summary_
-    return {"seed": seed, "parameters": summary["parameters"], "train_seconds": summary["train_seconds"],
-            "epochs": summary["epochs"], "best_val_loss": summary["best_val_loss"],
-            "predict_seconds": round(time.perf_counter() - started, 2), **scores(fc, align_truth(fc, grids))}
+    truth = align_truth(fc, grids)
+    out = {"seed": seed, "parameters": summary["parameters"], "train_seconds": summary["train_seconds"],
+           "wall_seconds": round(wall, 2), "epochs": summary["epochs"], "predict_seconds": predict_seconds,
+           **scores(fc, truth)}
+    if members > 1:
+        out["members"] = [{"seed": s, "epochs": e, **scores(every.isel(member=i).drop_vars("seed", errors="ignore"), truth)}
+                          for i, (s, e) in enumerate(zip(summary["seeds"], summary["epochs"]))]
+        out["best_val_loss"] = [r["best_val_loss"] for r in summary["runs"]]
+    else:
+        out["best_val_loss"] = summary["best_val_loss"]
+    return out
 
 
 def _run_in_worker(model: str, seed: int, minutes: float, max_epochs: int, settings: dict,
-                   covariates: list[str] | None) -> dict:
+                   covariates: list[str] | None, members: int = 1) -> dict:
     """One deep run in a worker process with one torch thread (``--jobs``: one core per model)."""
     import torch
 
@@ -101,7 +122,7 @@ def _run_in_worker(model: str, seed: int, minutes: float, max_epochs: int, setti
     times = grids.indexes["time"]
     test_start = int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
     return run_deep(grids, np.arange(test_start - 1, len(times) - HORIZON), model, seed, minutes, max_epochs, settings,
-                    covariates)
+                    covariates, members)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -117,6 +138,13 @@ def summarise(runs: list[dict]) -> dict:
             sd = stack.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(stack[0])
             out[subset][key] = np.round(stack.mean(axis=0), 4).tolist()
             out[subset][key + "_std"] = np.round(sd, 4).tolist()
+    if "members" in runs[0]:  # ensembles: also the members on their own, pooled over runs
+        singles = [m["all"] for r in runs for m in r["members"]]
+        out["members"] = len(runs[0]["members"])
+        out["single_members_all"] = {
+            "rmse": np.round(np.mean([m["rmse"] for m in singles], axis=0), 4).tolist(),
+            "rmse_mean": round(float(np.mean([m["rmse_mean"] for m in singles])), 4),
+            "rmse_mean_std": round(float(np.std([m["rmse_mean"] for m in singles], ddof=1)), 4)}
     return out
 
 
@@ -133,10 +161,21 @@ def table(results: dict) -> str:
             return f"{v:.2f} ± {(sd if i is None else sd[i]):.2f}"
         params = r.get("parameters", "-")
         train = r.get("train_seconds_mean", r.get("fit_seconds", "-"))
-        lines.append(f"| {name} | {cell('all', 'rmse', 0)} | {cell('all', 'rmse_mean')} | {cell('all', 'mae', 0)} "
+        label = f"{name} ({r['members']} members)" if r.get("members") else name
+        lines.append(f"| {label} | {cell('all', 'rmse', 0)} | {cell('all', 'rmse_mean')} | {cell('all', 'mae', 0)} "
                      f"| {cell('all', 'mae_mean')} | {cell(gt, 'rmse', 0)} | {cell(gt, 'rmse_mean')} | {params} "
                      f"| {train} |")
     return "\n".join(lines)
+
+
+def _members(values: list[str], models: list[str]) -> dict[str, int]:
+    """``["2"]`` → every model 2; ``["convgru=2", "convlstm=1"]`` → per model (others 1)."""
+    out = {m: 1 for m in models}
+    for item in values:
+        name, _, n = item.rpartition("=")
+        for m in (models if not name else [name]):
+            out[m] = int(n)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -146,10 +185,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--minutes", type=float, default=10.0, help="training time limit per model and seed")
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
-                        help="override a deep-model setting, e.g. --set hidden=[48,48] ema=0.995")
+                        help="override a deep-model setting, e.g. --set hidden=[48,48] convlstm:lr=0.002 "
+                             "(MODEL: for one model only)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, one seed, 0.5 min")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many (model, seed) runs at once, each on one core with one torch thread")
+    parser.add_argument("--members", nargs="+", default=["1"], metavar="[MODEL=]N",
+                        help="train each deep run as an ensemble of N members side by side, one process each "
+                             "(e.g. 2, or convgru=2 convlstm=1)")
     parser.add_argument("--covariates", default=",".join(COVARIATES),
                         help="comma-separated columns of nyc_bike_covariates() the deep models read ('' for none)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -158,13 +201,15 @@ def main(argv=None) -> dict:
     if args.quick:
         args.seeds, args.minutes, args.max_epochs = args.seeds[:1], min(args.minutes, 0.5), 2
 
-    settings = dict(DEEP)
+    members = _members(args.members, args.models)
     covariates = [c for c in args.covariates.split(",") if c]
+    settings = {m: dict(DEEP) for m in args.models}
     for item in args.set:
         key, _, value = item.partition("=")
-        settings[key] = json.loads(value)
-        if isinstance(settings[key], list):
-            settings[key] = tuple(settings[key])
+        only, _, key = key.rpartition(":")
+        value = json.loads(value)
+        for m in ([only] if only else args.models):
+            settings[m][key] = tuple(value) if isinstance(value, list) else value
 
     import torch
     from scipy.linalg import LinAlgWarning
@@ -183,11 +228,11 @@ def main(argv=None) -> dict:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = [pool.submit(_run_in_worker, m, s, args.minutes, args.max_epochs, settings, covariates)
-                    for m, s in todo]
+            done = [pool.submit(_run_in_worker, m, s, args.minutes, args.max_epochs, settings[m], covariates,
+                                members[m]) for m, s in todo]
             outcomes = [f.result() for f in done]
     else:
-        outcomes = (run_deep(grids, issues, m, s, args.minutes, args.max_epochs, settings, covariates)
+        outcomes = (run_deep(grids, issues, m, s, args.minutes, args.max_epochs, settings[m], covariates, members[m])
                     for m, s in todo)
     for (model, seed), run in zip(todo, outcomes):
         runs[model].append(run)
@@ -201,6 +246,8 @@ def main(argv=None) -> dict:
                     "usable_cores": len(os.sched_getaffinity(0)),
                     "torch_threads_per_model": 1 if args.jobs > 1 else torch.get_num_threads(),
                     "models_trained_at_once": args.jobs,
+                    "torch_threads_per_ensemble_member": {m: max(1, len(os.sched_getaffinity(0)) // n)
+                                                          for m, n in members.items() if n > 1},
                     "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "data": {"dataset": "nyc-bike (trafficrnn.datasets.nyc_bike)", "grid": list(grids.shape[2:]),
                  "bands": list(map(str, grids.band.values)), "units": grids.attrs["units"], "splits": SPLITS},
@@ -209,8 +256,9 @@ def main(argv=None) -> dict:
                      "baselines_fitted_on": f"{times[0]}..{times[test_start - 1]} (train + val)",
                      "scores": "raw counts, all 112 cells x 2 bands pooled, predictions clipped at 0; *_mean = mean "
                                f"of the 6 per-lead scores; target_gt_{THRESHOLD:g} = only targets > {THRESHOLD:g} trips",
-                     "deep": {**{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-                              "covariates": covariates,
+                     "deep": {"settings": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()}
+                                           for m, st in settings.items()},
+                              "covariates": covariates, "members": members,
                               "max_minutes": args.minutes, "max_epochs": args.max_epochs, "quick": args.quick}},
         "reference_issue": REFERENCE,
         "results": results,
