@@ -44,10 +44,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["detections", "images"], choices=list(VARIANTS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
                         help="override a model setting, e.g. --set hidden=[48,48] residual_base='\"seasonal\"'")
+    parser.add_argument("--members", type=int, default=1,
+                        help="train each model as a ForecastEnsemble of this many seeds, side by side (one process each)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy_synthetic.json"))
     args = parser.parse_args()
 
-    from trafficrnn import TrafficForecaster, read_stack
+    from trafficrnn import ForecastEnsemble, TrafficForecaster, read_stack
 
     images = read_stack(Path(args.sample) / "images", allow_gaps=True)
     target = read_stack(Path(args.sample) / "density", allow_gaps=True)
@@ -66,6 +68,8 @@ def main() -> None:
                 own = {**settings, **MODEL_SETTINGS.get(name, {}), **overrides}
                 est = TrafficForecaster(name, tile_size=tile, **own, **VARIANTS[variant], max_time=args.minutes,
                                         precision=precision, seed=args.seed, progress=False)
+                if args.members > 1:
+                    est = ForecastEnsemble(est, members=args.members, n_jobs=args.members)
                 started = time.perf_counter()
                 est.fit(images, target)
                 train_s = time.perf_counter() - started
@@ -77,8 +81,10 @@ def main() -> None:
                 est.predict(images, **({"target": target} if est.target_inputs else {}))
                 runs.append({"model": name, "variant": variant, "precision": precision,
                              "parameters": est.training_summary_["parameters"], "train_seconds": round(train_s, 1),
-                             "epochs": est.training_summary_["epochs"] + 1,
-                             "best_val_loss": est.training_summary_["best_val_loss"],
+                             "epochs": (est.training_summary_["epochs"] + 1 if args.members == 1
+                                        else [e + 1 for e in est.training_summary_["epochs"]]),
+                             "best_val_loss": (est.training_summary_["best_val_loss"] if args.members == 1
+                                               else [r["best_val_loss"] for r in est.training_summary_["runs"]]),
                              "predict_seconds": round(time.perf_counter() - t0, 3)})
                 print(key, runs[-1], flush=True)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -90,11 +96,11 @@ def main() -> None:
               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
               "model_settings": {m: {k: v for k, v in MODEL_SETTINGS.get(m, {}).items() if k not in overrides}
                                  for m in args.models},
-              "variants": {k: VARIANTS[k] for k in args.variants},
+              "variants": {k: VARIANTS[k] for k in args.variants}, "members": args.members,
               "issues": int(next(iter(tables.values())).attrs["issues"]), "runs": runs, "per_lead": {}}
     for key, table in tables.items():
         for model, sub in table.groupby(level="model"):
-            label = key if model in ("convlstm", "convgru") else model
+            label = model if model in ("persistence", "historical_average", "ridge") else key
             result["per_lead"][label] = {m: [round(float(v), 4) for v in sub[m].values] for m in ("rmse", "mae")}
     deep = [k for k in result["per_lead"] if "/" in k]
     base = [k for k in result["per_lead"] if "/" not in k]
