@@ -347,13 +347,13 @@ def info(model: str) -> None:
     Example:
       trafficrnn info my-model
     """
+    from pathlib import Path
+
     import pandas as pd
     from pandas.tseries.frequencies import to_offset
     from rasterio.crs import CRS
 
     from trafficrnn._version import __version__ as ours
-    from pathlib import Path
-
     from trafficrnn.ensemble import is_ensemble, read_manifest
     from trafficrnn.persist import read_config
 
@@ -388,7 +388,8 @@ def info(model: str) -> None:
                                                                     if config["trafficrnn_version"] != ours else "")),
     ]
     if members:
-        runs = [read_config(Path(model) / name).get("training_summary") or {} for name in members]
+        # member-0's config is read above already
+        runs = [summary] + [read_config(Path(model) / name).get("training_summary") or {} for name in members[1:]]
         lines.insert(0, ("ensemble", f"{len(members)} members ({', '.join(members)}), forecasts are their mean; "
                                      f"epochs {', '.join(str(r.get('epochs', '?')) for r in runs)}; the rest "
                                      "describes member-0"))

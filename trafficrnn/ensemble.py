@@ -175,7 +175,9 @@ class ForecastEnsemble:
         jobs = min(int(self.n_jobs), int(self.members))
         params = [{**base, "seed": int(base["seed"]) + i, **({"progress": False} if jobs > 1 else {})}
                   for i in range(int(self.members))]
-        data = {k: v for k, v in (("static", static), ("covariates", covariates)) if v is not None}
+        from trafficrnn.inputs import data_kwargs
+
+        data = data_kwargs(static, covariates)
         started = time.perf_counter()
         if jobs == 1:
             fitted = [_fit_member(p, images, target, data, None) for p in params]
