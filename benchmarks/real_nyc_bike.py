@@ -11,6 +11,11 @@ over it, keeping the epoch of lowest training loss); the deep models also read t
 ``nyc_bike_covariates`` (``--covariates``; the observed values stand in for a weather forecast).
 ``--members convgru=2``: that model's run is a ForecastEnsemble of 2 seeds trained side by side, one
 process and one core each, for the same wall time (the JSON then also scores each member alone).
+``--score-on val`` is the tuning protocol: everything learns from the training days only and is
+scored on the 14 validation days (2016-09-28..10-11), so that settings can be chosen without the
+test days; its results go to ``real_nyc_bike_val.json`` unless ``--out`` says otherwise.
+``--update --models convlstm`` reruns one model and keeps the other models' results in the file
+(same protocol only; ``commands`` records the command behind each model).
 Re-executes itself with the glibc malloc tunables of DESIGN.md.
 """
 
@@ -39,6 +44,7 @@ from trafficrnn.models.baselines import get_baseline  # noqa: E402
 
 INPUT_STEPS, HORIZON, THRESHOLD = 12, 6, 10.0
 RESULTS = Path(__file__).resolve().parent / "results" / "real_nyc_bike.json"
+RESULTS_VAL = RESULTS.with_name("real_nyc_bike_val.json")
 #: issue reference figures (lead 1 RMSE, mean RMSE over leads 1-6)
 REFERENCE = {"persistence": [6.65, 12.98], "historical_average": [6.35, 6.35], "ridge": [5.28, 6.68],
              "target_deep": [3.9, 4.6]}
@@ -71,18 +77,40 @@ def run_baselines(grids, issues, fit_stop: int) -> dict:
 #: budget; the learning rate decays over it; the epoch of lowest training loss is kept)
 DEEP = dict(input_steps=INPUT_STEPS, horizon=HORIZON, hidden=(32, 32), context=("ha", "1D", "7D"), cell_mean=True,
             context_inputs=True, feedback=False, residual=True, time_features=True, timezone=TIMEZONE, val=0)
+#: per-model changes to DEEP, to be chosen on the validation days (``--score-on val``). None so far: for the
+#: ConvLSTM, batch 8 / 4, peephole, weight EMA and lead weights did not beat the defaults
+#: (results/real_nyc_bike_val_exploration.json)
+MODEL_SETTINGS: dict[str, dict] = {}
 #: the daily covariates (columns of nyc_bike_covariates) the deep models read by default
 COVARIATES = ("precipitation_in",)
 
 
+def scored_period(score_on: str) -> tuple[str, str]:
+    """(first day of the scored period, the split whose days the models must not learn from)."""
+    if score_on not in ("test", "val"):
+        raise SystemExit(f"--score-on must be 'test' or 'val', got {score_on!r}")
+    return SPLITS[score_on][0], score_on
+
+
+def scored_issues(times: pd.DatetimeIndex, score_on: str) -> tuple[np.ndarray, int]:
+    """Origins whose 6 targets all lie in the scored period (their inputs may reach back before it),
+    and the index of its first slot (models learn from the slots before it only)."""
+    first, _ = scored_period(score_on)
+    start = int(times.searchsorted(pd.Timestamp(first)))
+    stop = len(times) if score_on == "test" else int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
+    return np.arange(start - 1, stop - HORIZON), start
+
+
 def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: int, settings: dict,
-             covariates: list[str] | None = None, members: int = 1) -> dict:
+             covariates: list[str] | None = None, members: int = 1, score_on: str = "test") -> dict:
     """One deep run: a TrafficForecaster, or with ``members`` > 1 a ForecastEnsemble whose members
-    (seeds ``seed * members`` ...) train side by side, one process each, sharing the cores."""
+    (seeds ``seed * members`` ...) train side by side, one process each, sharing the cores.
+    With ``score_on="val"`` the model learns from the training days only (the validation and test
+    days are both held out)."""
     from trafficrnn import ForecastEnsemble, TrafficForecaster
 
     cov = {"covariates": nyc_bike_covariates(covariates)} if covariates else {}
-    split = {"val": SPLITS["val"][0], "test": SPLITS["test"][0]}
+    split = {"val": SPLITS["val"][0], "test": scored_period(score_on)[0]}
     est = TrafficForecaster(model, **{**split, **settings}, max_time=minutes, max_epochs=max_epochs,
                             seed=seed * members, progress=False)
     if members > 1:
@@ -112,17 +140,15 @@ def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: i
 
 
 def _run_in_worker(model: str, seed: int, minutes: float, max_epochs: int, settings: dict,
-                   covariates: list[str] | None, members: int = 1) -> dict:
+                   covariates: list[str] | None, members: int = 1, score_on: str = "test") -> dict:
     """One deep run in a worker process with one torch thread (``--jobs``: one core per model)."""
     import torch
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     grids = nyc_bike()
-    times = grids.indexes["time"]
-    test_start = int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
-    return run_deep(grids, np.arange(test_start - 1, len(times) - HORIZON), model, seed, minutes, max_epochs, settings,
-                    covariates, members)
+    issues, _ = scored_issues(grids.indexes["time"], score_on)
+    return run_deep(grids, issues, model, seed, minutes, max_epochs, settings, covariates, members, score_on)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -195,15 +221,23 @@ def main(argv=None) -> dict:
                              "(e.g. 2, or convgru=2 convlstm=1)")
     parser.add_argument("--covariates", default=",".join(COVARIATES),
                         help="comma-separated columns of nyc_bike_covariates() the deep models read ('' for none)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--update", action="store_true",
+                        help="keep the results of the deep models not run now from the existing result file "
+                             "(same protocol only); each model's command is recorded under 'commands'")
+    parser.add_argument("--score-on", choices=("test", "val"), default="test",
+                        help="val: learn from the training days only and score on the validation days (tuning)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"result file (default {RESULTS.name}, or {RESULTS_VAL.name} with --score-on val)")
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS_VAL if args.score_on == "val" else RESULTS
     if args.quick:
         args.seeds, args.minutes, args.max_epochs = args.seeds[:1], min(args.minutes, 0.5), 2
 
     members = _members(args.members, args.models)
     covariates = [c for c in args.covariates.split(",") if c]
-    settings = {m: dict(DEEP) for m in args.models}
+    settings = {m: {**DEEP, **MODEL_SETTINGS.get(m, {})} for m in args.models}
     for item in args.set:
         key, _, value = item.partition("=")
         only, _, key = key.rpartition(":")
@@ -217,10 +251,22 @@ def main(argv=None) -> dict:
     warnings.filterwarnings("ignore", category=LinAlgWarning)  # Ridge on standardised, nearly collinear lags
     grids = nyc_bike()
     times = grids.indexes["time"]
-    test_start = int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
-    # every origin whose 6 targets are test slots; its 12 inputs may lie in validation
-    issues = np.arange(test_start - 1, len(times) - HORIZON)
-    results = run_baselines(grids, issues, test_start)
+    # every origin whose 6 targets are slots of the scored period; its 12 inputs may lie before it
+    issues, score_start = scored_issues(times, args.score_on)
+    fitted_on = "train + val" if args.score_on == "test" else "train only; val and test held out"
+    protocol = {"scored_on": args.score_on, "input_steps": INPUT_STEPS, "horizon": HORIZON, "issues": int(len(issues)),
+                "first_issue": str(times[issues[0]]), "last_issue": str(times[issues[-1]]),
+                "baselines_fitted_on": f"{times[0]}..{times[score_start - 1]} ({fitted_on})",
+                "scores": "raw counts, all 112 cells x 2 bands pooled, predictions clipped at 0; *_mean = mean "
+                          f"of the 6 per-lead scores; target_gt_{THRESHOLD:g} = only targets > {THRESHOLD:g} trips",
+                "deep": {"settings": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()}
+                                      for m, st in settings.items()},
+                         "covariates": covariates, "members": members,
+                         "max_minutes": args.minutes, "max_epochs": args.max_epochs, "quick": args.quick}}
+    previous = json.loads(args.out.read_text()) if args.update and args.out.exists() else None
+    if previous is not None:
+        check_same_protocol(previous["protocol"], protocol)  # before any training
+    results = run_baselines(grids, issues, score_start)
     runs = {model: [] for model in args.models}
     todo = [(model, seed) for model in args.models for seed in args.seeds]
     if args.jobs > 1:
@@ -229,11 +275,11 @@ def main(argv=None) -> dict:
 
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             done = [pool.submit(_run_in_worker, m, s, args.minutes, args.max_epochs, settings[m], covariates,
-                                members[m]) for m, s in todo]
+                                members[m], args.score_on) for m, s in todo]
             outcomes = [f.result() for f in done]
     else:
-        outcomes = (run_deep(grids, issues, m, s, args.minutes, args.max_epochs, settings[m], covariates, members[m])
-                    for m, s in todo)
+        outcomes = (run_deep(grids, issues, m, s, args.minutes, args.max_epochs, settings[m], covariates, members[m],
+                             args.score_on) for m, s in todo)
     for (model, seed), run in zip(todo, outcomes):
         runs[model].append(run)
         print(f"{model} seed {seed}: RMSE lead 1 {run['all']['rmse'][0]:.2f}, mean {run['all']['rmse_mean']:.2f} "
@@ -251,23 +297,55 @@ def main(argv=None) -> dict:
                     "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         "data": {"dataset": "nyc-bike (trafficrnn.datasets.nyc_bike)", "grid": list(grids.shape[2:]),
                  "bands": list(map(str, grids.band.values)), "units": grids.attrs["units"], "splits": SPLITS},
-        "protocol": {"input_steps": INPUT_STEPS, "horizon": HORIZON, "issues": int(len(issues)),
-                     "first_issue": str(times[issues[0]]), "last_issue": str(times[issues[-1]]),
-                     "baselines_fitted_on": f"{times[0]}..{times[test_start - 1]} (train + val)",
-                     "scores": "raw counts, all 112 cells x 2 bands pooled, predictions clipped at 0; *_mean = mean "
-                               f"of the 6 per-lead scores; target_gt_{THRESHOLD:g} = only targets > {THRESHOLD:g} trips",
-                     "deep": {"settings": {m: {k: list(v) if isinstance(v, tuple) else v for k, v in st.items()}
-                                           for m, st in settings.items()},
-                              "covariates": covariates, "members": members,
-                              "max_minutes": args.minutes, "max_epochs": args.max_epochs, "quick": args.quick}},
+        "protocol": protocol,
         "reference_issue": REFERENCE,
         "results": results,
         "runs": runs,
     }
+    report["commands"] = {m: report["command"] for m in args.models}
+    if previous is not None:
+        report = merged(previous, report, args.models)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(results))
+    print(table(report["results"]))
     return report
+
+
+#: protocol entries that must agree before results of two runs share one file
+SAME_PROTOCOL = ("scored_on", "input_steps", "horizon", "issues", "first_issue", "last_issue")
+SAME_DEEP = ("covariates", "max_minutes", "max_epochs", "quick")
+
+
+def check_same_protocol(old: dict, new: dict) -> None:
+    """Refuse ``--update`` when the file's protocol differs from this run's (scores would not compare)."""
+    before = {"scored_on": "test", **old}  # files from before --score-on scored the test days
+    for key in SAME_PROTOCOL:
+        if before.get(key) != new[key]:
+            raise SystemExit(f"--update: the existing results were made with {key}={before.get(key)!r}, "
+                             f"this run uses {new[key]!r}; rerun every model or write to another --out")
+    for key in SAME_DEEP:
+        if old["deep"].get(key) != new["deep"][key]:
+            raise SystemExit(f"--update: the existing deep runs used {key}={old['deep'].get(key)!r}, "
+                             f"this run uses {new['deep'][key]!r}; rerun every model or use another --out")
+
+
+def merged(old: dict, new: dict, ran: list[str]) -> dict:
+    """``new`` plus the deep models of ``old`` that were not run now (``--update``; protocols checked before)."""
+    kept = [m for m in old.get("runs", {}) if m not in ran]
+    out = dict(new)
+    deep_new = {m: new["results"][m] for m in ran}
+    out["results"] = {k: v for k, v in new["results"].items() if k not in ran}
+    out["results"].update({m: old["results"][m] for m in kept})
+    out["results"].update(deep_new)
+    out["runs"] = {**{m: old["runs"][m] for m in kept}, **new["runs"]}
+    deep = out["protocol"]["deep"]
+    for part in ("settings", "members"):
+        deep[part] = {**{m: old["protocol"]["deep"][part][m] for m in kept}, **deep[part]}
+    threads = old["machine"].get("torch_threads_per_ensemble_member", {})
+    out["machine"]["torch_threads_per_ensemble_member"] = {
+        **{m: threads[m] for m in kept if m in threads}, **out["machine"]["torch_threads_per_ensemble_member"]}
+    out["commands"] = {**{m: old.get("commands", {}).get(m, old["command"]) for m in kept}, **new["commands"]}
+    return out
 
 
 if __name__ == "__main__":

@@ -233,7 +233,30 @@ def test_compare__writes_table_json_png(grids, tmp_path):
     assert [r["model"] for r in summary] == ["convlstm", "convgru", "persistence", "historical_average", "ridge"]
 
 
+def test_compare__members_trains_ensembles(grids, tmp_path):
+    out = tmp_path / "cmp"
+    result = run("compare", grids / "stack", *TINY, "--models", "convgru", "--members", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "training   convgru-ensemble2 (at most" not in result.output  # no --max-minutes given
+    assert "training   convgru-ensemble2 ..." in result.output and "1 epochs per member" in result.output
+    summary = json.loads((out / "comparison.json").read_text())["summary"]
+    assert [(r["model"], r["members"]) for r in summary] == [("convgru-ensemble2", 2), ("persistence", None),
+                                                            ("historical_average", None), ("ridge", None)]
+
+
 # -- user mistakes: one line, status 2, nothing written ------------------------------------
+
+def test_train__lead_weights_not_numbers(grids, tmp_path):
+    result = run("train", grids / "stack", *TINY, "--lead-weights", "2,x", "--out", tmp_path / "m")
+    assert result.exit_code == 2 and "'2,x' is not a comma-separated list of numbers" in result.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_train__lead_weights_of_the_wrong_length(grids, tmp_path):
+    one_line_error(run("train", grids / "stack", *TINY, "--lead-weights", "2,1,1", "--out", tmp_path / "m"),
+                   "lead_weights=(2.0, 1.0, 1.0) is invalid: expected 2 finite weights")
+    assert not (tmp_path / "m").exists()
+
 
 def test_forecast__missing_stack(grids, tmp_path):
     one_line_error(run("forecast", grids / "model", tmp_path / "nope", "--out", tmp_path / "f.tif"), "does not exist")

@@ -129,3 +129,39 @@ def test_compare__covariates_go_to_every_model():
         assert res.models[name].covariates_.columns == ["temp", "rain"]
         assert res.models[name].model_.config["future_covariate_channels"] == 4 + 2
     assert np.isfinite(res.table["rmse"]).all() and res.summary.loc["convgru", "inference_seconds"] > 0
+
+
+def test_compare__members_train_ensembles_scored_as_their_mean():
+    from trafficrnn.ensemble import ForecastEnsemble
+    from trafficrnn.metrics import align_truth, per_lead
+
+    grids = density_series(periods=120)
+    lines = []
+    res = compare(grids, models=["convgru"], progress=False, echo=lines.append, members=2,
+                  **{**PARAMS, "max_epochs": 1, "hidden": (4,), "seed": 5})
+    label = "convgru-ensemble2"
+    assert list(res.table.index.get_level_values("model").unique()) == [label, *BASELINES]
+    ens = res.models[label]
+    assert isinstance(ens, ForecastEnsemble) and [e.seed for e in ens.estimators_] == [5, 6]
+    row = res.summary.loc[label]
+    assert row["kind"] == "model" and row["members"] == 2 and row["epochs"] == 1
+    assert row["parameters"] == 2 * ens.estimators_[0].training_summary_["parameters"]
+    assert pd.isna(row["best_val_loss"]) and pd.isna(res.summary.loc["ridge", "members"])
+    assert lines[0] == f"training   {label} ..." and "1 epochs per member in" in lines[1]
+    # the table's RMSE is the member mean's, computed here by hand on the same issue times
+    from trafficrnn.evaluation import evaluation_issues
+
+    issues, _ = evaluation_issues(ens, pd.DatetimeIndex(grids.time.values), "test")
+    first, second = (e.predict_many(grids, issues) for e in ens.estimators_)
+    mean = (first + second) / 2
+    expected = per_lead(mean, align_truth(mean, grids), metrics=("rmse",))["rmse"]
+    np.testing.assert_allclose(res.table.loc[label, "rmse"].to_numpy(), np.asarray(expected), rtol=1e-5)
+    assert not np.allclose(first.values, second.values)  # two seeds, two different networks
+
+
+@pytest.mark.parametrize("kwargs, message", [({"members": 0}, "members=0 is invalid"),
+                                             ({"n_jobs": 0}, "n_jobs=0 is invalid"),
+                                             ({"members": True}, "members=True is invalid")])
+def test_compare__bad_member_counts_refused_before_training(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        compare(density_series(periods=40), **kwargs, **PARAMS)

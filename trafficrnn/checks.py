@@ -44,6 +44,15 @@ class InputChecks:
         if self.peephole and str(self.model).lower() != "convlstm":
             raise ConfigError(f"peephole={self.peephole!r} is for model='convlstm' only (model={self.model!r} has no "
                               "cell state to peep at): leave peephole out")
+        if self.lead_weights is not None:
+            weights = self.lead_weights
+            ok = isinstance(weights, (tuple, list, np.ndarray)) and len(weights) == self.horizon and all(
+                isinstance(w, (int, float, np.integer, np.floating)) and not isinstance(w, bool)
+                and np.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0
+            if not ok:
+                raise ConfigError(f"lead_weights={weights!r} is invalid: expected {self.horizon} finite weights >= 0 "
+                                  f"(one per lead, horizon={self.horizon}) with a positive sum, e.g. "
+                                  f"{tuple([2.0] + [1.0] * (self.horizon - 1))}, or None")
         if not isinstance(self.context, (tuple, list)):
             raise ConfigError(f"context={self.context!r} is invalid: expected a tuple such as ('ha', '1D', '7D')")
 

@@ -13,8 +13,9 @@ import click
 
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
-    _FILE, COVARIATES_HELP, FORECAST_FORMATS, _check_outputs, _covariates, _data_kwargs, _load_model,
-    _prepare_training, _read_vector, _static, _table_json, _target, _training_options, _write_text,
+    _FILE, COVARIATES_HELP, FORECAST_FORMATS, _check_outputs, _covariates, _data_kwargs, _ensemble_options,
+    _load_model, _prepare_training, _read_vector, _static, _table_json, _target, _training_options,
+    _write_text,
 )
 from trafficrnn.errors import TrafficRNNError
 
@@ -120,10 +121,7 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
 @click.option("--model", "model_name", default="convlstm", show_default=True,
               type=click.Choice(["convlstm", "convgru"], case_sensitive=False))
 @click.option("--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json).")
-@click.option("--members", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Train an ensemble of this many models (seeds --seed, --seed + 1, ...); forecasts are their mean.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
-              help="Ensemble members trained at once, each in its own process with its share of the cores.")
+@_ensemble_options
 @_training_options
 def train(stack: str, model_name: str, out: str, members: int, jobs: int, **opts) -> None:
     """Train a ConvLSTM or ConvGRU on a GeoTIFF stack and save it.
@@ -293,8 +291,9 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
 @click.option("--models", default="convlstm,convgru", show_default=True, help="Comma-separated model names.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for comparison.csv, comparison.json and comparison.png.")
+@_ensemble_options
 @_training_options
-def compare_command(stack: str, models: str, out_dir: str, **opts) -> None:
+def compare_command(stack: str, models: str, out_dir: str, members: int, jobs: int, **opts) -> None:
     """Train ConvLSTM and ConvGRU with the same settings and compare them with the baselines.
 
     Per-lead RMSE / MAE on the same test split, parameter count, train time and seconds per
@@ -304,6 +303,7 @@ def compare_command(stack: str, models: str, out_dir: str, **opts) -> None:
     Example:
       trafficrnn compare city/images --vehicles city/vehicles.gpkg --tile-size 16 \\
           --input-steps 8 --horizon 6 --max-minutes 2 --out comparison/
+      trafficrnn compare grids/ --members 2 --jobs 2 --max-minutes 10 --out comparison/
     """
     import json
     from pathlib import Path
@@ -322,7 +322,8 @@ def compare_command(stack: str, models: str, out_dir: str, **opts) -> None:
         _check_outputs(files.values(), opts["overwrite"])
     images, target, static, params = _prepare_training(stack, opts)
     result = compare(images, target, models=[m.strip() for m in models.split(",") if m.strip()], static=static,
-                     progress=not opts["quiet"], echo=click.echo, covariates=_covariates(opts["covariates"]), **params)
+                     progress=not opts["quiet"], echo=click.echo, covariates=_covariates(opts["covariates"]),
+                     members=members, n_jobs=jobs, **params)
     click.echo("\nRMSE per lead (lower is better)")
     click.echo(comparison_table(result.table).to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo("\n" + result.summary.to_string(float_format=lambda v: f"{v:.4g}"))

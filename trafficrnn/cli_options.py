@@ -113,6 +113,25 @@ def _load_model(model: str):
     return load(model)
 
 
+def _ensemble_options(f):
+    """--members / --jobs, shared by train and compare."""
+    f = click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
+                     help="Ensemble members trained at once, each in its own process with its share of the cores.")(f)
+    return click.option("--members", default=1, show_default=True, type=click.IntRange(1, 64),
+                        help="Train an ensemble of this many models (seeds --seed, --seed + 1, ...); "
+                             "forecasts are their mean.")(f)
+
+
+def _parse_weights(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    """``"2,1.5,1"`` → ``(2.0, 1.5, 1.0)`` (the estimator checks the count and the signs)."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers such as 2,1.5,1,1") from None
+
+
 def _training_options(func):
     """Options shared by `train` and `compare`."""
     options = [
@@ -147,6 +166,8 @@ def _training_options(func):
                           "and evaluate then need --target or --vehicles too."),
         click.option("--ema", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
                      help="Keep an exponential moving average of the weights with this decay, e.g. 0.995."),
+        click.option("--lead-weights", default=None, callback=_parse_weights, metavar="W1,W2,...",
+                     help="Weight of each lead in the loss, one per lead (e.g. 2,1.5,1,1,1,1 for 6 leads)."),
         click.option("--timezone", default=None, help="IANA zone of the naive timestamps, e.g. America/New_York."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--precision", default="auto", show_default=True, help="auto, 32-true, bf16-mixed, 16-mixed."),
@@ -192,7 +213,7 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
                   accelerator=opts["accelerator"], devices=int(devices) if devices.isdigit() else devices,
                   strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],
                   context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()), timezone=opts["timezone"],
-                  target_inputs=opts["target_inputs"], ema=opts["ema"],
+                  target_inputs=opts["target_inputs"], ema=opts["ema"], lead_weights=opts["lead_weights"],
                   peephole="channel" if opts["peephole"] else None)
     for name in ("context_inputs", "feedback", "count_head"):  # flags left out keep the estimator's default
         if opts[name] is not None:

@@ -22,7 +22,7 @@ from trafficrnn.inputs import data_kwargs
 log = logging.getLogger(__name__)
 
 #: column order of :attr:`ComparisonResult.summary`
-SUMMARY_COLUMNS = ("kind", "parameters", "epochs", "train_seconds", "inference_seconds", "best_val_loss",
+SUMMARY_COLUMNS = ("kind", "members", "parameters", "epochs", "train_seconds", "inference_seconds", "best_val_loss",
                    "mean_rmse", "mean_mae")
 
 
@@ -33,15 +33,18 @@ class ComparisonResult:
     Attributes
     ----------
     table : pandas.DataFrame
-        Rows ``(model, lead)`` for every fitted model then every baseline; columns ``mae``,
+        Rows ``(model, lead)`` for every fitted model then every baseline (a model trained as an
+        ensemble is labelled as its forecasts are, e.g. ``convgru-ensemble3``); columns ``mae``,
         ``rmse``, ``mape``, ``skill_rmse`` (1 − RMSE / RMSE of persistence). ``attrs`` hold the
         split and the number of issue times.
     summary : pandas.DataFrame
-        One row per model and baseline: ``kind`` (``"model"`` or ``"baseline"``), ``parameters``,
-        ``epochs``, ``train_seconds``, ``inference_seconds`` (seconds per forecast),
-        ``best_val_loss``, ``mean_rmse`` and ``mean_mae`` over the leads.
-    models : dict of str to TrafficForecaster
-        The fitted estimators, by model name.
+        One row per model and baseline: ``kind`` (``"model"`` or ``"baseline"``), ``members``
+        (1 for one network, N for an ensemble), ``parameters`` (all members together), ``epochs``
+        (per member; the fewest any member ran), ``train_seconds`` (wall time of the fit),
+        ``inference_seconds`` (seconds per forecast), ``best_val_loss`` (one network only),
+        ``mean_rmse`` and ``mean_mae`` over the leads.
+    models : dict of str to TrafficForecaster or ForecastEnsemble
+        The fitted estimators, by the labels of the table.
     """
 
     table: pd.DataFrame
@@ -124,7 +127,7 @@ def _time_baselines(est, images: xr.DataArray, target: xr.DataArray | None, spli
 def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models: Sequence[str] = ("convlstm", "convgru"),
             static: xr.DataArray | None = None, baselines: Sequence[str] = DEFAULT_BASELINES, split: str | None = "test",
             progress: bool = True, echo: Callable[[str], Any] | None = None, covariates: pd.DataFrame | None = None,
-            **params: Any) -> ComparisonResult:
+            members: int = 1, n_jobs: int = 1, **params: Any) -> ComparisonResult:
     """Fit each model with the same settings and score it beside the baselines on the same split.
 
     Parameters
@@ -149,6 +152,11 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         Show training progress bars.
     echo : callable, optional
         Receives one line per training step (e.g. ``print``); otherwise they go to the log.
+    members : int
+        Train each model as a :class:`~trafficrnn.ensemble.ForecastEnsemble` of this many seeds
+        (``seed``, ``seed + 1`` ...) and score the members' mean; 1 trains one network.
+    n_jobs : int
+        Ensemble members trained at once, each in its own process with its share of the cores.
     **params
         :class:`~trafficrnn.estimator.TrafficForecaster` parameters shared by every model
         (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...);
@@ -161,46 +169,56 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     Raises
     ------
     ConfigError
-        Unknown or repeated model names, unknown parameters, or any invalid training setting.
+        Unknown or repeated model names, unknown parameters, or any invalid training setting
+        (``members`` or ``n_jobs`` below 1 included).
     GridError, TimestampError, CadenceError
         As :meth:`TrafficForecaster.fit` for mismatched grids or times.
     """
+    from trafficrnn.ensemble import ForecastEnsemble
     from trafficrnn.estimator import TrafficForecaster
 
     names = _check_models(models, params)
+    ForecastEnsemble(members=members, n_jobs=n_jobs)._validate_params()  # refuse bad counts before any training
     say = echo or log.info
-    tables, rows, fitted = [], {}, {}
+    tables, rows, fitted, labels = [], {}, {}, []
     for name in names:
         own = {k: v for k, v in params.items() if k != "peephole" or name.lower() == "convlstm"}
         est = TrafficForecaster(name, progress=progress, **own)
-        limit = f" (at most {est.max_time:g} min)" if est.max_time else ""
-        say(f"training   {name}{limit} ...")
+        limit = f" (at most {est.max_time:g} min{' per member' if members > 1 else ''})" if est.max_time else ""
+        if members > 1:
+            est = ForecastEnsemble(est, members=members, n_jobs=n_jobs)
+        label = est.model
+        say(f"training   {label}{limit} ...")
         t0 = time.perf_counter()
         est.fit(images, target, **data_kwargs(static, covariates))
         seconds = time.perf_counter() - t0
         summary = est.training_summary_
-        say(f"           {summary['epochs']} epochs in {seconds:.0f} s, {summary['parameters']:,} parameters")
+        epochs = min(summary["epochs"]) if members > 1 else summary["epochs"]
+        say(f"           {epochs} epochs{' per member' if members > 1 else ''} in {seconds:.0f} s, "
+            f"{summary['parameters']:,} parameters")
         table = est.evaluate(images, target, split=split, baselines=() if tables else tuple(baselines),
                              **data_kwargs(static, covariates))
         tables.append(table)
-        fitted[name] = est
-        rows[name] = {"kind": "model", "parameters": summary["parameters"], "epochs": summary["epochs"],
-                      "train_seconds": seconds, "inference_seconds": _inference_seconds(est, images, static, target,
-                                                                                covariates=covariates),
-                      "best_val_loss": summary.get("best_val_loss")}
+        labels.append(label)
+        fitted[label] = est
+        rows[label] = {"kind": "model", "members": members, "parameters": summary["parameters"], "epochs": epochs,
+                       "train_seconds": seconds, "inference_seconds": _inference_seconds(est, images, static, target,
+                                                                                 covariates=covariates),
+                       "best_val_loss": summary.get("best_val_loss")}
     first = tables[0]
-    baseline_rows = first.loc[[m for m in first.index.get_level_values("model").unique() if m not in names]]
-    table = pd.concat([t.loc[[n]] for t, n in zip(tables, names)] + [baseline_rows])
+    baseline_rows = first.loc[[m for m in first.index.get_level_values("model").unique() if m not in labels]]
+    table = pd.concat([t.loc[[n]] for t, n in zip(tables, labels)] + [baseline_rows])
     table.attrs.update(first.attrs)
-    for name, (fit_s, pred_s) in _time_baselines(fitted[names[0]], images, target, split, baselines).items():
-        rows[name] = {"kind": "baseline", "parameters": None, "epochs": None, "train_seconds": fit_s,
+    for name, (fit_s, pred_s) in _time_baselines(fitted[labels[0]], images, target, split, baselines).items():
+        rows[name] = {"kind": "baseline", "members": None, "parameters": None, "epochs": None, "train_seconds": fit_s,
                       "inference_seconds": pred_s, "best_val_loss": None}
     means = table[["rmse", "mae"]].groupby(level="model", sort=False).mean()
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary["mean_rmse"] = means["rmse"].reindex(summary.index)
     summary["mean_mae"] = means["mae"].reindex(summary.index)
     summary.index.name = "model"
-    summary = summary.astype({"parameters": "Int64", "epochs": "Int64", "best_val_loss": "float64"})
+    summary = summary.astype({"members": "Int64", "parameters": "Int64", "epochs": "Int64",
+                              "best_val_loss": "float64"})
     return ComparisonResult(table=table, summary=summary[list(SUMMARY_COLUMNS)], models=fitted)
 
 

@@ -35,7 +35,7 @@ PARAMS = ("model", "input_steps", "horizon", "tile_size", "hidden", "kernel_size
           "encoder_depth", "time_features", "residual", "timezone", "lr", "weight_decay", "batch_size",
           "max_epochs", "max_time", "patience", "val", "test", "stride", "nowcast_weight", "log1p", "seed",
           "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop", "context", "cell_mean",
-          "context_inputs", "feedback", "ema", "count_head", "target_inputs", "peephole")
+          "context_inputs", "feedback", "ema", "count_head", "target_inputs", "peephole", "lead_weights")
 
 
 def _contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice, stride: int) -> np.ndarray:
@@ -93,6 +93,10 @@ class TrafficForecaster(InputChecks):
     ema : float, optional
         Keep an exponential moving average of the weights with this decay (e.g. 0.995); it is
         what validation scores and what the fitted model uses. ``None``: the trained weights.
+    lead_weights : sequence of float, optional
+        Weight of each lead time 1..``horizon`` in the training (and validation) loss, e.g.
+        ``(2, 1.5, 1, 1, 1, 1)`` to favour the first leads; rescaled to a mean of 1. ``None``:
+        every lead counts the same (the squared errors of the later, harder leads then dominate).
     max_time : float, optional
         Training time limit in minutes.
     val, test : float
@@ -143,7 +147,8 @@ class TrafficForecaster(InputChecks):
                  strategy: str = "auto", num_nodes: int = 1, progress: bool = True, crop: int | None = None,
                  context: tuple[str, ...] = (), cell_mean: bool = False, context_inputs: bool = True,
                  feedback: bool = True, ema: float | None = None, count_head: bool = True,
-                 target_inputs: bool = False, peephole: str | None = None) -> None:
+                 target_inputs: bool = False, peephole: str | None = None,
+                 lead_weights: tuple[float, ...] | None = None) -> None:
         for name in PARAMS:
             setattr(self, name, locals()[name])
 
@@ -300,7 +305,8 @@ class TrafficForecaster(InputChecks):
                                 max_epochs=self.max_epochs, nowcast_weight=self.nowcast_weight if encoder else 0.0,
                                 inputs=BatchInputs(time_features=tf is not None, static=static_all,
                                                    context_inputs=self.context_inputs,
-                                                   target_inputs=self.target_inputs), ema=self.ema)
+                                                   target_inputs=self.target_inputs), ema=self.ema,
+                                lead_weights=self.lead_weights)
         validate = len(datasets["val"]) > 0
         with tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp, quiet_lightning(log.getEffectiveLevel() > logging.INFO):
             root = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)

@@ -106,7 +106,7 @@ _ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "
 _CELL_KEYS = {"bias", "peephole", "grid_shape"}
 #: parameters added after format version 1 appeared, with the behaviour of models saved before them
 _ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False,
-                 "peephole": None}
+                 "peephole": None, "lead_weights": None}
 
 
 def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
@@ -289,7 +289,7 @@ def load_model(cls, path):
     # models saved before these parameters existed were built without them
     for key, before in _ADDED_PARAMS.items():
         params.setdefault(key, before)
-    for key in ("hidden", "context"):
+    for key in ("hidden", "context", "lead_weights"):
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])  # JSON has no tuples
     try:

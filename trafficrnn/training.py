@@ -23,10 +23,17 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 log = logging.getLogger(__name__)
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the entries where ``mask`` is true (0 when none is)."""
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               lead_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over the entries where ``mask`` is true (0 when none is).
+
+    ``lead_weights`` (one per step of dim 1 of ``(N, lead, ...)`` tensors) makes it the weighted
+    mean: each entry counts with its lead's weight.
+    """
     mask = mask.to(pred.dtype)
-    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
+    if lead_weights is not None:
+        mask = mask * lead_weights.to(pred.dtype).view(1, -1, *([1] * (mask.dim() - 2)))
+    return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1e-12)
 
 
 class ForecastModule(L.LightningModule):
@@ -50,12 +57,20 @@ class ForecastModule(L.LightningModule):
         Decay of an exponential moving average of the weights, updated after every optimiser
         step; validation (hence early stopping and the best checkpoint) scores the averaged
         weights, and :meth:`final_model` returns them. ``None``: no average.
+    lead_weights : sequence of float, optional
+        Weight of each lead in the forecast loss (training and validation), rescaled to a mean
+        of 1; ``None``: equal weights.
     """
 
     def __init__(self, model: torch.nn.Module, *, horizon: int, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, ema: float | None = None) -> None:
+                 max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, ema: float | None = None,
+                 lead_weights=None) -> None:
         super().__init__()
         self.model = model
+        self.lead_weights = None
+        if lead_weights is not None:
+            weights = torch.as_tensor([float(w) for w in lead_weights], dtype=torch.float32)
+            self.lead_weights = weights * (len(weights) / weights.sum())
         self.ema_model = None
         if ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -84,7 +99,10 @@ class ForecastModule(L.LightningModule):
         want_nowcast = self.nowcast_weight > 0 and "y_in" in batch
         out = self(batch, nowcast=want_nowcast, averaged=averaged)
         pred, nowcast = out if want_nowcast else (out, None)
-        loss = masked_mse(pred.float(), batch["y"], batch["mask"])
+        weights = None
+        if self.lead_weights is not None:
+            weights = self.lead_weights[: pred.shape[1]].to(pred.device)
+        loss = masked_mse(pred.float(), batch["y"], batch["mask"], weights)
         forecast_loss = loss
         if nowcast is not None:
             loss = loss + self.nowcast_weight * masked_mse(nowcast.float(), batch["y_in"], batch["mask_in"])
