@@ -85,18 +85,10 @@ MODEL_SETTINGS: dict[str, dict] = {}
 COVARIATES = ("precipitation_in",)
 
 
-def scored_period(score_on: str) -> tuple[str, str]:
-    """(first day of the scored period, the split whose days the models must not learn from)."""
-    if score_on not in ("test", "val"):
-        raise SystemExit(f"--score-on must be 'test' or 'val', got {score_on!r}")
-    return SPLITS[score_on][0], score_on
-
-
 def scored_issues(times: pd.DatetimeIndex, score_on: str) -> tuple[np.ndarray, int]:
     """Origins whose 6 targets all lie in the scored period (their inputs may reach back before it),
     and the index of its first slot (models learn from the slots before it only)."""
-    first, _ = scored_period(score_on)
-    start = int(times.searchsorted(pd.Timestamp(first)))
+    start = int(times.searchsorted(pd.Timestamp(SPLITS[score_on][0])))
     stop = len(times) if score_on == "test" else int(times.searchsorted(pd.Timestamp(SPLITS["test"][0])))
     return np.arange(start - 1, stop - HORIZON), start
 
@@ -110,7 +102,7 @@ def run_deep(grids, issues, model: str, seed: int, minutes: float, max_epochs: i
     from trafficrnn import ForecastEnsemble, TrafficForecaster
 
     cov = {"covariates": nyc_bike_covariates(covariates)} if covariates else {}
-    split = {"val": SPLITS["val"][0], "test": scored_period(score_on)[0]}
+    split = {"val": SPLITS["val"][0], "test": SPLITS[score_on][0]}  # nothing from the scored days on is learnt
     est = TrafficForecaster(model, **{**split, **settings}, max_time=minutes, max_epochs=max_epochs,
                             seed=seed * members, progress=False)
     if members > 1:
@@ -333,10 +325,8 @@ def merged(old: dict, new: dict, ran: list[str]) -> dict:
     """``new`` plus the deep models of ``old`` that were not run now (``--update``; protocols checked before)."""
     kept = [m for m in old.get("runs", {}) if m not in ran]
     out = dict(new)
-    deep_new = {m: new["results"][m] for m in ran}
-    out["results"] = {k: v for k, v in new["results"].items() if k not in ran}
-    out["results"].update({m: old["results"][m] for m in kept})
-    out["results"].update(deep_new)
+    baselines = {k: v for k, v in new["results"].items() if k not in ran}
+    out["results"] = {**baselines, **{m: old["results"][m] for m in kept}, **{m: new["results"][m] for m in ran}}
     out["runs"] = {**{m: old["runs"][m] for m in kept}, **new["runs"]}
     deep = out["protocol"]["deep"]
     for part in ("settings", "members"):
