@@ -9,6 +9,10 @@ training step is forward, MSE loss, backward and an AdamW step. Every configurat
 same wall time, one after another in one run, so that the ratios are comparable; the processes run side
 by side start together (a barrier) and each counts its own steps. Re-executes itself with the glibc malloc
 tunables of DESIGN.md.
+
+``--widths 32,32 32 48`` instead times one-thread training (one ensemble member's share) of each model at
+those hidden layouts and writes ``benchmarks/results/train_throughput_widths.json``: what a narrower or
+shallower network buys in epochs within a fixed time budget.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ T_IN, HORIZON, GRID, BANDS, KNOWN, STATIC, HIDDEN = 12, 6, (14, 8), 2, 13, 2, (3
 
 
 def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf16: bool = False,
-                       barrier=None) -> dict:
+                       barrier=None, hidden: tuple[int, ...] = HIDDEN) -> dict:
     """Train on random windows for ``seconds`` of wall time; windows (samples) per second and ms per step."""
     import torch
 
@@ -39,7 +43,7 @@ def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf1
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = get_model(model, in_channels=BANDS, out_channels=BANDS, hidden_channels=list(HIDDEN), kernel_size=3,
+    net = get_model(model, in_channels=BANDS, out_channels=BANDS, hidden_channels=list(hidden), kernel_size=3,
                     past_covariate_channels=KNOWN, future_covariate_channels=KNOWN, static_channels=STATIC,
                     residual=True, feedback=False)
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
@@ -91,11 +95,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", nargs="+", default=["convgru", "convlstm"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--widths", nargs="+", default=None, metavar="H1[,H2...]",
+                        help="instead: one-thread throughput of each model with these hidden layouts (e.g. 32,32 32 48), "
+                             "one after another, written to results/train_throughput_widths.json")
     args = parser.parse_args(argv)
 
     import torch
 
     cores = len(os.sched_getaffinity(0))
+    if args.widths:
+        return compare_widths(args, [tuple(int(h) for h in w.split(",")) for w in args.widths], torch)
     results = {}
     for model in args.models:
         one = windows_per_second(model, args.batch, args.seconds, threads=cores)
@@ -125,6 +134,36 @@ def main(argv=None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def compare_widths(args, widths: list[tuple[int, ...]], torch) -> dict:
+    """One-thread windows per second (what each member of an ensemble trained side by side gets) of every
+    model at every hidden layout, and the ratio to the first layout."""
+    results = {}
+    for model in args.models:
+        runs = {",".join(map(str, w)): windows_per_second(model, args.batch, args.seconds, threads=1, hidden=w)
+                for w in widths}
+        first = next(iter(runs.values()))["windows_per_second"]
+        for key, run in runs.items():
+            run["ratio_to_first"] = round(run["windows_per_second"] / first, 3)
+        results[model] = runs
+        print(f"{model}: " + ", ".join(f"[{k}] {r['windows_per_second']:.1f} windows/s ({r['ratio_to_first']:.2f}x)"
+                                       for k, r in runs.items()), flush=True)
+    out = args.out if args.out != RESULTS else RESULTS.with_name("train_throughput_widths.json")
+    report = {
+        "command": " ".join(["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")]),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "usable_cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+                    "torch": torch.__version__, "glibc_tunables": os.environ.get("GLIBC_TUNABLES")},
+        "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
+                  "known_in_advance_channels": KNOWN, "static_channels": STATIC, "kernel": 3, "threads": 1},
+        "timed_seconds_per_configuration": args.seconds,
+        "note": "one configuration at a time, one torch thread each; the other core idle",
+        "results": results,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -162,3 +162,49 @@ def test_fit__killed_mid_epoch_resumes_to_the_same_weights(tmp_path, model):
         for key in states[0]:
             torch.testing.assert_close(states[1][key], states[0][key], rtol=0, atol=0, msg=f"{key} differs after resume")
     np.testing.assert_array_equal(resumed.predict(da).values, uninterrupted.predict(da).values)
+
+
+_ENSEMBLE_CHILD = """
+    import pathlib, time, warnings
+    warnings.simplefilter("ignore")
+    import trafficrnn.training as training
+    from tests.test_estimator import FAST, density_series
+    from trafficrnn import ForecastEnsemble, TrafficForecaster
+    real = training.ForecastModule.training_step
+    def step(self, batch, batch_idx):
+        # the second member, in its third epoch: member 0 has finished, member 1 has 2 epochs in last.ckpt
+        if self.current_epoch == 2 and pathlib.Path(self.trainer.default_root_dir).name == "member-1":
+            pathlib.Path({marker!r}).touch()
+            time.sleep(120)
+        return real(self, batch, batch_idx)
+    training.ForecastModule.training_step = step
+    ForecastEnsemble(TrafficForecaster("convgru", **{params!r}), members=2).fit(density_series(periods=60),
+                                                                               checkpoint_dir={ckpt!r})
+"""
+
+
+def test_ensemble_fit__killed_in_the_second_member_resumes_it_and_reads_the_first_back(tmp_path):
+    from trafficrnn import ForecastEnsemble
+
+    params = {**FAST, "max_epochs": 3, "batch_size": 8}
+    da = density_series(periods=60)
+    uninterrupted = ForecastEnsemble(TrafficForecaster("convgru", **params), members=2).fit(da)
+
+    ckpt, marker = tmp_path / "run", tmp_path / "in-member-1-epoch-3"
+    child = _run_child(_ENSEMBLE_CHILD.format(marker=str(marker), params=params, ckpt=str(ckpt)), ROOT)
+    _wait_for(marker.exists, child, timeout=180)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    first_done = {p.name: p.stat().st_mtime_ns for p in (ckpt / "member-0").iterdir()}
+    resumed = ForecastEnsemble(TrafficForecaster("convgru", **params), members=2).fit(da, checkpoint_dir=ckpt,
+                                                                                      resume=True)
+
+    assert {p.name: p.stat().st_mtime_ns for p in (ckpt / "member-0").iterdir()} == first_done  # read back
+    assert [h["epoch"] for h in resumed.estimators_[0].history_] == [0, 1, 2]  # its recorded history
+    assert [h["epoch"] for h in resumed.estimators_[1].history_] == [2]  # only the lost epoch was redone
+    for a, b in zip(uninterrupted.estimators_, resumed.estimators_):
+        sa, sb = a.model_.state_dict(), b.model_.state_dict()
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            torch.testing.assert_close(sb[key], sa[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+    np.testing.assert_array_equal(resumed.predict(da).values, uninterrupted.predict(da).values)

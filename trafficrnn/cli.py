@@ -121,9 +121,15 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
 @click.option("--model", "model_name", default="convlstm", show_default=True,
               type=click.Choice(["convlstm", "convgru"], case_sensitive=False))
 @click.option("--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json).")
+@click.option("--checkpoint-dir", type=click.Path(), default=None,
+              help="Keep the training checkpoints here (per member with --members), to --resume after an interruption.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --checkpoint-dir (same settings and stack; --max-epochs / --max-minutes may "
+                   "grow); members that had finished are read back.")
 @_ensemble_options
 @_training_options
-def train(stack: str, model_name: str, out: str, members: int, jobs: int, **opts) -> None:
+def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, resume: bool, members: int, jobs: int,
+          **opts) -> None:
     """Train a ConvLSTM or ConvGRU on a GeoTIFF stack and save it.
 
     STACK holds aerial images (with --target or --vehicles and --tile-size), or density / flow
@@ -135,9 +141,14 @@ def train(stack: str, model_name: str, out: str, members: int, jobs: int, **opts
           --tile-size 16 --model convgru --input-steps 8 --horizon 6 --max-minutes 5 --out my-model
       trafficrnn train grids/ --model convlstm --out flow-model
       trafficrnn train grids/ --model convgru --members 2 --jobs 2 --max-minutes 10 --out flow-ensemble
+      trafficrnn train grids/ --max-minutes 60 --checkpoint-dir runs/flow --out flow-model
+      trafficrnn train grids/ --max-minutes 60 --checkpoint-dir runs/flow --resume --out flow-model  # after a kill
     """
+    from trafficrnn.errors import ConfigError
     from trafficrnn.estimator import TrafficForecaster
 
+    if resume and checkpoint_dir is None:
+        raise ConfigError("--resume needs --checkpoint-dir: the folder of the run to continue")
     _check_outputs([out], opts["overwrite"])
     images, target, static, params = _prepare_training(stack, opts)
     est = TrafficForecaster(model_name.lower(), progress=not opts["quiet"], **params)
@@ -145,7 +156,7 @@ def train(stack: str, model_name: str, out: str, members: int, jobs: int, **opts
         from trafficrnn.ensemble import ForecastEnsemble
 
         est = ForecastEnsemble(est, members=members, n_jobs=jobs)
-    est.fit(images, target, **_data_kwargs(static, opts["covariates"]))
+    est.fit(images, target, **_data_kwargs(static, opts["covariates"]), checkpoint_dir=checkpoint_dir, resume=resume)
     est.save(out, overwrite=opts["overwrite"])
     s = est.training_summary_
     runs = s.get("runs", [s])

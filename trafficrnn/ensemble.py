@@ -50,7 +50,8 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _fit_member(params: dict, images, target, data: dict, threads: int | None):
+def _fit_member(params: dict, images, target, data: dict, threads: int | None, checkpoint_dir: Path | None = None,
+                resume: bool = False):
     """Fit one member (in a worker process when ``threads`` is set: that many torch threads)."""
     from trafficrnn.estimator import TrafficForecaster
 
@@ -58,7 +59,7 @@ def _fit_member(params: dict, images, target, data: dict, threads: int | None):
         import torch
 
         torch.set_num_threads(threads)
-    return TrafficForecaster(**params).fit(images, target, **data)
+    return TrafficForecaster(**params).fit(images, target, **data, checkpoint_dir=checkpoint_dir, resume=resume)
 
 
 class ForecastEnsemble:
@@ -158,17 +159,32 @@ class ForecastEnsemble:
             raise ConfigError(f"members={self.members} is invalid: expected at most {MAX_MEMBERS}")
 
     def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, static: xr.DataArray | None = None,
-            covariates: pd.DataFrame | None = None) -> "ForecastEnsemble":
+            covariates: pd.DataFrame | None = None, checkpoint_dir: str | Path | None = None,
+            resume: bool = False) -> "ForecastEnsemble":
         """Fit every member on the same data (arguments as :meth:`TrafficForecaster.fit`).
+
+        ``checkpoint_dir``: member ``i`` keeps its checkpoints in ``checkpoint_dir/member-<i>``.
+        ``resume``: after an interruption, members that had finished are read back and the others
+        continue from their last epoch (see :meth:`TrafficForecaster.fit`).
 
         Raises
         ------
-        ConfigError, GridError, TimestampError, CadenceError
+        ConfigError, GridError, TimestampError, CadenceError, ModelFileError
             As :meth:`TrafficForecaster.fit` (raised by the first member to fail).
         """
         import time
 
         self._validate_params()
+        if resume and checkpoint_dir is None:
+            raise ConfigError("resume=True needs checkpoint_dir=...: the folder of the ensemble's run to continue")
+        dirs = [None] * int(self.members)
+        if checkpoint_dir is not None:
+            from trafficrnn.checkpoints import check_folder
+
+            check_folder(Path(checkpoint_dir), resume=True)  # a folder (or none yet), not a file
+            dirs = [Path(checkpoint_dir) / f"member-{i}" for i in range(int(self.members))]
+            for d in dirs:  # before any member starts: none may train over an earlier run
+                check_folder(d, resume)
         template = self._template()
         template._validate_params()
         base = template.get_params()
@@ -180,13 +196,13 @@ class ForecastEnsemble:
         data = data_kwargs(static, covariates)
         started = time.perf_counter()
         if jobs == 1:
-            fitted = [_fit_member(p, images, target, data, None) for p in params]
+            fitted = [_fit_member(p, images, target, data, None, d, resume) for p, d in zip(params, dirs)]
         else:
             from joblib import Parallel, delayed
 
             threads = max(1, _cores() // jobs)
             fitted = Parallel(n_jobs=jobs, backend="loky")(
-                delayed(_fit_member)(p, images, target, data, threads) for p in params)
+                delayed(_fit_member)(p, images, target, data, threads, d, resume) for p, d in zip(params, dirs))
         self.fit_seconds_ = round(time.perf_counter() - started, 2)
         self.estimators_ = list(fitted)
         return self

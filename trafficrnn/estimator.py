@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from trafficrnn import checkpoints
 from trafficrnn.context import Context, parse_context
 from trafficrnn.data import chronological_split, make_forecast, window_starts
 from trafficrnn.dataset import Normalizer, WindowDataset
@@ -213,9 +214,14 @@ class TrafficForecaster(InputChecks):
             channels beside the calendar ones. The table must cover the whole stack here, and the
             input frames and lead times in ``predict`` (which then needs ``covariates=`` too).
         checkpoint_dir : path, optional
-            Where checkpoints go (``best.ckpt``, ``last.ckpt``); a temporary folder otherwise.
+            Where checkpoints go (``best.ckpt``, ``last.ckpt``, and ``run.json``: the settings, the
+            data and, once it ends, the outcome of the run); a temporary folder otherwise. A folder
+            that already holds checkpoints is refused unless ``resume``.
         resume : bool
-            Resume from ``checkpoint_dir/last.ckpt`` after an interruption.
+            Continue the run of ``checkpoint_dir`` after an interruption, from its ``last.ckpt``
+            (the same settings and data are required; ``max_epochs``, ``max_time``, ``patience`` and
+            the hardware may change, e.g. to train for longer). A run that had finished with the very
+            same settings is read back instead of trained again. An empty folder starts a new run.
 
         Returns
         -------
@@ -225,11 +231,16 @@ class TrafficForecaster(InputChecks):
         ------
         ConfigError, GridError, TimestampError, CadenceError
             For bad parameters, mismatched grids or times, an irregular cadence, or too short a stack.
+        ModelFileError
+            ``resume`` into a folder whose run had other settings or data, or whose checkpoint is
+            truncated, tampered with or not a checkpoint.
         """
         from trafficrnn.models import get_model
         from trafficrnn.training import EpochSampler, ForecastModule, make_trainer, quiet_lightning, resolve_precision
 
         self._validate_params()
+        if resume and checkpoint_dir is None:
+            raise ConfigError("resume=True needs checkpoint_dir=...: the folder of the run to continue")
         images = self._check_array(images, "images")
         density_only = target is None
         if density_only:
@@ -308,24 +319,43 @@ class TrafficForecaster(InputChecks):
                                                    target_inputs=self.target_inputs), ema=self.ema,
                                 lead_weights=self.lead_weights)
         validate = len(datasets["val"]) > 0
-        with tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp, quiet_lightning(log.getEffectiveLevel() > logging.INFO):
-            root = Path(checkpoint_dir) if checkpoint_dir else Path(tmp)
-            trainer, checkpoint = make_trainer(
-                root=root, max_epochs=self.max_epochs, patience=self.patience, max_time=self.max_time,
-                precision=resolve_precision(self.precision, self.accelerator), accelerator=self.accelerator,
-                devices=self.devices, strategy=self.strategy, num_nodes=self.num_nodes, progress=self.progress,
-                validate=validate)
-            ckpt = root / "last.ckpt" if resume and (root / "last.ckpt").exists() else None
-            started = time.perf_counter()
-            trainer.fit(module, loaders["train"], loaders["val"] if validate else None, ckpt_path=ckpt)
-            seconds = time.perf_counter() - started
-            best = checkpoint.best_model_path
-            if best:
-                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-                module.load_state_dict(state)
-            # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
-            # checkpoint folder) before all have read it
-            trainer.strategy.barrier()
+        record = checkpoints.run_record(self.get_params(), {
+            "frames": len(times), "period": [str(times[0]), str(times[-1])], "cadence": cadence.isoformat(),
+            "grid": grid.to_dict(), "bands": [str(b) for b in target.band.values],
+            "input_bands": [str(b) for b in images.band.values], "static_bands": static_names,
+            "covariates": None if cov is None else list(cov.columns)})
+        root = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        resume_from, finished = checkpoints.prepare(root, record, resume) if root is not None else (None, None)
+        if finished is not None:  # a resumed run that had already ended with these settings: read it back
+            checkpoints.load_state(root / finished["best"], module)
+            module.history = list(finished.get("history") or [])
+            epochs, seconds, best_score = int(finished["epochs"]), float(finished["train_seconds"]), finished["best_score"]
+        else:
+            with tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp, \
+                    quiet_lightning(log.getEffectiveLevel() > logging.INFO):
+                run_root = root if root is not None else Path(tmp)
+                trainer, checkpoint = make_trainer(
+                    root=run_root, max_epochs=self.max_epochs, patience=self.patience, max_time=self.max_time,
+                    precision=resolve_precision(self.precision, self.accelerator), accelerator=self.accelerator,
+                    devices=self.devices, strategy=self.strategy, num_nodes=self.num_nodes, progress=self.progress,
+                    validate=validate)
+                if root is not None and trainer.is_global_zero:
+                    checkpoints.write(root, record)
+                started = time.perf_counter()
+                trainer.fit(module, loaders["train"], loaders["val"] if validate else None, ckpt_path=resume_from)
+                seconds = time.perf_counter() - started
+                best = checkpoint.best_model_path
+                if best:
+                    checkpoints.load_state(Path(best), module)
+                epochs = int(trainer.current_epoch)
+                best_score = None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)
+                if root is not None and trainer.is_global_zero:
+                    checkpoints.finish(root, record, {
+                        "epochs": epochs, "train_seconds": round(seconds, 2), "best_score": best_score,
+                        "best": Path(best).name if best else None, "history": list(module.history)})
+                # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
+                # checkpoint folder) before all have read it
+                trainer.strategy.barrier()
         self.model_ = module.final_model().cpu().eval()
         self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
         self.bands_ = [str(b) for b in target.band.values]
@@ -340,10 +370,9 @@ class TrafficForecaster(InputChecks):
         self.history_ = list(module.history)
         self.training_summary_ = {
             "frames": len(times), "windows": {k: int(len(v)) for k, v in starts.items()},
-            "epochs": int(trainer.current_epoch), "train_seconds": round(seconds, 2),
+            "epochs": epochs, "train_seconds": round(seconds, 2),
             # without a validation split the checkpoint monitors the training loss: no validation score then
-            "best_val_loss": (float(checkpoint.best_model_score)
-                              if validate and checkpoint.best_model_score is not None else None),
+            "best_val_loss": best_score if validate else None,
             "period": [str(times[0]), str(times[-1])], "split": self.split_,
             "parameters": int(sum(p.numel() for p in self.model_.parameters())),
         }

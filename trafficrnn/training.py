@@ -217,6 +217,9 @@ def quiet_lightning(quiet: bool = True):
             lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
+            # the folder is checked by trafficrnn.checkpoints before training (refused when it holds
+            # another run's checkpoints); beside its run.json it is rightly not empty
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
             if quiet:
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
