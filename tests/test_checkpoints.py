@@ -206,3 +206,15 @@ def test_cli__train_checkpoint_dir_and_resume(tmp_path):
     assert _same_weights(a, b) and "epochs     2 " in res.output
     res = runner.invoke(main, ["train", str(stack), "--resume", "--out", str(tmp_path / "m3")])
     assert res.exit_code == 2 and "--resume needs --checkpoint-dir" in res.output
+
+
+def test_resume__under_max_time_the_clock_and_the_schedule_go_on(tmp_path):
+    # Lightning's Timer state travels in last.ckpt: a run of 3 s resumed with a budget of 6 s trains
+    # about 3 s more (not 6), starting mid-way down the cosine rather than at the full learning rate
+    da = density_series(periods=160)
+    params = {**FAST, "max_epochs": 10_000, "max_time": 0.05, "lr": 1e-2}
+    first = TrafficForecaster("convgru", **params).fit(da, checkpoint_dir=tmp_path)
+    resumed = TrafficForecaster("convgru", **{**params, "max_time": 0.1}).fit(da, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.history_[0]["epoch"] == first.history_[-1]["epoch"] + 1
+    assert resumed.training_summary_["train_seconds"] < 0.75 * 6
+    assert resumed.history_[0]["lr"] < 0.8e-2 and resumed.history_[-1]["lr"] < 0.3e-2
