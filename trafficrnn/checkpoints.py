@@ -20,7 +20,6 @@ unless ``resume=True``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +173,8 @@ def finish(root: Path, record: dict[str, Any], finished: dict[str, Any]) -> None
 
 def write(root: Path, record: dict[str, Any]) -> None:
     """Write ``run.json`` in ``root`` (created if missing) through a temporary file and a rename."""
+    from trafficrnn.io._atomic import atomic_output
+
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{RUN_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, root / RUN_FILE)
+    with atomic_output(root / RUN_FILE, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))

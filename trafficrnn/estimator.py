@@ -319,10 +319,10 @@ class TrafficForecaster(InputChecks):
                                                    target_inputs=self.target_inputs), ema=self.ema,
                                 lead_weights=self.lead_weights)
         validate = len(datasets["val"]) > 0
+        bands, input_bands = [str(b) for b in target.band.values], [str(b) for b in images.band.values]
         record = checkpoints.run_record(self.get_params(), {
             "frames": len(times), "period": [str(times[0]), str(times[-1])], "cadence": cadence.isoformat(),
-            "grid": grid.to_dict(), "bands": [str(b) for b in target.band.values],
-            "input_bands": [str(b) for b in images.band.values], "static_bands": static_names,
+            "grid": grid.to_dict(), "bands": bands, "input_bands": input_bands, "static_bands": static_names,
             "covariates": None if cov is None else list(cov.columns)})
         root = Path(checkpoint_dir) if checkpoint_dir is not None else None
         resume_from, finished = checkpoints.prepare(root, record, resume) if root is not None else (None, None)
@@ -358,8 +358,7 @@ class TrafficForecaster(InputChecks):
                 trainer.strategy.barrier()
         self.model_ = module.final_model().cpu().eval()
         self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
-        self.bands_ = [str(b) for b in target.band.values]
-        self.input_bands_ = [str(b) for b in images.band.values]
+        self.bands_, self.input_bands_ = bands, input_bands
         self.units_ = str(target.attrs.get("units", "1"))
         self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm
         self.density_only_ = density_only
