@@ -12,7 +12,9 @@ tunables of DESIGN.md.
 
 ``--widths 32,32 32 48`` instead times one-thread training (one ensemble member's share) of each model at
 those hidden layouts and writes ``benchmarks/results/train_throughput_widths.json``: what a narrower or
-shallower network buys in epochs within a fixed time budget.
+shallower network buys in epochs within a fixed time budget. ``--bptt 12 6 4`` times one-thread training of the
+2 x 32 network with truncated backpropagation through the last 12 / 6 / 4 input frames (``bptt_steps``; 12 is
+all of them) and writes ``benchmarks/results/train_throughput_bptt.json``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ T_IN, HORIZON, GRID, BANDS, KNOWN, STATIC, HIDDEN = 12, 6, (14, 8), 2, 13, 2, (3
 
 
 def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf16: bool = False,
-                       barrier=None, hidden: tuple[int, ...] = HIDDEN) -> dict:
+                       barrier=None, hidden: tuple[int, ...] = HIDDEN, grad_steps: int | None = None) -> dict:
     """Train on random windows for ``seconds`` of wall time; windows (samples) per second and ms per step."""
     import torch
 
@@ -53,7 +55,8 @@ def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf1
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(x, horizon=HORIZON, past_covariates=past, future_covariates=future, static=static)
+            out = net(x, horizon=HORIZON, past_covariates=past, future_covariates=future, static=static,
+                      grad_steps=grad_steps)
         loss = ((out.float() - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -98,6 +101,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--widths", nargs="+", default=None, metavar="H1[,H2...]",
                         help="instead: one-thread throughput of each model with these hidden layouts (e.g. 32,32 32 48), "
                              "one after another, written to results/train_throughput_widths.json")
+    parser.add_argument("--bptt", nargs="+", type=int, default=None, metavar="STEPS",
+                        help="instead: one-thread throughput with truncated backpropagation through the last STEPS "
+                             "input frames (e.g. 12 6 4), written to results/train_throughput_bptt.json")
     args = parser.parse_args(argv)
 
     import torch
@@ -105,6 +111,8 @@ def main(argv=None) -> dict:
     cores = len(os.sched_getaffinity(0))
     if args.widths:
         return compare_widths(args, [tuple(int(h) for h in w.split(",")) for w in args.widths], torch)
+    if args.bptt:
+        return compare_bptt(args, args.bptt, torch)
     results = {}
     for model in args.models:
         one = windows_per_second(model, args.batch, args.seconds, threads=cores)
@@ -134,6 +142,51 @@ def main(argv=None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _machine(torch) -> dict:
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
+
+
+def compare_bptt(args, steps: list[int], torch) -> dict:
+    """One-thread windows per second with truncated backpropagation through the last ``s`` input frames (the
+    forecast is the same; only the backward pass is shorter), and the ratio to the first setting; the settings
+    alternate over two rounds so that a drift of the machine's speed hits them alike."""
+    bad = [s for s in steps if not 1 <= s <= T_IN]
+    if bad:
+        raise SystemExit(f"--bptt {bad[0]} is out of range: expected 1..{T_IN} input frames")
+    results: dict = {}
+    for model in args.models:
+        rounds = [{s: windows_per_second(model, args.batch, args.seconds / 2, threads=1, grad_steps=s) for s in steps}
+                  for _ in range(2)]
+        runs = {}
+        for s in steps:
+            wps = sum(r[s]["windows_per_second"] for r in rounds) / 2
+            runs[f"last_{s}_of_{T_IN}"] = {"grad_steps": s, "rounds": [r[s] for r in rounds],
+                                           "windows_per_second": round(wps, 2)}
+        first = next(iter(runs.values()))["windows_per_second"]
+        for run in runs.values():
+            run["ratio_to_first"] = round(run["windows_per_second"] / first, 3)
+        results[model] = runs
+        print(f"{model}: " + ", ".join(f"last {r['grad_steps']} frames {r['windows_per_second']:.1f} windows/s "
+                                       f"({r['ratio_to_first']:.2f}x)" for r in runs.values()), flush=True)
+    out = args.out if args.out != RESULTS else RESULTS.with_name("train_throughput_bptt.json")
+    report = {
+        "command": " ".join(["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")]),
+        "machine": _machine(torch),
+        "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
+                  "known_in_advance_channels": KNOWN, "static_channels": STATIC, "hidden": list(HIDDEN), "kernel": 3,
+                  "threads": 1},
+        "timed_seconds_per_configuration": args.seconds,
+        "note": "one configuration at a time, one torch thread each, in two alternating rounds of half the time; "
+                "the other core idle",
+        "results": results,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

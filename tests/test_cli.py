@@ -144,6 +144,14 @@ def test_train__model_options_reach_the_estimator(grids, tmp_path):
     assert est.peephole == "channel" and est.model_.config["cell_kwargs"] == {"peephole": "channel"}
 
 
+def test_train__linear_lags_and_bptt_steps_reach_the_model(grids, tmp_path):
+    result = run("train", grids / "stack", *TINY, "--linear-lags", 2, "--bptt-steps", 3, "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+    est = TrafficForecaster.load(tmp_path / "m")
+    assert est.linear_lags == 2 and est.model_.config["linear_lags"] == 2 and est.model_.linear is not None
+    assert est.bptt_steps == 3
+
+
 def test_forecast__target_inputs_model_reads_the_detections(city, tmp_path):
     model = tmp_path / "m"
     result = run("train", city / "images", "--vehicles", city / "vehicles.gpkg", "--tile-size", 16, "--target-inputs",

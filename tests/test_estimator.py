@@ -231,6 +231,48 @@ def test_fit__convlstm_peephole_is_built_saved_and_loaded(tmp_path):
     np.testing.assert_array_equal(again.predict(da).values, est.predict(da).values)
 
 
+def test_fit__linear_lags_build_a_linear_term_that_is_saved_and_loaded(tmp_path):
+    da = density_series(periods=100)
+    est = TrafficForecaster("convgru", linear_lags=2, context=("ha",), cell_mean=True, **FAST).fit(da)
+    cfg = est.model_.config
+    assert cfg["linear_leads"] == FAST["horizon"] and cfg["linear_lags"] == 2
+    # per lead: 2 lags + calendar (4) + ha context (1) + cell mean (1) -> 1 band
+    assert tuple(est.model_.linear.weight.shape) == (FAST["horizon"], 2 + 4 + 1 + 1, 1, 1)
+    again = TrafficForecaster.load(est.save(tmp_path / "m"))
+    assert again.linear_lags == 2
+    np.testing.assert_array_equal(again.predict(da).values, est.predict(da).values)
+    assert TrafficForecaster("convgru", **FAST).fit(da).model_.linear is None
+
+
+def test_fit__bptt_steps_truncate_training_only(tmp_path):
+    """Truncated backpropagation changes what training learns from, not what the model reads."""
+    da = density_series(periods=100)
+    full = TrafficForecaster("convlstm", **FAST).fit(da)
+    cut = TrafficForecaster("convlstm", bptt_steps=2, **FAST).fit(da)
+    assert cut.model_.config == full.model_.config  # the same network, trained differently
+    assert not np.array_equal(cut.predict(da).values, full.predict(da).values)
+    again = TrafficForecaster.load(cut.save(tmp_path / "m"))
+    assert again.bptt_steps == 2
+    np.testing.assert_array_equal(again.predict(da).values, cut.predict(da).values)
+    # through all input frames: identical to no truncation
+    every = TrafficForecaster("convlstm", bptt_steps=FAST["input_steps"], **FAST).fit(da)
+    np.testing.assert_allclose(every.predict(da).values, full.predict(da).values, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"bptt_steps": 0}, r"bptt_steps=0 is invalid: expected an integer from 1 to input_steps=6"),
+    ({"bptt_steps": 7}, "bptt_steps=7 is invalid"),
+    ({"bptt_steps": True}, "bptt_steps=True is invalid"),
+    ({"linear_lags": -1}, r"linear_lags=-1 is invalid: expected an integer from 0 \(no linear term\) to input_steps=6"),
+    ({"linear_lags": 7}, "linear_lags=7 is invalid"),
+    ({"linear_lags": 1.5}, "linear_lags=1.5 is invalid"),
+    ({"linear_lags": 2, "tile_size": 4}, r"the image path \(tile_size=4\) does not have as inputs: use linear_lags=1"),
+])
+def test_fit__linear_lags_refused(params, match):
+    with pytest.raises(ConfigError, match=match):
+        TrafficForecaster("convlstm", **{**FAST, **params}).fit(density_series(periods=60))
+
+
 @pytest.mark.parametrize("model, value, match", [
     ("convgru", "channel", "is for model='convlstm' only"),
     ("convlstm", "position", r"peephole='position' is invalid: expected None or 'channel'"),

@@ -53,6 +53,18 @@ class InputChecks:
                 raise ConfigError(f"lead_weights={weights!r} is invalid: expected {self.horizon} finite weights >= 0 "
                                   f"(one per lead, horizon={self.horizon}) with a positive sum, e.g. "
                                   f"{tuple([2.0] + [1.0] * (self.horizon - 1))}, or None")
+        lags = self.linear_lags
+        if isinstance(lags, bool) or not isinstance(lags, (int, np.integer)) or not 0 <= lags <= self.input_steps:
+            raise ConfigError(f"linear_lags={lags!r} is invalid: expected an integer from 0 (no linear term) to "
+                              f"input_steps={self.input_steps}, e.g. 2")
+        if lags > 1 and self.tile_size not in (None, 1):
+            raise ConfigError(f"linear_lags={lags} reads earlier observed targets, which the image path "
+                              f"(tile_size={self.tile_size}) does not have as inputs: use linear_lags=1")
+        steps = self.bptt_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer))
+                                  or not 1 <= steps <= self.input_steps):
+            raise ConfigError(f"bptt_steps={steps!r} is invalid: expected an integer from 1 to "
+                              f"input_steps={self.input_steps} (the frames backpropagated through), or None for all")
         if not isinstance(self.context, (tuple, list)):
             raise ConfigError(f"context={self.context!r} is invalid: expected a tuple such as ('ha', '1D', '7D')")
 

@@ -168,6 +168,11 @@ def _training_options(func):
                      help="Keep an exponential moving average of the weights with this decay, e.g. 0.995."),
         click.option("--lead-weights", default=None, callback=_parse_weights, metavar="W1,W2,...",
                      help="Weight of each lead in the loss, one per lead (e.g. 2,1.5,1,1,1,1 for 6 leads)."),
+        click.option("--linear-lags", default=0, show_default=True, type=click.IntRange(0),
+                     help="Add a per-lead linear term over the last K observed frames, the known-in-advance "
+                          "inputs and the static layers (LSTNet's autoregressive part); 0: none."),
+        click.option("--bptt-steps", default=None, type=click.IntRange(1),
+                     help="Backpropagate through the last N input frames only (truncated BPTT: faster epochs)."),
         click.option("--timezone", default=None, help="IANA zone of the naive timestamps, e.g. America/New_York."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--precision", default="auto", show_default=True, help="auto, 32-true, bf16-mixed, 16-mixed."),
@@ -214,7 +219,8 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
                   strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],
                   context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()), timezone=opts["timezone"],
                   target_inputs=opts["target_inputs"], ema=opts["ema"], lead_weights=opts["lead_weights"],
-                  peephole="channel" if opts["peephole"] else None)
+                  peephole="channel" if opts["peephole"] else None, linear_lags=opts["linear_lags"],
+                  bptt_steps=opts["bptt_steps"])
     for name in ("context_inputs", "feedback", "count_head"):  # flags left out keep the estimator's default
         if opts[name] is not None:
             params[name] = opts[name]

@@ -101,12 +101,13 @@ MAX_KERNEL = 15
 MAX_TILE = 1024
 _MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel_size", "encoder", "static_channels",
                "past_covariate_channels", "future_covariate_channels", "feedback", "residual",
-               "output_activation", "cell_kwargs", "count_head"}
+               "output_activation", "cell_kwargs", "count_head", "linear_leads", "linear_lags"}
 _ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem"}
 _CELL_KEYS = {"bias", "peephole", "grid_shape"}
 #: parameters added after format version 1 appeared, with the behaviour of models saved before them
 _ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False,
-                 "peephole": None, "lead_weights": None}
+                 "peephole": None, "lead_weights": None, "linear_lags": 0,
+                 "bptt_steps": None}
 
 
 def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
@@ -137,6 +138,8 @@ def _check_model_config(mc: dict, path: Path) -> None:
     for i, h in enumerate(hidden):
         _int_in(h, 1, MAX_CHANNELS, f"model_config.hidden_channels[{i}]", path)
     _int_in(mc.get("kernel_size", 3), 1, MAX_KERNEL, "model_config.kernel_size", path)
+    _int_in(mc.get("linear_leads", 0), 0, MAX_CHANNELS, "model_config.linear_leads", path)
+    _int_in(mc.get("linear_lags", 1), 1, MAX_CHANNELS, "model_config.linear_lags", path)
     for key in ("feedback", "residual", "count_head"):
         if key in mc and not isinstance(mc[key], bool):
             raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false")

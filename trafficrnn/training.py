@@ -60,13 +60,17 @@ class ForecastModule(L.LightningModule):
     lead_weights : sequence of float, optional
         Weight of each lead in the forecast loss (training and validation), rescaled to a mean
         of 1; ``None``: equal weights.
+    bptt_steps : int, optional
+        Training steps backpropagate through the encoder's last ``bptt_steps`` input frames only
+        (``grad_steps`` of the model's forward); validation and prediction are unaffected.
     """
 
     def __init__(self, model: torch.nn.Module, *, horizon: int, lr: float = 2e-3, weight_decay: float = 1e-4,
                  max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, ema: float | None = None,
-                 lead_weights=None) -> None:
+                 lead_weights=None, bptt_steps: int | None = None) -> None:
         super().__init__()
         self.model = model
+        self.bptt_steps = bptt_steps
         self.lead_weights = None
         if lead_weights is not None:
             weights = torch.as_tensor([float(w) for w in lead_weights], dtype=torch.float32)
@@ -85,7 +89,8 @@ class ForecastModule(L.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False,
                 averaged: bool = False):
         net = self.ema_model.module if averaged and self.ema_model is not None else self.model
-        return net(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast, **self.inputs(batch))
+        extra = {"grad_steps": self.bptt_steps} if self.training and self.bptt_steps else {}
+        return net(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast, **self.inputs(batch), **extra)
 
     def final_model(self) -> torch.nn.Module:
         """The network to keep: the averaged weights when ``ema`` is set, else the trained ones."""

@@ -20,6 +20,9 @@ VARIANTS = {
     "no_feedback_covariates": {"feedback": False, "future_covariate_channels": 2, "static_channels": 1},
     "peephole_relu": {"cell_kwargs": {"peephole": "channel"}, "output_activation": "relu"},
     "count_head_residual": {"count_head": True, "residual": True, "feedback": False},  # images only
+    "linear_term": {"linear_leads": HORIZON + 1, "future_covariate_channels": 2, "static_channels": 1},
+    "linear_term_no_feedback": {"linear_leads": HORIZON, "feedback": False, "residual": True,
+                                "future_covariate_channels": 2},
 }
 
 
@@ -113,6 +116,90 @@ def test_forward__residual_with_zero_head_repeats_last_target():
     torch.testing.assert_close(out, x[:, -1:, :1].expand(1, 3, 1, 3, 3))
     last = torch.full((1, 1, 3, 3), 2.0)
     torch.testing.assert_close(model(x, horizon=2, last_target=last), last[:, None].expand(1, 2, 1, 3, 3))
+
+
+def _linear_model(feedback: bool, **kwargs) -> EncoderForecaster:
+    return get_model("convlstm", in_channels=2, out_channels=2, hidden_channels=[4], future_covariate_channels=3,
+                     static_channels=1, residual=True, feedback=feedback, **kwargs)
+
+
+@pytest.mark.parametrize("feedback", [False, True], ids=["direct", "feedback"])
+def test_forward__linear_term_starts_at_zero_and_learns(feedback):
+    torch.manual_seed(0)
+    model = _linear_model(feedback, linear_leads=4, linear_lags=2)
+    plain = _linear_model(feedback)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("linear.")})
+    x, fut, static = torch.rand(2, 5, 2, 3, 4), torch.rand(2, 3, 3, 3, 4), torch.rand(2, 1, 3, 4)
+    out = model(x, horizon=3, future_covariates=fut, static=static)
+    torch.testing.assert_close(out, plain(x, horizon=3, future_covariates=fut, static=static), rtol=0, atol=0)
+    out.square().mean().backward()
+    assert model.linear.weight.grad.abs().sum() > 0 and model.linear.bias.grad.abs().sum() > 0
+
+
+def test_forward__linear_term_has_its_own_weights_per_lead():
+    """With a silent network (zero head), lead h is last + its own linear map: lead 1 learns the frame before
+    the last (a lag), lead 2 the second covariate of its own time, lead 3 twice the static layer."""
+    torch.manual_seed(0)
+    model = _linear_model(False, linear_leads=3, linear_lags=2)
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    x, fut, static = torch.rand(8, 4, 2, 3, 4), torch.rand(8, 3, 3, 3, 4), torch.rand(8, 1, 3, 4)
+    last = x[:, -1, :2]
+    y = torch.stack([last + x[:, -2, :2], last + fut[:, 1, 1:2].expand_as(last), last + 2 * static.expand_as(last)], 1)
+    opt = torch.optim.Adam(model.linear.parameters(), lr=0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        loss = (model(x, horizon=3, future_covariates=fut, static=static) - y).square().mean()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 1e-4
+    # the per-lead groups read [covariates of the lead (3), lag before last (2), last (2), static (1)]
+    w = model.linear.weight.detach()[:, :, 0, 0].view(3, 2, 8)
+    torch.testing.assert_close(w[0, :, 3:5], torch.eye(2), atol=0.02, rtol=0)
+    torch.testing.assert_close(w[1, :, 1], torch.ones(2), atol=0.02, rtol=0)
+    torch.testing.assert_close(w[2, :, 7], torch.full((2,), 2.0), atol=0.02, rtol=0)
+    # a shorter horizon uses the first leads' weights
+    with torch.no_grad():
+        short = model(x, horizon=2, future_covariates=fut[:, :2], static=static)
+        full = model(x, horizon=3, future_covariates=fut, static=static)
+    torch.testing.assert_close(short, full[:, :2])
+
+
+def test_forward__linear_term_refuses_a_longer_horizon_and_too_few_frames():
+    model = _linear_model(False, linear_leads=2, linear_lags=3)
+    x, static = torch.rand(1, 4, 2, 3, 4), torch.rand(1, 1, 3, 4)
+    with pytest.raises(ModelMismatchError, match="horizon=3 is longer than the 2 lead steps"):
+        model(x, horizon=3, future_covariates=torch.rand(1, 3, 3), static=static)
+    with pytest.raises(ModelMismatchError, match="reads the last 3 frames but x has 2"):
+        model(x[:, :2], horizon=2, future_covariates=torch.rand(1, 2, 3), static=static)
+
+
+def test_encoder_forecaster__linear_lags_refused_on_images_and_out_of_range():
+    with pytest.raises(ConfigError, match="linear_lags=2 reads earlier observed targets"):
+        EncoderForecaster(in_channels=3, encoder=ENCODER, linear_leads=2, linear_lags=2)
+    with pytest.raises(ConfigError, match="linear_leads must be an int >= 0"):
+        EncoderForecaster(in_channels=3, linear_leads=-1)
+
+
+@pytest.mark.parametrize("name", ["convlstm", "convgru"])
+def test_forward__grad_steps_truncates_the_gradient_not_the_forecast(name):
+    torch.manual_seed(0)
+    model = get_model(name, in_channels=2, out_channels=2, hidden_channels=[4, 3], future_covariate_channels=1,
+                      residual=True, feedback=False)
+    x = torch.rand(2, 5, 2, 3, 4, requires_grad=True)
+    fut = torch.rand(2, 2, 1)
+    full = model(x, horizon=2, future_covariates=fut)
+    (gx_full,) = torch.autograd.grad(full.square().sum(), x)
+    cut = model(x, horizon=2, future_covariates=fut, grad_steps=2)
+    torch.testing.assert_close(cut, full, rtol=1e-6, atol=1e-6)
+    (gx_cut,) = torch.autograd.grad(cut.square().sum(), x)
+    assert (gx_cut[:, :3] == 0).all() and (gx_cut[:, 3:].abs().sum((0, 2, 3, 4)) > 0).all()
+    assert (gx_full[:, :3].abs().sum((0, 2, 3, 4)) > 0).all()  # without truncation the early frames get gradient
+    # through every frame: the same gradient as without grad_steps
+    (gx_all,) = torch.autograd.grad(model(x, horizon=2, future_covariates=fut, grad_steps=5).square().sum(), x)
+    torch.testing.assert_close(gx_all, gx_full)
+    with pytest.raises(ConfigError, match="grad_steps must be an int >= 1"):
+        model(x, horizon=2, future_covariates=fut, grad_steps=0)
 
 
 def test_forward__deterministic_under_seed():

@@ -114,6 +114,8 @@ class EncoderForecaster(nn.Module):
         output_activation: str = "softplus",
         cell_kwargs: dict | None = None,
         count_head: bool = False,
+        linear_leads: int = 0,
+        linear_lags: int = 1,
     ) -> None:
         super().__init__()
         hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
@@ -132,6 +134,13 @@ class EncoderForecaster(nn.Module):
             ("future_covariate_channels", future_covariate_channels),
         ):
             _positive_int(name, value, 0)
+        _positive_int("linear_leads", linear_leads, 0)
+        _positive_int("linear_lags", linear_lags, 1)
+        if linear_lags > 1 and encoder is not None:
+            raise ConfigError(
+                f"linear_lags={linear_lags} reads earlier observed targets, which the image path "
+                "does not have as input; use linear_lags=1 (the last target or its nowcast)"
+            )
         for name, value in (("feedback", feedback), ("residual", residual), ("count_head", count_head)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be True or False, got {value!r}")
@@ -145,11 +154,11 @@ class EncoderForecaster(nn.Module):
                 f"encoder must be a dict of TileEncoder arguments or None, got "
                 f"{type(encoder).__name__}; pass e.g. encoder={{'tile_size': 16}}"
             )
-        if encoder is None and (feedback or residual) and in_channels < out_channels:
+        if encoder is None and (feedback or residual or linear_leads) and in_channels < out_channels:
             raise ConfigError(
                 f"without an image encoder the first out_channels={out_channels} channels of x "
                 f"are the target bands, but in_channels={in_channels}; put the targets first "
-                "or set feedback=False and residual=False"
+                "or set feedback=False, residual=False and linear_leads=0"
             )
         cell_kwargs = dict(cell_kwargs or {})
         cell_cls = get_cell(cell)
@@ -169,6 +178,8 @@ class EncoderForecaster(nn.Module):
                 "output_activation": output_activation,
                 "cell_kwargs": cell_kwargs,
                 "count_head": count_head,
+                "linear_leads": linear_leads,
+                "linear_lags": linear_lags,
             }
         )
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -215,6 +226,17 @@ class EncoderForecaster(nn.Module):
         fc_in = (out_channels if feedback else 0) + future_covariate_channels + static_channels
         self.forecaster_cells = stack(fc_in)
         self.head = nn.Conv2d(sum(hidden_channels), out_channels, 1)
+        self.linear_leads, self.linear_lags = linear_leads, linear_lags
+        if linear_leads:
+            lin_in = linear_lags * out_channels + future_covariate_channels + static_channels
+            # one group of weights per lead; zero: the model starts as without the linear term
+            self.linear: nn.Conv2d | None = nn.Conv2d(
+                linear_leads * lin_in, linear_leads * out_channels, 1, groups=linear_leads
+            )
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+        else:
+            self.linear = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _activate(self, y: torch.Tensor) -> torch.Tensor:
@@ -227,12 +249,40 @@ class EncoderForecaster(nn.Module):
         out = last + delta
         return out if self.training else torch.clamp(out, min=0)
 
-    def _head(self, hs: list[torch.Tensor], last: torch.Tensor | None) -> torch.Tensor:
-        """Hidden states of all forecaster layers at one step -> (N, C_out, Hc, Wc)."""
+    def _head(
+        self, hs: list[torch.Tensor], last: torch.Tensor | None, lin: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Hidden states of all forecaster layers at one step (plus that step's linear term)
+        -> (N, C_out, Hc, Wc)."""
         y = self.head(torch.cat(hs, 1))
+        if lin is not None:
+            y = y + lin
         if self.residual:
             return self._residual(last, y)
         return self._activate(y)
+
+    def _linear_term(
+        self,
+        x: torch.Tensor,
+        last: torch.Tensor,
+        fut: torch.Tensor | None,
+        static: torch.Tensor | None,
+        horizon: int,
+    ) -> torch.Tensor:
+        """The per-lead linear term, (N, horizon, C_out, Hc, Wc)."""
+        n, hw = last.shape[0], tuple(last.shape[-2:])
+        lags = [last]
+        if self.linear_lags > 1:
+            earlier = x[:, -self.linear_lags : -1, : self.out_channels]
+            lags = [*torch.nan_to_num(earlier).unbind(1), last]
+        shared = torch.cat(lags + ([static] if static is not None else []), 1)
+        parts = [shared[:, None].expand(n, horizon, *shared.shape[1:])]
+        if fut is not None:
+            parts.insert(0, fut)
+        inp = torch.cat(parts, 2) if len(parts) > 1 else parts[0]
+        k = self.out_channels * horizon
+        y = F.conv2d(inp.flatten(1, 2), self.linear.weight[:k], self.linear.bias[:k], groups=horizon)
+        return y.view(n, horizon, self.out_channels, *hw)
 
     @staticmethod
     def _check(t: torch.Tensor | None, arg: str, param: str, channels: int) -> None:
@@ -291,6 +341,7 @@ class EncoderForecaster(nn.Module):
         future_covariates: torch.Tensor | None = None,
         last_target: torch.Tensor | None = None,
         return_nowcast: bool = False,
+        grad_steps: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Forecast ``horizon`` lead steps.
 
@@ -313,6 +364,11 @@ class EncoderForecaster(nn.Module):
             the last frame (images). NaN is read as the nowcast (images) or as 0 (grids).
         return_nowcast : bool
             Also return the nowcast of the input frames (image encoder only).
+        grad_steps : int, optional
+            Training: backpropagate through the recurrent encoder's last ``grad_steps`` input
+            frames only (truncated backpropagation through time). The earlier frames still set
+            the state, read without a graph: the same forecast, a cheaper backward pass.
+            ``None``: through every frame. Ignored where no gradient is recorded.
 
         Returns
         -------
@@ -332,6 +388,8 @@ class EncoderForecaster(nn.Module):
             If the image size is not a multiple of the encoder tile size.
         """
         _positive_int("horizon", horizon)
+        if grad_steps is not None:
+            _positive_int("grad_steps", grad_steps)
         if return_nowcast and self.tile_encoder is None:
             raise ConfigError(
                 "return_nowcast=True needs an image encoder; build with encoder={...} or "
@@ -353,11 +411,22 @@ class EncoderForecaster(nn.Module):
             self.future_covariate_channels,
         )
         n, t_in = x.shape[:2]
+        if self.linear is not None and horizon > self.linear_leads:
+            raise ModelMismatchError(
+                f"horizon={horizon} is longer than the {self.linear_leads} lead steps the model's "
+                f"linear term was built for; forecast at most {self.linear_leads} steps"
+            )
+        if self.linear is not None and t_in < self.linear_lags:
+            raise ModelMismatchError(
+                f"the linear term reads the last {self.linear_lags} frames but x has {t_in}; "
+                f"pass at least {self.linear_lags} input frames"
+            )
 
         nowcast = None
         if self.tile_encoder is not None:
             feats, nowcast = self._encode(x)
-            if nowcast is None and (return_nowcast or (last_target is None and (self.feedback or self.residual))):
+            needs_last = self.feedback or self.residual or self.linear is not None
+            if nowcast is None and (return_nowcast or (last_target is None and needs_last)):
                 nowcast = self._nowcast_from(feats)
         else:
             clean, valid = _split_valid(x)
@@ -379,12 +448,23 @@ class EncoderForecaster(nn.Module):
             )
         seq = torch.cat(parts, 2) if len(parts) > 1 else feats
         states = []
-        for cell in self.encoder_cells:
-            seq, state = cell.forward_sequence(seq)
-            states.append(state)
+        if grad_steps is not None and grad_steps < t_in and torch.is_grad_enabled():
+            # truncated backpropagation through time: the early frames set the state, without a graph
+            with torch.no_grad():
+                early = seq[:, : t_in - grad_steps]
+                for cell in self.encoder_cells:
+                    early, state = cell.forward_sequence(early)
+                    states.append(state)
+            later = seq[:, t_in - grad_steps :]
+            for i, cell in enumerate(self.encoder_cells):
+                later, states[i] = cell.forward_sequence(later, states[i])
+        else:
+            for cell in self.encoder_cells:
+                seq, state = cell.forward_sequence(seq)
+                states.append(state)
 
         last = None
-        if self.feedback or self.residual:
+        if self.feedback or self.residual or self.linear is not None:
             if last_target is None:
                 last = nowcast[:, -1] if nowcast is not None else x[:, -1, : self.out_channels]
             else:
@@ -407,6 +487,7 @@ class EncoderForecaster(nn.Module):
                 future_covariates, "future_covariates", n, horizon, self.future_covariate_channels, hw
             )
         stat_h = None if static is None else static[:, None].expand(n, horizon, *static.shape[1:])
+        lin = None if self.linear is None else self._linear_term(x, last, fut, static, horizon)
 
         if not self.feedback:
             # Inputs of every lead step are known up front: run layer by layer, each with
@@ -419,6 +500,8 @@ class EncoderForecaster(nn.Module):
                 outs.append(seq)
             hcat = torch.cat(outs, 2).flatten(0, 1)
             y = self.head(hcat).unflatten(0, (n, horizon))
+            if lin is not None:
+                y = y + lin
             if self.residual:
                 forecast = self._residual(last[:, None], y)
             else:
@@ -426,14 +509,15 @@ class EncoderForecaster(nn.Module):
         else:
             fut_steps = fut.unbind(1) if fut is not None else [None] * horizon
             prev = last
+            lin_steps = lin.unbind(1) if lin is not None else [None] * horizon
             preds = []
-            for fut_t in fut_steps:
+            for fut_t, lin_t in zip(fut_steps, lin_steps):
                 inp = torch.cat([p for p in (prev, fut_t, static) if p is not None], 1)
                 hs = []
                 for k, cell in enumerate(self.forecaster_cells):
                     inp, states[k] = cell.step(cell.input_projection(inp[:, None])[:, 0], states[k])
                     hs.append(inp)
-                prev = self._head(hs, last)
+                prev = self._head(hs, last, lin_t)
                 preds.append(prev)
             forecast = torch.stack(preds, 1)
         if return_nowcast:
