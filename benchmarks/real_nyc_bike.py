@@ -82,8 +82,8 @@ DEEP = dict(input_steps=INPUT_STEPS, horizon=HORIZON, hidden=(32, 32), context=(
 #: (bptt_steps=6: 1.28x the windows per second, so more epochs in the 10 minutes): 3.79 vs 3.89 on lead 1 on the
 #: validation days, and 3.99 vs 4.04 on the test days in one run each on the same machine the same day. Not
 #: adopted: batch 8 / 4, peephole, weight EMA, lead weights, one layer of 48, a per-lead linear term
-#: (linear_lags=2), bptt_steps=4 (3.81); one layer of 32 won on the validation days (3.77) but lost on the test days (4.00 / 4.64 over 2
-#: runs against 3.95 / 4.54)
+#: (linear_lags=2), bptt_steps=4 (3.81); one layer of 32 won on the validation days (3.77) but lost on the test
+#: days (4.00 / 4.64 over 2 runs against 3.95 / 4.54)
 MODEL_SETTINGS: dict[str, dict] = {"convlstm": {"bptt_steps": 6}}
 #: the daily covariates (columns of nyc_bike_covariates) the deep models read by default
 COVARIATES = ("precipitation_in",)

@@ -131,10 +131,8 @@ def main(argv=None) -> dict:
             line += f", {cores} processes x 1 thread {many['windows_per_second']:.1f} windows/s together"
         print(line + f", bf16-mixed {bf16['windows_per_second']:.1f} windows/s", flush=True)
     report = {
-        "command": " ".join(["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "usable_cores": cores,
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "glibc_tunables": os.environ.get("GLIBC_TUNABLES")},
+        "command": _command(),
+        "machine": _machine(torch),
         "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
                   "known_in_advance_channels": KNOWN, "static_channels": STATIC, "hidden": list(HIDDEN), "kernel": 3},
         "timed_seconds_per_configuration": args.seconds,
@@ -143,6 +141,10 @@ def main(argv=None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _command() -> str:
+    return " ".join(["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")])
 
 
 def _machine(torch) -> dict:
@@ -175,7 +177,7 @@ def compare_bptt(args, steps: list[int], torch) -> dict:
                                        f"({r['ratio_to_first']:.2f}x)" for r in runs.values()), flush=True)
     out = args.out if args.out != RESULTS else RESULTS.with_name("train_throughput_bptt.json")
     report = {
-        "command": " ".join(["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")]),
+        "command": _command(),
         "machine": _machine(torch),
         "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
                   "known_in_advance_channels": KNOWN, "static_channels": STATIC, "hidden": list(HIDDEN), "kernel": 3,
@@ -205,10 +207,8 @@ def compare_widths(args, widths: list[tuple[int, ...]], torch) -> dict:
                                        for k, r in runs.items()), flush=True)
     out = args.out if args.out != RESULTS else RESULTS.with_name("train_throughput_widths.json")
     report = {
-        "command": " ".join(["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")]),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "usable_cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                    "torch": torch.__version__, "glibc_tunables": os.environ.get("GLIBC_TUNABLES")},
+        "command": _command(),
+        "machine": _machine(torch),
         "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
                   "known_in_advance_channels": KNOWN, "static_channels": STATIC, "kernel": 3, "threads": 1},
         "timed_seconds_per_configuration": args.seconds,

@@ -423,9 +423,9 @@ class EncoderForecaster(nn.Module):
             )
 
         nowcast = None
+        needs_last = self.feedback or self.residual or self.linear is not None
         if self.tile_encoder is not None:
             feats, nowcast = self._encode(x)
-            needs_last = self.feedback or self.residual or self.linear is not None
             if nowcast is None and (return_nowcast or (last_target is None and needs_last)):
                 nowcast = self._nowcast_from(feats)
         else:
@@ -447,24 +447,20 @@ class EncoderForecaster(nn.Module):
                 _as_maps(past_covariates, "past_covariates", n, t_in, self.past_covariate_channels, hw)
             )
         seq = torch.cat(parts, 2) if len(parts) > 1 else feats
-        states = []
-        if grad_steps is not None and grad_steps < t_in and torch.is_grad_enabled():
+        states = [None] * len(self.encoder_cells)
+        early = t_in - grad_steps if grad_steps is not None and torch.is_grad_enabled() else 0
+        if early > 0:
             # truncated backpropagation through time: the early frames set the state, without a graph
             with torch.no_grad():
-                early = seq[:, : t_in - grad_steps]
-                for cell in self.encoder_cells:
-                    early, state = cell.forward_sequence(early)
-                    states.append(state)
-            later = seq[:, t_in - grad_steps :]
-            for i, cell in enumerate(self.encoder_cells):
-                later, states[i] = cell.forward_sequence(later, states[i])
-        else:
-            for cell in self.encoder_cells:
-                seq, state = cell.forward_sequence(seq)
-                states.append(state)
+                prefix = seq[:, :early]
+                for i, cell in enumerate(self.encoder_cells):
+                    prefix, states[i] = cell.forward_sequence(prefix)
+            seq = seq[:, early:]
+        for i, cell in enumerate(self.encoder_cells):
+            seq, states[i] = cell.forward_sequence(seq, states[i])
 
         last = None
-        if self.feedback or self.residual or self.linear is not None:
+        if needs_last:
             if last_target is None:
                 last = nowcast[:, -1] if nowcast is not None else x[:, -1, : self.out_channels]
             else:
