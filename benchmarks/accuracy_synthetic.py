@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import cpu  # benchmarks/_machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 #: settings of every deep model (besides model, precision, seed and the time limit); recorded in the results
@@ -88,8 +89,8 @@ def main() -> None:
                              "predict_seconds": round(time.perf_counter() - t0, 3)})
                 print(key, runs[-1], flush=True)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()},
+              "machine": {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
+                          "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()},
               "sample": {"frames": images.sizes["time"], "image_px": [images.sizes["y"], images.sizes["x"]],
                          "grid": [target.sizes["y"], target.sizes["x"]], "tile_size": tile,
                          "mean_vehicles_per_cell": round(float(target.mean()), 4)},

@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from trafficrnn.models.cells import ConvGRUCell, ConvLSTMCell  # noqa: E402
+from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
 
 N, T, C, HID, S, K, LAYERS = 8, 12, 64, 64, 32, 3, 2
 
@@ -177,6 +178,7 @@ def main() -> None:
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
+            "cpu": cpu(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),

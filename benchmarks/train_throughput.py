@@ -148,7 +148,9 @@ def _command() -> str:
 
 
 def _machine(torch) -> dict:
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+    from _machine import cpu  # benchmarks/_machine.py
+
+    return {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "torch": torch.__version__,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
 

@@ -1,0 +1,32 @@
+"""What a benchmark records about the CPU it ran on: fixed-time results (the NYC and synthetic accuracy
+runs train for so many minutes) depend on it, and machines here differ several-fold in speed, mainly by
+whether they have AVX-512 (bf16 convolutions run at fp32 speed or below without it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: the instruction-set flags of /proc/cpuinfo that move PyTorch's CPU speed
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu() -> dict:
+    """CPU model name, the ISA flags above that it has, and PyTorch's detected CPU capability."""
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    out = {"model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
+    try:
+        import torch
+
+        out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        pass
+    return out
