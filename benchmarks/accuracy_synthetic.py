@@ -90,7 +90,8 @@ def main() -> None:
                 print(key, runs[-1], flush=True)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
               "machine": {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()},
+                          "torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "load_average_at_end": os.getloadavg()},
               "sample": {"frames": images.sizes["time"], "image_px": [images.sizes["y"], images.sizes["x"]],
                          "grid": [target.sizes["y"], target.sizes["x"]], "tile_size": tile,
                          "mean_vehicles_per_cell": round(float(target.mean()), 4)},

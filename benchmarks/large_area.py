@@ -33,6 +33,7 @@ os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "1048576")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import rasterio  # noqa: E402
+from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
 from affine import Affine  # noqa: E402
 
 CRS = "EPSG:32633"
@@ -155,7 +156,8 @@ def main() -> None:
     times = [a["wall_s"] for a in areas]
     result = {
         "command": "python benchmarks/large_area.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu(), "platform": platform.platform(),
+                    "python": platform.python_version()},
         "note": ("memory and throughput benchmark: a tiny image-path ConvGRU (tile 16 px, hidden 8, width 8) trained "
                  "for one epoch on a separate 256 px stack; forecast skill is not measured. Input: 12 RGB uint8 "
                  f"frames of {args.size} px (1 m, EPSG:32633), generated procedurally, written strip by strip, "

@@ -8,7 +8,8 @@ both channels pooled, predictions clipped at 0; per lead and as the mean of the 
 scores; also on the targets above 10 trips only. Baselines and deep models learn from the same days,
 train + validation (the deep models for 10 epochs or the time budget, whichever ends first, with the
 learning rate decaying over it, keeping the epoch of lowest training loss); the deep models also read
-the daily weather of ``nyc_bike_covariates`` (``--covariates``; the observed values stand in for a weather forecast).
+the daily weather of ``nyc_bike_covariates`` (``--covariates``; the observed values stand in for a weather
+forecast).
 ``--members convgru=2``: that model's run is a ForecastEnsemble of 2 seeds trained side by side, one
 process and one core each, for the same wall time (the JSON then also scores each member alone).
 ``--score-on val`` is the tuning protocol: everything learns from the training days only and is
@@ -90,8 +91,8 @@ MODEL_SETTINGS: dict[str, dict] = {"convlstm": {"bptt_steps": 6}}
 #: epochs per model (and ensemble member) unless --max-epochs says otherwise: with the time limit alone, the
 #: score depended on the machine's speed. On the validation days (real_nyc_bike_val_exploration.json) a machine
 #: with AVX-512 trained the ConvLSTM 20 epochs in the 10 minutes, and its later leads got worse than with 10
-#: (mean 4.57 against 4.50; 6 epochs 4.51), the ConvGRU 21 (4.59 against 4.50 with 10); a slower machine that ends the
-#: 10 minutes before 10 epochs still stops at the time limit
+#: (mean 4.57 against 4.50; 6 epochs 4.51), the ConvGRU 21 (4.59 against 4.50 with 10); a slower machine that
+#: ends the 10 minutes before 10 epochs still stops at the time limit
 MAX_EPOCHS = 10
 #: the daily covariates (columns of nyc_bike_covariates) the deep models read by default
 COVARIATES = ("precipitation_in",)

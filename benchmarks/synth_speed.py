@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
 from trafficrnn.synth import simulate  # noqa: E402
 from trafficrnn.synth.city import make_city  # noqa: E402
 from trafficrnn.synth.render import Renderer  # noqa: E402
@@ -59,7 +60,8 @@ def main():
     simulate(64, days=0.05, step="5min", gsd=1.0)  # warm-up (imports, caches)
     out = {
         "command": "taskset -c 0 python benchmarks/synth_speed.py",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu": cpu(),
+                    "cpu_count": os.cpu_count(),
                     "python": sys.version.split()[0], "numpy": np.__version__, "threads": 1},
         "note": "simulate_total includes building the city, the static scene and the grid; 1 day at 5 min",
         "target_fps": 10,

@@ -32,6 +32,8 @@ TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=107
 if __name__ == "__main__" and os.environ.get("GLIBC_TUNABLES") is None and "--no-reexec" not in sys.argv:
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES})
 
+from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 T_IN, HORIZON, GRID, BANDS, KNOWN, STATIC, HIDDEN = 12, 6, (14, 8), 2, 13, 2, (32, 32)
 
@@ -148,10 +150,8 @@ def _command() -> str:
 
 
 def _machine(torch) -> dict:
-    from _machine import cpu  # benchmarks/_machine.py
-
-    return {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "torch": torch.__version__,
+    return {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), "torch": torch.__version__,
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
 
 
