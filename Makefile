@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH)' | tr -c 'A-Za-z0-9.\n' '_')
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv clean
 
 venv: $(STAMP)
 
@@ -30,9 +30,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
-
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) trafficrnn-demo .pytest_cache
