@@ -14,7 +14,7 @@ from trafficrnn.synth.city import City
 @pytest.fixture(scope="session")
 def small_run():
     """A 128 px city at 1 m over a weekday morning, with clouds and missing frames."""
-    return simulate(128, days=0.25, step="15min", gsd=1.0, seed=3, clouds=True, cloud_cover=0.3,
+    return simulate(128, days=0.25, step="15min", gsd=1.0, tile_size=16, seed=3, clouds=True, cloud_cover=0.3,
                     missing_frames=0.2, start="2024-06-04T04:00")
 
 

@@ -12,7 +12,7 @@ from trafficrnn.synth import simulate, write_simulation
 
 
 def test_simulate__deterministic_for_a_seed():
-    kw = dict(days=0.05, step="10min", gsd=1.0, seed=7, clouds=True, start="2024-06-04T06:00")
+    kw = dict(days=0.05, step="10min", gsd=1.0, tile_size=16, seed=7, clouds=True, start="2024-06-04T06:00")
     a, b = simulate(96, **kw), simulate(96, **kw)
     np.testing.assert_array_equal(a.images.values, b.images.values)
     np.testing.assert_array_equal(a.density.values, b.density.values)
@@ -45,7 +45,7 @@ def test_simulate__vehicle_on_road_pixel_and_in_its_cell(small_run):
 
 
 def test_simulate__daily_cycle_in_totals():
-    r = simulate(96, days=1.0, step="60min", gsd=1.0, seed=1, start="2024-06-03T22:00")  # a local Tuesday
+    r = simulate(96, days=1.0, step="60min", gsd=1.0, tile_size=16, seed=1, start="2024-06-03T22:00")  # a local Tuesday
     total = r.density.sum(("band", "y", "x")).to_series()
     local = total.index + pd.Timedelta(hours=2)
     night = total[(local.hour >= 1) & (local.hour <= 4)].mean()
@@ -96,6 +96,28 @@ def test_write_simulation__refuses_existing(small_run, tmp_path):
 def test_write_simulation__bad_compress(small_run, tmp_path):
     with pytest.raises(ConfigError, match="image_compress='png' is invalid"):
         write_simulation(small_run, tmp_path / "city", image_compress="png")
+
+
+def test_simulate__render_false_keeps_the_traffic():
+    kw = dict(days=0.1, step="30min", gsd=1.0, tile_size=16, seed=2, start="2024-06-04T07:00")
+    shot, unshot = simulate(64, **kw), simulate(64, render=False, **kw)
+    assert unshot.images.sizes["time"] == 0 and unshot.cloud_mask.sizes["time"] == 0
+    assert len(unshot.missing) == 0
+    np.testing.assert_array_equal(unshot.density.values, shot.density.values)
+    assert unshot.vehicles.geometry.equals(shot.vehicles.geometry)
+
+
+def test_simulate__defaults_make_a_square_kilometre_of_64_m_cells():
+    import inspect
+
+    defaults = {k: v.default for k, v in inspect.signature(simulate).parameters.items()}
+    size, gsd, tile = defaults["size"], defaults["gsd"], defaults["tile_size"]
+    assert (size * gsd) ** 2 >= 1e6 and tile * gsd == 64.0 and size % tile == 0
+
+
+def test_simulate__tile_size_message_lists_divisors():
+    with pytest.raises(ConfigError, match=r"tile_size=64 is invalid.*size=96.*such as 8, 16 or 32"):
+        simulate(96, tile_size=64)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

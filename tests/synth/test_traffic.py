@@ -44,7 +44,8 @@ def test_run_traffic__incident_queue_spills_back_at_shock_speed_and_releases(cor
     cell = int(net.last[3])
     inc = pd.DataFrame([{"start": pd.Timestamp("2024-06-04T06:30"), "end": pd.Timestamp("2024-06-04T07:30"),
                          "link": 3, "cell": cell, "factor": 0.15}])
-    run = run_traffic(corridor, net, times, seed=0, incidents=inc, incident_rate=0.0, event_prob=0.0)
+    # below capacity before the incident (demand_scale=1 runs over it at the peaks)
+    run = run_traffic(corridor, net, times, seed=0, incidents=inc, incident_rate=0.0, event_prob=0.0, demand_scale=0.6)
     k = run.cell_n / net.cell_len  # vehicles per metre
     queued = k[:, :cell] > 0.4 * net.link.kj.iat[0]
     tail = np.where(queued.any(1), cell - queued.argmax(1), 0)  # queue length in cells

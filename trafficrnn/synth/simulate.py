@@ -74,8 +74,12 @@ def _check(size, days, step, tile_size, gsd, cloud_cover, missing_frames) -> pd.
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
         raise ConfigError(f"size={size!r} is invalid: expected an integer number of pixels >= 32, e.g. 512")
     if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1 or size % tile_size:
-        raise ConfigError(f"tile_size={tile_size!r} is invalid: expected a positive integer dividing size={size} "
-                          "(e.g. 16 for size 512)")
+        fits = [d for d in (8, 16, 32, 64, 128) if isinstance(size, (int, np.integer)) and size % d == 0]
+        hint = "or change size to a multiple of 64"
+        if fits:
+            hint = f"such as {', '.join(map(str, fits[-3:-1]))} or {fits[-1]}" if len(fits) > 1 else f"such as {fits[0]}"
+        raise ConfigError(f"tile_size={tile_size!r} is invalid: expected a positive integer dividing size={size}, "
+                          f"{hint}")
     if not isinstance(days, (int, float)) or not days > 0:
         raise ConfigError(f"days={days!r} is invalid: expected a positive number of days, e.g. 2")
     try:
@@ -93,16 +97,19 @@ def _check(size, days, step, tile_size, gsd, cloud_cover, missing_frames) -> pd.
     return step_td
 
 
-def simulate(size: int = 512, *, days: float = 2.0, step="5min", seed: int = 0, tile_size: int = 16,
-             gsd: float = 0.5, start="2024-06-03", clouds: bool = False, cloud_cover: float = 0.15,
+def simulate(size: int = 1024, *, days: float = 2.0, step="5min", seed: int = 0, tile_size: int = 64,
+             gsd: float = 1.0, start="2024-06-03", clouds: bool = False, cloud_cover: float = 0.15,
              missing_frames: float = 0.0, demand_scale: float = 1.0, incident_rate: float = 0.05,
-             event_prob: float = 0.4, place: dict | None = None, progress: bool = False) -> SimulationResult:
+             event_prob: float = 0.4, place: dict | None = None, render: bool = True,
+             progress: bool = False) -> SimulationResult:
     """Simulate and photograph a synthetic city.
 
     Parameters
     ----------
     size : int
-        Image side in pixels (images are ``size`` × ``size``).
+        Image side in pixels (images are ``size`` × ``size``). The defaults (1024 px at 1 m, cells
+        of 64 px) make a scene of about 1 km² whose cells hold road length, where density has
+        memory a forecaster can learn (``benchmarks/synth_forecastability.py`` checks it).
     days : float
         Simulated duration.
     step : str or pandas.Timedelta
@@ -123,6 +130,9 @@ def simulate(size: int = 512, *, days: float = 2.0, step="5min", seed: int = 0, 
         Traffic demand multiplier, incidents per lane-km and hour, chance of an event per day.
     place : dict, optional
         Scene centre and CRS (see :func:`trafficrnn.synth.city.make_city`); default Vienna.
+    render : bool
+        Photograph the frames. ``False`` skips the rendering (the slow part) when only the
+        traffic is wanted: ``images`` and ``cloud_mask`` then have no frames.
     progress : bool
         Show progress bars.
 
@@ -157,7 +167,8 @@ def simulate(size: int = 512, *, days: float = 2.0, step="5min", seed: int = 0, 
     missing = np.zeros(n, bool)
     if missing_frames > 0:
         missing[1:-1] = rng.random(n - 2) < missing_frames
-    images = np.zeros((int((~missing).sum()), 3, size, size), np.uint8)
+    shot = ~missing & render  # frames photographed
+    images = np.zeros((int(shot.sum()), 3, size, size), np.uint8)
     clouds_arr = np.zeros((images.shape[0], size, size), bool)
     density = np.zeros((n, 1, *grid.shape), np.float32)
     parts = []
@@ -170,10 +181,10 @@ def simulate(size: int = 512, *, days: float = 2.0, step="5min", seed: int = 0, 
         density[k, 0] = np.bincount(rows[inside] * grid.shape[1] + cols[inside],
                                     minlength=grid.shape[0] * grid.shape[1]).reshape(grid.shape)
         parts.append(veh)
-        if not missing[k]:
+        if shot[k]:
             images[k_img], clouds_arr[k_img] = renderer.render(times[k], veh)
             k_img += 1
-    img_times = times[~missing]
+    img_times = times[shot]
     image_grid = Grid(city.crs, city.transform, (size, size), 1)
     images_da = image_grid.attach(xr.DataArray(images, dims=("time", "band", "y", "x"),
                                                coords={"time": img_times, "band": ["red", "green", "blue"]},

@@ -13,8 +13,10 @@ from trafficrnn.errors import ConfigError
 from trafficrnn.synth.city import ROAD_CLASSES, City
 
 KJ_LANE = 0.15  # jam density, vehicles per metre and lane
-SIGNAL_CYCLE = 90.0  # seconds
+SIGNAL_CYCLES = (40.0, 70.0)  # seconds: each signalised node draws its cycle length from this range
 MAX_WAIT = 900.0  # seconds of demand that queue at an entry before drivers divert
+TRIP_RATE = 0.03  # trips per second that a node of unit land-use weight starts at full demand (car parks, side streets)
+DEMAND = 1.5  # demand at demand_scale=1: the arterials run over their signals' capacity at the peaks
 CLASS_W = {"arterial": 3.0, "collector": 2.0, "local": 1.0}
 
 
@@ -34,6 +36,7 @@ class Network:
     mov_cbd: np.ndarray  # (M,) cosine between the to-link heading and the direction to the CBD
     green: np.ndarray  # (L,) green share at the downstream node (1 where unsignalised)
     phase: np.ndarray  # (L,) start of the green window in the signal cycle, as a fraction
+    cycle: np.ndarray  # (L,) signal cycle length (s) at the downstream node
 
 
 def build_network(city: City, dt: float = 2.0) -> Network:
@@ -90,6 +93,8 @@ def build_network(city: City, dt: float = 2.0) -> Network:
     green = np.ones(len(link))
     rng = np.random.default_rng(len(link))
     node_offset = rng.random(len(nodes))
+    # cycle lengths differ between nodes, so no frame cadence samples every signal at one phase
+    node_cycle = rng.uniform(*SIGNAL_CYCLES, len(nodes))
     for v, idx in link.groupby("v").groups.items():
         idx = np.asarray(idx)
         roads_here = link.road.to_numpy()[idx]
@@ -100,7 +105,8 @@ def build_network(city: City, dt: float = 2.0) -> Network:
             green[i] = float(np.clip(cw[i] / (cw[i] + other), 0.3, 0.7)) * 0.92
     axis = link.axis.to_numpy()
     phase = (node_offset[link.v.to_numpy()] + np.where(axis == 0, 0.0, 1.0 - green)) % 1.0
-    return Network(link, cell_link, pos * cell_len, cell_len, first, last, mf, mt, turn < 0.5, cos_cbd, green, phase)
+    return Network(link, cell_link, pos * cell_len, cell_len, first, last, mf, mt, turn < 0.5, cos_cbd, green, phase,
+                   node_cycle[link.v.to_numpy()])
 
 
 def _cos_to(heading: np.ndarray, x: np.ndarray, y: np.ndarray, target) -> np.ndarray:
@@ -186,7 +192,8 @@ def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int 
     spinup : pandas.Timedelta
         Simulated time before the first frame, so that it starts from a loaded network.
     demand_scale : float
-        Multiplier of all demand (1 loads the arterials to about capacity at the peaks).
+        Multiplier of all demand. At 1 the arterials run over their signals' capacity at the weekday
+        peaks: queues build for an hour or more, spill back and dissolve after the peak.
     incident_rate : float
         Incidents per lane-kilometre and hour at full demand.
     event_prob : float
@@ -287,10 +294,10 @@ def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int 
             noise = phi * noise + math.sqrt(1 - phi ** 2) * 0.5 * rng.standard_normal(noise.size)
             city_noise = phi_city * city_noise + math.sqrt(1 - phi_city ** 2) * 0.35 * rng.standard_normal()
             wet = bool(((rain.start <= now) & (now < rain.end)).any())
-            level = (1.1 if wet else 1.0) * demand_scale * prof["total"] * day_mult[min(day, n_days - 1)] * math.exp(city_noise)
+            level = (1.1 if wet else 1.0) * DEMAND * demand_scale * prof["total"] * day_mult[min(day, n_days - 1)] * math.exp(city_noise)
             am, pm = prof["am"], prof["pm"]
             gamma = 1.0 * (am - pm)
-            prod = level * 0.003 * (res * (1 + 2.5 * am) + cbd * (0.3 + 3.0 * pm) + com * (1 + 0.6 * (1 - am - pm)))
+            prod = level * TRIP_RATE * (res * (1 + 2.5 * am) + cbd * (0.3 + 3.0 * pm) + com * (1 + 0.6 * (1 - am - pm)))
             sink = 0.02 + 0.10 * level * (res * (0.2 + 2.5 * pm) + cbd * (0.3 + 5.0 * am) + com * 0.8)
             ev_bias = np.zeros(len(net.mov_from))
             boost = 1.0
@@ -314,7 +321,7 @@ def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int 
                 lw = (lk.length * lk.lanes).to_numpy()
                 li = int(rng.choice(L, p=lw / lw.sum()))
                 cell = int(rng.integers(net.first[li], net.last[li] + 1))
-                dur = float(np.clip(rng.lognormal(math.log(45), 0.5), 15, 120))
+                dur = float(np.clip(rng.lognormal(math.log(45), 0.45), 20, 90))
                 factor = 0.45 if lk.lanes.iat[li] >= 2 else 0.15
                 inc_rows.append({"start": now, "end": now + pd.Timedelta(minutes=dur), "link": li, "cell": cell,
                                  "factor": factor})
@@ -322,14 +329,15 @@ def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int 
             for inc in inc_rows:
                 if inc["start"] <= now < inc["end"]:
                     capf[inc["cell"]] = min(capf[inc["cell"]], inc["factor"])
-            # traffic beyond the scene: exits slow down when the whole city is busier than usual
-            exit_cap = qlink * dt * np.where(exit_, 0.95 - 0.25 * max(0.0, city_noise), 1.0)
+            # traffic beyond the scene: exits clog as demand rises and when the city is busier than usual
+            exit_f = max(0.3, 0.95 - 0.6 * max(0.0, level - 0.5) - 0.25 * max(0.0, city_noise))
+            exit_cap = qlink * dt * np.where(exit_, exit_f, 1.0)
         srcq = np.minimum(srcq + rate * dt, rate * MAX_WAIT)  # drivers who would wait longer go elsewhere
         cq = qcap * capf * dt
         S = np.minimum(np.minimum(vf * dt / clen, 1.0) * N, cq)
         R = np.clip(np.minimum(cq, w * dt * (nmax - N) / clen), 0.0, nmax - N)
         y_in = np.minimum(S[inner_a], R[inner_b])
-        cyc = (s * dt / SIGNAL_CYCLE - net.phase) % 1.0
+        cyc = (s * dt / net.cycle - net.phase) % 1.0
         s_last = np.minimum(S[net.last], qlink * dt * ((cyc < net.green) | (net.green >= 1)))
         d_sink = np.where(exit_, np.minimum(s_last, exit_cap), s_last * sink_l)
         d_mov = (s_last * (1 - sink_l))[net.mov_from] * beta
