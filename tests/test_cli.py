@@ -133,6 +133,36 @@ def test_train__vehicles_and_roads(image_model):
     assert "epochs     1" in output and "parameters " in output and f"saved      {out}" in output
     est = TrafficForecaster.load(out)
     assert est.static_bands_ == ["road"] and est.grid_.tile_size == 16 and est.input_bands_ == ["red", "green", "blue"]
+    assert est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 8  # the points reached the fit
+    assert est.gsd_ == (1.0, 1.0)
+
+
+def test_evaluate__align_resample(image_model, city, tmp_path):
+    import xarray as xr
+    from affine import Affine
+
+    from trafficrnn import Grid
+    from trafficrnn.io import read_stack
+
+    images = read_stack(city / "images")
+    values = images.values.repeat(2, axis=2).repeat(2, axis=3)  # the same scene at 0.5 m
+    pixels = Grid(images.rio.crs, images.rio.transform() * Affine.scale(0.5), values.shape[2:])
+    fine = pixels.attach(xr.DataArray(values, dims=images.dims,
+                                      coords={"time": images.time.values, "band": images.band.values}))
+    write_stack(fine, tmp_path / "fine")
+    result = run("evaluate", image_model[0], tmp_path / "fine", "--vehicles", city / "vehicles.gpkg", "--split", "all")
+    assert result.exit_code == 2 and "--align resample" in result.output and "0.5 x 0.5" in result.output
+    result = run("evaluate", image_model[0], tmp_path / "fine", "--vehicles", city / "vehicles.gpkg",
+                 "--roads", city / "roads.gpkg", "--split", "all", "--align", "resample")
+    assert result.exit_code == 0, result.output
+
+
+def test_train__vehicles_outside_the_images(city, tmp_path):
+    far = gpd.read_file(city / "vehicles.gpkg")
+    far = far.set_geometry(far.translate(90_000, 0))
+    far.to_file(tmp_path / "far.gpkg", driver="GPKG")
+    one_line_error(run("train", city / "images", "--vehicles", tmp_path / "far.gpkg", "--tile-size", 16,
+                       "--out", tmp_path / "m"), "far.gpkg: none of its")
 
 
 def test_train__model_options_reach_the_estimator(grids, tmp_path):

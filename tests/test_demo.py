@@ -4,7 +4,9 @@ import geopandas as gpd
 import pytest
 import rasterio
 
-from trafficrnn.demo import comparison_table, run_demo
+import pandas as pd
+
+from trafficrnn.demo import comparison_table, run_demo, verdict
 from trafficrnn.errors import InputFileError
 from trafficrnn.synth.simulate import simulate, write_simulation
 
@@ -32,6 +34,17 @@ def test_run_demo__writes_every_output(tiny_sample, tmp_path):
     assert list(wide.columns) == ["convlstm", "convgru", "persistence", "historical_average", "ridge"]
     assert list(wide.index) == [1, 2, 3, 4, 5, 6, "mean"]
     assert any("better deep model here:" in line for line in lines)
+    assert sum(line.startswith(("convlstm: ", "convgru: ")) for line in lines) == 2
+
+
+def test_verdict__names_the_leads_and_baselines_that_win():
+    wide = pd.DataFrame({"convgru": [1.0, 2.0], "convlstm": [0.5, 0.6], "persistence": [1.5, 1.2],
+                         "ridge": [0.9, 1.9]}, index=[1, 2])
+    wide.loc["mean"] = wide.mean()
+    lines = verdict(wide, ("convlstm", "convgru"))
+    assert lines[0] == "convlstm: beats every baseline at every lead"
+    assert lines[1] == ("convgru: does NOT beat every baseline on this run (lead 1: ridge 0.900 vs 1.000; "
+                        "lead 2: persistence 1.200 vs 2.000)")
 
 
 def test_run_demo__sample_without_images(tmp_path):

@@ -68,12 +68,37 @@ def test_load__model_saved_before_the_newer_parameters(tmp_path):
                             **FAST).fit(images, target)
     path = est.save(tmp_path / "old")
     config = json.loads((path / "config.json").read_text())
-    for key in ("context_inputs", "count_head", "feedback", "ema", "target_inputs"):
+    for key in ("context_inputs", "count_head", "feedback", "ema", "target_inputs", "counting"):
         config["params"].pop(key)
+    config.pop("gsd")
     (path / "config.json").write_text(json.dumps(config))
     again = TrafficForecaster.load(path)
-    assert again.context_inputs is False and again.count_head is False
+    assert again.context_inputs is False and again.count_head is False and again.counting is False
+    assert again.gsd_ == (25.0, 25.0)  # cells of 100 m, tile size 4
     np.testing.assert_array_equal(again.predict(images).values, est.predict(images).values)
+
+
+def test_load__count_head_model_saved_before_count_stage(tmp_path):
+    """A count-head model whose config has no count_stage rebuilds with the second-last stage."""
+    from .test_estimator import image_series
+
+    target = density_series(periods=60)
+    images = image_series(target, tile=16)
+    est = TrafficForecaster("convgru", tile_size=16, **FAST).fit(images, target)
+    assert est.model_.count_stage == 1  # strides [4, 2, 2]: 8 px, the old rule's stage too
+    path = est.save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    config["model_config"].pop("count_stage")
+    (path / "config.json").write_text(json.dumps(config))
+    again = TrafficForecaster.load(path)
+    assert again.model_.count_stage == 1
+    np.testing.assert_array_equal(again.predict(images).values, est.predict(images).values)
+
+
+def test_load__gsd_that_disagrees_with_the_grid(saved, tmp_path):
+    path = edited_model(saved, tmp_path, lambda c: c.update(gsd=[2.0, 100.0]))
+    with pytest.raises(ModelFileError, match=r"gsd = \[2.0, 100.0\] does not match the grid"):
+        TrafficForecaster.load(path)
 
 
 def test_save__refuses_existing(saved):

@@ -14,6 +14,41 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, Timest
 from trafficrnn.grid import Grid
 
 
+ALIGNS = ("exact", "resample")
+
+
+def resample_to_gsd(images: xr.DataArray, gsd: tuple[float, float]) -> xr.DataArray:
+    """Images resampled onto pixels of ``gsd`` (x, y) by area averaging, keeping CRS and origin.
+
+    Parameters
+    ----------
+    images : xarray.DataArray
+        ``(time, band, y, x)`` with CRS and transform; NaN marks missing pixels.
+    gsd : tuple of float
+        Wanted pixel size in CRS units.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(time, band, y', x')`` float32 over the whole pixels of the new size that the extent holds.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.transform import Affine
+
+    t = images.rio.transform()
+    shape = (int(images.sizes["y"] * abs(t.e) / gsd[1] + 1e-6), int(images.sizes["x"] * abs(t.a) / gsd[0] + 1e-6))
+    if min(shape) < 1:
+        raise GridError(f"images of {images.sizes['y']} x {images.sizes['x']} px are smaller than one pixel of "
+                        f"{gsd}: pass a larger scene")
+    dst = Affine(gsd[0], 0, t.c, 0, -gsd[1], t.f)
+    data = images.astype("float32").rio.write_nodata(np.nan)
+    frames = [data.isel(time=i).rio.reproject(images.rio.crs, shape=shape, transform=dst,
+                                               resampling=Resampling.average) for i in range(images.sizes["time"])]
+    out = xr.concat(frames, dim="time", coords="minimal", compat="override").transpose("time", "band", "y", "x")
+    out.attrs = dict(images.attrs)
+    return out.rio.write_crs(images.rio.crs).rio.write_transform(dst)
+
+
 class InputChecks:
     """Mixin of :class:`~trafficrnn.estimator.TrafficForecaster`: validation of its parameters and inputs."""
 
@@ -36,7 +71,7 @@ class InputChecks:
                                      or not 0 < self.ema < 1):
             raise ConfigError(f"ema={self.ema!r} is invalid: expected a decay in (0, 1) such as 0.995, or None")
         for name in ("feedback", "residual", "time_features", "cell_mean", "context_inputs", "count_head",
-                     "target_inputs"):
+                     "target_inputs", "counting"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True or False")
         if self.peephole not in (None, "channel"):
@@ -87,8 +122,10 @@ class InputChecks:
             raise TimestampError("images and target share no timestamp: check that both stacks cover the same period")
         return target.reindex(time=images.time.values)  # frames without a target become NaN (masked)
 
-    def _prepare(self, images: xr.DataArray) -> tuple[xr.DataArray, Grid]:
+    def _prepare(self, images: xr.DataArray, align: str = "exact") -> tuple[xr.DataArray, Grid]:
         self._check_fitted()
+        if align not in ALIGNS:
+            raise ConfigError(f"align={align!r} is invalid: expected one of {', '.join(map(repr, ALIGNS))}")
         images = self._check_array(images, "images")
         found = [str(b) for b in images.band.values]
         if found != self.input_bands_:
@@ -98,10 +135,17 @@ class InputChecks:
             raise ModelMismatchError(f"stack CRS {images.rio.crs} differs from the model's {self.grid_.crs}: "
                                      "reproject the stack (read_stack(..., align='reproject')) to the model's CRS")
         tile = self.grid_.tile_size
-        res = abs(images.rio.transform().a) * tile, abs(images.rio.transform().e) * tile
-        if not np.allclose(res, self.grid_.resolution, rtol=1e-6):
-            raise ModelMismatchError(f"stack gives cells of {res} at tile_size={tile}, the model was trained on "
-                                     f"{self.grid_.resolution}: resample the stack to the model's resolution")
+        gsd = abs(images.rio.transform().a), abs(images.rio.transform().e)
+        model_gsd = getattr(self, "gsd_", None) or tuple(r / tile for r in self.grid_.resolution)
+        if not np.allclose(gsd, model_gsd, rtol=1e-6):
+            if align != "resample":
+                unit = images.rio.crs.linear_units if images.rio.crs.is_projected else "CRS units"
+                raise ModelMismatchError(
+                    f"the images have pixels of {gsd[0]:g} x {gsd[1]:g} {unit} (GSD), the model was trained on "
+                    f"{model_gsd[0]:g} x {model_gsd[1]:g} at tile_size={tile} (cells of "
+                    f"{self.grid_.resolution[0]:g} x {self.grid_.resolution[1]:g}): resample the images to the "
+                    "model's GSD with predict(..., align='resample') (CLI: --align resample)")
+            images = resample_to_gsd(images, model_gsd)
         grid = Grid.from_image(images, tile)  # tile 1: the stack's own grid
         times = pd.DatetimeIndex(images.time.values)
         if len(times) > 1:

@@ -14,7 +14,7 @@ import click
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
     _FILE, COVARIATES_HELP, FORECAST_FORMATS, _check_outputs, _covariates, _data_kwargs, _ensemble_options,
-    _load_model, _prepare_training, _read_vector, _static, _table_json, _target, _training_options,
+    ALIGN_HELP, _align_images, _load_model, _prepare_training, _read_vector, _static, _table_json, _target, _training_options,
     _write_text,
 )
 from trafficrnn.errors import TrafficRNNError
@@ -150,13 +150,14 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
     if resume and checkpoint_dir is None:
         raise ConfigError("--resume needs --checkpoint-dir: the folder of the run to continue")
     _check_outputs([out], opts["overwrite"])
-    images, target, static, params = _prepare_training(stack, opts)
+    images, target, static, params, points = _prepare_training(stack, opts)
     est = TrafficForecaster(model_name.lower(), progress=not opts["quiet"], **params)
     if members > 1:
         from trafficrnn.ensemble import ForecastEnsemble
 
         est = ForecastEnsemble(est, members=members, n_jobs=jobs)
-    est.fit(images, target, **_data_kwargs(static, opts["covariates"]), checkpoint_dir=checkpoint_dir, resume=resume)
+    est.fit(images, target, vehicles=points, **_data_kwargs(static, opts["covariates"]),
+            checkpoint_dir=checkpoint_dir, resume=resume)
     est.save(out, overwrite=opts["overwrite"])
     s = est.training_summary_
     runs = s.get("runs", [s])
@@ -188,11 +189,13 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
               help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).")
 @click.option("--halo", default=None, type=click.IntRange(0), help="Cells read around each window (default: exact).")
 @click.option("--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs.")
+@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample"]),
+              help=ALIGN_HELP)
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, target: str | None,
              vehicles: str | None, covariates: str | None, window: int | None, halo: int | None,
-             scheduler: str | None, allow_gaps: bool, overwrite: bool) -> None:
+             scheduler: str | None, align: str, allow_gaps: bool, overwrite: bool) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
     \b
@@ -214,6 +217,9 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
                           "static road layer; use --out forecast.gpkg, or drop --roads")
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     if window or scheduler:
+        if align != "exact":
+            raise ConfigError("--align resample is not available with --window/--scheduler: resample the stack "
+                              "to the model's pixel size first, or drop --window")
         if suffix not in (".tif", ".tiff") or roads_gdf is not None:
             raise ConfigError(f"--window/--scheduler stream the forecast into a COG: use --out forecast.tif "
                               f"(got {out}) and no --roads")
@@ -230,7 +236,7 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
         click.echo(f"wrote {path} (GeoTIFF (COG), windows of {window or 'default'} cells)")
         return
     images = read_stack(stack, allow_gaps=allow_gaps, chunks={})
-    recent = images.isel(time=slice(-est.history_needed, None)).load()
+    recent = _align_images(images.isel(time=slice(-est.history_needed, None)).load(), est, align)
     static = _static(roads_gdf, images, est.grid_.tile_size) if est.static_bands_ else None
     extra = _data_kwargs(static, covariates)
     if est.target_inputs:
@@ -239,7 +245,7 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
                               "--target-inputs): pass --target STACK or --vehicles POINTS.gpkg for them")
         tile = est.grid_.tile_size
         extra["target"] = _target(recent, target, vehicles, tile if tile > 1 else None, allow_gaps)[0]
-    fc = est.predict(recent, horizon=horizon, **extra)
+    fc = est.predict(recent, horizon=horizon, align=align, **extra)
     if suffix == ".gpkg":
         to_geopackage(fc, out, segments=roads_gdf, overwrite=overwrite)
     elif suffix == ".nc":
@@ -261,13 +267,15 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
 @click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "all"]),
               help="Windows scored: the chronological test or val split, or every window of STACK.")
+@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample"]),
+              help=ALIGN_HELP)
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write the table as CSV.")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON.")
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv / --json files.")
 def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, roads: str | None,
-             covariates: str | None, split: str, csv_path: str | None, json_path: str | None, allow_gaps: bool,
-             overwrite: bool) -> None:
+             covariates: str | None, split: str, align: str, csv_path: str | None, json_path: str | None,
+             allow_gaps: bool, overwrite: bool) -> None:
     """Score a saved MODEL per lead beside persistence, historical average and Ridge.
 
     Prints MAE, RMSE, MAPE and skill vs persistence per lead for the model and every baseline.
@@ -281,12 +289,12 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
     _check_outputs([csv_path], overwrite, (".csv",))
     _check_outputs([json_path], overwrite, (".json",))
     est = _load_model(model)
-    images = read_stack(stack, allow_gaps=allow_gaps)
+    images = _align_images(read_stack(stack, allow_gaps=allow_gaps), est, align)
     tile = est.grid_.tile_size
     truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     static = _static(roads_gdf, images, tile) if est.static_bands_ else None
-    table = est.evaluate(images, truth, split=None if split == "all" else split,
+    table = est.evaluate(images, truth, split=None if split == "all" else split, align=align,
                          **_data_kwargs(static, covariates))
     click.echo(f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
                f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})")
@@ -331,7 +339,7 @@ def compare_command(stack: str, models: str, out_dir: str, members: int, jobs: i
     files = {ext: out / f"comparison.{ext}" for ext in ("csv", "json", "png")}
     if out.exists():
         _check_outputs(files.values(), opts["overwrite"])
-    images, target, static, params = _prepare_training(stack, opts)
+    images, target, static, params, _ = _prepare_training(stack, opts)
     result = compare(images, target, models=[m.strip() for m in models.split(",") if m.strip()], static=static,
                      progress=not opts["quiet"], echo=click.echo, covariates=_covariates(opts["covariates"]),
                      members=members, n_jobs=jobs, **params)

@@ -60,6 +60,9 @@ def _target(images, target: str | None, vehicles: str | None, tile_size: int | N
             raise ConfigError("--vehicles needs --tile-size (image pixels per grid cell, e.g. 16) to build the grid")
         cadence = images.attrs.get("cadence") or None
         gdf = _read_vector(vehicles, "--vehicles")
+        from trafficrnn.counting import check_vehicles
+
+        check_vehicles(gdf, _grid(images, tile_size), what=vehicles)
         return rasterize_points(gdf, _grid(images, tile_size), times=images.time.values,
                                 freq=pd.Timedelta(cadence) if cadence else None), tile_size
     if target:
@@ -204,7 +207,8 @@ def _data_kwargs(static, covariates_path: str | None) -> dict:
 
 
 def _prepare_training(stack: str, opts: dict) -> tuple:
-    """Images, target, static and the TrafficForecaster parameters from the shared options."""
+    """Images, target, static, the TrafficForecaster parameters and the vehicle points (image path
+    with --vehicles, for the counting supervision; else None) from the shared options."""
     from trafficrnn.io import read_stack
 
     images = read_stack(stack, allow_gaps=opts["allow_gaps"])
@@ -224,6 +228,23 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     for name in ("context_inputs", "feedback", "count_head"):  # flags left out keep the estimator's default
         if opts[name] is not None:
             params[name] = opts[name]
-    return images, target, _static(roads, images, tile), params
+    points = _read_vector(opts["vehicles"], "--vehicles") if opts["vehicles"] and tile and tile > 1 else None
+    return images, target, _static(roads, images, tile), params, points
+
+
+ALIGN_HELP = ("exact: refuse images whose pixel size (GSD) differs from the model's; resample: average them "
+              "onto the model's GSD first (same CRS and origin).")
+
+
+def _align_images(images, est, align: str):
+    """``images`` resampled onto the model's GSD with ``--align resample`` (where it differs)."""
+    import numpy as np
+
+    from trafficrnn.checks import resample_to_gsd
+
+    gsd = abs(images.rio.transform().a), abs(images.rio.transform().e)
+    if align != "resample" or np.allclose(gsd, est.gsd_, rtol=1e-6):
+        return images
+    return resample_to_gsd(images, est.gsd_)
 
 

@@ -97,6 +97,8 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     best = min(("convlstm", "convgru"), key=lambda m: wide.loc["mean", m])
     echo(f"\nbetter deep model here: {best} (mean RMSE {wide.loc['mean', best]:.3f} vs "
          f"{wide.loc['mean', 'convgru' if best == 'convlstm' else 'convlstm']:.3f})")
+    for line in verdict(wide, ("convlstm", "convgru")):
+        echo(line)
 
     est = result.models[best]
     forecast = est.predict(images)
@@ -122,6 +124,24 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     echo(f"\ndone in {result.timings['total']:.0f} s; open forecast.tif or forecast.gpkg in QGIS "
          "(Layer ▸ Add Layer ▸ Add Raster/Vector Layer)")
     return result
+
+
+def verdict(wide: pd.DataFrame, models) -> list[str]:
+    """One line per deep model: does it beat every baseline at every lead of ``wide`` (leads as
+    rows plus ``mean``, models and baselines as columns, lower is better)? Where it does not, the
+    leads and the baseline that beat it are named."""
+    leads = [i for i in wide.index if i != "mean"]
+    baselines = [c for c in wide.columns if c not in models]
+    lines = []
+    for model in models:
+        lost = []
+        for lead in leads:
+            rival = min(baselines, key=lambda b: wide.loc[lead, b])
+            if not wide.loc[lead, model] < wide.loc[lead, rival]:
+                lost.append(f"lead {lead}: {rival} {wide.loc[lead, rival]:.3f} vs {wide.loc[lead, model]:.3f}")
+        lines.append(f"{model}: beats every baseline at every lead" if not lost else
+                     f"{model}: does NOT beat every baseline on this run ({'; '.join(lost)})")
+    return lines
 
 
 def _save(fig, path: Path) -> Path:

@@ -40,7 +40,7 @@ _SHARED = ("bands_", "input_bands_", "units_", "cadence_", "density_only_", "inp
 _DELEGATED = frozenset({*_SHARED, "grid_", "context_", "static_scale_", "covariates_", "split_", "cell_mean",
                         "context_inputs", "time_features", "timezone", "val", "test", "history_needed",
                         "_prepare", "_align_target", "_check_horizon", "_observed", "input_normalizer_",
-                        "target_normalizer_"})
+                        "target_normalizer_", "gsd_"})
 
 
 def _cores() -> int:
@@ -158,7 +158,8 @@ class ForecastEnsemble:
         if self.members > MAX_MEMBERS:
             raise ConfigError(f"members={self.members} is invalid: expected at most {MAX_MEMBERS}")
 
-    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, static: xr.DataArray | None = None,
+    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, vehicles: Any = None,
+            static: xr.DataArray | None = None,
             covariates: pd.DataFrame | None = None, checkpoint_dir: str | Path | None = None,
             resume: bool = False) -> "ForecastEnsemble":
         """Fit every member on the same data (arguments as :meth:`TrafficForecaster.fit`).
@@ -194,6 +195,8 @@ class ForecastEnsemble:
         from trafficrnn.inputs import data_kwargs
 
         data = data_kwargs(static, covariates)
+        if vehicles is not None:
+            data["vehicles"] = vehicles
         started = time.perf_counter()
         if jobs == 1:
             fitted = [_fit_member(p, images, target, data, None, d, resume) for p, d in zip(params, dirs)]

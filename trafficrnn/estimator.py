@@ -27,7 +27,13 @@ from trafficrnn.inputs import (BatchInputs, check_covariates_given, has_vectors,
                                static_layers, step_vectors)
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
 from trafficrnn.checks import InputChecks
-from trafficrnn.grid import Grid
+from trafficrnn.counting import (COUNT_STRIDE_PX, PRETRAIN_SHARE, check_counting, check_vehicles, encode_frames,
+                                 fine_target, freeze_encoder, prepare_fine, pretrain_encoder, split_indices,
+                                 split_target)
+from trafficrnn.io.vector import rasterize_points
+from trafficrnn.models.encoder import default_strides
+from trafficrnn.models.forecaster import count_stage_for
+from trafficrnn.grid import Grid, require_whole_tiles
 from trafficrnn.io.timestamps import check_cadence
 
 log = logging.getLogger(__name__)
@@ -37,7 +43,7 @@ PARAMS = ("model", "input_steps", "horizon", "tile_size", "hidden", "kernel_size
           "max_epochs", "max_time", "patience", "val", "test", "stride", "nowcast_weight", "log1p", "seed",
           "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop", "context", "cell_mean",
           "context_inputs", "feedback", "ema", "count_head", "target_inputs", "peephole", "lead_weights",
-          "linear_lags", "bptt_steps")
+          "linear_lags", "bptt_steps", "counting")
 
 
 def _contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice, stride: int) -> np.ndarray:
@@ -111,6 +117,15 @@ class TrafficForecaster(InputChecks):
         (forward, without a graph), so forecasts read every frame. A cheaper training step (on the
         NYC network, 6 of 12 frames: 1.3x the windows per second) for more epochs in a time budget.
         ``None``: through all ``input_steps`` frames.
+    counting : bool
+        Image path, when ``fit`` gets vehicle points (``vehicles=``) or a fine density raster:
+        point-supervised counting (see :mod:`trafficrnn.counting`). Stage A trains the tile
+        encoder and its count head on single frames of the training split against the points'
+        counts per sub-cell of the encoder stage of stride about 8 px (Gaussian-smoothed), plus
+        the counts per cell, with early stopping on the validation frames, in up to half of
+        ``max_time``; stage B freezes the encoder, encodes every frame once and trains the
+        recurrent forecaster on windows of the cached features. ``False``, or without points or
+        fine raster: one stage, the forecast loss plus the ``nowcast_weight`` auxiliary loss.
     max_time : float, optional
         Training time limit in minutes.
     val, test : float
@@ -163,7 +178,7 @@ class TrafficForecaster(InputChecks):
                  feedback: bool = True, ema: float | None = None, count_head: bool = True,
                  target_inputs: bool = False, peephole: str | None = None,
                  lead_weights: tuple[float, ...] | None = None, linear_lags: int = 0,
-                 bptt_steps: int | None = None) -> None:
+                 bptt_steps: int | None = None, counting: bool = True) -> None:
         for name in PARAMS:
             setattr(self, name, locals()[name])
 
@@ -206,8 +221,8 @@ class TrafficForecaster(InputChecks):
             raise NotFittedError("this TrafficForecaster is not fitted yet: call fit(...) or TrafficForecaster.load(path)")
 
     # -- fit ----------------------------------------------------------------------------
-    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, static: xr.DataArray | None = None,
-            covariates: pd.DataFrame | None = None, checkpoint_dir: str | Path | None = None,
+    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, vehicles: Any = None,
+            static: xr.DataArray | None = None, covariates: pd.DataFrame | None = None, checkpoint_dir: str | Path | None = None,
             resume: bool = False) -> "TrafficForecaster":
         """Train on a stack.
 
@@ -217,7 +232,16 @@ class TrafficForecaster(InputChecks):
             ``(time, band, y, x)`` images (image path, needs ``tile_size``), or density / flow grids
             (density-only path, when ``target`` is None).
         target : xarray.DataArray, optional
-            ``(time, band, y, x)`` target grids on ``Grid.from_image(images, tile_size)``.
+            ``(time, band, y, x)`` target grids on ``Grid.from_image(images, tile_size)``; or a
+            fine density raster (counts per sub-cell) on the image grid scaled by a divisor ``d``
+            of ``tile_size`` (transform ``images.rio.transform() * Affine.scale(d)``): the target
+            is then its sum per cell, and with ``counting`` it supervises the encoder's density
+            map. ``None`` with ``vehicles``: the counts of the points per cell; ``None`` without
+            ``vehicles``: the stack holds density / flow grids, its own target.
+        vehicles : geopandas.GeoDataFrame, optional
+            Image path: vehicle points with a ``time`` column (as :func:`rasterize_points` takes),
+            binned on the frames of ``images``. They give the target when ``target`` is None and,
+            with ``counting``, the per-sub-cell counts of the counting supervision.
         static : xarray.DataArray, optional
             ``(band, y, x)`` layers on the grid (road mask, lanes from ``rasterize_lines``); the
             same layers must then be passed to ``predict``.
@@ -245,6 +269,8 @@ class TrafficForecaster(InputChecks):
         ------
         ConfigError, GridError, TimestampError, CadenceError
             For bad parameters, mismatched grids or times, an irregular cadence, or too short a stack.
+        VectorError
+            ``vehicles`` without a ``time`` column, without CRS, or with no point inside the images.
         ModelFileError
             ``resume`` into a folder whose run had other settings or data, or whose checkpoint is
             truncated, tampered with or not a checkpoint.
@@ -256,7 +282,11 @@ class TrafficForecaster(InputChecks):
         if resume and checkpoint_dir is None:
             raise ConfigError("resume=True needs checkpoint_dir=...: the folder of the run to continue")
         images = self._check_array(images, "images")
-        density_only = target is None
+        density_only = target is None and vehicles is None
+        fine_raster = None
+        if vehicles is not None and self.tile_size in (None, 1):
+            raise ConfigError(f"vehicles= is for the image path: set tile_size=... (image pixels per cell, e.g. 32), "
+                              f"got tile_size={self.tile_size}")
         if density_only:
             if self.tile_size not in (None, 1):
                 raise ConfigError(f"tile_size={self.tile_size} needs a target: pass fit(images, target), or "
@@ -273,9 +303,21 @@ class TrafficForecaster(InputChecks):
                 raise ConfigError("tile_size=None but images and target differ in size: pass tile_size=... "
                                   "(image pixels per target cell)")
             else:
+                require_whole_tiles(images, self.tile_size)
                 grid = Grid.from_image(images, int(self.tile_size))
             images = grid.crop(images) if grid.tile_size > 1 else images
+            if vehicles is not None:
+                check_vehicles(vehicles, grid)
+            if target is None:
+                target = rasterize_points(vehicles, grid, times=images.time.values)
+            elif grid.tile_size > 1:
+                target, fine_raster = split_target(self._check_array(target, "target"), images, grid)
             target = self._align_target(images, self._check_array(target, "target"), grid)
+            if fine_raster is not None:
+                fine_raster = fine_raster.reindex(time=images.time.values)
+        counting = bool(self.counting) and not density_only and (vehicles is not None or fine_raster is not None)
+        if counting:
+            check_counting(self, grid.tile_size)
         times = pd.DatetimeIndex(images.time.values)
         cadence, gaps = check_cadence(times, allow_gaps=True)
         if cadence is None:
@@ -308,6 +350,10 @@ class TrafficForecaster(InputChecks):
         torch.manual_seed(self.seed)
         encoder = None if grid.tile_size == 1 else _encoder_config(grid.tile_size, self.encoder_width,
                                                                    self.encoder_depth)
+        stride_kw = {}
+        if encoder is not None and self.count_head:
+            strides = encoder.get("strides") or default_strides(grid.tile_size)
+            stride_kw["count_stage"] = count_stage_for(strides, COUNT_STRIDE_PX)
         n_tf = tf.shape[1] if tf is not None else 0
         net = get_model(self.model, in_channels=images.sizes["band"], out_channels=target.sizes["band"],
                         hidden_channels=[int(h) for h in self.hidden], kernel_size=int(self.kernel_size),
@@ -318,17 +364,26 @@ class TrafficForecaster(InputChecks):
                         static_channels=0 if static_all is None else len(static_all), residual=bool(self.residual),
                         feedback=bool(self.feedback), count_head=bool(self.count_head) and encoder is not None,
                         cell_kwargs={"peephole": self.peephole} if self.peephole else None,
-                        linear_leads=self.horizon if self.linear_lags else 0, linear_lags=max(int(self.linear_lags), 1))
+                        linear_leads=self.horizon if self.linear_lags else 0, linear_lags=max(int(self.linear_lags), 1),
+                        **stride_kw)
+        stage_a, x_win, tile_win, max_time = None, x, grid.tile_size, self.max_time
+        if counting:
+            stage_a, x_win = self._pretrain(net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster)
+            tile_win = 1
+            if max_time:
+                max_time = max(max_time - stage_a["seconds"] / 60, 0.05)
         maps = ctx.series(y, times, train_t.stop)
-        datasets = {k: WindowDataset(x, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
-                                     future_maps=maps, tile_size=grid.tile_size,
+        datasets = {k: WindowDataset(x_win, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
+                                     future_maps=maps, tile_size=tile_win,
                                      crop=self.crop if k == "train" else None, seed=self.seed)
                     for k in ("train", "val")}
         loaders = {k: torch.utils.data.DataLoader(ds, batch_size=self.batch_size,
                                                   sampler=EpochSampler(ds, self.seed) if k == "train" else None)
                    for k, ds in datasets.items()}
         module = ForecastModule(net, horizon=self.horizon, lr=self.lr, weight_decay=self.weight_decay,
-                                max_epochs=self.max_epochs, nowcast_weight=self.nowcast_weight if encoder else 0.0,
+                                max_epochs=self.max_epochs,
+                                nowcast_weight=self.nowcast_weight if encoder and not counting else 0.0,
+                                encoded=counting,
                                 inputs=BatchInputs(time_features=tf is not None, static=static_all,
                                                    context_inputs=self.context_inputs,
                                                    target_inputs=self.target_inputs), ema=self.ema,
@@ -338,7 +393,7 @@ class TrafficForecaster(InputChecks):
         record = checkpoints.run_record(self.get_params(), {
             "frames": len(times), "period": [str(times[0]), str(times[-1])], "cadence": cadence.isoformat(),
             "grid": grid.to_dict(), "bands": bands, "input_bands": input_bands, "static_bands": static_names,
-            "covariates": None if cov is None else list(cov.columns)})
+            "covariates": None if cov is None else list(cov.columns), "counting": counting})
         root = Path(checkpoint_dir) if checkpoint_dir is not None else None
         resume_from, finished = checkpoints.prepare(root, record, resume) if root is not None else (None, None)
         if finished is not None:  # a resumed run that had already ended with these settings: read it back
@@ -350,7 +405,7 @@ class TrafficForecaster(InputChecks):
                     quiet_lightning(log.getEffectiveLevel() > logging.INFO):
                 run_root = root if root is not None else Path(tmp)
                 trainer, checkpoint = make_trainer(
-                    root=run_root, max_epochs=self.max_epochs, patience=self.patience, max_time=self.max_time,
+                    root=run_root, max_epochs=self.max_epochs, patience=self.patience, max_time=max_time,
                     precision=resolve_precision(self.precision, self.accelerator), accelerator=self.accelerator,
                     devices=self.devices, strategy=self.strategy, num_nodes=self.num_nodes, progress=self.progress,
                     validate=validate)
@@ -373,6 +428,7 @@ class TrafficForecaster(InputChecks):
                 trainer.strategy.barrier()
         self.model_ = module.final_model().cpu().eval()
         self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
+        self.gsd_ = (abs(images.rio.transform().a), abs(images.rio.transform().e))
         self.bands_, self.input_bands_ = bands, input_bands
         self.units_ = str(target.attrs.get("units", "1"))
         self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm
@@ -390,23 +446,46 @@ class TrafficForecaster(InputChecks):
             "period": [str(times[0]), str(times[-1])], "split": self.split_,
             "parameters": int(sum(p.numel() for p in self.model_.parameters())),
         }
+        if stage_a is not None:
+            self.training_summary_["train_seconds"] = round(seconds + stage_a["seconds"], 2)
+            self.training_summary_["counting"] = {
+                "stage_a": stage_a, "stage_b": {"epochs": epochs, "seconds": round(seconds, 2),
+                                                "best_val_loss": best_score if validate else None}}
         return self
+
+    def _pretrain(self, net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster):
+        """Stage A of counting supervision, then the frozen encoder's cached features (stage B's inputs)."""
+        if float(np.nanmin(tgt_norm.mean_)) != 0.0:
+            raise ConfigError("counting supervision needs a zero-mean target scaling (counts that add up)")
+        unit = grid.tile_size // net.count_factor
+        fine, unit = fine_target(images, grid, unit, vehicles=vehicles, raster=fine_raster)
+        fine = prepare_fine(fine, tgt_norm.scale_.astype("float32"))
+        train, val = split_indices(split)
+        budget = self.max_time * 60 * PRETRAIN_SHARE if self.max_time else None
+        summary = pretrain_encoder(net, x, y, fine, train, val, unit=unit, batch_size=self.batch_size, lr=self.lr,
+                                   weight_decay=self.weight_decay, max_epochs=self.max_epochs, max_seconds=budget,
+                                   patience=self.patience, seed=self.seed)
+        freeze_encoder(net)
+        feats = encode_frames(net, x)
+        net.train()
+        return summary, feats
 
     # -- predict ------------------------------------------------------------------------
     def predict_many(self, images: xr.DataArray, issue_indices: Any, *, horizon: int | None = None,
                      static: xr.DataArray | None = None, target: xr.DataArray | None = None,
-                     covariates: pd.DataFrame | None = None, batch_size: int = 32) -> xr.DataArray:
+                     covariates: pd.DataFrame | None = None, batch_size: int = 32,
+                     align: str = "exact") -> xr.DataArray:
         """Forecasts issued at several frames of ``images`` → ``(issued, lead, band, y, x)``.
 
         ``target``: the observed targets of the frames of ``images`` (models with ``target_inputs``);
         ``covariates``: the covariate table (models fitted with one), covering the input frames and
-        the lead times.
+        the lead times. ``align``: as :meth:`predict`.
 
         Raises
         ------
         NotFittedError, ModelMismatchError, ConfigError
         """
-        images, grid = self._prepare(images)
+        images, grid = self._prepare(images, align)
         y = self._observed(images, target, grid)
         if self.cell_mean and not grid.matches(self.grid_):
             raise ModelMismatchError(f"the model uses per-cell channels (cell_mean=True) of its training grid "
@@ -436,8 +515,11 @@ class TrafficForecaster(InputChecks):
 
     def predict(self, images: xr.DataArray, *, horizon: int | None = None,
                 static: xr.DataArray | None = None, target: xr.DataArray | None = None,
-                covariates: pd.DataFrame | None = None) -> xr.DataArray:
+                covariates: pd.DataFrame | None = None, align: str = "exact") -> xr.DataArray:
         """Forecast the ``horizon`` frames after the last frame of ``images``.
+
+        ``align``: ``"exact"`` refuses images whose pixel size (GSD) differs from the model's;
+        ``"resample"`` first averages them onto the model's GSD (same CRS and origin).
 
         ``target``: observed targets of the input frames, for a model fitted with ``target_inputs``.
         ``covariates``: the covariate table, for a model fitted with one (it must cover the input
@@ -452,14 +534,14 @@ class TrafficForecaster(InputChecks):
         Raises
         ------
         NotFittedError, ModelMismatchError
-            Before fit; a stack whose bands, CRS, resolution or cadence differ from the model's;
-            a horizon longer than trained; fewer frames than ``input_steps``.
+            Before fit; a stack whose bands, CRS, GSD (with ``align="exact"``) or cadence differ from
+            the model's; a horizon longer than trained; fewer frames than ``input_steps``.
         """
         n = images.sizes.get("time", 0)
         if n < self.input_steps:
             raise ModelMismatchError(f"the stack has {n} frame(s); the model reads input_steps={self.input_steps}")
         fc = self.predict_many(images, [n - 1], horizon=horizon, static=static, target=target,
-                               covariates=covariates).isel(issued=0)
+                               covariates=covariates, align=align).isel(issued=0)
         issued = pd.Timestamp(fc["issued"].values).isoformat()
         fc = fc.drop_vars("issued")
         fc.attrs.update(issued=issued, model=self.model, units=self.units_)
@@ -469,17 +551,18 @@ class TrafficForecaster(InputChecks):
     def evaluate(self, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
                  baselines: tuple[str, ...] = ("persistence", "historical_average", "ridge"),
                  horizon: int | None = None, static: xr.DataArray | None = None,
-                 covariates: pd.DataFrame | None = None) -> pd.DataFrame:
+                 covariates: pd.DataFrame | None = None, align: str = "exact") -> pd.DataFrame:
         """Per-lead MAE / RMSE / MAPE of the model and every baseline on the same issue times.
 
         ``split="test"`` scores the windows of the chronological test split (the part never
         trained on); ``None`` scores every window of the given stack. Baselines are fitted on
-        the frames before the split. See :func:`trafficrnn.evaluation.evaluate`.
+        the frames before the split. ``align``: as :meth:`predict`. See
+        :func:`trafficrnn.evaluation.evaluate`.
         """
         from trafficrnn.evaluation import evaluate
 
         return evaluate(self, images, target, split=split, baselines=baselines, horizon=horizon, static=static,
-                        covariates=covariates)
+                        covariates=covariates, align=align)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.persist`."""

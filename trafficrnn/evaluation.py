@@ -43,8 +43,11 @@ def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None) -> tuple[
 
 def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
              baselines: Sequence[str] = DEFAULT_BASELINES, horizon: int | None = None,
-             static: xr.DataArray | None = None, covariates: pd.DataFrame | None = None) -> pd.DataFrame:
+             static: xr.DataArray | None = None, covariates: pd.DataFrame | None = None,
+             align: str = "exact") -> pd.DataFrame:
     """Score the model and baselines per lead on the same issue times, in raw units.
+
+    ``align="resample"`` averages images of another pixel size onto the model's first.
 
     ``static`` and ``covariates`` are passed to the model's ``predict_many`` (the baselines read
     neither).
@@ -56,7 +59,7 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
         RMSE of persistence; NaN without a persistence row). ``attrs`` hold the issue count.
     """
     est._check_fitted()
-    images_c, grid = est._prepare(images)
+    images_c, grid = est._prepare(images, align)
     truth_da = images_c if target is None else est._align_target(images_c, target, grid)
     times = pd.DatetimeIndex(images_c.time.values)
     issues, fit_on = evaluation_issues(est, times, split)

@@ -53,6 +53,39 @@ def check_north_up(transform: Affine, what: str = "transform") -> None:
         )
 
 
+def require_whole_tiles(images: xr.DataArray, tile_size: int, what: str = "the images") -> None:
+    """Refuse a tile size that does not divide the scene: training needs a grid that covers every
+    pixel (cropped pixels would carry vehicles no cell counts).
+
+    Parameters
+    ----------
+    images : xarray.DataArray
+        ``(..., y, x)``.
+    tile_size : int
+        Pixels per cell side (a positive integer; see :meth:`Grid.from_image`).
+    what : str
+        How to name the images in the message (a folder, a file).
+
+    Raises
+    ------
+    GridError
+        Naming the scene size, the tile size, the tile sizes that would fit and how to crop.
+    """
+    height, width = images.sizes["y"], images.sizes["x"]
+    if not isinstance(tile_size, (int, np.integer)) or tile_size < 1 or (height % tile_size == 0 and width % tile_size == 0):
+        return
+    fits = [t for t in range(4, min(height, width) // 2 + 1) if height % t == 0 and width % t == 0]
+    near = sorted(fits, key=lambda t: (abs(np.log2(t / tile_size)), t))[:3]
+    crop_h, crop_w = height - height % tile_size, width - width % tile_size
+    hint = f"a tile size that divides both sides ({', '.join(map(str, sorted(near)))})" if near else "another tile size"
+    raise GridError(
+        f"{what}: {height} × {width} px is not a multiple of tile_size={tile_size} "
+        f"({height % tile_size} px left at the bottom, {width % tile_size} px at the right): the forecast grid must "
+        f"cover the whole scene. Crop it to {crop_h} × {crop_w} px (images.isel(y=slice(0, {crop_h}), "
+        f"x=slice(0, {crop_w})), or gdal_translate -srcwin 0 0 {crop_w} {crop_h}), or choose {hint}"
+    )
+
+
 @dataclass(frozen=True)
 class Grid:
     """A georeferenced north-up grid of forecast cells.

@@ -71,7 +71,7 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
             "weights_sha256": _sha256(tmp / WEIGHTS),
             "model": est.model, "model_config": _jsonable(est.model_.config),
             "params": _jsonable(est.get_params()),
-            "grid": est.grid_.to_dict(), "bands": est.bands_, "input_bands": est.input_bands_,
+            "grid": est.grid_.to_dict(), "gsd": [float(v) for v in est.gsd_], "bands": est.bands_, "input_bands": est.input_bands_,
             "units": est.units_, "cadence": est.cadence_.isoformat(), "density_only": bool(est.density_only_),
             "target_normalizer": est.target_normalizer_.to_dict(),
             "input_normalizer": est.input_normalizer_.to_dict(),
@@ -101,13 +101,13 @@ MAX_KERNEL = 15
 MAX_TILE = 1024
 _MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel_size", "encoder", "static_channels",
                "past_covariate_channels", "future_covariate_channels", "feedback", "residual",
-               "output_activation", "cell_kwargs", "count_head", "linear_leads", "linear_lags"}
+               "output_activation", "cell_kwargs", "count_head", "linear_leads", "linear_lags", "count_stage"}
 _ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem"}
 _CELL_KEYS = {"bias", "peephole", "grid_shape"}
 #: parameters added after format version 1 appeared, with the behaviour of models saved before them
 _ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False,
                  "peephole": None, "lead_weights": None, "linear_lags": 0,
-                 "bptt_steps": None}
+                 "bptt_steps": None, "counting": False}
 
 
 def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
@@ -140,6 +140,8 @@ def _check_model_config(mc: dict, path: Path) -> None:
     _int_in(mc.get("kernel_size", 3), 1, MAX_KERNEL, "model_config.kernel_size", path)
     _int_in(mc.get("linear_leads", 0), 0, MAX_CHANNELS, "model_config.linear_leads", path)
     _int_in(mc.get("linear_lags", 1), 1, MAX_CHANNELS, "model_config.linear_lags", path)
+    if mc.get("count_stage") is not None:
+        _int_in(mc["count_stage"], 0, MAX_LAYERS, "model_config.count_stage", path)
     for key in ("feedback", "residual", "count_head"):
         if key in mc and not isinstance(mc[key], bool):
             raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false")
@@ -258,6 +260,22 @@ def read_config(path) -> dict[str, Any]:
     return config
 
 
+def _gsd(config: dict, grid: Grid, path: Path) -> tuple[float, float]:
+    """The image pixel size (x, y) the model was trained on, checked against its grid and tile size;
+    models saved before it was recorded: the grid resolution divided by the tile size."""
+    implied = tuple(float(r) / grid.tile_size for r in grid.resolution)
+    gsd = config.get("gsd")
+    if gsd is None:
+        return implied
+    ok = isinstance(gsd, list) and len(gsd) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in gsd)
+    if not ok or not np.allclose(gsd, implied, rtol=1e-6):
+        raise ModelFileError(f"{path / CONFIG}: gsd = {gsd!r:.60} does not match the grid's cells of "
+                             f"{grid.resolution} at tile_size={grid.tile_size} (expected {list(implied)}); "
+                             "the config is corrupt or was modified — refusing to load")
+    return float(gsd[0]), float(gsd[1])
+
+
 def load_model(cls, path):
     """Rebuild a fitted TrafficForecaster from a folder written by :func:`save_model`.
 
@@ -319,6 +337,7 @@ def load_model(cls, path):
         raise ModelFileError(f"{path / CONFIG}: {exc}") from None
     except TrafficRNNError:
         raise
+    est.gsd_ = _gsd(config, grid, path)
     est.model_ = net.eval()
     est.grid_, est.cadence_, est.gaps_ = grid, pd.Timedelta(config["cadence"]), []
     est.bands_, est.input_bands_, est.units_ = config["bands"], config["input_bands"], config["units"]

@@ -63,13 +63,17 @@ class ForecastModule(L.LightningModule):
     bptt_steps : int, optional
         Training steps backpropagate through the encoder's last ``bptt_steps`` input frames only
         (``grad_steps`` of the model's forward); validation and prediction are unaffected.
+    encoded : bool
+        Batches hold the frozen encoder's cached cell features, not images (``encoded`` of the
+        model's forward); only the parameters that require a gradient are optimised.
     """
 
     def __init__(self, model: torch.nn.Module, *, horizon: int, lr: float = 2e-3, weight_decay: float = 1e-4,
                  max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, ema: float | None = None,
-                 lead_weights=None, bptt_steps: int | None = None) -> None:
+                 lead_weights=None, bptt_steps: int | None = None, encoded: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.encoded = bool(encoded)
         self.bptt_steps = bptt_steps
         self.lead_weights = None
         if lead_weights is not None:
@@ -90,6 +94,8 @@ class ForecastModule(L.LightningModule):
                 averaged: bool = False):
         net = self.ema_model.module if averaged and self.ema_model is not None else self.model
         extra = {"grad_steps": self.bptt_steps} if self.training and self.bptt_steps else {}
+        if self.encoded:
+            extra["encoded"] = True
         return net(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast, **self.inputs(batch), **extra)
 
     def final_model(self) -> torch.nn.Module:
@@ -141,7 +147,8 @@ class ForecastModule(L.LightningModule):
         return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * self.training_progress()))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         # stepped every batch and driven by the budget actually spent: a run stopped by max_time
         # still ends at a low learning rate, where a per-epoch cosine over max_epochs would not
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)

@@ -316,3 +316,53 @@ def test_forward__wrong_channel_count():
     model = EncoderForecaster(in_channels=2, hidden_channels=[2])
     with pytest.raises(ModelMismatchError, match=r"x must have shape \(N, T_in, 2, H, W\)"):
         model(torch.rand(1, 2, 1, 3, 3), horizon=1)
+
+
+def test_count_stage_for__stride_of_about_8_px():
+    from trafficrnn.models.forecaster import count_stage_for
+
+    assert count_stage_for([4, 2, 2, 2]) == 1  # 4, 8, 16, 32 px
+    assert count_stage_for([4, 2, 2]) == 1
+    assert count_stage_for([2, 2, 2, 2, 2]) == 2
+    assert count_stage_for([4, 2]) == 0  # the last stage is the cell itself
+
+
+def test_encoder_forecaster__config_without_count_stage_keeps_the_old_rule():
+    enc = {"tile_size": 16, "width": 4, "depth": 0, "strides": [2, 2, 2, 2]}
+    old = EncoderForecaster(3, 1, "gru", [4], encoder=enc, count_head=True)
+    assert old.count_stage == 2 and "count_stage" not in old.config  # second-last stage
+    new = EncoderForecaster(3, 1, "gru", [4], encoder=enc, count_head=True, count_stage=1)
+    assert new.count_stage == 1 and new.count_factor == 4
+    assert EncoderForecaster(**new.config).count_stage == 1
+
+
+def test_encoder_forecaster__bad_count_stage():
+    enc = {"tile_size": 16, "width": 4, "depth": 0}
+    with pytest.raises(ConfigError, match="count_stage=9 is invalid"):
+        EncoderForecaster(3, 1, "gru", [4], encoder=enc, count_head=True, count_stage=9)
+
+
+@pytest.mark.parametrize("count_head", [True, False])
+def test_forward__encoded_features_equal_images(count_head):
+    torch.manual_seed(0)
+    net = EncoderForecaster(3, 1, "gru", [4], encoder=dict(ENCODER), count_head=count_head, residual=True).eval()
+    x = torch.rand(N, T_IN, 3, HC * TILE, WC * TILE)
+    with torch.no_grad():
+        feats = net.encode(x)
+        assert feats.shape == (N, T_IN, net.feature_channels, HC, WC)
+        torch.testing.assert_close(net(feats, horizon=HORIZON, encoded=True), net(x, horizon=HORIZON))
+
+
+def test_density__sums_to_the_counts():
+    net = EncoderForecaster(3, 1, "gru", [4], encoder={"tile_size": 8, "width": 4, "depth": 0},
+                            count_head=True, count_stage=1)
+    x = torch.rand(1, 2, 3, 16, 24)
+    dens, feats = net.density(x)
+    assert dens.shape == (1, 2, 1, 4, 6)
+    torch.testing.assert_close(dens.reshape(1, 2, 1, 2, 2, 3, 2).sum((4, 6)), feats[:, :, -1:])
+
+
+def test_forward__encoded_without_encoder():
+    net = EncoderForecaster(2, 1, "gru", [4])
+    with pytest.raises(ConfigError, match="encoded=True needs an image encoder"):
+        net(torch.rand(1, 2, 2, 3, 3), horizon=1, encoded=True)

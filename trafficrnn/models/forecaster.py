@@ -5,6 +5,7 @@ H lead steps forward from the encoder states; optional TileEncoder front end for
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from trafficrnn.errors import ConfigError, ModelMismatchError
 from trafficrnn.models.cells import get_cell
 from trafficrnn.models.encoder import TileEncoder, _split_valid
 
-__all__ = ["EncoderForecaster"]
+__all__ = ["EncoderForecaster", "count_stage_for"]
 
 _ACTIVATIONS = ("softplus", "relu")
 
@@ -37,6 +38,29 @@ def _as_maps(
         f"{name} must have shape ({n}, {steps}, {channels}) or ({n}, {steps}, {channels}, "
         f"{hw[0]}, {hw[1]}), got {tuple(t.shape)}; check its batch, step and channel counts"
     )
+
+
+def count_stage_for(strides: list[int], target_px: int = 8) -> int:
+    """The tile-encoder stage whose cumulative stride is closest to ``target_px`` pixels.
+
+    Stages finer than the cells are preferred (the last stage is the cell itself); ties go to
+    the finer stage. At 1 m pixels, 8 px sub-cells are 8 m: a car (about 4.5 x 1.8 m) or two.
+
+    Parameters
+    ----------
+    strides : list of int
+        The encoder's downsampling strides.
+    target_px : int
+        Wanted cumulative stride in pixels.
+
+    Returns
+    -------
+    int
+        0-based stage index.
+    """
+    cumulative = [math.prod(strides[: i + 1]) for i in range(len(strides))]
+    candidates = list(range(len(strides) - 1)) or [0]
+    return min(candidates, key=lambda i: (abs(math.log2(cumulative[i] / target_px)), cumulative[i]))
 
 
 class EncoderForecaster(nn.Module):
@@ -81,9 +105,13 @@ class EncoderForecaster(nn.Module):
         Extra cell arguments, e.g. ``{"peephole": "channel"}`` for ConvLSTM.
     count_head : bool
         Image path: the nowcast counts come from a density map at a finer resolution than the
-        cells (the second-last stage of the tile encoder), summed over each cell — additive
+        cells (stage ``count_stage`` of the tile encoder), summed over each cell — additive
         and translation-equivariant, as a count should be — and join the cell features fed to
         the recurrent encoder. ``False``: a 1x1 head on the cell features.
+    count_stage : int, optional
+        The 0-based downsampling stage of the tile encoder whose output the density map is read
+        from (see :func:`count_stage_for`); ``None``: the second-last stage (the rule of models
+        saved before this parameter existed).
 
     Attributes
     ----------
@@ -116,6 +144,7 @@ class EncoderForecaster(nn.Module):
         count_head: bool = False,
         linear_leads: int = 0,
         linear_lags: int = 1,
+        count_stage: int | None = None,
     ) -> None:
         super().__init__()
         hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
@@ -182,6 +211,9 @@ class EncoderForecaster(nn.Module):
                 "linear_lags": linear_lags,
             }
         )
+        if count_stage is not None:
+            # recorded only when given: configs without it rebuild with the old rule
+            self.config["count_stage"] = count_stage
         self.in_channels, self.out_channels = in_channels, out_channels
         self.static_channels = static_channels
         self.past_covariate_channels = past_covariate_channels
@@ -198,7 +230,17 @@ class EncoderForecaster(nn.Module):
                 )
             self.tile_encoder: TileEncoder | None = TileEncoder(**enc_kwargs)
             feat = self.tile_encoder.out_channels
-            self.count_stage = max(len(self.tile_encoder.strides) - 2, 0) if count_head else None
+            stages = len(self.tile_encoder.strides)
+            if count_stage is not None and not (
+                isinstance(count_stage, int) and not isinstance(count_stage, bool) and 0 <= count_stage < stages
+            ):
+                raise ConfigError(
+                    f"count_stage={count_stage!r} is invalid: expected a stage index in [0, {stages - 1}] "
+                    "of the tile encoder, or None"
+                )
+            if count_stage is None:
+                count_stage = max(stages - 2, 0)
+            self.count_stage = count_stage if count_head else None
             if count_head:
                 self.nowcast_head: nn.Conv2d | None = nn.Conv2d(
                     self.tile_encoder.stage_channels(self.count_stage), out_channels, 1
@@ -209,7 +251,7 @@ class EncoderForecaster(nn.Module):
             else:
                 self.nowcast_head = nn.Conv2d(feat, out_channels, 1)
         else:
-            if count_head:
+            if count_head or count_stage is not None:
                 raise ConfigError("count_head=True needs an image encoder; build with encoder={...}")
             self.tile_encoder = None
             self.nowcast_head = None
@@ -222,6 +264,7 @@ class EncoderForecaster(nn.Module):
                 cell_cls(i, h, kernel_size, **cell_kwargs) for i, h in zip(ins, hidden_channels)
             )
 
+        self.feature_channels = feat  # F' of encode(): cell features, then the counts
         self.encoder_cells = stack(feat + static_channels + past_covariate_channels)
         fc_in = (out_channels if feedback else 0) + future_covariate_channels + static_channels
         self.forecaster_cells = stack(fc_in)
@@ -317,18 +360,72 @@ class EncoderForecaster(nn.Module):
     def _nowcast_from(self, feats: torch.Tensor) -> torch.Tensor:
         return self._activate(self.nowcast_head(feats.flatten(0, 1))).unflatten(0, feats.shape[:2])
 
-    def _encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Cell features (N, T, F, H, W) of the images and, with ``count_head``, their counts
-        (N, T, C_out, H, W) — already joined to the features; else ``None`` for the counts."""
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-cell inputs of the recurrent encoder: what ``forward(..., encoded=True)`` reads.
+
+        Parameters
+        ----------
+        images : Tensor, shape (N, T, C, Hc*s, Wc*s)
+
+        Returns
+        -------
+        Tensor, shape (N, T, feature_channels, Hc, Wc)
+            The cell features, followed (with ``count_head``) by the ``C_out`` counts.
+
+        Raises
+        ------
+        ConfigError
+            If the model has no image encoder.
+        """
+        if self.tile_encoder is None:
+            raise ConfigError("encode needs an image encoder; build the model with encoder={...}")
+        return self._encode(images)[0]
+
+    def density(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density map of the count stage and the cell features (``count_head`` models).
+
+        Parameters
+        ----------
+        images : Tensor, shape (N, T, C, Hc*s, Wc*s)
+
+        Returns
+        -------
+        density : Tensor, shape (N, T, C_out, Hc*f, Wc*f)
+            Non-negative counts per sub-cell of ``s / f`` pixels (``f`` = :attr:`count_factor`).
+        features : Tensor, shape (N, T, feature_channels, Hc, Wc)
+            As :meth:`encode` (the counts are the density summed over each cell).
+
+        Raises
+        ------
+        ConfigError
+            If the model has no count head.
+        """
+        if self.count_stage is None:
+            raise ConfigError("density needs a count head; build the model with count_head=True")
+        feats, _, dens = self._encode(images, with_density=True)
+        return dens, feats
+
+    @property
+    def count_factor(self) -> int:
+        """Sub-cells of the density map per cell side (``count_head`` models), else 1."""
+        return 1 if self.count_stage is None else self.tile_encoder.stage_factor(self.count_stage)
+
+    def _encode(self, images: torch.Tensor, with_density: bool = False):
+        """Cell features (N, T, F', H, W) of the images and, with ``count_head``, their counts
+        (N, T, C_out, H, W) — already joined to the features; else ``None`` for the counts.
+        ``with_density``: also the density map (N, T, C_out, H*f, W*f)."""
         if self.count_stage is None:
             feats = self.tile_encoder(images)
-            return feats, None
+            return (feats, None, None) if with_density else (feats, None)
         feats, early = self.tile_encoder.forward_with_stage(images, self.count_stage)
         factor = self.tile_encoder.stage_factor(self.count_stage)
         density = F.softplus(self.nowcast_head(early))
         counts = F.avg_pool2d(density, factor) * (factor * factor) if factor > 1 else density
         counts = counts.unflatten(0, feats.shape[:2])
-        return torch.cat([feats, counts], 2), counts
+        out = torch.cat([feats, counts], 2)
+        if with_density:
+            return out, counts, density.unflatten(0, feats.shape[:2])
+        return out, counts
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -342,6 +439,7 @@ class EncoderForecaster(nn.Module):
         last_target: torch.Tensor | None = None,
         return_nowcast: bool = False,
         grad_steps: int | None = None,
+        encoded: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Forecast ``horizon`` lead steps.
 
@@ -369,6 +467,10 @@ class EncoderForecaster(nn.Module):
             frames only (truncated backpropagation through time). The earlier frames still set
             the state, read without a graph: the same forecast, a cheaper backward pass.
             ``None``: through every frame. Ignored where no gradient is recorded.
+        encoded : bool
+            ``x`` holds what :meth:`encode` returns for the images, (N, T_in, feature_channels,
+            Hc, Wc): the tile encoder is skipped (e.g. a frozen encoder's cached features); the
+            nowcast comes from the count channels (or the nowcast head on the features).
 
         Returns
         -------
@@ -395,9 +497,12 @@ class EncoderForecaster(nn.Module):
                 "return_nowcast=True needs an image encoder; build with encoder={...} or "
                 "pass return_nowcast=False"
             )
-        if x.dim() != 5 or x.shape[2] != self.in_channels:
+        if encoded and self.tile_encoder is None:
+            raise ConfigError("encoded=True needs an image encoder; pass the grids with encoded=False")
+        want = self.feature_channels if encoded else self.in_channels
+        if x.dim() != 5 or x.shape[2] != want:
             raise ModelMismatchError(
-                f"x must have shape (N, T_in, {self.in_channels}, H, W), got {tuple(x.shape)}; "
+                f"x must have shape (N, T_in, {want}, H, W), got {tuple(x.shape)}; "
                 "check the band count and stack the frames along dim 1"
             )
         self._check(static, "static", "static_channels", self.static_channels)
@@ -424,7 +529,13 @@ class EncoderForecaster(nn.Module):
 
         nowcast = None
         needs_last = self.feedback or self.residual or self.linear is not None
-        if self.tile_encoder is not None:
+        if encoded:
+            feats = x
+            if self.count_stage is not None:
+                nowcast = x[:, :, -self.out_channels :]
+            if nowcast is None and (return_nowcast or (last_target is None and needs_last)):
+                nowcast = self._nowcast_from(feats)
+        elif self.tile_encoder is not None:
             feats, nowcast = self._encode(x)
             if nowcast is None and (return_nowcast or (last_target is None and needs_last)):
                 nowcast = self._nowcast_from(feats)

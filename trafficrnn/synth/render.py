@@ -13,6 +13,9 @@ from scipy import ndimage
 from trafficrnn.synth.city import City
 from trafficrnn.synth.vehicles import KIND_NAMES, KINDS
 
+#: colours of the head- and tail-lamps added at dusk and night
+LAMP_HEAD = np.array([1.0, 0.95, 0.8], np.float32)
+LAMP_TAIL = np.array([0.9, 0.08, 0.05], np.float32)
 VALID_MIN = 24  # black level of the sensor: darkest valid value, well above nodata 0 (clouds) for JPEG
 ROOF_COLOURS = np.array([[0.55, 0.30, 0.22], [0.62, 0.36, 0.26], [0.45, 0.45, 0.47], [0.30, 0.30, 0.32],
                          [0.72, 0.71, 0.68], [0.58, 0.57, 0.54], [0.40, 0.42, 0.38], [0.66, 0.62, 0.55]], np.float32)
@@ -180,6 +183,9 @@ class Renderer:
         night = float(np.clip((6 - el) / 10, 0, 1))
         if night > 0:
             img += colour * self.glow * (0.9 * night)
+        lamps = float(np.clip((12 - el) / 10, 0, 1))  # vehicles light up from dusk (sun below 12 degrees)
+        if lamps > 0:
+            self._light_vehicles(img, veh, lamps)
         img += self._noise[self.rng.integers(0, 4)] * (0.6 + 0.4 * (1 - day))
         img = np.clip(VALID_MIN + img * (255.0 - VALID_MIN) * 1.1, VALID_MIN, 255).astype(np.uint8).transpose(2, 0, 1)
         cloud = np.zeros((self.h, self.w), bool)
@@ -196,6 +202,27 @@ class Renderer:
                 img = (img * (1 - 0.7 * haze) + 0.7 * 235 * haze).astype(np.uint8)
                 img[:, cloud] = 0
         return img, cloud
+
+    def _light_vehicles(self, img, veh, strength: float) -> None:
+        """Add head- and tail-lamps, and the pool of light the headlamps throw ahead, to ``img``
+        (H, W, 3) at dusk and night (``strength`` in (0, 1]): what shows a vehicle in the dark."""
+        if len(veh["x"]) == 0:
+            return
+        inv = ~self.city.transform
+        hd = np.radians(veh["heading"])
+        fx, fy = np.sin(hd), np.cos(hd)
+        rx, ry = fy, -fx
+        half = np.array([KINDS[k]["length"] for k in KIND_NAMES])[veh["kind"]] / 2
+        side = np.array([KINDS[k]["width"] for k in KIND_NAMES])[veh["kind"]] / 2 - 0.3
+        # (along, across, colour, strength): lamps at the corners, a fading pool 1-4 m ahead
+        spots = [(half - 0.3, s, LAMP_HEAD, 1.0) for s in (-side, side)]
+        spots += [(-half + 0.3, s, LAMP_TAIL, 0.9) for s in (-side, side)]
+        spots += [(half + d, a * side, LAMP_HEAD, 0.45 - 0.08 * d) for d in (1.0, 2.0, 3.0, 4.0) for a in (-0.5, 0.5)]
+        for along, across, tint, weight in spots:
+            c, r = inv * (veh["x"] + along * fx + across * rx, veh["y"] + along * fy + across * ry)
+            r, c = np.asarray(r, np.int64), np.asarray(c, np.int64)
+            ok = (r >= 0) & (r < self.h) & (c >= 0) & (c < self.w)
+            img[r[ok], c[ok]] += tint * (weight * strength)
 
     def _draw_vehicles(self, colour, vshadow, veh, az, el) -> None:
         """Paint vehicle bodies (with windscreens) into ``colour`` and their shadows into ``vshadow``."""

@@ -1,0 +1,405 @@
+"""Point-supervised counting for the image path: fine density targets from vehicle points (or a
+fine density raster), the counting loss, and the two stages of the training that uses them —
+encoder pretraining on single frames (stage A) and the frozen encoder's cached cell features
+(stage B).
+
+Shapes: images ``(T, C, H, W)`` pixels, cells ``(T, C_t, rows, cols)`` with ``H = rows * s``,
+fine density ``(T, C_t, H / u, W / u)`` on sub-cells of ``u`` pixels (``u`` divides ``s``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from affine import Affine
+
+from trafficrnn.errors import ConfigError, GridError, VectorError
+from trafficrnn.grid import Grid
+
+log = logging.getLogger(__name__)
+
+#: cumulative stride (px) of the encoder stage the density map is read from: 8 m sub-cells at 1 m
+COUNT_STRIDE_PX = 8
+#: Gaussian smoothing of the point counts, in sub-cells
+SIGMA = 0.5
+#: share of ``max_time`` that the encoder pretraining may use
+PRETRAIN_SHARE = 0.5
+#: side, in pixels, of the random crops of the pretraining (at least one cell): many small crops
+#: give many more optimiser steps for the same compute than whole frames do
+CROP_PX = 128
+#: weight of the per-cell count-consistency term and of the feature probe
+CELL_WEIGHT, PROBE_WEIGHT = 1.0, 0.5
+
+
+def fine_grid(images: xr.DataArray, sub: int) -> Grid:
+    """The grid of ``sub`` x ``sub`` pixel sub-cells of ``images`` (same CRS and origin)."""
+    transform = images.rio.transform() * Affine.scale(sub)
+    return Grid(images.rio.crs, transform, (images.sizes["y"] // sub, images.sizes["x"] // sub), sub)
+
+
+def check_vehicles(points: Any, grid: Grid, what: str = "vehicles", time_col: str = "time") -> None:
+    """Refuse a vehicles layer that cannot supervise counting on ``grid``.
+
+    Parameters
+    ----------
+    points : geopandas.GeoDataFrame
+        Vehicle points with a ``time_col`` column.
+    grid : Grid
+        The cell grid of the images.
+    what : str
+        How to name the layer in messages (a file name, or ``"vehicles"``).
+
+    Raises
+    ------
+    VectorError
+        Not a GeoDataFrame, no CRS, no ``time_col`` column, or no point inside the image extent.
+    """
+    import geopandas as gpd
+
+    if not isinstance(points, gpd.GeoDataFrame):
+        raise VectorError(f"{what} must be a GeoDataFrame of points (read_vectors(path)), got {type(points).__name__}")
+    if points.crs is None:
+        raise VectorError(f"{what} has no CRS: set it with gdf.set_crs(...) (the images are {grid.crs})")
+    if time_col not in points.columns:
+        raise VectorError(f"{what} has no {time_col!r} column (columns: {', '.join(map(str, points.columns))}): "
+                          f"expected the timestamp of the frame each vehicle was seen in; add a {time_col!r} column")
+    left, bottom, right, top = grid.bounds
+    pts = points.to_crs(grid.crs) if points.crs != grid.crs else points
+    x, y = pts.geometry.x.to_numpy(), pts.geometry.y.to_numpy()
+    inside = (x >= left) & (x < right) & (y > bottom) & (y <= top)
+    if not inside.any():
+        found = pts.total_bounds.round(1).tolist() if len(pts) else "none (empty layer)"
+        raise VectorError(f"{what}: none of its {len(points)} point(s) lies inside the image extent "
+                          f"{[round(v, 1) for v in (left, bottom, right, top)]} ({grid.crs}); the points span "
+                          f"{found}: check the layer's CRS, or that it covers this scene")
+
+
+def fine_target(images: xr.DataArray, grid: Grid, unit: int, *, vehicles: Any = None,
+                raster: xr.DataArray | None = None) -> tuple[np.ndarray, int]:
+    """Counts per sub-cell of every frame, from points or from a fine density raster.
+
+    Parameters
+    ----------
+    images : xarray.DataArray
+        ``(time, band, y, x)``, cropped to ``grid``.
+    grid : Grid
+        The cell grid.
+    unit : int
+        Sub-cell side in pixels of the model's density map.
+    vehicles : geopandas.GeoDataFrame, optional
+        Points with a ``time`` column, rasterised on sub-cells of ``unit`` pixels.
+    raster : xarray.DataArray, optional
+        ``(time, band, y, x)`` counts on sub-cells of ``d`` pixels (``d`` divides the tile size),
+        already aligned to the frames of ``images``.
+
+    Returns
+    -------
+    counts : numpy.ndarray, shape (T, C_t, H / u, W / u)
+        float32, NaN where unknown.
+    u : int
+        The supervised sub-cell side in pixels: ``unit``, or ``d`` for a coarser raster.
+    """
+    from trafficrnn.io import rasterize_points
+
+    if vehicles is not None:
+        da = rasterize_points(vehicles, fine_grid(images, unit), times=images.time.values)
+        return np.asarray(da.values, dtype="float32"), unit
+    d = int(round(images.sizes["y"] / raster.sizes["y"]))
+    values = np.asarray(raster.values, dtype="float32")
+    if d >= unit:
+        return values, d
+    k = unit // d
+    t, c, h, w = values.shape
+    return values.reshape(t, c, h // k, k, w // k, k).sum(axis=(3, 5)), unit
+
+
+def split_target(target: xr.DataArray, images: xr.DataArray, grid: Grid) -> tuple[xr.DataArray, xr.DataArray | None]:
+    """A cell target as is; a fine density raster (the image grid scaled by a divisor ``d`` of the
+    tile size) as its sum per cell, and the raster itself.
+
+    Raises
+    ------
+    GridError
+        If the target is neither on the cell grid nor on such a sub-cell grid.
+    """
+    rows = target.sizes["y"]
+    if rows <= grid.shape[0]:  # the cell grid, or another one (refused by the alignment check)
+        return target, None
+    d = images.sizes["y"] // rows if rows else 0
+    fine = Grid.from_dataarray(target, tile_size=max(d, 1))
+    if d < 1 or d >= grid.tile_size or grid.tile_size % d or not fine.matches(fine_grid(images, d)):
+        raise GridError(f"target of {rows} x {target.sizes['x']} on {fine.transform[:6]} does not match the image "
+                        f"grid {grid} (cells) nor on a sub-cell grid of the images (pixel size times a divisor of "
+                        f"tile_size={grid.tile_size}): rasterise it on Grid.from_image(images, {grid.tile_size})")
+    s = grid.tile_size // d
+    t, c, h, w = target.shape
+    values = np.asarray(target.values, dtype="float32")[:, :, : grid.shape[0] * s, : grid.shape[1] * s]
+    values = values.reshape(t, c, grid.shape[0], s, grid.shape[1], s).sum(axis=(3, 5))
+    cells = grid.attach(xr.DataArray(values, dims=target.dims, coords={"time": target.time.values,
+                                                                      "band": target.band.values}))
+    cells.attrs.update(target.attrs)
+    return cells, target
+
+
+def smooth(counts: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
+    """Gaussian smoothing that keeps the total of each map: every sub-cell's mass is spread by a
+    kernel truncated to the map and renormalised there.
+
+    Parameters
+    ----------
+    counts : Tensor, shape (N, C, h, w)
+        Finite counts.
+
+    Returns
+    -------
+    Tensor, shape (N, C, h, w)
+    """
+    r = max(1, math.ceil(3 * sigma))
+    g = torch.exp(-torch.arange(-r, r + 1, dtype=counts.dtype) ** 2 / (2 * sigma**2))
+    kernel = (g[:, None] * g[None, :]) / g.sum() ** 2
+    n, c, h, w = counts.shape
+    k = kernel[None, None]
+    flat = counts.reshape(n * c, 1, h, w)
+    reach = F.conv2d(torch.ones(1, 1, h, w, dtype=counts.dtype), k, padding=r)  # kernel mass inside
+    return F.conv2d(flat / reach, k, padding=r).reshape(n, c, h, w)
+
+
+def counting_loss(density: torch.Tensor, fine: torch.Tensor, fine_ok: torch.Tensor, counts: torch.Tensor,
+                  cells: torch.Tensor, cells_ok: torch.Tensor, pool: int = 1) -> torch.Tensor:
+    """Masked density MSE (scaled to cell units) plus the per-cell count-consistency MSE.
+
+    Parameters
+    ----------
+    density : Tensor, shape (N, C, h*f, w*f)
+        Predicted density (``f`` sub-cells per cell side).
+    fine, fine_ok : Tensor, shape (N, C, h*f/pool, w*f/pool)
+        Smoothed target density and where it carries weight.
+    counts, cells, cells_ok : Tensor, shape (N, C, h, w)
+        Predicted counts (the density summed per cell), the true counts, where they carry weight.
+    pool : int
+        Sub-cells of ``density`` per side of a target sub-cell.
+
+    Returns
+    -------
+    Tensor, scalar
+    """
+    if pool > 1:
+        density = F.avg_pool2d(density, pool) * pool * pool
+    scale = (density.shape[-1] / counts.shape[-1]) ** 2  # sub-cells per cell
+    m = fine_ok.to(density.dtype)
+    dense = ((density - fine) ** 2 * m).sum() / m.sum().clamp_min(1.0) * scale
+    mc = cells_ok.to(density.dtype)
+    cell = ((counts - cells) ** 2 * mc).sum() / mc.sum().clamp_min(1.0)
+    return dense + CELL_WEIGHT * cell
+
+
+def prepare_fine(fine: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Normalise (divide by the target scale of each band) and smooth a fine count stack; NaN
+    frames stay NaN. ``(T, C, h, w)`` -> same shape, float32."""
+    known = np.isfinite(fine)
+    values = torch.from_numpy(np.where(known, fine, 0).astype("float32") / scale.reshape(1, -1, 1, 1))
+    out = torch.cat([smooth(v) for v in values.split(64)]).numpy()
+    return np.where(known, out, np.nan).astype("float32")
+
+
+class _Frames:
+    """Crops of frames (images, cell targets, fine targets) as tensors with their masks."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, fine: np.ndarray, tile: int, unit: int) -> None:
+        self.x, self.y, self.fine, self.tile, self.unit = x, y, fine, tile, unit
+
+    def get(self, frames, r0: int = 0, c0: int = 0, rows: int | None = None, cols: int | None = None,
+            turn: int = 0, flip: bool = False) -> tuple[torch.Tensor, ...]:
+        rows = self.y.shape[2] - r0 if rows is None else rows
+        cols = self.y.shape[3] - c0 if cols is None else cols
+        t, k = self.tile, self.tile // self.unit
+        imgs = torch.from_numpy(np.ascontiguousarray(self.x[frames, :, r0 * t:(r0 + rows) * t, c0 * t:(c0 + cols) * t]))
+        cells = torch.from_numpy(np.ascontiguousarray(self.y[frames, :, r0:r0 + rows, c0:c0 + cols]))
+        fine = torch.from_numpy(np.ascontiguousarray(self.fine[frames, :, r0 * k:(r0 + rows) * k, c0 * k:(c0 + cols) * k]))
+        out = [imgs, cells, fine]
+        if turn:
+            out = [torch.rot90(v, turn, dims=(-2, -1)) for v in out]
+        if flip:
+            out = [torch.flip(v, dims=(-1,)) for v in out]
+        imgs, cells, fine = out
+        valid = torch.isfinite(imgs).all(1, keepdim=True).float()
+        cells_ok = (F.avg_pool2d(valid, t) > 0.999) & torch.isfinite(cells)
+        fine_ok = (F.avg_pool2d(valid, self.unit) > 0.999) & torch.isfinite(fine)
+        return imgs, torch.nan_to_num(cells), cells_ok, torch.nan_to_num(fine), fine_ok
+
+
+def _frame_loss(net, probe, batch, pool: int) -> torch.Tensor:
+    imgs, cells, cells_ok, fine, fine_ok = batch
+    c = cells.shape[1]
+    dens, feats = net.density(imgs[:, None])
+    dens, feats = dens[:, 0], feats[:, 0]
+    loss = counting_loss(dens, fine, fine_ok, feats[:, -c:], cells, cells_ok, pool)
+    if probe is not None:
+        guess = F.softplus(probe(feats[:, :-c]))
+        m = cells_ok.to(guess.dtype)
+        loss = loss + PROBE_WEIGHT * ((guess - cells) ** 2 * m).sum() / m.sum().clamp_min(1.0)
+    return loss
+
+
+def _validate(net, frames: _Frames, idx: np.ndarray, pool: int, batch: int) -> float | None:
+    if len(idx) == 0:
+        return None
+    total = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(idx), batch):
+            chunk = idx[i:i + batch]
+            total += float(_frame_loss(net, None, frames.get(chunk), pool)) * len(chunk)
+    return total / len(idx)
+
+
+def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: np.ndarray, train: np.ndarray,
+                     val: np.ndarray, *, unit: int, batch_size: int, lr: float, weight_decay: float,
+                     max_epochs: int, max_seconds: float | None, patience: int, seed: int) -> dict[str, Any]:
+    """Stage A: train the tile encoder and its count head on single frames with the counting loss.
+
+    Random crops of about ``CROP_PX`` x ``CROP_PX`` pixels (whole cells) of the training frames, flipped and
+    turned by multiples of 90 degrees; an epoch draws as many crops as cover each frame once. A
+    temporary 1x1 probe from the cell features to the counts trains the layers after the count
+    stage too. Early stopping on the counting loss of the whole validation frames; the best
+    weights are restored into ``net``.
+
+    Parameters
+    ----------
+    net : EncoderForecaster
+        With an image encoder and ``count_head``; updated in place.
+    x : numpy.ndarray, shape (T, C, H, W)
+        Normalised images, NaN where invalid.
+    y : numpy.ndarray, shape (T, C_t, rows, cols)
+        Normalised cell counts, NaN where unknown.
+    fine : numpy.ndarray, shape (T, C_t, H / unit, W / unit)
+        Normalised, smoothed sub-cell counts (see :func:`prepare_fine`).
+    train, val : numpy.ndarray of int
+        Frame indices of the two splits.
+    unit : int
+        Pixels per side of a ``fine`` sub-cell (a multiple of the density map's).
+    max_seconds : float, optional
+        Wall-time limit of the stage.
+
+    Returns
+    -------
+    dict
+        ``epochs``, ``seconds``, ``best_val_count_loss`` (None without validation frames),
+        ``sub_cell_px``.
+    """
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    tile = net.tile_encoder.tile_size
+    pool = unit // (tile // net.count_factor)
+    frames = _Frames(x, y, fine, tile, unit)
+    rows, cols = y.shape[2:]
+    crop = max(1, CROP_PX // tile)
+    cr, cc = min(crop, rows), min(crop, cols)
+    per_frame = max(1, (rows * cols) // (cr * cc))
+    c = y.shape[1]
+    probe = torch.nn.Conv2d(net.feature_channels - c, c, 1)
+    params = list(net.tile_encoder.parameters()) + list(net.nowcast_head.parameters()) + list(probe.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    steps = math.ceil(len(train) * per_frame / batch_size)
+    best, best_state, bad, epoch, spent = None, None, 0, 0, 0.0
+    net.train()
+    for epoch in range(1, max_epochs + 1):
+        order = rng.permutation(np.repeat(train, per_frame))
+        for i in range(steps):
+            chunk = np.sort(order[i * batch_size:(i + 1) * batch_size])
+            if len(chunk) == 0:
+                break
+            progress = max((epoch - 1 + i / steps) / max_epochs, spent / max_seconds if max_seconds else 0.0)
+            for group in opt.param_groups:
+                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+            r0, c0 = int(rng.integers(0, rows - cr + 1)), int(rng.integers(0, cols - cc + 1))
+            turn = int(rng.integers(0, 4)) if cr == cc else 2 * int(rng.integers(0, 2))
+            batch = frames.get(chunk, r0, c0, cr, cc, turn, bool(rng.integers(0, 2)))
+            loss = _frame_loss(net, probe, batch, pool)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            spent = time.perf_counter() - started
+            if max_seconds and spent > max_seconds:
+                break
+        net.eval()
+        score = _validate(net, frames, val, pool, batch_size)
+        net.train()
+        log.info("counting pretraining epoch %d: val count loss %s", epoch, score)
+        if score is not None and (best is None or score < best):
+            best, bad = score, 0
+            best_state = copy.deepcopy({k: v.detach().clone() for k, v in net.state_dict().items()})
+        elif score is not None:
+            bad += 1
+        if (patience and bad >= patience) or (max_seconds and spent > max_seconds):
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    return {"epochs": epoch, "seconds": round(time.perf_counter() - started, 2),
+            "best_val_count_loss": best, "sub_cell_px": int(unit)}
+
+
+def encode_frames(net: torch.nn.Module, x: np.ndarray, batch: int = 8) -> np.ndarray:
+    """Stage B: the frozen encoder's per-cell features of every frame, computed once.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (T, C, H, W)
+        Normalised images.
+
+    Returns
+    -------
+    numpy.ndarray, shape (T, feature_channels, rows, cols)
+        float32, what ``net.forward(..., encoded=True)`` reads.
+    """
+    out = []
+    net.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out.append(net.encode(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))[None])[0].numpy())
+    return np.concatenate(out).astype("float32", copy=False)
+
+
+def freeze_encoder(net: torch.nn.Module) -> None:
+    """Stop the gradient of the tile encoder and its count head (stage B)."""
+    for module in (net.tile_encoder, net.nowcast_head):
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
+def check_counting(est, tile_size: int) -> None:
+    """Settings that counting supervision cannot use.
+
+    Raises
+    ------
+    ConfigError
+        ``count_head=False`` or ``log1p=True`` (the counts must add up per cell).
+    """
+    if not est.count_head:
+        raise ConfigError("counting supervision (vehicles= or a fine density target, counting=True) trains the "
+                          "count head: set count_head=True, or counting=False for the forecast loss only")
+    if est.log1p:
+        raise ConfigError("counting supervision needs counts that add up per cell: log1p=True breaks that; "
+                          "use log1p=False, or counting=False")
+    if tile_size < 2:
+        raise ConfigError("vehicles= is for the image path: set tile_size=... (image pixels per cell)")
+
+
+def split_indices(split: dict[str, slice]) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices of the train and val slices."""
+    return (np.arange(split["train"].start or 0, split["train"].stop),
+            np.arange(split["val"].start or 0, split["val"].stop) if split["val"].stop > (split["val"].start or 0)
+            else np.zeros(0, dtype=np.int64))
+
+
+__all__ = ["COUNT_STRIDE_PX", "fine_grid", "check_vehicles", "fine_target", "split_target", "smooth",
+           "counting_loss", "prepare_fine", "pretrain_encoder", "encode_frames", "freeze_encoder"]
