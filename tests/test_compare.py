@@ -33,6 +33,15 @@ def test_compare__table_rows_per_model_and_lead(result):
     assert np.isfinite(res.table["rmse"]).all()
 
 
+def test_compare__every_model_has_its_skill_against_persistence(result):
+    res, _ = result
+    table = res.table
+    for model in MODELS + BASELINES:
+        expected = 1 - table.loc[model, "rmse"] / table.loc["persistence", "rmse"]
+        np.testing.assert_allclose(table.loc[model, "skill_rmse"], expected, rtol=1e-12)
+    assert (table.loc["persistence", "skill_rmse"] == 0).all()
+
+
 def test_compare__peephole_goes_to_the_convlstm_only(result):
     res, _ = result
     assert res.models["convlstm"].peephole == "channel" and res.models["convgru"].peephole is None

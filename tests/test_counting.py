@@ -213,3 +213,14 @@ def test_fit__tile_size_not_dividing_the_scene():
     with pytest.raises(GridError, match=r"64 × 64 px is not a multiple of tile_size=24 .*Crop it to 48 × 48 px.*"
                                         r"divides both sides \(8, 16, 32\)"):
         TrafficForecaster("convlstm", **{**COUNT, "tile_size": 24}).fit(images, vehicles=points)
+
+
+def test_compare__vehicles_train_every_model_to_count():
+    from trafficrnn.compare import compare
+
+    images, points = squares(frames=30)
+    settings = {**{k: v for k, v in COUNT.items() if k != "progress"}, "max_epochs": 2, "patience": 0}
+    result = compare(images, models=("convgru", "convlstm"), vehicles=points, progress=False, **settings)
+    for name in ("convgru", "convlstm"):
+        assert result.models[name].training_summary_["counting"]["stage_a"]["epochs"] >= 1
+    assert np.isfinite(result.table.loc["convlstm", "skill_rmse"]).all()

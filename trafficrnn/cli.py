@@ -339,10 +339,10 @@ def compare_command(stack: str, models: str, out_dir: str, members: int, jobs: i
     files = {ext: out / f"comparison.{ext}" for ext in ("csv", "json", "png")}
     if out.exists():
         _check_outputs(files.values(), opts["overwrite"])
-    images, target, static, params, _ = _prepare_training(stack, opts)
+    images, target, static, params, points = _prepare_training(stack, opts)
     result = compare(images, target, models=[m.strip() for m in models.split(",") if m.strip()], static=static,
                      progress=not opts["quiet"], echo=click.echo, covariates=_covariates(opts["covariates"]),
-                     members=members, n_jobs=jobs, **params)
+                     members=members, n_jobs=jobs, vehicles=points, **params)
     click.echo("\nRMSE per lead (lower is better)")
     click.echo(comparison_table(result.table).to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo("\n" + result.summary.to_string(float_format=lambda v: f"{v:.4g}"))

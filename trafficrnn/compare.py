@@ -18,6 +18,7 @@ import xarray as xr
 from trafficrnn.errors import ConfigError
 from trafficrnn.evaluation import DEFAULT_BASELINES
 from trafficrnn.inputs import data_kwargs
+from trafficrnn.metrics import skill
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def _time_baselines(est, images: xr.DataArray, target: xr.DataArray | None, spli
 def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models: Sequence[str] = ("convlstm", "convgru"),
             static: xr.DataArray | None = None, baselines: Sequence[str] = DEFAULT_BASELINES, split: str | None = "test",
             progress: bool = True, echo: Callable[[str], Any] | None = None, covariates: pd.DataFrame | None = None,
-            members: int = 1, n_jobs: int = 1, **params: Any) -> ComparisonResult:
+            members: int = 1, n_jobs: int = 1, vehicles: Any = None, **params: Any) -> ComparisonResult:
     """Fit each model with the same settings and score it beside the baselines on the same split.
 
     Parameters
@@ -157,6 +158,9 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         (``seed``, ``seed + 1`` ...) and score the members' mean; 1 trains one network.
     n_jobs : int
         Ensemble members trained at once, each in its own process with its share of the cores.
+    vehicles : geopandas.GeoDataFrame, optional
+        Vehicle points with a ``time`` column: every model's tile encoder learns to count them
+        (point-supervised counting, see ``TrafficForecaster.fit``).
     **params
         :class:`~trafficrnn.estimator.TrafficForecaster` parameters shared by every model
         (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...);
@@ -178,6 +182,15 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     from trafficrnn.estimator import TrafficForecaster
 
     names = _check_models(models, params)
+    if target is None and vehicles is not None and params.get("tile_size") not in (None, 1):
+        # the counts per cell are the target the models and baselines are scored against
+        from trafficrnn.counting import check_vehicles
+        from trafficrnn.grid import Grid
+        from trafficrnn.io import rasterize_points
+
+        grid = Grid.from_image(images, int(params["tile_size"]))
+        check_vehicles(vehicles, grid)
+        target = rasterize_points(vehicles, grid, times=images.time.values)
     ForecastEnsemble(members=members, n_jobs=n_jobs)._validate_params()  # refuse bad counts before any training
     say = echo or log.info
     tables, rows, fitted, labels = [], {}, {}, []
@@ -190,7 +203,7 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         label = est.model
         say(f"training   {label}{limit} ...")
         t0 = time.perf_counter()
-        est.fit(images, target, **data_kwargs(static, covariates))
+        est.fit(images, target, **data_kwargs(static, covariates), **({} if vehicles is None else {"vehicles": vehicles}))
         seconds = time.perf_counter() - t0
         summary = est.training_summary_
         epochs = min(summary["epochs"]) if members > 1 else summary["epochs"]
@@ -209,6 +222,10 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     baseline_rows = first.loc[[m for m in first.index.get_level_values("model").unique() if m not in labels]]
     table = pd.concat([t.loc[[n]] for t, n in zip(tables, labels)] + [baseline_rows])
     table.attrs.update(first.attrs)
+    if "persistence" in baseline_rows.index.get_level_values("model"):
+        # every model is scored on the same issue times: its skill against the one persistence row
+        ref = baseline_rows.loc["persistence", "rmse"]
+        table["skill_rmse"] = [skill(r, ref.loc[lead]) for (_, lead), r in table["rmse"].items()]
     for name, (fit_s, pred_s) in _time_baselines(fitted[labels[0]], images, target, split, baselines).items():
         rows[name] = {"kind": "baseline", "members": None, "parameters": None, "epochs": None, "train_seconds": fit_s,
                       "inference_seconds": pred_s, "best_val_loss": None}

@@ -69,7 +69,7 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     import matplotlib.pyplot as plt
 
     from trafficrnn.compare import compare
-    from trafficrnn.io import read_stack, to_geopackage, to_geotiff, to_netcdf
+    from trafficrnn.io import read_stack, read_vectors, to_geopackage, to_geotiff, to_netcdf
     from trafficrnn.plot import animate, plot_compare, plot_leads, plot_map
 
     out = Path(out_dir)
@@ -84,7 +84,10 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     tile = images.sizes["y"] // target.sizes["y"]
     echo(f"sample     {folder}  ({images.sizes['time']} frames of {images.sizes['y']}×{images.sizes['x']} px, "
          f"grid {target.sizes['y']}×{target.sizes['x']} cells of {tile} px, cadence {images.attrs['cadence']})")
+    # with the vehicle points, each model's tile encoder first learns to count them (point supervision)
+    points = read_vectors(folder / "vehicles.gpkg") if (folder / "vehicles.gpkg").is_file() else None
     comparison = compare(images, target, models=("convlstm", "convgru"), progress=progress, echo=echo, tile_size=tile,
+                         vehicles=points,
                          input_steps=8, horizon=6, hidden=(32, 32), encoder_width=16, max_epochs=max_epochs,
                          context=("ha",), cell_mean=True, residual=True,
                          max_time=max_minutes, batch_size=8, lr=3e-3, patience=8, seed=seed)
