@@ -8,14 +8,15 @@ from trafficrnn._version import __version__
 from trafficrnn.errors import TrafficRNNError
 from trafficrnn.grid import Grid
 from trafficrnn.io import (
-    aggregate_to_segments, rasterize_lines, rasterize_points, read_netcdf, read_stack, to_geopackage, to_geotiff,
-    to_netcdf, write_stack,
+    aggregate_to_segments, rasterize_lines, rasterize_points, read_netcdf, read_stack, read_vectors, to_geopackage,
+    to_geotiff, to_netcdf, write_stack,
 )
 
 __all__ = [
     "Grid",
     "TrafficRNNError",
     "read_stack",
+    "read_vectors",
     "rasterize_points",
     "rasterize_lines",
     "aggregate_to_segments",

@@ -138,7 +138,7 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
     \b
     Examples:
       trafficrnn train city/images --vehicles city/vehicles.gpkg --roads city/roads.gpkg \\
-          --tile-size 16 --model convgru --input-steps 8 --horizon 6 --max-minutes 5 --out my-model
+          --tile-size 64 --model convgru --input-steps 8 --horizon 6 --max-minutes 5 --out my-model
       trafficrnn train grids/ --model convlstm --out flow-model
       trafficrnn train grids/ --model convgru --members 2 --jobs 2 --max-minutes 10 --out flow-ensemble
       trafficrnn train grids/ --max-minutes 60 --checkpoint-dir runs/flow --out flow-model
@@ -320,7 +320,7 @@ def compare_command(stack: str, models: str, out_dir: str, members: int, jobs: i
 
     \b
     Example:
-      trafficrnn compare city/images --vehicles city/vehicles.gpkg --tile-size 16 \\
+      trafficrnn compare city/images --vehicles city/vehicles.gpkg --tile-size 64 \\
           --input-steps 8 --horizon 6 --max-minutes 2 --out comparison/
       trafficrnn compare grids/ --members 2 --jobs 2 --max-minutes 10 --out comparison/
     """

@@ -37,7 +37,8 @@ def find_sample(cache: Path, *, progress: bool = True) -> Path:
         from trafficrnn.synth.simulate import simulate, write_simulation
 
         log.info("no shipped sample found; simulating one into %s", target)
-        result = simulate(256, days=4, step="15min", seed=0, tile_size=16, gsd=1.0, progress=progress)
+        result = simulate(512, days=2, step="15min", seed=0, tile_size=64, gsd=1.0, clouds=True, cloud_cover=0.05,
+                          progress=progress)
         write_simulation(result, target, overwrite=True, progress=progress)
     return target
 
