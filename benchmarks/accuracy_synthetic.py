@@ -15,9 +15,11 @@ never a test frame). ``MAX_EPOCHS`` and the settings were chosen so
 (``benchmarks/results/accuracy_synthetic_val.json``).
 
 Variants: ``images`` — the model sees the images only and must count the vehicles itself, while
-the baselines read the true past counts; ``detections`` — the model also reads the observed counts
-of its input frames (``target_inputs=True``), the information the baselines have. bf16-mixed runs
-for the first variant only.
+the baselines read the true past counts; ``counting`` — the same, with the sample's vehicle points
+supervising the encoder's counting (``fit(images, target, vehicles=points)``); ``counts`` — the model
+reads the true counts (the density-only path, no images); ``detections`` — the model reads the
+images and the observed counts of its input frames (``target_inputs=True``). bf16-mixed runs for
+the first variant only.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ MAX_EPOCHS = 4
 #: seed 0, RMSE leads 1 / 4 / 5: with feedback 0.545 / 0.614 / 0.626, without 0.514 / 0.612 / 0.627, without and with
 #: peepholes 0.514 / 0.610 / 0.625; 4 epochs, seeds 2-3: 0.4238 with, 0.4235 without)
 MODEL_SETTINGS = {"convlstm": {"peephole": "channel"}}
-VARIANTS = {"images": {}, "detections": {"target_inputs": True}}
+VARIANTS = {"images": {}, "detections": {"target_inputs": True}, "counting": {}, "counts": {}}
 
 
 def main() -> None:
@@ -78,7 +80,7 @@ def main() -> None:
         name = "accuracy_synthetic_val.json" if args.score_on == "val" else "accuracy_synthetic.json"
         args.out = str(ROOT / "benchmarks" / "results" / name)
 
-    from trafficrnn import ForecastEnsemble, TrafficForecaster, read_stack
+    from trafficrnn import ForecastEnsemble, TrafficForecaster, read_stack, read_vectors
 
     images = read_stack(Path(args.sample) / "images", allow_gaps=True)
     target = read_stack(Path(args.sample) / "density", allow_gaps=True)
@@ -87,6 +89,10 @@ def main() -> None:
     if args.score_on == "val":  # the test frames are never seen: the estimator's default test share, 15 %
         keep = frames - round(0.15 * frames)
         images, target = images.isel(time=slice(0, keep)), target.isel(time=slice(0, keep))
+    points = None
+    if "counting" in args.variants:
+        points = read_vectors(Path(args.sample) / "vehicles.gpkg")
+        points = points[points["time"] <= images.time.values[-1]]  # none of the dropped test frames
     settings, overrides = {**SETTINGS, "max_epochs": args.max_epochs}, {}
     for item in args.set:  # applies to every model, over MODEL_SETTINGS
         key, _, value = item.partition("=")
@@ -99,19 +105,24 @@ def main() -> None:
         for precision in (args.precision if v == 0 else args.precision[:1]):
             for name in args.models:
                 own = {**settings, **MODEL_SETTINGS.get(name, {}), **overrides}
-                est = TrafficForecaster(name, tile_size=tile, **own, **VARIANTS[variant], max_time=args.minutes,
+                inputs = target if variant == "counts" else images
+                est = TrafficForecaster(name, tile_size=None if variant == "counts" else tile, **own,
+                                        **VARIANTS[variant], max_time=args.minutes,
                                         precision=precision, seed=args.seed, progress=False)
                 if args.members > 1:
                     est = ForecastEnsemble(est, members=args.members, n_jobs=args.members)
                 started = time.perf_counter()
-                est.fit(images, target)
+                if variant == "counts":
+                    est.fit(target)
+                else:
+                    est.fit(images, target, **({"vehicles": points} if variant == "counting" else {}))
                 train_s = time.perf_counter() - started
-                table = est.evaluate(images, target,
+                table = est.evaluate(inputs, target,
                                      baselines=() if tables else ("persistence", "historical_average", "ridge"))
                 key = f"{name}/{variant}/{precision}"
                 tables[key] = table
                 t0 = time.perf_counter()
-                est.predict(images, **({"target": target} if est.target_inputs else {}))
+                est.predict(inputs, **({"target": target} if est.target_inputs else {}))
                 runs.append({"model": name, "variant": variant, "precision": precision,
                              "parameters": est.training_summary_["parameters"], "train_seconds": round(train_s, 1),
                              # epochs run (the Trainer's current_epoch after fit; a partial last one counts)
