@@ -2,7 +2,7 @@
 counting (``counting=True`` with the vehicle points) beside today's encoder (forecast loss plus the
 nowcast auxiliary loss, trained on the cell counts), in the same run.
 
-Run: ``python benchmarks/counting.py [--size 1024] [--tile-size 32] [--days 3] [--minutes 4]
+Run: ``python benchmarks/counting.py [--size 1024] [--tile-size 64] [--days 3] [--minutes 4]
 [--max-epochs 30] [--score-on test|val]``; writes ``benchmarks/results/counting.json`` (``--out``)
 with the command, the machine and the numbers.
 
@@ -64,7 +64,7 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--tile-size", type=int, default=32)
+    parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--days", type=float, default=3)
     parser.add_argument("--minutes", type=float, default=4, help="Training time limit of each model.")
     parser.add_argument("--max-epochs", type=int, default=30)
