@@ -17,8 +17,15 @@ from trafficrnn.grid import Grid
 ALIGNS = ("exact", "resample")
 
 
+def gsd_of(images: xr.DataArray) -> tuple[float, float]:
+    """Pixel size (x, y) of ``images`` in CRS units, from its transform."""
+    t = images.rio.transform()
+    return abs(t.a), abs(t.e)
+
+
 def resample_to_gsd(images: xr.DataArray, gsd: tuple[float, float]) -> xr.DataArray:
-    """Images resampled onto pixels of ``gsd`` (x, y) by area averaging, keeping CRS and origin.
+    """Images resampled onto pixels of ``gsd`` (x, y) by area averaging, keeping CRS and origin;
+    ``images`` as they are where their pixel size is ``gsd`` already (to 1e-6 relative).
 
     Parameters
     ----------
@@ -35,6 +42,8 @@ def resample_to_gsd(images: xr.DataArray, gsd: tuple[float, float]) -> xr.DataAr
     from rasterio.enums import Resampling
     from rasterio.transform import Affine
 
+    if np.allclose(gsd_of(images), gsd, rtol=1e-6):
+        return images
     t = images.rio.transform()
     shape = (int(images.sizes["y"] * abs(t.e) / gsd[1] + 1e-6), int(images.sizes["x"] * abs(t.a) / gsd[0] + 1e-6))
     if min(shape) < 1:
@@ -135,8 +144,7 @@ class InputChecks:
             raise ModelMismatchError(f"stack CRS {images.rio.crs} differs from the model's {self.grid_.crs}: "
                                      "reproject the stack (read_stack(..., align='reproject')) to the model's CRS")
         tile = self.grid_.tile_size
-        gsd = abs(images.rio.transform().a), abs(images.rio.transform().e)
-        model_gsd = getattr(self, "gsd_", None) or tuple(r / tile for r in self.grid_.resolution)
+        gsd, model_gsd = gsd_of(images), self.gsd_
         if not np.allclose(gsd, model_gsd, rtol=1e-6):
             if align != "resample":
                 unit = images.rio.crs.linear_units if images.rio.crs.is_projected else "CRS units"

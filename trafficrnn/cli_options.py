@@ -51,7 +51,7 @@ def _target(images, target: str | None, vehicles: str | None, tile_size: int | N
     import pandas as pd
 
     from trafficrnn.errors import ConfigError
-    from trafficrnn.io import rasterize_points, read_stack
+    from trafficrnn.io import read_stack
 
     if target and vehicles:
         raise ConfigError(f"--target {target} and --vehicles {vehicles} are both given: pass one of them")
@@ -59,12 +59,10 @@ def _target(images, target: str | None, vehicles: str | None, tile_size: int | N
         if not tile_size:
             raise ConfigError("--vehicles needs --tile-size (image pixels per grid cell, e.g. 16) to build the grid")
         cadence = images.attrs.get("cadence") or None
-        gdf = _read_vector(vehicles, "--vehicles")
-        from trafficrnn.counting import check_vehicles
+        from trafficrnn.counting import count_vehicles
 
-        check_vehicles(gdf, _grid(images, tile_size), what=vehicles)
-        return rasterize_points(gdf, _grid(images, tile_size), times=images.time.values,
-                                freq=pd.Timedelta(cadence) if cadence else None), tile_size
+        return count_vehicles(_read_vector(vehicles, "--vehicles"), _grid(images, tile_size), images.time.values,
+                              what=vehicles, freq=pd.Timedelta(cadence) if cadence else None), tile_size
     if target:
         da = read_stack(target, allow_gaps=allow_gaps)
         if not tile_size:
@@ -238,13 +236,8 @@ ALIGN_HELP = ("exact: refuse images whose pixel size (GSD) differs from the mode
 
 def _align_images(images, est, align: str):
     """``images`` resampled onto the model's GSD with ``--align resample`` (where it differs)."""
-    import numpy as np
-
     from trafficrnn.checks import resample_to_gsd
 
-    gsd = abs(images.rio.transform().a), abs(images.rio.transform().e)
-    if align != "resample" or np.allclose(gsd, est.gsd_, rtol=1e-6):
-        return images
-    return resample_to_gsd(images, est.gsd_)
+    return resample_to_gsd(images, est.gsd_) if align == "resample" else images
 
 

@@ -184,13 +184,10 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     names = _check_models(models, params)
     if target is None and vehicles is not None and params.get("tile_size") not in (None, 1):
         # the counts per cell are the target the models and baselines are scored against
-        from trafficrnn.counting import check_vehicles
+        from trafficrnn.counting import count_vehicles
         from trafficrnn.grid import Grid
-        from trafficrnn.io import rasterize_points
 
-        grid = Grid.from_image(images, int(params["tile_size"]))
-        check_vehicles(vehicles, grid)
-        target = rasterize_points(vehicles, grid, times=images.time.values)
+        target = count_vehicles(vehicles, Grid.from_image(images, int(params["tile_size"])), images.time.values)
     ForecastEnsemble(members=members, n_jobs=n_jobs)._validate_params()  # refuse bad counts before any training
     say = echo or log.info
     tables, rows, fitted, labels = [], {}, {}, []
@@ -203,7 +200,7 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         label = est.model
         say(f"training   {label}{limit} ...")
         t0 = time.perf_counter()
-        est.fit(images, target, **data_kwargs(static, covariates), **({} if vehicles is None else {"vehicles": vehicles}))
+        est.fit(images, target, vehicles=vehicles, **data_kwargs(static, covariates))
         seconds = time.perf_counter() - t0
         summary = est.training_summary_
         epochs = min(summary["epochs"]) if members > 1 else summary["epochs"]

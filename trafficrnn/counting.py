@@ -82,6 +82,21 @@ def check_vehicles(points: Any, grid: Grid, what: str = "vehicles", time_col: st
                           f"{found}: check the layer's CRS, or that it covers this scene")
 
 
+def count_vehicles(points: Any, grid: Grid, times: Any, *, what: str = "vehicles", freq: Any = None) -> xr.DataArray:
+    """Vehicles per cell of ``grid`` and frame of ``times``, once :func:`check_vehicles` has
+    accepted the layer (``freq``: as :func:`~trafficrnn.io.rasterize_points`).
+
+    Raises
+    ------
+    VectorError
+        As :func:`check_vehicles`.
+    """
+    from trafficrnn.io import rasterize_points
+
+    check_vehicles(points, grid, what)
+    return rasterize_points(points, grid, times=times, freq=freq)
+
+
 def fine_target(images: xr.DataArray, grid: Grid, unit: int, *, vehicles: Any = None,
                 raster: xr.DataArray | None = None) -> tuple[np.ndarray, int]:
     """Counts per sub-cell of every frame, from points or from a fine density raster.
@@ -376,7 +391,7 @@ def freeze_encoder(net: torch.nn.Module) -> None:
             p.requires_grad_(False)
 
 
-def check_counting(est, tile_size: int) -> None:
+def check_counting(est) -> None:
     """Settings that counting supervision cannot use.
 
     Raises
@@ -390,8 +405,6 @@ def check_counting(est, tile_size: int) -> None:
     if est.log1p:
         raise ConfigError("counting supervision needs counts that add up per cell: log1p=True breaks that; "
                           "use log1p=False, or counting=False")
-    if tile_size < 2:
-        raise ConfigError("vehicles= is for the image path: set tile_size=... (image pixels per cell)")
 
 
 def split_indices(split: dict[str, slice]) -> tuple[np.ndarray, np.ndarray]:
@@ -401,5 +414,5 @@ def split_indices(split: dict[str, slice]) -> tuple[np.ndarray, np.ndarray]:
             else np.zeros(0, dtype=np.int64))
 
 
-__all__ = ["COUNT_STRIDE_PX", "fine_grid", "check_vehicles", "fine_target", "split_target", "smooth",
+__all__ = ["COUNT_STRIDE_PX", "fine_grid", "check_vehicles", "count_vehicles", "fine_target", "split_target", "smooth",
            "counting_loss", "prepare_fine", "pretrain_encoder", "encode_frames", "freeze_encoder"]

@@ -26,14 +26,13 @@ from trafficrnn.covariates import Covariates
 from trafficrnn.inputs import (BatchInputs, check_covariates_given, has_vectors, normalised_inputs, prediction_batch,
                                static_layers, step_vectors)
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
-from trafficrnn.checks import InputChecks
-from trafficrnn.counting import (COUNT_STRIDE_PX, PRETRAIN_SHARE, check_counting, check_vehicles, encode_frames,
-                                 fine_target, freeze_encoder, prepare_fine, pretrain_encoder, split_indices,
-                                 split_target)
-from trafficrnn.io.vector import rasterize_points
+from trafficrnn.checks import InputChecks, gsd_of
+from trafficrnn.counting import (COUNT_STRIDE_PX, PRETRAIN_SHARE, check_counting, check_vehicles, count_vehicles,
+                                 encode_frames, fine_target, freeze_encoder, prepare_fine, pretrain_encoder,
+                                 split_indices, split_target)
 from trafficrnn.models.encoder import default_strides
 from trafficrnn.models.forecaster import count_stage_for
-from trafficrnn.grid import Grid, require_whole_tiles
+from trafficrnn.grid import Grid
 from trafficrnn.io.timestamps import check_cadence
 
 log = logging.getLogger(__name__)
@@ -239,7 +238,7 @@ class TrafficForecaster(InputChecks):
             map. ``None`` with ``vehicles``: the counts of the points per cell; ``None`` without
             ``vehicles``: the stack holds density / flow grids, its own target.
         vehicles : geopandas.GeoDataFrame, optional
-            Image path: vehicle points with a ``time`` column (as :func:`rasterize_points` takes),
+            Image path: vehicle points with a ``time`` column (as :func:`~trafficrnn.io.rasterize_points` takes),
             binned on the frames of ``images``. They give the target when ``target`` is None and,
             with ``counting``, the per-sub-cell counts of the counting supervision.
         static : xarray.DataArray, optional
@@ -303,21 +302,21 @@ class TrafficForecaster(InputChecks):
                 raise ConfigError("tile_size=None but images and target differ in size: pass tile_size=... "
                                   "(image pixels per target cell)")
             else:
-                require_whole_tiles(images, self.tile_size)
-                grid = Grid.from_image(images, int(self.tile_size))
+                grid = Grid.from_image(images, int(self.tile_size), whole=True)
             images = grid.crop(images) if grid.tile_size > 1 else images
-            if vehicles is not None:
-                check_vehicles(vehicles, grid)
             if target is None:
-                target = rasterize_points(vehicles, grid, times=images.time.values)
-            elif grid.tile_size > 1:
-                target, fine_raster = split_target(self._check_array(target, "target"), images, grid)
+                target = count_vehicles(vehicles, grid, images.time.values)
+            else:
+                if vehicles is not None:
+                    check_vehicles(vehicles, grid)
+                if grid.tile_size > 1:
+                    target, fine_raster = split_target(self._check_array(target, "target"), images, grid)
             target = self._align_target(images, self._check_array(target, "target"), grid)
             if fine_raster is not None:
                 fine_raster = fine_raster.reindex(time=images.time.values)
         counting = bool(self.counting) and not density_only and (vehicles is not None or fine_raster is not None)
         if counting:
-            check_counting(self, grid.tile_size)
+            check_counting(self)
         times = pd.DatetimeIndex(images.time.values)
         cadence, gaps = check_cadence(times, allow_gaps=True)
         if cadence is None:
@@ -428,7 +427,7 @@ class TrafficForecaster(InputChecks):
                 trainer.strategy.barrier()
         self.model_ = module.final_model().cpu().eval()
         self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
-        self.gsd_ = (abs(images.rio.transform().a), abs(images.rio.transform().e))
+        self.gsd_ = gsd_of(images)
         self.bands_, self.input_bands_ = bands, input_bands
         self.units_ = str(target.attrs.get("units", "1"))
         self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm

@@ -53,39 +53,6 @@ def check_north_up(transform: Affine, what: str = "transform") -> None:
         )
 
 
-def require_whole_tiles(images: xr.DataArray, tile_size: int, what: str = "the images") -> None:
-    """Refuse a tile size that does not divide the scene: training needs a grid that covers every
-    pixel (cropped pixels would carry vehicles no cell counts).
-
-    Parameters
-    ----------
-    images : xarray.DataArray
-        ``(..., y, x)``.
-    tile_size : int
-        Pixels per cell side (a positive integer; see :meth:`Grid.from_image`).
-    what : str
-        How to name the images in the message (a folder, a file).
-
-    Raises
-    ------
-    GridError
-        Naming the scene size, the tile size, the tile sizes that would fit and how to crop.
-    """
-    height, width = images.sizes["y"], images.sizes["x"]
-    if not isinstance(tile_size, (int, np.integer)) or tile_size < 1 or (height % tile_size == 0 and width % tile_size == 0):
-        return
-    fits = [t for t in range(4, min(height, width) // 2 + 1) if height % t == 0 and width % t == 0]
-    near = sorted(fits, key=lambda t: (abs(np.log2(t / tile_size)), t))[:3]
-    crop_h, crop_w = height - height % tile_size, width - width % tile_size
-    hint = f"a tile size that divides both sides ({', '.join(map(str, sorted(near)))})" if near else "another tile size"
-    raise GridError(
-        f"{what}: {height} × {width} px is not a multiple of tile_size={tile_size} "
-        f"({height % tile_size} px left at the bottom, {width % tile_size} px at the right): the forecast grid must "
-        f"cover the whole scene. Crop it to {crop_h} × {crop_w} px (images.isel(y=slice(0, {crop_h}), "
-        f"x=slice(0, {crop_w})), or gdal_translate -srcwin 0 0 {crop_w} {crop_h}), or choose {hint}"
-    )
-
-
 @dataclass(frozen=True)
 class Grid:
     """A georeferenced north-up grid of forecast cells.
@@ -127,11 +94,13 @@ class Grid:
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_image(cls, images: xr.DataArray, tile_size: int) -> "Grid":
+    def from_image(cls, images: xr.DataArray, tile_size: int, *, whole: bool = False) -> "Grid":
         """Grid whose cells are ``tile_size`` × ``tile_size`` pixels of ``images``.
 
         Pixels on the right / bottom that do not fill a whole tile are left out of the grid
-        (crop the images with :meth:`crop`), with a warning naming how many.
+        (crop the images with :meth:`crop`), with a warning naming how many; ``whole=True``
+        refuses them instead (training needs a grid that covers every pixel: cropped pixels would
+        carry vehicles no cell counts).
 
         Parameters
         ----------
@@ -143,7 +112,8 @@ class Grid:
         Raises
         ------
         GridError
-            If ``tile_size`` is not a positive integer or exceeds the image size.
+            If ``tile_size`` is not a positive integer or exceeds the image size; with ``whole``,
+            if it does not divide both sides (naming the crop and the tile sizes that would).
         MissingCRSError
             If ``images`` has no CRS.
         """
@@ -157,6 +127,17 @@ class Grid:
                 f"choose a tile size of at most {min(height, width)}"
             )
         drop_y, drop_x = height - rows * tile_size, width - cols * tile_size
+        if (drop_y or drop_x) and whole:
+            fits = [t for t in range(4, min(height, width) // 2 + 1) if height % t == 0 and width % t == 0]
+            near = sorted(sorted(fits, key=lambda t: (abs(math.log2(t / tile_size)), t))[:3])
+            hint = f"a tile size that divides both sides ({', '.join(map(str, near))})" if near else "another tile size"
+            crop_h, crop_w = rows * tile_size, cols * tile_size
+            raise GridError(
+                f"the images: {height} × {width} px is not a multiple of tile_size={tile_size} ({drop_y} px left at "
+                f"the bottom, {drop_x} px at the right): the forecast grid must cover the whole scene. Crop it to "
+                f"{crop_h} × {crop_w} px (images.isel(y=slice(0, {crop_h}), x=slice(0, {crop_w})), or gdal_translate "
+                f"-srcwin 0 0 {crop_w} {crop_h}), or choose {hint}"
+            )
         if drop_y or drop_x:
             warnings.warn(
                 f"image of {height} × {width} px is not a multiple of tile_size={tile_size}: "
