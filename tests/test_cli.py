@@ -133,7 +133,7 @@ def test_train__vehicles_and_roads(image_model):
     assert "epochs     1" in output and "parameters " in output and f"saved      {out}" in output
     est = TrafficForecaster.load(out)
     assert est.static_bands_ == ["road"] and est.grid_.tile_size == 16 and est.input_bands_ == ["red", "green", "blue"]
-    assert est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 8  # the points reached the fit
+    assert est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 4  # the points reached the fit
     assert est.gsd_ == (1.0, 1.0)
 
 

@@ -14,8 +14,9 @@ from shapely.geometry import Point
 
 from trafficrnn import Grid
 from trafficrnn import estimator as estimator_module
-from trafficrnn.counting import counting_loss, fine_grid, smooth
-from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, VectorError
+from trafficrnn import counting as counting_module
+from trafficrnn.counting import counting_loss, fine_grid, read_front, save_front, smooth
+from trafficrnn.errors import ConfigError, GridError, ModelFileError, ModelMismatchError, VectorError
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import rasterize_points
 
@@ -113,8 +114,11 @@ def test_fit__counting_records_both_stages_and_the_count_stage(counted):
     est = counted[0]
     stages = est.training_summary_["counting"]
     assert stages["stage_a"]["epochs"] >= 1 and stages["stage_a"]["best_val_count_loss"] is not None
-    assert stages["stage_a"]["sub_cell_px"] == 8 and stages["stage_b"]["epochs"] >= 1
-    assert est.model_.config["count_stage"] == 1 and est.model_.count_factor == 2  # 8 px of a 16 px tile
+    assert stages["stage_a"]["sub_cell_px"] == 4 and stages["stage_b"]["epochs"] >= 1
+    # stride-2 stages under a full-resolution stem: the density is read after the second (4 px)
+    assert est.model_.config["count_stage"] == 1 and est.model_.count_factor == 4
+    encoder = est.model_.tile_encoder.config
+    assert encoder["stem"] and encoder["strides"] == [2, 2, 2, 2] and encoder["norm"] == "batch"
     assert est.gsd_ == (1.0, 1.0)
 
 
@@ -124,6 +128,14 @@ def test_fit__stage_b_leaves_the_encoder_unchanged(counted):
     assert captured["encoder"].keys() == after.keys()
     for key, value in captured["encoder"].items():
         torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+
+
+def test_predict_many__encodes_each_frame_once_same_forecasts(counted):
+    est, images, _, _ = counted
+    ends = np.arange(est.input_steps - 1, images.sizes["time"])
+    together = est.predict_many(images, ends).values  # the frames' features computed once, shared
+    alone = np.stack([est.predict_many(images, [e]).values[0] for e in ends])  # pixels through the whole model
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_save_load__counting_model_identical_predictions(counted, tmp_path):
@@ -161,7 +173,7 @@ def test_fit__fine_density_raster_as_target():
     images, points = squares(frames=24)
     fine = rasterize_points(points, fine_grid(images, 4), times=images.time.values)
     est = TrafficForecaster("convlstm", **{**COUNT, "max_epochs": 1}).fit(images, fine)
-    assert est.grid_.shape == (4, 4) and est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 8
+    assert est.grid_.shape == (4, 4) and est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 4
 
 
 def test_fit__counting_off_keeps_one_stage():
@@ -224,3 +236,88 @@ def test_compare__vehicles_train_every_model_to_count():
     for name in ("convgru", "convlstm"):
         assert result.models[name].training_summary_["counting"]["stage_a"]["epochs"] >= 1
     assert np.isfinite(result.table.loc["convlstm", "skill_rmse"]).all()
+
+
+@pytest.fixture
+def front(counted, tmp_path, monkeypatch):
+    """The count front of the fitted squares model, installed as the packaged front."""
+    est = counted[0]
+    path = tmp_path / "front.safetensors"
+    norm = est.input_normalizer_
+    save_front(est.model_, path, {"gsd": 1.0, "target_scale": float(est.target_normalizer_.scale_[0]),
+                                  "input_mean": np.ravel(norm.mean_).tolist(),
+                                  "input_scale": np.ravel(norm.scale_).tolist()})
+    monkeypatch.setattr(counting_module, "FRONT", path)
+    return path
+
+
+def test_front__round_trip(counted, front):
+    state, meta = read_front()
+    own = counted[0].model_.state_dict()
+    assert state and all(torch.equal(own[k], v) for k, v in state.items())
+    assert any(k.startswith("nowcast_head.") for k in state) and meta["count_stage_px"] == 4
+    assert not any(k.startswith("cell") or k.startswith("tile_encoder.body.20") for k in state)
+
+
+def test_fit__starts_from_a_fitting_count_front(counted, front):
+    images, points = squares(seed=1)
+    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(images, vehicles=points)
+    stage_a = est.training_summary_["counting"]["stage_a"]
+    meta = read_front()[1]
+    assert stage_a["from_front"] and est.target_normalizer_.scale_[0] == meta["target_scale"]
+    # the front's scaling of the pixels, not one fitted on these frames
+    assert np.ravel(est.input_normalizer_.scale_).tolist() == pytest.approx(meta["input_scale"])
+    truth = rasterize_points(points, Grid.from_image(images, 16), times=images.time.values).values
+    pred = cell_counts(est, images)  # one epoch from the front counts as well as 25 from scratch did
+    assert np.abs(pred - truth).mean() < 0.5 * truth[truth > 0].mean()
+
+
+def test_fit__count_front_of_another_gsd_not_used(front):
+    images, points = squares(frames=12, gsd=2.0)
+    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(images, vehicles=points)
+    assert not est.training_summary_["counting"]["stage_a"]["from_front"]
+
+
+def test_fit__count_front_not_used_on_other_radiometry(front):
+    images, points = squares(frames=12)  # 0-1 in the front's training; here 0-10000 (say 16-bit)
+    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(images * 10_000, vehicles=points)
+    assert not est.training_summary_["counting"]["stage_a"]["from_front"]
+
+
+def test_read_front__tampered_file_refused(tmp_path, monkeypatch):
+    path = tmp_path / "front.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all")
+    monkeypatch.setattr(counting_module, "FRONT", path)
+    with pytest.raises(ModelFileError, match="front.safetensors is not a count front"):
+        read_front()
+    monkeypatch.setattr(counting_module, "FRONT", tmp_path / "absent.safetensors")
+    assert read_front() is None
+
+
+def test_packaged_front__counts_a_city_it_never_saw():
+    # the shipped weights, on a synthetic city of a seed none of its training cities had
+    from trafficrnn.counting import FRONT, front_fits, load_front
+    from trafficrnn.dataset import Normalizer
+    from trafficrnn.estimator import _encoder_config
+    from trafficrnn.models import get_model
+    from trafficrnn.models.forecaster import count_stage_for
+    from trafficrnn.synth import simulate
+
+    assert FRONT.is_file(), f"{FRONT} is missing: build it with benchmarks/count_front.py"
+    state, meta = read_front()
+    encoder = _encoder_config(64, 16, 1, counting=True)
+    stage = count_stage_for(encoder["strides"], 4)
+    assert meta["gsd"] == 1.0 and front_fits(meta, encoder, stage, 3, 1, 1.0)
+    net = get_model("convgru", in_channels=3, out_channels=1, hidden_channels=[8], encoder=encoder,
+                    count_head=True, count_stage=stage, density_per_cell=True)
+    load_front(net, state)
+    r = simulate(256, days=0.5, step="60min", seed=11, tile_size=64, gsd=1.0, start="2024-06-04 06:00")
+    norm = Normalizer("standard").fit(r.images)
+    norm.mean_, norm.scale_ = (np.reshape(meta[k], np.shape(norm.mean_)) for k in ("input_mean", "input_scale"))
+    x = norm.transform(np.asarray(r.images.values, dtype="float32"), band_axis=1).astype("float32")
+    with torch.inference_mode():
+        pred = net.eval().nowcast(torch.from_numpy(x)[None])[0].numpy() * meta["target_scale"]
+    truth = r.density.values
+    assert np.corrcoef(pred.ravel(), truth.ravel())[0, 1] > 0.85
+    # the cell error, well below that of the best constant (the mean count)
+    assert np.abs(pred - truth).mean() < 0.6 * np.abs(truth - truth.mean()).mean()

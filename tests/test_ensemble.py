@@ -230,7 +230,7 @@ def test_load__tampered_member_weights(fitted, tmp_path):
 def test_load__missing_member(fitted, tmp_path):
     path = copy_of(fitted[2], tmp_path)
     shutil.rmtree(path / "member-1")
-    with pytest.raises(ModelFileError, match="member-1 is not a saved model folder"):
+    with pytest.raises(ModelFileError, match="member-1 does not exist: the ensemble .* lists it as a member"):
         ForecastEnsemble.load(path)
 
 

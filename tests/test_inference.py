@@ -56,8 +56,8 @@ def test_forecast_large__equals_whole_area(fitted, tmp_path):
     values, profile, descriptions, tags = read(path)
     np.testing.assert_allclose(values, whole.values.reshape(values.shape), rtol=1e-6, atol=1e-6)
     assert profile["crs"] == GRID.crs and profile["transform"] == GRID.transform and np.isnan(profile["nodata"])
-    assert descriptions == ("lead +15min, valid 2024-05-01T10:00:00", "lead +30min, valid 2024-05-01T10:15:00")
-    assert tags["issued"] == whole.attrs["issued"] and tags["units"] == "vehicles per cell"
+    assert descriptions == ("lead +15min, valid 2024-05-01T10:00:00Z", "lead +30min, valid 2024-05-01T10:15:00Z")
+    assert tags["issued"] == whole.attrs["issued"] + "Z" and tags["units"] == "vehicles per cell"
     assert [p.name for p in tmp_path.iterdir()] == ["fc.tif"]  # no temporary file left
 
 

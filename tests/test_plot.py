@@ -89,3 +89,124 @@ def test_animate__writes_gif_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.gif"]
     with pytest.raises(OutputExistsError, match="already exists"):
         animate(forecast(), path)
+
+
+# --- readable axes, the GIF's colour bar and issue time, units on the comparison ------------------
+
+DEMO = Grid("EPSG:32633", Affine(64, 0, 602978, 0, -64, 5340781), (8, 8), 64)  # the demo's 8 × 8 cells of 64 m
+FINE = Grid("EPSG:32633", Affine(16, 0, 603140, 0, -16, 5340630), (12, 12), 16)
+
+
+def tick_label_boxes(fig) -> list[tuple[str, object]]:
+    """(text, window extent) of every tick label drawn in ``fig`` (ticks inside the view only)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for ax in (ax for ax in fig.axes if ax.axison):
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            for loc, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels()):
+                if lo <= loc <= hi and label.get_visible() and label.get_text():
+                    boxes.append((label.get_text(), label.get_window_extent(renderer)))
+    return boxes
+
+
+def overlapping(boxes, pad: float = 1.0) -> list[tuple[str, str]]:
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+            if box_a.padded(pad).overlaps(box_b.padded(pad))]
+
+
+@pytest.mark.parametrize("grid", [DEMO, FINE, GRID, WGS], ids=["demo-64m", "fine-16m", "tiny", "wgs84"])
+@pytest.mark.parametrize("draw", ["leads", "compare", "map"])
+def test_plots__tick_labels_do_not_overlap(grid, draw):
+    fc = forecast(grid)
+    fig = {"leads": lambda: plot_leads(fc), "compare": lambda: plot_compare(fc, truth(grid), lead=2),
+           "map": lambda: plot_map(fc.isel(lead=0)).figure}[draw]()
+    boxes = tick_label_boxes(fig)
+    eastings = [text for text, _ in boxes if text.replace("−", "").replace(".", "").isdigit()]
+    assert len(eastings) >= 4  # still labelled: at least two ticks on each of the two map axes
+    assert overlapping(boxes) == []
+    plt.close(fig)
+
+
+def test_plot_map__at_most_four_eastings_per_panel():
+    ax = plot_map(forecast(DEMO).isel(lead=0))
+    ax.figure.canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert 2 <= len(shown) <= 4
+    assert all(float(t) % 100 == 0 for t in shown)  # whole hundreds of metres
+    plt.close(ax.figure)
+
+
+def test_plot_leads__issue_time_in_the_title():
+    fig = plot_leads(forecast())
+    assert fig._suptitle.get_text() == "convgru issued 2024-06-03 08:00"
+    plt.close(fig)
+
+
+def test_animate__frames_have_a_colour_bar_and_the_issue_time():
+    from trafficrnn.plot import _animation_frames
+
+    fig, draw, steps = _animation_frames(forecast())
+    assert steps == 4
+    draw(2)
+    maps = [ax for ax in fig.axes if ax.images]
+    bars = [ax for ax in fig.axes if not ax.images]
+    assert len(maps) == 1 and len(bars) == 1
+    assert bars[0].get_ylabel() == "vehicles per cell"
+    assert bars[0].get_ylim() == (0.0, float(forecast().values.max()))  # one scale for every frame
+    assert fig._suptitle.get_text() == "convgru issued 2024-06-03 08:00"
+    assert maps[0].get_title() == "+45 min (Mon 08:45)"
+    plt.close(fig)
+
+
+def test_animate__colour_bar_drawn_in_every_gif_frame(tmp_path):
+    from PIL import Image, ImageSequence
+
+    path = animate(forecast(), tmp_path / "f.gif", fps=2)
+    with Image.open(path) as gif:
+        frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
+    assert len(frames) == 4
+    for rgb in frames:
+        right = rgb[:, int(rgb.shape[1] * 0.75):]  # the colour bar's side of the frame
+        colours = max(len(np.unique(right[:, j].reshape(-1, 3), axis=0)) for j in range(right.shape[1]))
+        assert colours >= 40  # a magma gradient, not the map's twelve cells nor plain background
+
+
+def comparison(freq: str, horizon: int):
+    from trafficrnn.compare import ComparisonResult
+    from trafficrnn.models.baselines import get_baseline
+
+    history = truth()
+    history = history.assign_coords(time=pd.date_range("2024-06-03", periods=10, freq=freq))
+    fitted = get_baseline("persistence").fit(history)
+    leads = range(1, horizon + 1)
+    table = pd.DataFrame({"mae": 1.0, "rmse": [0.5 + 0.1 * k for k in leads], "mape": 10.0, "skill_rmse": 0.0},
+                         index=pd.MultiIndex.from_product([["persistence"], list(leads)], names=["model", "lead"]))
+    table.attrs["split"] = "test"
+    summary = pd.DataFrame({"kind": ["model"], "train_seconds": [0.1]}, index=pd.Index(["persistence"], name="model"))
+    return ComparisonResult(table=table, summary=summary, models={"persistence": fitted})
+
+
+def test_plot_comparison__leads_in_minutes_and_rmse_in_units():
+    from trafficrnn.compare import plot_comparison
+
+    fig = plot_comparison(comparison("15min", 3))
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "lead time (min; steps of 15 min)"
+    assert list(ax.get_xticks()) == [15, 30, 45]
+    assert ax.get_ylabel() == "RMSE (vehicles per cell), test split"
+    plt.close(fig)
+    fig = plot_comparison(comparison("15min", 3), metric="mape")
+    assert fig.axes[0].get_ylabel() == "MAPE (%), test split"
+    plt.close(fig)
+
+
+def test_plot_comparison__long_leads_in_hours():
+    from trafficrnn.compare import plot_comparison
+
+    fig = plot_comparison(comparison("1h", 6))
+    assert fig.axes[0].get_xlabel() == "lead time (h; steps of 1 h)"
+    assert list(fig.axes[0].get_xticks()) == [1, 2, 3, 4, 5, 6]
+    plt.close(fig)

@@ -6,11 +6,6 @@ forecast :class:`Grid`, rasterise vectors, fit a forecaster, write GIS layers.
 
 from trafficrnn._version import __version__
 from trafficrnn.errors import TrafficRNNError
-from trafficrnn.grid import Grid
-from trafficrnn.io import (
-    aggregate_to_segments, rasterize_lines, rasterize_points, read_netcdf, read_stack, read_vectors, to_geopackage,
-    to_geotiff, to_netcdf, write_stack,
-)
 
 __all__ = [
     "Grid",
@@ -25,20 +20,38 @@ __all__ = [
     "to_netcdf",
     "read_netcdf",
     "to_geopackage",
+    "check_outputs",
     "TrafficForecaster",
     "ForecastEnsemble",
     "load",
     "__version__",
 ]
 
-_LAZY = {"TrafficForecaster": "trafficrnn.estimator", "ForecastEnsemble": "trafficrnn.ensemble",
-         "load": "trafficrnn.ensemble"}
+# every name is imported on first use, so that ``import trafficrnn`` (and ``trafficrnn --help``)
+# loads neither xarray/rasterio nor torch
+_LAZY = {
+    "Grid": "trafficrnn.grid",
+    **dict.fromkeys(["read_stack", "read_vectors", "rasterize_points", "rasterize_lines", "aggregate_to_segments",
+                     "to_geotiff", "write_stack", "to_netcdf", "read_netcdf", "to_geopackage", "check_outputs"],
+                    "trafficrnn.io"),
+    "TrafficForecaster": "trafficrnn.estimator",
+    "ForecastEnsemble": "trafficrnn.ensemble",
+    "load": "trafficrnn.ensemble",
+}
 
 
 def __getattr__(name: str):
-    """Import the torch-backed parts on first use, so that ``import trafficrnn`` stays light."""
-    if name in _LAZY:
-        import importlib
+    """Import the public names (and submodules such as ``trafficrnn.io``) on first use, so that
+    ``import trafficrnn`` stays light."""
+    import importlib
+    import importlib.util
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'trafficrnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

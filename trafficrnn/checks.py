@@ -14,7 +14,8 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, Timest
 from trafficrnn.grid import Grid
 
 
-ALIGNS = ("exact", "resample")
+#: how predict / evaluate take images that are not on the model's pixels
+ALIGNS = ("exact", "resample", "reproject")
 
 
 def gsd_of(images: xr.DataArray) -> tuple[float, float]:
@@ -56,6 +57,62 @@ def resample_to_gsd(images: xr.DataArray, gsd: tuple[float, float]) -> xr.DataAr
     out = xr.concat(frames, dim="time", coords="minimal", compat="override").transpose("time", "band", "y", "x")
     out.attrs = dict(images.attrs)
     return out.rio.write_crs(images.rio.crs).rio.write_transform(dst)
+
+
+def gdalwarp_line(grid: Grid) -> str:
+    """A ``gdalwarp`` command that warps one image onto the pixels of ``grid`` (for messages)."""
+    epsg = grid.crs.to_epsg()
+    left, bottom, right, top = grid.bounds
+    height, width = grid.image_shape
+    return (f"gdalwarp -t_srs {f'EPSG:{epsg}' if epsg else repr(grid.crs.to_wkt())} -te {left:.10g} {bottom:.10g} "
+            f"{right:.10g} {top:.10g} -ts {width} {height} -r bilinear IN.tif OUT.tif")
+
+
+def reproject_to_grid(images: xr.DataArray, grid: Grid) -> xr.DataArray:
+    """Images warped (bilinear) onto the pixels of ``grid``: its CRS, image transform and image shape;
+    ``images`` as they are where they lie on those pixels already.
+
+    Parameters
+    ----------
+    images : xarray.DataArray
+        ``(time, band, y, x)`` with CRS and transform, in any CRS and at any pixel size; NaN marks
+        missing pixels.
+    grid : Grid
+        The grid of a fitted model; the images land on ``grid.image_transform`` and ``grid.image_shape``.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``(time, band, y', x')`` float32 on the grid's pixels, NaN where ``images`` do not reach.
+
+    Raises
+    ------
+    ModelMismatchError
+        If the images cover less than half of the grid (``MIN_COVERAGE``): the forecast would be
+        made mostly from NaN.
+    """
+    from rasterio.enums import Resampling
+
+    from trafficrnn.io._warp import MIN_COVERAGE, bounds_text, footprint_share
+
+    shape, dst = grid.image_shape, grid.image_transform
+    src, crs = images.rio.transform(), images.rio.crs
+    if crs == grid.crs and images.shape[-2:] == shape and src.almost_equals(dst):
+        return images
+    share = footprint_share(crs, src, images.shape[-2:], grid.crs, dst, shape)
+    if share < MIN_COVERAGE:
+        found = "do not overlap" if share == 0 else f"cover only {share:.0%} of"
+        raise ModelMismatchError(
+            f"the images {found} the model's grid (images: {bounds_text(crs, src, images.shape[-2:])}; model: "
+            f"{bounds_text(grid.crs, grid.transform, grid.shape)}): align='reproject' warps them onto that grid and "
+            f"expects them to cover at least {MIN_COVERAGE:.0%} of it; pass images of the area the model was "
+            "trained on (trafficrnn info MODEL shows its bounds)")
+    data = images.astype("float32").rio.write_nodata(np.nan)
+    frames = [data.isel(time=i).rio.reproject(grid.crs, shape=shape, transform=dst, resampling=Resampling.bilinear)
+              for i in range(images.sizes["time"])]
+    out = xr.concat(frames, dim="time", coords="minimal", compat="override").transpose("time", "band", "y", "x")
+    out.attrs = dict(images.attrs)
+    return out.rio.write_crs(grid.crs).rio.write_transform(dst)
 
 
 class InputChecks:
@@ -139,10 +196,14 @@ class InputChecks:
         found = [str(b) for b in images.band.values]
         if found != self.input_bands_:
             raise ModelMismatchError(f"stack bands {found} differ from the model's {self.input_bands_}: "
-                                     "read the stack with read_stack(..., bands=[...]) in the model's order")
+                                     "read the stack with read_stack(..., bands=[...]) in the model's order, or "
+                                     "write the files with those bands (gdal_translate -b 1 -b 2 ... IN.tif OUT.tif)")
+        if align == "reproject":
+            images = reproject_to_grid(images, self.grid_)
         if images.rio.crs != self.grid_.crs:
-            raise ModelMismatchError(f"stack CRS {images.rio.crs} differs from the model's {self.grid_.crs}: "
-                                     "reproject the stack (read_stack(..., align='reproject')) to the model's CRS")
+            raise ModelMismatchError(f"stack CRS {images.rio.crs} differs from the model's {self.grid_.crs}: warp the "
+                                     "images onto the model's grid with predict(..., align='reproject') (CLI: --align "
+                                     f"reproject), or beforehand: {gdalwarp_line(self.grid_)}")
         tile = self.grid_.tile_size
         gsd, model_gsd = gsd_of(images), self.gsd_
         if not np.allclose(gsd, model_gsd, rtol=1e-6):
@@ -152,7 +213,8 @@ class InputChecks:
                     f"the images have pixels of {gsd[0]:g} x {gsd[1]:g} {unit} (GSD), the model was trained on "
                     f"{model_gsd[0]:g} x {model_gsd[1]:g} at tile_size={tile} (cells of "
                     f"{self.grid_.resolution[0]:g} x {self.grid_.resolution[1]:g}): resample the images to the "
-                    "model's GSD with predict(..., align='resample') (CLI: --align resample)")
+                    "model's GSD with predict(..., align='resample') (CLI: --align resample), or warp them onto the "
+                    "model's grid with align='reproject' (CLI: --align reproject)")
             images = resample_to_gsd(images, model_gsd)
         grid = Grid.from_image(images, tile)  # tile 1: the stack's own grid
         times = pd.DatetimeIndex(images.time.values)

@@ -6,6 +6,7 @@ with status 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -13,17 +14,49 @@ import click
 
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
-    _FILE, COVARIATES_HELP, FORECAST_FORMATS, _check_outputs, _covariates, _data_kwargs, _ensemble_options,
-    ALIGN_HELP, _align_images, _load_model, _prepare_training, _read_vector, _static, _table_json, _target, _training_options,
-    _write_text,
+    _FILE, ALIGN_HELP, COVARIATES_HELP, FORECAST_FORMATS, MODEL_NAMES, STACK_ALIGN_HELP, TIME_PATTERN_HELP,
+    _align_images, _check_outputs, _covariates, _data_kwargs, _ensemble_options, _load_model, _model_folder,
+    _model_list, _prepare_training, _read_vector, _static, _table_json, _target, _training_options, _write_text,
 )
 from trafficrnn.errors import TrafficRNNError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: commands that live beside their own subsystem, imported when run (so that ``trafficrnn --help``
+#: imports neither of them): name -> (module, attribute, the short help that ``--help`` lists)
+LAZY_COMMANDS = {
+    "datasets": ("trafficrnn.datasets.cli", "datasets_group",
+                 "Real datasets shipped with trafficrnn (list: nyc-bike)."),
+    "simulate": ("trafficrnn.synth.cli", "simulate_command",
+                 "Simulate a small city and write OUT_DIR/images, density, vehicles.gpkg, roads.gpkg, manifest.json."),
+}
+
 
 class _Group(click.Group):
-    """A click group that turns TrafficRNNError and usage mistakes into one clear line (unless --debug)."""
+    """A click group that turns TrafficRNNError and usage mistakes into one clear line (unless --debug),
+    and imports the commands of ``LAZY_COMMANDS`` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and name not in self.commands:
+            module, attribute, _ = LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, without importing the lazy commands."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        rows = []
+        for name in names:
+            if name in LAZY_COMMANDS and name not in self.commands:  # a stand-in, to shorten the help alike
+                rows.append((name, click.Command(name, help=LAZY_COMMANDS[name][2]).get_short_help_str(limit)))
+            elif not (command := self.get_command(ctx, name)).hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -62,9 +95,11 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.argument("stack", type=click.Path(exists=True))
-@click.option("--time-pattern", default=None, help="strptime pattern of the file names, e.g. 'frame_%Y%m%d_%H%M'.")
+@click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
+@click.option("--align", default="strict", show_default=True, type=click.Choice(["strict", "reproject"]),
+              help=STACK_ALIGN_HELP)
 @click.option("--allow-gaps", is_flag=True, help="Accept an irregular cadence and list the gaps.")
-def inspect(stack: str, time_pattern: str | None, allow_gaps: bool) -> None:
+def inspect(stack: str, time_pattern: str | None, align: str, allow_gaps: bool) -> None:
     """Check a GeoTIFF stack and print what read_stack makes of it.
 
     STACK is a folder of GeoTIFFs (one per time step), a glob, or one multi-band GeoTIFF.
@@ -75,7 +110,7 @@ def inspect(stack: str, time_pattern: str | None, allow_gaps: bool) -> None:
     """
     from trafficrnn.io import read_stack
 
-    images = read_stack(stack, time=time_pattern, allow_gaps=allow_gaps, chunks={})
+    images = read_stack(stack, time=time_pattern, align=align, allow_gaps=allow_gaps, chunks={})
     t = images.rio.transform()
     epsg = images.rio.crs.to_epsg()
     times = images.time.values
@@ -119,7 +154,7 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
 @main.command(context_settings=CONTEXT)
 @click.argument("stack")
 @click.option("--model", "model_name", default="convlstm", show_default=True,
-              type=click.Choice(["convlstm", "convgru"], case_sensitive=False))
+              type=click.Choice(MODEL_NAMES, case_sensitive=False))
 @click.option("--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json).")
 @click.option("--checkpoint-dir", type=click.Path(), default=None,
               help="Keep the training checkpoints here (per member with --members), to --resume after an interruption.")
@@ -189,13 +224,14 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
               help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).")
 @click.option("--halo", default=None, type=click.IntRange(0), help="Cells read around each window (default: exact).")
 @click.option("--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs.")
-@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample"]),
+@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample", "reproject"]),
               help=ALIGN_HELP)
+@click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, target: str | None,
              vehicles: str | None, covariates: str | None, window: int | None, halo: int | None,
-             scheduler: str | None, align: str, allow_gaps: bool, overwrite: bool) -> None:
+             scheduler: str | None, align: str, time_pattern: str | None, allow_gaps: bool, overwrite: bool) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
     \b
@@ -206,6 +242,7 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
     """
     from pathlib import Path
 
+    from trafficrnn.checks import gdalwarp_line
     from trafficrnn.errors import ConfigError
     from trafficrnn.io import read_stack, to_geopackage, to_geotiff, to_netcdf
 
@@ -218,8 +255,8 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     if window or scheduler:
         if align != "exact":
-            raise ConfigError("--align resample is not available with --window/--scheduler: resample the stack "
-                              "to the model's pixel size first, or drop --window")
+            raise ConfigError(f"--align {align} is not available with --window/--scheduler: warp the stack onto "
+                              f"the model's pixels first ({gdalwarp_line(est.grid_)}, per frame), or drop --window")
         if suffix not in (".tif", ".tiff") or roads_gdf is not None:
             raise ConfigError(f"--window/--scheduler stream the forecast into a COG: use --out forecast.tif "
                               f"(got {out}) and no --roads")
@@ -227,17 +264,18 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
 
         client = connect(scheduler) if scheduler else None
         try:
-            path = forecast_large(est, read_stack(stack, allow_gaps=allow_gaps, chunks={}), out, window=window,
-                                  halo=halo, client=client, horizon=horizon, overwrite=overwrite,
-                                  covariates=_covariates(covariates))
+            images = read_stack(stack, time=time_pattern, allow_gaps=allow_gaps, chunks={})
+            path = forecast_large(est, images, out, window=window, halo=halo, client=client, horizon=horizon,
+                                  overwrite=overwrite, covariates=_covariates(covariates))
         finally:
             if client is not None:
                 client.close()
         click.echo(f"wrote {path} (GeoTIFF (COG), windows of {window or 'default'} cells)")
         return
-    images = read_stack(stack, allow_gaps=allow_gaps, chunks={})
+    images = read_stack(stack, time=time_pattern, align="reproject" if align == "reproject" else "strict",
+                        allow_gaps=allow_gaps, chunks={})
     recent = _align_images(images.isel(time=slice(-est.history_needed, None)).load(), est, align)
-    static = _static(roads_gdf, images, est.grid_.tile_size) if est.static_bands_ else None
+    static = _static(roads_gdf, recent, est.grid_.tile_size) if est.static_bands_ else None
     extra = _data_kwargs(static, covariates)
     if est.target_inputs:
         if not (target or vehicles):
@@ -267,15 +305,17 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
 @click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "all"]),
               help="Windows scored: the chronological test or val split, or every window of STACK.")
-@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample"]),
+@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample", "reproject"]),
               help=ALIGN_HELP)
+@click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write the table as CSV.")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON.")
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv / --json files.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, roads: str | None,
-             covariates: str | None, split: str, align: str, csv_path: str | None, json_path: str | None,
-             allow_gaps: bool, overwrite: bool) -> None:
+             covariates: str | None, split: str, align: str, time_pattern: str | None, csv_path: str | None,
+             json_path: str | None, allow_gaps: bool, overwrite: bool, quiet: bool) -> None:
     """Score a saved MODEL per lead beside persistence, historical average and Ridge.
 
     Prints MAE, RMSE, MAPE and skill vs persistence per lead for the model and every baseline.
@@ -284,18 +324,20 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
     Example:
       trafficrnn evaluate my-model city/images --vehicles city/vehicles.gpkg --csv scores.csv
     """
+    from trafficrnn.evaluation import evaluate as score
     from trafficrnn.io import read_stack
 
     _check_outputs([csv_path], overwrite, (".csv",))
     _check_outputs([json_path], overwrite, (".json",))
     est = _load_model(model)
-    images = _align_images(read_stack(stack, allow_gaps=allow_gaps), est, align)
+    images = _align_images(read_stack(stack, time=time_pattern, align="reproject" if align == "reproject" else "strict",
+                                      allow_gaps=allow_gaps), est, align)
     tile = est.grid_.tile_size
     truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     static = _static(roads_gdf, images, tile) if est.static_bands_ else None
-    table = est.evaluate(images, truth, split=None if split == "all" else split, align=align,
-                         **_data_kwargs(static, covariates))
+    table = score(est, images, truth, split=None if split == "all" else split, align=align, progress=not quiet,
+                  **_data_kwargs(static, covariates))
     click.echo(f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
                f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})")
     click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
@@ -307,12 +349,13 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
 
 @main.command("compare", context_settings=CONTEXT)
 @click.argument("stack")
-@click.option("--models", default="convlstm,convgru", show_default=True, help="Comma-separated model names.")
+@click.option("--models", default=",".join(MODEL_NAMES), show_default=True, callback=_model_list,
+              help=f"Comma-separated model names ({', '.join(MODEL_NAMES)}).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for comparison.csv, comparison.json and comparison.png.")
 @_ensemble_options
 @_training_options
-def compare_command(stack: str, models: str, out_dir: str, members: int, jobs: int, **opts) -> None:
+def compare_command(stack: str, models: list[str], out_dir: str, members: int, jobs: int, **opts) -> None:
     """Train ConvLSTM and ConvGRU with the same settings and compare them with the baselines.
 
     Per-lead RMSE / MAE on the same test split, parameter count, train time and seconds per
@@ -340,7 +383,7 @@ def compare_command(stack: str, models: str, out_dir: str, members: int, jobs: i
     if out.exists():
         _check_outputs(files.values(), opts["overwrite"])
     images, target, static, params, points = _prepare_training(stack, opts)
-    result = compare(images, target, models=[m.strip() for m in models.split(",") if m.strip()], static=static,
+    result = compare(images, target, models=models, static=static,
                      progress=not opts["quiet"], echo=click.echo, covariates=_covariates(opts["covariates"]),
                      members=members, n_jobs=jobs, vehicles=points, **params)
     click.echo("\nRMSE per lead (lower is better)")
@@ -377,6 +420,7 @@ def info(model: str) -> None:
     from trafficrnn.ensemble import is_ensemble, read_manifest
     from trafficrnn.persist import read_config
 
+    _model_folder(model)
     members = read_manifest(model)["members"] if is_ensemble(model) else None
     config = read_config(Path(model) / members[0] if members else model)
     params, grid, summary = config["params"], config["grid"], config.get("training_summary") or {}
@@ -401,7 +445,7 @@ def info(model: str) -> None:
         ("transform", f"({t[0]:g}, {t[1]:g}, {t[2]:.6f}, {t[3]:g}, {t[4]:g}, {t[5]:.6f})"),
         ("bounds", f"({', '.join(f'{v:.6f}' for v in bounds)})"),
         ("period", " → ".join(summary.get("period") or ["?", "?"])),
-        ("split", ", ".join(f"{k} {v[0][:16]} → {v[1][:16]}" for k, v in split.items() if v) or "n/a"),
+        *_split_lines(split, params["input_steps"]),
         ("training", f"{summary.get('epochs', '?')} epochs in {summary.get('train_seconds', '?')} s, best val loss "
                      f"{'n/a' if best is None else f'{best:.4g}'}, {summary.get('parameters', 0):,} parameters"),
         ("saved by", f"trafficrnn {config['trafficrnn_version']}" + (f" (this is {ours})"
@@ -417,16 +461,16 @@ def info(model: str) -> None:
         click.echo(f"{key:<10} {value}")
 
 
-def _register() -> None:
-    """Attach the commands that live beside their own subsystem (each in its own module)."""
-    from trafficrnn.datasets.cli import datasets_group
-    from trafficrnn.synth.cli import simulate_command
-
-    main.add_command(simulate_command, "simulate")
-    main.add_command(datasets_group, "datasets")
-
-
-_register()
+def _split_lines(split: dict, input_steps: int) -> list[tuple[str, str]]:
+    """The ``split`` line of ``info``, and why neighbouring parts overlap where they do."""
+    parts = [(name, span) for name, span in split.items() if span]
+    lines = [("split", ", ".join(f"{k} {v[0][:16]} → {v[1][:16]}" for k, v in parts) or "n/a")]
+    later = [b for (_, a), (b, c) in zip(parts, parts[1:]) if c[0] <= a[1]]
+    if later:
+        lines.append(("", f"({' and '.join(later)} start{'s' if len(later) == 1 else ''} input_steps = {input_steps} "
+                          "frames before their first target: their first windows read the end of the part before "
+                          "as inputs, so the ranges overlap, but no frame is a target in two parts)"))
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

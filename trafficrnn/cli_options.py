@@ -6,10 +6,19 @@ from __future__ import annotations
 
 import click
 
+from trafficrnn.params import MODEL_NAMES  # written out there: parsing the command line imports no torch
+
 FORECAST_FORMATS = {".tif": "GeoTIFF (COG)", ".tiff": "GeoTIFF (COG)", ".nc": "NetCDF", ".gpkg": "GeoPackage"}
 _FILE = click.Path(exists=True, dir_okay=False)
 COVARIATES_HELP = ("CSV of known-in-advance covariates (first column ISO dates, then numbers: daily weather, "
                    "holidays); models trained with it need it in forecast and evaluate too.")
+TIME_PATTERN_HELP = ("strptime pattern of the frame file names, e.g. 'frame_%Y%m%d_%H%M' (default: the "
+                     "TIFFTAG_DATETIME tag, else an ISO-like date-time in the name).")
+STACK_ALIGN_HELP = ("strict: refuse frames that disagree on CRS, transform or shape; reproject: warp every frame "
+                    "onto the first frame's grid (bilinear; each frame must cover at least half of it).")
+ALIGN_HELP = ("exact: refuse images whose pixel size (GSD) differs from the model's; resample: average them "
+              "onto the model's GSD first (same CRS and origin); reproject: warp the frames, in any CRS and on any "
+              "grid, onto the model's grid (bilinear; they must cover at least half of it).")
 
 
 def _hidden(ctx, param, value: str) -> tuple[int, ...]:
@@ -86,11 +95,9 @@ def _static(roads_gdf, images, tile_size: int | None):
 
 
 def _check_outputs(paths, overwrite: bool, suffixes: tuple[str, ...] = ()) -> None:
-    from trafficrnn.io._atomic import check_output
+    from trafficrnn.io import check_outputs
 
-    for path in paths:
-        if path is not None:
-            check_output(path, overwrite=overwrite, suffixes=suffixes)
+    check_outputs(paths, overwrite=overwrite, suffixes=suffixes)
 
 
 def _write_text(path, text: str, overwrite: bool) -> None:
@@ -108,10 +115,29 @@ def _table_json(table) -> str:
     return json.dumps({**{k: v for k, v in table.attrs.items()}, "per_lead": rows}, indent=2)
 
 
+def _model_folder(model: str) -> str:
+    """``model`` where it exists; else a ModelFileError that says so (see :func:`trafficrnn.persist.check_model_folder`)."""
+    from trafficrnn.persist import check_model_folder
+
+    return check_model_folder(model)
+
+
 def _load_model(model: str):
     from trafficrnn.ensemble import load
 
-    return load(model)
+    return load(_model_folder(model))
+
+
+def _model_list(ctx, param, value: str) -> list[str]:
+    """``"convlstm,convgru"`` → ``["convlstm", "convgru"]``; unknown names: a usage error listing the valid ones."""
+    names = [m.strip().lower() for m in value.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODEL_NAMES]
+    if not names or unknown:
+        verb = "is not a model name" if len(unknown) == 1 else "are not model names"
+        found = f"{', '.join(map(repr, unknown))} {verb}" if unknown else "no model name given"
+        raise click.BadParameter(f"{found}: expected a comma-separated list of {', '.join(MODEL_NAMES)}, "
+                                 f"e.g. --models {','.join(MODEL_NAMES)}")
+    return names
 
 
 def _ensemble_options(f):
@@ -181,6 +207,9 @@ def _training_options(func):
         click.option("--devices", default="1", show_default=True, help="Device count, list (0,1) or auto."),
         click.option("--strategy", default="auto", show_default=True, help="auto, ddp, ..."),
         click.option("--num-nodes", default=1, show_default=True, type=click.IntRange(1)),
+        click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP),
+        click.option("--align", default="strict", show_default=True, type=click.Choice(["strict", "reproject"]),
+                     help=STACK_ALIGN_HELP),
         click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
@@ -209,7 +238,7 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     with --vehicles, for the counting supervision; else None) from the shared options."""
     from trafficrnn.io import read_stack
 
-    images = read_stack(stack, allow_gaps=opts["allow_gaps"])
+    images = read_stack(stack, time=opts["time_pattern"], align=opts["align"], allow_gaps=opts["allow_gaps"])
     roads = _read_vector(opts["roads"], "--roads") if opts["roads"] else None
     target, tile = _target(images, opts["target"], opts["vehicles"], opts["tile_size"], opts["allow_gaps"])
     devices = opts["devices"]
@@ -230,14 +259,13 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     return images, target, _static(roads, images, tile), params, points
 
 
-ALIGN_HELP = ("exact: refuse images whose pixel size (GSD) differs from the model's; resample: average them "
-              "onto the model's GSD first (same CRS and origin).")
-
-
 def _align_images(images, est, align: str):
-    """``images`` resampled onto the model's GSD with ``--align resample`` (where it differs)."""
-    from trafficrnn.checks import resample_to_gsd
+    """``images`` resampled onto the model's GSD with ``--align resample``, warped onto the model's grid with
+    ``--align reproject`` (where they differ), so that targets and static layers are built on that grid too."""
+    from trafficrnn.checks import reproject_to_grid, resample_to_gsd
 
+    if align == "reproject":
+        return reproject_to_grid(images, est.grid_)
     return resample_to_gsd(images, est.gsd_) if align == "resample" else images
 
 

@@ -236,8 +236,26 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     return ComparisonResult(table=table, summary=summary[list(SUMMARY_COLUMNS)], models=fitted)
 
 
+def _lead_axis(steps: np.ndarray, cadence) -> tuple[np.ndarray, str]:
+    """Lead steps as times (minutes, or hours from 3 h on) of ``cadence``, and the axis label."""
+    if cadence is None or pd.isna(cadence):
+        return np.asarray(steps), "lead (steps)"
+    minutes = np.asarray(steps) * pd.Timedelta(cadence).total_seconds() / 60
+    if minutes.max() >= 180:
+        return minutes / 60, f"lead time (h; steps of {_duration(cadence)})"
+    return minutes, f"lead time (min; steps of {_duration(cadence)})"
+
+
+def _duration(step) -> str:
+    minutes = pd.Timedelta(step).total_seconds() / 60
+    return f"{minutes / 60:g} h" if minutes >= 60 and minutes % 60 == 0 else f"{minutes:g} min"
+
+
 def plot_comparison(result: ComparisonResult, *, metric: str = "rmse"):
     """RMSE (or another metric) per lead, one line per model and baseline, beside a bar of train time.
+
+    Leads are drawn in minutes (hours from 3 h on) of the models' cadence, the metric in the
+    target's units (``%`` for MAPE).
 
     Parameters
     ----------
@@ -258,14 +276,18 @@ def plot_comparison(result: ComparisonResult, *, metric: str = "rmse"):
 
     wide = comparison_table(result.table, metric).drop(index="mean")
     kinds = result.summary["kind"].reindex(wide.columns).fillna("baseline")
+    fitted = next(iter(result.models.values()), None)
+    leads, lead_label = _lead_axis(wide.index.astype(int), getattr(fitted, "cadence_", None))
+    units = {"mape": "%", "skill_rmse": "1 − RMSE / RMSE of persistence"}.get(metric, getattr(fitted, "units_", ""))
     fig, (ax, bar) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=(3, 2), constrained_layout=True)
     for name in wide.columns:
         deep = kinds[name] == "model"
-        ax.plot(wide.index.astype(int), wide[name], marker="o" if deep else ".", lw=2 if deep else 1,
+        ax.plot(leads, wide[name], marker="o" if deep else ".", lw=2 if deep else 1,
                 ls="-" if deep else "--", label=name)
-    ax.set_xlabel("lead (steps of the cadence)")
-    ax.set_ylabel(f"{metric.upper()} ({result.table.attrs.get('split', 'test')} split)")
-    ax.set_xticks(wide.index.astype(int))
+    ax.set_xlabel(lead_label)
+    ax.set_ylabel(f"{metric.upper()}" + (f" ({units})" if units else "")
+                  + f", {result.table.attrs.get('split', 'test')} split")
+    ax.set_xticks(leads)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     seconds = result.summary["train_seconds"]

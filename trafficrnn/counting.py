@@ -10,9 +10,11 @@ fine density ``(T, C_t, H / u, W / u)`` on sub-cells of ``u`` pixels (``u`` divi
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,12 +28,20 @@ from trafficrnn.grid import Grid
 
 log = logging.getLogger(__name__)
 
-#: cumulative stride (px) of the encoder stage the density map is read from: 8 m sub-cells at 1 m
-COUNT_STRIDE_PX = 8
+#: cumulative stride (px) of the encoder stage the density map is read from: 4 m sub-cells at 1 m
+COUNT_STRIDE_PX = 4
+#: normalisation of the tile encoder trained by counting supervision
+COUNT_NORM = "batch"
 #: Gaussian smoothing of the point counts, in sub-cells
 SIGMA = 0.5
-#: share of ``max_time`` that the encoder pretraining may use
-PRETRAIN_SHARE = 0.5
+#: share of ``max_time`` that the encoder pretraining may use: from scratch, and fine-tuning the
+#: packaged count front (which counts already); the rest goes to encoding every frame and stage B
+PRETRAIN_SHARE, FINETUNE_SHARE = 0.5, 0.25
+#: the packaged count front: stem, stages up to the count stage and count head of an encoder that
+#: learned to count on synthetic cities at 1 m (``benchmarks/count_front.py`` writes it)
+FRONT = Path(__file__).parent / "weights" / "count_front_1m.safetensors"
+#: relative GSD difference up to which the packaged front is used
+FRONT_GSD_TOLERANCE = 0.05
 #: side, in pixels, of the random crops of the pretraining (at least one cell): many small crops
 #: give many more optimiser steps for the same compute than whole frames do
 CROP_PX = 128
@@ -277,7 +287,8 @@ def _validate(net, frames: _Frames, idx: np.ndarray, pool: int, batch: int) -> f
 
 def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: np.ndarray, train: np.ndarray,
                      val: np.ndarray, *, unit: int, batch_size: int, lr: float, weight_decay: float,
-                     max_epochs: int, max_seconds: float | None, patience: int, seed: int) -> dict[str, Any]:
+                     max_epochs: int, max_seconds: float | None, patience: int, seed: int,
+                     initial: bool = False) -> dict[str, Any]:
     """Stage A: train the tile encoder and its count head on single frames with the counting loss.
 
     Random crops of about ``CROP_PX`` x ``CROP_PX`` pixels (whole cells) of the training frames, flipped and
@@ -302,6 +313,9 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
         Pixels per side of a ``fine`` sub-cell (a multiple of the density map's).
     max_seconds : float, optional
         Wall-time limit of the stage.
+    initial : bool
+        Score the starting weights on the validation frames first, and keep them unless an
+        epoch beats them (``net`` starts from a trained count front).
 
     Returns
     -------
@@ -325,6 +339,12 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
     rng = np.random.default_rng(seed)
     steps = math.ceil(len(train) * per_frame / batch_size)
     best, best_state, bad, epoch, spent = None, None, 0, 0, 0.0
+    if initial:  # a starting point worth keeping (a packaged front): score it before training
+        net.eval()
+        best = _validate(net, frames, val, pool, batch_size)
+        if best is not None:
+            best_state = copy.deepcopy({k: v.detach().clone() for k, v in net.state_dict().items()})
+        log.info("counting pretraining start: val count loss %s", best)
     net.train()
     for epoch in range(1, max_epochs + 1):
         order = rng.permutation(np.repeat(train, per_frame))
@@ -360,7 +380,7 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
         net.load_state_dict(best_state)
     net.eval()
     return {"epochs": epoch, "seconds": round(time.perf_counter() - started, 2),
-            "best_val_count_loss": best, "sub_cell_px": int(unit)}
+            "best_val_count_loss": best, "sub_cell_px": int(unit), "from_front": bool(initial)}
 
 
 def encode_frames(net: torch.nn.Module, x: np.ndarray, batch: int = 8) -> np.ndarray:
@@ -407,6 +427,93 @@ def check_counting(est) -> None:
                           "use log1p=False, or counting=False")
 
 
+def front_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The count front of ``net``: the tile encoder's layers up to its count stage and the count
+    head (what counting needs), as a state dict."""
+    end = net.tile_encoder._stages[net.count_stage][0]
+    keep = {f"tile_encoder.body.{i}." for i in range(end)} | {"nowcast_head."}
+    return {k: v.detach().clone() for k, v in net.state_dict().items() if any(k.startswith(p) for p in keep)}
+
+
+def save_front(net: torch.nn.Module, path: Path, meta: dict[str, Any]) -> None:
+    """Write the count front of ``net`` with ``meta`` (JSON-able: ``gsd``, ``target_scale``, ...)."""
+    from safetensors.torch import save_file
+
+    from trafficrnn.io._atomic import atomic_output
+
+    stride = math.prod(net.tile_encoder.strides[: net.count_stage + 1])
+    meta = {**meta, "encoder": net.tile_encoder.config, "count_stage_px": stride,
+            "density_per_cell": bool(net.density_per_cell)}
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file(front_state(net), str(tmp), metadata={"trafficrnn": json.dumps(meta)})
+
+
+def read_front(path: Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Weights and metadata of a count front (default: the packaged :data:`FRONT`), or ``None``
+    without one at ``path``.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is not a readable safetensors file with trafficrnn metadata.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from trafficrnn.errors import ModelFileError
+
+    path = Path(FRONT if path is None else path)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})["trafficrnn"])
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+        raise ModelFileError(f"{path} is not a count front (a safetensors file with trafficrnn metadata): {exc}; "
+                             "reinstall trafficrnn, or rebuild it with benchmarks/count_front.py") from None
+    return state, meta
+
+
+def front_fits(meta: dict[str, Any], encoder: dict[str, Any], count_stage: int, bands: int, targets: int,
+               gsd: float | None, density_per_cell: bool = True) -> bool:
+    """Whether a count front of ``meta`` can initialise an encoder of config ``encoder`` (the
+    :class:`TileEncoder` arguments) counting at stage ``count_stage`` on images of ``bands`` bands
+    and ``gsd`` metres, for ``targets`` target bands: same layers up to the count stage, GSD within
+    ``FRONT_GSD_TOLERANCE``."""
+    enc = meta["encoder"]
+    same = all(enc.get(k, d) == encoder.get(k, d) for k, d in (("width", 32), ("depth", 1), ("stem", True),
+                                                                ("norm", "channel"), ("max_width", 256)))
+    stride = math.prod((encoder.get("strides") or [])[: count_stage + 1])
+    return (same and bands == enc["in_channels"] and targets == 1 and meta["count_stage_px"] == stride
+            and meta.get("density_per_cell", False) == density_per_cell
+            and gsd is not None and abs(gsd - meta["gsd"]) <= FRONT_GSD_TOLERANCE * meta["gsd"])
+
+
+def use_front_scaling(norm: Any, meta: dict[str, Any], tolerance: float = 3.0) -> bool:
+    """Give a fitted ``standard`` input :class:`~trafficrnn.dataset.Normalizer` the count front's
+    per-band mean and scale, where they are alike (each band's std within a factor ``tolerance`` of
+    the front's, and its mean within ``tolerance`` front stds): the front reads pixels on the scale
+    it was trained with, whichever hours and places a stack holds. Returns whether it did; other
+    radiometry (16-bit, reflectance) is left as it is, and the front is not used."""
+    mean, scale = np.asarray(meta["input_mean"]), np.asarray(meta["input_scale"])
+    own_mean, own_scale = np.ravel(norm.mean_), np.ravel(norm.scale_)
+    if own_mean.shape != mean.shape:
+        return False
+    if not (np.all(own_scale <= tolerance * scale) and np.all(own_scale >= scale / tolerance)
+            and np.all(np.abs(own_mean - mean) <= tolerance * scale)):
+        return False
+    norm.mean_ = mean.reshape(np.shape(norm.mean_)).astype(np.asarray(norm.mean_).dtype)
+    norm.scale_ = scale.reshape(np.shape(norm.scale_)).astype(np.asarray(norm.scale_).dtype)
+    return True
+
+
+def load_front(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a count front's weights into ``net`` (checked by :func:`front_fits`)."""
+    own = net.state_dict()
+    for key, value in state.items():
+        own[key].copy_(value)
+
+
 def split_indices(split: dict[str, slice]) -> tuple[np.ndarray, np.ndarray]:
     """Frame indices of the train and val slices."""
     return (np.arange(split["train"].start or 0, split["train"].stop),
@@ -414,5 +521,5 @@ def split_indices(split: dict[str, slice]) -> tuple[np.ndarray, np.ndarray]:
             else np.zeros(0, dtype=np.int64))
 
 
-__all__ = ["COUNT_STRIDE_PX", "fine_grid", "check_vehicles", "count_vehicles", "fine_target", "split_target", "smooth",
+__all__ = ["COUNT_STRIDE_PX", "COUNT_NORM", "FRONT", "front_state", "save_front", "read_front", "front_fits", "use_front_scaling", "load_front", "fine_grid", "check_vehicles", "count_vehicles", "fine_target", "split_target", "smooth",
            "counting_loss", "prepare_fine", "pretrain_encoder", "encode_frames", "freeze_encoder"]

@@ -27,9 +27,10 @@ from trafficrnn.inputs import (BatchInputs, check_covariates_given, has_vectors,
                                static_layers, step_vectors)
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
 from trafficrnn.checks import InputChecks, gsd_of
-from trafficrnn.counting import (COUNT_STRIDE_PX, PRETRAIN_SHARE, check_counting, check_vehicles, count_vehicles,
-                                 encode_frames, fine_target, freeze_encoder, prepare_fine, pretrain_encoder,
-                                 split_indices, split_target)
+from trafficrnn.counting import (COUNT_NORM, COUNT_STRIDE_PX, FINETUNE_SHARE, PRETRAIN_SHARE, check_counting,
+                                 check_vehicles, count_vehicles, encode_frames, fine_target, freeze_encoder,
+                                 front_fits, load_front, prepare_fine, pretrain_encoder, read_front, split_indices,
+                                 split_target, use_front_scaling)
 from trafficrnn.models.encoder import default_strides
 from trafficrnn.models.forecaster import count_stage_for
 from trafficrnn.grid import Grid
@@ -55,12 +56,18 @@ def _contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int
     return starts[ok]
 
 
-def _encoder_config(tile_size: int, width: int, depth: int) -> dict[str, Any]:
-    """TileEncoder settings: for power-of-two tiles >= 8, no full-resolution stem and a first stride
-    of 4 (several times faster on large images, and 4 px still resolves a car at 1 m)."""
+def _encoder_config(tile_size: int, width: int, depth: int, counting: bool) -> dict[str, Any]:
+    """TileEncoder settings for power-of-two tiles >= 8.
+
+    With counting supervision: a full-resolution stem, stride-2 stages and BatchNorm, so that the
+    density map (read at ``COUNT_STRIDE_PX``) sees each vehicle at full resolution. Without it: no
+    stem and a first stride of 4 (several times faster on large images)."""
     config: dict[str, Any] = {"tile_size": int(tile_size), "width": int(width), "depth": int(depth)}
     if tile_size >= 8 and tile_size & (tile_size - 1) == 0:
-        config.update(stem=False, strides=[4] + [2] * (int(tile_size).bit_length() - 3))
+        if counting:
+            config.update(stem=True, strides=default_strides(tile_size), norm=COUNT_NORM)
+        else:
+            config.update(stem=False, strides=[4] + [2] * (int(tile_size).bit_length() - 3))
     return config
 
 
@@ -120,9 +127,11 @@ class TrafficForecaster(InputChecks):
         Image path, when ``fit`` gets vehicle points (``vehicles=``) or a fine density raster:
         point-supervised counting (see :mod:`trafficrnn.counting`). Stage A trains the tile
         encoder and its count head on single frames of the training split against the points'
-        counts per sub-cell of the encoder stage of stride about 8 px (Gaussian-smoothed), plus
-        the counts per cell, with early stopping on the validation frames, in up to half of
-        ``max_time``; stage B freezes the encoder, encodes every frame once and trains the
+        counts per sub-cell of the encoder stage of stride about 4 px (Gaussian-smoothed), plus
+        the counts per cell, with early stopping on the validation frames, in up to
+        ``PRETRAIN_SHARE`` of ``max_time`` (``FINETUNE_SHARE`` when it starts from the packaged
+        count front, see :data:`trafficrnn.counting.FRONT`); that encoder has a full-resolution stem, stride-2
+        stages and BatchNorm; stage B freezes the encoder, encodes every frame once and trains the
         recurrent forecaster on windows of the cached features. ``False``, or without points or
         fine raster: one stage, the forecast loss plus the ``nowcast_weight`` auxiliary loss.
     max_time : float, optional
@@ -178,8 +187,13 @@ class TrafficForecaster(InputChecks):
                  target_inputs: bool = False, peephole: str | None = None,
                  lead_weights: tuple[float, ...] | None = None, linear_lags: int = 0,
                  bptt_steps: int | None = None, counting: bool = True) -> None:
-        for name in PARAMS:
-            setattr(self, name, locals()[name])
+        from trafficrnn.params import check_params
+
+        given = locals()
+        params = {name: given[name] for name in PARAMS}
+        check_params(params)  # each value on its own; fit checks the combinations and the data
+        for name, value in params.items():
+            setattr(self, name, value)
 
     # -- scikit-learn plumbing ----------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -187,10 +201,20 @@ class TrafficForecaster(InputChecks):
         return {name: getattr(self, name) for name in PARAMS}
 
     def set_params(self, **params: Any) -> "TrafficForecaster":
-        """Set constructor parameters; unknown names raise ``ValueError``."""
+        """Set constructor parameters, each checked as by the constructor (nothing is set if one is refused).
+
+        Raises
+        ------
+        ConfigError
+            For an unknown name (a ``ValueError`` too), or a value the constructor refuses.
+        """
+        from trafficrnn.params import check_params
+
+        unknown = [key for key in params if key not in PARAMS]
+        if unknown:
+            raise ConfigError(f"unknown parameter {unknown[0]!r}: expected one of {', '.join(PARAMS)}")
+        check_params(params, self.get_params())
         for key, value in params.items():
-            if key not in PARAMS:
-                raise ValueError(f"unknown parameter {key!r}; valid: {', '.join(PARAMS)}")
             setattr(self, key, value)
         return self
 
@@ -330,8 +354,23 @@ class TrafficForecaster(InputChecks):
             raise ConfigError(f"no training window of {span} evenly spaced frames fits in the stack of "
                               f"{len(times)} frames ({len(gaps)} gaps): shorten input_steps/horizon or add data")
         train_t = split["train"]
+        encoder = None if grid.tile_size == 1 else _encoder_config(grid.tile_size, self.encoder_width,
+                                                                   self.encoder_depth, counting)
+        stride_kw = {}
+        if encoder is not None and self.count_head:
+            strides = encoder.get("strides") or default_strides(grid.tile_size)
+            stride_kw["count_stage"] = count_stage_for(strides, COUNT_STRIDE_PX if counting else 8)
+            if counting:
+                stride_kw["density_per_cell"] = True
+        front = self._count_front(images, target, encoder, stride_kw.get("count_stage")) if counting else None
         tgt_norm = Normalizer("rms", log1p=self.log1p).fit(target.isel(time=train_t))
         in_norm = tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
+        if front is not None and not use_front_scaling(in_norm, front[1]):
+            log.info("the images' radiometry (per-band mean %s, std %s) is far from the count front's: counting "
+                     "starts from scratch", np.ravel(in_norm.mean_).round(1), np.ravel(in_norm.scale_).round(1))
+            front = None
+        if front is not None:  # the front predicts counts on its own target scale
+            tgt_norm.scale_ = np.full_like(tgt_norm.scale_, front[1]["target_scale"])
         y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype("float32")
         x = y if density_only else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
         cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
@@ -347,12 +386,6 @@ class TrafficForecaster(InputChecks):
         static_all = np.concatenate(parts) if parts else None
 
         torch.manual_seed(self.seed)
-        encoder = None if grid.tile_size == 1 else _encoder_config(grid.tile_size, self.encoder_width,
-                                                                   self.encoder_depth)
-        stride_kw = {}
-        if encoder is not None and self.count_head:
-            strides = encoder.get("strides") or default_strides(grid.tile_size)
-            stride_kw["count_stage"] = count_stage_for(strides, COUNT_STRIDE_PX)
         n_tf = tf.shape[1] if tf is not None else 0
         net = get_model(self.model, in_channels=images.sizes["band"], out_channels=target.sizes["band"],
                         hidden_channels=[int(h) for h in self.hidden], kernel_size=int(self.kernel_size),
@@ -366,11 +399,16 @@ class TrafficForecaster(InputChecks):
                         linear_leads=self.horizon if self.linear_lags else 0, linear_lags=max(int(self.linear_lags), 1),
                         **stride_kw)
         stage_a, x_win, tile_win, max_time = None, x, grid.tile_size, self.max_time
+        if front is not None:
+            load_front(net, front[0])
         if counting:
-            stage_a, x_win = self._pretrain(net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster)
+            began = time.perf_counter()
+            stage_a, x_win = self._pretrain(net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster,
+                                            from_front=front is not None)
+            stage_a["encode_seconds"] = round(time.perf_counter() - began - stage_a["seconds"], 2)
             tile_win = 1
-            if max_time:
-                max_time = max(max_time - stage_a["seconds"] / 60, 0.05)
+            if max_time:  # stage B gets what stage A and the encoding of every frame left
+                max_time = max(max_time - (time.perf_counter() - began) / 60, 0.05)
         maps = ctx.series(y, times, train_t.stop)
         datasets = {k: WindowDataset(x_win, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
                                      future_maps=maps, tile_size=tile_win,
@@ -452,7 +490,22 @@ class TrafficForecaster(InputChecks):
                                                 "best_val_loss": best_score if validate else None}}
         return self
 
-    def _pretrain(self, net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster):
+    @staticmethod
+    def _count_front(images, target, encoder, count_stage):
+        """The packaged count front (weights, metadata) where it fits these images, else None."""
+        found = read_front()
+        if found is None or encoder is None or count_stage is None:
+            return None
+        crs = images.rio.crs
+        metres = crs is not None and crs.is_projected and (crs.linear_units or "").lower() in ("metre", "meter", "m")
+        gsd = float(np.mean(gsd_of(images))) if metres else None
+        if not front_fits(found[1], encoder, count_stage, images.sizes["band"], target.sizes["band"], gsd):
+            log.info("the packaged count front does not fit these images (GSD %s m, %d bands): counting "
+                     "starts from scratch", gsd, images.sizes["band"])
+            return None
+        return found
+
+    def _pretrain(self, net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster, from_front=False):
         """Stage A of counting supervision, then the frozen encoder's cached features (stage B's inputs)."""
         if float(np.nanmin(tgt_norm.mean_)) != 0.0:
             raise ConfigError("counting supervision needs a zero-mean target scaling (counts that add up)")
@@ -460,10 +513,10 @@ class TrafficForecaster(InputChecks):
         fine, unit = fine_target(images, grid, unit, vehicles=vehicles, raster=fine_raster)
         fine = prepare_fine(fine, tgt_norm.scale_.astype("float32"))
         train, val = split_indices(split)
-        budget = self.max_time * 60 * PRETRAIN_SHARE if self.max_time else None
+        budget = self.max_time * 60 * (FINETUNE_SHARE if from_front else PRETRAIN_SHARE) if self.max_time else None
         summary = pretrain_encoder(net, x, y, fine, train, val, unit=unit, batch_size=self.batch_size, lr=self.lr,
                                    weight_decay=self.weight_decay, max_epochs=self.max_epochs, max_seconds=budget,
-                                   patience=self.patience, seed=self.seed)
+                                   patience=self.patience, seed=self.seed, initial=from_front)
         freeze_encoder(net)
         feats = encode_frames(net, x)
         net.train()
@@ -501,11 +554,19 @@ class TrafficForecaster(InputChecks):
                              static=np.concatenate(parts) if parts else None,
                              context_inputs=self.context_inputs, target_inputs=self.target_inputs)
         x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)
+        # several forecasts share input frames: encode each image once, then run the windows on features
+        encoded = self.model_.tile_encoder is not None and len(ends) > 1
+        if encoded:
+            needed = np.unique((ends[:, None] + np.arange(1 - self.input_steps, 1)[None, :]).ravel())
+            feats = encode_frames(self.model_, x[needed])
+            x = np.zeros((len(x), *feats.shape[1:]), dtype=feats.dtype)
+            x[needed] = feats
         out = []
         with torch.inference_mode():
             for i in range(0, len(ends), batch_size):
-                batch = prediction_batch(self, x, times, ends[i:i + batch_size], horizon, y=y, covariates=covariates)
-                pred = self.model_(batch["x"], horizon=horizon, **inputs(batch))
+                batch = prediction_batch(self, x, times, ends[i:i + batch_size], horizon, y=y, covariates=covariates,
+                                         encoded=encoded)
+                pred = self.model_(batch["x"], horizon=horizon, encoded=encoded, **inputs(batch))
                 out.append(pred.float().numpy())
         values = np.concatenate(out) if out else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
         values = np.clip(self.target_normalizer_.inverse_transform(values, band_axis=2), 0, None)
@@ -518,7 +579,10 @@ class TrafficForecaster(InputChecks):
         """Forecast the ``horizon`` frames after the last frame of ``images``.
 
         ``align``: ``"exact"`` refuses images whose pixel size (GSD) differs from the model's;
-        ``"resample"`` first averages them onto the model's GSD (same CRS and origin).
+        ``"resample"`` first averages them onto the model's GSD (same CRS and origin);
+        ``"reproject"`` warps them (bilinear), in any CRS and on any pixels, onto the model's grid
+        (its CRS, transform and shape; see :func:`trafficrnn.checks.reproject_to_grid`); they must
+        cover at least half of it.
 
         ``target``: observed targets of the input frames, for a model fitted with ``target_inputs``.
         ``covariates``: the covariate table, for a model fitted with one (it must cover the input
@@ -555,8 +619,9 @@ class TrafficForecaster(InputChecks):
 
         ``split="test"`` scores the windows of the chronological test split (the part never
         trained on); ``None`` scores every window of the given stack. Baselines are fitted on
-        the frames before the split. ``align``: as :meth:`predict`. See
-        :func:`trafficrnn.evaluation.evaluate`.
+        the frames before the split. ``align``: as :meth:`predict` (``"exact"``, ``"resample"``
+        or ``"reproject"`` onto the model's grid). A progress bar counts the forecasts when the
+        model's ``progress`` is true, as in :meth:`fit`. See :func:`trafficrnn.evaluation.evaluate`.
         """
         from trafficrnn.evaluation import evaluate
 

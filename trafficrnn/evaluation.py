@@ -1,8 +1,8 @@
-"""Per-lead evaluation of a fitted forecaster beside the baselines, on the same issue times."""
+"""Per-lead evaluation of a fitted forecaster beside the baselines, on the same issue times, in one batched pass."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,39 +44,77 @@ def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None) -> tuple[
 def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
              baselines: Sequence[str] = DEFAULT_BASELINES, horizon: int | None = None,
              static: xr.DataArray | None = None, covariates: pd.DataFrame | None = None,
-             align: str = "exact") -> pd.DataFrame:
+             align: str = "exact", progress: bool | None = None) -> pd.DataFrame:
     """Score the model and baselines per lead on the same issue times, in raw units.
 
-    ``align="resample"`` averages images of another pixel size onto the model's first.
+    The model forecasts every issue time in batches (``CHUNK`` issue times at a time, each from
+    only the frames it reads), then each baseline is fitted once and forecasts every issue time
+    at once; all are scored against the same observed frames.
 
-    ``static`` and ``covariates`` are passed to the model's ``predict_many`` (the baselines read
-    neither).
+    Parameters
+    ----------
+    est : TrafficForecaster or ForecastEnsemble
+        Fitted.
+    images : xarray.DataArray
+        ``(time, band, y, x)`` stack the model reads (with CRS and transform).
+    target : xarray.DataArray, optional
+        ``(time, band, y, x)`` observed targets on the model's grid; ``None``: ``images`` is its
+        own target (density-only models).
+    split : {"test", "val", "train"} or None
+        The chronological split whose windows are scored; ``None``: every window of the stack.
+    baselines : sequence of str
+        Baselines fitted on the frames before the split (see :func:`trafficrnn.models.baselines.get_baseline`).
+    horizon : int, optional
+        Leads scored (at most the model's).
+    static, covariates : optional
+        Passed to the model's ``predict_many`` (the baselines read neither).
+    align : {"exact", "resample", "reproject"}
+        ``"exact"`` refuses images of another pixel size (GSD); ``"resample"`` averages them onto the
+        model's GSD first (same CRS and origin); ``"reproject"`` warps them onto the model's grid
+        (any CRS; see :func:`trafficrnn.checks.reproject_to_grid`).
+    progress : bool, optional
+        Show a progress bar (forecasts made); ``None``: the model's ``progress`` setting, as ``fit``.
 
     Returns
     -------
     pandas.DataFrame
         Rows ``(model, lead)``; columns ``mae``, ``rmse``, ``mape`` and ``skill_rmse`` (1 − RMSE /
         RMSE of persistence; NaN without a persistence row). ``attrs`` hold the issue count.
+
+    Raises
+    ------
+    NotFittedError, ModelMismatchError
+        Before fit; a stack the model cannot read (bands, CRS, GSD, cadence).
+    ConfigError
+        An unknown split, no full window in it, or a bad ``align`` / ``horizon``.
     """
+    from tqdm.auto import tqdm
+
     est._check_fitted()
     images_c, grid = est._prepare(images, align)
     truth_da = images_c if target is None else est._align_target(images_c, target, grid)
     times = pd.DatetimeIndex(images_c.time.values)
     issues, fit_on = evaluation_issues(est, times, split)
     horizon = est._check_horizon(horizon)
-    tables = {}
     observed = truth_da if getattr(est, "target_inputs", False) else None
-    fc = est.predict_many(images_c, issues, horizon=horizon, static=static, target=observed, covariates=covariates)
-    truth = align_truth(fc, truth_da)
-    tables[est.model] = per_lead(fc, truth)
-    history = truth_da.sel(band=est.bands_)
-    history.attrs["units"] = est.units_
-    for name in baselines:
-        kwargs = {"horizon": horizon} if name == "ridge" else {}
-        base = get_baseline(name, **kwargs).fit(history.isel(time=fit_on))
-        ok = issues >= base.min_history - 1
-        bfc = base.predict_many(history, issues[ok], horizon)
-        tables[name] = per_lead(bfc, align_truth(bfc, history))
+    show = _progress_of(est) if progress is None else bool(progress)
+    tables = {}
+    with tqdm(total=len(issues) * (1 + len(baselines)), desc=f"evaluate {est.model}", unit="forecast",
+              disable=not show) as bar:
+        fc = _model_forecasts(est, images_c, observed, issues, horizon, static, covariates, bar.update)
+        tables[est.model] = per_lead(fc, align_truth(fc, truth_da))
+        history = truth_da.sel(band=est.bands_)
+        history.attrs["units"] = est.units_
+        for name in baselines:
+            bar.set_description(f"evaluate {name}")
+            kwargs = {"horizon": horizon} if name == "ridge" else {}
+            base = get_baseline(name, **kwargs).fit(history.isel(time=fit_on))
+            ok = issues >= base.min_history - 1
+            bfc = base.predict_many(history, issues[ok], horizon)
+            tables[name] = per_lead(bfc, align_truth(bfc, history))
+            bar.update(len(issues))
+        if baselines:
+            bar.set_description(f"evaluate {est.model} and {len(baselines)} baselines")
     table = pd.concat(tables, names=["model", "lead"])
     if "persistence" in tables:
         ref = tables["persistence"]["rmse"]
@@ -86,3 +124,34 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
     table.attrs.update(issues=int(len(issues)), split=split or "all",
                        first_issue=str(times[issues[0]]), last_issue=str(times[issues[-1]]))
     return table
+
+
+#: issue times the model forecasts per call in :func:`evaluate` (a multiple of predict_many's batch of 32,
+#: so that the batches, and the numbers, are those of one predict_many over every issue time)
+CHUNK = 128
+
+
+def _model_forecasts(est, images: xr.DataArray, observed: xr.DataArray | None, issues: np.ndarray, horizon: int,
+                     static, covariates, done: Callable[[int], object]) -> xr.DataArray:
+    """``est.predict_many(images, issues, ...)``, ``CHUNK`` issue times at a time, each call given only the
+    frames its forecasts read (``history_needed`` before the first issue time, through the last one's
+    targets), so that nothing is normalised twice; ``done(n)`` after each call."""
+    back = est.history_needed
+    parts = []
+    for i in range(0, len(issues), CHUNK):
+        ends = issues[i:i + CHUNK]
+        frames = slice(max(int(ends[0]) - back + 1, 0), min(int(ends[-1]) + horizon + 1, images.sizes["time"]))
+        parts.append(est.predict_many(images.isel(time=frames), ends - frames.start, horizon=horizon, static=static,
+                                      target=None if observed is None else observed.isel(time=frames),
+                                      covariates=covariates))
+        done(len(ends))
+    return parts[0] if len(parts) == 1 else xr.concat(parts, dim="issued", coords="different", compat="equals",
+                                                      combine_attrs="override")
+
+
+def _progress_of(est) -> bool:
+    """The ``progress`` setting of a model, or of an ensemble's first member."""
+    if hasattr(est, "progress"):
+        return bool(est.progress)
+    members = getattr(est, "estimators_", None)
+    return bool(getattr(members[0], "progress", True)) if members else True

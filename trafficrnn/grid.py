@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+import rioxarray  # noqa: F401  (registers the .rio accessor that attach and from_dataarray use)
 from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
@@ -49,7 +50,8 @@ def check_north_up(transform: Affine, what: str = "transform") -> None:
         raise GridError(
             f"{what} {tuple(transform[:6])} is not north-up (expected b == d == 0, "
             "a > 0, e < 0); rotated or flipped rasters are refused rather than silently "
-            "misplaced: warp them north-up first (gdalwarp, or read_stack(..., align='reproject'))"
+            "misplaced: warp them north-up first, e.g. gdalwarp IN.tif OUT.tif (with no target grid "
+            "given, gdalwarp writes a north-up raster)"
         )
 
 

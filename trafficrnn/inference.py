@@ -24,7 +24,7 @@ from distributed import WorkerPlugin
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, SchedulerError
 from trafficrnn.inputs import check_covariates_given
 from trafficrnn.io._atomic import atomic_output, check_output
-from trafficrnn.io.export import _band_meta, _dataset_tags
+from trafficrnn.io.export import write_band_meta
 from trafficrnn.tiling import (BLENDS, Window, _global_layers, networks, plan_windows, receptive_field,
                               receptive_halo)
 
@@ -167,7 +167,7 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     blended. With ``halo < r`` the result is approximate: neighbouring windows are cross-faded
     with a ``blend`` ramp over their overlap so that no seam shows, and a warning says so.
     Models with layers that pool statistics over the whole image (a GroupNorm, say; the tile
-    encoder's own ChannelNorm is per pixel) can never be tiled exactly; they are blended and
+    encoder's norms act per pixel, BatchNorm at inference included) can never be tiled exactly; they are blended and
     warned about too. Memory: every window reads the same extent, and its frames are freed
     (collected) before the next window is read, so peak memory is set by ``window`` alone.
 
@@ -331,11 +331,7 @@ def _run(model: Any, windows: list[Window], task_args: Any, client: Any, horizon
             if blended:
                 values = dst.read(window=region) + values * w
             dst.write(values, window=region)
-        descriptions, tags = _band_meta(template)
-        for i, (text, band_tags) in enumerate(zip(descriptions, tags), start=1):
-            dst.set_band_description(i, text)
-            dst.update_tags(i, **band_tags)
-        dst.update_tags(**_dataset_tags(template))
+        write_band_meta(dst, template)
         dst.nodata = float("nan")
 
 

@@ -155,12 +155,14 @@ def check_covariates_given(est: Any, covariates: Any) -> None:
 
 def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.ndarray,
                      horizon: int, y: np.ndarray | None = None,
-                     covariates: pd.DataFrame | None = None) -> dict[str, torch.Tensor]:
+                     covariates: pd.DataFrame | None = None, encoded: bool = False) -> dict[str, torch.Tensor]:
     """Tensors for forecasts issued at frames ``ends`` of the normalised inputs ``x`` taken at ``times``
     (and, for a model with ``target_inputs``, the normalised observed targets ``y`` of the same frames;
-    for a model with covariates, the covariate table)."""
+    for a model with covariates, the covariate table). ``encoded``: ``x`` holds the tile encoder's
+    per-cell features of each frame (``(T, F, rows, cols)``) instead of its pixels."""
     xs = np.stack([x[e - est.input_steps + 1:e + 1] for e in ends])
-    rows, cols = xs.shape[-2] // est.grid_.tile_size, xs.shape[-1] // est.grid_.tile_size
+    tile = 1 if encoded else est.grid_.tile_size  # encoded: x holds the per-cell features already
+    rows, cols = xs.shape[-2] // tile, xs.shape[-1] // tile
     batch = {"x": torch.from_numpy(np.ascontiguousarray(xs)),  # NaN = missing, masked by the model
              "y": torch.zeros(len(ends), horizon, len(est.bands_), rows, cols),
              "origin": torch.zeros(len(ends), 2, dtype=torch.int64)}

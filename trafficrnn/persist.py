@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from trafficrnn._version import __version__
-from trafficrnn.context import Context
-from trafficrnn.covariates import Covariates
-from trafficrnn.dataset import Normalizer
 from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNNError
-from trafficrnn.grid import Grid
 from trafficrnn.io._atomic import atomic_output
+from trafficrnn.params import MODEL_NAMES
+
+if TYPE_CHECKING:  # for annotations only: load_model imports what it builds (torch with it), so that
+    from trafficrnn.grid import Grid  # read_config, all `trafficrnn info` needs, starts in a fraction of a second
 
 FORMAT = "trafficrnn-model"
 FORMAT_VERSION = 1
@@ -101,8 +102,9 @@ MAX_KERNEL = 15
 MAX_TILE = 1024
 _MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel_size", "encoder", "static_channels",
                "past_covariate_channels", "future_covariate_channels", "feedback", "residual",
-               "output_activation", "cell_kwargs", "count_head", "linear_leads", "linear_lags", "count_stage"}
-_ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem"}
+               "output_activation", "cell_kwargs", "count_head", "linear_leads", "linear_lags", "count_stage",
+               "density_per_cell"}
+_ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem", "norm"}
 _CELL_KEYS = {"bias", "peephole", "grid_shape"}
 #: parameters added after format version 1 appeared, with the behaviour of models saved before them
 _ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False,
@@ -142,7 +144,7 @@ def _check_model_config(mc: dict, path: Path) -> None:
     _int_in(mc.get("linear_lags", 1), 1, MAX_CHANNELS, "model_config.linear_lags", path)
     if mc.get("count_stage") is not None:
         _int_in(mc["count_stage"], 0, MAX_LAYERS, "model_config.count_stage", path)
-    for key in ("feedback", "residual", "count_head"):
+    for key in ("feedback", "residual", "count_head", "density_per_cell"):
         if key in mc and not isinstance(mc[key], bool):
             raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false")
     for key in ("cell", "output_activation"):
@@ -164,6 +166,9 @@ def _check_model_config(mc: dict, path: Path) -> None:
             _int_in(encoder[key], low, high, f"model_config.encoder.{key}", path)
     if encoder.get("out_channels") is not None:
         _int_in(encoder["out_channels"], 1, MAX_CHANNELS, "model_config.encoder.out_channels", path)
+    if encoder.get("norm", "channel") not in ("batch", "channel"):
+        raise ModelFileError(f"{path / CONFIG}: model_config.encoder.norm = {encoder['norm']!r:.60}, expected "
+                             "'batch' or 'channel'")
     strides = encoder.get("strides")
     if strides is not None:
         if not isinstance(strides, list) or len(strides) > MAX_LAYERS:
@@ -207,6 +212,36 @@ def _check_vector_channels(config: dict, est, path: Path) -> None:
                              f"{est.context_.future_channels} context); the config was modified — refusing to load")
 
 
+def check_model_folder(path: str | os.PathLike) -> str | os.PathLike:
+    """``path`` where it exists; else a ModelFileError that says so, naming a saved model of a close name beside it.
+
+    Raises
+    ------
+    ModelFileError
+        If ``path`` does not exist, e.g. ``model folder my-modle does not exist (did you mean my-model?): ...``.
+    """
+    from difflib import get_close_matches
+    from itertools import islice
+
+    found = Path(path)
+    if found.exists():
+        return path
+    parent = found.parent
+    if (parent / "ensemble.json").is_file():
+        raise ModelFileError(f"model folder {path} does not exist: the ensemble {parent} lists it as a member in "
+                             "ensemble.json, so the ensemble folder is incomplete; save the ensemble again "
+                             "(ForecastEnsemble.save, or trafficrnn train --members N)")
+    try:
+        saved = [p.name for p in islice(parent.iterdir(), 10_000) if (p / CONFIG).is_file()
+                 or (p / "ensemble.json").is_file()] if parent.is_dir() else []
+    except OSError:  # an unreadable folder: no suggestion
+        saved = []
+    close = get_close_matches(found.name, saved, n=1)
+    hint = f" (did you mean {parent / close[0]}?)" if close else ""
+    raise ModelFileError(f"model folder {path} does not exist{hint}: expected the folder that "
+                         "`trafficrnn train --out FOLDER` (or TrafficForecaster.save) writes")
+
+
 def read_config(path) -> dict[str, Any]:
     """Read and validate ``config.json`` of a saved model before anything is built from it.
 
@@ -215,10 +250,10 @@ def read_config(path) -> dict[str, Any]:
     ModelFileError
         Missing files, invalid JSON, wrong format or version, bad types or values.
     """
-    path = Path(path)
+    path = Path(check_model_folder(path))
     if not path.is_dir():
-        hint = " (a saved model is a folder with config.json and model.safetensors)" if path.exists() else ""
-        raise ModelFileError(f"{path} is not a saved model folder{hint}; save one with TrafficForecaster.save(path)")
+        raise ModelFileError(f"{path} is not a saved model folder but a file (a saved model is a folder with "
+                             "config.json and model.safetensors); save one with TrafficForecaster.save(path)")
     if (path / "ensemble.json").is_file() and not (path / CONFIG).is_file():
         raise ModelFileError(f"{path} holds an ensemble (ensemble.json, one folder per member): load it with "
                              "ForecastEnsemble.load(path), or trafficrnn.load(path) for either kind")
@@ -235,11 +270,9 @@ def read_config(path) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path}: model format {version} is newer than this trafficrnn ({__version__}) reads "
                              f"(<= {FORMAT_VERSION}); upgrade trafficrnn")
-    from trafficrnn.models import list_models
-
     model = _require(config, "model", str, path)
-    if model.lower() not in list_models():
-        raise ModelFileError(f"{path}: unknown model {model!r}; known: {', '.join(list_models())}")
+    if model.lower() not in MODEL_NAMES:
+        raise ModelFileError(f"{path}: unknown model {model!r}; known: {', '.join(sorted(MODEL_NAMES))}")
     for key, kind in (("model_config", dict), ("params", dict), ("grid", dict), ("bands", list),
                       ("input_bands", list), ("units", str), ("cadence", str), ("density_only", bool),
                       ("target_normalizer", dict), ("input_normalizer", dict), ("weights_sha256", str)):
@@ -289,6 +322,10 @@ def load_model(cls, path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from trafficrnn.context import Context
+    from trafficrnn.covariates import Covariates
+    from trafficrnn.dataset import Normalizer
+    from trafficrnn.grid import Grid
     from trafficrnn.models import MODELS, EncoderForecaster
 
     path = Path(path)

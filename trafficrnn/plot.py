@@ -40,6 +40,16 @@ def _layer(da: xr.DataArray) -> xr.DataArray:
     return da
 
 
+def _tidy_ticks(ax) -> None:
+    """Few, whole-number ticks: seven-digit eastings (603150) fit three or four to a panel without touching."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, steps=[1, 2, 2.5, 5, 10], min_n_ticks=2))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10], min_n_ticks=2))
+    ax.ticklabel_format(useOffset=False, style="plain")
+    ax.tick_params(labelsize=7)
+
+
 def plot_map(da: xr.DataArray, *, ax=None, cmap: str = "magma", title: str | None = None, vmin=None, vmax=None,
              colorbar: bool = True, label: str | None = None):
     """Draw one grid layer (or an RGB image) in its CRS, with a colour bar in its units.
@@ -81,8 +91,7 @@ def plot_map(da: xr.DataArray, *, ax=None, cmap: str = "magma", title: str | Non
     xlabel, ylabel = _axis_labels(layer.rio.crs)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.ticklabel_format(useOffset=False, style="plain")
-    ax.tick_params(labelsize=7)
+    _tidy_ticks(ax)
     if title:
         ax.set_title(title, fontsize=10)
     return ax
@@ -127,8 +136,7 @@ def plot_leads(forecast: xr.DataArray, *, band: str | None = None, ncols: int | 
         layer = fc.isel(lead=i)
         layer.attrs = dict(forecast.attrs)
         plot_map(layer, ax=ax, cmap=cmap, vmin=0, vmax=vmax, title=_lead_title(forecast, i), colorbar=(i % ncols == ncols - 1))
-    issued = forecast.attrs.get("issued", "")
-    fig.suptitle(f"{forecast.attrs.get('model', 'forecast')} issued {issued}".strip(), fontsize=11)
+    fig.suptitle(_issued_text(forecast) or forecast.attrs.get("model", "forecast"), fontsize=11)
     return fig
 
 
@@ -171,9 +179,56 @@ def plot_compare(forecast: xr.DataArray, truth: xr.DataArray, *, lead: int = 1, 
     return fig
 
 
+def _issued_text(da: xr.DataArray) -> str:
+    """``"convgru issued 2024-06-03 08:00"`` from a forecast's attrs (empty without ``issued``)."""
+    issued = da.attrs.get("issued")
+    if not issued:
+        return ""
+    zone = f" {da.attrs['timezone']}" if da.attrs.get("timezone") else ""
+    return f"{da.attrs.get('model', 'forecast')} issued {pd.Timestamp(issued):%Y-%m-%d %H:%M}{zone}"
+
+
+def _animation_frames(da: xr.DataArray, *, band: str | None = None, cmap: str = "magma"):
+    """The figure of :func:`animate` (a map, a fixed colour bar in the units, the issue time) and a
+    ``draw(i)`` that puts step ``i`` on it; with the number of steps."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    step = next((d for d in ("time", "lead") if d in da.dims), None)
+    if step is None:
+        raise ConfigError(f"animate needs a time or lead dim, got dims {da.dims}")
+    series = da.sel(band=band) if band is not None else (da.isel(band=0) if da.sizes.get("band", 1) == 1 else da)
+    rgb = "band" in series.dims
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
+    vmax = None
+    if not rgb:
+        vmax = (float(np.nanmax(series.values)) if np.isfinite(series.values).any() else 0.0) or 1.0
+        # one colour bar for every frame: the scale is fixed, the frames are comparable
+        fig.colorbar(ScalarMappable(Normalize(0, vmax), cmap=cmap), ax=ax, shrink=0.85,
+                     label=da.attrs.get("units", ""))
+    issued = _issued_text(da)
+    if issued:
+        fig.suptitle(issued, fontsize=10)
+
+    def draw(i: int):
+        ax.clear()
+        frame = series.isel({step: i})
+        frame.attrs = dict(da.attrs)
+        label = (f"{pd.Timestamp(da['time'].values[i]):%Y-%m-%d %H:%M}" if step == "time"
+                 else _lead_title(da, i))
+        plot_map(frame, ax=ax, cmap=cmap, vmin=0, vmax=vmax, title=label, colorbar=False)
+        return []
+
+    return fig, draw, series.sizes[step]
+
+
 def animate(da: xr.DataArray, path, *, band: str | None = None, fps: int = 4, cmap: str = "magma",
             overwrite: bool = False) -> Path:
     """Write an animated GIF of a ``(time|lead, band, y, x)`` series, one frame per step.
+
+    Every frame shows the same colour bar (in ``attrs["units"]``) and, for a forecast, the model
+    and issue time above the map with the lead and valid time as its title.
 
     Raises
     ------
@@ -186,25 +241,11 @@ def animate(da: xr.DataArray, path, *, band: str | None = None, fps: int = 4, cm
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     path = check_output(path, overwrite=overwrite, suffixes=(".gif",))
-    step = next((d for d in ("time", "lead") if d in da.dims), None)
-    if step is None:
-        raise ConfigError(f"animate needs a time or lead dim, got dims {da.dims}")
-    series = da.sel(band=band) if band is not None else (da.isel(band=0) if da.sizes.get("band", 1) == 1 else da)
-    rgb = "band" in series.dims
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    vmax = None if rgb else float(np.nanmax(series.values))
-
-    def draw(i: int):
-        ax.clear()
-        frame = series.isel({step: i})
-        frame.attrs = dict(da.attrs)
-        label = (f"{pd.Timestamp(da['time'].values[i]):%Y-%m-%d %H:%M}" if step == "time"
-                 else _lead_title(da, i))
-        plot_map(frame, ax=ax, cmap=cmap, vmin=0, vmax=vmax, title=label, colorbar=False)
-        return []
-
-    anim = FuncAnimation(fig, draw, frames=series.sizes[step], blit=False)
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        anim.save(tmp, writer=PillowWriter(fps=fps))
-    plt.close(fig)
+    fig, draw, steps = _animation_frames(da, band=band, cmap=cmap)
+    anim = FuncAnimation(fig, draw, frames=steps, blit=False)
+    try:
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            anim.save(tmp, writer=PillowWriter(fps=fps))
+    finally:
+        plt.close(fig)
     return path

@@ -56,11 +56,12 @@ def test_to_geotiff__valid_cog_with_descriptions_and_tags(tmp_path):
         assert src.crs.to_epsg() == 32633
         assert src.transform == UTM.transform
         assert src.count == 3
-        assert src.descriptions[0] == "lead +5min, valid 2024-05-01T09:00:00"
-        assert src.tags(2) == {"band": "density", "lead": "P0DT0H10M0S", "valid_time": "2024-05-01T09:05:00"}
+        assert src.descriptions[0] == "lead +5min, valid 2024-05-01T09:00:00Z"
+        assert src.tags(2) == {"band": "density", "lead": "P0DT0H10M0S", "valid_time": "2024-05-01T09:05:00Z"}
         tags = src.tags()
-        assert tags["issued"] == ISSUED.isoformat() and tags["model"] == "convlstm"
+        assert tags["issued"] == "2024-05-01T08:55:00Z" and tags["model"] == "convlstm"
         assert tags["units"] == "vehicles per cell"
+        assert src.units == ("vehicles per cell",) * 3  # GDAL's band unit type, not only a tag
         assert np.isnan(src.nodata)
         np.testing.assert_array_equal(src.read(), forecast().values[:, 0])
 
@@ -84,9 +85,10 @@ def test_to_geotiff__gdalinfo_agrees(tmp_path):
     assert 'ID["EPSG",4326]' in info["coordinateSystem"]["wkt"]
     assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
     assert [b["description"] for b in info["bands"]] == [
-        "lead +5min, valid 2024-05-01T09:00:00, inflow", "lead +5min, valid 2024-05-01T09:00:00, outflow",
-        "lead +10min, valid 2024-05-01T09:05:00, inflow", "lead +10min, valid 2024-05-01T09:05:00, outflow",
+        "lead +5min, valid 2024-05-01T09:00:00Z, inflow", "lead +5min, valid 2024-05-01T09:00:00Z, outflow",
+        "lead +10min, valid 2024-05-01T09:05:00Z, inflow", "lead +10min, valid 2024-05-01T09:05:00Z, outflow",
     ]
+    assert {b["unit"] for b in info["bands"]} == {"vehicles per cell"}
 
 
 @pytest.mark.parametrize("grid", [UTM, WGS], ids=["utm", "wgs84"])
@@ -99,6 +101,26 @@ def test_to_geotiff__read_stack_round_trip(tmp_path, grid):
     assert list(back.time.values) == list(da.time.values)
     assert list(back.band.values) == ["inflow", "outflow"]
     assert back.attrs["units"] == "vehicles per cell"
+
+
+def test_to_geotiff__times_in_the_stack_zone(tmp_path):
+    da = forecast()
+    da.attrs["timezone"] = "Europe/Vienna"
+    with rasterio.open(to_geotiff(da, tmp_path / "f.tif")) as src:
+        assert src.tags()["issued"] == "2024-05-01T08:55:00+02:00"
+        assert src.tags(1)["valid_time"] == "2024-05-01T09:00:00+02:00"
+        assert src.descriptions[0] == "lead +5min, valid 2024-05-01T09:00:00+02:00"
+
+
+def test_to_geotiff__observed_times_read_back_with_their_zone(tmp_path):
+    utc = observed()
+    with rasterio.open(to_geotiff(utc, tmp_path / "utc.tif")) as src:
+        assert src.tags(1)["time"] == "2024-05-01T08:00:00Z"
+    local = observed()
+    local.attrs["timezone"] = "America/New_York"  # wall-clock times beside the zone, as read_stack reads them
+    back = read_stack(to_geotiff(local, tmp_path / "local.tif"))
+    assert back.indexes["time"].equals(local.indexes["time"]) and back.attrs["timezone"] == "America/New_York"
+    assert read_stack(tmp_path / "utc.tif").indexes["time"].equals(utc.indexes["time"])
 
 
 def test_to_geotiff__refuses_existing_file(tmp_path):
@@ -183,13 +205,16 @@ def test_to_netcdf__cf_forecast_reads_back(tmp_path, grid):
     ds = xr.open_dataset(path, decode_coords="all")
     assert ds.attrs["Conventions"] == "CF-1.8"
     assert set(ds.data_vars) == {"inflow", "outflow"}
-    assert ds["inflow"].dims == ("lead_time", "y", "x")
-    assert ds["inflow"].attrs["units"] == "vehicles per cell"
+    assert ds["inflow"].dims == ("time", "y", "x")  # time is the valid time, forecast_period the lead
+    assert ds["inflow"].attrs["units"] == "1" and ds["inflow"].attrs["units_description"] == "vehicles per cell"
     assert ds["inflow"].encoding["grid_mapping"] == "spatial_ref" or "spatial_ref" in ds["inflow"].coords
     assert "crs_wkt" in ds["spatial_ref"].attrs
-    assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
-    assert ds["valid_time"].values[0] == np.datetime64("2024-05-01T09:00")
+    assert ds["forecast_period"].attrs["standard_name"] == "forecast_period"
+    assert ds["forecast_period"].values[0] == np.timedelta64(5, "m")
+    assert ds["time"].values[0] == np.datetime64("2024-05-01T09:00")
+    assert ds["time"].encoding["units"] == "minutes since 2024-05-01T08:55:00+00:00"
     assert ds["forecast_reference_time"].values == np.datetime64("2024-05-01T08:55")
+    assert ds.attrs["issued"] == "2024-05-01T08:55:00Z"
     # xarray + rioxarray alone give back the CRS and the exact transform
     assert ds.rio.crs == grid.crs
     assert ds.rio.transform() == grid.transform
@@ -198,6 +223,9 @@ def test_to_netcdf__cf_forecast_reads_back(tmp_path, grid):
     np.testing.assert_array_equal(back.values, da.values)
     assert back.dims == ("lead", "band", "y", "x")
     assert back.rio.transform() == grid.transform
+    assert back.indexes["lead"].equals(da.indexes["lead"])
+    np.testing.assert_array_equal(back["valid_time"].values, da["valid_time"].values)
+    assert back.attrs["issued"] == ISSUED.isoformat() and back.attrs["units"] == "vehicles per cell"
 
 
 @needs_gdal
@@ -227,27 +255,75 @@ def test_to_geopackage__cells_with_one_column_per_lead(tmp_path):
     da = forecast()
     path = to_geopackage(da, tmp_path / "f.gpkg")
     assert pyogrio.list_layers(path)[0][0] == "cells"
-    gdf = gpd.read_file(path)
+    gdf = gpd.read_file(path, layer="cells")
     assert list(gdf.columns) == ["row", "col", "lead_5min", "lead_10min", "lead_15min", "geometry"]
     assert gdf.crs.to_epsg() == 32633
     cell = gdf[(gdf.row == 2) & (gdf.col == 3)].iloc[0]
     assert cell.geometry.bounds == (601024.0, 5339976.0, 601032.0, 5339984.0)
     assert cell["lead_10min"] == pytest.approx(float(da.values[1, 0, 2, 3]))
-    meta = pyogrio.read_info(path)["layer_metadata"]
-    assert meta["model"] == "convlstm" and meta["issued"] == ISSUED.isoformat()
+    meta = pyogrio.read_info(path, layer="cells")["layer_metadata"]
+    assert meta["model"] == "convlstm" and meta["issued"] == "2024-05-01T08:55:00Z"
 
 
 def test_to_geopackage__road_segments(tmp_path):
     da = forecast()
     segs = gpd.GeoDataFrame({"id": [7]}, geometry=[LineString([(601001, 5339996), (601007, 5339996)])],
                             crs="EPSG:32633")
-    gdf = gpd.read_file(to_geopackage(da, tmp_path / "roads.gpkg", segments=segs))
+    gdf = gpd.read_file(to_geopackage(da, tmp_path / "roads.gpkg", segments=segs), layer="segments")
     assert gdf["lead_5min"].iloc[0] == pytest.approx(float(da.values[0, 0, 0, 0]))
 
 
 def test_to_geopackage__several_bands_prefix_columns(tmp_path):
-    gdf = gpd.read_file(to_geopackage(forecast(bands=("inflow", "outflow"), leads=1), tmp_path / "f.gpkg"))
+    gdf = gpd.read_file(to_geopackage(forecast(bands=("inflow", "outflow"), leads=1), tmp_path / "f.gpkg"),
+                        layer="cells")
     assert {"inflow_lead_5min", "outflow_lead_5min"} <= set(gdf.columns)
+
+
+def test_to_geopackage__version_1_2(tmp_path):
+    import sqlite3
+
+    path = to_geopackage(forecast(), tmp_path / "f.gpkg")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+    if shutil.which("ogrinfo"):  # GDAL 3.6 warns "may only be partially supported" for 1.4
+        result = subprocess.run(["ogrinfo", "-so", str(path), "cells"], capture_output=True, text=True, check=True)
+        assert "Warning" not in result.stdout + result.stderr
+
+
+def test_to_geopackage__long_layer_with_utc_valid_time(tmp_path):
+    da = forecast()
+    path = to_geopackage(da, tmp_path / "f.gpkg")
+    assert [name for name, _ in pyogrio.list_layers(path)] == ["cells", "cells_by_time"]
+    long = gpd.read_file(path, layer="cells_by_time")
+    assert list(long.columns) == ["row", "col", "lead_minutes", "valid_time", "density", "geometry"]
+    assert len(long) == 3 * 5 * 7
+    assert str(long["valid_time"].dt.tz) == "UTC"
+    assert sorted(long["valid_time"].unique()) == list(pd.DatetimeIndex(da["valid_time"].values).tz_localize("UTC"))
+    one = long[(long.row == 2) & (long.col == 3) & (long.lead_minutes == 10)].iloc[0]
+    assert one["density"] == pytest.approx(float(da.values[1, 0, 2, 3]))
+    assert one["valid_time"] == pd.Timestamp("2024-05-01T09:05", tz="UTC")
+    assert one.geometry.bounds == (601024.0, 5339976.0, 601032.0, 5339984.0)
+    info = pyogrio.read_info(path, layer="cells_by_time")
+    assert str(info["dtypes"][list(info["fields"]).index("valid_time")]).startswith("datetime64")  # an OGR DateTime
+
+
+def test_to_geopackage__long_layer_of_zoned_times_in_utc(tmp_path):
+    local = observed(bands=("inflow", "outflow"), steps=2)
+    local.attrs["timezone"] = "America/New_York"
+    long = gpd.read_file(to_geopackage(local, tmp_path / "f.gpkg"), layer="cells_by_time")
+    assert list(long.columns) == ["row", "col", "time", "inflow", "outflow", "geometry"]
+    assert list(long["time"].unique()) == [pd.Timestamp("2024-05-01T12:00", tz="UTC"),
+                                           pd.Timestamp("2024-05-01T12:05", tz="UTC")]
+
+
+def test_to_geopackage__road_segments_long_layer(tmp_path):
+    segs = gpd.GeoDataFrame({"id": [7, 8]}, geometry=[LineString([(601001, 5339996), (601007, 5339996)]),
+                                                      LineString([(601001, 5339990), (601050, 5339990)])],
+                            crs="EPSG:32633")
+    long = gpd.read_file(to_geopackage(forecast(), tmp_path / "roads.gpkg", segments=segs), layer="segments_by_time")
+    assert len(long) == 2 * 3 and list(long["id"]) == [7, 8] * 3
+    assert {"lead_minutes", "valid_time", "density"} <= set(long.columns)
 
 
 def test_to_geopackage__refuses_existing(tmp_path):

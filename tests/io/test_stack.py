@@ -146,15 +146,16 @@ def test_read_stack__unknown_band(utm_stack):
 def test_read_stack__reproject_onto_first_frame(tmp_path):
     write_tif(tmp_path / "a_20240501_0800.tif", frame_values(0, bands=1, height=20, width=20),
               transform=Affine(0.0005, 0, 16.36, 0, -0.0005, 48.21), crs=WGS_CRS)
-    # the same area in UTM 33N, coarser
-    write_tif(tmp_path / "b_20240501_0805.tif", np.ones((1, 10, 10), "float32"),
-              transform=Affine(10, 0, 601700, 0, -10, 5340000), crs="EPSG:32633")
+    # an area in UTM 33N, coarser, that holds all of the first frame ((601036, 5339424) to (601799, 5340549))
+    write_tif(tmp_path / "b_20240501_0805.tif", np.ones((1, 120, 90), "float32"),
+              transform=Affine(10, 0, 601000, 0, -10, 5340600), crs="EPSG:32633")
     with pytest.raises(StackMismatchError, match="disagree on CRS"):
         read_stack(tmp_path)
     images = read_stack(tmp_path, align="reproject")
     assert images.rio.crs.to_string() == WGS_CRS
     assert images.rio.transform() == Affine(0.0005, 0, 16.36, 0, -0.0005, 48.21)
     assert images.sizes == {"time": 2, "band": 1, "y": 20, "x": 20}
+    np.testing.assert_allclose(images.isel(time=1).values, 1.0)  # covered: no NaN
 
 
 # --- refusals -----------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def test_read_stack__reproject_onto_first_frame(tmp_path):
 def test_read_stack__crs_mismatch(tmp_path):
     write_tif(tmp_path / "a_20240501_0800.tif", frame_values(0))
     write_tif(tmp_path / "b_20240501_0805.tif", frame_values(1), crs="EPSG:32632")
-    with pytest.raises(StackMismatchError, match=r"disagree on CRS: a_20240501_0800.tif is EPSG:32633, b_20240501_0805.tif is EPSG:32632; reproject with read_stack\(..., align='reproject'\)"):
+    with pytest.raises(StackMismatchError, match=r"disagree on CRS: a_20240501_0800.tif is EPSG:32633, b_20240501_0805.tif is EPSG:32632; reproject: read_stack\(..., align='reproject'\) \(CLI: --align reproject\)"):
         read_stack(tmp_path)
 
 

@@ -61,6 +61,28 @@ def test_valid_fraction__counts_valid_pixels_per_cell():
     torch.testing.assert_close(TileEncoder(2, tile_size=4).valid_fraction(x), expected)
 
 
+@pytest.mark.parametrize("norm", ["batch", "channel"])
+def test_norm__inference_is_local_to_each_pixel(norm):
+    # at inference both norms act per pixel: a crop of whole cells encodes exactly as inside the frame
+    torch.manual_seed(0)
+    enc = TileEncoder(in_channels=3, tile_size=4, width=4, norm=norm)
+    enc.train()
+    enc(torch.rand(2, 2, 3, 16, 16) * 3 + 1)  # BatchNorm: running statistics away from the init
+    enc.eval()
+    x = torch.rand(1, 1, 3, 48, 48)
+    whole = enc(x)
+    assert isinstance(enc.body[1], torch.nn.BatchNorm2d if norm == "batch" else type(enc.body[1]))
+    assert enc.config["norm"] == norm and TileEncoder(**enc.config).config == enc.config
+    # a cell sees 21 px (stem, two stages of two 3x3 convolutions): compare cells 12 px inside the crop
+    crop = enc(x[..., 8:40, 8:40])
+    torch.testing.assert_close(crop[..., 3:5, 3:5], whole[..., 5:7, 5:7])
+
+
+def test_tile_encoder__bad_norm():
+    with pytest.raises(ConfigError, match="norm='group' is invalid: expected one of batch, channel"):
+        TileEncoder(in_channels=3, tile_size=4, norm="group")
+
+
 def test_config__rebuilds_identical_module():
     torch.manual_seed(0)
     enc = TileEncoder(in_channels=2, tile_size=8, width=4, strides=[4, 2], out_channels=3).eval()

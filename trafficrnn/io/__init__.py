@@ -1,9 +1,10 @@
-"""Raster and vector I/O: read GeoTIFF stacks, rasterise vectors onto the grid, write GIS layers atomically."""
+"""Raster and vector I/O: read GeoTIFF stacks, rasterise vectors onto the grid, write GIS layers atomically.
 
-from trafficrnn.io.export import check_georeference, to_geotiff, to_geopackage, write_geopackage, write_stack
-from trafficrnn.io.netcdf import read_netcdf, to_netcdf
-from trafficrnn.io.stack import read_stack
-from trafficrnn.io.vector import aggregate_to_segments, rasterize_lines, rasterize_points, read_vectors
+Every name is imported on first use, so that ``trafficrnn.io._atomic`` (and ``trafficrnn info``)
+loads neither rasterio, xarray nor geopandas.
+"""
+
+from trafficrnn.io._atomic import check_outputs
 
 __all__ = [
     "read_stack",
@@ -18,4 +19,32 @@ __all__ = [
     "to_geopackage",
     "write_geopackage",
     "check_georeference",
+    "check_outputs",
 ]
+
+_LAZY = {
+    **dict.fromkeys(["check_georeference", "to_geotiff", "to_geopackage", "write_geopackage", "write_stack"],
+                    "trafficrnn.io.export"),
+    **dict.fromkeys(["read_netcdf", "to_netcdf"], "trafficrnn.io.netcdf"),
+    "read_stack": "trafficrnn.io.stack",
+    **dict.fromkeys(["aggregate_to_segments", "rasterize_lines", "rasterize_points", "read_vectors"],
+                    "trafficrnn.io.vector"),
+}
+
+
+def __getattr__(name: str):
+    """Import the public names, and submodules, on first use (``from trafficrnn.io import read_stack`` as before)."""
+    import importlib
+    import importlib.util
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule, e.g. trafficrnn.io.export
+    raise AttributeError(f"module 'trafficrnn.io' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

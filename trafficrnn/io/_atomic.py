@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from trafficrnn.errors import ExportError, OutputExistsError
@@ -33,6 +33,53 @@ def check_output(path: str | os.PathLike, *, overwrite: bool, suffixes: tuple[st
     if not path.parent.exists():
         raise ExportError(f"{path}: folder {path.parent} does not exist; create it first")
     return path
+
+
+def check_outputs(paths: str | os.PathLike | Iterable[str | os.PathLike | None], *, overwrite: bool = False,
+                  suffixes: tuple[str, ...] = ()) -> list[Path]:
+    """Check, before a long run, that every output can be written: the same checks as the writers
+    (``to_geotiff``, ``to_netcdf``, ``to_geopackage``, ``TrafficForecaster.save``) make when they
+    start, and the CLI makes before it reads anything.
+
+    Call it first, so that a second run refuses at once instead of after the training::
+
+        tr.check_outputs(["forecast.tif", "my-model"])   # then fit, predict, write, save
+
+    Parameters
+    ----------
+    paths : path-like or iterable of path-like
+        Output files or folders (a saved model is a folder); ``None`` entries are skipped.
+    overwrite : bool, default False
+        Accept existing outputs (pass the same ``overwrite=True`` to the writers then).
+    suffixes : tuple of str, optional
+        Extensions accepted, e.g. ``(".tif", ".nc", ".gpkg")``; empty: any.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The paths checked.
+
+    Raises
+    ------
+    OutputExistsError
+        If a path exists and ``overwrite`` is false.
+    ExportError
+        If a suffix is not accepted, a parent folder does not exist or cannot be written to, or two
+        outputs are the same path.
+    """
+    given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    checked = [check_output(p, overwrite=overwrite, suffixes=suffixes) for p in given if p is not None]
+    seen: dict[Path, Path] = {}
+    for path in checked:
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            raise ExportError(f"{path} is given twice as an output ({seen[key]} and {path}): give each output "
+                              "its own path")
+        seen[key] = path
+        if not os.access(key.parent, os.W_OK):
+            raise ExportError(f"{path}: folder {key.parent} is not writable; choose another folder or fix its "
+                              "permissions")
+    return checked
 
 
 @contextlib.contextmanager

@@ -64,16 +64,45 @@ def as_4d(da: xr.DataArray) -> xr.DataArray:
     return da
 
 
+def iso_time(value, zone: str | None = None) -> str:
+    """ISO 8601 with its zone spelt out: ``2024-05-01T09:00:00Z``, or ``...-04:00`` in ``zone``.
+
+    Naive times (the package's convention) are read as UTC, or as wall-clock times of ``zone``
+    (the IANA zone a stack records in ``attrs["timezone"]``); aware times keep their own zone.
+    """
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(zone or "UTC", ambiguous=True, nonexistent="shift_forward")
+    text = ts.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") and str(ts.tzinfo) in ("UTC", "utc") else text
+
+
+def write_band_meta(dst, da: xr.DataArray) -> None:
+    """Band descriptions, band and dataset tags, and GDAL's band unit type of a forecast or stack
+    ``da`` on an open rasterio dataset ``dst`` with one band per (lead ×) band of ``da``."""
+    descriptions, band_tags = _band_meta(da)
+    for i, (text, tags) in enumerate(zip(descriptions, band_tags), start=1):
+        dst.set_band_description(i, text)
+        dst.update_tags(i, **tags)
+    dst.update_tags(**_dataset_tags(da))
+    if da.attrs.get("units"):
+        dst.units = [str(da.attrs["units"])] * dst.count
+
+
 def _band_meta(da: xr.DataArray) -> tuple[list[str], list[dict[str, str]]]:
     """Human band descriptions and machine band tags, in band order (step-major)."""
     step = da.dims[0]
     bands = [str(b) for b in da["band"].values]
+    zone = da.attrs.get("timezone")
     descriptions, tags = [], []
     for i in range(da.sizes[step]):
         for band in bands:
             tag = {"band": band}
             if step == "time":
-                text = tag["time"] = pd.Timestamp(da["time"].values[i]).isoformat()
+                # observed frames of a stack with a zone stay wall-clock times beside its `timezone` tag:
+                # read_stack reads them back that way
+                stamp = pd.Timestamp(da["time"].values[i])
+                text = tag["time"] = stamp.isoformat() if zone else iso_time(stamp)
                 if len(bands) > 1:
                     text += f" {band}"
             elif step == "lead":
@@ -81,7 +110,7 @@ def _band_meta(da: xr.DataArray) -> tuple[list[str], list[dict[str, str]]]:
                 tag["lead"] = lead.isoformat()
                 text = f"lead +{lead.total_seconds() / 60:g}min"
                 if "valid_time" in da.coords:
-                    tag["valid_time"] = pd.Timestamp(da["valid_time"].values[i]).isoformat()
+                    tag["valid_time"] = iso_time(da["valid_time"].values[i], zone)
                     text += f", valid {tag['valid_time']}"
                 if len(bands) > 1:
                     text += f", {band}"
@@ -96,6 +125,8 @@ def _dataset_tags(da: xr.DataArray) -> dict[str, str]:
     tags = {k: str(v) for k, v in da.attrs.items()
             if isinstance(v, (str, int, float, np.number)) and k not in ("tile_size",) and not k.startswith("_")}
     tags.setdefault("software", "trafficrnn")
+    if tags.get("issued"):
+        tags["issued"] = iso_time(tags["issued"], da.attrs.get("timezone"))
     stamp = da.attrs.get("issued")
     if stamp is None and da.dims[0] == "time" and da.sizes["time"] == 1:
         stamp = pd.Timestamp(da["time"].values[0]).isoformat()
@@ -120,17 +151,13 @@ def _write_tiff(da: xr.DataArray, target: Path, grid: Grid, *, dtype, nodata, co
         fill = profile["nodata"] if profile["nodata"] is not None else 0
         values = np.where(np.isfinite(values), values, fill)
     values = values.astype(profile["dtype"], copy=False)
-    descriptions, band_tags = _band_meta(da)
     if compress == "jpeg" and (profile["dtype"] != "uint8" or profile["count"] not in (1, 3)):
         raise ExportError(f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
                           f"{profile['count']} bands; use compress='deflate'")
 
     def fill_dataset(dst) -> None:
         dst.write(values)
-        for i, (text, tags) in enumerate(zip(descriptions, band_tags), start=1):
-            dst.set_band_description(i, text)
-            dst.update_tags(i, **tags)
-        dst.update_tags(**_dataset_tags(da))
+        write_band_meta(dst, da)
         if profile["count"] == 3 and profile["dtype"] == "uint8":
             from rasterio.enums import ColorInterp
             dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
@@ -162,7 +189,11 @@ def to_geotiff(da: xr.DataArray, path, *, overwrite: bool = False, dtype=None, n
 
     Band descriptions carry the ISO time, or the lead and valid time (plus the band name when
     there are several bands); band tags carry ``time`` / ``lead`` / ``valid_time`` / ``band``
-    for machines; dataset tags carry the array's scalar attrs (``issued``, ``model``, ``units``).
+    for machines; dataset tags carry the array's scalar attrs (``issued``, ``model``, ``units``),
+    and ``units`` is also each band's unit type (``gdalinfo``: *Unit Type*). Times spell out
+    their zone (see :func:`iso_time`): ``2024-05-01T09:00:00Z``, or the offset of
+    ``attrs["timezone"]``; observed frames of a stack with a ``timezone`` stay wall-clock times
+    beside its ``timezone`` tag, as :func:`~trafficrnn.io.read_stack` reads them.
 
     Parameters
     ----------
@@ -238,9 +269,24 @@ def write_stack(da: xr.DataArray, directory, *, pattern: str = "{time:%Y%m%dT%H%
     return paths
 
 
+#: GeoPackage version written: GDAL 3.11+ defaults to 1.4, which GDAL 3.6 and older QGIS builds
+#: open with a "partially supported" warning; 1.2 is read by every GDAL since 2.2
+GPKG_VERSION = "1.2"
+
+
+def _write_layers(path: Path, layers: list[tuple], *, overwrite: bool) -> Path:
+    """Write ``(gdf, layer, metadata)`` triples into one new GeoPackage, atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        for k, (gdf, layer, metadata) in enumerate(layers):
+            options = {"dataset_options": {"VERSION": GPKG_VERSION}} if k == 0 else {}
+            gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio",
+                        metadata={key: str(v) for key, v in (metadata or {}).items()} or None, **options)
+    return path
+
+
 def write_geopackage(gdf, path, *, layer: str | None = None, overwrite: bool = False,
                      metadata: dict | None = None) -> Path:
-    """Write a GeoDataFrame to a GeoPackage atomically (temp file + rename).
+    """Write a GeoDataFrame to a GeoPackage (version 1.2) atomically (temp file + rename).
 
     Raises
     ------
@@ -252,20 +298,56 @@ def write_geopackage(gdf, path, *, layer: str | None = None, overwrite: bool = F
     path = check_output(path, overwrite=overwrite, suffixes=(".gpkg",))
     if gdf.crs is None:
         raise MissingCRSError(f"{path}: layer has no CRS; set it with gdf.set_crs('EPSG:...')")
-    layer = layer or path.stem
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio",
-                    metadata={k: str(v) for k, v in (metadata or {}).items()} or None)
-    return path
+    return _write_layers(path, [(gdf, layer or path.stem, metadata)], overwrite=overwrite)
+
+
+def utc_times(values, zone: str | None = None) -> pd.DatetimeIndex:
+    """Timezone-aware UTC times from naive ones (UTC, or wall-clock times of ``zone``) or aware ones."""
+    index = pd.DatetimeIndex(np.atleast_1d(values))
+    if index.tz is None:
+        index = index.tz_localize(zone or "UTC", ambiguous=np.ones(len(index), bool), nonexistent="shift_forward")
+    return index.tz_convert("UTC")
+
+
+def _by_time(wide, da: xr.DataArray):
+    """The long form of a wide layer: one feature per cell (or segment) and step, a time column
+    (``valid_time`` and ``lead_minutes`` for a forecast, ``time`` for observations) and one value
+    column per band, so that QGIS's temporal controller can animate it."""
+    import geopandas as gpd
+
+    names = column_names(da)
+    bands = [str(b) for b in da["band"].values]
+    base = wide.drop(columns=[name for name, _, _ in names])
+    step = da.dims[0]
+    zone = da.attrs.get("timezone")
+    pieces = []
+    for i in range(da.sizes[step]):
+        part = base.copy()
+        if step == "lead":
+            part["lead_minutes"] = pd.Timedelta(da["lead"].values[i]).total_seconds() / 60
+            if "valid_time" in da.coords:
+                part["valid_time"] = utc_times(da["valid_time"].values[i], zone)[0]
+        elif step == "time":
+            part["time"] = utc_times(da["time"].values[i], zone)[0]
+        for name, k, j in names:
+            if k == i:
+                part[bands[j]] = wide[name].to_numpy()
+        pieces.append(part)
+    return gpd.GeoDataFrame(pd.concat(pieces, ignore_index=True), geometry=wide.geometry.name, crs=wide.crs)
 
 
 def to_geopackage(da: xr.DataArray, path, *, layer: str | None = None, segments=None,
                   overwrite: bool = False) -> Path:
-    """Write a grid array as GeoPackage cell polygons (or road segments) with one column per lead / time.
+    """Write a grid array as GeoPackage cell polygons (or road segments): one wide layer with a
+    column per lead / time, and its long form with a time column for QGIS's temporal controller.
 
-    Columns are named ``lead_30min`` (or ``t_20240501T083000`` for observed times), prefixed
-    with the band name when there are several bands (``inflow_lead_30min``). Cells carry
-    ``row`` and ``col``. The layer's metadata holds ``issued``, ``model`` and ``units``.
+    The wide layer (``cells`` or ``segments``) has columns named ``lead_30min`` (or
+    ``t_20240501T083000`` for observed times), prefixed with the band name when there are
+    several bands (``inflow_lead_30min``); cells carry ``row`` and ``col``. The long layer
+    (``cells_by_time`` or ``segments_by_time``) holds one feature per cell and step with a UTC
+    ``valid_time`` (and ``lead_minutes``; ``time`` for observations) and one column per band;
+    in QGIS: *Layer Properties ▸ Temporal ▸ Single Field with Date/Time* on ``valid_time``.
+    The layers' metadata hold ``issued``, ``model`` and ``units``. The file is GeoPackage 1.2.
 
     Parameters
     ----------
@@ -274,7 +356,8 @@ def to_geopackage(da: xr.DataArray, path, *, layer: str | None = None, segments=
     path : path-like
         ``.gpkg`` output.
     layer : str, optional
-        Layer name (default ``"cells"`` or ``"segments"``).
+        Name of the wide layer (default ``"cells"`` or ``"segments"``); the long one adds
+        ``_by_time``.
     segments : geopandas.GeoDataFrame, optional
         Road segments: write the length-weighted mean along each segment instead of cells.
     overwrite : bool
@@ -284,7 +367,7 @@ def to_geopackage(da: xr.DataArray, path, *, layer: str | None = None, segments=
     ------
     OutputExistsError, ExportError, MissingCRSError, GridError, VectorError
     """
-    check_output(path, overwrite=overwrite, suffixes=(".gpkg",))
+    path = check_output(path, overwrite=overwrite, suffixes=(".gpkg",))
     da = as_4d(da)
     grid = check_georeference(da)
     if segments is not None:
@@ -296,5 +379,10 @@ def to_geopackage(da: xr.DataArray, path, *, layer: str | None = None, segments=
         for name, i, j in column_names(da):
             gdf[name] = values[i, j].ravel()
         layer = layer or "cells"
-    meta = {k: v for k, v in da.attrs.items() if k in ("issued", "model", "units", "cadence")}
-    return write_geopackage(gdf, path, layer=layer, overwrite=overwrite, metadata=meta)
+    meta = {k: v for k, v in da.attrs.items() if k in ("issued", "model", "units", "cadence", "timezone")}
+    if meta.get("issued"):
+        meta["issued"] = iso_time(meta["issued"], da.attrs.get("timezone"))
+    layers = [(gdf, layer, meta)]
+    if da.dims[0] in ("lead", "time"):
+        layers.append((_by_time(gdf, da), f"{layer}_by_time", meta))
+    return _write_layers(path, layers, overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""CF-NetCDF out and back: one variable per band, a grid_mapping variable with the CRS, time / lead_time / valid_time."""
+"""CF-NetCDF out and back: a variable per band, a grid_mapping with the CRS, UTC time axes (valid time, lead)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import xarray as xr
 from trafficrnn._version import __version__
 from trafficrnn.errors import ExportError, InputFileError
 from trafficrnn.io._atomic import atomic_output, check_output
-from trafficrnn.io.export import as_4d, check_georeference
+from trafficrnn.io.export import as_4d, check_georeference, iso_time, utc_times
 
 
 def _var_name(band: str) -> str:
@@ -21,14 +21,55 @@ def _var_name(band: str) -> str:
     return name if name and not name[0].isdigit() else f"band_{name}"
 
 
+#: unit strings UDUNITS reads as they are (symbols with exponents: "m", "m s-1", "km h-1", "1");
+#: anything else ("vehicles per cell", "trips per 30 min") is a count: written as "1" with the text
+#: in long_name and units_description
+_UDUNITS = re.compile(r"(1|%|[A-Za-z]{1,3}(\^?-?\d+)?( [A-Za-z]{1,3}(\^?-?\d+)?)*)")
+
+
+def _cf_units(text: str) -> str:
+    return text if _UDUNITS.fullmatch(text) and " per " not in f" {text} " else "1"
+
+
+def _time_encoding(times: pd.DatetimeIndex, since: pd.Timestamp) -> dict:
+    """CF time units in whole minutes (seconds when needed) since ``since``, in UTC (``...Z``)."""
+    whole = ((times - since) % pd.Timedelta("1min") == pd.Timedelta(0)).all()
+    unit = "minutes" if whole else "seconds"
+    return {"units": f"{unit} since {since:%Y-%m-%dT%H:%M:%S}Z", "calendar": "proleptic_gregorian", "dtype": "int64"}
+
+
+def _forecast_axes(ds: xr.Dataset, da: xr.DataArray, zone: str | None, encoding: dict) -> xr.Dataset:
+    """``lead`` → CF forecast layout: dim ``time`` (valid time, UTC), auxiliary ``forecast_period``
+    (lead) and scalar ``forecast_reference_time`` (issue time)."""
+    valid = utc_times(da["valid_time"].values, zone).tz_localize(None)
+    ds = ds.swap_dims({"lead": "valid_time"}).rename({"valid_time": "time", "lead": "forecast_period"})
+    ds = ds.assign_coords(time=("time", valid.values))
+    ds["time"].attrs.update(standard_name="time", long_name="valid time", axis="T")
+    ds["forecast_period"].attrs.update(standard_name="forecast_period", long_name="lead time")
+    since = valid[0]
+    if da.attrs.get("issued"):
+        since = utc_times(pd.Timestamp(da.attrs["issued"]), zone).tz_localize(None)[0]
+        ds = ds.assign_coords(forecast_reference_time=since.to_datetime64())
+        ds["forecast_reference_time"].attrs.update(standard_name="forecast_reference_time", long_name="issue time")
+        encoding["forecast_reference_time"] = _time_encoding(pd.DatetimeIndex([since]), since)
+    encoding["time"] = _time_encoding(valid, since)
+    encoding["forecast_period"] = {"units": "minutes" if encoding["time"]["units"].startswith("minutes")
+                                   else "seconds", "dtype": "int64"}
+    return ds
+
+
 def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
     """Write a grid array as CF-1.8 NetCDF that GIS tools and xarray + rioxarray read back.
 
     Each band becomes a variable (``density``, or ``inflow`` / ``outflow``) with
-    ``grid_mapping = "spatial_ref"`` (CRS WKT and GeoTransform); forecasts get dims
-    ``(lead_time, y, x)`` with ``lead_time`` (standard_name ``forecast_period``),
-    ``valid_time(lead_time)`` and scalar ``forecast_reference_time``; observed stacks get
-    ``(time, y, x)``. Units go on each variable.
+    ``grid_mapping = "spatial_ref"`` (CRS WKT and GeoTransform). A forecast gets dims
+    ``(time, y, x)`` where ``time`` is the valid time, with the auxiliary coordinate
+    ``forecast_period(time)`` (the lead) and the scalar ``forecast_reference_time`` (the issue
+    time); observed stacks get ``(time, y, x)``. Times are written in UTC (``minutes since
+    ...Z``): naive times are read as UTC, or as wall-clock times of ``attrs["timezone"]``.
+    Units go on each variable in UDUNITS form; a count such as ``vehicles per cell`` is written
+    ``units = "1"`` with the text in ``long_name`` and ``units_description``. ``gdalinfo`` reads
+    the file without warnings and a CF checker (``cfchecks``) finds no error or warning.
 
     Parameters
     ----------
@@ -48,28 +89,36 @@ def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
     grid = check_georeference(da)
     step = da.dims[0]
     units = str(da.attrs.get("units", "1"))
+    cf_units = _cf_units(units)
+    zone = da.attrs.get("timezone")
     ds = xr.Dataset()
     for band in da["band"].values:
         var = da.sel(band=band, drop=True).drop_vars("spatial_ref", errors="ignore").astype("float32")
-        var.attrs = {"units": units, "long_name": str(band)}
+        var.attrs = {"units": cf_units, "long_name": str(band) if cf_units == units else f"{band} ({units})"}
+        if cf_units != units:
+            var.attrs["units_description"] = units
         ds[_var_name(band)] = var
-    if step == "lead":
+    encoding = {name: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)} for name in ds.data_vars}
+    if step == "lead" and "valid_time" in ds.coords:
+        ds = _forecast_axes(ds, da, zone, encoding)
+    elif step == "lead":  # no valid times to put on a time axis: an index of leads
         ds = ds.rename({"lead": "lead_time"})
         ds["lead_time"].attrs.update(standard_name="forecast_period", long_name="lead time")
-        if "valid_time" in ds.coords:
-            ds["valid_time"].attrs.update(standard_name="time", long_name="valid time")
-        if da.attrs.get("issued"):
-            ds = ds.assign_coords(forecast_reference_time=pd.Timestamp(da.attrs["issued"]).to_datetime64())
-            ds["forecast_reference_time"].attrs["standard_name"] = "forecast_reference_time"
     elif step == "time":
-        ds["time"].attrs.update(standard_name="time", long_name="time")
+        times = utc_times(da["time"].values, zone).tz_localize(None)
+        ds = ds.assign_coords(time=("time", times.values))
+        ds["time"].attrs.update(standard_name="time", long_name="time", axis="T")
+        encoding["time"] = _time_encoding(times, times[0])
     elif step == "step":
         ds = ds.squeeze("step", drop=True)
     ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform).rio.write_coordinate_system()
+    encoding.update({axis: {"_FillValue": None} for axis in ("y", "x")})  # CF: coordinates have no fill value
     for name in ds.data_vars:
         ds[name].attrs["grid_mapping"] = "spatial_ref"
     attrs = {k: (v if isinstance(v, (str, int, float, np.number)) else "; ".join(map(str, v)))
              for k, v in da.attrs.items() if k not in ("units", "_FillValue") and v is not None}
+    if attrs.get("issued"):
+        attrs["issued"] = iso_time(attrs["issued"], zone)
     ds.attrs = {
         "Conventions": "CF-1.8",
         "title": "trafficrnn " + ("forecast" if step == "lead" else "grid"),
@@ -78,7 +127,6 @@ def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
         "band_variables": ",".join(_var_name(b) for b in da["band"].values),
         **attrs,
     }
-    encoding = {name: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)} for name in ds.data_vars}
     if "source" in ds.coords:
         ds = ds.assign_coords(source=ds["source"].astype(str))
     with atomic_output(path, overwrite=overwrite) as tmp:
@@ -114,8 +162,15 @@ def read_netcdf(path) -> xr.DataArray:
     if missing or not variables:
         raise InputFileError(f"{path}: variables {missing or 'with dims (y, x)'} not found; expected a file written by to_netcdf")
     crs, transform = ds.rio.crs, ds.rio.transform()
+    zone = ds.attrs.get("timezone")
+    if zone and "time" in ds.coords and _declares_zone(ds["time"].encoding.get("units", "")):
+        # UTC on file; the package's naive times are wall-clock times of the stack's zone
+        ds = ds.assign_coords(time=("time", _wall_clock(ds["time"].values, zone)))
     da = xr.concat([ds[v].drop_vars("spatial_ref", errors="ignore") for v in variables], dim="band")
     da = da.assign_coords(band=names)
+    if "forecast_period" in da.coords and "time" in da.dims:
+        da = da.swap_dims({"time": "forecast_period"}).rename({"time": "valid_time", "forecast_period": "lead"})
+        da = da.assign_coords(lead=da["lead"].values.astype("timedelta64[ns]"))
     if "lead_time" in da.dims:
         da = da.rename({"lead_time": "lead"})
     lead_dims = [d for d in da.dims if d not in ("band", "y", "x")]
@@ -124,6 +179,25 @@ def read_netcdf(path) -> xr.DataArray:
         da = da.drop_vars("forecast_reference_time")
     da.attrs = {k: v for k, v in ds.attrs.items()
                 if k not in ("Conventions", "title", "source", "band_names", "band_variables")}
-    da.attrs["units"] = ds[variables[0]].attrs.get("units", "1")
+    if da.attrs.get("issued"):
+        da.attrs["issued"] = pd.Timestamp(_wall_clock([pd.Timestamp(da.attrs["issued"])], zone)[0]).isoformat()
+    first = ds[variables[0]].attrs
+    da.attrs["units"] = first.get("units_description", first.get("units", "1"))
     da.encoding = {}
+    for coord in da.coords.values():
+        coord.attrs.pop("dtype", None)  # xarray's note on how it stored a timedelta
     return da.rio.write_crs(crs).rio.write_transform(transform)
+
+
+def _declares_zone(units: str) -> bool:
+    """Whether CF time units spell out their zone (``...Z``, ``... UTC``, ``...+00:00``)."""
+    reference = units.partition(" since ")[2].strip()
+    return reference.endswith(("Z", "UTC")) or bool(re.search(r"[+-]\d{1,2}(:?\d{2})?$", reference[10:]))
+
+
+def _wall_clock(values, zone: str | None) -> np.ndarray:
+    """Naive times as the package keeps them: wall-clock in ``zone`` (UTC without one)."""
+    index = pd.DatetimeIndex(values)
+    if index.tz is None:
+        index = index.tz_localize("UTC")
+    return index.tz_convert(zone or "UTC").tz_localize(None).as_unit("ns").values

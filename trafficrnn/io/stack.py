@@ -17,9 +17,10 @@ import xarray as xr
 from affine import Affine
 from rasterio.errors import RasterioError
 
-from trafficrnn.errors import InputFileError, MissingCRSError, StackMismatchError, TimestampError
+from trafficrnn.errors import GridError, InputFileError, MissingCRSError, StackMismatchError, TimestampError
 from trafficrnn.grid import check_north_up
 from trafficrnn.io._chunks import check_chunk_count
+from trafficrnn.io._warp import MIN_COVERAGE, bounds_text, footprint_share, reproject_like, same_grid
 from trafficrnn.io.timestamps import (
     as_naive_times, check_cadence, duplicates_message, parse_iso, parse_tiff_datetime, time_from_name,
     time_from_pattern,
@@ -87,8 +88,12 @@ def _open_meta(path: Path) -> _Frame:
                 raise MissingCRSError(f"{path} has no geotransform (identity transform); georeference it first (gdal_edit.py -a_ullr ...)")
             try:
                 check_north_up(src.transform, f"{path}: transform")
-            except Exception as exc:
-                raise StackMismatchError(str(exc)) from None
+            except GridError:
+                raise StackMismatchError(
+                    f"{path}: transform {tuple(src.transform[:6])} is not north-up (expected b == d == 0, a > 0, "
+                    "e < 0); rotated or flipped rasters are refused rather than silently misplaced (align='reproject' "
+                    f"does not unrotate them): warp them north-up first, e.g. gdalwarp {path.name} {path.stem}_northup.tif"
+                ) from None
             return _Frame(
                 path=path, crs=src.crs, transform=src.transform, shape=(src.height, src.width), count=src.count,
                 dtype=src.dtypes[0], descriptions=list(src.descriptions),
@@ -127,15 +132,23 @@ def _looks_like_time(text: str) -> bool:
         return False
 
 
+#: the hint of a stack whose frames lie on different grids, for Python and CLI users alike
+REPROJECT_HINT = ("read_stack(..., align='reproject') (CLI: --align reproject) warps every frame onto the "
+                  "first frame's grid")
+
+
 def _compare(frames: list[_Frame], align: str) -> None:
     ref = frames[0]
-    checks = [("band count", lambda f: f.count, "use read_stack(..., bands=[...]) or split the files")]
+    checks = [("band count", lambda f: f.count,
+               "write every frame with the same bands, e.g. gdal_translate -b 1 -b 2 -b 3 IN.tif OUT.tif")]
     if align == "strict":
         checks += [
-            ("CRS", lambda f: f.crs.to_string(), "reproject with read_stack(..., align='reproject')"),
-            ("transform", lambda f: tuple(round(v, 9) for v in f.transform[:6]), "warp onto one grid with read_stack(..., align='reproject')"),
-            ("shape", lambda f: f.shape, "warp onto one grid with read_stack(..., align='reproject')"),
-            ("dtype", lambda f: f.dtype, "convert the files to one data type (gdal_translate -ot ...)"),
+            ("CRS", lambda f: f.crs.to_string(), f"reproject: {REPROJECT_HINT}"),
+            ("transform", lambda f: tuple(round(v, 9) for v in f.transform[:6]),
+             f"warp onto one grid: {REPROJECT_HINT}"),
+            ("shape", lambda f: f.shape, f"warp onto one grid: {REPROJECT_HINT}"),
+            ("dtype", lambda f: f.dtype,
+             "convert the files to one data type (gdal_translate -ot Float32 IN.tif OUT.tif)"),
         ]
     for what, key, fix in checks:
         bad = [f for f in frames[1:] if key(f) != key(ref)]
@@ -145,6 +158,26 @@ def _compare(frames: list[_Frame], align: str) -> None:
             raise StackMismatchError(
                 f"stack files disagree on {what}: {ref.path.name} is {key(ref)}, {shown}{more}; {fix}"
             )
+    if align == "reproject":
+        for frame in frames[1:]:
+            _check_overlap(frame, ref)
+
+
+def _check_overlap(frame: _Frame, ref: _Frame) -> None:
+    """Refuse a frame that would be mostly NaN once warped onto the first frame's grid."""
+    if frame.crs == ref.crs and frame.shape == ref.shape and frame.transform.almost_equals(ref.transform):
+        return
+    share = footprint_share(frame.crs, frame.transform, frame.shape, ref.crs, ref.transform, ref.shape)
+    if share >= MIN_COVERAGE:
+        return
+    found = "does not overlap" if share == 0 else f"covers only {share:.0%} of"
+    raise StackMismatchError(
+        f"{frame.path.name} {found} the first frame {ref.path.name} once warped onto its grid "
+        f"({frame.path.name}: {bounds_text(frame.crs, frame.transform, frame.shape)}; {ref.path.name}: "
+        f"{bounds_text(ref.crs, ref.transform, ref.shape)}): align='reproject' expects every frame to cover at "
+        f"least {MIN_COVERAGE:.0%} of the first one (the rest becomes NaN); drop that file, or read the frames "
+        "of each area as a stack of its own"
+    )
 
 
 def _frame_times(frames: list[_Frame], time) -> list[datetime]:
@@ -167,7 +200,9 @@ def _frame_times(frames: list[_Frame], time) -> list[datetime]:
                else "no TIFFTAG_DATETIME tag and no date-time in the file name")
         raise TimestampError(
             f"cannot find the time of {len(missing)} frame(s) ({', '.join(missing[:5])}): {how}; pass "
-            "time=[...] (one per file) or time='name_%Y%m%d_%H%M' (a pattern of the file names)"
+            "time='name_%Y%m%d_%H%M' (a pattern of the file names; CLI: --time-pattern 'name_%Y%m%d_%H%M') or "
+            "time=[...] (one per file), or tag each file: gdal_edit.py -mo "
+            f"TIFFTAG_DATETIME='2024:05:01 08:00:00' {missing[0]}"
         )
     return out
 
@@ -194,7 +229,10 @@ def _single_file_layout(frame: _Frame, time) -> tuple[list[datetime], list[str],
         if t is None:
             raise TimestampError(
                 f"cannot find the time of {frame.path.name}: no time per band (tag or description), no "
-                "TIFFTAG_DATETIME and no date-time in the name; pass time=[...] (one per band, or one for the file)"
+                "TIFFTAG_DATETIME and no date-time in the name; pass time=[...] (one per band, or one for the file), "
+                "or a pattern of a date in the name, time='name_%Y%m%d_%H%M' (CLI: --time-pattern "
+                "'name_%Y%m%d_%H%M'), or tag the file: gdal_edit.py -mo "
+                f"TIFFTAG_DATETIME='2024:05:01 08:00:00' {frame.path.name}"
             )
         return [t], _band_names(frame), count
     unique = list(dict.fromkeys(parsed))
@@ -266,7 +304,9 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
         (one million) chunks per file.
     align : {"strict", "reproject"}
         ``"strict"`` refuses files that disagree on CRS, transform, shape or dtype;
-        ``"reproject"`` warps every frame onto the first frame's grid (bilinear).
+        ``"reproject"`` warps every frame onto the first frame's grid (bilinear), and refuses a
+        frame whose footprint covers less than ``MIN_COVERAGE`` (half) of the first frame: it
+        would be mostly NaN once warped (NaN the file holds itself does not count).
     allow_gaps : bool
         Keep going when the cadence is irregular; gaps are listed in ``attrs["gaps"]``.
 
@@ -282,7 +322,8 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
     InputFileError
         Missing, unreadable or non-raster files. ``MissingCRSError`` for a file without CRS.
     StackMismatchError
-        Files that disagree on CRS, transform, shape, band count or dtype; rotated transforms.
+        Files that disagree on CRS, transform, shape, band count or dtype; rotated transforms;
+        with ``align="reproject"``, frames that do not overlap the first one or cover less than half of it.
     TimestampError
         Times that cannot be found or parsed, or duplicates. ``CadenceError`` when irregular.
     ConfigError
@@ -308,7 +349,7 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
         loaded = [_load(f.path, chunks) for f in frames]
         ref = loaded[0].isel(band=0, drop=True)
         if align == "reproject":
-            loaded = [d if _same_grid(d, loaded[0]) else _reproject(d, loaded[0]) for d in loaded]
+            loaded = [d if same_grid(d, loaded[0]) else reproject_like(d, loaded[0]) for d in loaded]
         blocks = [d.data for d in loaded]
         sources = [f.path.name for f in frames]
     if chunks:
@@ -338,18 +379,6 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
         data.attrs["timezone"] = zone
     data.name = "images"
     return data
-
-
-def _same_grid(da: xr.DataArray, ref: xr.DataArray) -> bool:
-    return (da.rio.crs == ref.rio.crs and da.shape[-2:] == ref.shape[-2:]
-            and da.rio.transform().almost_equals(ref.rio.transform()))
-
-
-def _reproject(da: xr.DataArray, ref: xr.DataArray) -> xr.DataArray:
-    from rasterio.enums import Resampling
-
-    out = da.astype("float32").rio.write_nodata(np.nan).rio.reproject_match(ref, resampling=Resampling.bilinear)
-    return out.assign_coords(x=ref.x, y=ref.y)
 
 
 def _select_bands(data: xr.DataArray, bands, path: Path) -> xr.DataArray:

@@ -192,6 +192,6 @@ def check_cadence(times: pd.DatetimeIndex, *, allow_gaps: bool, names: list[str]
         raise CadenceError(
             f"irregular cadence: expected a step of {cadence} between frames, found {len(gaps)} other step(s): "
             + "; ".join(details) + more
-            + "; pass allow_gaps=True to keep going (the gaps are recorded in attrs['gaps'])"
+            + "; pass allow_gaps=True (CLI: --allow-gaps) to keep going (the gaps are recorded in attrs['gaps'])"
         )
     return cadence, gaps

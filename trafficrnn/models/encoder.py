@@ -107,16 +107,20 @@ class ChannelNorm(nn.Module):
         return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
-def _norm(channels: int) -> ChannelNorm:
-    """Per-pixel channel normalisation (local: no statistics over the image or the batch)."""
-    return ChannelNorm(channels)
+#: normalisation layers of the encoder: ``batch`` (BatchNorm; at inference an affine map per
+#: channel, so local too) and ``channel`` (per-pixel :class:`ChannelNorm`, the layout before 0.5)
+NORMS = {"batch": nn.BatchNorm2d, "channel": ChannelNorm}
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    return NORMS[kind](channels)
 
 
 class TileEncoder(nn.Module):
     """Strided CNN from image tiles to per-cell features.
 
     A 3x3 stem (optional), then one downsampling stage per stride (a ``(2s-1) x (2s-1)`` convolution of
-    stride ``s``, then ``depth`` 3x3 convolutions), each followed by a per-pixel :class:`ChannelNorm` and SiLU, and a
+    stride ``s``, then ``depth`` 3x3 convolutions), each followed by a normalisation (``norm``) and SiLU, and a
     1x1 projection to ``out_channels``. Frames are folded into the batch (N*T) so that each
     layer is one batched convolution.
 
@@ -142,6 +146,9 @@ class TileEncoder(nn.Module):
         Start with a full-resolution 3x3 convolution. Without it the first strided stage reads
         the pixels directly, which is several times faster on large images (pair it with a
         first stride of 4: ``strides=[4, 2, 2]`` for tile size 16).
+    norm : str
+        ``"batch"`` (BatchNorm: batch statistics in training, a fixed affine map per channel at
+        inference) or ``"channel"`` (:class:`ChannelNorm`, per pixel over its channels).
 
     Attributes
     ----------
@@ -167,6 +174,7 @@ class TileEncoder(nn.Module):
         strides: list[int] | None = None,
         max_width: int = 256,
         stem: bool = True,
+        norm: str = "channel",
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -218,18 +226,21 @@ class TileEncoder(nn.Module):
         self.strides = strides
         if not isinstance(stem, bool):
             raise ConfigError(f"TileEncoder stem must be True or False, got {stem!r}")
+        if norm not in NORMS:
+            raise ConfigError(f"TileEncoder norm={norm!r} is invalid: expected one of {', '.join(NORMS)}")
+        self.config["norm"] = norm
         layers: list[nn.Module] = []
         ch = in_channels + 1
         if stem:
-            layers += [nn.Conv2d(ch, width, 3, padding=1, bias=False), _norm(width), nn.SiLU()]
+            layers += [nn.Conv2d(ch, width, 3, padding=1, bias=False), _norm(norm, width), nn.SiLU()]
             ch = width
         self._stages: list[tuple[int, int]] = []  # (end index in body, channels) of each strided stage
         for i, s in enumerate(strides):
             nxt = min(width * 2**i, max_width)
             layers += [nn.Conv2d(ch, nxt, 2 * s - 1, stride=s, padding=s - 1, bias=False)]
-            layers += [_norm(nxt), nn.SiLU()]
+            layers += [_norm(norm, nxt), nn.SiLU()]
             for _ in range(depth):
-                layers += [nn.Conv2d(nxt, nxt, 3, padding=1, bias=False), _norm(nxt), nn.SiLU()]
+                layers += [nn.Conv2d(nxt, nxt, 3, padding=1, bias=False), _norm(norm, nxt), nn.SiLU()]
             ch = nxt
             self._stages.append((len(layers), ch))
         self.out_channels = out_channels if out_channels is not None else ch

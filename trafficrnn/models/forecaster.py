@@ -44,7 +44,7 @@ def count_stage_for(strides: list[int], target_px: int = 8) -> int:
     """The tile-encoder stage whose cumulative stride is closest to ``target_px`` pixels.
 
     Stages finer than the cells are preferred (the last stage is the cell itself); ties go to
-    the finer stage. At 1 m pixels, 8 px sub-cells are 8 m: a car (about 4.5 x 1.8 m) or two.
+    the finer stage. At 1 m pixels, 4 px sub-cells are 4 m: about one car (4.5 x 1.8 m).
 
     Parameters
     ----------
@@ -112,6 +112,11 @@ class EncoderForecaster(nn.Module):
         The 0-based downsampling stage of the tile encoder whose output the density map is read
         from (see :func:`count_stage_for`); ``None``: the second-last stage (the rule of models
         saved before this parameter existed).
+    density_per_cell : bool
+        ``count_head`` models: the density is ``softplus(z) / k`` with ``k`` sub-cells per cell,
+        so that an empty cell's floor is that of one softplus, whatever the sub-cell count, and
+        an occupied sub-cell sits in the linear range of the softplus. ``False``:
+        ``softplus(z)`` (models saved before this parameter existed).
 
     Attributes
     ----------
@@ -145,6 +150,7 @@ class EncoderForecaster(nn.Module):
         linear_leads: int = 0,
         linear_lags: int = 1,
         count_stage: int | None = None,
+        density_per_cell: bool = False,
     ) -> None:
         super().__init__()
         hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
@@ -214,6 +220,9 @@ class EncoderForecaster(nn.Module):
         if count_stage is not None:
             # recorded only when given: configs without it rebuild with the old rule
             self.config["count_stage"] = count_stage
+        if density_per_cell:  # likewise: configs without it rebuild the old density
+            self.config["density_per_cell"] = True
+        self.density_per_cell = bool(density_per_cell)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.static_channels = static_channels
         self.past_covariate_channels = past_covariate_channels
@@ -420,6 +429,8 @@ class EncoderForecaster(nn.Module):
         feats, early = self.tile_encoder.forward_with_stage(images, self.count_stage)
         factor = self.tile_encoder.stage_factor(self.count_stage)
         density = F.softplus(self.nowcast_head(early))
+        if self.density_per_cell:
+            density = density / (factor * factor)
         counts = F.avg_pool2d(density, factor) * (factor * factor) if factor > 1 else density
         counts = counts.unflatten(0, feats.shape[:2])
         out = torch.cat([feats, counts], 2)

@@ -1,0 +1,159 @@
+"""Train the packaged count front (``trafficrnn/weights/count_front_1m.safetensors``) on several
+synthetic cities at 1 m, and score it on a city it never saw.
+
+The count front is the tile encoder's full-resolution stem, its stages up to the 4 px count stage
+and the count head: what turns pixels into vehicles per sub-cell. ``TrafficForecaster.fit`` with
+vehicle points starts from it where it fits (RGB, about 1 m, the default encoder width) and
+fine-tunes it on the user's frames (stage A), so that a short training still counts.
+
+Run: ``python benchmarks/count_front.py [--cities 4] [--size 512] [--days 1] [--minutes 15]
+[--out-weights trafficrnn/weights/count_front_1m.safetensors]``; writes
+``benchmarks/results/count_front.json`` (``--out``) with the command, the machine, the cities and
+the scores.
+
+Training cities: seeds 101, 102, ..., each starting on another date (other sun paths, weekdays and
+weekends), with light clouds. Validation (early stopping): the last 15 % of each city's frames.
+Scored city: seed 7 over 3 days from 2024-06-03 at 15 min, the city of ``benchmarks/counting.py``
+(never trained on): per-cell MAE and RMSE against the simulator's true counts, the MAE relative to
+the mean count of occupied cells, and the relative error of the city total per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _machine import cpu  # benchmarks/_machine.py
+
+ROOT = Path(__file__).resolve().parent.parent
+#: start dates of the training cities: spring to winter, weekdays and weekends
+STARTS = ("2024-03-04", "2024-07-13", "2024-09-18", "2024-12-08", "2024-05-21", "2024-10-26")
+
+
+def city_arrays(r, norm, scale: float, unit: int):
+    """Images normalised by ``norm``, cell targets and smoothed fine targets divided by ``scale``
+    (as ``fit`` prepares them), and the raw cell counts of one simulated city."""
+    from trafficrnn.counting import fine_target, prepare_fine
+
+    images = r.images.where(r.images > 0).astype("float32")  # 0: cloud (nodata)
+    x = norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
+    counts = np.asarray(r.density.values, dtype="float32")
+    fine, _ = fine_target(images, r.grid, unit, vehicles=r.vehicles)
+    return x, counts / scale, prepare_fine(fine, np.array([scale], "float32")), counts
+
+
+def cell_counts(net, x: np.ndarray, scale: float) -> np.ndarray:
+    """Vehicles per cell of every frame, raw units."""
+    out = []
+    net.eval()
+    with torch.inference_mode():
+        for i in range(0, len(x), 8):
+            out.append(net.nowcast(torch.from_numpy(x[i:i + 8])[None])[0].numpy())
+    return np.clip(np.concatenate(out) * scale, 0, None)
+
+
+def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    err = pred - truth
+    occupied = float(truth[truth > 0].mean())
+    totals_p, totals_t = pred.sum(axis=(1, 2, 3)), truth.sum(axis=(1, 2, 3))
+    return {"cell_mae": round(float(np.abs(err).mean()), 4), "cell_rmse": round(float(np.sqrt((err**2).mean())), 4),
+            "mean_occupied_count": round(occupied, 4),
+            "mae_over_mean_occupied": round(float(np.abs(err).mean()) / occupied, 4),
+            "total_rel_error_per_frame": round(float(np.mean(np.abs(totals_p - totals_t) / totals_t)), 4),
+            "total_bias": round(float(totals_p.sum() / totals_t.sum() - 1), 4), "frames": int(len(truth))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cities", type=int, default=4)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--days", type=float, default=1.0)
+    parser.add_argument("--minutes", type=float, default=15.0, help="Training time limit.")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out-weights", default=str(ROOT / "trafficrnn" / "weights" / "count_front_1m.safetensors"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "count_front.json"))
+    args = parser.parse_args()
+
+    from trafficrnn.counting import COUNT_STRIDE_PX, pretrain_encoder, save_front
+    from trafficrnn.dataset import Normalizer
+    from trafficrnn.estimator import _encoder_config
+    from trafficrnn.models import get_model
+    from trafficrnn.models.forecaster import count_stage_for
+    from trafficrnn.synth import simulate
+
+    torch.manual_seed(0)
+    encoder = _encoder_config(64, 16, 1, counting=True)
+    stage = count_stage_for(encoder["strides"], COUNT_STRIDE_PX)
+    net = get_model("convgru", in_channels=3, out_channels=1, hidden_channels=[16], encoder=encoder,
+                    count_head=True, count_stage=stage, density_per_cell=True)
+    unit = 64 // net.count_factor
+
+    t0 = time.perf_counter()
+    seeds = [101 + i for i in range(args.cities)]
+    cities = [simulate(args.size, days=args.days, step="15min", seed=seed, tile_size=64, gsd=1.0,
+                       start=STARTS[i % len(STARTS)], clouds=True, cloud_cover=0.05) for i, seed in enumerate(seeds)]
+    sim_s = time.perf_counter() - t0
+    # one input and one target scaling for all cities, recorded with the weights: the front reads
+    # pixels and writes counts on these scales whatever the hours or the place of a user's stack
+    norm = Normalizer("standard").fit(np.concatenate([r.images.where(r.images > 0).values for r in cities]),
+                                      band_axis=1)
+    scale = float(np.sqrt(np.mean(np.concatenate([r.density.values.ravel() for r in cities]) ** 2)))
+    parts = []
+    for seed, r in zip(seeds, cities):
+        parts.append(city_arrays(r, norm, scale, unit)[:3])
+        print(f"city {seed}: {r.images.sizes['time']} frames, {int(r.density.sum())} vehicle sightings", flush=True)
+    del cities
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    fine = np.concatenate([p[2] for p in parts])
+    train, val, offset = [], [], 0
+    for p in parts:
+        n = len(p[0])
+        cut = n - int(round(0.15 * n))
+        train.append(np.arange(offset, offset + cut))
+        val.append(np.arange(offset + cut, offset + n))
+        offset += n
+    del parts
+    t0 = time.perf_counter()
+    summary = pretrain_encoder(net, x, y, fine, np.concatenate(train), np.concatenate(val), unit=unit,
+                               batch_size=args.batch_size, lr=3e-3, weight_decay=1e-4, max_epochs=1000,
+                               max_seconds=args.minutes * 60, patience=6, seed=0)
+    train_s = time.perf_counter() - t0
+    print("trained", json.dumps(summary), flush=True)
+    del x, y, fine
+
+    r = simulate(args.size, days=3, step="15min", seed=7, tile_size=64, gsd=1.0)
+    x7, _, _, truth = city_arrays(r, norm, scale, unit)
+    result = scores(cell_counts(net, x7, scale), truth)
+    print("scored city 7", json.dumps(result), flush=True)
+
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    meta = {"gsd": 1.0, "bands": ["red", "green", "blue"], "target_scale": scale,
+            "input_mean": [float(v) for v in np.ravel(norm.mean_)],
+            "input_scale": [float(v) for v in np.ravel(norm.scale_)], "command": command,
+            "cities": seeds, "size_px": args.size, "days": args.days, "train_seconds": round(train_s, 1)}
+    save_front(net, Path(args.out_weights), meta)
+    out = {"command": command,
+           "machine": {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
+                       "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "load_average_at_end": os.getloadavg()},
+           "training": {"cities": seeds, "starts": [STARTS[i % len(STARTS)] for i in range(args.cities)],
+                        "size_px": args.size, "gsd_m": 1.0, "days": args.days, "step": "15min", "clouds": 0.05,
+                        "simulate_seconds": round(sim_s, 1), "batch_size": args.batch_size,
+                        "target_scale": scale, **summary},
+           "scored": {"city_seed": 7, "days": 3, "size_px": args.size, "start": "2024-06-03", **result},
+           "weights": str(Path(args.out_weights).relative_to(ROOT)) if Path(args.out_weights).is_relative_to(ROOT)
+           else args.out_weights,
+           "weights_bytes": Path(args.out_weights).stat().st_size}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

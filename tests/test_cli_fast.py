@@ -1,0 +1,195 @@
+"""Tests of the CLI a newcomer meets first: a light ``--help`` (no torch, no xarray), the messages for a
+mistyped model folder or model name, the flags the error hints name (--align reproject, --time-pattern),
+and ``info`` saying why the split ranges overlap."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from click.testing import CliRunner
+
+from trafficrnn import Grid
+from trafficrnn.cli import LAZY_COMMANDS, _split_lines, main
+from trafficrnn.cli_options import MODEL_NAMES
+from trafficrnn.io import write_stack
+
+from .test_estimator import density_series
+
+TINY = ["--input-steps", "4", "--horizon", "2", "--hidden", "8", "--max-epochs", "1", "--batch-size", "32", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def cli(*args):
+    """Run ``trafficrnn ARGS`` in a fresh interpreter, as a user would."""
+    return subprocess.run([sys.executable, "-m", "trafficrnn.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def one_line_error(proc, text):
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("Error: ") and text in proc.stderr, proc.stderr
+
+
+# -- a light start ---------------------------------------------------------------------------------
+
+def test_main__help_imports_no_heavy_library():
+    code = ("import sys\nfrom trafficrnn.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as exc:\n"
+            "    assert exc.code == 0, exc.code\n"
+            "heavy = [m for m in ('torch', 'lightning', 'xarray', 'rasterio', 'pandas', 'geopandas')\n"
+            "         if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("compare", "datasets", "demo", "evaluate", "forecast", "info", "inspect", "simulate", "train"):
+        assert f"\n  {name} " in proc.stdout
+
+
+def test_main__import_trafficrnn_is_light():
+    code = "import sys, trafficrnn\nassert 'torch' not in sys.modules and 'xarray' not in sys.modules\n" \
+           "assert trafficrnn.read_stack.__module__ == 'trafficrnn.io.stack'\n" \
+           "assert trafficrnn.synth.make_city.__module__ == 'trafficrnn.synth.city'\n"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", sorted(LAZY_COMMANDS))
+def test_main__lazy_command_help_is_its_own(name):
+    import importlib
+
+    module, attribute, short = LAZY_COMMANDS[name]
+    command = getattr(importlib.import_module(module), attribute)
+    assert command.get_short_help_str(limit=1000) == short
+    result = run(name, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_main__model_names_are_the_registry():
+    from trafficrnn.models import list_models
+
+    assert sorted(MODEL_NAMES) == list_models()
+
+
+# -- mistyped names ---------------------------------------------------------------------------------
+
+def test_info__missing_folder_says_so_and_names_the_close_one(tmp_path):
+    (tmp_path / "my-model").mkdir()
+    (tmp_path / "my-model" / "config.json").write_text("{}")
+    one_line_error(cli("info", tmp_path / "my-modle"),
+                   f"model folder {tmp_path / 'my-modle'} does not exist (did you mean {tmp_path / 'my-model'}?): "
+                   "expected the folder that `trafficrnn train --out FOLDER`")
+
+
+def test_forecast__missing_model_folder(tmp_path):
+    result = run("forecast", tmp_path / "nothing", tmp_path, "--out", tmp_path / "f.tif")
+    assert result.exit_code == 2 and f"model folder {tmp_path / 'nothing'} does not exist:" in result.output
+
+
+def test_compare__unknown_model_lists_the_names(tmp_path):
+    one_line_error(cli("compare", tmp_path, "--models", "convlstm,gru", "--out", tmp_path / "c"),
+                   "Invalid value for '--models': 'gru' is not a model name: expected a comma-separated list of "
+                   "convlstm, convgru, e.g. --models convlstm,convgru")
+
+
+# -- the flags the hints name ----------------------------------------------------------------------
+
+GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
+SOUTH = Grid("EPSG:32733", Affine(100, 0, 500000, 0, -100, 15000000), (4, 5))  # the same places in UTM 33S
+
+
+@pytest.fixture(scope="module")
+def grids(tmp_path_factory):
+    """A density-only model, its stack, the same stack in UTM 33S, and one whose later half is in UTM 33S."""
+    root = tmp_path_factory.mktemp("fast")
+    da = density_series(periods=48)
+    south = SOUTH.attach(da.drop_vars(["x", "y", "spatial_ref"]))
+    write_stack(da, root / "stack")
+    write_stack(south, root / "south")
+    write_stack(da.isel(time=slice(0, 24)), root / "mixed")
+    write_stack(south.isel(time=slice(24, None)), root / "mixed")
+    result = run("train", root / "stack", "--model", "convgru", *TINY, "--out", root / "model")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_forecast__align_reproject_onto_the_model_grid(grids, tmp_path):
+    assert run("forecast", grids / "model", grids / "stack", "--out", tmp_path / "a.tif").exit_code == 0
+    for name in ("south", "mixed"):
+        result = run("forecast", grids / "model", grids / name, "--align", "reproject",
+                     "--out", tmp_path / f"{name}.tif")
+        assert result.exit_code == 0, result.output
+        with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / f"{name}.tif") as b:
+            assert b.crs == a.crs and b.transform == a.transform == GRID.transform
+            np.testing.assert_allclose(b.read(), a.read(), rtol=1e-5, atol=1e-5)
+
+
+def test_forecast__other_crs_hint_is_for_the_cli_too(grids, tmp_path):
+    one_line_error(cli("forecast", grids / "model", grids / "south", "--out", tmp_path / "f.tif"),
+                   "(CLI: --align reproject), or beforehand: gdalwarp -t_srs EPSG:32633 -te 500000 4999600 500500 "
+                   "5000000 -ts 5 4 -r bilinear IN.tif OUT.tif")
+
+
+def test_forecast__mixed_crs_hint_is_for_the_cli_too(grids, tmp_path):
+    result = run("forecast", grids / "model", grids / "mixed", "--out", tmp_path / "f.tif")
+    assert result.exit_code == 2 and "disagree on CRS" in result.output and "(CLI: --align reproject)" in result.output
+
+
+def test_forecast__window_with_reproject_gives_the_gdalwarp_line(grids, tmp_path):
+    result = run("forecast", grids / "model", grids / "south", "--align", "reproject", "--window", 2,
+                 "--out", tmp_path / "f.tif")
+    assert result.exit_code == 2, result.output
+    assert "--align reproject is not available with --window/--scheduler" in result.output
+    assert "gdalwarp -t_srs EPSG:32633 -te 500000 4999600 500500 5000000 -ts 5 4" in result.output
+
+
+def test_evaluate__align_reproject(grids):
+    result = run("evaluate", grids / "model", grids / "south", "--align", "reproject", "--split", "all")
+    assert result.exit_code == 0, result.output
+    assert "persistence" in result.output
+
+
+def test_inspect__align_reproject(grids):
+    assert run("inspect", grids / "mixed").exit_code == 2
+    result = run("inspect", grids / "mixed", "--align", "reproject")
+    assert result.exit_code == 0, result.output
+    assert "frames     48" in result.output and "CRS        EPSG:32633" in result.output
+
+
+def test_train__time_pattern_and_align_reach_read_stack(grids, tmp_path):
+    result = run("train", grids / "stack", "--time-pattern", "x_%Y", *TINY, "--out", tmp_path / "m")
+    assert result.exit_code == 2 and "do not match the pattern 'x_%Y'" in result.output
+    result = run("train", grids / "mixed", "--align", "reproject", *TINY, "--out", tmp_path / "m")
+    assert result.exit_code == 0, result.output
+
+
+# -- info ------------------------------------------------------------------------------------------
+
+def test_split_lines__overlap_is_explained():
+    split = {"train": ["2024-05-01T00:00", "2024-05-01T08:15"], "val": ["2024-05-01T07:30", "2024-05-01T10:00"],
+             "test": ["2024-05-01T09:15", "2024-05-01T11:45"]}
+    lines = _split_lines(split, 4)
+    assert lines[0] == ("split", "train 2024-05-01T00:00 → 2024-05-01T08:15, val 2024-05-01T07:30 → "
+                                 "2024-05-01T10:00, test 2024-05-01T09:15 → 2024-05-01T11:45")
+    assert lines[1][1].startswith("(val and test start input_steps = 4 frames before their first target")
+    assert "no frame is a target in two parts" in lines[1][1]
+
+
+def test_split_lines__no_overlap_no_note():
+    split = {"train": ["2024-05-01T00:00", "2024-05-01T08:15"], "val": None,
+             "test": ["2024-05-01T08:30", "2024-05-01T11:45"]}
+    assert _split_lines(split, 4) == [("split", "train 2024-05-01T00:00 → 2024-05-01T08:15, test "
+                                                "2024-05-01T08:30 → 2024-05-01T11:45")]
+
+
+def test_info__explains_the_overlapping_split(grids):
+    proc = cli("info", grids / "model")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("split "))
+    assert lines[at + 1].startswith(" " * 11 + "(val and test start input_steps = 4 frames before their first target")
