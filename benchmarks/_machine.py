@@ -30,3 +30,15 @@ def cpu() -> dict:
     except (ImportError, AttributeError):
         pass
     return out
+
+
+def machine() -> dict:
+    """What a result records about the machine: platform, CPU (see :func:`cpu`), cores, torch and its
+    threads, and the load average when the run ended (other work sharing the cores)."""
+    import os
+    import platform
+
+    import torch
+
+    return {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()}

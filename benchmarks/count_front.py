@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import cpu  # benchmarks/_machine.py
+from _machine import machine  # benchmarks/_machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 #: start dates of the training cities: spring to winter, weekdays and weekends
@@ -66,7 +64,8 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"cell_mae": round(float(np.abs(err).mean()), 4), "cell_rmse": round(float(np.sqrt((err**2).mean())), 4),
             "mean_occupied_count": round(occupied, 4),
             "mae_over_mean_occupied": round(float(np.abs(err).mean()) / occupied, 4),
-            "total_rel_error_per_frame": round(float(np.mean(np.abs(totals_p - totals_t) / totals_t)), 4),
+            # frames with vehicles: an empty frame has no relative error
+            "total_rel_error_per_frame": round(float(np.mean((np.abs(totals_p - totals_t) / totals_t)[totals_t > 0])), 4),
             "total_bias": round(float(totals_p.sum() / totals_t.sum() - 1), 4), "frames": int(len(truth))}
 
 
@@ -141,9 +140,7 @@ def main() -> None:
             "cities": seeds, "size_px": args.size, "days": args.days, "train_seconds": round(train_s, 1)}
     save_front(net, Path(args.out_weights), meta)
     out = {"command": command,
-           "machine": {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
-                       "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "load_average_at_end": os.getloadavg()},
+           "machine": machine(),
            "training": {"cities": seeds, "starts": [STARTS[i % len(STARTS)] for i in range(args.cities)],
                         "size_px": args.size, "gsd_m": 1.0, "days": args.days, "step": "15min", "clouds": 0.05,
                         "simulate_seconds": round(sim_s, 1), "batch_size": args.batch_size,

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _machine import cpu  # benchmarks/_machine.py
+from _machine import machine  # benchmarks/_machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 #: settings shared by both encoders (the forecaster is small: the comparison is about counting)
@@ -112,9 +110,7 @@ def main() -> None:
                       "count_stage": est.model_.config.get("count_stage"), "parameters": summary["parameters"]}
         print(name, json.dumps(runs[name]), flush=True)
     result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "machine": {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "load_average_at_end": os.getloadavg()},
+              "machine": machine(),
               "city": {"size_px": args.size, "gsd_m": 1.0, "tile_size": args.tile_size, "days": args.days,
                        "step": "15min", "seed": 7, "frames": int(images.sizes["time"]),
                        "simulate_seconds": round(sim_s, 1)},
