@@ -15,7 +15,8 @@ Training cities: seeds 101, 102, ..., each starting on another date (other sun p
 weekends), with light clouds. Validation (early stopping): the last 15 % of each city's frames.
 Scored city: seed 7 over 3 days from 2024-06-03 at 15 min, the city of ``benchmarks/counting.py``
 (never trained on): per-cell MAE and RMSE against the simulator's true counts, the MAE relative to
-the mean count of occupied cells, and the relative error of the city total per frame.
+the mean count of occupied cells, and the relative error of the city total (``scores`` of
+``benchmarks/counting.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import machine  # benchmarks/_machine.py
+from counting import scores  # benchmarks/counting.py
 
 ROOT = Path(__file__).resolve().parent.parent
 #: start dates of the training cities: spring to winter, weekdays and weekends
@@ -55,18 +57,6 @@ def cell_counts(net, x: np.ndarray, scale: float) -> np.ndarray:
         for i in range(0, len(x), 8):
             out.append(net.nowcast(torch.from_numpy(x[i:i + 8])[None])[0].numpy())
     return np.clip(np.concatenate(out) * scale, 0, None)
-
-
-def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    err = pred - truth
-    occupied = float(truth[truth > 0].mean())
-    totals_p, totals_t = pred.sum(axis=(1, 2, 3)), truth.sum(axis=(1, 2, 3))
-    return {"cell_mae": round(float(np.abs(err).mean()), 4), "cell_rmse": round(float(np.sqrt((err**2).mean())), 4),
-            "mean_occupied_count": round(occupied, 4),
-            "mae_over_mean_occupied": round(float(np.abs(err).mean()) / occupied, 4),
-            # frames with vehicles: an empty frame has no relative error
-            "total_rel_error_per_frame": round(float(np.mean((np.abs(totals_p - totals_t) / totals_t)[totals_t > 0])), 4),
-            "total_bias": round(float(totals_p.sum() / totals_t.sum() - 1), 4), "frames": int(len(truth))}
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
             "mae_over_mean_occupied": round(float(np.abs(err).mean() / occupied.mean()), 4),
             "total_rel_error_per_frame": round(float(np.mean(np.abs(totals_p - totals_t)[keep] / totals_t[keep])), 4),
             "total_rel_error_all_frames": round(float(abs(totals_p.sum() - totals_t.sum()) / totals_t.sum()), 4),
+            "total_bias": round(float(totals_p.sum() / totals_t.sum() - 1), 4),
             "frames": int(len(truth))}
 
 

@@ -12,6 +12,7 @@ import xarray as xr
 
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, TimestampError
 from trafficrnn.grid import Grid
+from trafficrnn.params import check_params
 
 
 #: how predict / evaluate take images that are not on the model's pixels
@@ -93,11 +94,11 @@ def reproject_to_grid(images: xr.DataArray, grid: Grid) -> xr.DataArray:
     """
     from rasterio.enums import Resampling
 
-    from trafficrnn.io._warp import MIN_COVERAGE, bounds_text, footprint_share
+    from trafficrnn.io._warp import MIN_COVERAGE, bounds_text, footprint_share, same_pixels
 
     shape, dst = grid.image_shape, grid.image_transform
     src, crs = images.rio.transform(), images.rio.crs
-    if crs == grid.crs and images.shape[-2:] == shape and src.almost_equals(dst):
+    if same_pixels(crs, src, images.shape[-2:], grid.crs, dst, shape):
         return images
     share = footprint_share(crs, src, images.shape[-2:], grid.crs, dst, shape)
     if share < MIN_COVERAGE:
@@ -119,29 +120,13 @@ class InputChecks:
     """Mixin of :class:`~trafficrnn.estimator.TrafficForecaster`: validation of its parameters and inputs."""
 
     def _validate_params(self) -> None:
-        for name in ("input_steps", "horizon", "batch_size", "max_epochs", "stride", "kernel_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{name}={value!r} is invalid: expected a positive integer")
-        if self.kernel_size % 2 == 0:
-            raise ConfigError(f"kernel_size={self.kernel_size} is invalid: expected an odd integer such as 3")
-        if self.tile_size is not None and (not isinstance(self.tile_size, (int, np.integer)) or self.tile_size < 1):
-            raise ConfigError(f"tile_size={self.tile_size!r} is invalid: expected a positive integer, or None for grids")
-        if not self.hidden or any(int(h) < 1 for h in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} is invalid: expected a list of positive channel counts")
+        """Each parameter on its own, as the constructor checks it (an attribute may have been assigned
+        since), then what depends on several together."""
+        check_params(self.get_params())
         fractions = [v for v in (self.val, self.test) if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if any(not 0 <= v < 1 for v in fractions) or sum(fractions) >= 1:
             raise ConfigError(f"val={self.val}, test={self.test} are invalid: expected fractions that leave data "
                               "for training, or the first timestamp of each split")
-        if self.ema is not None and (isinstance(self.ema, bool) or not isinstance(self.ema, (int, float))
-                                     or not 0 < self.ema < 1):
-            raise ConfigError(f"ema={self.ema!r} is invalid: expected a decay in (0, 1) such as 0.995, or None")
-        for name in ("feedback", "residual", "time_features", "cell_mean", "context_inputs", "count_head",
-                     "target_inputs", "counting"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid: expected True or False")
-        if self.peephole not in (None, "channel"):
-            raise ConfigError(f"peephole={self.peephole!r} is invalid: expected None or 'channel'")
         if self.peephole and str(self.model).lower() != "convlstm":
             raise ConfigError(f"peephole={self.peephole!r} is for model='convlstm' only (model={self.model!r} has no "
                               "cell state to peep at): leave peephole out")
@@ -166,8 +151,6 @@ class InputChecks:
                                   or not 1 <= steps <= self.input_steps):
             raise ConfigError(f"bptt_steps={steps!r} is invalid: expected an integer from 1 to "
                               f"input_steps={self.input_steps} (the frames backpropagated through), or None for all")
-        if not isinstance(self.context, (tuple, list)):
-            raise ConfigError(f"context={self.context!r} is invalid: expected a tuple such as ('ha', '1D', '7D')")
 
     @staticmethod
     def _check_array(da: Any, what: str) -> xr.DataArray:

@@ -9,7 +9,6 @@ fine density ``(T, C_t, H / u, W / u)`` on sub-cells of ``u`` pixels (``u`` divi
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -274,6 +273,11 @@ def _frame_loss(net, probe, batch, pool: int) -> torch.Tensor:
     return loss
 
 
+def _snapshot(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``net``'s weights and buffers (the best ones so far, restored at the end)."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
 def _validate(net, frames: _Frames, idx: np.ndarray, pool: int, batch: int) -> float | None:
     if len(idx) == 0:
         return None
@@ -343,7 +347,7 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
         net.eval()
         best = _validate(net, frames, val, pool, batch_size)
         if best is not None:
-            best_state = copy.deepcopy({k: v.detach().clone() for k, v in net.state_dict().items()})
+            best_state = _snapshot(net)
         log.info("counting pretraining start: val count loss %s", best)
     net.train()
     for epoch in range(1, max_epochs + 1):
@@ -371,7 +375,7 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
         log.info("counting pretraining epoch %d: val count loss %s", epoch, score)
         if score is not None and (best is None or score < best):
             best, bad = score, 0
-            best_state = copy.deepcopy({k: v.detach().clone() for k, v in net.state_dict().items()})
+            best_state = _snapshot(net)
         elif score is not None:
             bad += 1
         if (patience and bad >= patience) or (max_seconds and spent > max_seconds):
@@ -435,14 +439,19 @@ def front_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items() if any(k.startswith(p) for p in keep)}
 
 
+def _stage_px(strides: list[int], stage: int) -> int:
+    """Cumulative stride, in pixels, of the output of encoder stage ``stage``."""
+    return math.prod(strides[: stage + 1])
+
+
 def save_front(net: torch.nn.Module, path: Path, meta: dict[str, Any]) -> None:
     """Write the count front of ``net`` with ``meta`` (JSON-able: ``gsd``, ``target_scale``, ...)."""
     from safetensors.torch import save_file
 
     from trafficrnn.io._atomic import atomic_output
 
-    stride = math.prod(net.tile_encoder.strides[: net.count_stage + 1])
-    meta = {**meta, "encoder": net.tile_encoder.config, "count_stage_px": stride,
+    meta = {**meta, "encoder": net.tile_encoder.config,
+            "count_stage_px": _stage_px(net.tile_encoder.strides, net.count_stage),
             "density_per_cell": bool(net.density_per_cell)}
     with atomic_output(path, overwrite=True) as tmp:
         save_file(front_state(net), str(tmp), metadata={"trafficrnn": json.dumps(meta)})
@@ -475,7 +484,7 @@ def read_front(path: Path | None = None) -> tuple[dict[str, torch.Tensor], dict[
 
 
 def front_fits(meta: dict[str, Any], encoder: dict[str, Any], count_stage: int, bands: int, targets: int,
-               gsd: float | None, density_per_cell: bool = True) -> bool:
+               gsd: float | None) -> bool:
     """Whether a count front of ``meta`` can initialise an encoder of config ``encoder`` (the
     :class:`TileEncoder` arguments) counting at stage ``count_stage`` on images of ``bands`` bands
     and ``gsd`` metres, for ``targets`` target bands: same layers up to the count stage, GSD within
@@ -483,9 +492,9 @@ def front_fits(meta: dict[str, Any], encoder: dict[str, Any], count_stage: int, 
     enc = meta["encoder"]
     same = all(enc.get(k, d) == encoder.get(k, d) for k, d in (("width", 32), ("depth", 1), ("stem", True),
                                                                 ("norm", "channel"), ("max_width", 256)))
-    stride = math.prod((encoder.get("strides") or [])[: count_stage + 1])
+    stride = _stage_px(encoder.get("strides") or [], count_stage)
     return (same and bands == enc["in_channels"] and targets == 1 and meta["count_stage_px"] == stride
-            and meta.get("density_per_cell", False) == density_per_cell
+            and meta.get("density_per_cell", False)  # as the counting models are built
             and gsd is not None and abs(gsd - meta["gsd"]) <= FRONT_GSD_TOLERANCE * meta["gsd"])
 
 

@@ -50,10 +50,15 @@ def bounds_text(crs, transform: Affine, shape: tuple[int, int]) -> str:
     return f"({west:.10g}, {south:.10g}, {east:.10g}, {north:.10g}) in {f'EPSG:{epsg}' if epsg else crs.to_string()}"
 
 
+def same_pixels(crs, transform: Affine, shape: tuple[int, int], ref_crs, ref_transform: Affine,
+                ref_shape: tuple[int, int]) -> bool:
+    """Whether two grids of pixels are one: same CRS, shape and transform (to float tolerance)."""
+    return crs == ref_crs and tuple(shape) == tuple(ref_shape) and transform.almost_equals(ref_transform)
+
+
 def same_grid(da: xr.DataArray, ref: xr.DataArray) -> bool:
     """Whether two rasters share CRS, shape and transform."""
-    return (da.rio.crs == ref.rio.crs and da.shape[-2:] == ref.shape[-2:]
-            and da.rio.transform().almost_equals(ref.rio.transform()))
+    return same_pixels(da.rio.crs, da.rio.transform(), da.shape[-2:], ref.rio.crs, ref.rio.transform(), ref.shape[-2:])
 
 
 def reproject_like(da: xr.DataArray, ref: xr.DataArray) -> xr.DataArray:

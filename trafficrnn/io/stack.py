@@ -20,7 +20,8 @@ from rasterio.errors import RasterioError
 from trafficrnn.errors import GridError, InputFileError, MissingCRSError, StackMismatchError, TimestampError
 from trafficrnn.grid import check_north_up
 from trafficrnn.io._chunks import check_chunk_count
-from trafficrnn.io._warp import MIN_COVERAGE, bounds_text, footprint_share, reproject_like, same_grid
+from trafficrnn.io._warp import (MIN_COVERAGE, bounds_text, footprint_share, reproject_like, same_grid,
+                                same_pixels)
 from trafficrnn.io.timestamps import (
     as_naive_times, check_cadence, duplicates_message, parse_iso, parse_tiff_datetime, time_from_name,
     time_from_pattern,
@@ -165,7 +166,7 @@ def _compare(frames: list[_Frame], align: str) -> None:
 
 def _check_overlap(frame: _Frame, ref: _Frame) -> None:
     """Refuse a frame that would be mostly NaN once warped onto the first frame's grid."""
-    if frame.crs == ref.crs and frame.shape == ref.shape and frame.transform.almost_equals(ref.transform):
+    if same_pixels(frame.crs, frame.transform, frame.shape, ref.crs, ref.transform, ref.shape):
         return
     share = footprint_share(frame.crs, frame.transform, frame.shape, ref.crs, ref.transform, ref.shape)
     if share >= MIN_COVERAGE:
