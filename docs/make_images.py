@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 
 from trafficrnn.demo import find_sample  # noqa: E402
 from trafficrnn.io import read_netcdf, read_stack  # noqa: E402
-from trafficrnn.io._atomic import atomic_output  # noqa: E402
+from trafficrnn.io.atomic import atomic_output  # noqa: E402
 from trafficrnn.plot import plot_leads, plot_map  # noqa: E402
 
 DOCS_IMG = Path(__file__).resolve().parent / "img"

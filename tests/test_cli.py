@@ -166,12 +166,11 @@ def test_train__vehicles_outside_the_images(city, tmp_path):
 
 
 def test_train__model_options_reach_the_estimator(grids, tmp_path):
-    result = run("train", grids / "stack", *TINY, "--context", "ha", "--context-inputs", "--feedback", "--ema", "0.9",
-                 "--peephole", "--model", "convlstm", "--out", tmp_path / "m")
+    result = run("train", grids / "stack", *TINY, "--context", "ha", "--context-inputs", "--feedback",
+                 "--model", "convlstm", "--out", tmp_path / "m")
     assert result.exit_code == 0, result.output
     est = TrafficForecaster.load(tmp_path / "m")
-    assert est.context_inputs and est.feedback and est.ema == 0.9 and est.model_.config["feedback"]
-    assert est.peephole == "channel" and est.model_.config["cell_kwargs"] == {"peephole": "channel"}
+    assert est.context_inputs and est.feedback and est.model_.config["feedback"]
 
 
 def test_train__linear_lags_and_bptt_steps_reach_the_model(grids, tmp_path):
@@ -217,11 +216,21 @@ def test_info__incomplete_folder(tmp_path):
 
 def test_forecast__road_segments_geopackage(image_model, city, tmp_path):
     out, _ = image_model
-    result = run("forecast", out, city / "images", "--roads", city / "roads.gpkg", "--out", tmp_path / "seg.gpkg")
+    result = run("forecast", out, city / "images", "--segments", city / "roads.gpkg", "--out", tmp_path / "seg.gpkg")
     assert result.exit_code == 0, result.output
-    segments = gpd.read_file(tmp_path / "seg.gpkg")
+    assert "(GeoPackage, road segments)" in result.output
+    segments = gpd.read_file(tmp_path / "seg.gpkg", layer="segments")
     assert len(segments) == len(gpd.read_file(city / "roads.gpkg"))
     assert {"lead_30min", "lead_60min"} <= set(segments.columns)
+
+
+def test_forecast__cells_geopackage_by_default(image_model, city, tmp_path):
+    out, _ = image_model
+    result = run("forecast", out, city / "images", "--out", tmp_path / "cells.gpkg")
+    assert result.exit_code == 0, result.output
+    assert "(GeoPackage, cells)" in result.output
+    cells = gpd.read_file(tmp_path / "cells.gpkg", layer="cells")
+    assert len(cells) == 16 and {"row", "col", "lead_30min", "lead_60min"} <= set(cells.columns)
 
 
 @pytest.mark.parametrize("name", ["f.tif", "f.nc"])
@@ -236,17 +245,21 @@ def test_forecast__format_from_extension(image_model, city, tmp_path, name):
             assert src.count == 1 and src.crs.to_epsg() == 32633 and src.transform.a == 16.0
 
 
-def test_forecast__model_needs_its_roads(image_model, city, tmp_path):
+def test_forecast__model_remembers_its_roads(image_model, city, tmp_path):
     out, _ = image_model
-    one_line_error(run("forecast", out, city / "images", "--out", tmp_path / "f.tif"),
-                   "the model was trained with static layers ['road']")
-    assert not (tmp_path / "f.tif").exists()
+    assert (out / "static.tif").is_file()
+    kept = run("forecast", out, city / "images", "--out", tmp_path / "kept.tif")
+    assert kept.exit_code == 0, kept.output
+    given = run("forecast", out, city / "images", "--roads", city / "roads.gpkg", "--out", tmp_path / "given.tif")
+    assert given.exit_code == 0, given.output
+    with rasterio.open(tmp_path / "kept.tif") as a, rasterio.open(tmp_path / "given.tif") as b:
+        assert a.count == 2 and (a.read() == b.read()).all()
 
 
 def test_evaluate__table_csv_json(image_model, city, tmp_path):
     out, _ = image_model
-    result = run("evaluate", out, city / "images", "--vehicles", city / "vehicles.gpkg", "--roads",
-                 city / "roads.gpkg", "--csv", tmp_path / "s.csv", "--json", tmp_path / "s.json")
+    result = run("evaluate", out, city / "images", "--vehicles", city / "vehicles.gpkg",  # its roads: kept
+                 "--csv", tmp_path / "s.csv", "--json", tmp_path / "s.json")
     assert result.exit_code == 0, result.output
     assert "convlstm vs baselines on the test split" in result.output and "skill_rmse" in result.output
     table = pd.read_csv(tmp_path / "s.csv")
@@ -273,9 +286,10 @@ def test_compare__writes_table_json_png(grids, tmp_path):
 
 def test_compare__members_trains_ensembles(grids, tmp_path):
     out = tmp_path / "cmp"
-    result = run("compare", grids / "stack", *TINY, "--models", "convgru", "--members", "2", "--out", out)
+    result = run("compare", grids / "stack", *TINY, "--models", "convgru", "--members", "2", "--max-minutes", "0",
+                 "--out", out)
     assert result.exit_code == 0, result.output
-    assert "training   convgru-ensemble2 (at most" not in result.output  # no --max-minutes given
+    assert "training   convgru-ensemble2 (at most" not in result.output  # --max-minutes 0: no time limit
     assert "training   convgru-ensemble2 ..." in result.output and "1 epochs per member" in result.output
     summary = json.loads((out / "comparison.json").read_text())["summary"]
     assert [(r["model"], r["members"]) for r in summary] == [("convgru-ensemble2", 2), ("persistence", None),
@@ -283,18 +297,6 @@ def test_compare__members_trains_ensembles(grids, tmp_path):
 
 
 # -- user mistakes: one line, status 2, nothing written ------------------------------------
-
-def test_train__lead_weights_not_numbers(grids, tmp_path):
-    result = run("train", grids / "stack", *TINY, "--lead-weights", "2,x", "--out", tmp_path / "m")
-    assert result.exit_code == 2 and "'2,x' is not a comma-separated list of numbers" in result.output
-    assert not (tmp_path / "m").exists()
-
-
-def test_train__lead_weights_of_the_wrong_length(grids, tmp_path):
-    one_line_error(run("train", grids / "stack", *TINY, "--lead-weights", "2,1,1", "--out", tmp_path / "m"),
-                   "lead_weights=(2.0, 1.0, 1.0) is invalid: expected 2 finite weights")
-    assert not (tmp_path / "m").exists()
-
 
 def test_forecast__missing_stack(grids, tmp_path):
     one_line_error(run("forecast", grids / "model", tmp_path / "nope", "--out", tmp_path / "f.tif"), "does not exist")
@@ -313,10 +315,17 @@ def test_forecast__wrong_extension(grids, tmp_path):
     assert not (tmp_path / "f.png").exists()
 
 
-def test_forecast__roads_need_a_geopackage(grids, city, tmp_path):
-    one_line_error(run("forecast", grids / "model", grids / "stack", "--roads", city / "roads.gpkg",
+def test_forecast__segments_need_a_geopackage(grids, city, tmp_path):
+    one_line_error(run("forecast", grids / "model", grids / "stack", "--segments", city / "roads.gpkg",
                        "--out", tmp_path / "f.nc"), "road segments need a .gpkg output")
     assert not (tmp_path / "f.nc").exists()
+
+
+def test_forecast__roads_for_a_model_without_static_layers(grids, city, tmp_path):
+    one_line_error(run("forecast", grids / "model", grids / "stack", "--roads", city / "roads.gpkg",
+                       "--out", tmp_path / "f.gpkg"), "uses no static layer (it was trained without --roads); "
+                                                      "drop --roads (for a forecast per road segment: --segments")
+    assert not (tmp_path / "f.gpkg").exists()
 
 
 @pytest.mark.parametrize("case, message", [

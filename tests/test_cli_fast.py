@@ -76,6 +76,34 @@ def test_main__model_names_are_the_registry():
     assert sorted(MODEL_NAMES) == list_models()
 
 
+def test_defaults__one_set_for_the_api_and_the_cli():
+    import inspect
+
+    from trafficrnn.estimator import TrafficForecaster
+    from trafficrnn.params import DEFAULTS
+
+    signature = inspect.signature(TrafficForecaster.__init__).parameters
+    assert {name: signature[name].default for name in DEFAULTS} == DEFAULTS
+    cli_names = {"model": "model_name", "max_time": "max_minutes"}
+    for command in ("train", "compare"):
+        options = {p.name: p.default for p in main.get_command(None, command).params}
+        for name, value in DEFAULTS.items():
+            if name == "model" and command == "compare":
+                continue  # compare trains every model (--models)
+            found = options[cli_names.get(name, name)]
+            expected = {"hidden": "32,32", "devices": "1"}.get(name, value)
+            assert found == expected, (command, name)
+    assert DEFAULTS["model"] == "convgru" and DEFAULTS["input_steps"] == 8 and DEFAULTS["max_time"] == 5.0
+
+
+def test_train__help_states_the_defaults():
+    proc = cli("train", "--help")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("convgru, 8 frames in, 6 leads out, at most 5 minutes (--max-minutes 0: no", "[default: convgru]",
+                 "[default: 8; x>=1]", "[default: 5.0; x>=0]"):
+        assert text in " ".join(proc.stdout.split()), text
+
+
 # -- mistyped names ---------------------------------------------------------------------------------
 
 def test_info__missing_folder_says_so_and_names_the_close_one(tmp_path):

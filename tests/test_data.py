@@ -53,22 +53,23 @@ def test_time_features__hand_values():
 
 
 def test_time_features__same_wall_clock_in_summer_and_winter():
-    # both Mondays, 08:00 local
-    out = time_features(pd.DatetimeIndex(["2024-01-01 08:00", "2024-07-01 08:00"]), timezone="America/New_York")
+    # both Mondays, 08:00 local (naive wall-clock times of a stack that records its zone)
+    out = time_features(pd.DatetimeIndex(["2024-01-01 08:00", "2024-07-01 08:00"]), timezone="America/New_York",
+                        naive_zone="America/New_York")
     np.testing.assert_array_equal(out[0], out[1])
 
 
 def test_time_features__spring_forward_day_naive():
     # 2024-03-10 (Sunday): 02:00-03:00 does not exist in New York; naive wall-clock times are kept as they read
     times = pd.date_range("2024-03-10 00:00", periods=6, freq="h")
-    out = time_features(times, timezone="America/New_York")
+    out = time_features(times, timezone="America/New_York", naive_zone="America/New_York")
     np.testing.assert_allclose(out, hour_features(np.arange(6), 6), atol=1e-6)
 
 
 def test_time_features__fall_back_day_naive_ambiguous_hour():
     # 2024-11-03 (Sunday): 01:30 happens twice in New York; both readings get the 01:30 features
     times = pd.DatetimeIndex(["2024-11-03 00:30", "2024-11-03 01:30", "2024-11-03 01:30", "2024-11-03 02:30"])
-    out = time_features(times, timezone="America/New_York")
+    out = time_features(times, timezone="America/New_York", naive_zone="America/New_York")
     np.testing.assert_allclose(out, hour_features([0.5, 1.5, 1.5, 2.5], 6), atol=1e-6)
 
 

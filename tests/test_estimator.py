@@ -1,5 +1,7 @@
 """Tests of TrafficForecaster: fit / predict / evaluate on both paths, refusals, determinism."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,16 +223,6 @@ def test_fit__context_inputs_join_the_encoder(tmp_path):
     np.testing.assert_array_equal(again.predict(da).values, fc.values)
 
 
-def test_fit__convlstm_peephole_is_built_saved_and_loaded(tmp_path):
-    da = density_series(periods=100)
-    est = TrafficForecaster("convlstm", peephole="channel", **FAST).fit(da)
-    cells = list(est.model_.encoder_cells) + list(est.model_.forecaster_cells)
-    assert all(c.peephole == "channel" and c.peephole_weight.shape == (3, 8, 1, 1) for c in cells)
-    again = TrafficForecaster.load(est.save(tmp_path / "m"))
-    assert again.peephole == "channel"
-    np.testing.assert_array_equal(again.predict(da).values, est.predict(da).values)
-
-
 def test_fit__linear_lags_build_a_linear_term_that_is_saved_and_loaded(tmp_path):
     da = density_series(periods=100)
     est = TrafficForecaster("convgru", linear_lags=2, context=("ha",), cell_mean=True, **FAST).fit(da)
@@ -271,15 +263,6 @@ def test_fit__bptt_steps_truncate_training_only(tmp_path):
 def test_fit__linear_lags_refused(params, match):
     with pytest.raises(ConfigError, match=match):
         TrafficForecaster("convlstm", **{**FAST, **params}).fit(density_series(periods=60))
-
-
-@pytest.mark.parametrize("model, value, match", [
-    ("convgru", "channel", "is for model='convlstm' only"),
-    ("convlstm", "position", r"peephole='position' is invalid: expected None or 'channel'"),
-])
-def test_fit__peephole_refused(model, value, match):
-    with pytest.raises(ConfigError, match=match):
-        TrafficForecaster(model, peephole=value, **FAST).fit(density_series(periods=60))
 
 
 def test_prediction_batch__context_maps_equal_training_windows():
@@ -331,11 +314,31 @@ def test_fit__target_inputs_on_the_density_path():
         TrafficForecaster("convgru", target_inputs=True, **FAST).fit(density_series(periods=60))
 
 
-def test_predict__static_layers_required_when_trained_with_them():
+@pytest.fixture(scope="module")
+def static_model():
     da = density_series(periods=120)
-    est = TrafficForecaster("convgru", **FAST).fit(da, static=road_layer())
+    return TrafficForecaster("convgru", **FAST).fit(da, static=road_layer()), da
+
+
+def test_predict__kept_static_layers_when_not_given(static_model):
+    est, da = static_model
+    np.testing.assert_array_equal(est.static_.values, road_layer().values)
+    np.testing.assert_array_equal(est.predict(da).values, est.predict(da, static=road_layer()).values)
+
+
+def test_predict__kept_static_layers_only_on_the_training_grid(static_model):
+    est, da = static_model
+    with pytest.raises(ModelMismatchError, match=r"keeps its static layers \['lanes'\] on its training grid "
+                                                 r"Grid\(.*shape=\(4, 5\).*the stack is on Grid\(.*shape=\(4, 3\)"):
+        est.predict(da.isel(x=slice(0, 3)))
+
+
+def test_predict__static_layers_required_when_not_kept(static_model):
+    est, da = static_model
+    old = copy.copy(est)
+    old.static_ = None  # as a model saved before the layers were kept
     with pytest.raises(ModelMismatchError, match=r"trained with static layers \['lanes'\]"):
-        est.predict(da)
+        old.predict(da)
 
 
 def test_fit__static_layers_on_another_grid():

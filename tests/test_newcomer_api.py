@@ -45,10 +45,6 @@ def test_trafficforecaster__unknown_model_refused_at_construction():
     ({"crop": (4, 0)}, r"crop=\(4, 0\) is invalid: expected a crop size in cells"),
     ({"val": 1.2}, r"val=1.2 is invalid: expected a fraction in \[0, 1\), or the first time of the val part"),
     ({"test": "last week"}, "test='last week' is invalid"),
-    ({"ema": 1.0}, r"ema=1.0 is invalid: expected a decay in \(0, 1\)"),
-    ({"peephole": "position"}, "peephole='position' is invalid: expected None or 'channel'"),
-    ({"lead_weights": (1.0, -1.0), "horizon": 2}, r"lead_weights=\(1.0, -1.0\) is invalid: expected 2 finite "
-                                                  r"weights >= 0 \(one per lead, horizon=2\)"),
     ({"linear_lags": -1, "input_steps": 6}, r"linear_lags=-1 is invalid: expected an integer from 0 \(no linear "
                                             r"term\) to input_steps=6"),
     ({"bptt_steps": 0, "input_steps": 6}, "bptt_steps=0 is invalid: expected an integer from 1 to input_steps=6"),
@@ -85,8 +81,7 @@ def test_trafficforecaster__every_lightning_precision_accepted(precision):
 VALID = dict(model="ConvLSTM", input_steps=np.int64(4), horizon=2, tile_size=16, hidden=[8, 8], kernel_size=5,
              time_features=np.bool_(False), timezone="America/New_York", lr=np.float32(1e-3), weight_decay=0,
              max_time=0.5, patience=0, val="2024-05-01T06:00", test=0.0, crop=(4, 6), log1p=True,
-             precision="bf16-mixed", context=["ha", "1D"], ema=0.99, peephole="channel",
-             lead_weights=np.array([2.0, 1.0]), linear_lags=0, bptt_steps=np.int32(2), progress=False)
+             precision="bf16-mixed", context=["ha", "1D"], linear_lags=0, bptt_steps=np.int32(2), progress=False)
 
 
 def test_clone__keeps_every_valid_value():
@@ -94,8 +89,7 @@ def test_clone__keeps_every_valid_value():
     again = clone(est)  # sklearn builds TrafficForecaster(**copies of the params) and checks nothing was changed
     assert again is not est
     for key, value in est.get_params().items():
-        assert np.array_equal(again.get_params()[key], value) if key == "lead_weights" else \
-            again.get_params()[key] == value, key
+        assert again.get_params()[key] == value, key
 
 
 def test_clone__of_the_default():
@@ -122,10 +116,10 @@ def test_set_params__unknown_name():
 
 def test_set_params__combinations_left_to_fit():
     # each value is valid alone: set one after the other, as sklearn's set_params may
-    est = TrafficForecaster("convgru", horizon=2, lead_weights=(2.0, 1.0))
-    est.set_params(horizon=3)
-    est.set_params(lead_weights=(2.0, 1.0, 1.0))
-    assert est.get_params()["lead_weights"] == (2.0, 1.0, 1.0)
+    est = TrafficForecaster("convgru", input_steps=2, bptt_steps=2)
+    est.set_params(bptt_steps=3)  # above input_steps=2 until the next call
+    est.set_params(input_steps=3)
+    assert est.get_params()["bptt_steps"] == 3
 
 
 def test_check_params__covers_the_documented_settings():
@@ -242,7 +236,7 @@ def test_info__imports_no_torch(saved):
 def test_read_config__imports_no_torch(saved):
     code = ("import sys\nfrom trafficrnn.persist import read_config\n"
             "assert read_config(sys.argv[1])['model'] == 'convgru'\n"
-            "assert 'torch' not in sys.modules and 'trafficrnn.models' not in sys.modules\n")
+            "assert 'torch' not in sys.modules and 'trafficrnn.models.forecaster' not in sys.modules\n")
     proc = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

@@ -5,12 +5,14 @@ import pickle
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 
 from trafficrnn.errors import ModelFileError, OutputExistsError
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.persist import _sha256
 
-from .test_estimator import FAST, density_series
+from .test_estimator import FAST, density_series, road_layer
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def test_load__model_saved_before_the_newer_parameters(tmp_path):
                             **FAST).fit(images, target)
     path = est.save(tmp_path / "old")
     config = json.loads((path / "config.json").read_text())
-    for key in ("context_inputs", "count_head", "feedback", "ema", "target_inputs", "counting"):
+    for key in ("context_inputs", "count_head", "feedback", "target_inputs", "counting"):
         config["params"].pop(key)
     config.pop("gsd")
     (path / "config.json").write_text(json.dumps(config))
@@ -184,4 +186,55 @@ def test_load__missing_weights(saved, tmp_path):
     path = copy_model(saved, tmp_path)
     (path / "model.safetensors").unlink()
     with pytest.raises(ModelFileError, match="model.safetensors is missing"):
+        TrafficForecaster.load(path)
+
+
+# -- static layers kept with the model -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved_static(tmp_path_factory):
+    da = density_series(periods=100)
+    est = TrafficForecaster("convgru", **FAST).fit(da, static=road_layer())
+    return est, da, est.save(tmp_path_factory.mktemp("models") / "static-model")
+
+
+def test_save__static_layers_kept_as_a_geotiff_on_the_grid(saved_static):
+    est, da, path = saved_static
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "static.tif"]
+    assert json.loads((path / "config.json").read_text())["static_sha256"] == _sha256(path / "static.tif")
+    with rasterio.open(path / "static.tif") as src:
+        assert src.descriptions == ("lanes",) and src.crs == est.grid_.crs and src.transform == est.grid_.transform
+        np.testing.assert_array_equal(src.read(), road_layer().values)
+
+
+def test_load__kept_static_layers_predict_as_given_ones(saved_static):
+    est, da, path = saved_static
+    again = TrafficForecaster.load(path)
+    np.testing.assert_array_equal(again.predict(da).values, est.predict(da, static=road_layer()).values)
+
+
+def test_load__tampered_static_layers(saved_static, tmp_path):
+    path = copy_model(saved_static, tmp_path)
+    data = bytearray((path / "static.tif").read_bytes())
+    data[-1] ^= 0xFF
+    (path / "static.tif").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"static\.tif: checksum .* does not match the config's"):
+        TrafficForecaster.load(path)
+
+
+def test_load__missing_static_layers(saved_static, tmp_path):
+    path = copy_model(saved_static, tmp_path)
+    (path / "static.tif").unlink()
+    with pytest.raises(ModelFileError, match=r"static\.tif is missing: the model keeps its static layers \['lanes'\]"):
+        TrafficForecaster.load(path)
+
+
+def test_load__static_layers_off_the_model_grid(saved_static, tmp_path):
+    path = copy_model(saved_static, tmp_path)
+    with rasterio.open(path / "static.tif", "r+") as dst:
+        dst.transform = Affine(100, 0, 600000, 0, -100, 5000000)  # same cells, 100 km further east
+    config = json.loads((path / "config.json").read_text())
+    config["static_sha256"] = _sha256(path / "static.tif")  # a consistent but crafted folder
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFileError, match=r"do not match the config's static layers \['lanes'\] on the model's grid"):
         TrafficForecaster.load(path)

@@ -37,10 +37,10 @@ _CHECKPOINTS = ("last.ckpt", "best.ckpt")
 
 def run_record(params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """What ``run.json`` holds when a run starts: format, settings and data description (JSON-ready)."""
-    from trafficrnn.persist import _jsonable
+    from trafficrnn.persist import jsonable
 
     # through JSON and back, so that it compares equal to what a later run reads from run.json
-    return json.loads(json.dumps({"format": FORMAT, "settings": _jsonable(params), "data": _jsonable(data),
+    return json.loads(json.dumps({"format": FORMAT, "settings": jsonable(params), "data": jsonable(data),
                                   "finished": None}))
 
 
@@ -166,14 +166,14 @@ def load_state(path: Path, module) -> None:
 
 def finish(root: Path, record: dict[str, Any], finished: dict[str, Any]) -> None:
     """Record how the run ended in ``run.json`` (atomically)."""
-    from trafficrnn.persist import _jsonable
+    from trafficrnn.persist import jsonable
 
-    write(root, {**record, "finished": _jsonable(finished)})
+    write(root, {**record, "finished": jsonable(finished)})
 
 
 def write(root: Path, record: dict[str, Any]) -> None:
     """Write ``run.json`` in ``root`` (created if missing) through a temporary file and a rename."""
-    from trafficrnn.io._atomic import atomic_output
+    from trafficrnn.io.atomic import atomic_output
 
     root.mkdir(parents=True, exist_ok=True)
     with atomic_output(root / RUN_FILE, overwrite=True) as tmp:

@@ -123,22 +123,13 @@ class InputChecks:
         """Each parameter on its own, as the constructor checks it (an attribute may have been assigned
         since), then what depends on several together."""
         check_params(self.get_params())
-        fractions = [v for v in (self.val, self.test) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        given = (self.val, self.test)
+        if any(v is not None for v in given):  # one set, the other None: that one is 0.15 (trafficrnn.splits)
+            given = tuple(0.15 if v is None else v for v in given)
+        fractions = [v for v in given if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if any(not 0 <= v < 1 for v in fractions) or sum(fractions) >= 1:
             raise ConfigError(f"val={self.val}, test={self.test} are invalid: expected fractions that leave data "
                               "for training, or the first timestamp of each split")
-        if self.peephole and str(self.model).lower() != "convlstm":
-            raise ConfigError(f"peephole={self.peephole!r} is for model='convlstm' only (model={self.model!r} has no "
-                              "cell state to peep at): leave peephole out")
-        if self.lead_weights is not None:
-            weights = self.lead_weights
-            ok = isinstance(weights, (tuple, list, np.ndarray)) and len(weights) == self.horizon and all(
-                isinstance(w, (int, float, np.integer, np.floating)) and not isinstance(w, bool)
-                and np.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0
-            if not ok:
-                raise ConfigError(f"lead_weights={weights!r} is invalid: expected {self.horizon} finite weights >= 0 "
-                                  f"(one per lead, horizon={self.horizon}) with a positive sum, e.g. "
-                                  f"{tuple([2.0] + [1.0] * (self.horizon - 1))}, or None")
         lags = self.linear_lags
         if isinstance(lags, bool) or not isinstance(lags, (int, np.integer)) or not 0 <= lags <= self.input_steps:
             raise ConfigError(f"linear_lags={lags!r} is invalid: expected an integer from 0 (no linear term) to "

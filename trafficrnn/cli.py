@@ -14,11 +14,12 @@ import click
 
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
-    _FILE, ALIGN_HELP, COVARIATES_HELP, FORECAST_FORMATS, MODEL_NAMES, STACK_ALIGN_HELP, TIME_PATTERN_HELP,
+    _FILE, ALIGN_HELP, COVARIATES_HELP, MODEL_NAMES, STACK_ALIGN_HELP, TIME_PATTERN_HELP,
     _align_images, _check_outputs, _covariates, _data_kwargs, _ensemble_options, _load_model, _model_folder,
     _model_list, _prepare_training, _read_vector, _static, _table_json, _target, _training_options, _write_text,
 )
 from trafficrnn.errors import TrafficRNNError
+from trafficrnn.params import DEFAULTS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -123,6 +124,15 @@ def inspect(stack: str, time_pattern: str | None, align: str, allow_gaps: bool) 
     click.echo(f"bounds     {tuple(round(v, 6) for v in images.rio.bounds())}")
     gaps = images.attrs.get("gaps") or []
     click.echo(f"gaps       {len(gaps)}" + (f": {', '.join(gaps[:5])}" if gaps else ""))
+    import pandas as pd
+
+    from trafficrnn.splits import published_split
+
+    published = published_split(images)
+    if published is not None:
+        parts = published.parts_in(pd.DatetimeIndex(times))
+        click.echo(f"split      published: {published.describe()} (this stack holds its {', '.join(parts) or 'no'} "
+                   f"part{'s' if len(parts) > 1 else ''}; train / evaluate / compare use it unless --val / --test)")
 
 
 @main.command(context_settings=CONTEXT)
@@ -153,7 +163,7 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
 
 @main.command(context_settings=CONTEXT)
 @click.argument("stack")
-@click.option("--model", "model_name", default="convlstm", show_default=True,
+@click.option("--model", "model_name", default=DEFAULTS["model"], show_default=True,
               type=click.Choice(MODEL_NAMES, case_sensitive=False))
 @click.option("--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json).")
 @click.option("--checkpoint-dir", type=click.Path(), default=None,
@@ -168,13 +178,15 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
     """Train a ConvLSTM or ConvGRU on a GeoTIFF stack and save it.
 
     STACK holds aerial images (with --target or --vehicles and --tile-size), or density / flow
-    grids that are their own target (no --target, no --tile-size).
+    grids that are their own target (no --target, no --tile-size). The defaults are those of
+    TrafficForecaster: convgru, 8 frames in, 6 leads out, at most 5 minutes (--max-minutes 0: no
+    limit). Static layers (--roads) are saved with the model: forecast and evaluate reuse them.
 
     \b
     Examples:
       trafficrnn train city/images --vehicles city/vehicles.gpkg --roads city/roads.gpkg \\
-          --tile-size 64 --model convgru --input-steps 8 --horizon 6 --max-minutes 5 --out my-model
-      trafficrnn train grids/ --model convlstm --out flow-model
+          --tile-size 64 --out my-model
+      trafficrnn train grids/ --model convlstm --input-steps 12 --out flow-model
       trafficrnn train grids/ --model convgru --members 2 --jobs 2 --max-minutes 10 --out flow-ensemble
       trafficrnn train grids/ --max-minutes 60 --checkpoint-dir runs/flow --out flow-model
       trafficrnn train grids/ --max-minutes 60 --checkpoint-dir runs/flow --resume --out flow-model  # after a kill
@@ -203,8 +215,13 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
                f"{first['period'][1][:16]}), grid {est.grid_.shape[0]}×{est.grid_.shape[1]} cells, "
                f"bands {', '.join(est.bands_)}")
     epochs = ", ".join(str(r["epochs"]) for r in runs)
-    click.echo(f"epochs     {epochs}  ({s['train_seconds']:.1f} s{' per member' if members > 1 else ''})")
+    wall = s.get("wall_seconds")  # all of fit: set-up, training, validation (a fraction of epochs: the last one cut)
+    click.echo(f"epochs     {epochs}  ({s['train_seconds']:.1f} s training{' per member' if members > 1 else ''}"
+               + (f", {wall:.1f} s in all)" if wall is not None else ")"))
     click.echo(f"best val   {best}")
+    lines = _split_lines(first.get("split") or {}, 0, first.get("split_source"))
+    for key, value in [lines[0]] + [line for line in lines[1:] if line[1].startswith("split by")]:
+        click.echo(f"{key:<10} {value}")  # the ranges and which split (the overlap note is for `info`)
     click.echo(f"parameters {s['parameters']:,}" + (f" ({members} members)" if members > 1 else ""))
     click.echo(f"saved      {out}  (see `trafficrnn info {out}`)")
 
@@ -213,9 +230,14 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
 @click.argument("model")
 @click.argument("stack")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="forecast.tif (COG), forecast.nc (CF-NetCDF) or forecast.gpkg (cells or road segments).")
+              help="forecast.tif (COG), forecast.nc (CF-NetCDF) or forecast.gpkg (one polygon per cell, or "
+                   "per road segment with --segments).")
+@click.option("--segments", default=None, type=_FILE,
+              help="Road lines: write the .gpkg per road segment (length-weighted mean of its cells) instead "
+                   "of per cell.")
 @click.option("--roads", default=None, type=_FILE,
-              help="Road lines: segments in the .gpkg, and the static channel of a model trained with --roads.")
+              help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
+                   "layer saved with the model, on its training grid).")
 @click.option("--horizon", default=None, type=click.IntRange(1), help="Lead steps (at most the trained horizon).")
 @click.option("--target", default=None, help="Observed targets of the input frames (models trained with --target-inputs).")
 @click.option("--vehicles", default=None, type=_FILE, help="Vehicle points of the input frames (--target-inputs models).")
@@ -229,53 +251,59 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
 @click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int | None, target: str | None,
-             vehicles: str | None, covariates: str | None, window: int | None, halo: int | None,
+def forecast(model: str, stack: str, out: str, segments: str | None, roads: str | None, horizon: int | None,
+             target: str | None, vehicles: str | None, covariates: str | None, window: int | None, halo: int | None,
              scheduler: str | None, align: str, time_pattern: str | None, allow_gaps: bool, overwrite: bool) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
     \b
     Examples:
       trafficrnn forecast my-model city/images --out forecast.tif
-      trafficrnn forecast my-model city/images --roads city/roads.gpkg --out segments.gpkg
+      trafficrnn forecast my-model city/images --out cells.gpkg
+      trafficrnn forecast my-model city/images --segments city/roads.gpkg --out segments.gpkg
       trafficrnn forecast my-model big/images --out big.tif --window 64 --scheduler tcp://host:8786
     """
     from pathlib import Path
 
     from trafficrnn.checks import gdalwarp_line
     from trafficrnn.errors import ConfigError
-    from trafficrnn.io import read_stack, to_geopackage, to_geotiff, to_netcdf
+    from trafficrnn.io import WRITERS, get_writer, read_stack
 
-    suffix = Path(out).suffix.lower()
-    _check_outputs([out], overwrite, tuple(FORECAST_FORMATS))
+    _check_outputs([out], overwrite, tuple(WRITERS))
+    writer, output = get_writer(out), WRITERS.info(Path(out).suffix)
+    if segments and not output.segments:
+        raise ConfigError(f"--segments with --out {out}: road segments need a .gpkg output; use "
+                          "--out forecast.gpkg, or drop --segments")
     est = _load_model(model)
-    if roads and suffix != ".gpkg" and not est.static_bands_:
-        raise ConfigError(f"--roads with --out {out}: road segments need a .gpkg output and the model uses no "
-                          "static road layer; use --out forecast.gpkg, or drop --roads")
+    if roads and not est.static_bands_:
+        raise ConfigError(f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads "
+                          "(for a forecast per road segment: --segments ROADS.gpkg --out forecast.gpkg)")
     roads_gdf = _read_vector(roads, "--roads") if roads else None
+    segments_gdf = _read_vector(segments, "--segments") if segments else None
     if window or scheduler:
         if align != "exact":
             raise ConfigError(f"--align {align} is not available with --window/--scheduler: warp the stack onto "
                               f"the model's pixels first ({gdalwarp_line(est.grid_)}, per frame), or drop --window")
-        if suffix not in (".tif", ".tiff") or roads_gdf is not None:
+        if not output.streams:
             raise ConfigError(f"--window/--scheduler stream the forecast into a COG: use --out forecast.tif "
-                              f"(got {out}) and no --roads")
+                              f"(got {out})")
         from trafficrnn.inference import connect, forecast_large
 
         client = connect(scheduler) if scheduler else None
         try:
             images = read_stack(stack, time=time_pattern, allow_gaps=allow_gaps, chunks={})
+            static = _static(roads_gdf, images, est.grid_.tile_size) if roads_gdf is not None else None
             path = forecast_large(est, images, out, window=window, halo=halo, client=client, horizon=horizon,
-                                  overwrite=overwrite, covariates=_covariates(covariates))
+                                  overwrite=overwrite, covariates=_covariates(covariates), static=static)
         finally:
             if client is not None:
                 client.close()
-        click.echo(f"wrote {path} (GeoTIFF (COG), windows of {window or 'default'} cells)")
+        click.echo(f"wrote {path} ({output.label}, windows of {window or 'default'} cells)")
         return
     images = read_stack(stack, time=time_pattern, align="reproject" if align == "reproject" else "strict",
                         allow_gaps=allow_gaps, chunks={})
     recent = _align_images(images.isel(time=slice(-est.history_needed, None)).load(), est, align)
-    static = _static(roads_gdf, recent, est.grid_.tile_size) if est.static_bands_ else None
+    static = _static(roads_gdf, recent, est.grid_.tile_size) if roads_gdf is not None else None  # else: the model's
     extra = _data_kwargs(static, covariates)
     if est.target_inputs:
         if not (target or vehicles):
@@ -284,14 +312,9 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
         tile = est.grid_.tile_size
         extra["target"] = _target(recent, target, vehicles, tile if tile > 1 else None, allow_gaps)[0]
     fc = est.predict(recent, horizon=horizon, align=align, **extra)
-    if suffix == ".gpkg":
-        to_geopackage(fc, out, segments=roads_gdf, overwrite=overwrite)
-    elif suffix == ".nc":
-        to_netcdf(fc, out, overwrite=overwrite)
-    else:
-        to_geotiff(fc, out, overwrite=overwrite)
+    writer(fc, out, overwrite=overwrite, **({"segments": segments_gdf} if output.segments else {}))
     leads = [f"+{int(v.astype('timedelta64[m]').astype(int))}min" for v in fc["lead"].values]
-    kind = FORECAST_FORMATS[suffix] + (", road segments" if roads_gdf is not None and suffix == ".gpkg" else "")
+    kind = output.label + ((", road segments" if segments_gdf is not None else ", cells") if output.segments else "")
     click.echo(f"wrote {out} ({kind}): {len(leads)} lead(s) "
                f"{leads[0]} … {leads[-1]}, issued {fc.attrs['issued']}, model {fc.attrs['model']}")
 
@@ -301,7 +324,9 @@ def forecast(model: str, stack: str, out: str, roads: str | None, horizon: int |
 @click.argument("stack")
 @click.option("--target", default=None, help="Target stack on the model's grid (vehicles per cell).")
 @click.option("--vehicles", default=None, type=_FILE, help="Vehicle points, counted per cell and frame.")
-@click.option("--roads", default=None, type=_FILE, help="Road lines (static channel of a model trained with them).")
+@click.option("--roads", default=None, type=_FILE,
+              help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
+                   "layer saved with the model, on its training grid).")
 @click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
 @click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "all"]),
               help="Windows scored: the chronological test or val split, or every window of STACK.")
@@ -330,16 +355,22 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
     _check_outputs([csv_path], overwrite, (".csv",))
     _check_outputs([json_path], overwrite, (".json",))
     est = _load_model(model)
+    if roads and not est.static_bands_:
+        from trafficrnn.errors import ConfigError
+
+        raise ConfigError(f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads")
     images = _align_images(read_stack(stack, time=time_pattern, align="reproject" if align == "reproject" else "strict",
                                       allow_gaps=allow_gaps), est, align)
     tile = est.grid_.tile_size
     truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
     roads_gdf = _read_vector(roads, "--roads") if roads else None
-    static = _static(roads_gdf, images, tile) if est.static_bands_ else None
+    static = _static(roads_gdf, images, tile) if roads_gdf is not None else None  # else: the model's own
     table = score(est, images, truth, split=None if split == "all" else split, align=align, progress=not quiet,
                   **_data_kwargs(static, covariates))
     click.echo(f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
                f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})")
+    if split != "all":
+        click.echo(f"split by {table.attrs.get('split_source')}")
     click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
     if csv_path:
         _write_text(csv_path, table.to_csv(), overwrite)
@@ -376,7 +407,7 @@ def compare_command(stack: str, models: list[str], out_dir: str, members: int, j
     import matplotlib.pyplot as plt
 
     from trafficrnn.compare import compare, comparison_table, plot_comparison
-    from trafficrnn.io._atomic import atomic_output
+    from trafficrnn.io.atomic import atomic_output
 
     out = Path(out_dir)
     files = {ext: out / f"comparison.{ext}" for ext in ("csv", "json", "png")}
@@ -435,7 +466,8 @@ def info(model: str) -> None:
         ("input", f"{', '.join(config['input_bands'])}" + (" (density-only: the stack is its own target)"
                                                             if config["density_only"] else "")),
         ("target", f"{', '.join(config['bands'])} ({config['units']})"),
-        ("static", ", ".join(config.get("static_bands") or []) or "none"),
+        ("static", (", ".join(config.get("static_bands") or []) or "none")
+                   + (" (saved with the model: static.tif)" if config.get("static_sha256") else "")),
         ("covariates", ", ".join((config.get("covariates") or {}).get("columns") or []) or "none"),
         ("tile size", f"{grid['tile_size']} px per cell"),
         ("cadence", f"{to_offset(pd.Timedelta(config['cadence'])).freqstr} ({config['cadence']})"),
@@ -445,7 +477,7 @@ def info(model: str) -> None:
         ("transform", f"({t[0]:g}, {t[1]:g}, {t[2]:.6f}, {t[3]:g}, {t[4]:g}, {t[5]:.6f})"),
         ("bounds", f"({', '.join(f'{v:.6f}' for v in bounds)})"),
         ("period", " → ".join(summary.get("period") or ["?", "?"])),
-        *_split_lines(split, params["input_steps"]),
+        *_split_lines(split, params["input_steps"], summary.get("split_source")),
         ("training", f"{summary.get('epochs', '?')} epochs in {summary.get('train_seconds', '?')} s, best val loss "
                      f"{'n/a' if best is None else f'{best:.4g}'}, {summary.get('parameters', 0):,} parameters"),
         ("saved by", f"trafficrnn {config['trafficrnn_version']}" + (f" (this is {ours})"
@@ -461,8 +493,9 @@ def info(model: str) -> None:
         click.echo(f"{key:<10} {value}")
 
 
-def _split_lines(split: dict, input_steps: int) -> list[tuple[str, str]]:
-    """The ``split`` line of ``info``, and why neighbouring parts overlap where they do."""
+def _split_lines(split: dict, input_steps: int, source: str | None = None) -> list[tuple[str, str]]:
+    """The ``split`` line of ``info`` and ``train``, why neighbouring parts overlap where they do, and which
+    split it is (``source``: the training summary's ``split_source``, e.g. the data's published split)."""
     parts = [(name, span) for name, span in split.items() if span]
     lines = [("split", ", ".join(f"{k} {v[0][:16]} → {v[1][:16]}" for k, v in parts) or "n/a")]
     later = [b for (_, a), (b, c) in zip(parts, parts[1:]) if c[0] <= a[1]]
@@ -470,6 +503,8 @@ def _split_lines(split: dict, input_steps: int) -> list[tuple[str, str]]:
         lines.append(("", f"({' and '.join(later)} start{'s' if len(later) == 1 else ''} input_steps = {input_steps} "
                           "frames before their first target: their first windows read the end of the part before "
                           "as inputs, so the ranges overlap, but no frame is a target in two parts)"))
+    if source:
+        lines.append(("", f"split by {source}"))
     return lines
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import click
 
-from trafficrnn.params import MODEL_NAMES  # written out there: parsing the command line imports no torch
+from trafficrnn.params import DEFAULTS, MODEL_NAMES  # the model registry's names: no torch imported
 
-FORECAST_FORMATS = {".tif": "GeoTIFF (COG)", ".tiff": "GeoTIFF (COG)", ".nc": "NetCDF", ".gpkg": "GeoPackage"}
 _FILE = click.Path(exists=True, dir_okay=False)
 COVARIATES_HELP = ("CSV of known-in-advance covariates (first column ISO dates, then numbers: daily weather, "
                    "holidays); models trained with it need it in forecast and evaluate too.")
@@ -31,8 +30,11 @@ def _hidden(ctx, param, value: str) -> tuple[int, ...]:
     return hidden
 
 
-def _split_value(ctx, param, value: str) -> float | str:
-    """A split boundary: a fraction in [0, 1), or a time string left for the estimator to parse."""
+def _split_value(ctx, param, value: str | None) -> float | str | None:
+    """A split boundary: a fraction in [0, 1), or a time string left for the estimator to parse; None when
+    left out (the stack's published split, else 0.15)."""
+    if value is None:
+        return None
     try:
         fraction = float(value)
     except ValueError:
@@ -101,7 +103,7 @@ def _check_outputs(paths, overwrite: bool, suffixes: tuple[str, ...] = ()) -> No
 
 
 def _write_text(path, text: str, overwrite: bool) -> None:
-    from trafficrnn.io._atomic import atomic_output
+    from trafficrnn.io.atomic import atomic_output
 
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text(text)
@@ -149,16 +151,6 @@ def _ensemble_options(f):
                              "forecasts are their mean.")(f)
 
 
-def _parse_weights(ctx, param, value: str | None) -> tuple[float, ...] | None:
-    """``"2,1.5,1"`` → ``(2.0, 1.5, 1.0)`` (the estimator checks the count and the signs)."""
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers such as 2,1.5,1,1") from None
-
-
 def _training_options(func):
     """Options shared by `train` and `compare`."""
     options = [
@@ -167,17 +159,23 @@ def _training_options(func):
         click.option("--roads", default=None, type=_FILE, help="Road lines: a road-mask static channel."),
         click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP),
         click.option("--tile-size", default=None, type=click.IntRange(1), help="Image pixels per grid cell side."),
-        click.option("--input-steps", default=12, show_default=True, type=click.IntRange(1), help="Frames read."),
-        click.option("--horizon", default=6, show_default=True, type=click.IntRange(1), help="Lead steps forecast."),
-        click.option("--val", default="0.15", show_default=True, callback=_split_value,
+        click.option("--input-steps", default=DEFAULTS["input_steps"], show_default=True, type=click.IntRange(1),
+                     help="Frames read."),
+        click.option("--horizon", default=DEFAULTS["horizon"], show_default=True, type=click.IntRange(1),
+                     help="Lead steps forecast."),
+        click.option("--val", default=None, callback=_split_value,
                      help="Validation part (early stopping, best epoch): a fraction of the series before the test "
-                          "part, or its first time (e.g. 2016-09-28); 0: none, train on those frames too."),
-        click.option("--test", default="0.15", show_default=True, callback=_split_value,
-                     help="Test part held out at the end: a fraction of the series, or its first time; 0: none."),
-        click.option("--max-epochs", default=30, show_default=True, type=click.IntRange(1)),
-        click.option("--max-minutes", default=None, type=click.FloatRange(0, min_open=True), help="Training time limit."),
-        click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1)),
-        click.option("--hidden", default="32,32", show_default=True, callback=_hidden, help="Channels per layer."),
+                          "part, or its first time (e.g. 2016-09-28); 0: none, train on those frames too. Default: "
+                          "the published split the stack records (`datasets export`), else 0.15."),
+        click.option("--test", default=None, callback=_split_value,
+                     help="Test part held out at the end: a fraction of the series, or its first time; 0: none. "
+                          "Default: the stack's published split, else 0.15 (each one given replaces that boundary)."),
+        click.option("--max-epochs", default=DEFAULTS["max_epochs"], show_default=True, type=click.IntRange(1)),
+        click.option("--max-minutes", default=DEFAULTS["max_time"], show_default=True, type=click.FloatRange(0),
+                     help="Time limit of all of training, in minutes (per model, per ensemble member); 0: none."),
+        click.option("--batch-size", default=DEFAULTS["batch_size"], show_default=True, type=click.IntRange(1)),
+        click.option("--hidden", default=",".join(map(str, DEFAULTS["hidden"])), show_default=True,
+                     callback=_hidden, help="Channels per layer."),
         click.option("--context", default="", help="Known-in-advance inputs of each target time, comma-separated: "
                      "ha (historical average of the slot), 1D, 7D (the value a day / week before; grids only)."),
         click.option("--cell-mean", is_flag=True, help="Add each cell's training mean as a static channel."),
@@ -185,28 +183,28 @@ def _training_options(func):
                      help="Also feed the --context maps of the input frames to the encoder."),
         click.option("--feedback/--no-feedback", default=None,
                      help="Feed each lead's prediction back as the next lead's input (default: on)."),
-        click.option("--peephole", is_flag=True, help="ConvLSTM: peephole connections from the cell state to the gates."),
         click.option("--count-head/--no-count-head", default=None,
                      help="Images: count vehicles as the sum of a finer density map per cell."),
         click.option("--target-inputs", is_flag=True,
                      help="Images: the model also reads the target (detections) of its input frames; forecast "
                           "and evaluate then need --target or --vehicles too."),
-        click.option("--ema", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                     help="Keep an exponential moving average of the weights with this decay, e.g. 0.995."),
-        click.option("--lead-weights", default=None, callback=_parse_weights, metavar="W1,W2,...",
-                     help="Weight of each lead in the loss, one per lead (e.g. 2,1.5,1,1,1,1 for 6 leads)."),
-        click.option("--linear-lags", default=0, show_default=True, type=click.IntRange(0),
+        click.option("--linear-lags", default=DEFAULTS["linear_lags"], show_default=True, type=click.IntRange(0),
                      help="Add a per-lead linear term over the last K observed frames, the known-in-advance "
                           "inputs and the static layers (LSTNet's autoregressive part); 0: none."),
         click.option("--bptt-steps", default=None, type=click.IntRange(1),
                      help="Backpropagate through the last N input frames only (truncated BPTT: faster epochs)."),
-        click.option("--timezone", default=None, help="IANA zone of the naive timestamps, e.g. America/New_York."),
-        click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--precision", default="auto", show_default=True, help="auto, 32-true, bf16-mixed, 16-mixed."),
-        click.option("--accelerator", default="auto", show_default=True, help="auto, cpu, gpu, ..."),
-        click.option("--devices", default="1", show_default=True, help="Device count, list (0,1) or auto."),
-        click.option("--strategy", default="auto", show_default=True, help="auto, ddp, ..."),
-        click.option("--num-nodes", default=1, show_default=True, type=click.IntRange(1)),
+        click.option("--timezone", default=None,
+                     help="IANA zone of the place, e.g. Europe/Vienna: the calendar channels and the slots of "
+                          "--context ha and of the baselines read its local clock (DST-aware). Naive times are UTC "
+                          "unless the stack records its zone (NYC: America/New_York); default: the UTC clock."),
+        click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=int),
+        click.option("--precision", default=DEFAULTS["precision"], show_default=True,
+                     help="auto, 32-true, bf16-mixed, 16-mixed."),
+        click.option("--accelerator", default=DEFAULTS["accelerator"], show_default=True, help="auto, cpu, gpu, ..."),
+        click.option("--devices", default=str(DEFAULTS["devices"]), show_default=True,
+                     help="Device count, list (0,1) or auto."),
+        click.option("--strategy", default=DEFAULTS["strategy"], show_default=True, help="auto, ddp, ..."),
+        click.option("--num-nodes", default=DEFAULTS["num_nodes"], show_default=True, type=click.IntRange(1)),
         click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP),
         click.option("--align", default="strict", show_default=True, type=click.Choice(["strict", "reproject"]),
                      help=STACK_ALIGN_HELP),
@@ -239,24 +237,34 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     from trafficrnn.io import read_stack
 
     images = read_stack(stack, time=opts["time_pattern"], align=opts["align"], allow_gaps=opts["allow_gaps"])
+    _check_split(stack, images, opts["val"], opts["test"])
     roads = _read_vector(opts["roads"], "--roads") if opts["roads"] else None
     target, tile = _target(images, opts["target"], opts["vehicles"], opts["tile_size"], opts["allow_gaps"])
     devices = opts["devices"]
     params = dict(input_steps=opts["input_steps"], horizon=opts["horizon"], tile_size=tile,
-                  max_epochs=opts["max_epochs"], max_time=opts["max_minutes"], batch_size=opts["batch_size"],
+                  max_epochs=opts["max_epochs"], max_time=opts["max_minutes"] or None, batch_size=opts["batch_size"],
                   val=opts["val"], test=opts["test"],
                   hidden=opts["hidden"], seed=opts["seed"], precision=opts["precision"],
                   accelerator=opts["accelerator"], devices=int(devices) if devices.isdigit() else devices,
                   strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],
                   context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()), timezone=opts["timezone"],
-                  target_inputs=opts["target_inputs"], ema=opts["ema"], lead_weights=opts["lead_weights"],
-                  peephole="channel" if opts["peephole"] else None, linear_lags=opts["linear_lags"],
+                  target_inputs=opts["target_inputs"], linear_lags=opts["linear_lags"],
                   bptt_steps=opts["bptt_steps"])
     for name in ("context_inputs", "feedback", "count_head"):  # flags left out keep the estimator's default
         if opts[name] is not None:
             params[name] = opts[name]
     points = _read_vector(opts["vehicles"], "--vehicles") if opts["vehicles"] and tile and tile > 1 else None
     return images, target, _static(roads, images, tile), params, points
+
+
+def _check_split(stack: str, images, val, test) -> None:
+    """Refuse, naming the folder, a STACK that holds only the held-out parts of its published split (as fit would)."""
+    from trafficrnn.errors import SplitError
+    from trafficrnn.splits import choose_split, held_out_message
+
+    choice = choose_split(val, test, images.time.values, images)
+    if choice.source == "published" and "train" not in choice.parts:
+        raise SplitError(held_out_message(choice, images.time.values, f"STACK {stack}"))
 
 
 def _align_images(images, est, align: str):

@@ -19,6 +19,7 @@ from trafficrnn.errors import ConfigError
 from trafficrnn.evaluation import DEFAULT_BASELINES
 from trafficrnn.inputs import data_kwargs
 from trafficrnn.metrics import skill
+from trafficrnn.params import MODEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,11 @@ class ComparisonResult:
     models: dict = field(default_factory=dict)
 
     def to_records(self) -> dict[str, Any]:
-        """JSON-serialisable form: ``{"split", "issues", "summary": [...], "per_lead": [...]}``."""
+        """JSON-serialisable form: ``{"split", "split_source", "issues", "summary": [...], "per_lead": [...]}``."""
         summary = self.summary.reset_index().astype(object).where(self.summary.reset_index().notna(), None)
         per_lead = self.table.reset_index().astype(object).where(self.table.reset_index().notna(), None)
-        return {"split": self.table.attrs.get("split"), "issues": self.table.attrs.get("issues"),
+        return {"split": self.table.attrs.get("split"), "split_source": self.table.attrs.get("split_source"),
+                "issues": self.table.attrs.get("issues"),
                 "summary": summary.to_dict(orient="records"), "per_lead": per_lead.to_dict(orient="records")}
 
 
@@ -109,23 +111,22 @@ def _inference_seconds(est, images: xr.DataArray, static: xr.DataArray | None, t
 def _time_baselines(est, images: xr.DataArray, target: xr.DataArray | None, split: str | None,
                     baselines: Sequence[str]) -> dict[str, tuple[float, float]]:
     """(fit seconds, seconds per forecast) of each baseline, fitted on the frames before ``split`` as evaluate does."""
-    from trafficrnn.evaluation import evaluation_issues
+    from trafficrnn.evaluation import baseline_history, baseline_options, evaluation_issues
     from trafficrnn.models.baselines import get_baseline
 
-    history = (images if target is None else target.reindex(time=images.time.values)).sel(band=est.bands_)
-    history.attrs["units"] = est.units_
-    _, fit_on = evaluation_issues(est, pd.DatetimeIndex(images.time.values), split)
+    history = baseline_history(est, images if target is None else target.reindex(time=images.time.values))
+    _, fit_on = evaluation_issues(est, pd.DatetimeIndex(images.time.values), split, images, target)
     out = {}
     for name in baselines:
         t0 = time.perf_counter()
-        base = get_baseline(name, **({"horizon": est.horizon} if name == "ridge" else {})).fit(history.isel(time=fit_on))
+        base = get_baseline(name, horizon=est.horizon, **baseline_options(est, name)).fit(history.isel(time=fit_on))
         t1 = time.perf_counter()
         base.predict_many(history, [history.sizes["time"] - 1], est.horizon)
         out[name] = (t1 - t0, time.perf_counter() - t1)
     return out
 
 
-def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models: Sequence[str] = ("convlstm", "convgru"),
+def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models: Sequence[str] = MODEL_NAMES,
             static: xr.DataArray | None = None, baselines: Sequence[str] = DEFAULT_BASELINES, split: str | None = "test",
             progress: bool = True, echo: Callable[[str], Any] | None = None, covariates: pd.DataFrame | None = None,
             members: int = 1, n_jobs: int = 1, vehicles: Any = None, **params: Any) -> ComparisonResult:
@@ -148,7 +149,9 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     baselines : sequence of str
         Baselines scored on the same issue times (persistence, historical_average, ridge).
     split : {"test", "val", "train"} or None
-        Windows scored; ``None`` scores the whole stack.
+        Windows scored; ``None`` scores the whole stack. The parts: ``val`` / ``test`` of
+        ``params`` where given, else the published split the data carries (``attrs["split"]``, see
+        :mod:`trafficrnn.splits`), else the fractions 0.15 / 0.15.
     progress : bool
         Show training progress bars.
     echo : callable, optional
@@ -163,8 +166,7 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         (point-supervised counting, see ``TrafficForecaster.fit``).
     **params
         :class:`~trafficrnn.estimator.TrafficForecaster` parameters shared by every model
-        (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...);
-        ``peephole`` goes to the ConvLSTM only.
+        (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...).
 
     Returns
     -------
@@ -192,8 +194,7 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     say = echo or log.info
     tables, rows, fitted, labels = [], {}, {}, []
     for name in names:
-        own = {k: v for k, v in params.items() if k != "peephole" or name.lower() == "convlstm"}
-        est = TrafficForecaster(name, progress=progress, **own)
+        est = TrafficForecaster(name, progress=progress, **params)
         limit = f" (at most {est.max_time:g} min{' per member' if members > 1 else ''})" if est.max_time else ""
         if members > 1:
             est = ForecastEnsemble(est, members=members, n_jobs=n_jobs)
@@ -216,6 +217,7 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
                                                                                  covariates=covariates),
                        "best_val_loss": summary.get("best_val_loss")}
     first = tables[0]
+    say(f"split      {first.attrs.get('split_source')}")  # the same for every model
     baseline_rows = first.loc[[m for m in first.index.get_level_values("model").unique() if m not in labels]]
     table = pd.concat([t.loc[[n]] for t, n in zip(tables, labels)] + [baseline_rows])
     table.attrs.update(first.attrs)
@@ -231,7 +233,8 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
     summary["mean_rmse"] = means["rmse"].reindex(summary.index)
     summary["mean_mae"] = means["mae"].reindex(summary.index)
     summary.index.name = "model"
-    summary = summary.astype({"members": "Int64", "parameters": "Int64", "epochs": "Int64",
+    whole = all(float(e).is_integer() for e in summary["epochs"].dropna())  # a time limit may cut the last epoch
+    summary = summary.astype({"members": "Int64", "parameters": "Int64", "epochs": "Int64" if whole else "Float64",
                               "best_val_loss": "float64"})
     return ComparisonResult(table=table, summary=summary[list(SUMMARY_COLUMNS)], models=fitted)
 

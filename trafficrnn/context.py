@@ -8,11 +8,11 @@ window sees its own target through it.
 from __future__ import annotations
 
 from typing import Any, Sequence
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-from trafficrnn.data import wall_clock
 from trafficrnn.errors import ConfigError
 
 
@@ -55,22 +55,31 @@ class Context:
         validity channel).
     cell_mean : bool
         Add each cell's training mean (per band) as a static channel: a per-cell identity signal.
+    timezone : str, optional
+        IANA zone of the local clock the ``ha`` slots follow (the estimator's ``timezone``, see
+        :class:`~trafficrnn.models.baselines.HistoricalAverage`); ``None``: the UTC clock.
     """
 
-    def __init__(self, entries: Sequence[str] = (), cell_mean: bool = False) -> None:
+    def __init__(self, entries: Sequence[str] = (), cell_mean: bool = False, timezone: str | None = None) -> None:
         self.entries = list(entries)
         self.cell_mean = bool(cell_mean)
+        self.timezone = timezone
 
-    def fit(self, y: np.ndarray, times: pd.DatetimeIndex, cadence: pd.Timedelta) -> "Context":
-        """Learn the historical-average table and cell means from training targets ``y (T, C, y, x)``."""
+    def fit(self, y: np.ndarray, times: pd.DatetimeIndex, cadence: pd.Timedelta,
+            naive_zone: str | None = None) -> "Context":
+        """Learn the historical-average table and cell means from training targets ``y (T, C, y, x)``.
+
+        ``times``: naive UTC, or wall-clock times of ``naive_zone`` (the stack's ``attrs["timezone"]``).
+        """
         from trafficrnn.models.baselines import HistoricalAverage
 
         self.cadence_ = pd.Timedelta(cadence)
         self.bands_ = int(y.shape[1])
+        self.naive_zone_ = naive_zone
         if "ha" in self.entries:
-            self.ha_ = HistoricalAverage(by="week")
-            self.ha_.cadence_ = self.cadence_
-            self.ha_._fit(y.astype(np.float32), wall_clock(times))
+            self.ha_ = HistoricalAverage(by="week", timezone=self.timezone)
+            self.ha_.cadence_, self.ha_.timezone_ = self.cadence_, naive_zone
+            self.ha_._fit(y.astype(np.float32), pd.DatetimeIndex(times))
         if self.cell_mean:
             with np.errstate(invalid="ignore"):
                 mean = np.nanmean(np.where(np.isfinite(y), y, np.nan), axis=0)
@@ -110,7 +119,7 @@ class Context:
         for entry in self.entries:
             if entry == "ha":
                 full = self.ha_.lookup(times.values)
-                early = self.ha_.causal(y[:train_stop], wall_clock(times[:train_stop]))
+                early = self.ha_.causal(y[:train_stop], pd.DatetimeIndex(times[:train_stop]))
                 ha = np.concatenate([early, full[train_stop:]]) if train_stop < len(times) else early
                 ha = np.where(np.isfinite(ha), ha, full)  # a slot never seen before: the table's fallback
                 parts.append(np.nan_to_num(ha))
@@ -135,9 +144,10 @@ class Context:
     # -- persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON part (the arrays go to :meth:`arrays`)."""
-        out: dict[str, Any] = {"entries": self.entries, "cell_mean": self.cell_mean}
+        out: dict[str, Any] = {"entries": self.entries, "cell_mean": self.cell_mean, "timezone": self.timezone}
         if hasattr(self, "cadence_"):
-            out.update(cadence=self.cadence_.isoformat(), bands=self.bands_)
+            out.update(cadence=self.cadence_.isoformat(), bands=self.bands_,
+                       naive_zone=getattr(self, "naive_zone_", None))
         if hasattr(self, "ha_"):
             out["ha_slots_per_day"] = int(self.ha_.slots_per_day_)
         return out
@@ -163,12 +173,17 @@ class Context:
         from trafficrnn.models.baselines import HistoricalAverage
 
         try:
-            ctx = cls(spec["entries"], spec["cell_mean"])
+            # saved before the context had a timezone: its slots read the naive times as they were
+            ctx = cls(spec["entries"], spec["cell_mean"], spec.get("timezone"))
+            for zone in (ctx.timezone, spec.get("naive_zone")):
+                if zone is not None:
+                    ZoneInfo(str(zone))  # an unknown zone: a KeyError or ValueError
             if "cadence" in spec:
                 ctx.cadence_, ctx.bands_ = pd.Timedelta(spec["cadence"]), int(spec["bands"])
+                ctx.naive_zone_ = spec.get("naive_zone")
             if "ha" in ctx.entries:
-                ctx.ha_ = HistoricalAverage(by="week")
-                ctx.ha_.cadence_ = ctx.cadence_
+                ctx.ha_ = HistoricalAverage(by="week", timezone=ctx.timezone)
+                ctx.ha_.cadence_, ctx.ha_.timezone_ = ctx.cadence_, getattr(ctx, "naive_zone_", None)
                 ctx.ha_.slots_per_day_ = int(spec["ha_slots_per_day"])
                 ctx.ha_.table_ = np.asarray(arrays["context.ha_table"], dtype=np.float32)
             if ctx.cell_mean:

@@ -33,8 +33,9 @@ COUNT_STRIDE_PX = 4
 COUNT_NORM = "batch"
 #: Gaussian smoothing of the point counts, in sub-cells
 SIGMA = 0.5
-#: share of ``max_time`` that the encoder pretraining may use: from scratch, and fine-tuning the
-#: packaged count front (which counts already); the rest goes to encoding every frame and stage B
+#: share of ``max_time`` (of what the set-up left of it) that the encoder pretraining may use, its
+#: validations included: from scratch, and fine-tuning the packaged count front (which counts
+#: already); the rest goes to encoding every frame and stage B
 PRETRAIN_SHARE, FINETUNE_SHARE = 0.5, 0.25
 #: the packaged count front: stem, stages up to the count stage and count head of an encoder that
 #: learned to count on synthetic cities at 1 m (``benchmarks/count_front.py`` writes it)
@@ -316,7 +317,9 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
     unit : int
         Pixels per side of a ``fine`` sub-cell (a multiple of the density map's).
     max_seconds : float, optional
-        Wall-time limit of the stage.
+        Wall-time limit of the stage, its validations included: no step starts that would leave no
+        time for the validation after it (from scratch at least one step trains; with ``initial``
+        the starting weights may stay untouched).
     initial : bool
         Score the starting weights on the validation frames first, and keep them unless an
         epoch beats them (``net`` starts from a trained count front).
@@ -324,8 +327,8 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
     Returns
     -------
     dict
-        ``epochs``, ``seconds``, ``best_val_count_loss`` (None without validation frames),
-        ``sub_cell_px``.
+        ``epochs`` (a fraction when the time limit cut the last one), ``seconds``,
+        ``best_val_count_loss`` (None without validation frames), ``sub_cell_px``.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -343,19 +346,39 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
     rng = np.random.default_rng(seed)
     steps = math.ceil(len(train) * per_frame / batch_size)
     best, best_state, bad, epoch, spent = None, None, 0, 0, 0.0
+    step_seconds, val_seconds, trained, done = [], None, 0, 0
+
+    def no_time() -> bool:
+        """The next step and the validation after it would end past ``max_seconds`` (estimates).
+        From scratch at least one step trains; a front may keep its weights untouched."""
+        if max_seconds is None or (trained == 0 and (not initial or val_seconds is None)):
+            return False
+        if trained:
+            recent = sorted(step_seconds[-5:])
+            step = recent[len(recent) // 2]
+        else:  # a training step of crops: about 3 times their forward pass, timed on the validation frames
+            step = 3 * val_seconds * batch_size / max(1, len(val) * per_frame)
+        # before a validation is timed: half a step per crop of the whole validation frames
+        check = val_seconds if val_seconds is not None else 0.5 * step * per_frame * math.ceil(len(val) / batch_size)
+        return time.perf_counter() - started + step + 1.2 * check > max_seconds
+
     if initial:  # a starting point worth keeping (a packaged front): score it before training
         net.eval()
+        began = time.perf_counter()
         best = _validate(net, frames, val, pool, batch_size)
+        val_seconds = time.perf_counter() - began
         if best is not None:
             best_state = _snapshot(net)
         log.info("counting pretraining start: val count loss %s", best)
     net.train()
     for epoch in range(1, max_epochs + 1):
         order = rng.permutation(np.repeat(train, per_frame))
+        done = 0
         for i in range(steps):
             chunk = np.sort(order[i * batch_size:(i + 1) * batch_size])
-            if len(chunk) == 0:
+            if len(chunk) == 0 or no_time():
                 break
+            began = time.perf_counter()
             progress = max((epoch - 1 + i / steps) / max_epochs, spent / max_seconds if max_seconds else 0.0)
             for group in opt.param_groups:
                 group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
@@ -366,11 +389,17 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            step_seconds.append(time.perf_counter() - began)
+            trained, done = trained + 1, done + 1
             spent = time.perf_counter() - started
-            if max_seconds and spent > max_seconds:
+            if max_seconds is not None and spent > max_seconds:
                 break
+        if done == 0:  # cut before its first step: nothing new to validate
+            break
         net.eval()
+        began = time.perf_counter()
         score = _validate(net, frames, val, pool, batch_size)
+        val_seconds = time.perf_counter() - began
         net.train()
         log.info("counting pretraining epoch %d: val count loss %s", epoch, score)
         if score is not None and (best is None or score < best):
@@ -378,12 +407,15 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
             best_state = _snapshot(net)
         elif score is not None:
             bad += 1
-        if (patience and bad >= patience) or (max_seconds and spent > max_seconds):
+        if (patience and bad >= patience) or done < steps or no_time():
             break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
-    return {"epochs": epoch, "seconds": round(time.perf_counter() - started, 2),
+    from trafficrnn.training import epoch_fraction
+
+    epochs = epoch_fraction((epoch - 1) * steps + done, steps) if steps else epoch  # the last one cut: a fraction
+    return {"epochs": epochs, "seconds": round(time.perf_counter() - started, 2),
             "best_val_count_loss": best, "sub_cell_px": int(unit), "from_front": bool(initial)}
 
 
@@ -448,7 +480,7 @@ def save_front(net: torch.nn.Module, path: Path, meta: dict[str, Any]) -> None:
     """Write the count front of ``net`` with ``meta`` (JSON-able: ``gsd``, ``target_scale``, ...)."""
     from safetensors.torch import save_file
 
-    from trafficrnn.io._atomic import atomic_output
+    from trafficrnn.io.atomic import atomic_output
 
     meta = {**meta, "encoder": net.tile_encoder.config,
             "count_stage_px": _stage_px(net.tile_encoder.strides, net.count_stage),

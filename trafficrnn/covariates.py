@@ -7,8 +7,8 @@ spread of the training frames, and the values join the time-of-day / day-of-week
 vectors broadcast over the grid.
 
 The values at the lead times are read from the table as given: for weather that is the forecast
-of the day when issuing in earnest; scoring with the observed weather (as the NYC benchmark does)
-is the upper bound of what a forecast of it gives.
+of the day when issuing in earnest; scored with the observed weather instead, a model shows the
+upper bound of what a weather forecast can give it.
 """
 
 from __future__ import annotations

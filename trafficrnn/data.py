@@ -16,7 +16,7 @@ from trafficrnn.errors import CadenceError, ConfigError, GridError, TimestampErr
 from trafficrnn.grid import Grid
 
 __all__ = ["infer_cadence", "time_features", "wall_clock", "make_forecast", "window_starts",
-           "chronological_split"]
+           "contiguous_starts", "chronological_split"]
 
 
 # -- time --------------------------------------------------------------------------------
@@ -32,33 +32,59 @@ def _as_index(times: Any) -> pd.DatetimeIndex:
     return idx
 
 
-def wall_clock(times: Any, *, timezone: str | None = None) -> pd.DatetimeIndex:
-    """Naive local wall-clock times (the clock on the wall at the place).
+def _check_zone(zone: Any, name: str) -> str:
+    try:
+        ZoneInfo(str(zone))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{name}={zone!r} is not a known IANA zone: expected a name such as "
+                          "'America/New_York' or 'Europe/Berlin', or None for the UTC clock") from exc
+    return str(zone)
 
-    DST rule: naive times are already local wall-clock time and are returned unchanged, so a
-    nonexistent (spring-forward) or ambiguous (fall-back) local hour is never localised and can
-    neither raise nor shift. Timezone-aware times are converted to ``timezone`` (or kept in
-    their own zone) and their wall-clock reading is returned.
+
+def wall_clock(times: Any, *, timezone: str | None = None, naive_zone: str | None = None) -> pd.DatetimeIndex:
+    """Naive local wall-clock times (the clock on the wall at the place) of ``times``.
+
+    Naive ``times`` are UTC, or wall-clock times of ``naive_zone`` where the data records one
+    (a stack's ``attrs["timezone"]``, e.g. the NYC bike data's ``America/New_York``); aware
+    times carry their own zone.
+
+    With ``timezone`` (IANA name) they are read on that zone's clock, DST-aware: 06:00 UTC on
+    2024-06-03 is 08:00 in ``Europe/Vienna`` (CEST, UTC+2), 06:00 UTC on 2024-01-08 is 07:00
+    (CET, UTC+1), so a peak at 08:00 local keeps its reading across the change. Naive times
+    already on that clock (``naive_zone == timezone``) are returned unchanged: a nonexistent
+    (spring-forward) or twice-seen (fall-back) local hour is never localised and can neither
+    raise nor shift. Naive times of another ``naive_zone`` are localised there first.
+
+    Without ``timezone``, naive times are returned unchanged (the UTC clock, or ``naive_zone``'s)
+    and aware ones read on their own zone's clock.
 
     Raises
     ------
     ConfigError
-        If ``timezone`` is not an IANA zone name.
+        If ``timezone`` or ``naive_zone`` is not an IANA zone name.
     TimestampError
-        If the times cannot be parsed or contain NaT.
+        If the times cannot be parsed or contain NaT, or a naive time does not exist or exists
+        twice on ``naive_zone``'s clock (converting to another ``timezone``).
     """
     idx = _as_index(times)
     if timezone is not None:
-        try:
-            ZoneInfo(str(timezone))
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(f"timezone={timezone!r} is not a known IANA zone: expected a name such as "
-                              "'America/New_York' or 'Europe/Berlin', or None for naive local times") from exc
+        timezone = _check_zone(timezone, "timezone")
+    if naive_zone is not None:
+        naive_zone = _check_zone(naive_zone, "naive_zone")
     if idx.tz is not None:
         if timezone is not None:
-            idx = idx.tz_convert(str(timezone))
-        idx = idx.tz_localize(None)
-    return idx
+            idx = idx.tz_convert(timezone)
+        return idx.tz_localize(None)
+    if timezone is None or timezone == naive_zone:
+        return idx
+    source = naive_zone or "UTC"
+    try:
+        local = idx.tz_localize(source)
+    except ValueError as exc:  # pandas: a nonexistent or ambiguous wall-clock time of `source`
+        raise TimestampError(f"cannot read the naive times as {source} wall-clock times to convert them to "
+                             f"{timezone} ({exc}): use timezone={source!r} (or None) for times on {source}'s "
+                             "clock, or give times in UTC") from None
+    return local.tz_convert(timezone).tz_localize(None)
 
 
 def infer_cadence(times: Any) -> pd.Timedelta:
@@ -90,21 +116,27 @@ def infer_cadence(times: Any) -> pd.Timedelta:
     return pd.Timedelta(steps[0])
 
 
-def time_features(times: Any, *, timezone: str | None = None) -> np.ndarray:
+def time_features(times: Any, *, timezone: str | None = None, naive_zone: str | None = None) -> np.ndarray:
     """Cyclic calendar features of real timestamps.
 
     Columns: ``sin``/``cos`` of the time of day and ``sin``/``cos`` of the (continuous) position
-    in the week, Monday 00:00 = 0. They are computed from the local wall-clock time (see
-    :func:`wall_clock`), so 08:00 maps to the same features in summer and in winter, and the
-    nonexistent 02:30 of a spring-forward day or the twice-seen 01:30 of a fall-back day get the
-    features their clock reading says, without error or shift of the series.
+    in the week, Monday 00:00 = 0. They are computed from the local wall-clock time in
+    ``timezone`` (see :func:`wall_clock`), so 08:00 local maps to the same features in summer
+    and in winter, whether the times are naive UTC (converted, DST-aware) or already local
+    wall-clock times (``naive_zone == timezone``: the nonexistent 02:30 of a spring-forward day
+    or the twice-seen 01:30 of a fall-back day get the features their clock reading says,
+    without error or shift of the series). Without ``timezone``: the UTC clock (or
+    ``naive_zone``'s) for naive times.
 
     Parameters
     ----------
     times : array-like of datetime64, shape (T,)
-        Naive local times, or timezone-aware times.
+        Naive times (UTC, or wall-clock times of ``naive_zone``), or timezone-aware times.
     timezone : str, optional
-        IANA zone to read timezone-aware times in; validated, and irrelevant for naive times.
+        IANA zone whose local clock the features read (naive UTC times are converted to it).
+    naive_zone : str, optional
+        IANA zone whose wall clock naive ``times`` already read (a stack's ``attrs["timezone"]``);
+        ``None``: UTC.
 
     Returns
     -------
@@ -113,11 +145,11 @@ def time_features(times: Any, *, timezone: str | None = None) -> np.ndarray:
     Raises
     ------
     ConfigError
-        If ``timezone`` is unknown.
+        If ``timezone`` or ``naive_zone`` is unknown.
     TimestampError
-        If the times cannot be parsed.
+        If the times cannot be parsed (or converted, see :func:`wall_clock`).
     """
-    idx = wall_clock(times, timezone=timezone)
+    idx = wall_clock(times, timezone=timezone, naive_zone=naive_zone)
     seconds = np.asarray(idx.hour * 3600 + idx.minute * 60 + idx.second, dtype=np.float64)
     day = (seconds + np.asarray(idx.microsecond, dtype=np.float64) / 1e6) / 86400.0
     week = (np.asarray(idx.day_of_week, dtype=np.float64) + day) / 7.0
@@ -203,7 +235,8 @@ def make_forecast(values: Any, grid: Grid, *, issued: Any, cadence: Any, bands: 
 
 
 # -- windows and splits ------------------------------------------------------------------
-def _positive_int(value: Any, name: str) -> int:
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an int; ``ConfigError`` naming ``name`` unless it is an integer >= 1 (bools refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"{name}={value!r} is invalid: expected an integer >= 1")
     return int(value)
@@ -225,8 +258,8 @@ def window_starts(n_times: int, input_steps: int, horizon: int, stride: int = 1,
     ConfigError
         If ``input_steps``, ``horizon`` or ``stride`` is < 1, or ``[start, stop)`` is not inside ``[0, n_times]``.
     """
-    input_steps, horizon = _positive_int(input_steps, "input_steps"), _positive_int(horizon, "horizon")
-    stride = _positive_int(stride, "stride")
+    input_steps, horizon = positive_int(input_steps, "input_steps"), positive_int(horizon, "horizon")
+    stride = positive_int(stride, "stride")
     stop = n_times if stop is None else stop
     if not 0 <= start <= stop <= n_times:
         raise ConfigError(f"window range [start={start}, stop={stop}) is invalid for {n_times} time steps: "
@@ -234,8 +267,26 @@ def window_starts(n_times: int, input_steps: int, horizon: int, stride: int = 1,
     return np.arange(start, stop - input_steps - horizon + 1, stride, dtype=np.int64)
 
 
+def contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice,
+                      stride: int) -> np.ndarray:
+    """Window starts inside ``rng`` whose ``span`` frames are evenly spaced at ``cadence`` (no gap inside a window).
+
+    Like :func:`window_starts` (``span`` = input_steps + horizon frames from each start, every
+    ``stride``-th start in ``[rng.start, rng.stop)``), less the windows whose first and last
+    timestamps are not ``span - 1`` cadences apart.
+    """
+    starts = window_starts(len(times), span - 1, 1, stride, start=rng.start or 0, stop=rng.stop)
+    if len(starts) == 0:
+        return starts
+    ns = pd.DatetimeIndex(times).as_unit("ns").asi8
+    ok = (ns[starts + span - 1] - ns[starts]) == (span - 1) * cadence.value
+    return starts[ok]
+
+
 def _boundary(value: Any, idx: pd.DatetimeIndex | None, n: int, name: str) -> tuple[int, bool]:
     """Index where a split begins (counted from the end for fractions); bool: fraction given."""
+    if value is None:  # not set: the default fraction (the estimator resolves a data's published split first)
+        value = 0.15
     if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
         if not 0 <= value < 1:
             raise ConfigError(f"{name}={value!r} is invalid: expected a fraction in [0, 1) or a datetime")
@@ -251,7 +302,7 @@ def _boundary(value: Any, idx: pd.DatetimeIndex | None, n: int, name: str) -> tu
 
 
 def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_steps: int, horizon: int,
-                        context: str = "reach_back") -> dict[str, slice]:
+                        context: str = "reach_back", check_lengths: bool = True) -> dict[str, slice]:
     """Consecutive train / validation / test ranges of time indices.
 
     Generate windows inside each range with ``window_starts(T, ..., start=s.start, stop=s.stop)``.
@@ -270,10 +321,14 @@ def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_
         The timestamps (sorted), or just the number of time steps T (fraction boundaries only).
     val, test : float or datetime-like
         Fraction of the series at its end (``test`` last), or the first time of the split.
-        A fraction of 0 gives an empty split.
+        A fraction of 0 gives an empty split; ``None``: 0.15. (A dataset's published split is
+        resolved before, by :mod:`trafficrnn.splits`.)
     input_steps, horizon : int
         Window length in and out.
     context : {"reach_back", "strict"}
+    check_lengths : bool
+        Refuse a split that is asked for but too short for one window (default). ``False``: any
+        part may be empty or short (scoring one part of a stack that lacks the others).
 
     Returns
     -------
@@ -287,7 +342,7 @@ def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_
     TimestampError
         If ``times`` are not strictly increasing.
     """
-    input_steps, horizon = _positive_int(input_steps, "input_steps"), _positive_int(horizon, "horizon")
+    input_steps, horizon = positive_int(input_steps, "input_steps"), positive_int(horizon, "horizon")
     if context not in ("reach_back", "strict"):
         raise ConfigError(f"context={context!r} is invalid: expected 'reach_back' or 'strict'")
     if isinstance(times, (int, np.integer)):
@@ -311,7 +366,7 @@ def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_
     for name, (a, b) in ranges.items():
         own = b - a
         lo = a if context == "strict" or name == "train" or own == 0 else max(a - input_steps, 0)
-        if requested[name] and b - lo < need:
+        if check_lengths and requested[name] and b - lo < need:
             extra = f" ({a - lo} more reached back as context)" if lo < a else ""
             raise ConfigError(f"{name} split has {own} time step(s){extra} but one window needs input_steps + "
                               f"horizon = {input_steps} + {horizon} = {need}: lengthen the series, shrink the "

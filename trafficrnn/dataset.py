@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from trafficrnn.data import _positive_int
+from trafficrnn.data import positive_int
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError
 
 
@@ -223,8 +223,8 @@ class WindowDataset(torch.utils.data.Dataset):
                  time_feats: np.ndarray | None = None, future_maps: np.ndarray | None = None,
                  crop: int | tuple[int, int] | None = None,
                  tile_size: int = 1, seed: int = 0) -> None:
-        self.input_steps, self.horizon = _positive_int(input_steps, "input_steps"), _positive_int(horizon, "horizon")
-        self.tile_size = _positive_int(tile_size, "tile_size")
+        self.input_steps, self.horizon = positive_int(input_steps, "input_steps"), positive_int(horizon, "horizon")
+        self.tile_size = positive_int(tile_size, "tile_size")
         if np.ndim(inputs) != 4 or np.ndim(target) != 4:
             raise ConfigError(f"inputs {np.shape(inputs)} and target {np.shape(target)} must both be 4-D "
                               "(T, C, y, x)")
@@ -245,7 +245,7 @@ class WindowDataset(torch.utils.data.Dataset):
                               f"{span} steps must fit in {len(target)} time steps: use window_starts()")
         if crop is not None:
             crop = (crop, crop) if isinstance(crop, (int, np.integer)) else tuple(crop)
-            crop = (_positive_int(crop[0], "crop rows"), _positive_int(crop[1], "crop cols"))
+            crop = (positive_int(crop[0], "crop rows"), positive_int(crop[1], "crop cols"))
             if crop[0] > rows or crop[1] > cols:
                 raise GridError(f"crop={crop} cells exceeds the {rows} x {cols} grid: choose a smaller crop")
         if future_maps is not None and (len(future_maps) != len(target) or future_maps.shape[2:] != target.shape[2:]):

@@ -11,6 +11,7 @@ import pandas as pd
 
 from trafficrnn.compare import comparison_table
 from trafficrnn.errors import InputFileError
+from trafficrnn.params import MODEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
          f"grid {target.sizes['y']}×{target.sizes['x']} cells of {tile} px, cadence {images.attrs['cadence']})")
     # with the vehicle points, each model's tile encoder first learns to count them (point supervision)
     points = read_vectors(folder / "vehicles.gpkg") if (folder / "vehicles.gpkg").is_file() else None
-    comparison = compare(images, target, models=("convlstm", "convgru"), progress=progress, echo=echo, tile_size=tile,
+    comparison = compare(images, target, models=MODEL_NAMES, progress=progress, echo=echo, tile_size=tile,
                          vehicles=points,
                          input_steps=8, horizon=6, hidden=(32, 32), encoder_width=16, max_epochs=max_epochs,
                          context=("ha",), cell_mean=True, residual=True,
@@ -98,10 +99,10 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     wide = comparison_table(result.table)
     echo("\nRMSE per lead on the test split (vehicles per cell; lower is better)")
     echo(wide.to_string(float_format=lambda v: f"{v:.3f}"))
-    best = min(("convlstm", "convgru"), key=lambda m: wide.loc["mean", m])
+    best, runner_up = sorted(MODEL_NAMES, key=lambda m: wide.loc["mean", m])[:2]
     echo(f"\nbetter deep model here: {best} (mean RMSE {wide.loc['mean', best]:.3f} vs "
-         f"{wide.loc['mean', 'convgru' if best == 'convlstm' else 'convlstm']:.3f})")
-    for line in verdict(wide, ("convlstm", "convgru")):
+         f"{wide.loc['mean', runner_up]:.3f})")
+    for line in verdict(wide, MODEL_NAMES):
         echo(line)
 
     est = result.models[best]
@@ -151,7 +152,7 @@ def verdict(wide: pd.DataFrame, models) -> list[str]:
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from trafficrnn.io._atomic import atomic_output
+    from trafficrnn.io.atomic import atomic_output
 
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -4,8 +4,7 @@ A deep ensemble (Lakshminarayanan et al., 2017): the members differ only in thei
 drawn at the start, order of the training windows), so averaging their forecasts cancels much of
 the run-to-run noise of one training, and their spread says where the forecast is uncertain.
 The members can train side by side in worker processes (``n_jobs``), each with its share of the
-cores: on a CPU, two small models on one core each get through more windows per second than one
-model on two cores.
+cores (``benchmarks/README.md`` measures what that gains for small models on a CPU).
 
 The ensemble has the surface of a fitted :class:`~trafficrnn.estimator.TrafficForecaster`:
 ``predict`` / ``predict_many`` return the member mean (``members=True``: every member along a
@@ -37,8 +36,8 @@ _MEMBER_NAME = re.compile(r"member-\d{1,2}")
 _SHARED = ("bands_", "input_bands_", "units_", "cadence_", "density_only_", "input_steps", "horizon",
            "static_bands_", "target_inputs")
 #: read-only attributes the ensemble answers with its first member's (identical in all, see _SHARED)
-_DELEGATED = frozenset({*_SHARED, "grid_", "context_", "static_scale_", "covariates_", "split_", "cell_mean",
-                        "context_inputs", "time_features", "timezone", "val", "test", "history_needed",
+_DELEGATED = frozenset({*_SHARED, "grid_", "context_", "static_scale_", "static_", "covariates_", "split_", "cell_mean",
+                        "context_inputs", "time_features", "timezone", "naive_zone_", "val", "test", "history_needed",
                         "_prepare", "_align_target", "_check_horizon", "_observed", "input_normalizer_",
                         "target_normalizer_", "gsd_"})
 
@@ -257,7 +256,7 @@ class ForecastEnsemble:
         ------
         NotFittedError, OutputExistsError
         """
-        from trafficrnn.io._atomic import atomic_output
+        from trafficrnn.io.atomic import atomic_output
         from trafficrnn.persist import save_model
 
         self._check_fitted()

@@ -63,6 +63,20 @@ class ConfigError(TrafficRNNError, ValueError):
     """A parameter or configuration value is out of range or of the wrong type."""
 
 
+class SplitError(ConfigError):
+    """A stack cannot be split for training as its data asks: it holds only the held-out (validation /
+    test) parts of its dataset's published split."""
+
+
+class UnknownNameError(ConfigError):
+    """A name is not registered in its family (model, cell, baseline, metric, dataset...); the message
+    lists the valid names (see :class:`trafficrnn.registry.Registry`)."""
+
+
+class UnknownFormatError(UnknownNameError, ExportError):
+    """An output file's extension names no writer (see :func:`trafficrnn.io.get_writer`)."""
+
+
 class SchedulerError(TrafficRNNError, ConnectionError):
     """A dask scheduler cannot be reached."""
 
@@ -82,5 +96,8 @@ __all__ = [
     "ModelMismatchError",
     "NotFittedError",
     "ConfigError",
+    "SplitError",
+    "UnknownNameError",
+    "UnknownFormatError",
     "SchedulerError",
 ]

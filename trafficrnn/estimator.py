@@ -20,11 +20,12 @@ import xarray as xr
 
 from trafficrnn import checkpoints
 from trafficrnn.context import Context, parse_context
-from trafficrnn.data import chronological_split, make_forecast, window_starts
+from trafficrnn.data import contiguous_starts, make_forecast
 from trafficrnn.dataset import Normalizer, WindowDataset
 from trafficrnn.covariates import Covariates
-from trafficrnn.inputs import (BatchInputs, check_covariates_given, has_vectors, normalised_inputs, prediction_batch,
-                               static_layers, step_vectors)
+from trafficrnn.inputs import (BatchInputs, check_covariates_given, check_naive_zone, has_vectors, kept_static,
+                               naive_zone_of, normalised_inputs, prediction_batch, static_for, static_layers,
+                               step_vectors)
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
 from trafficrnn.checks import InputChecks, gsd_of
 from trafficrnn.counting import (COUNT_NORM, COUNT_STRIDE_PX, FINETUNE_SHARE, PRETRAIN_SHARE, check_counting,
@@ -35,6 +36,8 @@ from trafficrnn.models.encoder import default_strides
 from trafficrnn.models.forecaster import count_stage_for
 from trafficrnn.grid import Grid
 from trafficrnn.io.timestamps import check_cadence
+from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
+from trafficrnn.splits import fit_split
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +45,15 @@ PARAMS = ("model", "input_steps", "horizon", "tile_size", "hidden", "kernel_size
           "encoder_depth", "time_features", "residual", "timezone", "lr", "weight_decay", "batch_size",
           "max_epochs", "max_time", "patience", "val", "test", "stride", "nowcast_weight", "log1p", "seed",
           "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop", "context", "cell_mean",
-          "context_inputs", "feedback", "ema", "count_head", "target_inputs", "peephole", "lead_weights",
-          "linear_lags", "bptt_steps", "counting")
+          "context_inputs", "feedback", "count_head", "target_inputs", "linear_lags", "bptt_steps", "counting")
 
 
-def _contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice, stride: int) -> np.ndarray:
-    """Window starts inside ``rng`` whose ``span`` frames are evenly spaced (no gap inside a window)."""
-    starts = window_starts(len(times), span - 1, 1, stride, start=rng.start or 0, stop=rng.stop)
-    if len(starts) == 0:
-        return starts
-    ns = pd.DatetimeIndex(times).as_unit("ns").asi8
-    ok = (ns[starts + span - 1] - ns[starts]) == (span - 1) * cadence.value
-    return starts[ok]
+def _stack_name(images: xr.DataArray) -> str:
+    """How a refusal names the stack: its first and last file where read_stack recorded them."""
+    if "source" in images.coords and images.sizes.get("time", 0):
+        names = [str(v) for v in images["source"].values]
+        return f"the stack of files {names[0]} … {names[-1]}" if len(set(names)) > 1 else f"the stack {names[0]}"
+    return "the stack"
 
 
 def _encoder_config(tile_size: int, width: int, depth: int, counting: bool) -> dict[str, Any]:
@@ -76,10 +76,14 @@ class TrafficForecaster(InputChecks):
 
     Parameters
     ----------
-    model : {"convlstm", "convgru"}
+    model : {"convgru", "convlstm"}
         Recurrent cell family.
     input_steps, horizon : int
         Frames read, lead steps forecast.
+
+        The defaults (:data:`trafficrnn.params.DEFAULTS`, the same for the CLI's ``train`` and
+        ``compare``): ``"convgru"``, 8 frames in, 6 leads, ``max_time=5`` minutes of ``fit`` (a
+        laptop's budget; ``None`` trains until ``max_epochs`` or early stopping).
     tile_size : int or None
         Image pixels per grid cell. ``None`` (or 1) when the stack already holds density / flow
         grids: then no image encoder is used (the density-only path).
@@ -93,24 +97,22 @@ class TrafficForecaster(InputChecks):
     residual : bool
         Predict the change from the last observed frame.
     feedback : bool
-        Feed each lead's prediction back into the forecaster as the next lead's input. With
-        ``False`` every lead is decoded directly from the encoder state and the known-in-advance
-        inputs of its target time (calendar, context): faster, and more accurate on the NYC bike
-        flows (no compounding of the errors of earlier leads); on the synthetic image path the
-        feedback was as good or better at the later leads, hence the default.
-    peephole : {None, "channel"}
-        ConvLSTM only: per-channel peephole connections from the cell state to the input, forget
-        and output gates (Shi et al., 2015).
+        Feed each lead's prediction back into the forecaster as the next lead's input (errors of
+        earlier leads then reach later ones). With ``False`` every lead is decoded directly from
+        the encoder state and the known-in-advance inputs of its target time (calendar, covariates,
+        context), which is faster; ``benchmarks/README.md`` says how the two compared.
     timezone : str, optional
-        IANA zone of the naive timestamps (for the calendar channels).
+        IANA zone of the place (e.g. ``"Europe/Vienna"``): the calendar channels (time of day, day
+        of week) and the slots of the ``ha`` context read the local wall clock there, DST-aware, so
+        that a peak at 08:00 local keeps its channels across a DST change. Naive stack times are
+        UTC (as :func:`~trafficrnn.io.read_stack` reads ``TIFFTAG_DATETIME`` and file names, and
+        converts offsets), unless the stack records the zone whose wall clock they read
+        (``attrs["timezone"]``, e.g. :func:`~trafficrnn.datasets.nyc_bike`'s
+        ``America/New_York``): those are read as they are when it is ``timezone``. ``None``: the
+        naive times as they read (the UTC clock for UTC times). ``evaluate`` and ``compare`` give it
+        to the historical-average and ridge baselines too. A model keeps the zone of its training
+        stack's times (``naive_zone_``) and refuses a stack that records another.
     lr, weight_decay, batch_size, max_epochs, patience : training settings.
-    ema : float, optional
-        Keep an exponential moving average of the weights with this decay (e.g. 0.995); it is
-        what validation scores and what the fitted model uses. ``None``: the trained weights.
-    lead_weights : sequence of float, optional
-        Weight of each lead time 1..``horizon`` in the training (and validation) loss, e.g.
-        ``(2, 1.5, 1, 1, 1, 1)`` to favour the first leads; rescaled to a mean of 1. ``None``:
-        every lead counts the same (the squared errors of the later, harder leads then dominate).
     linear_lags : int
         With ``k > 0``, add to each lead's forecast a linear term of its own (the autoregressive
         component of LSTNet, Lai et al., 2018): a per-cell linear map of the last ``k`` observed
@@ -120,9 +122,9 @@ class TrafficForecaster(InputChecks):
     bptt_steps : int, optional
         Truncated backpropagation through time: training backpropagates through the recurrent
         encoder's last ``bptt_steps`` input frames only; the earlier ones still set its state
-        (forward, without a graph), so forecasts read every frame. A cheaper training step (on the
-        NYC network, 6 of 12 frames: 1.3x the windows per second) for more epochs in a time budget.
-        ``None``: through all ``input_steps`` frames.
+        (forward, without a graph), so forecasts read every frame. Each training step is cheaper
+        (a shorter backward pass), so a time budget holds more epochs. ``None``: through all
+        ``input_steps`` frames.
     counting : bool
         Image path, when ``fit`` gets vehicle points (``vehicles=``) or a fine density raster:
         point-supervised counting (see :mod:`trafficrnn.counting`). Stage A trains the tile
@@ -135,9 +137,21 @@ class TrafficForecaster(InputChecks):
         recurrent forecaster on windows of the cached features. ``False``, or without points or
         fine raster: one stage, the forecast loss plus the ``nowcast_weight`` auxiliary loss.
     max_time : float, optional
-        Training time limit in minutes.
-    val, test : float
-        Fractions of the series (chronological, at the end) held out for validation and test.
+        Time limit of ``fit`` in minutes, from its call to its return: the set-up, both counting
+        stages and the encoding of the frames, training and its last validation and checkpoints.
+        Training stops after the last batch that leaves time for the validation after it (at
+        least one batch trains, so a limit shorter than a batch and a validation is exceeded);
+        ``training_summary_["epochs"]`` is then a fraction (``0.5``: half the batches of an epoch)
+        and ``training_summary_["wall_seconds"]`` the time of all of ``fit``.
+    val, test : float, datetime-like or None
+        The validation and test parts (chronological, test last): fractions of the series at its
+        end, or the first time of each part (``"2016-10-12"``). ``None`` (default): that boundary
+        of the data's published split where it carries one (``attrs["split"]``, e.g.
+        :func:`~trafficrnn.datasets.nyc_bike` and stacks written by ``trafficrnn datasets export``),
+        else 0.15. A value given wins (``val=0`` keeps the published test part and trains on the
+        validation days too). With a published split, ``fit`` refuses a stack that holds only its
+        held-out (validation / test) days (:class:`~trafficrnn.errors.SplitError`); see
+        :mod:`trafficrnn.splits`. ``training_summary_["split_source"]`` says which split was used.
     stride : int
         Step between training windows.
     nowcast_weight : float
@@ -174,18 +188,19 @@ class TrafficForecaster(InputChecks):
         departures from the usual directly.
     """
 
-    def __init__(self, model: str = "convlstm", *, input_steps: int = 12, horizon: int = 6,
-                 tile_size: int | None = None, hidden: tuple[int, ...] | list[int] = (32, 32), kernel_size: int = 3,
+    def __init__(self, model: str = _D["model"], *, input_steps: int = _D["input_steps"], horizon: int = _D["horizon"],
+                 tile_size: int | None = None, hidden: tuple[int, ...] | list[int] = _D["hidden"], kernel_size: int = 3,
                  encoder_width: int = 16, encoder_depth: int = 1, time_features: bool = True, residual: bool = True,
-                 timezone: str | None = None, lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 16,
-                 max_epochs: int = 30, max_time: float | None = None, patience: int = 6, val: float = 0.15,
-                 test: float = 0.15, stride: int = 1, nowcast_weight: float = 0.5, log1p: bool = False,
-                 seed: int = 0, precision: str = "auto", accelerator: str = "auto", devices: Any = 1,
-                 strategy: str = "auto", num_nodes: int = 1, progress: bool = True, crop: int | None = None,
+                 timezone: str | None = None, lr: float = 3e-3, weight_decay: float = 1e-4,
+                 batch_size: int = _D["batch_size"], max_epochs: int = _D["max_epochs"],
+                 max_time: float | None = _D["max_time"], patience: int = 6, val: float | str | None = None,
+                 test: float | str | None = None, stride: int = 1, nowcast_weight: float = 0.5, log1p: bool = False,
+                 seed: int = _D["seed"], precision: str = _D["precision"], accelerator: str = _D["accelerator"],
+                 devices: Any = _D["devices"], strategy: str = _D["strategy"], num_nodes: int = _D["num_nodes"],
+                 progress: bool = True, crop: int | None = None,
                  context: tuple[str, ...] = (), cell_mean: bool = False, context_inputs: bool = True,
-                 feedback: bool = True, ema: float | None = None, count_head: bool = True,
-                 target_inputs: bool = False, peephole: str | None = None,
-                 lead_weights: tuple[float, ...] | None = None, linear_lags: int = 0,
+                 feedback: bool = True, count_head: bool = True, target_inputs: bool = False,
+                 linear_lags: int = _D["linear_lags"],
                  bptt_steps: int | None = None, counting: bool = True) -> None:
         from trafficrnn.params import check_params
 
@@ -266,8 +281,9 @@ class TrafficForecaster(InputChecks):
             binned on the frames of ``images``. They give the target when ``target`` is None and,
             with ``counting``, the per-sub-cell counts of the counting supervision.
         static : xarray.DataArray, optional
-            ``(band, y, x)`` layers on the grid (road mask, lanes from ``rasterize_lines``); the
-            same layers must then be passed to ``predict``.
+            ``(band, y, x)`` layers on the grid (road mask, lanes from ``rasterize_lines``). The
+            model keeps them (``static_``, saved with it): ``predict`` and ``evaluate`` use them on
+            the training grid when no ``static`` is given there.
         covariates : pandas.DataFrame, optional
             Known-in-advance exogenous series indexed by time, e.g. daily weather and holiday flags
             (one row per day, numeric columns; see :mod:`trafficrnn.covariates`). Every frame and
@@ -298,8 +314,12 @@ class TrafficForecaster(InputChecks):
             ``resume`` into a folder whose run had other settings or data, or whose checkpoint is
             truncated, tampered with or not a checkpoint.
         """
+        fit_began = time.perf_counter()  # max_time bounds all of fit, from here (importing Lightning too) to its return
         from trafficrnn.models import get_model
-        from trafficrnn.training import EpochSampler, ForecastModule, make_trainer, quiet_lightning, resolve_precision
+        from trafficrnn.training import (EpochSampler, ForecastModule, epochs_trained, make_trainer, quiet_lightning,
+                                         resolve_precision)
+
+        deadline = fit_began + self.max_time * 60 if self.max_time else None
 
         self._validate_params()
         if resume and checkpoint_dir is None:
@@ -345,10 +365,9 @@ class TrafficForecaster(InputChecks):
         cadence, gaps = check_cadence(times, allow_gaps=True)
         if cadence is None:
             raise TimestampError("the stack has one frame; forecasting needs a time series")
-        split = chronological_split(times, val=self.val, test=self.test, input_steps=self.input_steps,
-                                    horizon=self.horizon)
+        split, split_choice = fit_split(self, times, images, target, where=_stack_name(images))
         span = self.input_steps + self.horizon
-        starts = {k: _contiguous_starts(times, cadence, span, s, self.stride if k == "train" else 1)
+        starts = {k: contiguous_starts(times, cadence, span, s, self.stride if k == "train" else 1)
                   for k, s in split.items()}
         if len(starts["train"]) == 0:
             raise ConfigError(f"no training window of {span} evenly spaced frames fits in the stack of "
@@ -374,13 +393,14 @@ class TrafficForecaster(InputChecks):
         y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype("float32")
         x = y if density_only else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
         cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
-        tf = step_vectors(SimpleNamespace(time_features=self.time_features, timezone=self.timezone, covariates_=cov),
-                          times, covariates)
+        naive_zone = naive_zone_of(images, target)  # None: the naive times are UTC
+        tf = step_vectors(SimpleNamespace(time_features=self.time_features, timezone=self.timezone, covariates_=cov,
+                                          naive_zone_=naive_zone), times, covariates)
         entries = parse_context(self.context, cadence, self.horizon)
         if not density_only and any(e != "ha" for e in entries):
             raise ConfigError(f"context={tuple(self.context)}: past-value periods need observed targets at "
                               "forecast time, which the image path does not have; use context=('ha',)")
-        ctx = Context(entries, self.cell_mean).fit(y[train_t], times[train_t], cadence)
+        ctx = Context(entries, self.cell_mean, self.timezone).fit(y[train_t], times[train_t], cadence, naive_zone)
         user_static, static_names, static_scale = static_layers(static, grid)
         parts = [p for p in (user_static, ctx.static()) if p is not None]
         static_all = np.concatenate(parts) if parts else None
@@ -395,7 +415,6 @@ class TrafficForecaster(InputChecks):
                         future_covariate_channels=n_tf + ctx.future_channels,
                         static_channels=0 if static_all is None else len(static_all), residual=bool(self.residual),
                         feedback=bool(self.feedback), count_head=bool(self.count_head) and encoder is not None,
-                        cell_kwargs={"peephole": self.peephole} if self.peephole else None,
                         linear_leads=self.horizon if self.linear_lags else 0, linear_lags=max(int(self.linear_lags), 1),
                         **stride_kw)
         stage_a, x_win, tile_win, max_time = None, x, grid.tile_size, self.max_time
@@ -404,11 +423,9 @@ class TrafficForecaster(InputChecks):
         if counting:
             began = time.perf_counter()
             stage_a, x_win = self._pretrain(net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster,
-                                            from_front=front is not None)
+                                            from_front=front is not None, deadline=deadline)
             stage_a["encode_seconds"] = round(time.perf_counter() - began - stage_a["seconds"], 2)
             tile_win = 1
-            if max_time:  # stage B gets what stage A and the encoding of every frame left
-                max_time = max(max_time - (time.perf_counter() - began) / 60, 0.05)
         maps = ctx.series(y, times, train_t.stop)
         datasets = {k: WindowDataset(x_win, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
                                      future_maps=maps, tile_size=tile_win,
@@ -423,8 +440,8 @@ class TrafficForecaster(InputChecks):
                                 encoded=counting,
                                 inputs=BatchInputs(time_features=tf is not None, static=static_all,
                                                    context_inputs=self.context_inputs,
-                                                   target_inputs=self.target_inputs), ema=self.ema,
-                                lead_weights=self.lead_weights, bptt_steps=self.bptt_steps)
+                                                   target_inputs=self.target_inputs),
+                                bptt_steps=self.bptt_steps)
         validate = len(datasets["val"]) > 0
         bands, input_bands = [str(b) for b in target.band.values], [str(b) for b in images.band.values]
         record = checkpoints.run_record(self.get_params(), {
@@ -436,16 +453,19 @@ class TrafficForecaster(InputChecks):
         if finished is not None:  # a resumed run that had already ended with these settings: read it back
             checkpoints.load_state(root / finished["best"], module)
             module.history = list(finished.get("history") or [])
-            epochs, seconds, best_score = int(finished["epochs"]), float(finished["train_seconds"]), finished["best_score"]
+            epochs, seconds, best_score = finished["epochs"], float(finished["train_seconds"]), finished["best_score"]
+            wall = finished.get("wall_seconds")  # the run's, as its other figures (older records: none)
         else:
             with tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp, \
                     quiet_lightning(log.getEffectiveLevel() > logging.INFO):
                 run_root = root if root is not None else Path(tmp)
+                if deadline is not None:  # the Trainer gets what the set-up (and stage A, the encoding) left
+                    max_time = max((deadline - time.perf_counter()) / 60, 1e-4)
                 trainer, checkpoint = make_trainer(
                     root=run_root, max_epochs=self.max_epochs, patience=self.patience, max_time=max_time,
                     precision=resolve_precision(self.precision, self.accelerator), accelerator=self.accelerator,
                     devices=self.devices, strategy=self.strategy, num_nodes=self.num_nodes, progress=self.progress,
-                    validate=validate)
+                    validate=validate, deadline=deadline)
                 if root is not None and trainer.is_global_zero:
                     checkpoints.write(root, record)
                 started = time.perf_counter()
@@ -454,16 +474,18 @@ class TrafficForecaster(InputChecks):
                 best = checkpoint.best_model_path
                 if best:
                     checkpoints.load_state(Path(best), module)
-                epochs = int(trainer.current_epoch)
+                epochs = epochs_trained(trainer)  # a fraction when the last epoch was cut
                 best_score = None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)
+                wall = round(time.perf_counter() - fit_began, 2)  # all of fit: what follows takes milliseconds
                 if root is not None and trainer.is_global_zero:
                     checkpoints.finish(root, record, {
                         "epochs": epochs, "train_seconds": round(seconds, 2), "best_score": best_score,
-                        "best": Path(best).name if best else None, "history": list(module.history)})
+                        "best": Path(best).name if best else None, "history": list(module.history),
+                        "wall_seconds": wall})
                 # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
                 # checkpoint folder) before all have read it
                 trainer.strategy.barrier()
-        self.model_ = module.final_model().cpu().eval()
+        self.model_ = module.model.cpu().eval()
         self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
         self.gsd_ = gsd_of(images)
         self.bands_, self.input_bands_ = bands, input_bands
@@ -471,6 +493,8 @@ class TrafficForecaster(InputChecks):
         self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm
         self.density_only_ = density_only
         self.context_, self.static_bands_, self.static_scale_ = ctx, static_names, static_scale
+        self.naive_zone_ = naive_zone
+        self.static_ = kept_static(static, grid, static_names)  # predict's default; saved with the model
         self.covariates_ = cov
         self.split_ = {k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
                        for k, s in split.items()}
@@ -480,7 +504,7 @@ class TrafficForecaster(InputChecks):
             "epochs": epochs, "train_seconds": round(seconds, 2),
             # without a validation split the checkpoint monitors the training loss: no validation score then
             "best_val_loss": best_score if validate else None,
-            "period": [str(times[0]), str(times[-1])], "split": self.split_,
+            "period": [str(times[0]), str(times[-1])], "split": self.split_, "split_source": split_choice.describe(),
             "parameters": int(sum(p.numel() for p in self.model_.parameters())),
         }
         if stage_a is not None:
@@ -488,6 +512,7 @@ class TrafficForecaster(InputChecks):
             self.training_summary_["counting"] = {
                 "stage_a": stage_a, "stage_b": {"epochs": epochs, "seconds": round(seconds, 2),
                                                 "best_val_loss": best_score if validate else None}}
+        self.training_summary_["wall_seconds"] = round(time.perf_counter() - fit_began, 2) if wall is None else wall
         return self
 
     @staticmethod
@@ -505,7 +530,8 @@ class TrafficForecaster(InputChecks):
             return None
         return found
 
-    def _pretrain(self, net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster, from_front=False):
+    def _pretrain(self, net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster, from_front=False,
+                  deadline=None):
         """Stage A of counting supervision, then the frozen encoder's cached features (stage B's inputs)."""
         if float(np.nanmin(tgt_norm.mean_)) != 0.0:
             raise ConfigError("counting supervision needs a zero-mean target scaling (counts that add up)")
@@ -513,7 +539,9 @@ class TrafficForecaster(InputChecks):
         fine, unit = fine_target(images, grid, unit, vehicles=vehicles, raster=fine_raster)
         fine = prepare_fine(fine, tgt_norm.scale_.astype("float32"))
         train, val = split_indices(split)
-        budget = self.max_time * 60 * (FINETUNE_SHARE if from_front else PRETRAIN_SHARE) if self.max_time else None
+        # a share of the time left (of max_time, less the set-up): the rest encodes every frame and trains stage B
+        share = FINETUNE_SHARE if from_front else PRETRAIN_SHARE
+        budget = max(deadline - time.perf_counter(), 0.0) * share if deadline is not None else None
         summary = pretrain_encoder(net, x, y, fine, train, val, unit=unit, batch_size=self.batch_size, lr=self.lr,
                                    weight_decay=self.weight_decay, max_epochs=self.max_epochs, max_seconds=budget,
                                    patience=self.patience, seed=self.seed, initial=from_front)
@@ -538,11 +566,13 @@ class TrafficForecaster(InputChecks):
         NotFittedError, ModelMismatchError, ConfigError
         """
         images, grid = self._prepare(images, align)
+        check_naive_zone(self, images, target)
         y = self._observed(images, target, grid)
         if self.cell_mean and not grid.matches(self.grid_):
             raise ModelMismatchError(f"the model uses per-cell channels (cell_mean=True) of its training grid "
                                      f"{self.grid_}; the stack is on {grid}: predict on the training grid")
-        user, _, _ = static_layers(static, grid, names=self.static_bands_, scale=self.static_scale_)
+        user, _, _ = static_layers(static_for(self, static, grid), grid, names=self.static_bands_,
+                                   scale=self.static_scale_)
         parts = [p for p in (user, self.context_.static()) if p is not None]
         horizon = self._check_horizon(horizon)
         check_covariates_given(self, covariates)
@@ -584,6 +614,8 @@ class TrafficForecaster(InputChecks):
         (its CRS, transform and shape; see :func:`trafficrnn.checks.reproject_to_grid`); they must
         cover at least half of it.
 
+        ``static``: ``(band, y, x)`` layers on the stack's grid, for a model fitted with them; left
+        out, the layers the model kept from ``fit`` (on its training grid only).
         ``target``: observed targets of the input frames, for a model fitted with ``target_inputs``.
         ``covariates``: the covariate table, for a model fitted with one (it must cover the input
         frames and the ``horizon`` lead times: for weather, the forecast of the coming hours).

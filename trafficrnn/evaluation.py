@@ -2,43 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from trafficrnn.data import chronological_split
+from trafficrnn.data import contiguous_starts
+from trafficrnn.splits import choose_split, evaluation_split
 from trafficrnn.errors import ConfigError
 from trafficrnn.metrics import align_truth, per_lead, skill
-from trafficrnn.models.baselines import get_baseline
+from trafficrnn.models.baselines import BASELINES, get_baseline
 
-DEFAULT_BASELINES = ("persistence", "historical_average", "ridge")
+DEFAULT_BASELINES = tuple(BASELINES)  # every registered baseline: persistence, historical_average, ridge
 
 
-def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None) -> tuple[np.ndarray, slice]:
+def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None, *data: Any) -> tuple[np.ndarray, slice]:
     """Issue indices (last input frame) of every full, gap-free window in ``split`` (or the whole stack).
 
+    ``data``: the stack (and target) whose ``attrs["split"]`` gives the parts when the estimator's
+    ``val`` / ``test`` are left ``None`` (see :mod:`trafficrnn.splits`).
     Returns the indices and the slice of frames baselines may learn from (everything before the split).
     """
-    from trafficrnn.estimator import _contiguous_starts
-
     span = est.input_steps + est.horizon
     if split is None:
         rng, fit_on = slice(0, len(times)), slice(0, len(times))
     elif split in ("train", "val", "test"):
-        parts = chronological_split(times, val=est.val, test=est.test, input_steps=est.input_steps,
-                                    horizon=est.horizon)
+        parts, _ = evaluation_split(est, times, split, *data)
         rng = parts[split]
         # baselines learn from what precedes the split's first target (train + val for the test split)
         fit_on = slice(0, parts["val"].start) if split == "train" else slice(0, rng.start + est.input_steps)
     else:
         raise ConfigError(f"split={split!r} is invalid: expected 'test', 'val', 'train' or None (whole stack)")
-    starts = _contiguous_starts(times, est.cadence_, span, rng, 1)
+    starts = contiguous_starts(times, est.cadence_, span, rng, 1)
     if len(starts) == 0:
         raise ConfigError(f"no full window of {span} frames in the {split or 'whole'} stack: "
                           "pass a longer stack or split=None")
     return starts + est.input_steps - 1, fit_on
+
+
+def baseline_options(est, name: str) -> dict[str, Any]:
+    """Options of the baseline ``name`` beside the model ``est``: the model's ``timezone`` for those that read
+    a local clock (a ``timezone`` argument: historical average, ridge), so that their slots and calendar
+    features follow the clock of the model's calendar channels."""
+    import inspect
+
+    from trafficrnn.models.baselines import BASELINES
+
+    takes = "timezone" in inspect.signature(BASELINES.get(name).__init__).parameters
+    return {"timezone": est.timezone} if takes else {}
+
+
+def baseline_history(est, truth: xr.DataArray) -> xr.DataArray:
+    """The observed targets the baselines learn from and are scored on: the model's bands and units, and its
+    times read as the model reads them (``attrs["timezone"]``: the training stack's zone, none for UTC)."""
+    history = truth.sel(band=est.bands_)
+    history.attrs["units"] = est.units_
+    zone = getattr(est, "naive_zone_", None)
+    if zone:
+        history.attrs["timezone"] = zone
+    else:
+        history.attrs.pop("timezone", None)
+    return history
 
 
 def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
@@ -61,9 +86,16 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
         ``(time, band, y, x)`` observed targets on the model's grid; ``None``: ``images`` is its
         own target (density-only models).
     split : {"test", "val", "train"} or None
-        The chronological split whose windows are scored; ``None``: every window of the stack.
+        The chronological split whose windows are scored; ``None``: every window of the stack. The
+        parts are the estimator's ``val`` / ``test`` where set, else the published split the stack
+        carries (``attrs["split"]``: the parts it does not hold are empty, and a stack that starts
+        in the scored part is refused when baselines are asked for: they would have no earlier day
+        to learn from), else the fractions 0.15 / 0.15; ``attrs["split_source"]`` of the table says
+        which.
     baselines : sequence of str
-        Baselines fitted on the frames before the split (see :func:`trafficrnn.models.baselines.get_baseline`).
+        Baselines fitted on the frames before the split (see :func:`trafficrnn.models.baselines.get_baseline`);
+        the historical average and ridge get the model's ``timezone``, so that their slots and calendar
+        features read the same local clock as the model's calendar channels.
     horizon : int, optional
         Leads scored (at most the model's).
     static, covariates : optional
@@ -94,7 +126,14 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
     images_c, grid = est._prepare(images, align)
     truth_da = images_c if target is None else est._align_target(images_c, target, grid)
     times = pd.DatetimeIndex(images_c.time.values)
-    issues, fit_on = evaluation_issues(est, times, split)
+    issues, fit_on = evaluation_issues(est, times, split, images, target)
+    choice = choose_split(est.val, est.test, times, images, target) if split is not None else None
+    if baselines and choice is not None and choice.source == "published" and split != "train" \
+            and fit_on.stop <= est.input_steps:
+        raise ConfigError(f"the stack starts in the {split} part of its dataset's published split "
+                          f"({choice.published.describe()}): the baselines would have no day before it to learn "
+                          "from. Pass the whole stack (only the windows of that part are scored), or baselines=() "
+                          "to score the model alone, or split=None (CLI: --split all) for every window")
     horizon = est._check_horizon(horizon)
     observed = truth_da if getattr(est, "target_inputs", False) else None
     show = _progress_of(est) if progress is None else bool(progress)
@@ -103,12 +142,10 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
               disable=not show) as bar:
         fc = _model_forecasts(est, images_c, observed, issues, horizon, static, covariates, bar.update)
         tables[est.model] = per_lead(fc, align_truth(fc, truth_da))
-        history = truth_da.sel(band=est.bands_)
-        history.attrs["units"] = est.units_
+        history = baseline_history(est, truth_da)
         for name in baselines:
             bar.set_description(f"evaluate {name}")
-            kwargs = {"horizon": horizon} if name == "ridge" else {}
-            base = get_baseline(name, **kwargs).fit(history.isel(time=fit_on))
+            base = get_baseline(name, horizon=horizon, **baseline_options(est, name)).fit(history.isel(time=fit_on))
             ok = issues >= base.min_history - 1
             bfc = base.predict_many(history, issues[ok], horizon)
             tables[name] = per_lead(bfc, align_truth(bfc, history))
@@ -122,6 +159,7 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
     else:
         table["skill_rmse"] = np.nan
     table.attrs.update(issues=int(len(issues)), split=split or "all",
+                       split_source=choice.describe() if choice is not None else "every window of the stack",
                        first_issue=str(times[issues[0]]), last_issue=str(times[issues[-1]]))
     return table
 

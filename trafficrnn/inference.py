@@ -22,10 +22,10 @@ import xarray as xr
 from distributed import WorkerPlugin
 
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, SchedulerError
-from trafficrnn.inputs import check_covariates_given
-from trafficrnn.io._atomic import atomic_output, check_output
+from trafficrnn.inputs import check_covariates_given, static_for
+from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.export import write_band_meta
-from trafficrnn.tiling import (BLENDS, Window, _global_layers, networks, plan_windows, receptive_field,
+from trafficrnn.tiling import (BLENDS, Window, global_layer_names, networks, plan_windows, receptive_field,
                               receptive_halo)
 
 __all__ = ["forecast_large", "receptive_halo", "receptive_field", "connect", "plan_windows", "SchedulerError", "BLENDS"]
@@ -190,7 +190,8 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
         Run each window as a task on this cluster (see :func:`connect`); the model is shipped
         once per worker by a worker plugin, tasks are retried ``retries`` times.
     static : xarray.DataArray, optional
-        ``(band, y, x)`` static layers on the area's grid, as in ``predict``.
+        ``(band, y, x)`` static layers on the area's grid, as in ``predict`` (left out: the layers
+        the model kept from ``fit``, when the area is its training grid).
     covariates : pandas.DataFrame, optional
         The covariate table of a model fitted with one, as in ``predict``.
     horizon : int, optional
@@ -242,7 +243,7 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     n_frames = images.sizes["time"] if lags else model.input_steps
     window = _default_window(model, n_frames, halo) if window is None else _check_size("window", window, grid.shape)
     window = min(window, max(grid.shape))
-    global_layers = _global_layers(model)
+    global_layers = global_layer_names(model)
     # a halo as long as the area makes every window the whole area: exact even below the receptive field
     exact = halo >= min(needed, max(grid.shape)) and not global_layers
     if not exact:
@@ -255,6 +256,7 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     tile = grid.tile_size
 
     check_covariates_given(model, covariates)
+    static = static_for(model, static, grid)  # left out: the layers the model kept (its training grid only)
 
     def task_args(win: Window) -> tuple[Any, dict]:
         (r0, r1), (c0, c1) = win.rows, win.cols

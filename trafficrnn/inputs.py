@@ -96,8 +96,9 @@ def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] |
     """
     if static is None:
         if names:
-            raise ModelMismatchError(f"the model was trained with static layers {names}: pass static=... "
-                                     "(CLI: --roads) on the forecast grid")
+            raise ModelMismatchError(f"the model was trained with static layers {names} and saved without "
+                                     "them (before trafficrnn kept them): pass static=... (CLI: --roads) on "
+                                     "the forecast grid")
         return None, [], []
     if not isinstance(static, xr.DataArray) or static.dims != ("band", "y", "x"):
         raise ConfigError(f"static must be a DataArray (band, y, x) such as rasterize_lines returns, got "
@@ -112,6 +113,36 @@ def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] |
     if scale is None:
         scale = [float(np.abs(b).max()) or 1.0 for b in values]
     return values / np.asarray(scale, dtype=np.float32)[:, None, None], found, list(scale)
+
+
+def kept_static(static: xr.DataArray | None, grid: Grid, names: list[str]) -> xr.DataArray | None:
+    """The static layers a model keeps from ``fit`` (checked by :func:`static_layers` first): ``static``
+    as float32 ``(band, y, x)`` on ``grid``, for ``predict`` / ``evaluate`` and the saved model folder."""
+    if static is None:
+        return None
+    values = np.asarray(static.values, dtype=np.float32)
+    return grid.attach(xr.DataArray(values, dims=("band", "y", "x"), coords={"band": list(names)}, name="static"))
+
+
+def static_for(est: Any, static: xr.DataArray | None, grid: Grid) -> xr.DataArray | None:
+    """``static`` where given; else the layers the model kept from ``fit`` (``est.static_``, saved with
+    it), which lie on its training grid: used when ``grid`` is that grid.
+
+    Raises
+    ------
+    ModelMismatchError
+        The model keeps static layers and ``grid`` is not its training grid.
+    """
+    if static is not None or not est.static_bands_:
+        return static
+    kept = getattr(est, "static_", None)
+    if kept is None:  # a model saved before it kept its layers: static_layers asks for them
+        return None
+    if not grid.matches(est.grid_):
+        raise ModelMismatchError(f"the model keeps its static layers {est.static_bands_} on its training grid "
+                                 f"{est.grid_}, but the stack is on {grid}: pass static=... rasterised on the "
+                                 "stack's grid (CLI: --roads ROADS.gpkg), or forecast on the training grid")
+    return kept
 
 
 def normalised_inputs(est: Any, images: xr.DataArray) -> np.ndarray:
@@ -130,13 +161,54 @@ def has_vectors(est: Any) -> bool:
     return bool(est.time_features) or est.covariates_ is not None
 
 
+#: names of the UTC clock: naive times read on it need no zone
+_UTC = {"UTC", "Etc/UTC", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu", "GMT", "Etc/GMT", "Etc/GMT0", "GMT0"}
+
+
+def naive_zone_of(*stacks: Any) -> str | None:
+    """The IANA zone whose wall clock the naive times of a stack read: its ``attrs["timezone"]`` (written
+    by :func:`~trafficrnn.io.read_stack` from the files' ``timezone`` tag, or by a dataset such as
+    :func:`~trafficrnn.datasets.nyc_bike`), the first of ``stacks`` that records one; ``None``: UTC.
+
+    Raises
+    ------
+    ConfigError
+        If the recorded zone is not an IANA zone name.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    for da in stacks:
+        zone = getattr(da, "attrs", {}).get("timezone") if da is not None else None
+        if zone:
+            try:
+                ZoneInfo(str(zone))
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(f"the stack's attrs['timezone'] = {zone!r} is not a known IANA zone: set it to the "
+                                  "zone whose wall clock its naive times read (e.g. 'America/New_York'), or "
+                                  "remove it for UTC times") from None
+            return None if str(zone) in _UTC else str(zone)
+    return None
+
+
+def check_naive_zone(est: Any, *stacks: Any) -> None:
+    """Refuse stacks whose naive times read another clock (``attrs["timezone"]``) than the training stack's
+    (``est.naive_zone_``): the calendar channels and slots would be shifted by the difference."""
+    found = naive_zone_of(*stacks)
+    fitted = getattr(est, "naive_zone_", None)
+    if found is not None and found != fitted:
+        raise ModelMismatchError(f"the stack's naive times are wall-clock times of {found} (attrs['timezone']), "
+                                 f"the model was trained on times of {fitted or 'UTC'}: give the times on that "
+                                 "clock (the same kind of stack as in training)")
+
+
 def step_vectors(est: Any, times: Any, covariates: pd.DataFrame | None = None) -> np.ndarray | None:
     """Per-step vectors ``(len(times), F)`` float32 of a (fitting or fitted) estimator: its calendar
-    channels (``time_features``) then its exogenous covariates (``covariates_``, read from the table
-    ``covariates`` at ``times``); ``None`` when it has neither."""
+    channels (``time_features`` on the local clock of ``timezone``; ``times`` are naive UTC, or wall-clock
+    times of the training stack's zone ``naive_zone_``) then its exogenous covariates (``covariates_``,
+    read from the table ``covariates`` at ``times``); ``None`` when it has neither."""
     parts = []
     if est.time_features:
-        parts.append(time_features(times, timezone=est.timezone))
+        parts.append(time_features(times, timezone=est.timezone, naive_zone=getattr(est, "naive_zone_", None)))
     if est.covariates_ is not None:
         parts.append(est.covariates_.at(covariates, times))
     return np.concatenate(parts, axis=1) if parts else None

@@ -14,7 +14,7 @@ import xarray as xr
 
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, TimestampError
 from trafficrnn.grid import Grid
-from trafficrnn.registry import lookup
+from trafficrnn.registry import Registry
 
 __all__ = ["mae", "rmse", "mape", "skill", "per_lead", "align_truth", "METRICS", "get_metric"]
 
@@ -99,7 +99,8 @@ def skill(score_model: Any, score_reference: Any) -> Any:
         return 1.0 - score_model / score_reference
 
 
-METRICS: dict[str, Callable[..., float]] = {"mae": mae, "rmse": rmse, "mape": mape}
+#: metric name -> function ``f(pred, truth, mask=None) -> float``
+METRICS: Registry[Callable[..., float]] = Registry("metric", {"mae": mae, "rmse": rmse, "mape": mape})
 
 
 def get_metric(name: str) -> Callable[..., float]:
@@ -107,10 +108,11 @@ def get_metric(name: str) -> Callable[..., float]:
 
     Raises
     ------
-    ValueError
-        If ``name`` is not registered; the message lists the valid names.
+    UnknownNameError
+        If ``name`` is not registered (a ``ConfigError``, hence a ``ValueError``); the message lists
+        the valid names.
     """
-    return lookup(METRICS, name, "metric")
+    return METRICS.get(name)
 
 
 def _check_grid(forecast: xr.DataArray, target: xr.DataArray) -> None:

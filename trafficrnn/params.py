@@ -2,9 +2,8 @@
 
 ``TrafficForecaster(...)`` and ``set_params`` run :func:`check_params` so that a misspelt model
 name or precision is refused at once, not after the data are read; ``fit`` then checks what
-depends on several parameters together (``peephole`` with the model, ``lead_weights`` with
-``horizon``, ``linear_lags`` and ``bptt_steps`` with ``input_steps``, ``val`` + ``test`` < 1) and on
-the data (the ``context`` periods against the cadence).
+depends on several parameters together (``linear_lags`` and ``bptt_steps`` with ``input_steps``,
+``val`` + ``test`` < 1) and on the data (the ``context`` periods against the cadence).
 """
 
 from __future__ import annotations
@@ -16,10 +15,19 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from trafficrnn.errors import ConfigError
+from trafficrnn.models import MODELS  # the registry alone: no torch, so that parsing the command line stays light
 
-#: the names of :func:`trafficrnn.models.list_models`, written out so that the CLI and ``read_config``
-#: know them without importing torch (a test keeps the two lists the same)
-MODEL_NAMES = ("convlstm", "convgru")
+#: the names of the model registry (:func:`trafficrnn.models.list_models`), in registration order
+MODEL_NAMES = tuple(MODELS)
+#: the defaults shared by :class:`~trafficrnn.estimator.TrafficForecaster` and the CLI's ``train`` /
+#: ``compare`` options (written here, without torch, so that parsing the command line stays light;
+#: a test keeps the estimator's signature and the CLI's options equal to them). ``max_time`` is a
+#: laptop's budget in minutes: all of ``fit`` ends within it (``None`` / ``--max-minutes 0``: no limit).
+DEFAULTS: dict[str, Any] = {
+    "model": "convgru", "input_steps": 8, "horizon": 6, "max_time": 5.0, "max_epochs": 30, "batch_size": 16,
+    "hidden": (32, 32), "seed": 0, "precision": "auto", "accelerator": "auto", "devices": 1, "strategy": "auto",
+    "num_nodes": 1, "linear_lags": 0,
+}
 #: ``precision`` values: "auto" (see :func:`trafficrnn.training.resolve_precision`) and Lightning's own
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "32", "16", "bf16", "64",
               32, 16, 64, "transformer-engine", "transformer-engine-float16")
@@ -40,11 +48,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not _is_bool(value)
-
-
-def _is_sequence(value: Any) -> bool:
-    np = sys.modules.get("numpy")
-    return isinstance(value, (tuple, list)) or (np is not None and isinstance(value, np.ndarray) and value.ndim == 1)
 
 
 def _positive_int(name: str, value: Any, params: dict) -> None:
@@ -85,6 +88,8 @@ def _hidden(name: str, value: Any, params: dict) -> None:
 
 
 def _split(name: str, value: Any, params: dict) -> None:
+    if value is None:  # the data's published split, else 0.15 (trafficrnn.splits)
+        return
     if _is_number(value):
         if not 0 <= value < 1:
             raise ConfigError(f"{name}={value!r} is invalid: expected a fraction in [0, 1), or the first time of "
@@ -102,28 +107,6 @@ def _split(name: str, value: Any, params: dict) -> None:
 def _bool(name: str, value: Any, params: dict) -> None:
     if not _is_bool(value):
         raise ConfigError(f"{name}={value!r} is invalid: expected True or False")
-
-
-def _ema(name: str, value: Any, params: dict) -> None:
-    if value is not None and (not _is_number(value) or not 0 < value < 1):
-        raise ConfigError(f"ema={value!r} is invalid: expected a decay in (0, 1) such as 0.995, or None")
-
-
-def _peephole(name: str, value: Any, params: dict) -> None:
-    if value not in (None, "channel"):
-        raise ConfigError(f"peephole={value!r} is invalid: expected None or 'channel'")
-
-
-def _lead_weights(name: str, value: Any, params: dict) -> None:
-    if value is None:
-        return
-    ok = _is_sequence(value) and len(value) > 0 and all(
-        _is_number(w) and math.isfinite(w) and w >= 0 for w in value) and sum(value) > 0
-    if not ok:
-        h = params.get("horizon")
-        h = h if _is_int(h) and h >= 1 else 3
-        raise ConfigError(f"lead_weights={value!r} is invalid: expected {h} finite weights >= 0 (one per lead, "
-                          f"horizon={h}) with a positive sum, e.g. {tuple([2.0] + [1.0] * (h - 1))}, or None")
 
 
 def _linear_lags(name: str, value: Any, params: dict) -> None:
@@ -161,7 +144,7 @@ def _timezone(name: str, value: Any, params: dict) -> None:
         ZoneInfo(str(value))
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"timezone={value!r} is not a known IANA zone: expected a name such as "
-                          "'America/New_York' or 'Europe/Berlin', or None for naive local times") from None
+                          "'America/New_York' or 'Europe/Berlin', or None for the UTC clock") from None
 
 
 def _precision(name: str, value: Any, params: dict) -> None:
@@ -203,9 +186,6 @@ CHECKS: dict[str, Check] = {
     "val": _split,
     "test": _split,
     **dict.fromkeys(_BOOLS, _bool),
-    "ema": _ema,
-    "peephole": _peephole,
-    "lead_weights": _lead_weights,
     "linear_lags": _linear_lags,
     "context": _context,
     "timezone": _timezone,

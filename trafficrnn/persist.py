@@ -13,7 +13,7 @@ import pandas as pd
 
 from trafficrnn._version import __version__
 from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNNError
-from trafficrnn.io._atomic import atomic_output
+from trafficrnn.io.atomic import atomic_output
 from trafficrnn.params import MODEL_NAMES
 
 if TYPE_CHECKING:  # for annotations only: load_model imports what it builds (torch with it), so that
@@ -23,6 +23,8 @@ FORMAT = "trafficrnn-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+#: the static layers a model keeps from fit (road mask ...): a float32 GeoTIFF on the model's grid
+STATIC = "static.tif"
 
 
 def _sha256(path: Path) -> str:
@@ -33,11 +35,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types: numpy scalars as Python numbers, tuples as lists, keys as str, others as str."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -67,21 +70,80 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
         state = {k: v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()}
         state.update({k: torch.from_numpy(v) for k, v in est.context_.arrays().items()})
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        static_sha256 = _write_static(est, tmp / STATIC)
         config = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "trafficrnn_version": __version__,
             "weights_sha256": _sha256(tmp / WEIGHTS),
-            "model": est.model, "model_config": _jsonable(est.model_.config),
-            "params": _jsonable(est.get_params()),
+            "model": est.model, "model_config": jsonable(est.model_.config),
+            "params": jsonable(est.get_params()),
             "grid": est.grid_.to_dict(), "gsd": [float(v) for v in est.gsd_], "bands": est.bands_, "input_bands": est.input_bands_,
             "units": est.units_, "cadence": est.cadence_.isoformat(), "density_only": bool(est.density_only_),
+            "naive_zone": getattr(est, "naive_zone_", None),
             "target_normalizer": est.target_normalizer_.to_dict(),
             "input_normalizer": est.input_normalizer_.to_dict(),
             "context": est.context_.to_dict(), "static_bands": est.static_bands_, "static_scale": est.static_scale_,
+            "static_sha256": static_sha256,
             "covariates": None if est.covariates_ is None else est.covariates_.to_dict(),
-            "training_summary": _jsonable(est.training_summary_), "history": _jsonable(est.history_),
+            "training_summary": jsonable(est.training_summary_), "history": jsonable(est.history_),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
     return path
+
+
+def _write_static(est, target: Path) -> str | None:
+    """Write the static layers the model kept from ``fit`` (``est.static_``) to ``target``, a float32
+    GeoTIFF on the model's grid with one named band per layer; its SHA-256, or None without layers."""
+    kept = getattr(est, "static_", None)
+    if kept is None:
+        return None
+    import rasterio
+
+    grid = est.grid_
+    with rasterio.open(target, "w", driver="GTiff", height=grid.shape[0], width=grid.shape[1],
+                       count=kept.sizes["band"], dtype="float32", crs=grid.crs, transform=grid.transform) as dst:
+        dst.write(np.asarray(kept.values, dtype="float32"))
+        dst.descriptions = tuple(str(b) for b in kept.band.values)
+    return _sha256(target)
+
+
+def _read_static(config: dict, grid: Grid, names: list[str], path: Path):
+    """The static layers saved by :func:`_write_static`, checked against the config's checksum, grid and
+    band names; None for a model saved without them (it then asks for ``static=``, as before).
+
+    Raises
+    ------
+    ModelFileError
+        ``static.tif`` missing, modified, unreadable, or not the config's layers on the model's grid.
+    """
+    import rasterio
+    import xarray as xr
+
+    from trafficrnn.grid import Grid
+    from trafficrnn.inputs import kept_static
+
+    digest = config.get("static_sha256")
+    if digest is None:
+        return None
+    file = path / STATIC
+    if not isinstance(digest, str) or not names:
+        raise ModelFileError(f"{path / CONFIG}: static_sha256 = {digest!r:.60} with static_bands {names}: expected "
+                             "a checksum and the layers' names; the config is corrupt or was modified")
+    if not file.is_file():
+        raise ModelFileError(f"{file} is missing: the model keeps its static layers {names} there; the model "
+                             "folder is incomplete (copy the whole folder, or save the model again)")
+    found = _sha256(file)
+    if found != digest:
+        raise ModelFileError(f"{file}: checksum {found[:12]}… does not match the config's {digest[:12]}…; the "
+                             "static layers were modified or truncated — refusing to load")
+    try:
+        with rasterio.open(file) as src:
+            values, crs, transform, bands = src.read().astype("float32"), src.crs, src.transform, src.descriptions
+    except rasterio.errors.RasterioError as exc:
+        raise ModelFileError(f"{file} is not a readable GeoTIFF ({exc})") from None
+    if crs is None or list(bands) != names or not Grid(crs, transform, values.shape[1:], 1).matches(grid):
+        raise ModelFileError(f"{file}: layers {list(bands)} on {values.shape[1:]} cells do not match the config's "
+                             f"static layers {names} on the model's grid {grid} — refusing to load")
+    return kept_static(xr.DataArray(values, dims=("band", "y", "x")), grid, names)
 
 
 def _require(config: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
@@ -105,11 +167,33 @@ _MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel
                "output_activation", "cell_kwargs", "count_head", "linear_leads", "linear_lags", "count_stage",
                "density_per_cell"}
 _ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem", "norm"}
-_CELL_KEYS = {"bias", "peephole", "grid_shape"}
+_CELL_KEYS = {"bias"}
 #: parameters added after format version 1 appeared, with the behaviour of models saved before them
-_ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "ema": None, "target_inputs": False,
-                 "peephole": None, "lead_weights": None, "linear_lags": 0,
-                 "bptt_steps": None, "counting": False}
+_ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "target_inputs": False,
+                 "linear_lags": 0, "bptt_steps": None, "counting": False}
+#: removed options that built a different network: a model saved with one set is refused. The removed
+#: training options (``ema``, ``lead_weights``) are dropped on load: the saved weights are what they are
+_REMOVED_ARCHITECTURE = ("peephole",)
+
+
+def _check_removed(config: dict, path: Path) -> None:
+    """Refuse a model saved with a removed architecture option (``peephole``), naming the version that
+    saved it; where that option is null, drop it (the network is the one built without it)."""
+    params, cell_kwargs = config["params"], config["model_config"].get("cell_kwargs")
+    cell_kwargs = cell_kwargs if isinstance(cell_kwargs, dict) else {}
+    for key in _REMOVED_ARCHITECTURE:
+        value = params.get(key) if params.get(key) is not None else cell_kwargs.get(key)
+        if value is not None:
+            version = config.get("trafficrnn_version")
+            saved = f"trafficrnn {version}" if isinstance(version, str) and version else "an earlier trafficrnn"
+            older = " (a build from before the removal)" if version == __version__ else ""
+            raise ModelFileError(
+                f"{path}: this model was saved by {saved} with {key}={value!r}, an option removed from this "
+                f"trafficrnn ({__version__}) because the benchmarks showed no gain, so its network cannot be "
+                f"rebuilt; retrain the model with trafficrnn {__version__}, or load it with {saved}{older}, the "
+                "version that saved it")
+        params.pop(key, None)
+        cell_kwargs.pop(key, None)
 
 
 def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
@@ -285,6 +369,7 @@ def read_config(path) -> dict[str, Any]:
         raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} is not a duration") from None
     if cadence <= pd.Timedelta(0):
         raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} must be positive")
+    _check_removed(config, path)
     _check_model_config(config["model_config"], path)
     params = config["params"]
     for key in ("input_steps", "horizon"):
@@ -307,6 +392,22 @@ def _gsd(config: dict, grid: Grid, path: Path) -> tuple[float, float]:
                              f"{grid.resolution} at tile_size={grid.tile_size} (expected {list(implied)}); "
                              "the config is corrupt or was modified — refusing to load")
     return float(gsd[0]), float(gsd[1])
+
+
+def _naive_zone(config: dict, path: Path) -> str | None:
+    """The zone whose wall clock the training stack's naive times read (None: UTC). Models saved before it was
+    recorded read naive times as they were, on the clock of their ``timezone``: that zone."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    zone = config["naive_zone"] if "naive_zone" in config else config["params"].get("timezone")
+    if zone is None:
+        return None
+    try:
+        ZoneInfo(str(zone))
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ModelFileError(f"{path / CONFIG}: naive_zone = {zone!r:.60} is not a known IANA zone; the config is "
+                             "corrupt or was modified — refusing to load") from None
+    return str(zone)
 
 
 def load_model(cls, path):
@@ -340,20 +441,20 @@ def load_model(cls, path):
         raise ModelFileError(f"{path / WEIGHTS} is not a readable safetensors file ({exc})") from None
     extras = {k: state.pop(k).numpy() for k in [k for k in state if k.startswith("context.")]}
     cell = config["model_config"].get("cell")
-    if cell != MODELS[config["model"].lower()]:
+    if cell != MODELS.info(config["model"]).cell:
         raise ModelFileError(f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent")
     _check_weights_fit(config, state, path)
     params = {k: v for k, v in config["params"].items() if k in cls().get_params()}
     # models saved before these parameters existed were built without them
     for key, before in _ADDED_PARAMS.items():
         params.setdefault(key, before)
-    for key in ("hidden", "context", "lead_weights"):
+    for key in ("hidden", "context"):
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])  # JSON has no tuples
     try:
         est = cls(**params)
         cell = config["model_config"].get("cell")
-        if cell != MODELS[config["model"].lower()]:
+        if cell != MODELS.info(config["model"]).cell:
             raise ModelFileError(f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent")
         net = EncoderForecaster(**config["model_config"])
         net.load_state_dict(state, strict=True)
@@ -363,6 +464,7 @@ def load_model(cls, path):
         est.context_ = Context.restore(config.get("context", {"entries": [], "cell_mean": False}), extras)
         est.static_bands_ = [str(b) for b in config.get("static_bands", [])]
         est.static_scale_ = [float(v) for v in config.get("static_scale", [])]
+        est.static_ = _read_static(config, grid, est.static_bands_, path)
         spec = config.get("covariates")
         est.covariates_ = None if spec is None else Covariates.from_dict(spec)
         _check_vector_channels(config, est, path)
@@ -379,6 +481,7 @@ def load_model(cls, path):
     est.grid_, est.cadence_, est.gaps_ = grid, pd.Timedelta(config["cadence"]), []
     est.bands_, est.input_bands_, est.units_ = config["bands"], config["input_bands"], config["units"]
     est.density_only_ = config["density_only"]
+    est.naive_zone_ = _naive_zone(config, path)
     est.training_summary_ = config.get("training_summary", {})
     est.history_ = config.get("history", [])
     est.split_ = est.training_summary_.get("split")

@@ -9,7 +9,7 @@ import pandas as pd
 import xarray as xr
 
 from trafficrnn.errors import ConfigError
-from trafficrnn.io._atomic import atomic_output, check_output
+from trafficrnn.io.atomic import atomic_output, check_output
 
 
 def _axis_labels(crs) -> tuple[str, str]:

@@ -80,7 +80,7 @@ def networks(model: Any) -> list[nn.Module]:
     return [m.model_ for m in getattr(model, "estimators_", [model])]
 
 
-def _global_layers(model: Any) -> list[str]:
+def global_layer_names(model: Any) -> list[str]:
     """Layers whose output at a cell depends on the whole input area (spatial statistics)."""
     kinds = (nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
     return sorted({type(m).__name__ for net in networks(model) for m in net.modules() if isinstance(m, kinds)})

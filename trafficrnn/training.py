@@ -3,7 +3,8 @@
 Masked MSE on normalised targets (NaN targets — nodata, cloud — carry no weight), an optional
 auxiliary nowcast loss for the image encoder, AdamW with a cosine decay over the training budget
 (epochs or wall time), early stopping,
-best-checkpoint selection and resumable ``last.ckpt``.
+best-checkpoint selection and resumable ``last.ckpt``; under a time limit, a :class:`Deadline` that
+ends the training in time for the validation and checkpoints after its last batch.
 """
 
 from __future__ import annotations
@@ -23,16 +24,9 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 log = logging.getLogger(__name__)
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-               lead_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean squared error over the entries where ``mask`` is true (0 when none is).
-
-    ``lead_weights`` (one per step of dim 1 of ``(N, lead, ...)`` tensors) makes it the weighted
-    mean: each entry counts with its lead's weight.
-    """
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the entries where ``mask`` is true (0 when none is)."""
     mask = mask.to(pred.dtype)
-    if lead_weights is not None:
-        mask = mask * lead_weights.to(pred.dtype).view(1, -1, *([1] * (mask.dim() - 2)))
     return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1e-12)
 
 
@@ -53,13 +47,6 @@ class ForecastModule(L.LightningModule):
         Weight of the auxiliary nowcast loss (image path only).
     inputs : callable
         ``inputs(batch) -> dict`` of keyword arguments for ``model.forward`` besides ``x``.
-    ema : float, optional
-        Decay of an exponential moving average of the weights, updated after every optimiser
-        step; validation (hence early stopping and the best checkpoint) scores the averaged
-        weights, and :meth:`final_model` returns them. ``None``: no average.
-    lead_weights : sequence of float, optional
-        Weight of each lead in the forecast loss (training and validation), rescaled to a mean
-        of 1; ``None``: equal weights.
     bptt_steps : int, optional
         Training steps backpropagate through the encoder's last ``bptt_steps`` input frames only
         (``grad_steps`` of the model's forward); validation and prediction are unaffected.
@@ -69,51 +56,30 @@ class ForecastModule(L.LightningModule):
     """
 
     def __init__(self, model: torch.nn.Module, *, horizon: int, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, ema: float | None = None,
-                 lead_weights=None, bptt_steps: int | None = None, encoded: bool = False) -> None:
+                 max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, bptt_steps: int | None = None,
+                 encoded: bool = False) -> None:
         super().__init__()
         self.model = model
         self.encoded = bool(encoded)
         self.bptt_steps = bptt_steps
-        self.lead_weights = None
-        if lead_weights is not None:
-            weights = torch.as_tensor([float(w) for w in lead_weights], dtype=torch.float32)
-            self.lead_weights = weights * (len(weights) / weights.sum())
-        self.ema_model = None
-        if ema:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema)), use_buffers=True)
         self.horizon = horizon
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
         self.nowcast_weight = nowcast_weight
         self.inputs = inputs or (lambda batch: {})
         self.history: list[dict[str, float]] = []
 
-    def forward(self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False,
-                averaged: bool = False):
-        net = self.ema_model.module if averaged and self.ema_model is not None else self.model
+    def forward(self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False):
         extra = {"grad_steps": self.bptt_steps} if self.training and self.bptt_steps else {}
         if self.encoded:
             extra["encoded"] = True
-        return net(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast, **self.inputs(batch), **extra)
+        return self.model(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast,
+                          **self.inputs(batch), **extra)
 
-    def final_model(self) -> torch.nn.Module:
-        """The network to keep: the averaged weights when ``ema`` is set, else the trained ones."""
-        return self.ema_model.module if self.ema_model is not None else self.model
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema_model is not None:
-            self.ema_model.update_parameters(self.model)
-
-    def _loss(self, batch: dict[str, torch.Tensor], averaged: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         want_nowcast = self.nowcast_weight > 0 and "y_in" in batch
-        out = self(batch, nowcast=want_nowcast, averaged=averaged)
+        out = self(batch, nowcast=want_nowcast)
         pred, nowcast = out if want_nowcast else (out, None)
-        weights = None
-        if self.lead_weights is not None:
-            weights = self.lead_weights[: pred.shape[1]].to(pred.device)
-        loss = masked_mse(pred.float(), batch["y"], batch["mask"], weights)
+        loss = masked_mse(pred.float(), batch["y"], batch["mask"])
         forecast_loss = loss
         if nowcast is not None:
             loss = loss + self.nowcast_weight * masked_mse(nowcast.float(), batch["y_in"], batch["mask_in"])
@@ -125,13 +91,14 @@ class ForecastModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        _, forecast_loss = self._loss(batch, averaged=True)
+        _, forecast_loss = self._loss(batch)
         self.log("val_loss", forecast_loss, prog_bar=True, on_step=False, on_epoch=True,
                  batch_size=batch["x"].shape[0], sync_dist=True)
 
     def training_progress(self) -> float:
         """Fraction of the training budget spent, in [0, 1]: the larger of the steps done out of
-        ``max_epochs`` and, under a ``max_time`` limit, the time spent out of it."""
+        ``max_epochs`` and, under a ``max_time`` limit, the time spent out of it (a resumed run's
+        earlier time included) and out of the time the :class:`Deadline` leaves to batches."""
         trainer = self._trainer
         if trainer is None:
             return 0.0
@@ -140,6 +107,8 @@ class ForecastModule(L.LightningModule):
         for callback in trainer.callbacks:
             if isinstance(callback, Timer) and callback._duration:
                 progress = max(progress, callback.time_elapsed("train") / callback._duration)
+            elif isinstance(callback, Deadline):
+                progress = max(progress, callback.progress(trainer))
         return min(max(progress, 0.0), 1.0)
 
     def _lr_factor(self, _step: int) -> float:
@@ -168,6 +137,111 @@ class History(Callback):
         module.history.append(metrics)
 
 
+class Deadline(Callback):
+    """Ends the training where another batch, and the validation and checkpoints after it, would
+    end past ``deadline`` (a :func:`time.perf_counter` value), or past the Trainer's ``max_time``.
+
+    Lightning's own ``max_time`` stops once a batch has ended past the limit: that batch, then
+    the validation of the cut epoch, run past it (a batch of images can take many seconds). This
+    callback decides after each batch whether the next one fits, with estimates of a batch (the
+    median of the last few) and of what follows an epoch's last batch (the validation,
+    checkpoints and epoch hooks: measured once an epoch has ended, estimated from the validation
+    batches before); when it does not, training stops there and the cut epoch is validated. At
+    least one batch trains, whatever the estimates say.
+    """
+
+    #: seconds of a validation batch per training batch, until a validation has been timed
+    VAL_SHARE = 0.5
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+        self._batches: list[float] = []
+        self._tail: float | None = None
+        self._batch_began: float | None = None
+        self._epoch_ended: float | None = None
+        self._began: float | None = None
+        self._progress = 0.0
+
+    def _left(self, trainer) -> float:
+        left = math.inf if self.deadline is None else self.deadline - time.perf_counter()
+        for callback in trainer.callbacks:
+            if isinstance(callback, Timer) and callback._duration:
+                left = min(left, callback.time_remaining("train"))
+        return left
+
+    def _tail_estimate(self, trainer, batch: float) -> float:
+        if self._tail is not None:
+            return 1.2 * self._tail
+        val = trainer.num_val_batches
+        val = sum(val) if isinstance(val, list) else val
+        return self.VAL_SHARE * batch * (val if math.isfinite(val) else 1)
+
+    def _step(self) -> float:
+        recent = sorted(self._batches[-5:])
+        return recent[len(recent) // 2] if recent else 0.0
+
+    def progress(self, trainer) -> float:
+        """Share of this run's training time spent, up to where the rule of :meth:`on_train_batch_end`
+        stops it (the learning rate ends its decay there); called during a batch (the scheduler's step)."""
+        if self._began is None:
+            return 0.0
+        now = time.perf_counter()
+        step = max(self._step(), now - self._batch_began if self._batch_began is not None else 0.0)
+        spent = now - self._began
+        usable = spent + self._left(trainer) - step - self._tail_estimate(trainer, step)
+        # never back: estimates that improve must not raise the learning rate again
+        self._progress = max(self._progress, 1.0 if usable <= 0 else min(spent / usable, 1.0))
+        return self._progress
+
+    def on_train_start(self, trainer, module) -> None:
+        self._began = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._batch_began = time.perf_counter()
+        if self._epoch_ended is not None:  # what followed the last epoch's last batch
+            self._tail = self._batch_began - self._epoch_ended
+            self._epoch_ended = None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._batch_began is not None:
+            self._batches.append(now - self._batch_began)
+        last = batch_idx + 1 >= trainer.num_training_batches
+        if last:
+            self._epoch_ended = now
+        if trainer.should_stop:
+            return
+        step = self._step()
+        tail = self._tail_estimate(trainer, step)
+        # another batch, and the validation after it (after the last batch: this epoch's one too)
+        needed = step + tail * (2 if last else 1)
+        stop = self._left(trainer) < needed
+        if trainer.strategy.broadcast(stop):  # every rank stops after the same batch
+            trainer.should_stop = True  # Lightning then validates the (cut) epoch and ends the fit
+
+
+def epochs_trained(trainer: L.Trainer) -> int | float:
+    """Epochs the run trained: whole ones as an ``int``, a fraction when the last epoch was cut,
+    e.g. ``0.5`` for 4 of its 8 batches (counted from the optimiser steps, a run resumed included)."""
+    per_epoch = trainer.num_training_batches
+    if not per_epoch or not math.isfinite(per_epoch):
+        return int(trainer.current_epoch)
+    return epoch_fraction(int(trainer.global_step), int(per_epoch))
+
+
+def epoch_fraction(batches: int, per_epoch: int) -> int | float:
+    """``batches`` trained as epochs of ``per_epoch``: an ``int`` when whole, else a fraction to 2
+    decimals, or to as many as it takes not to look whole (1 of 2,000 batches: ``0.0005``)."""
+    whole, rest = divmod(int(batches), int(per_epoch))
+    if rest == 0:
+        return int(whole)
+    value = batches / per_epoch
+    for digits in range(2, 7):
+        if not round(value, digits).is_integer():
+            return round(value, digits)
+    return value
+
+
 class EpochSampler(torch.utils.data.Sampler):
     """Shuffles with a permutation drawn from ``(seed, epoch)`` alone, so that a run resumed at epoch k
     sees the same batches as an uninterrupted one (a shared generator would restart its sequence).
@@ -194,10 +268,14 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def make_trainer(*, root: Path, max_epochs: int, patience: int, max_time: float | None, precision: str,
                  accelerator: str, devices: Any, strategy: str, num_nodes: int, progress: bool,
-                 validate: bool, deterministic: bool = True) -> tuple[L.Trainer, ModelCheckpoint]:
+                 validate: bool, deterministic: bool = True,
+                 deadline: float | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer with early stopping, best and last checkpoints under ``root``.
 
-    ``max_time`` is in minutes. Returns the trainer and its checkpoint callback (``best_model_path``).
+    ``max_time`` is in minutes (the training clock, which a resumed run continues); ``deadline`` a
+    :func:`time.perf_counter` value by which training, its last validation and checkpoints included,
+    should be over. Under either, a :class:`Deadline` ends the training after the last batch that fits.
+    Returns the trainer and its checkpoint callback (``best_model_path``).
     """
     monitor = "val_loss" if validate else "train_loss"
     checkpoint = ModelCheckpoint(dirpath=root, filename="best", monitor=monitor, mode="min")
@@ -207,6 +285,8 @@ def make_trainer(*, root: Path, max_epochs: int, patience: int, max_time: float 
     callbacks: list[Callback] = [checkpoint, last, History()]
     if patience and validate:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=patience))
+    if max_time or deadline is not None:
+        callbacks.append(Deadline(deadline))
     trainer = L.Trainer(
         default_root_dir=root, max_epochs=max_epochs, callbacks=callbacks, logger=False,
         enable_progress_bar=progress, enable_model_summary=False, precision=precision,

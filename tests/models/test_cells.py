@@ -11,8 +11,6 @@ from trafficrnn.models.cells import _GRUPointwise, _LSTMPointwise, list_cells
 
 CELL_CASES = {
     "lstm": lambda: ConvLSTMCell(3, 4),
-    "lstm_peephole_channel": lambda: ConvLSTMCell(3, 4, peephole="channel"),
-    "lstm_peephole_position": lambda: ConvLSTMCell(3, 4, peephole="position", grid_shape=[5, 6]),
     "gru": lambda: ConvGRUCell(3, 4),
     "gru_k5": lambda: ConvGRUCell(3, 4, kernel_size=5),
 }
@@ -25,9 +23,6 @@ CELL_CASES = {
 def test_forward_sequence__contract(case):
     torch.manual_seed(0)
     cell = CELL_CASES[case]()
-    if getattr(cell, "peephole_weight", None) is not None:
-        with torch.no_grad():
-            cell.peephole_weight.normal_()
     x = torch.randn(2, 3, 3, 5, 6)
     out, state = cell.forward_sequence(x)
     assert out.shape == (2, 3, 4, 5, 6)
@@ -115,7 +110,7 @@ def test_get_cell__case_insensitive():
 
 
 def test_get_cell__unknown_name():
-    with pytest.raises(ValueError, match="unknown cell 'rnn'; valid names: gru, lstm"):
+    with pytest.raises(ValueError, match=r"unknown cell 'rnn': expected one of \['gru', 'lstm'\]"):
         get_cell("rnn")
 
 
@@ -127,16 +122,6 @@ def test_cell__bad_hidden_channels():
 def test_cell__even_kernel():
     with pytest.raises(ConfigError, match="kernel_size must be odd.*got 4"):
         ConvGRUCell(3, 4, kernel_size=4)
-
-
-def test_cell__bad_peephole():
-    with pytest.raises(ConfigError, match="peephole must be None, 'channel' or 'position', got 'yes'"):
-        ConvLSTMCell(3, 4, peephole="yes")
-
-
-def test_cell__position_peephole_needs_grid_shape():
-    with pytest.raises(ConfigError, match="needs grid_shape=\\[H, W\\]"):
-        ConvLSTMCell(3, 4, peephole="position")
 
 
 def test_input_projection__wrong_channels():

@@ -18,7 +18,7 @@ VARIANTS = {
     "residual": {"residual": True, "future_covariate_channels": 2},
     "no_feedback_no_inputs": {"feedback": False},
     "no_feedback_covariates": {"feedback": False, "future_covariate_channels": 2, "static_channels": 1},
-    "peephole_relu": {"cell_kwargs": {"peephole": "channel"}, "output_activation": "relu"},
+    "relu": {"output_activation": "relu"},
     "count_head_residual": {"count_head": True, "residual": True, "feedback": False},  # images only
     "linear_term": {"linear_leads": HORIZON + 1, "future_covariate_channels": 2, "static_channels": 1},
     "linear_term_no_feedback": {"linear_leads": HORIZON, "feedback": False, "residual": True,
@@ -50,8 +50,6 @@ def _inputs(model: EncoderForecaster, with_encoder: bool) -> tuple[torch.Tensor,
 @pytest.mark.parametrize("name", list_models())
 def test_get_model__contract(name, with_encoder, variant):
     kwargs = dict(VARIANTS[variant])
-    if variant == "peephole_relu" and name == "convgru":
-        kwargs.pop("cell_kwargs")
     if not with_encoder:
         kwargs.pop("count_head", None)
     torch.manual_seed(0)
@@ -243,7 +241,7 @@ def test_get_model__case_insensitive():
 
 
 def test_get_model__unknown_name():
-    with pytest.raises(ValueError, match="unknown model 'unet'; valid names: convgru, convlstm"):
+    with pytest.raises(ValueError, match=r"unknown model 'unet': expected one of \['convgru', 'convlstm'\]"):
         get_model("unet", in_channels=1)
 
 
@@ -253,7 +251,7 @@ def test_get_model__cell_argument_refused():
 
 
 def test_encoder_forecaster__unknown_cell():
-    with pytest.raises(ValueError, match="unknown cell 'rnn'; valid names: gru, lstm"):
+    with pytest.raises(ValueError, match=r"unknown cell 'rnn': expected one of \['gru', 'lstm'\]"):
         EncoderForecaster(in_channels=1, cell="rnn")
 
 

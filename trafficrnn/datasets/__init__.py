@@ -13,14 +13,22 @@ import pandas as pd
 import xarray as xr
 
 from trafficrnn.datasets.nyc_bike import nyc_bike, nyc_bike_covariates
-from trafficrnn.errors import ConfigError
+from trafficrnn.registry import Registry
 
 __all__ = ["nyc_bike", "nyc_bike_covariates", "DATASETS", "COVARIATES", "get_dataset"]
 
-#: loader per dataset name; every loader takes ``split``, ``start``, ``end`` keywords
-DATASETS: dict[str, Callable[..., xr.DataArray]] = {"nyc-bike": nyc_bike}
-#: loader of each dataset's covariate table (daily weather, holidays), where it has one
-COVARIATES: dict[str, Callable[..., pd.DataFrame]] = {"nyc-bike": nyc_bike_covariates}
+
+def _dataset_key(name: object) -> str:
+    return str(name).lower().replace("_", "-")
+
+
+#: loader per dataset name (case-insensitive; ``_`` and ``-`` are the same); every loader takes
+#: ``split``, ``start``, ``end`` keywords
+DATASETS: Registry[Callable[..., xr.DataArray]] = Registry(
+    "dataset", {"nyc-bike": nyc_bike}, normalize=_dataset_key)
+#: loader of each dataset's covariate table (daily weather, holidays), where it has one; no argument
+COVARIATES: Registry[Callable[..., pd.DataFrame]] = Registry(
+    "dataset with covariates", {"nyc-bike": nyc_bike_covariates}, normalize=_dataset_key)
 
 
 def get_dataset(name: str) -> Callable[..., xr.DataArray]:
@@ -28,10 +36,8 @@ def get_dataset(name: str) -> Callable[..., xr.DataArray]:
 
     Raises
     ------
-    ConfigError
-        If ``name`` is not registered (a ``ValueError``); the message lists the valid names.
+    UnknownNameError
+        If ``name`` is not registered (a ``ConfigError``, hence a ``ValueError``); the message lists
+        the valid names.
     """
-    key = str(name).lower().replace("_", "-")
-    if key not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}: expected one of {sorted(DATASETS)}")
-    return DATASETS[key]
+    return DATASETS.get(name)

@@ -14,9 +14,10 @@ from affine import Affine
 
 from trafficrnn.errors import ConfigError, InputFileError
 from trafficrnn.io.netcdf import read_netcdf
+from trafficrnn.splits import PublishedSplit
 
 __all__ = ["nyc_bike", "nyc_bike_covariates", "NYC_BIKE_FILE", "COVARIATES_FILE", "CRS", "TRANSFORM", "SHAPE", "BANDS", "UNITS", "TIMEZONE", "CADENCE",
-           "PERIOD", "SPLITS"]
+           "PERIOD", "SPLITS", "SPLIT_ATTR"]
 
 #: the shipped NetCDF (inside the package, so that installed copies find it too)
 NYC_BIKE_FILE = Path(__file__).resolve().parent / "nyc-bike-2016.nc"
@@ -43,6 +44,12 @@ SPLITS = {
 }
 
 
+#: ``attrs["split"]`` of every array nyc_bike returns (and the ``split`` tag of every file ``trafficrnn datasets
+#: export`` writes): the first times of the val and test parts, which fit / evaluate use unless val= / test= are
+#: given (see :mod:`trafficrnn.splits`)
+SPLIT_ATTR = PublishedSplit(pd.Timestamp(SPLITS["val"][0]), pd.Timestamp(SPLITS["test"][0])).text
+
+
 def _day_range(first: str, last: str) -> slice:
     """Slots from ``first`` 00:00 to ``last`` 23:30 (both days inclusive)."""
     return slice(pd.Timestamp(first), pd.Timestamp(last) + pd.Timedelta(days=1) - CADENCE)
@@ -61,9 +68,12 @@ def nyc_bike(split: str | None = None, *, start=None, end=None, path=None) -> xr
     split : {"train", "val", "test"}, optional
         Only the slots of one part of the published split (see :data:`SPLITS`): train
         2016-08-01..09-27, val 09-28..10-11, test 10-12..10-29, whole days. ``None`` (default):
-        the whole series. A val or test part starts at its first day, without the preceding
-        input context; to score forecasts on it, pass the whole series and the split's first
-        time (``val="2016-09-28", test="2016-10-12"``).
+        the whole series. Every array carries the published split in ``attrs["split"]``
+        (:data:`SPLIT_ATTR`), and ``TrafficForecaster`` uses it unless ``val=`` / ``test=`` are
+        given: fit the whole series (the test days are held out), or the train part (no
+        validation then); ``fit`` refuses the val or test part alone. A val or test part starts
+        at its first day, without the preceding input context; to score forecasts on it, pass
+        the whole series to ``evaluate``.
     start, end : datetime-like, optional
         Keep only the slots from ``start`` to ``end`` (inclusive; a date alone as ``end``
         includes its whole day), inside ``split`` when both are given.
@@ -79,7 +89,8 @@ def nyc_bike(split: str | None = None, *, start=None, end=None, path=None) -> xr
         coordinates in degrees; ``time`` = naive local times (America/New_York, never
         localised) every 30 minutes; ``rio.crs`` EPSG:4326 and ``rio.transform()``
         :data:`TRANSFORM`; attrs ``units``, ``timezone``, ``cadence``, ``gaps``, ``license``,
-        ``references``, ``split``.
+        ``references``, ``split`` (the published split, :data:`SPLIT_ATTR`: ``"val
+        2016-09-28T00:00:00; test 2016-10-12T00:00:00"``).
 
     Raises
     ------
@@ -103,7 +114,7 @@ def nyc_bike(split: str | None = None, *, start=None, end=None, path=None) -> xr
                              "rebuild it with `python data/nyc-bike-2016/build.py`")
     crs, transform = da.rio.crs, da.rio.transform()
     attrs = {k: v for k, v in da.attrs.items() if k != "license_text"}
-    attrs.update(cadence=CADENCE.isoformat(), gaps=[])
+    attrs.update(cadence=CADENCE.isoformat(), gaps=[], split=SPLIT_ATTR)
     da = da.astype("float32")  # stored as exact int16 counts
     if split is not None:
         da = da.sel(time=_day_range(*SPLITS[split]))

@@ -1,10 +1,12 @@
 """Raster and vector I/O: read GeoTIFF stacks, rasterise vectors onto the grid, write GIS layers atomically.
 
-Every name is imported on first use, so that ``trafficrnn.io._atomic`` (and ``trafficrnn info``)
-loads neither rasterio, xarray nor geopandas.
+Every name is imported on first use, so that ``trafficrnn.io.atomic`` (and ``trafficrnn info``)
+loads neither rasterio, xarray nor geopandas. :func:`get_writer` picks a writer by the output's
+extension (:data:`WRITERS`: ``.tif`` / ``.tiff``, ``.nc``, ``.gpkg``).
 """
 
-from trafficrnn.io._atomic import check_outputs
+from trafficrnn.io.atomic import check_outputs
+from trafficrnn.io.writers import WRITERS, get_writer, write
 
 __all__ = [
     "read_stack",
@@ -20,6 +22,9 @@ __all__ = [
     "write_geopackage",
     "check_georeference",
     "check_outputs",
+    "WRITERS",
+    "get_writer",
+    "write",
 ]
 
 _LAZY = {

@@ -14,7 +14,7 @@ from rasterio.io import MemoryFile
 
 from trafficrnn.errors import ExportError, GridError, MissingCRSError, OutputExistsError
 from trafficrnn.grid import Grid, check_north_up
-from trafficrnn.io._atomic import atomic_output, check_output
+from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.vector import aggregate_to_segments, column_names
 
 __all__ = ["to_geotiff", "write_stack", "to_geopackage", "write_geopackage", "check_georeference", "as_4d"]

@@ -12,7 +12,7 @@ import xarray as xr
 
 from trafficrnn._version import __version__
 from trafficrnn.errors import ExportError, InputFileError
-from trafficrnn.io._atomic import atomic_output, check_output
+from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.export import as_4d, check_georeference, iso_time, utc_times
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,8 @@ from trafficrnn.io.timestamps import (
 )
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".gtif", ".vrt")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -314,9 +317,14 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
     Returns
     -------
     xarray.DataArray
-        ``(time, band, y, x)`` float32, nodata → NaN, sorted by time; coords ``source``
-        (file per frame); attrs ``cadence`` (ISO 8601 duration), ``gaps``; ``rio.crs`` and
-        ``rio.transform()`` set.
+        ``(time, band, y, x)`` float32, nodata → NaN, sorted by time (naive times: UTC, times
+        with an offset converted to UTC, or wall-clock times of ``attrs["timezone"]`` where the
+        files record that zone); coords ``source``
+        (file per frame); attrs ``cadence`` (ISO 8601 duration), ``gaps``, and where the files carry
+        them ``units``, ``timezone`` and ``split`` (a dataset's published split, written by
+        ``trafficrnn datasets export``; kept only when every file carries the same one, and kept
+        when the stack holds only some of its parts: ``fit`` and ``evaluate`` use the parts present,
+        see :mod:`trafficrnn.splits`); ``rio.crs`` and ``rio.transform()`` set.
 
     Raises
     ------
@@ -378,8 +386,33 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
     zone = frames[0].tags.get("timezone")  # written by write_stack from attrs (naive times' IANA zone)
     if zone:
         data.attrs["timezone"] = zone
+    split = _common_split(frames)
+    if split:
+        data.attrs["split"] = split
     data.name = "images"
     return data
+
+
+def _common_split(frames: list[_Frame]) -> str | None:
+    """The dataset's published split (tag ``split``, see :mod:`trafficrnn.splits`) that every file carries
+    alike, in its canonical form; ``None`` where no file has one, or where they disagree (logged)."""
+    from trafficrnn.splits import parse_split
+
+    values = {f.tags.get("split") for f in frames}
+    if values == {None}:
+        return None
+    if len(values) > 1:
+        log.warning("the files of the stack disagree on the published split (tag 'split': %s): it is ignored, "
+                    "fit and evaluate split by val= / test= (default fractions)",
+                    ", ".join(sorted(repr(v) for v in values)))
+        return None
+    value = values.pop()
+    found = parse_split(value)
+    if found is None:
+        log.warning("tag 'split' = %r of %s is not a published split ('val TIME; test TIME'): ignored", value,
+                    frames[0].path.name)
+        return None
+    return found.text
 
 
 def _select_bands(data: xr.DataArray, bands, path: Path) -> xr.DataArray:

@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from trafficrnn.data import infer_cadence, make_forecast, time_features, wall_clock
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
 from trafficrnn.grid import Grid
-from trafficrnn.registry import lookup
+from trafficrnn.registry import Registry
 
 __all__ = ["Baseline", "Persistence", "HistoricalAverage", "RidgeBaseline", "BASELINES", "get_baseline"]
 
@@ -35,6 +35,13 @@ def _check_target(target: Any, what: str) -> xr.DataArray:
         raise ConfigError(f"{what} has dims {target.dims}: expected (time, band, y, x); add a band dim with "
                           "da.expand_dims(band=['density'], axis=1)")
     return target.transpose("time", "band", "y", "x")
+
+
+def _times(target: xr.DataArray) -> pd.DatetimeIndex:
+    """The times of ``target`` as an absolute naive index (aware times in UTC): what the baselines add
+    cadences to; their slots and calendar features read them on the local clock (:func:`wall_clock`)."""
+    idx = pd.DatetimeIndex(target["time"].values)
+    return idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
 
 
 def _valid_times(times: pd.DatetimeIndex, issue: np.ndarray, horizon: int, cadence: pd.Timedelta) -> np.ndarray:
@@ -51,6 +58,9 @@ class Baseline:
 
     name = "baseline"
     min_history = 1
+    #: True where the baseline is fitted for a given number of leads (one model per lead): it is built
+    #: with the ``horizon`` it forecasts (:func:`get_baseline` passes it on); False: any horizon
+    fits_horizon = False
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable), as scikit-learn's ``get_params``."""
@@ -90,8 +100,9 @@ class Baseline:
         self.grid_ = Grid.from_dataarray(target)
         self.bands_ = [str(b) for b in target["band"].values]
         self.units_ = str(target.attrs.get("units", ""))
+        # the zone whose wall clock the naive times read where the data records one; None: UTC
         self.timezone_ = target.attrs.get("timezone")
-        self._fit(np.asarray(target.values, dtype=np.float32), wall_clock(target["time"].values))
+        self._fit(np.asarray(target.values, dtype=np.float32), _times(target))
         return self
 
     def _fit(self, values: np.ndarray, times: pd.DatetimeIndex) -> None:
@@ -160,7 +171,7 @@ class Baseline:
             raise ConfigError(f"issue index {int(raw[bad][0])} is out of range for {n} time steps: "
                               f"{type(self).__name__} needs indices in [{low}, {n}) ({self.min_history} frame(s) "
                               "of history); pass later issue times or a longer history")
-        times = wall_clock(target["time"].values)
+        times = _times(target)
         values = self._predict(np.asarray(target.values, dtype=np.float32), times, issue, int(horizon))
         out = make_forecast(values, self.grid_, issued=target["time"].values[issue], cadence=self.cadence_,
                             bands=self.bands_, model=self.name, units=self.units_, issued_dim=True)
@@ -232,14 +243,22 @@ class HistoricalAverage(Baseline):
     Parameters
     ----------
     by : {"week", "day"}
+    timezone : str, optional
+        IANA zone of the local clock the slots follow (e.g. ``"Europe/Vienna"``): naive UTC times
+        are converted to it, DST-aware, so a peak at 08:00 local stays in the 08:00 slot across a
+        DST change. Naive times that are already wall-clock times of a zone the data records
+        (``attrs["timezone"]``) are read in it. ``None``: the UTC clock (or the data's zone).
     """
 
     name = "historical_average"
 
-    def __init__(self, by: str = "week") -> None:
+    def __init__(self, by: str = "week", timezone: str | None = None) -> None:
         self.by = by
+        self.timezone = timezone
 
-    def _slots(self, times: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+    def _slots(self, times: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Day and week slots of ``times`` (naive UTC, or wall-clock times of the data's zone ``timezone_``)."""
+        times = wall_clock(times, timezone=self.timezone, naive_zone=getattr(self, "timezone_", None))
         seconds = np.asarray(times.hour * 3600 + times.minute * 60 + times.second, dtype=np.int64)
         step = max(int(self.cadence_.total_seconds()), 1)
         day_slot = seconds // step if self.cadence_ < _DAY else np.zeros_like(seconds)
@@ -278,7 +297,7 @@ class HistoricalAverage(Baseline):
         ----------
         values : numpy.ndarray, shape (T, C, y, x)
         times : pandas.DatetimeIndex, shape (T,)
-            Wall-clock times of ``values``, sorted.
+            Times of ``values``, sorted (as fitted: naive UTC, or wall-clock times of the data's zone).
 
         Returns
         -------
@@ -302,7 +321,8 @@ class HistoricalAverage(Baseline):
         return out
 
     def lookup(self, times: Any) -> np.ndarray:
-        """Historical average at wall-clock ``times`` (T,): array (T, C, y, x).
+        """Historical average at ``times`` (T,) (as fitted: naive UTC, or wall-clock times of the data's zone):
+        array (T, C, y, x).
 
         Raises
         ------
@@ -311,7 +331,7 @@ class HistoricalAverage(Baseline):
         """
         if not hasattr(self, "table_"):
             raise NotFittedError("this HistoricalAverage is not fitted yet: call fit(train_target) first")
-        day_slot, week_slot = self._slots(wall_clock(times))
+        day_slot, week_slot = self._slots(times)
         return self.table_[week_slot if self.by == "week" else day_slot]
 
     def _predict(self, values, times, issue, horizon):
@@ -344,14 +364,19 @@ class RidgeBaseline(Baseline):
     max_samples : int, default 200000
         Rows (cell × issue time) drawn at random for fitting.
     seed : int, default 0
+    timezone : str, optional
+        IANA zone of the local clock of the time features and historical-average slots (see
+        :class:`HistoricalAverage`); ``None``: the UTC clock (or the data's zone).
     """
 
     name = "ridge"
+    fits_horizon = True
 
     def __init__(self, lags: int = 3, alpha: float = 1.0, by: str = "week", horizon: int = 12, stride: int = 1,
-                 max_samples: int = 200_000, seed: int = 0) -> None:
+                 max_samples: int = 200_000, seed: int = 0, timezone: str | None = None) -> None:
         self.lags, self.alpha, self.by, self.horizon = lags, alpha, by, horizon
         self.stride, self.max_samples, self.seed = stride, max_samples, seed
+        self.timezone = timezone
 
     @property
     def min_history(self) -> int:  # type: ignore[override]
@@ -374,7 +399,8 @@ class RidgeBaseline(Baseline):
             ha_lag, ha = causal[lag_idx], causal[target_idx]
             valid = times.values[target_idx]
         lagged = np.where(np.isfinite(lagged), lagged, ha_lag)
-        tf = time_features(valid.ravel()).reshape(len(issue), horizon * 4)
+        tf = time_features(valid.ravel(), timezone=self.timezone,
+                           naive_zone=getattr(self, "timezone_", None)).reshape(len(issue), horizon * 4)
         n, cells = len(issue), values.shape[2] * values.shape[3]
         per_cell = np.concatenate([lagged.reshape(n, -1, cells), ha.reshape(n, -1, cells)], axis=1)
         per_cell = per_cell.transpose(0, 2, 1).reshape(n * cells, -1)
@@ -387,8 +413,8 @@ class RidgeBaseline(Baseline):
                 raise ConfigError(f"{name}={v!r} is invalid: expected an integer >= 1")
         if not self.alpha >= 0:
             raise ConfigError(f"alpha={self.alpha!r} is invalid: expected a penalty >= 0")
-        self.average_ = HistoricalAverage(by=self.by)
-        self.average_.cadence_ = self.cadence_
+        self.average_ = HistoricalAverage(by=self.by, timezone=self.timezone)
+        self.average_.cadence_, self.average_.timezone_ = self.cadence_, getattr(self, "timezone_", None)
         self.average_._fit(values, times)
         issue = np.arange(self.lags - 1, len(values) - self.horizon, self.stride)
         if issue.size == 0:
@@ -430,16 +456,30 @@ class RidgeBaseline(Baseline):
         return pred.reshape(n, self.horizon, c, rows, cols)[:, :horizon]
 
 
-BASELINES: dict[str, type[Baseline]] = {"persistence": Persistence, "historical_average": HistoricalAverage,
-                                        "ridge": RidgeBaseline}
+#: baseline name -> class, built by :func:`get_baseline` ``(name, horizon=None, **options)``
+BASELINES: Registry[type[Baseline]] = Registry(
+    "baseline", {"persistence": Persistence, "historical_average": HistoricalAverage, "ridge": RidgeBaseline})
 
 
-def get_baseline(name: str, **kw: Any) -> Baseline:
+def get_baseline(name: str, horizon: int | None = None, **kw: Any) -> Baseline:
     """A new baseline registered as ``name`` (case-insensitive), built with ``**kw``.
+
+    Parameters
+    ----------
+    name : {"persistence", "historical_average", "ridge"}
+    horizon : int, optional
+        Leads it will forecast: passed on to the baselines fitted per lead (``fits_horizon``, e.g.
+        ``ridge``); the others forecast any horizon and ignore it.
+    **kw
+        The baseline's own arguments.
 
     Raises
     ------
-    ValueError
-        If ``name`` is not registered; the message lists the valid names.
+    UnknownNameError
+        If ``name`` is not registered (a ``ConfigError``, hence a ``ValueError``); the message lists
+        the valid names.
     """
-    return lookup(BASELINES, name, "baseline")(**kw)
+    cls = BASELINES.get(name)
+    if horizon is not None and cls.fits_horizon:
+        kw["horizon"] = horizon
+    return cls(**kw)

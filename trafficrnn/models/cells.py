@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trafficrnn.errors import ConfigError, ModelMismatchError
+from trafficrnn.registry import Registry
 
 State = tuple[torch.Tensor, ...]
 
@@ -24,7 +25,7 @@ def _check_int(name: str, value: object, minimum: int, fix: str) -> int:
 
 
 class _LSTMPointwise(torch.autograd.Function):
-    """ConvLSTM gate math without peepholes, with a hand-written backward.
+    """ConvLSTM gate math, with a hand-written backward.
 
     The backward writes the gate gradient into one (N, 4*hidden, H, W) buffer instead of
     letting autograd zero-fill and concatenate per-slice gradients (about 20 % of a step).
@@ -296,55 +297,22 @@ class ConvLSTMCell(_ConvRNNCell):
     ----------
     input_channels, hidden_channels, kernel_size, bias
         See the base class: ``input_channels`` may be 0 (learned constant input).
-    peephole : {None, "channel", "position"}
-        Hadamard peephole connections from the cell state to the input, forget and output
-        gates: one weight per channel, or one per channel and grid position.
-    grid_shape : list of two int, optional
-        ``[H, W]`` of the grid, required by ``peephole="position"`` (the model then only runs
-        on that grid size).
 
     State is ``(h, c)``, each (N, hidden, H, W). Gate channel order: input, forget, output, cell.
 
     Raises
     ------
     ConfigError
-        If ``peephole`` is not one of the choices, or ``grid_shape`` is missing or malformed
-        for ``peephole="position"``.
+        If a size is not a positive int or ``kernel_size`` is even.
     """
 
     n_gates = 4
     n_state = 2
 
     def __init__(
-        self,
-        input_channels: int,
-        hidden_channels: int,
-        kernel_size: int = 3,
-        bias: bool = True,
-        peephole: str | None = None,
-        grid_shape: list[int] | None = None,
+        self, input_channels: int, hidden_channels: int, kernel_size: int = 3, bias: bool = True
     ) -> None:
         super().__init__(input_channels, hidden_channels, kernel_size, bias)
-        if peephole not in (None, "channel", "position"):
-            raise ConfigError(
-                f"peephole must be None, 'channel' or 'position', got {peephole!r}; "
-                "use peephole='channel' for per-channel weights"
-            )
-        self.peephole = peephole
-        if peephole == "position":
-            if (
-                not isinstance(grid_shape, (list, tuple))
-                or len(grid_shape) != 2
-                or not all(isinstance(v, int) and v > 0 for v in grid_shape)
-            ):
-                raise ConfigError(
-                    f"peephole='position' needs grid_shape=[H, W] of positive ints, got "
-                    f"{grid_shape!r}; pass the grid size or use peephole='channel'"
-                )
-            shape: tuple[int, ...] = (3, hidden_channels, grid_shape[0], grid_shape[1])
-        else:
-            shape = (3, hidden_channels, 1, 1)
-        self.peephole_weight = nn.Parameter(torch.zeros(shape)) if peephole else None
         # Forget-gate bias of 1: remember by default (Jozefowicz et al., 2015).
         bias_param = self.input_conv.bias if self.input_conv is not None else self.null_input
         if bias_param is not None:
@@ -352,31 +320,14 @@ class ConvLSTMCell(_ConvRNNCell):
                 bias_param[hidden_channels : 2 * hidden_channels].fill_(1.0)
 
     def step(self, x_proj_t: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
-        hid = self.hidden_channels
         if state is None:
             gates = x_proj_t
             c_prev = None
         else:
             h_prev, c_prev = state
             gates = x_proj_t + self.hidden_projection(h_prev)
-        if self.peephole_weight is None:
-            h, c = _LSTMPointwise.apply(gates, c_prev)
-            return h, (h, c)
-        p = self.peephole_weight  # (3, hidden, 1 | H, 1 | W): Hadamard weights on c
-        if c_prev is None:
-            i = torch.sigmoid(gates[:, :hid])
-            f = None
-        else:
-            i = torch.sigmoid(gates[:, :hid] + p[0] * c_prev)
-            f = torch.sigmoid(gates[:, hid : 2 * hid] + p[1] * c_prev)
-        g = torch.tanh(gates[:, 3 * hid :])
-        c = i * g if c_prev is None else torch.addcmul(i * g, f, c_prev)
-        o = torch.sigmoid(gates[:, 2 * hid : 3 * hid] + p[2] * c)
-        h = o * torch.tanh(c)
+        h, c = _LSTMPointwise.apply(gates, c_prev)
         return h, (h, c)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", peephole={self.peephole!r}"
 
 
 class ConvGRUCell(_ConvRNNCell):
@@ -409,12 +360,29 @@ class ConvGRUCell(_ConvRNNCell):
         return h, (h,)
 
 
-CELLS: dict[str, type[_ConvRNNCell]] = {"lstm": ConvLSTMCell, "gru": ConvGRUCell}
+#: name -> cell class, built as ``cls(input_channels, hidden_channels, kernel_size, **CELL_KWARGS)``
+CELLS: Registry[type[_ConvRNNCell]] = Registry("cell", {"lstm": ConvLSTMCell, "gru": ConvGRUCell})
+#: the arguments of every cell besides the sizes that the EncoderForecaster sets (its ``cell_kwargs``)
+CELL_KWARGS = ("bias",)
+
+
+def check_cell_kwargs(name: str, kwargs: dict) -> None:
+    """Refuse arguments that no cell takes (``cell_kwargs`` of the EncoderForecaster).
+
+    Raises
+    ------
+    TypeError
+        Naming the unknown arguments and listing the valid ones.
+    """
+    unknown = sorted(set(kwargs) - set(CELL_KWARGS))
+    if unknown:
+        raise TypeError(f"cell {name!r} got unexpected argument(s) {', '.join(map(repr, unknown))}; valid cell "
+                        f"arguments: {', '.join(CELL_KWARGS)}")
 
 
 def list_cells() -> list[str]:
     """Names accepted by :func:`get_cell`."""
-    return sorted(CELLS)
+    return CELLS.names()
 
 
 def get_cell(name: str) -> type[_ConvRNNCell]:
@@ -422,11 +390,9 @@ def get_cell(name: str) -> type[_ConvRNNCell]:
 
     Raises
     ------
-    ValueError
-        If ``name`` is not a registered cell; the message lists the valid names.
+    UnknownNameError
+        If ``name`` is not a registered cell (a ``ConfigError``, hence a ``ValueError``); the message
+        lists the valid names.
     """
-    key = name.lower() if isinstance(name, str) else name
-    if key not in CELLS:
-        raise ValueError(f"unknown cell {name!r}; valid names: {', '.join(list_cells())}")
-    return CELLS[key]
+    return CELLS.get(name)
 

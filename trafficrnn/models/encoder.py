@@ -38,7 +38,7 @@ def default_strides(tile_size: int) -> list[int]:
     return [2] * int(math.log2(tile_size))
 
 
-def _split_valid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def split_valid(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """NaN/inf -> 0 per band, plus a (..., 1, H, W) 0/1 mask: pixel valid in every band."""
     finite = torch.isfinite(x)
     valid = finite.all(dim=-3, keepdim=True)
@@ -268,7 +268,7 @@ class TileEncoder(nn.Module):
         """
         _check_image_shape(images, self.in_channels, self.tile_size)
         n, t = images.shape[:2]
-        x, valid = _split_valid(images.flatten(0, 1))
+        x, valid = split_valid(images.flatten(0, 1))
         feats = self.body(torch.cat([x, valid.to(x.dtype)], dim=1))
         return feats.unflatten(0, (n, t))
 
@@ -290,7 +290,7 @@ class TileEncoder(nn.Module):
         """
         _check_image_shape(images, self.in_channels, self.tile_size)
         n, t = images.shape[:2]
-        x, valid = _split_valid(images.flatten(0, 1))
+        x, valid = split_valid(images.flatten(0, 1))
         end = self._stages[stage][0]
         early = self.body[:end](torch.cat([x, valid.to(x.dtype)], dim=1))
         return self.body[end:](early).unflatten(0, (n, t)), early

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trafficrnn.errors import ConfigError, ModelMismatchError
-from trafficrnn.models.cells import get_cell
-from trafficrnn.models.encoder import TileEncoder, _split_valid
+from trafficrnn.models.cells import check_cell_kwargs, get_cell
+from trafficrnn.models.encoder import TileEncoder, split_valid
 
 __all__ = ["EncoderForecaster", "count_stage_for"]
 
@@ -102,7 +102,7 @@ class EncoderForecaster(nn.Module):
     output_activation : {"softplus", "relu"}
         Non-negativity of the non-residual output.
     cell_kwargs : dict, optional
-        Extra cell arguments, e.g. ``{"peephole": "channel"}`` for ConvLSTM.
+        Extra cell arguments (:data:`~trafficrnn.models.cells.CELL_KWARGS`), e.g. ``{"bias": False}``.
     count_head : bool
         Image path: the nowcast counts come from a density map at a finer resolution than the
         cells (stage ``count_stage`` of the tile encoder), summed over each cell — additive
@@ -129,6 +129,8 @@ class EncoderForecaster(nn.Module):
         If a parameter is out of range or of the wrong type (the message names it).
     ValueError
         If ``cell`` is not a registered cell name.
+    TypeError
+        If ``cell_kwargs`` holds an argument no cell takes (the message lists the valid ones).
     """
 
     def __init__(
@@ -197,6 +199,7 @@ class EncoderForecaster(nn.Module):
             )
         cell_kwargs = dict(cell_kwargs or {})
         cell_cls = get_cell(cell)
+        check_cell_kwargs(cell, cell_kwargs)
         self.config = copy.deepcopy(
             {
                 "in_channels": in_channels,
@@ -551,7 +554,7 @@ class EncoderForecaster(nn.Module):
             if nowcast is None and (return_nowcast or (last_target is None and needs_last)):
                 nowcast = self._nowcast_from(feats)
         else:
-            clean, valid = _split_valid(x)
+            clean, valid = split_valid(x)
             feats = torch.cat([clean, valid.to(clean.dtype)], 2)
         hw = tuple(feats.shape[-2:])
 

@@ -1,4 +1,9 @@
-"""Atomic output: write to a temporary file beside the target, rename on success, never leave a partial file."""
+"""Atomic output: write to a temporary file beside the target, rename on success, never leave a partial file.
+
+``check_output`` / ``check_outputs`` validate output paths before any work starts; ``atomic_output``
+is the context manager every writer in trafficrnn uses. Imports only the standard library and
+``trafficrnn.errors``, so it is cheap to load.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from trafficrnn.errors import ExportError, OutputExistsError
+
+__all__ = ["atomic_output", "check_output", "check_outputs"]
 
 
 def check_output(path: str | os.PathLike, *, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
