@@ -40,5 +40,11 @@ def machine() -> dict:
 
     import torch
 
-    return {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg()}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(),
+    }

@@ -21,14 +21,16 @@ TUNABLES = (
     ":glibc.malloc.hugetlb=1"
 )
 if os.environ.get("GLIBC_TUNABLES") is None and "--no-reexec" not in sys.argv:
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES})
+    os.execve(
+        sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES}
+    )
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
 from torch import nn  # noqa: E402
 
 from trafficrnn.models.cells import ConvGRUCell, ConvLSTMCell  # noqa: E402
-from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
 
 N, T, C, HID, S, K, LAYERS = 8, 12, 64, 64, 32, 3, 2
 
@@ -120,7 +122,11 @@ def main() -> None:
         "convlstm_bf16": (fwd_bwd(models["convlstm"], True), 4),
         "convgru_bf16": (fwd_bwd(models["convgru"], True), 3),
     }
-    refs = {f"conv_only_{g}gates_{p}": conv_only(g, p == "bf16") for g in (4, 3) for p in ("fp32", "bf16")}
+    refs = {
+        f"conv_only_{g}gates_{p}": conv_only(g, p == "bf16")
+        for g in (4, 3)
+        for p in ("fp32", "bf16")
+    }
     runs = {**{k: v[0] for k, v in cases.items()}, **{k: v[0] for k, v in refs.items()}}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():  # warm-up: oneDNN primitives, allocator caches
@@ -156,14 +162,19 @@ def main() -> None:
             "executed_gflop": flops / 1e9,
             "gflops_per_s": flops / med[name] / 1e9,
         }
+
     def target_table(t: dict[str, float]) -> dict:
         tb = t["textbook_lstm_fp32"]
         vals = {
             "fp32_convlstm_speedup_vs_textbook": (tb / t["convlstm_fp32"], 1.0),
             "fp32_convlstm_fraction_of_conv_only": (
-                t["conv_only_4gates_fp32"] / t["convlstm_fp32"], 0.85),
+                t["conv_only_4gates_fp32"] / t["convlstm_fp32"],
+                0.85,
+            ),
             "fp32_convgru_fraction_of_conv_only": (
-                t["conv_only_3gates_fp32"] / t["convgru_fp32"], 0.85),
+                t["conv_only_3gates_fp32"] / t["convgru_fp32"],
+                0.85,
+            ),
             "bf16_convlstm_speedup_vs_textbook_fp32": (tb / t["convlstm_bf16"], 1.7),
             "convgru_speedup_vs_convlstm_fp32": (t["convlstm_fp32"] / t["convgru_fp32"], 1.2),
             "convgru_speedup_vs_convlstm_bf16": (t["convlstm_bf16"] / t["convgru_bf16"], 1.2),
@@ -183,8 +194,15 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
         },
-        "shape": {"batch": N, "steps": T, "in_channels": C, "hidden": HID, "layers": LAYERS,
-                  "grid": [S, S], "kernel": K},
+        "shape": {
+            "batch": N,
+            "steps": T,
+            "in_channels": C,
+            "hidden": HID,
+            "layers": LAYERS,
+            "grid": [S, S],
+            "kernel": K,
+        },
         "notes": (
             "times: median of interleaved repeats after 2 warm-up runs, fwd+bwd of the whole "
             "stack (input without grad). nominal_gflops_per_s counts the textbook conv FLOPs "

@@ -55,7 +55,7 @@ def cell_counts(net, x: np.ndarray, scale: float) -> np.ndarray:
     net.eval()
     with torch.inference_mode():
         for i in range(0, len(x), 8):
-            out.append(net.nowcast(torch.from_numpy(x[i:i + 8])[None])[0].numpy())
+            out.append(net.nowcast(torch.from_numpy(x[i : i + 8])[None])[0].numpy())
     return np.clip(np.concatenate(out) * scale, 0, None)
 
 
@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=1.0)
     parser.add_argument("--minutes", type=float, default=15.0, help="Training time limit.")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--out-weights", default=str(ROOT / "trafficrnn" / "weights" / "count_front_1m.safetensors"))
+    parser.add_argument(
+        "--out-weights", default=str(ROOT / "trafficrnn" / "weights" / "count_front_1m.safetensors")
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "count_front.json"))
     args = parser.parse_args()
 
@@ -80,24 +82,48 @@ def main() -> None:
     torch.manual_seed(0)
     encoder = _encoder_config(64, 16, 1, counting=True)
     stage = count_stage_for(encoder["strides"], COUNT_STRIDE_PX)
-    net = get_model("convgru", in_channels=3, out_channels=1, hidden_channels=[16], encoder=encoder,
-                    count_head=True, count_stage=stage, density_per_cell=True)
+    net = get_model(
+        "convgru",
+        in_channels=3,
+        out_channels=1,
+        hidden_channels=[16],
+        encoder=encoder,
+        count_head=True,
+        count_stage=stage,
+        density_per_cell=True,
+    )
     unit = 64 // net.count_factor
 
     t0 = time.perf_counter()
     seeds = [101 + i for i in range(args.cities)]
-    cities = [simulate(args.size, days=args.days, step="15min", seed=seed, tile_size=64, gsd=1.0,
-                       start=STARTS[i % len(STARTS)], clouds=True, cloud_cover=0.05) for i, seed in enumerate(seeds)]
+    cities = [
+        simulate(
+            args.size,
+            days=args.days,
+            step="15min",
+            seed=seed,
+            tile_size=64,
+            gsd=1.0,
+            start=STARTS[i % len(STARTS)],
+            clouds=True,
+            cloud_cover=0.05,
+        )
+        for i, seed in enumerate(seeds)
+    ]
     sim_s = time.perf_counter() - t0
     # one input and one target scaling for all cities, recorded with the weights: the front reads
     # pixels and writes counts on these scales whatever the hours or the place of a user's stack
-    norm = Normalizer("standard").fit(np.concatenate([r.images.where(r.images > 0).values for r in cities]),
-                                      band_axis=1)
+    norm = Normalizer("standard").fit(
+        np.concatenate([r.images.where(r.images > 0).values for r in cities]), band_axis=1
+    )
     scale = float(np.sqrt(np.mean(np.concatenate([r.density.values.ravel() for r in cities]) ** 2)))
     parts = []
     for seed, r in zip(seeds, cities):
         parts.append(city_arrays(r, norm, scale, unit)[:3])
-        print(f"city {seed}: {r.images.sizes['time']} frames, {int(r.density.sum())} vehicle sightings", flush=True)
+        print(
+            f"city {seed}: {r.images.sizes['time']} frames, {int(r.density.sum())} vehicle sightings",
+            flush=True,
+        )
     del cities
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
@@ -111,9 +137,22 @@ def main() -> None:
         offset += n
     del parts
     t0 = time.perf_counter()
-    summary = pretrain_encoder(net, x, y, fine, np.concatenate(train), np.concatenate(val), unit=unit,
-                               batch_size=args.batch_size, lr=3e-3, weight_decay=1e-4, max_epochs=1000,
-                               max_seconds=args.minutes * 60, patience=6, seed=0)
+    summary = pretrain_encoder(
+        net,
+        x,
+        y,
+        fine,
+        np.concatenate(train),
+        np.concatenate(val),
+        unit=unit,
+        batch_size=args.batch_size,
+        lr=3e-3,
+        weight_decay=1e-4,
+        max_epochs=1000,
+        max_seconds=args.minutes * 60,
+        patience=6,
+        seed=0,
+    )
     train_s = time.perf_counter() - t0
     print("trained", json.dumps(summary), flush=True)
     del x, y, fine
@@ -124,21 +163,47 @@ def main() -> None:
     print("scored city 7", json.dumps(result), flush=True)
 
     command = " ".join([Path(sys.executable).name, *sys.argv])
-    meta = {"gsd": 1.0, "bands": ["red", "green", "blue"], "target_scale": scale,
-            "input_mean": [float(v) for v in np.ravel(norm.mean_)],
-            "input_scale": [float(v) for v in np.ravel(norm.scale_)], "command": command,
-            "cities": seeds, "size_px": args.size, "days": args.days, "train_seconds": round(train_s, 1)}
+    meta = {
+        "gsd": 1.0,
+        "bands": ["red", "green", "blue"],
+        "target_scale": scale,
+        "input_mean": [float(v) for v in np.ravel(norm.mean_)],
+        "input_scale": [float(v) for v in np.ravel(norm.scale_)],
+        "command": command,
+        "cities": seeds,
+        "size_px": args.size,
+        "days": args.days,
+        "train_seconds": round(train_s, 1),
+    }
     save_front(net, Path(args.out_weights), meta)
-    out = {"command": command,
-           "machine": machine(),
-           "training": {"cities": seeds, "starts": [STARTS[i % len(STARTS)] for i in range(args.cities)],
-                        "size_px": args.size, "gsd_m": 1.0, "days": args.days, "step": "15min", "clouds": 0.05,
-                        "simulate_seconds": round(sim_s, 1), "batch_size": args.batch_size,
-                        "target_scale": scale, **summary},
-           "scored": {"city_seed": 7, "days": 3, "size_px": args.size, "start": "2024-06-03", **result},
-           "weights": str(Path(args.out_weights).relative_to(ROOT)) if Path(args.out_weights).is_relative_to(ROOT)
-           else args.out_weights,
-           "weights_bytes": Path(args.out_weights).stat().st_size}
+    out = {
+        "command": command,
+        "machine": machine(),
+        "training": {
+            "cities": seeds,
+            "starts": [STARTS[i % len(STARTS)] for i in range(args.cities)],
+            "size_px": args.size,
+            "gsd_m": 1.0,
+            "days": args.days,
+            "step": "15min",
+            "clouds": 0.05,
+            "simulate_seconds": round(sim_s, 1),
+            "batch_size": args.batch_size,
+            "target_scale": scale,
+            **summary,
+        },
+        "scored": {
+            "city_seed": 7,
+            "days": 3,
+            "size_px": args.size,
+            "start": "2024-06-03",
+            **result,
+        },
+        "weights": str(Path(args.out_weights).relative_to(ROOT))
+        if Path(args.out_weights).is_relative_to(ROOT)
+        else args.out_weights,
+        "weights_bytes": Path(args.out_weights).stat().st_size,
+    }
     Path(args.out).write_text(json.dumps(out, indent=2))
 
 

@@ -30,7 +30,9 @@ from _machine import machine  # benchmarks/_machine.py
 
 ROOT = Path(__file__).resolve().parent.parent
 #: settings shared by both encoders (the forecaster is small: the comparison is about counting)
-SETTINGS = dict(input_steps=6, horizon=3, hidden=(16,), batch_size=8, patience=4, progress=False, seed=0)
+SETTINGS = dict(
+    input_steps=6, horizon=3, hidden=(16,), batch_size=8, patience=4, progress=False, seed=0
+)
 
 
 def nowcast(est, images) -> np.ndarray:
@@ -40,7 +42,7 @@ def nowcast(est, images) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), 8):
-            out.append(est.model_.nowcast(torch.from_numpy(x[i:i + 8])[None])[0].numpy())
+            out.append(est.model_.nowcast(torch.from_numpy(x[i : i + 8])[None])[0].numpy())
     counts = est.target_normalizer_.inverse_transform(np.concatenate(out), band_axis=1)
     return np.clip(counts, 0, None)
 
@@ -53,13 +55,20 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     totals_p = np.where(ok, pred, 0).sum(axis=(1, 2, 3))
     totals_t = np.where(ok, truth, 0).sum(axis=(1, 2, 3))
     keep = totals_t > 0
-    return {"cell_mae": round(float(np.abs(err).mean()), 4), "cell_rmse": round(float(np.sqrt((err ** 2).mean())), 4),
-            "mean_occupied_count": round(float(occupied.mean()), 4),
-            "mae_over_mean_occupied": round(float(np.abs(err).mean() / occupied.mean()), 4),
-            "total_rel_error_per_frame": round(float(np.mean(np.abs(totals_p - totals_t)[keep] / totals_t[keep])), 4),
-            "total_rel_error_all_frames": round(float(abs(totals_p.sum() - totals_t.sum()) / totals_t.sum()), 4),
-            "total_bias": round(float(totals_p.sum() / totals_t.sum() - 1), 4),
-            "frames": int(len(truth))}
+    return {
+        "cell_mae": round(float(np.abs(err).mean()), 4),
+        "cell_rmse": round(float(np.sqrt((err**2).mean())), 4),
+        "mean_occupied_count": round(float(occupied.mean()), 4),
+        "mae_over_mean_occupied": round(float(np.abs(err).mean() / occupied.mean()), 4),
+        "total_rel_error_per_frame": round(
+            float(np.mean(np.abs(totals_p - totals_t)[keep] / totals_t[keep])), 4
+        ),
+        "total_rel_error_all_frames": round(
+            float(abs(totals_p.sum() - totals_t.sum()) / totals_t.sum()), 4
+        ),
+        "total_bias": round(float(totals_p.sum() / totals_t.sum() - 1), 4),
+        "frames": int(len(truth)),
+    }
 
 
 def main() -> None:
@@ -67,7 +76,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--tile-size", type=int, default=64)
     parser.add_argument("--days", type=float, default=3)
-    parser.add_argument("--minutes", type=float, default=4, help="Training time limit of each model.")
+    parser.add_argument(
+        "--minutes", type=float, default=4, help="Training time limit of each model."
+    )
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--score-on", choices=("test", "val"), default="test")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "counting.json"))
@@ -85,18 +96,32 @@ def main() -> None:
     if args.score_on == "val":  # drop the test frames: nothing below sees them
         n = n - int(round(0.15 * n))
         images, density = images.isel(time=slice(0, n)), density.isel(time=slice(0, n))
-        vehicles = vehicles[vehicles["time"] < images.time.values[-1] + (images.time.values[1] - images.time.values[0])]
+        vehicles = vehicles[
+            vehicles["time"]
+            < images.time.values[-1] + (images.time.values[1] - images.time.values[0])
+        ]
     n_scored = int(round(0.15 * n))
     scored = slice(n - n_scored, n)
     truth = np.asarray(density.isel(time=scored).values, dtype="float32")
     runs = {}
     packaged = counting_module.FRONT
-    for name, counting, front in (("point_supervised", True, packaged), ("point_supervised_scratch", True, None),
-                                  ("forecast_nowcast", False, None)):
+    for name, counting, front in (
+        ("point_supervised", True, packaged),
+        ("point_supervised_scratch", True, None),
+        ("forecast_nowcast", False, None),
+    ):
         # the scratch run hides the packaged count front: the encoder learns to count from this city alone
-        counting_module.FRONT = front if front is not None else Path("/nonexistent/count_front.safetensors")
-        est = TrafficForecaster("convgru", tile_size=args.tile_size, max_time=args.minutes,
-                                max_epochs=args.max_epochs, counting=counting, **SETTINGS)
+        counting_module.FRONT = (
+            front if front is not None else Path("/nonexistent/count_front.safetensors")
+        )
+        est = TrafficForecaster(
+            "convgru",
+            tile_size=args.tile_size,
+            max_time=args.minutes,
+            max_epochs=args.max_epochs,
+            counting=counting,
+            **SETTINGS,
+        )
         t0 = time.perf_counter()
         if counting:
             est.fit(images, vehicles=vehicles)
@@ -106,20 +131,38 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         pred = nowcast(est, images.isel(time=scored))
         summary = est.training_summary_
-        runs[name] = {**scores(pred, truth), "train_seconds": round(train_s, 1), "epochs": summary["epochs"],
-                      "counting_stages": summary.get("counting"),
-                      "count_stage": est.model_.config.get("count_stage"), "parameters": summary["parameters"]}
+        runs[name] = {
+            **scores(pred, truth),
+            "train_seconds": round(train_s, 1),
+            "epochs": summary["epochs"],
+            "counting_stages": summary.get("counting"),
+            "count_stage": est.model_.config.get("count_stage"),
+            "parameters": summary["parameters"],
+        }
         print(name, json.dumps(runs[name]), flush=True)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "machine": machine(),
-              "city": {"size_px": args.size, "gsd_m": 1.0, "tile_size": args.tile_size, "days": args.days,
-                       "step": "15min", "seed": 7, "frames": int(images.sizes["time"]),
-                       "simulate_seconds": round(sim_s, 1)},
-              "protocol": {"scored_on": args.score_on, "scored_frames": [int(scored.start), int(scored.stop)],
-                           "max_minutes": args.minutes, "max_epochs": args.max_epochs},
-              "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
-              "goals": {"mae_over_mean_occupied": 0.10, "total_rel_error": 0.03},
-              "runs": runs}
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "city": {
+            "size_px": args.size,
+            "gsd_m": 1.0,
+            "tile_size": args.tile_size,
+            "days": args.days,
+            "step": "15min",
+            "seed": 7,
+            "frames": int(images.sizes["time"]),
+            "simulate_seconds": round(sim_s, 1),
+        },
+        "protocol": {
+            "scored_on": args.score_on,
+            "scored_frames": [int(scored.start), int(scored.stop)],
+            "max_minutes": args.minutes,
+            "max_epochs": args.max_epochs,
+        },
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
+        "goals": {"mae_over_mean_occupied": 0.10, "total_rel_error": 0.03},
+        "runs": runs,
+    }
     Path(args.out).write_text(json.dumps(result, indent=2))
 
 

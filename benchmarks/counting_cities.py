@@ -41,19 +41,32 @@ def city(seed: int, size: int, days: int):
     from trafficrnn.grid import Grid
     from trafficrnn.synth import simulate
 
-    r = simulate(size, days=days, step="15min", seed=seed, tile_size=TILE, gsd=1.0, start="2024-06-03")
+    r = simulate(
+        size, days=days, step="15min", seed=seed, tile_size=TILE, gsd=1.0, start="2024-06-03"
+    )
     fine, _ = fine_target(r.images, Grid.from_image(r.images, TILE), UNIT, vehicles=r.vehicles)
-    return (np.asarray(r.images.values, dtype="float32"), fine, np.asarray(r.density.values, dtype="float32"))
+    return (
+        np.asarray(r.images.values, dtype="float32"),
+        fine,
+        np.asarray(r.density.values, dtype="float32"),
+    )
 
 
 def scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     occupied = truth[truth > 0].mean()
-    totals = np.abs(pred.sum(axis=(1, 2, 3)) - truth.sum(axis=(1, 2, 3))) / truth.sum(axis=(1, 2, 3))
-    return {"mae_over_mean_occupied": round(float(np.abs(pred - truth).mean() / occupied), 4),
-            "total_rel_error": round(float(totals.mean()), 4), "frames": int(len(truth))}
+    totals = np.abs(pred.sum(axis=(1, 2, 3)) - truth.sum(axis=(1, 2, 3))) / truth.sum(
+        axis=(1, 2, 3)
+    )
+    return {
+        "mae_over_mean_occupied": round(float(np.abs(pred - truth).mean() / occupied), 4),
+        "total_rel_error": round(float(totals.mean()), 4),
+        "frames": int(len(truth)),
+    }
 
 
-def train_and_score(x_train, fine_train, x_test, truth, daylight, seconds: float, lr: float, seed: int) -> dict:
+def train_and_score(
+    x_train, fine_train, x_test, truth, daylight, seconds: float, lr: float, seed: int
+) -> dict:
     from trafficrnn.counting import smooth
     from trafficrnn.models.encoder import TileEncoder
 
@@ -75,28 +88,38 @@ def train_and_score(x_train, fine_train, x_test, truth, daylight, seconds: float
             group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * spent / seconds)))
         idx = rng.choice(len(x), 8)
         r0, c0 = (int(v) * TILE for v in rng.integers(0, span // TILE + 1, 2))
-        d = density(x[idx, :, r0:r0 + CROP, c0:c0 + CROP])
-        y = target[idx, :, r0 // UNIT:(r0 + CROP) // UNIT, c0 // UNIT:(c0 + CROP) // UNIT]
+        d = density(x[idx, :, r0 : r0 + CROP, c0 : c0 + CROP])
+        y = target[idx, :, r0 // UNIT : (r0 + CROP) // UNIT, c0 // UNIT : (c0 + CROP) // UNIT]
         loss = ((d - y) ** 2).mean() * k * k + ((F.avg_pool2d(d - y, k) * k * k) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         steps += 1
     with torch.inference_mode():
-        pred = torch.cat([density(torch.from_numpy(x_test[i:i + 4])) for i in range(0, len(x_test), 4)]).numpy()
+        pred = torch.cat(
+            [density(torch.from_numpy(x_test[i : i + 4])) for i in range(0, len(x_test), 4)]
+        ).numpy()
     t, _, h, w = truth.shape
     cells = pred.reshape(t, 1, h, k, w, k).sum(axis=(3, 5))
-    return {"steps": steps, "seconds": round(time.perf_counter() - started, 1), "tuesday": scores(cells, truth),
-            "tuesday_daylight": scores(cells[daylight], truth[daylight])}
+    return {
+        "steps": steps,
+        "seconds": round(time.perf_counter() - started, 1),
+        "tuesday": scores(cells, truth),
+        "tuesday_daylight": scores(cells[daylight], truth[daylight]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--seconds", type=float, default=240, help="Training wall time of each setting.")
+    parser.add_argument(
+        "--seconds", type=float, default=240, help="Training wall time of each setting."
+    )
     parser.add_argument("--cities", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "counting_cities.json"))
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "counting_cities.json")
+    )
     args = parser.parse_args()
 
     per_day = 96
@@ -104,23 +127,51 @@ def main() -> None:
     others = [city(7 + i, args.size, 1) for i in range(1, max(args.cities))]
     test = np.arange(per_day + 1, 2 * per_day, 3)
     raw_test, truth = img0[test], dens0[test]
-    daylight = raw_test.mean(axis=(1, 2, 3)) > 45  # mean brightness of the uint8 frame: the sun is up
+    daylight = (
+        raw_test.mean(axis=(1, 2, 3)) > 45
+    )  # mean brightness of the uint8 frame: the sun is up
     runs = {}
     for n in args.cities:
-        raw = np.concatenate([img0[:per_day]] + [o[0] for o in others[:n - 1]])
-        fine = np.concatenate([fine0[:per_day]] + [o[1] for o in others[:n - 1]])
+        raw = np.concatenate([img0[:per_day]] + [o[0] for o in others[: n - 1]])
+        fine = np.concatenate([fine0[:per_day]] + [o[1] for o in others[: n - 1]])
         mean, std = raw.mean(axis=(0, 2, 3), keepdims=True), raw.std(axis=(0, 2, 3), keepdims=True)
-        runs[f"{n}_cities"] = {"frames": int(len(raw)), **train_and_score(
-            ((raw - mean) / std).astype("float32"), fine, ((raw_test - mean) / std).astype("float32"), truth,
-            daylight, args.seconds, args.lr, seed=0)}
+        runs[f"{n}_cities"] = {
+            "frames": int(len(raw)),
+            **train_and_score(
+                ((raw - mean) / std).astype("float32"),
+                fine,
+                ((raw_test - mean) / std).astype("float32"),
+                truth,
+                daylight,
+                args.seconds,
+                args.lr,
+                seed=0,
+            ),
+        }
         print(n, json.dumps(runs[f"{n}_cities"]), flush=True)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
-              "machine": {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads()},
-              "setting": {"size_px": args.size, "gsd_m": 1.0, "tile_size": TILE, "sub_cell_px": UNIT, "crop_px": CROP,
-                          "seconds": args.seconds, "lr": args.lr, "test_frames": int(len(test)),
-                          "daylight_frames": int(daylight.sum())},
-              "goals": {"mae_over_mean_occupied": 0.10, "total_rel_error": 0.03}, "runs": runs}
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu": cpu(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "setting": {
+            "size_px": args.size,
+            "gsd_m": 1.0,
+            "tile_size": TILE,
+            "sub_cell_px": UNIT,
+            "crop_px": CROP,
+            "seconds": args.seconds,
+            "lr": args.lr,
+            "test_frames": int(len(test)),
+            "daylight_frames": int(daylight.sum()),
+        },
+        "goals": {"mae_over_mean_occupied": 0.10, "total_rel_error": 0.03},
+        "runs": runs,
+    }
     Path(args.out).write_text(json.dumps(result, indent=2))
 
 

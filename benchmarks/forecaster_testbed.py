@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--models", nargs="+", default=["convgru"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "forecaster_testbed.json"))
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "forecaster_testbed.json")
+    )
     args = parser.parse_args()
 
     from trafficrnn import TrafficForecaster
@@ -50,13 +52,22 @@ def main() -> None:
     target = simulate(args.size, days=args.days, step="15min", seed=0, render=False).density
     sim_s = time.perf_counter() - started
     frames = target.sizes["time"]
-    target = target.isel(time=slice(0, frames - round(0.15 * frames)))  # the test part is never seen
+    target = target.isel(
+        time=slice(0, frames - round(0.15 * frames))
+    )  # the test part is never seen
     runs, per_lead = [], {}
     for name in args.models:
         for variant in args.variants:
             for seed in args.seeds:
-                settings = {**SETTINGS, **MODEL_SETTINGS.get(name, {}), **PROTOCOL, **VARIANTS[variant]}
-                est = TrafficForecaster(name, **settings, seed=seed, precision="32-true", progress=False)
+                settings = {
+                    **SETTINGS,
+                    **MODEL_SETTINGS.get(name, {}),
+                    **PROTOCOL,
+                    **VARIANTS[variant],
+                }
+                est = TrafficForecaster(
+                    name, **settings, seed=seed, precision="32-true", progress=False
+                )
                 t0 = time.perf_counter()
                 est.fit(target)
                 train_s = time.perf_counter() - t0
@@ -64,8 +75,16 @@ def main() -> None:
                 for model, sub in table.groupby(level="model"):
                     key = model if model in BASELINES else f"{name}/{variant}/seed{seed}"
                     per_lead[key] = [round(float(v), 4) for v in sub["rmse"].values]
-                runs.append({"model": name, "variant": variant, "seed": seed, "epochs": est.training_summary_["epochs"],
-                             "train_seconds": round(train_s, 1), "rmse": per_lead[f"{name}/{variant}/seed{seed}"]})
+                runs.append(
+                    {
+                        "model": name,
+                        "variant": variant,
+                        "seed": seed,
+                        "epochs": est.training_summary_["epochs"],
+                        "train_seconds": round(train_s, 1),
+                        "rmse": per_lead[f"{name}/{variant}/seed{seed}"],
+                    }
+                )
                 print(runs[-1], flush=True)
     means = {}
     for name in args.models:
@@ -73,14 +92,34 @@ def main() -> None:
             rows = np.array([per_lead[f"{name}/{variant}/seed{s}"] for s in args.seeds])
             means[f"{name}/{variant}"] = [round(float(v), 4) for v in rows.mean(0)]
     best_baseline = np.min([per_lead[b] for b in BASELINES], axis=0)
-    result = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": machine(),
-              "city": {"size": args.size, "days": args.days, "step": "15min", "seed": 0, "frames": frames,
-                       "frames_used": target.sizes["time"], "grid": [target.sizes["y"], target.sizes["x"]],
-                       "mean_vehicles_per_cell": round(float(target.mean()), 4), "simulate_seconds": round(sim_s, 1)},
-              "protocol": PROTOCOL, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
-              "variants": VARIANTS, "runs": runs, "rmse_per_lead": per_lead, "rmse_mean_of_seeds": means,
-              "mean_over_leads": {k: round(float(np.mean(v)), 4) for k, v in {**means, **{b: per_lead[b] for b in BASELINES}}.items()},
-              "beats_every_baseline_at_every_lead": {k: bool((np.array(v) < best_baseline).all()) for k, v in means.items()}}
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "city": {
+            "size": args.size,
+            "days": args.days,
+            "step": "15min",
+            "seed": 0,
+            "frames": frames,
+            "frames_used": target.sizes["time"],
+            "grid": [target.sizes["y"], target.sizes["x"]],
+            "mean_vehicles_per_cell": round(float(target.mean()), 4),
+            "simulate_seconds": round(sim_s, 1),
+        },
+        "protocol": PROTOCOL,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
+        "variants": VARIANTS,
+        "runs": runs,
+        "rmse_per_lead": per_lead,
+        "rmse_mean_of_seeds": means,
+        "mean_over_leads": {
+            k: round(float(np.mean(v)), 4)
+            for k, v in {**means, **{b: per_lead[b] for b in BASELINES}}.items()
+        },
+        "beats_every_baseline_at_every_lead": {
+            k: bool((np.array(v) < best_baseline).all()) for k, v in means.items()
+        },
+    }
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result["mean_over_leads"], indent=1))
 

@@ -38,23 +38,54 @@ GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
 def make_seeds(folder: Path) -> dict[str, list[bytes]]:
     import rasterio
 
-    da = GRID.attach(xr.DataArray(np.arange(40, dtype="float32").reshape(2, 1, 4, 5), dims=("time", "band", "y", "x"),
-                                  coords={"time": pd.date_range("2024-05-01", periods=2, freq="15min"),
-                                          "band": ["density"]}))
+    da = GRID.attach(
+        xr.DataArray(
+            np.arange(40, dtype="float32").reshape(2, 1, 4, 5),
+            dims=("time", "band", "y", "x"),
+            coords={
+                "time": pd.date_range("2024-05-01", periods=2, freq="15min"),
+                "band": ["density"],
+            },
+        )
+    )
     tifs = [to_geotiff(da, folder / "cog.tif").read_bytes()]
-    with rasterio.open(folder / "frame.tif", "w", driver="GTiff", width=12, height=8, count=3, dtype="float32",
-                       crs="EPSG:4326", transform=Affine(0.001, 0, 16.3, 0, -0.001, 48.2), nodata=-1) as dst:
+    with rasterio.open(
+        folder / "frame.tif",
+        "w",
+        driver="GTiff",
+        width=12,
+        height=8,
+        count=3,
+        dtype="float32",
+        crs="EPSG:4326",
+        transform=Affine(0.001, 0, 16.3, 0, -0.001, 48.2),
+        nodata=-1,
+    ) as dst:
         dst.write(np.random.default_rng(0).random((3, 8, 12), dtype="float32"))
         dst.update_tags(TIFFTAG_DATETIME="2024:05:01 08:00:00")
         dst.update_tags(1, time="2024-05-01T08:00:00")
     tifs.append((folder / "frame.tif").read_bytes())
-    pts = gpd.GeoDataFrame({"time": pd.date_range("2024-05-01", periods=5, freq="min"), "v": range(5)},
-                           geometry=gpd.points_from_xy(np.arange(5) * 100 + 500050, [4999950] * 5), crs="EPSG:32633")
+    pts = gpd.GeoDataFrame(
+        {"time": pd.date_range("2024-05-01", periods=5, freq="min"), "v": range(5)},
+        geometry=gpd.points_from_xy(np.arange(5) * 100 + 500050, [4999950] * 5),
+        crs="EPSG:32633",
+    )
     pts.to_file(folder / "points.gpkg", engine="pyogrio")
-    lines = gpd.GeoDataFrame({"lanes": [1, 2]}, geometry=gpd.GeoSeries.from_wkt(
-        ["LINESTRING (500000 4999950, 500500 4999950)", "LINESTRING (500250 5000000, 500250 4999600)"]), crs=32633)
+    lines = gpd.GeoDataFrame(
+        {"lanes": [1, 2]},
+        geometry=gpd.GeoSeries.from_wkt(
+            [
+                "LINESTRING (500000 4999950, 500500 4999950)",
+                "LINESTRING (500250 5000000, 500250 4999600)",
+            ]
+        ),
+        crs=32633,
+    )
     lines.to_file(folder / "roads.gpkg", engine="pyogrio")
-    return {"tif": tifs, "gpkg": [(folder / "points.gpkg").read_bytes(), (folder / "roads.gpkg").read_bytes()]}
+    return {
+        "tif": tifs,
+        "gpkg": [(folder / "points.gpkg").read_bytes(), (folder / "roads.gpkg").read_bytes()],
+    }
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -68,9 +99,11 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         if r < 0.55:
             b[i] = rng.randrange(256)
         elif r < 0.8:
-            b[i:i + 4] = rng.choice([0, 0xFFFFFFFF, 0x7FFFFFFF, 0x100, 0x100000]).to_bytes(4, "little")
+            b[i : i + 4] = rng.choice([0, 0xFFFFFFFF, 0x7FFFFFFF, 0x100, 0x100000]).to_bytes(
+                4, "little"
+            )
         elif r < 0.9:
-            del b[rng.randrange(len(b)):]
+            del b[rng.randrange(len(b)) :]
         else:
             b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
     return bytes(b)
@@ -97,12 +130,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="total fuzzing time")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--case-limit", type=int, default=10, help="seconds before a case counts as a hang")
-    parser.add_argument("--out", type=Path, default=Path("fuzz-crashes"), help="where failing inputs are saved")
+    parser.add_argument(
+        "--case-limit", type=int, default=10, help="seconds before a case counts as a hang"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("fuzz-crashes"), help="where failing inputs are saved"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     logging.getLogger("rasterio").setLevel(logging.CRITICAL)  # GDAL chatter about the broken files
-    sys.unraisablehook = lambda unraisable: None  # rasterio's log handler failing on non-UTF-8 messages
+    sys.unraisablehook = lambda unraisable: (
+        None
+    )  # rasterio's log handler failing on non-UTF-8 messages
     rng = random.Random(args.seed)
     signal.signal(signal.SIGALRM, _alarm)
     counts = {"result": 0, "TrafficRNNError": 0, "failure": 0}
@@ -132,7 +171,9 @@ def main(argv=None) -> int:
                 stem = args.out / f"case{n}-{type(exc).__name__}"
                 stem.with_suffix("." + kind).write_bytes(data)
                 stem.with_suffix(".txt").write_text(f"chunks={chunks}\n" + traceback.format_exc())
-                sys.stderr.write(f"case {n}: {type(exc).__name__}: {str(exc)[:200]} -> {stem}.{kind}\n")
+                sys.stderr.write(
+                    f"case {n}: {type(exc).__name__}: {str(exc)[:200]} -> {stem}.{kind}\n"
+                )
             finally:
                 signal.alarm(0)
     sys.stdout.write(f"{n} cases in {args.seconds:g} s: {counts}\n")

@@ -17,8 +17,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-
 from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
+
 from trafficrnn.synth import simulate  # noqa: E402
 from trafficrnn.synth.city import make_city  # noqa: E402
 from trafficrnn.synth.render import Renderer  # noqa: E402
@@ -46,13 +46,26 @@ def scene(size=512, days=1.0, step="5min", gsd=0.5):
         renderer.render(times[k], place_vehicles(net, run.cell_n[k], run.cell_speed[k], rng))
     t_render = time.perf_counter() - t
     return {
-        "scene": {"size_px": size, "gsd_m": gsd, "days": days, "step": step, "frames": frames,
-                  "links": len(net.link), "cells": len(net.cell_len),
-                  "vehicles_per_frame": round(len(result.vehicles) / frames, 1)},
-        "seconds": {"simulate_total": round(total, 3), "traffic": round(t_traffic, 3),
-                    "vehicles_and_render": round(t_render, 3)},
-        "frames_per_second": {"simulate_total": round(frames / total, 2), "traffic": round(frames / t_traffic, 2),
-                              "vehicles_and_render": round(frames / t_render, 2)},
+        "scene": {
+            "size_px": size,
+            "gsd_m": gsd,
+            "days": days,
+            "step": step,
+            "frames": frames,
+            "links": len(net.link),
+            "cells": len(net.cell_len),
+            "vehicles_per_frame": round(len(result.vehicles) / frames, 1),
+        },
+        "seconds": {
+            "simulate_total": round(total, 3),
+            "traffic": round(t_traffic, 3),
+            "vehicles_and_render": round(t_render, 3),
+        },
+        "frames_per_second": {
+            "simulate_total": round(frames / total, 2),
+            "traffic": round(frames / t_traffic, 2),
+            "vehicles_and_render": round(frames / t_render, 2),
+        },
         **({"passes_10_fps": frames / total >= 10} if size <= 512 else {}),
     }
 
@@ -61,11 +74,17 @@ def main():
     simulate(64, days=0.05, step="5min", gsd=1.0)  # warm-up (imports, caches)
     out = {
         "command": "taskset -c 0 python benchmarks/synth_speed.py",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu": cpu(),
-                    "cpu_count": os.cpu_count(),
-                    "python": sys.version.split()[0], "numpy": np.__version__, "threads": 1},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu": cpu(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "threads": 1,
+        },
         "note": "simulate_total includes building the city, the static scene and the grid; 1 day at 5 min; the 10 fps "
-                "target is for 512 px scenes; 1024 px at 1 m is the default scene of simulate()",
+        "target is for 512 px scenes; 1024 px at 1 m is the default scene of simulate()",
         "target_fps": 10,
         "scenes": [scene(512, gsd=0.5), scene(512, gsd=1.0), scene(1024, gsd=1.0)],
     }

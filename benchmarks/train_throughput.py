@@ -29,8 +29,14 @@ import time
 from pathlib import Path
 
 TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
-if __name__ == "__main__" and os.environ.get("GLIBC_TUNABLES") is None and "--no-reexec" not in sys.argv:
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES})
+if (
+    __name__ == "__main__"
+    and os.environ.get("GLIBC_TUNABLES") is None
+    and "--no-reexec" not in sys.argv
+):
+    os.execve(
+        sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES}
+    )
 
 from _machine import cpu  # noqa: E402  (benchmarks/_machine.py)
 
@@ -38,8 +44,16 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 T_IN, HORIZON, GRID, BANDS, KNOWN, STATIC, HIDDEN = 12, 6, (14, 8), 2, 13, 2, (32, 32)
 
 
-def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf16: bool = False,
-                       barrier=None, hidden: tuple[int, ...] = HIDDEN, grad_steps: int | None = None) -> dict:
+def windows_per_second(
+    model: str,
+    batch: int,
+    seconds: float,
+    threads: int,
+    bf16: bool = False,
+    barrier=None,
+    hidden: tuple[int, ...] = HIDDEN,
+    grad_steps: int | None = None,
+) -> dict:
     """Train on random windows for ``seconds`` of wall time; windows (samples) per second and ms per step."""
     import torch
 
@@ -47,9 +61,18 @@ def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf1
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = get_model(model, in_channels=BANDS, out_channels=BANDS, hidden_channels=list(hidden), kernel_size=3,
-                    past_covariate_channels=KNOWN, future_covariate_channels=KNOWN, static_channels=STATIC,
-                    residual=True, feedback=False)
+    net = get_model(
+        model,
+        in_channels=BANDS,
+        out_channels=BANDS,
+        hidden_channels=list(hidden),
+        kernel_size=3,
+        past_covariate_channels=KNOWN,
+        future_covariate_channels=KNOWN,
+        static_channels=STATIC,
+        residual=True,
+        feedback=False,
+    )
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     x = torch.randn(batch, T_IN, BANDS, *GRID)
     past, future = torch.randn(batch, T_IN, KNOWN, *GRID), torch.randn(batch, HORIZON, KNOWN, *GRID)
@@ -57,8 +80,14 @@ def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf1
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(x, horizon=HORIZON, past_covariates=past, future_covariates=future, static=static,
-                      grad_steps=grad_steps)
+            out = net(
+                x,
+                horizon=HORIZON,
+                past_covariates=past,
+                future_covariates=future,
+                static=static,
+                grad_steps=grad_steps,
+            )
         loss = ((out.float() - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
@@ -73,8 +102,12 @@ def windows_per_second(model: str, batch: int, seconds: float, threads: int, bf1
         step()
         steps += 1
     elapsed = time.perf_counter() - started
-    return {"steps": steps, "seconds": round(elapsed, 3), "ms_per_step": round(1000 * elapsed / steps, 1),
-            "windows_per_second": round(steps * batch / elapsed, 2)}
+    return {
+        "steps": steps,
+        "seconds": round(elapsed, 3),
+        "ms_per_step": round(1000 * elapsed / steps, 1),
+        "windows_per_second": round(steps * batch / elapsed, 2),
+    }
 
 
 def _worker(args) -> dict:
@@ -89,30 +122,48 @@ def side_by_side(model: str, batch: int, seconds: float, processes: int) -> dict
         barrier = manager.Barrier(processes)
         with ctx.Pool(processes) as pool:
             runs = pool.map(_worker, [(model, batch, seconds, barrier)] * processes)
-    return {"processes": processes, "runs": runs,
-            "windows_per_second": round(sum(r["windows_per_second"] for r in runs), 2)}
+    return {
+        "processes": processes,
+        "runs": runs,
+        "windows_per_second": round(sum(r["windows_per_second"] for r in runs), 2),
+    }
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed wall time per configuration")
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="timed wall time per configuration"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--models", nargs="+", default=["convgru", "convlstm"])
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--widths", nargs="+", default=None, metavar="H1[,H2...]",
-                        help="instead: one-thread throughput of each model with these hidden layouts (e.g. 32,32 32 48), "
-                             "one after another, written to results/train_throughput_widths.json")
-    parser.add_argument("--bptt", nargs="+", type=int, default=None, metavar="STEPS",
-                        help="instead: one-thread throughput with truncated backpropagation through the last STEPS "
-                             "input frames (e.g. 12 6 4), written to results/train_throughput_bptt.json")
+    parser.add_argument(
+        "--widths",
+        nargs="+",
+        default=None,
+        metavar="H1[,H2...]",
+        help="instead: one-thread throughput of each model with these hidden layouts (e.g. 32,32 32 48), "
+        "one after another, written to results/train_throughput_widths.json",
+    )
+    parser.add_argument(
+        "--bptt",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="instead: one-thread throughput with truncated backpropagation through the last STEPS "
+        "input frames (e.g. 12 6 4), written to results/train_throughput_bptt.json",
+    )
     args = parser.parse_args(argv)
 
     import torch
 
     cores = len(os.sched_getaffinity(0))
     if args.widths:
-        return compare_widths(args, [tuple(int(h) for h in w.split(",")) for w in args.widths], torch)
+        return compare_widths(
+            args, [tuple(int(h) for h in w.split(",")) for w in args.widths], torch
+        )
     if args.bptt:
         return compare_bptt(args, args.bptt, torch)
     results = {}
@@ -124,8 +175,11 @@ def main(argv=None) -> dict:
             f"one_process_{cores}_threads_fp32": one,
             f"{cores}_processes_1_thread_fp32": many,
             f"one_process_{cores}_threads_bf16_mixed": bf16,
-            "ratio_side_by_side_to_one_process": round(many["windows_per_second"] / one["windows_per_second"], 3)
-            if many else None,
+            "ratio_side_by_side_to_one_process": round(
+                many["windows_per_second"] / one["windows_per_second"], 3
+            )
+            if many
+            else None,
             "ratio_bf16_to_fp32": round(bf16["windows_per_second"] / one["windows_per_second"], 3),
         }
         line = f"{model}: one process x {cores} threads {one['windows_per_second']:.1f} windows/s"
@@ -135,8 +189,17 @@ def main(argv=None) -> dict:
     report = {
         "command": _command(),
         "machine": _machine(torch),
-        "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
-                  "known_in_advance_channels": KNOWN, "static_channels": STATIC, "hidden": list(HIDDEN), "kernel": 3},
+        "shape": {
+            "batch": args.batch,
+            "input_steps": T_IN,
+            "horizon": HORIZON,
+            "grid": list(GRID),
+            "bands": BANDS,
+            "known_in_advance_channels": KNOWN,
+            "static_channels": STATIC,
+            "hidden": list(HIDDEN),
+            "kernel": 3,
+        },
         "timed_seconds_per_configuration": args.seconds,
         "results": results,
     }
@@ -146,13 +209,21 @@ def main(argv=None) -> dict:
 
 
 def _command() -> str:
-    return " ".join(["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")])
+    return " ".join(
+        ["python benchmarks/train_throughput.py", *(a for a in sys.argv[1:] if a != "--no-reexec")]
+    )
 
 
 def _machine(torch) -> dict:
-    return {"platform": platform.platform(), "cpu": cpu(), "cpu_count": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), "torch": torch.__version__,
-            "glibc_tunables": os.environ.get("GLIBC_TUNABLES")}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+    }
 
 
 def compare_bptt(args, steps: list[int], torch) -> dict:
@@ -164,29 +235,53 @@ def compare_bptt(args, steps: list[int], torch) -> dict:
         raise SystemExit(f"--bptt {bad[0]} is out of range: expected 1..{T_IN} input frames")
     results: dict = {}
     for model in args.models:
-        rounds = [{s: windows_per_second(model, args.batch, args.seconds / 2, threads=1, grad_steps=s) for s in steps}
-                  for _ in range(2)]
+        rounds = [
+            {
+                s: windows_per_second(model, args.batch, args.seconds / 2, threads=1, grad_steps=s)
+                for s in steps
+            }
+            for _ in range(2)
+        ]
         runs = {}
         for s in steps:
             wps = sum(r[s]["windows_per_second"] for r in rounds) / 2
-            runs[f"last_{s}_of_{T_IN}"] = {"grad_steps": s, "rounds": [r[s] for r in rounds],
-                                           "windows_per_second": round(wps, 2)}
+            runs[f"last_{s}_of_{T_IN}"] = {
+                "grad_steps": s,
+                "rounds": [r[s] for r in rounds],
+                "windows_per_second": round(wps, 2),
+            }
         first = next(iter(runs.values()))["windows_per_second"]
         for run in runs.values():
             run["ratio_to_first"] = round(run["windows_per_second"] / first, 3)
         results[model] = runs
-        print(f"{model}: " + ", ".join(f"last {r['grad_steps']} frames {r['windows_per_second']:.1f} windows/s "
-                                       f"({r['ratio_to_first']:.2f}x)" for r in runs.values()), flush=True)
+        print(
+            f"{model}: "
+            + ", ".join(
+                f"last {r['grad_steps']} frames {r['windows_per_second']:.1f} windows/s "
+                f"({r['ratio_to_first']:.2f}x)"
+                for r in runs.values()
+            ),
+            flush=True,
+        )
     out = args.out if args.out != RESULTS else RESULTS.with_name("train_throughput_bptt.json")
     report = {
         "command": _command(),
         "machine": _machine(torch),
-        "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
-                  "known_in_advance_channels": KNOWN, "static_channels": STATIC, "hidden": list(HIDDEN), "kernel": 3,
-                  "threads": 1},
+        "shape": {
+            "batch": args.batch,
+            "input_steps": T_IN,
+            "horizon": HORIZON,
+            "grid": list(GRID),
+            "bands": BANDS,
+            "known_in_advance_channels": KNOWN,
+            "static_channels": STATIC,
+            "hidden": list(HIDDEN),
+            "kernel": 3,
+            "threads": 1,
+        },
         "timed_seconds_per_configuration": args.seconds,
         "note": "one configuration at a time, one torch thread each, in two alternating rounds of half the time; "
-                "the other core idle",
+        "the other core idle",
         "results": results,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,20 +294,39 @@ def compare_widths(args, widths: list[tuple[int, ...]], torch) -> dict:
     model at every hidden layout, and the ratio to the first layout."""
     results = {}
     for model in args.models:
-        runs = {",".join(map(str, w)): windows_per_second(model, args.batch, args.seconds, threads=1, hidden=w)
-                for w in widths}
+        runs = {
+            ",".join(map(str, w)): windows_per_second(
+                model, args.batch, args.seconds, threads=1, hidden=w
+            )
+            for w in widths
+        }
         first = next(iter(runs.values()))["windows_per_second"]
-        for key, run in runs.items():
+        for run in runs.values():
             run["ratio_to_first"] = round(run["windows_per_second"] / first, 3)
         results[model] = runs
-        print(f"{model}: " + ", ".join(f"[{k}] {r['windows_per_second']:.1f} windows/s ({r['ratio_to_first']:.2f}x)"
-                                       for k, r in runs.items()), flush=True)
+        print(
+            f"{model}: "
+            + ", ".join(
+                f"[{k}] {r['windows_per_second']:.1f} windows/s ({r['ratio_to_first']:.2f}x)"
+                for k, r in runs.items()
+            ),
+            flush=True,
+        )
     out = args.out if args.out != RESULTS else RESULTS.with_name("train_throughput_widths.json")
     report = {
         "command": _command(),
         "machine": _machine(torch),
-        "shape": {"batch": args.batch, "input_steps": T_IN, "horizon": HORIZON, "grid": list(GRID), "bands": BANDS,
-                  "known_in_advance_channels": KNOWN, "static_channels": STATIC, "kernel": 3, "threads": 1},
+        "shape": {
+            "batch": args.batch,
+            "input_steps": T_IN,
+            "horizon": HORIZON,
+            "grid": list(GRID),
+            "bands": BANDS,
+            "known_in_advance_channels": KNOWN,
+            "static_channels": STATIC,
+            "kernel": 3,
+            "threads": 1,
+        },
         "timed_seconds_per_configuration": args.seconds,
         "note": "one configuration at a time, one torch thread each; the other core idle",
         "results": results,

@@ -19,15 +19,32 @@ WGS_CRS = "EPSG:4326"
 WGS_TRANSFORM = Affine(0.001, 0.0, 16.36, 0.0, -0.001, 48.21)
 
 
-def write_tif(path, data, *, crs=UTM_CRS, transform=UTM_TRANSFORM, nodata=None, datetime=None,
-              descriptions=None, band_tags=None, dtype=None):
+def write_tif(
+    path,
+    data,
+    *,
+    crs=UTM_CRS,
+    transform=UTM_TRANSFORM,
+    nodata=None,
+    datetime=None,
+    descriptions=None,
+    band_tags=None,
+    dtype=None,
+):
     """Write ``data`` (bands, rows, cols) as a GeoTIFF with rasterio directly (independent of trafficrnn)."""
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
     dtype = dtype or data.dtype
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=dtype,
-                   transform=transform, nodata=nodata)
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=dtype,
+        transform=transform,
+        nodata=nodata,
+    )
     if crs is not None:
         profile["crs"] = crs
     with rasterio.open(path, "w", **profile) as dst:

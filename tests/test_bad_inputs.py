@@ -12,7 +12,13 @@ from shapely.geometry import LineString, Point
 
 from trafficrnn import Grid
 from trafficrnn.errors import (
-    ConfigError, InputFileError, MissingCRSError, ModelFileError, StackMismatchError, TimestampError, VectorError,
+    ConfigError,
+    InputFileError,
+    MissingCRSError,
+    ModelFileError,
+    StackMismatchError,
+    TimestampError,
+    VectorError,
 )
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import rasterize_points, read_stack, read_vectors
@@ -27,8 +33,13 @@ GRID = Grid("EPSG:32633", Affine(10, 0, 601000, 0, -10, 5340000), (3, 4))
 
 # -- rasters ------------------------------------------------------------------------------------
 
+
 def test_read_stack__south_up_transform(tmp_path):
-    write_tif(tmp_path / "f_20240501_0800.tif", frame_values(0), transform=Affine(0.5, 0, 601000, 0, 0.5, 5340000))
+    write_tif(
+        tmp_path / "f_20240501_0800.tif",
+        frame_values(0),
+        transform=Affine(0.5, 0, 601000, 0, 0.5, 5340000),
+    )
     with pytest.raises(StackMismatchError, match="is not north-up.*warp them north-up first"):
         read_stack(tmp_path)
 
@@ -60,17 +71,30 @@ def test_read_stack__png_without_georeference(tmp_path):
 
 
 def test_read_stack__truncated_file_read_lazily(tmp_path):
-    path = write_tif(tmp_path / "f_20240501_0800.tif", np.random.default_rng(0).random((3, 64, 64), dtype="float32"))
+    path = write_tif(
+        tmp_path / "f_20240501_0800.tif",
+        np.random.default_rng(0).random((3, 64, 64), dtype="float32"),
+    )
     path.write_bytes(path.read_bytes()[:3000])
-    images = read_stack(path, chunks=16)  # the header is intact: the damage shows when pixels are read
-    with pytest.raises(InputFileError, match="f_20240501_0800.tif could not be read.*truncated or corrupt"):
+    images = read_stack(
+        path, chunks=16
+    )  # the header is intact: the damage shows when pixels are read
+    with pytest.raises(
+        InputFileError, match="f_20240501_0800.tif could not be read.*truncated or corrupt"
+    ):
         images.values
 
 
 def test_read_stack__resolution_mismatch(tmp_path):
     write_tif(tmp_path / "a_20240501_0800.tif", frame_values(0))
-    write_tif(tmp_path / "b_20240501_0805.tif", frame_values(1), transform=Affine(1.0, 0, 601000, 0, -1.0, 5340000))
-    with pytest.raises(StackMismatchError, match="disagree on transform.*b_20240501_0805.tif is \\(1.0, 0.0"):
+    write_tif(
+        tmp_path / "b_20240501_0805.tif",
+        frame_values(1),
+        transform=Affine(1.0, 0, 601000, 0, -1.0, 5340000),
+    )
+    with pytest.raises(
+        StackMismatchError, match="disagree on transform.*b_20240501_0805.tif is \\(1.0, 0.0"
+    ):
         read_stack(tmp_path)
 
 
@@ -82,6 +106,7 @@ def test_read_stack__inf_pixels_are_kept_for_the_model_to_mask(tmp_path):
 
 
 # -- timestamps ---------------------------------------------------------------------------------
+
 
 def test_read_stack__malformed_tiff_datetime_falls_back_to_name(tmp_path):
     write_tif(tmp_path / "f_20240501_0800.tif", frame_values(0), datetime="2024:55:01 08:00:00")
@@ -99,7 +124,9 @@ def test_parse_iso__not_iso(text):
 
 
 def test_read_stack__band_named_like_a_month_is_a_name(tmp_path):
-    write_tif(tmp_path / "f_20240501_0800.tif", frame_values(0, bands=2), descriptions=["may", "june"])
+    write_tif(
+        tmp_path / "f_20240501_0800.tif", frame_values(0, bands=2), descriptions=["may", "june"]
+    )
     assert list(read_stack(tmp_path).band.values) == ["may", "june"]
 
 
@@ -116,16 +143,27 @@ def test_read_stack__unparseable_time_list(utm_stack):
 
 def test_read_stack__out_of_order_files_are_sorted(tmp_path):
     for name, minute in (("a", 10), ("b", 0), ("c", 5)):
-        write_tif(tmp_path / f"{name}.tif", frame_values(minute), datetime=f"2024:05:01 08:{minute:02d}:00")
+        write_tif(
+            tmp_path / f"{name}.tif",
+            frame_values(minute),
+            datetime=f"2024:05:01 08:{minute:02d}:00",
+        )
     images = read_stack(tmp_path)
-    assert list(images.source.values) == ["b.tif", "c.tif", "a.tif"] and images.attrs["cadence"] == "P0DT0H5M0S"
+    assert (
+        list(images.source.values) == ["b.tif", "c.tif", "a.tif"]
+        and images.attrs["cadence"] == "P0DT0H5M0S"
+    )
 
 
 # -- vectors ------------------------------------------------------------------------------------
 
+
 def _points(n=2):
-    return gpd.GeoDataFrame({"time": pd.date_range("2024-05-01", periods=n, freq="5min")},
-                            geometry=[Point(601005, 5339995)] * n, crs="EPSG:32633")
+    return gpd.GeoDataFrame(
+        {"time": pd.date_range("2024-05-01", periods=n, freq="5min")},
+        geometry=[Point(601005, 5339995)] * n,
+        crs="EPSG:32633",
+    )
 
 
 def test_read_vectors__round_trip(tmp_path):
@@ -161,7 +199,9 @@ def test_read_vectors__no_crs(tmp_path):
 def test_read_vectors__several_layers_need_a_name(tmp_path):
     _points().to_file(tmp_path / "v.gpkg", layer="cars", engine="pyogrio")
     _points().to_file(tmp_path / "v.gpkg", layer="trucks", engine="pyogrio")
-    with pytest.raises(VectorError, match="holds 2 layers \\(cars, trucks\\); pick one with layer="):
+    with pytest.raises(
+        VectorError, match="holds 2 layers \\(cars, trucks\\); pick one with layer="
+    ):
         read_vectors(tmp_path / "v.gpkg")
 
 
@@ -184,7 +224,9 @@ def test_rasterize_points__empty_without_times():
 
 
 def test_rasterize_points__empty_with_times_is_zero_counts():
-    da = rasterize_points(_points().iloc[:0], GRID, times=pd.date_range("2024-05-01", periods=3, freq="5min"))
+    da = rasterize_points(
+        _points().iloc[:0], GRID, times=pd.date_range("2024-05-01", periods=3, freq="5min")
+    )
     assert da.shape == (3, 1, 3, 4) and da.values.sum() == 0
 
 
@@ -194,6 +236,7 @@ def test_rasterize_points__unparseable_freq():
 
 
 # -- the estimator: inf, clouds ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def image_model():
@@ -236,25 +279,58 @@ def test_predict__all_cloud_frames_give_a_finite_forecast(image_model):
 def test_fit__all_nodata_target_band():
     da = density_series(periods=40)
     da[:] = np.nan
-    with pytest.raises(ConfigError, match="band 'density' has no finite value in the training data"):
+    with pytest.raises(
+        ConfigError, match="band 'density' has no finite value in the training data"
+    ):
         TrafficForecaster(**FAST).fit(da)
 
 
 # -- crafted model files -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda c: c["model_config"].update(hidden_channels=[10**9]), r"hidden_channels\[0\] = 1000000000, expected an integer in \[1, 4096\]"),
-    (lambda c: c["model_config"].update(hidden_channels="64"), "hidden_channels = '64', expected a list"),
-    (lambda c: c["model_config"].update(hidden_channels=[8] * 100), "expected a list of 1 to 16 channel counts"),
-    (lambda c: c["model_config"].update(in_channels=2.5), "in_channels = 2.5, expected an integer"),
-    (lambda c: c["model_config"].update(kernel_size=10**6), "kernel_size = 1000000"),
-    (lambda c: c["model_config"].update(residual="yes"), "residual = 'yes', expected true or false"),
-    (lambda c: c["model_config"].update(encoder={"tile_size": 10**7}), "encoder.tile_size = 10000000"),
-    (lambda c: c["model_config"].update(encoder=[1, 2]), "encoder is list, expected a dict"),
-    (lambda c: c["model_config"].update(__class__="os.system"), r"unknown key\(s\) \['__class__'\]"),
-    (lambda c: c["model_config"].update(cell_kwargs={"dtype": "float64"}), "cell_kwargs has unknown key"),
-    (lambda c: c["model_config"].update(past_covariate_channels=7), "weights do not fit the model"),
-])
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda c: c["model_config"].update(hidden_channels=[10**9]),
+            r"hidden_channels\[0\] = 1000000000, expected an integer in \[1, 4096\]",
+        ),
+        (
+            lambda c: c["model_config"].update(hidden_channels="64"),
+            "hidden_channels = '64', expected a list",
+        ),
+        (
+            lambda c: c["model_config"].update(hidden_channels=[8] * 100),
+            "expected a list of 1 to 16 channel counts",
+        ),
+        (
+            lambda c: c["model_config"].update(in_channels=2.5),
+            "in_channels = 2.5, expected an integer",
+        ),
+        (lambda c: c["model_config"].update(kernel_size=10**6), "kernel_size = 1000000"),
+        (
+            lambda c: c["model_config"].update(residual="yes"),
+            "residual = 'yes', expected true or false",
+        ),
+        (
+            lambda c: c["model_config"].update(encoder={"tile_size": 10**7}),
+            "encoder.tile_size = 10000000",
+        ),
+        (lambda c: c["model_config"].update(encoder=[1, 2]), "encoder is list, expected a dict"),
+        (
+            lambda c: c["model_config"].update(__class__="os.system"),
+            r"unknown key\(s\) \['__class__'\]",
+        ),
+        (
+            lambda c: c["model_config"].update(cell_kwargs={"dtype": "float64"}),
+            "cell_kwargs has unknown key",
+        ),
+        (
+            lambda c: c["model_config"].update(past_covariate_channels=7),
+            "weights do not fit the model",
+        ),
+    ],
+)
 def test_load__crafted_model_config_refused_before_allocation(saved, tmp_path, edit, match):  # noqa: F811
     path = edited_model(saved, tmp_path, edit)
     with pytest.raises(ModelFileError, match=match):

@@ -43,7 +43,10 @@ def test_run_json__settings_data_and_outcome(finished):
     assert record["format"] == "trafficrnn-run"
     assert record["settings"]["hidden"] == [8] and record["settings"]["model"] == "convgru"
     assert record["data"]["frames"] == 60 and record["data"]["bands"] == ["density"]
-    assert record["data"]["period"] == [str(pd.Timestamp(da.time.values[0])), str(pd.Timestamp(da.time.values[-1]))]
+    assert record["data"]["period"] == [
+        str(pd.Timestamp(da.time.values[0])),
+        str(pd.Timestamp(da.time.values[-1])),
+    ]
     assert record["data"]["grid"] == est.grid_.to_dict()
     assert record["finished"]["epochs"] == 2 and record["finished"]["best"] == "best.ckpt"
     assert [h["epoch"] for h in record["finished"]["history"]] == [0, 1]
@@ -52,7 +55,9 @@ def test_run_json__settings_data_and_outcome(finished):
 def test_resume__finished_run_is_read_back_not_trained(finished):
     est, ckpt, da = finished
     before = _mtimes(ckpt)
-    again = TrafficForecaster("convgru", **{**FAST, "progress": True}).fit(da, checkpoint_dir=ckpt, resume=True)
+    again = TrafficForecaster("convgru", **{**FAST, "progress": True}).fit(
+        da, checkpoint_dir=ckpt, resume=True
+    )
     assert _mtimes(ckpt) == before  # nothing trained, nothing written
     assert _same_weights(again, est)
     assert again.history_ == est.history_
@@ -63,7 +68,9 @@ def test_resume__finished_run_is_read_back_not_trained(finished):
 def test_resume__finished_run_for_longer_trains_on(tmp_path):
     da = density_series(periods=60)
     TrafficForecaster("convgru", **FAST).fit(da, checkpoint_dir=tmp_path)
-    longer = TrafficForecaster("convgru", **{**FAST, "max_epochs": 3}).fit(da, checkpoint_dir=tmp_path, resume=True)
+    longer = TrafficForecaster("convgru", **{**FAST, "max_epochs": 3}).fit(
+        da, checkpoint_dir=tmp_path, resume=True
+    )
     assert [h["epoch"] for h in longer.history_] == [2]
     assert json.loads((tmp_path / "run.json").read_text())["finished"]["epochs"] == 3
 
@@ -71,45 +78,60 @@ def test_resume__finished_run_for_longer_trains_on(tmp_path):
 def test_fit__folder_with_checkpoints_refused_without_resume(finished):
     _, ckpt, da = finished
     before = _mtimes(ckpt)
-    with pytest.raises(ConfigError, match=r"already holds last\.ckpt, best\.ckpt of an earlier run; pass resume=True"):
+    with pytest.raises(
+        ConfigError,
+        match=r"already holds last\.ckpt, best\.ckpt of an earlier run; pass resume=True",
+    ):
         TrafficForecaster("convgru", **FAST).fit(da, checkpoint_dir=ckpt)
     assert _mtimes(ckpt) == before
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"hidden": (4,)}, r"other settings \(hidden: \[8\] then, \[4\] now\)"),
-    ({"model": "convlstm"}, r"other settings \(model: 'convgru' then, 'convlstm' now\)"),
-    ({"lr": 1e-2}, r"other settings \(lr: "),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"hidden": (4,)}, r"other settings \(hidden: \[8\] then, \[4\] now\)"),
+        ({"model": "convlstm"}, r"other settings \(model: 'convgru' then, 'convlstm' now\)"),
+        ({"lr": 1e-2}, r"other settings \(lr: "),
+    ],
+)
 def test_resume__other_settings_refused(finished, change, match):
     _, ckpt, da = finished
     with pytest.raises(ModelFileError, match=match):
-        TrafficForecaster(**{"model": "convgru", **FAST, **change}).fit(da, checkpoint_dir=ckpt, resume=True)
+        TrafficForecaster(**{"model": "convgru", **FAST, **change}).fit(
+            da, checkpoint_dir=ckpt, resume=True
+        )
 
 
 def test_resume__other_data_refused(finished):
     _, ckpt, _ = finished
     with pytest.raises(ModelFileError, match=r"other data \(frames: 60 then, 70 now; period: "):
-        TrafficForecaster("convgru", **FAST).fit(density_series(periods=70), checkpoint_dir=ckpt, resume=True)
+        TrafficForecaster("convgru", **FAST).fit(
+            density_series(periods=70), checkpoint_dir=ckpt, resume=True
+        )
 
 
 def test_resume__needs_a_checkpoint_dir():
     with pytest.raises(ConfigError, match=r"resume=True needs checkpoint_dir"):
         TrafficForecaster("convgru", **FAST).fit(density_series(periods=60), resume=True)
     with pytest.raises(ConfigError, match=r"resume=True needs checkpoint_dir"):
-        ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2).fit(density_series(periods=60), resume=True)
+        ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2).fit(
+            density_series(periods=60), resume=True
+        )
 
 
 def test_resume__empty_folder_starts_a_run(tmp_path):
-    est = TrafficForecaster("convgru", **FAST).fit(density_series(periods=60), checkpoint_dir=tmp_path / "new",
-                                                   resume=True)
+    est = TrafficForecaster("convgru", **FAST).fit(
+        density_series(periods=60), checkpoint_dir=tmp_path / "new", resume=True
+    )
     assert len(est.history_) == 2 and (tmp_path / "new" / "last.ckpt").exists()
 
 
 def test_checkpoint_dir__a_file_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match=r"checkpoint_dir .*f is a file"):
-        TrafficForecaster("convgru", **FAST).fit(density_series(periods=60), checkpoint_dir=tmp_path / "f")
+        TrafficForecaster("convgru", **FAST).fit(
+            density_series(periods=60), checkpoint_dir=tmp_path / "f"
+        )
 
 
 class _Payload:
@@ -136,9 +158,17 @@ def test_resume__unreadable_checkpoint_refused_never_unpickled(tmp_path, content
             pickle.dump({"state_dict": {}, "x": _Payload(marker)}, f)
     else:
         torch.save({"epoch": 1}, last)
-    match = r"holds no state_dict" if content == "no_state_dict" else r"last\.ckpt cannot be read as a checkpoint"
-    with pytest.raises(ModelFileError, match=match):  # max_epochs 3: the run is continued, from last.ckpt
-        TrafficForecaster("convgru", **{**FAST, "max_epochs": 3}).fit(da, checkpoint_dir=tmp_path, resume=True)
+    match = (
+        r"holds no state_dict"
+        if content == "no_state_dict"
+        else r"last\.ckpt cannot be read as a checkpoint"
+    )
+    with pytest.raises(
+        ModelFileError, match=match
+    ):  # max_epochs 3: the run is continued, from last.ckpt
+        TrafficForecaster("convgru", **{**FAST, "max_epochs": 3}).fit(
+            da, checkpoint_dir=tmp_path, resume=True
+        )
     assert not marker.exists()
 
 
@@ -148,7 +178,9 @@ def test_resume__checkpoint_of_other_shapes_refused(tmp_path):
     TrafficForecaster("convgru", **FAST).fit(da, checkpoint_dir=tmp_path / "a")
     TrafficForecaster("convgru", **{**FAST, "hidden": (4,)}).fit(da, checkpoint_dir=tmp_path / "b")
     (tmp_path / "b" / "best.ckpt").replace(tmp_path / "a" / "best.ckpt")
-    with pytest.raises(ModelFileError, match=r"best\.ckpt does not fit this model \(.*size mismatch"):
+    with pytest.raises(
+        ModelFileError, match=r"best\.ckpt does not fit this model \(.*size mismatch"
+    ):
         TrafficForecaster("convgru", **FAST).fit(da, checkpoint_dir=tmp_path / "a", resume=True)
 
 
@@ -170,36 +202,69 @@ def test_resume__finished_record_pointing_outside_the_folder_refused(tmp_path):
     (tmp_path / "run" / "best.ckpt").replace(tmp_path / "best.ckpt")
     record["finished"]["best"] = "../best.ckpt"
     (tmp_path / "run" / "run.json").write_text(json.dumps(record))
-    with pytest.raises(ModelFileError, match=r"the finished run's checkpoint '\.\./best\.ckpt' is missing or not a file "
-                                             r"of this folder"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"the finished run's checkpoint '\.\./best\.ckpt' is missing or not a file "
+        r"of this folder",
+    ):
         TrafficForecaster("convgru", **FAST).fit(da, checkpoint_dir=tmp_path / "run", resume=True)
 
 
 def test_ensemble__members_checkpoint_in_their_folders_and_resume_reads_them_back(tmp_path):
     da = density_series(periods=60)
-    ens = ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2).fit(da, checkpoint_dir=tmp_path)
+    ens = ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2).fit(
+        da, checkpoint_dir=tmp_path
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["member-0", "member-1"]
-    seeds = [json.loads((tmp_path / f"member-{i}" / "run.json").read_text())["settings"]["seed"] for i in (0, 1)]
+    seeds = [
+        json.loads((tmp_path / f"member-{i}" / "run.json").read_text())["settings"]["seed"]
+        for i in (0, 1)
+    ]
     assert seeds == [0, 1]
     before = {i: _mtimes(tmp_path / f"member-{i}") for i in (0, 1)}
-    again = ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2).fit(da, checkpoint_dir=tmp_path,
-                                                                                  resume=True)
+    again = ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2).fit(
+        da, checkpoint_dir=tmp_path, resume=True
+    )
     assert {i: _mtimes(tmp_path / f"member-{i}") for i in (0, 1)} == before
     assert all(_same_weights(a, b) for a, b in zip(ens.estimators_, again.estimators_))
-    with pytest.raises(ConfigError, match=r"member-0 already holds"):  # checked before any member starts
-        ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2, n_jobs=2).fit(da, checkpoint_dir=tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"member-0 already holds"
+    ):  # checked before any member starts
+        ForecastEnsemble(TrafficForecaster("convgru", **FAST), members=2, n_jobs=2).fit(
+            da, checkpoint_dir=tmp_path
+        )
 
 
 def test_cli__train_checkpoint_dir_and_resume(tmp_path):
     stack, ckpt = tmp_path / "grids", tmp_path / "ckpt"
     write_stack(density_series(periods=60), stack)
-    args = ["train", str(stack), "--model", "convgru", "--input-steps", "6", "--horizon", "3", "--hidden", "8",
-            "--max-epochs", "2", "--quiet", "--checkpoint-dir", str(ckpt), "--out"]
+    args = [
+        "train",
+        str(stack),
+        "--model",
+        "convgru",
+        "--input-steps",
+        "6",
+        "--horizon",
+        "3",
+        "--hidden",
+        "8",
+        "--max-epochs",
+        "2",
+        "--quiet",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--out",
+    ]
     runner = CliRunner()
     res = runner.invoke(main, [*args, str(tmp_path / "m1")])
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, [*args, str(tmp_path / "m2")])
-    assert res.exit_code == 2 and "already holds last.ckpt, best.ckpt" in res.output and "--resume" in res.output
+    assert (
+        res.exit_code == 2
+        and "already holds last.ckpt, best.ckpt" in res.output
+        and "--resume" in res.output
+    )
     res = runner.invoke(main, [*args, str(tmp_path / "m2"), "--resume"])
     assert res.exit_code == 0, res.output
     a, b = TrafficForecaster.load(tmp_path / "m1"), TrafficForecaster.load(tmp_path / "m2")
@@ -214,7 +279,9 @@ def test_resume__under_max_time_the_clock_and_the_schedule_go_on(tmp_path):
     da = density_series(periods=160)
     params = {**FAST, "max_epochs": 10_000, "max_time": 0.05, "lr": 1e-2}
     first = TrafficForecaster("convgru", **params).fit(da, checkpoint_dir=tmp_path)
-    resumed = TrafficForecaster("convgru", **{**params, "max_time": 0.1}).fit(da, checkpoint_dir=tmp_path, resume=True)
+    resumed = TrafficForecaster("convgru", **{**params, "max_time": 0.1}).fit(
+        da, checkpoint_dir=tmp_path, resume=True
+    )
     assert resumed.history_[0]["epoch"] == first.history_[-1]["epoch"] + 1
     assert resumed.training_summary_["train_seconds"] < 0.75 * 6
     assert resumed.history_[0]["lr"] < 0.8e-2 and resumed.history_[-1]["lr"] < 0.3e-2

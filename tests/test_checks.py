@@ -23,8 +23,11 @@ def ramps(crs, transform, shape, x0=500000.0, y0=5000000.0):
     grid = Grid(crs, transform, shape)
     x, y = grid.coords()["x"] - x0, grid.coords()["y"] - y0
     bands = np.stack(np.broadcast_arrays(x[None, :], y[:, None])).astype("float32")
-    da = xr.DataArray(np.stack([bands, bands]), dims=("time", "band", "y", "x"),
-                      coords={"time": TIMES, "band": ["east", "north"]})
+    da = xr.DataArray(
+        np.stack([bands, bands]),
+        dims=("time", "band", "y", "x"),
+        coords={"time": TIMES, "band": ["east", "north"]},
+    )
     return grid.attach(da)
 
 
@@ -37,22 +40,34 @@ def test_reproject_to_grid__finer_shifted_images_hand_computed():
     images = ramps("EPSG:32633", Affine(25, 0, 499900, 0, -25, 5000100), (24, 28))
     out = reproject_to_grid(images, GRID)
     assert out.dims == ("time", "band", "y", "x") and out.dtype == np.float32
-    assert out.rio.crs.to_epsg() == 32633 and out.rio.transform() == Affine(100, 0, 500000, 0, -100, 5000000)
+    assert out.rio.crs.to_epsg() == 32633 and out.rio.transform() == Affine(
+        100, 0, 500000, 0, -100, 5000000
+    )
     np.testing.assert_array_equal(out.x.values, [500050, 500150, 500250, 500350, 500450])
     np.testing.assert_array_equal(out.y.values, [4999950, 4999850, 4999750, 4999650])
     # a linear ramp survives bilinear resampling: each cell holds its centre's coordinates
-    np.testing.assert_allclose(out.isel(time=1, band=0).values, np.tile([50, 150, 250, 350, 450], (4, 1)), atol=1e-3)
-    np.testing.assert_allclose(out.isel(time=0, band=1).values, np.tile([[-50], [-150], [-250], [-350]], (1, 5)),
-                               atol=1e-3)
-    assert list(out.time.values) == list(TIMES.values) and list(out.band.values) == ["east", "north"]
+    np.testing.assert_allclose(
+        out.isel(time=1, band=0).values, np.tile([50, 150, 250, 350, 450], (4, 1)), atol=1e-3
+    )
+    np.testing.assert_allclose(
+        out.isel(time=0, band=1).values, np.tile([[-50], [-150], [-250], [-350]], (1, 5)), atol=1e-3
+    )
+    assert list(out.time.values) == list(TIMES.values) and list(out.band.values) == [
+        "east",
+        "north",
+    ]
 
 
 def test_reproject_to_grid__onto_the_image_pixels_of_a_tiled_grid():
     grid = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5), tile_size=2)
-    out = reproject_to_grid(ramps("EPSG:32633", Affine(25, 0, 499900, 0, -25, 5000100), (24, 28)), grid)
+    out = reproject_to_grid(
+        ramps("EPSG:32633", Affine(25, 0, 499900, 0, -25, 5000100), (24, 28)), grid
+    )
     assert out.sizes == {"time": 2, "band": 2, "y": 8, "x": 10}
     assert out.rio.transform() == Affine(50, 0, 500000, 0, -50, 5000000)
-    np.testing.assert_allclose(out.isel(time=0, band=0, y=3).values, 25 + 50 * np.arange(10), atol=1e-3)
+    np.testing.assert_allclose(
+        out.isel(time=0, band=0, y=3).values, 25 + 50 * np.arange(10), atol=1e-3
+    )
 
 
 def test_reproject_to_grid__from_another_crs():
@@ -71,9 +86,12 @@ def test_reproject_to_grid__on_the_grid_already_is_a_no_op():
 
 def test_reproject_to_grid__images_far_away():
     images = ramps("EPSG:32633", Affine(100, 0, 600000, 0, -100, 5000000), (4, 5))
-    with pytest.raises(ModelMismatchError, match=r"the images do not overlap the model's grid \(images: \(600000, "
-                                                 r"4999600, 600500, 5000000\) in EPSG:32633; model: \(500000, "
-                                                 r"4999600, 500500, 5000000\) in EPSG:32633\)"):
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"the images do not overlap the model's grid \(images: \(600000, "
+        r"4999600, 600500, 5000000\) in EPSG:32633; model: \(500000, "
+        r"4999600, 500500, 5000000\) in EPSG:32633\)",
+    ):
         reproject_to_grid(images, GRID)
 
 
@@ -84,8 +102,10 @@ def test_reproject_to_grid__images_cover_a_fifth():
 
 
 def test_gdalwarp_line__hand_computed():
-    assert gdalwarp_line(GRID) == ("gdalwarp -t_srs EPSG:32633 -te 500000 4999600 500500 5000000 -ts 5 4 "
-                                   "-r bilinear IN.tif OUT.tif")
+    assert gdalwarp_line(GRID) == (
+        "gdalwarp -t_srs EPSG:32633 -te 500000 4999600 500500 5000000 -ts 5 4 "
+        "-r bilinear IN.tif OUT.tif"
+    )
     tiled = Grid("EPSG:32633", GRID.transform, GRID.shape, tile_size=4)
     assert "-ts 20 16 " in gdalwarp_line(tiled)
 
@@ -112,15 +132,20 @@ def test_predict__reproject_onto_the_model_grid(fitted):
 
 def test_predict__other_crs_hint_names_reproject_and_gdalwarp(fitted):
     est, da = fitted
-    with pytest.raises(ModelMismatchError, match=r"stack CRS EPSG:32733 differs from the model's EPSG:32633: warp the "
-                                                 r"images onto the model's grid with predict\(..., align='reproject'\) "
-                                                 r"\(CLI: --align reproject\), or beforehand: gdalwarp -t_srs "
-                                                 r"EPSG:32633 -te 500000 4999600 500500 5000000 -ts 5 4"):
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"stack CRS EPSG:32733 differs from the model's EPSG:32633: warp the "
+        r"images onto the model's grid with predict\(..., align='reproject'\) "
+        r"\(CLI: --align reproject\), or beforehand: gdalwarp -t_srs "
+        r"EPSG:32633 -te 500000 4999600 500500 5000000 -ts 5 4",
+    ):
         est.predict(in_utm_south(da))
 
 
 def test_evaluate__reproject_scores_as_on_the_grid(fitted):
     est, da = fitted
     expected = est.evaluate(da, split=None, baselines=("persistence",))
-    table = est.evaluate(in_utm_south(da), split=None, baselines=("persistence",), align="reproject")
+    table = est.evaluate(
+        in_utm_south(da), split=None, baselines=("persistence",), align="reproject"
+    )
     pd.testing.assert_frame_equal(table, expected, rtol=1e-4)

@@ -18,7 +18,19 @@ from trafficrnn.io import write_stack
 
 from .test_estimator import density_series
 
-TINY = ["--input-steps", "4", "--horizon", "2", "--hidden", "8", "--max-epochs", "1", "--batch-size", "32", "--quiet"]
+TINY = [
+    "--input-steps",
+    "4",
+    "--horizon",
+    "2",
+    "--hidden",
+    "8",
+    "--max-epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--quiet",
+]
 
 
 def run(*args):
@@ -27,8 +39,12 @@ def run(*args):
 
 def cli(*args):
     """Run ``trafficrnn ARGS`` in a fresh interpreter, as a user would."""
-    return subprocess.run([sys.executable, "-m", "trafficrnn.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "trafficrnn.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def one_line_error(proc, text):
@@ -39,22 +55,37 @@ def one_line_error(proc, text):
 
 # -- a light start ---------------------------------------------------------------------------------
 
+
 def test_main__help_imports_no_heavy_library():
-    code = ("import sys\nfrom trafficrnn.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as exc:\n"
-            "    assert exc.code == 0, exc.code\n"
-            "heavy = [m for m in ('torch', 'lightning', 'xarray', 'rasterio', 'pandas', 'geopandas')\n"
-            "         if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
+    code = (
+        "import sys\nfrom trafficrnn.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "heavy = [m for m in ('torch', 'lightning', 'xarray', 'rasterio', 'pandas', 'geopandas')\n"
+        "         if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    for name in ("compare", "datasets", "demo", "evaluate", "forecast", "info", "inspect", "simulate", "train"):
+    for name in (
+        "compare",
+        "datasets",
+        "demo",
+        "evaluate",
+        "forecast",
+        "info",
+        "inspect",
+        "simulate",
+        "train",
+    ):
         assert f"\n  {name} " in proc.stdout
 
 
 def test_main__import_trafficrnn_is_light():
-    code = "import sys, trafficrnn\nassert 'torch' not in sys.modules and 'xarray' not in sys.modules\n" \
-           "assert trafficrnn.read_stack.__module__ == 'trafficrnn.io.stack'\n" \
-           "assert trafficrnn.synth.make_city.__module__ == 'trafficrnn.synth.city'\n"
+    code = (
+        "import sys, trafficrnn\nassert 'torch' not in sys.modules and 'xarray' not in sys.modules\n"
+        "assert trafficrnn.read_stack.__module__ == 'trafficrnn.io.stack'\n"
+        "assert trafficrnn.synth.make_city.__module__ == 'trafficrnn.synth.city'\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
@@ -93,42 +124,60 @@ def test_defaults__one_set_for_the_api_and_the_cli():
             found = options[cli_names.get(name, name)]
             expected = {"hidden": "32,32", "devices": "1"}.get(name, value)
             assert found == expected, (command, name)
-    assert DEFAULTS["model"] == "convgru" and DEFAULTS["input_steps"] == 8 and DEFAULTS["max_time"] == 5.0
+    assert (
+        DEFAULTS["model"] == "convgru"
+        and DEFAULTS["input_steps"] == 8
+        and DEFAULTS["max_time"] == 5.0
+    )
 
 
 def test_train__help_states_the_defaults():
     proc = cli("train", "--help")
     assert proc.returncode == 0, proc.stderr
-    for text in ("convgru, 8 frames in, 6 leads out, at most 5 minutes (--max-minutes 0: no", "[default: convgru]",
-                 "[default: 8; x>=1]", "[default: 5.0; x>=0]"):
+    for text in (
+        "convgru, 8 frames in, 6 leads out, at most 5 minutes (--max-minutes 0: no",
+        "[default: convgru]",
+        "[default: 8; x>=1]",
+        "[default: 5.0; x>=0]",
+    ):
         assert text in " ".join(proc.stdout.split()), text
 
 
 # -- mistyped names ---------------------------------------------------------------------------------
 
+
 def test_info__missing_folder_says_so_and_names_the_close_one(tmp_path):
     (tmp_path / "my-model").mkdir()
     (tmp_path / "my-model" / "config.json").write_text("{}")
-    one_line_error(cli("info", tmp_path / "my-modle"),
-                   f"model folder {tmp_path / 'my-modle'} does not exist (did you mean {tmp_path / 'my-model'}?): "
-                   "expected the folder that `trafficrnn train --out FOLDER`")
+    one_line_error(
+        cli("info", tmp_path / "my-modle"),
+        f"model folder {tmp_path / 'my-modle'} does not exist (did you mean {tmp_path / 'my-model'}?): "
+        "expected the folder that `trafficrnn train --out FOLDER`",
+    )
 
 
 def test_forecast__missing_model_folder(tmp_path):
     result = run("forecast", tmp_path / "nothing", tmp_path, "--out", tmp_path / "f.tif")
-    assert result.exit_code == 2 and f"model folder {tmp_path / 'nothing'} does not exist:" in result.output
+    assert (
+        result.exit_code == 2
+        and f"model folder {tmp_path / 'nothing'} does not exist:" in result.output
+    )
 
 
 def test_compare__unknown_model_lists_the_names(tmp_path):
-    one_line_error(cli("compare", tmp_path, "--models", "convlstm,gru", "--out", tmp_path / "c"),
-                   "Invalid value for '--models': 'gru' is not a model name: expected a comma-separated list of "
-                   "convlstm, convgru, e.g. --models convlstm,convgru")
+    one_line_error(
+        cli("compare", tmp_path, "--models", "convlstm,gru", "--out", tmp_path / "c"),
+        "Invalid value for '--models': 'gru' is not a model name: expected a comma-separated list of "
+        "convlstm, convgru, e.g. --models convlstm,convgru",
+    )
 
 
 # -- the flags the hints name ----------------------------------------------------------------------
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
-SOUTH = Grid("EPSG:32733", Affine(100, 0, 500000, 0, -100, 15000000), (4, 5))  # the same places in UTM 33S
+SOUTH = Grid(
+    "EPSG:32733", Affine(100, 0, 500000, 0, -100, 15000000), (4, 5)
+)  # the same places in UTM 33S
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +196,20 @@ def grids(tmp_path_factory):
 
 
 def test_forecast__align_reproject_onto_the_model_grid(grids, tmp_path):
-    assert run("forecast", grids / "model", grids / "stack", "--out", tmp_path / "a.tif").exit_code == 0
+    assert (
+        run("forecast", grids / "model", grids / "stack", "--out", tmp_path / "a.tif").exit_code
+        == 0
+    )
     for name in ("south", "mixed"):
-        result = run("forecast", grids / "model", grids / name, "--align", "reproject",
-                     "--out", tmp_path / f"{name}.tif")
+        result = run(
+            "forecast",
+            grids / "model",
+            grids / name,
+            "--align",
+            "reproject",
+            "--out",
+            tmp_path / f"{name}.tif",
+        )
         assert result.exit_code == 0, result.output
         with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / f"{name}.tif") as b:
             assert b.crs == a.crs and b.transform == a.transform == GRID.transform
@@ -158,26 +217,43 @@ def test_forecast__align_reproject_onto_the_model_grid(grids, tmp_path):
 
 
 def test_forecast__other_crs_hint_is_for_the_cli_too(grids, tmp_path):
-    one_line_error(cli("forecast", grids / "model", grids / "south", "--out", tmp_path / "f.tif"),
-                   "(CLI: --align reproject), or beforehand: gdalwarp -t_srs EPSG:32633 -te 500000 4999600 500500 "
-                   "5000000 -ts 5 4 -r bilinear IN.tif OUT.tif")
+    one_line_error(
+        cli("forecast", grids / "model", grids / "south", "--out", tmp_path / "f.tif"),
+        "(CLI: --align reproject), or beforehand: gdalwarp -t_srs EPSG:32633 -te 500000 4999600 500500 "
+        "5000000 -ts 5 4 -r bilinear IN.tif OUT.tif",
+    )
 
 
 def test_forecast__mixed_crs_hint_is_for_the_cli_too(grids, tmp_path):
     result = run("forecast", grids / "model", grids / "mixed", "--out", tmp_path / "f.tif")
-    assert result.exit_code == 2 and "disagree on CRS" in result.output and "(CLI: --align reproject)" in result.output
+    assert (
+        result.exit_code == 2
+        and "disagree on CRS" in result.output
+        and "(CLI: --align reproject)" in result.output
+    )
 
 
 def test_forecast__window_with_reproject_gives_the_gdalwarp_line(grids, tmp_path):
-    result = run("forecast", grids / "model", grids / "south", "--align", "reproject", "--window", 2,
-                 "--out", tmp_path / "f.tif")
+    result = run(
+        "forecast",
+        grids / "model",
+        grids / "south",
+        "--align",
+        "reproject",
+        "--window",
+        2,
+        "--out",
+        tmp_path / "f.tif",
+    )
     assert result.exit_code == 2, result.output
     assert "--align reproject is not available with --window/--scheduler" in result.output
     assert "gdalwarp -t_srs EPSG:32633 -te 500000 4999600 500500 5000000 -ts 5 4" in result.output
 
 
 def test_evaluate__align_reproject(grids):
-    result = run("evaluate", grids / "model", grids / "south", "--align", "reproject", "--split", "all")
+    result = run(
+        "evaluate", grids / "model", grids / "south", "--align", "reproject", "--split", "all"
+    )
     assert result.exit_code == 0, result.output
     assert "persistence" in result.output
 
@@ -198,21 +274,37 @@ def test_train__time_pattern_and_align_reach_read_stack(grids, tmp_path):
 
 # -- info ------------------------------------------------------------------------------------------
 
+
 def test_split_lines__overlap_is_explained():
-    split = {"train": ["2024-05-01T00:00", "2024-05-01T08:15"], "val": ["2024-05-01T07:30", "2024-05-01T10:00"],
-             "test": ["2024-05-01T09:15", "2024-05-01T11:45"]}
+    split = {
+        "train": ["2024-05-01T00:00", "2024-05-01T08:15"],
+        "val": ["2024-05-01T07:30", "2024-05-01T10:00"],
+        "test": ["2024-05-01T09:15", "2024-05-01T11:45"],
+    }
     lines = _split_lines(split, 4)
-    assert lines[0] == ("split", "train 2024-05-01T00:00 → 2024-05-01T08:15, val 2024-05-01T07:30 → "
-                                 "2024-05-01T10:00, test 2024-05-01T09:15 → 2024-05-01T11:45")
-    assert lines[1][1].startswith("(val and test start input_steps = 4 frames before their first target")
+    assert lines[0] == (
+        "split",
+        "train 2024-05-01T00:00 → 2024-05-01T08:15, val 2024-05-01T07:30 → "
+        "2024-05-01T10:00, test 2024-05-01T09:15 → 2024-05-01T11:45",
+    )
+    assert lines[1][1].startswith(
+        "(val and test start input_steps = 4 frames before their first target"
+    )
     assert "no frame is a target in two parts" in lines[1][1]
 
 
 def test_split_lines__no_overlap_no_note():
-    split = {"train": ["2024-05-01T00:00", "2024-05-01T08:15"], "val": None,
-             "test": ["2024-05-01T08:30", "2024-05-01T11:45"]}
-    assert _split_lines(split, 4) == [("split", "train 2024-05-01T00:00 → 2024-05-01T08:15, test "
-                                                "2024-05-01T08:30 → 2024-05-01T11:45")]
+    split = {
+        "train": ["2024-05-01T00:00", "2024-05-01T08:15"],
+        "val": None,
+        "test": ["2024-05-01T08:30", "2024-05-01T11:45"],
+    }
+    assert _split_lines(split, 4) == [
+        (
+            "split",
+            "train 2024-05-01T00:00 → 2024-05-01T08:15, test 2024-05-01T08:30 → 2024-05-01T11:45",
+        )
+    ]
 
 
 def test_info__explains_the_overlapping_split(grids):
@@ -220,4 +312,6 @@ def test_info__explains_the_overlapping_split(grids):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("split "))
-    assert lines[at + 1].startswith(" " * 11 + "(val and test start input_steps = 4 frames before their first target")
+    assert lines[at + 1].startswith(
+        " " * 11 + "(val and test start input_steps = 4 frames before their first target"
+    )

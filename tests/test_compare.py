@@ -6,12 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trafficrnn.compare import SUMMARY_COLUMNS, ComparisonResult, compare, comparison_table, plot_comparison
+from trafficrnn.compare import (
+    SUMMARY_COLUMNS,
+    ComparisonResult,
+    compare,
+    comparison_table,
+    plot_comparison,
+)
 from trafficrnn.errors import ConfigError
 
 from .test_estimator import FAST, density_series
 
-PARAMS = {**{k: v for k, v in FAST.items() if k != "progress"}, "max_time": None}  # no "(at most ...)" lines
+PARAMS = {
+    **{k: v for k, v in FAST.items() if k != "progress"},
+    "max_time": None,
+}  # no "(at most ...)" lines
 MODELS = ["convlstm", "convgru"]
 BASELINES = ["persistence", "historical_average", "ridge"]
 
@@ -52,10 +61,15 @@ def test_compare__summary_per_model(result):
         est = res.models[name]
         assert summary.loc[name, "parameters"] == est.training_summary_["parameters"]
         assert summary.loc[name, "epochs"] == len(est.history_) == 2
-        assert summary.loc[name, "train_seconds"] > 0 and 0 < summary.loc[name, "inference_seconds"] < 5
+        assert (
+            summary.loc[name, "train_seconds"] > 0
+            and 0 < summary.loc[name, "inference_seconds"] < 5
+        )
     assert pd.isna(summary.loc["ridge", "parameters"])
     assert summary.loc["ridge", "train_seconds"] > 0
-    assert summary.loc["convgru", "mean_rmse"] == pytest.approx(res.table.loc["convgru", "rmse"].mean())
+    assert summary.loc["convgru", "mean_rmse"] == pytest.approx(
+        res.table.loc["convgru", "rmse"].mean()
+    )
 
 
 def test_compare__models_share_the_split(result):
@@ -103,7 +117,9 @@ def test_plot_comparison__lines_and_bars(result):
 
 
 def test_compare__unknown_model():
-    with pytest.raises(ConfigError, match=r"models=\['convlstm', 'lstm3d'\] is invalid: expected one or more of"):
+    with pytest.raises(
+        ConfigError, match=r"models=\['convlstm', 'lstm3d'\] is invalid: expected one or more of"
+    ):
         compare(density_series(periods=40), models=["convlstm", "lstm3d"], **PARAMS)
 
 
@@ -126,12 +142,18 @@ def test_compare__covariates_go_to_every_model():
     from .test_covariates import daily
 
     table = daily(days=4)
-    res = compare(density_series(periods=120), progress=False, covariates=table,
-                  **{**PARAMS, "max_epochs": 1, "hidden": (4,)})
+    res = compare(
+        density_series(periods=120),
+        progress=False,
+        covariates=table,
+        **{**PARAMS, "max_epochs": 1, "hidden": (4,)},
+    )
     for name in MODELS:
         assert res.models[name].covariates_.columns == ["temp", "rain"]
         assert res.models[name].model_.config["future_covariate_channels"] == 4 + 2
-    assert np.isfinite(res.table["rmse"]).all() and res.summary.loc["convgru", "inference_seconds"] > 0
+    assert (
+        np.isfinite(res.table["rmse"]).all() and res.summary.loc["convgru", "inference_seconds"] > 0
+    )
 
 
 def test_compare__members_train_ensembles_scored_as_their_mean():
@@ -140,8 +162,14 @@ def test_compare__members_train_ensembles_scored_as_their_mean():
 
     grids = density_series(periods=120)
     lines = []
-    res = compare(grids, models=["convgru"], progress=False, echo=lines.append, members=2,
-                  **{**PARAMS, "max_epochs": 1, "hidden": (4,), "seed": 5})
+    res = compare(
+        grids,
+        models=["convgru"],
+        progress=False,
+        echo=lines.append,
+        members=2,
+        **{**PARAMS, "max_epochs": 1, "hidden": (4,), "seed": 5},
+    )
     label = "convgru-ensemble2"
     assert list(res.table.index.get_level_values("model").unique()) == [label, *BASELINES]
     ens = res.models[label]
@@ -158,13 +186,20 @@ def test_compare__members_train_ensembles_scored_as_their_mean():
     first, second = (e.predict_many(grids, issues) for e in ens.estimators_)
     mean = (first + second) / 2
     expected = per_lead(mean, align_truth(mean, grids), metrics=("rmse",))["rmse"]
-    np.testing.assert_allclose(res.table.loc[label, "rmse"].to_numpy(), np.asarray(expected), rtol=1e-5)
+    np.testing.assert_allclose(
+        res.table.loc[label, "rmse"].to_numpy(), np.asarray(expected), rtol=1e-5
+    )
     assert not np.allclose(first.values, second.values)  # two seeds, two different networks
 
 
-@pytest.mark.parametrize("kwargs, message", [({"members": 0}, "members=0 is invalid"),
-                                             ({"n_jobs": 0}, "n_jobs=0 is invalid"),
-                                             ({"members": True}, "members=True is invalid")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"members": 0}, "members=0 is invalid"),
+        ({"n_jobs": 0}, "n_jobs=0 is invalid"),
+        ({"members": True}, "members=True is invalid"),
+    ],
+)
 def test_compare__bad_member_counts_refused_before_training(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         compare(density_series(periods=40), **kwargs, **PARAMS)

@@ -13,16 +13,32 @@ from affine import Affine
 from shapely.geometry import Point
 
 from trafficrnn import Grid
-from trafficrnn import estimator as estimator_module
 from trafficrnn import counting as counting_module
+from trafficrnn import estimator as estimator_module
 from trafficrnn.counting import counting_loss, fine_grid, read_front, save_front, smooth
-from trafficrnn.errors import ConfigError, GridError, ModelFileError, ModelMismatchError, VectorError
+from trafficrnn.errors import (
+    ConfigError,
+    GridError,
+    ModelFileError,
+    ModelMismatchError,
+    VectorError,
+)
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import rasterize_points
 
 PIXELS = Affine(1, 0, 500000, 0, -1, 5000000)
-COUNT = dict(tile_size=16, input_steps=4, horizon=2, hidden=(8,), max_epochs=25, batch_size=8, progress=False,
-             patience=5, encoder_width=8, lr=5e-3)
+COUNT = dict(
+    tile_size=16,
+    input_steps=4,
+    horizon=2,
+    hidden=(8,),
+    max_epochs=25,
+    batch_size=8,
+    progress=False,
+    patience=5,
+    encoder_width=8,
+    lr=5e-3,
+)
 
 
 def squares(frames=40, size=64, seed=0, gsd=1.0):
@@ -35,12 +51,17 @@ def squares(frames=40, size=64, seed=0, gsd=1.0):
     for t in range(frames):
         for _ in range(int(rng.integers(0, 12))):
             r, c = rng.integers(0, size // 3, 2) * 3
-            img[t, :, r:r + 2, c:c + 2] = 1.0
+            img[t, :, r : r + 2, c : c + 2] = 1.0
             stamps.append(times[t])
             points.append(Point(*(transform * (c + 1, r + 1))))
     grid = Grid("EPSG:32633", transform, (size, size))
-    images = grid.attach(xr.DataArray(img, dims=("time", "band", "y", "x"),
-                                      coords={"time": times, "band": ["red", "green", "blue"]}))
+    images = grid.attach(
+        xr.DataArray(
+            img,
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["red", "green", "blue"]},
+        )
+    )
     return images, gpd.GeoDataFrame({"time": stamps}, geometry=points, crs="EPSG:32633")
 
 
@@ -82,7 +103,10 @@ def test_smooth__keeps_the_total():
 def test_counting_loss__zero_at_the_truth_and_masked():
     fine = torch.rand(1, 1, 4, 4)
     cells = fine.reshape(1, 1, 2, 2, 2, 2).sum((3, 5))
-    ok_fine, ok_cells = torch.ones_like(fine, dtype=torch.bool), torch.ones_like(cells, dtype=torch.bool)
+    ok_fine, ok_cells = (
+        torch.ones_like(fine, dtype=torch.bool),
+        torch.ones_like(cells, dtype=torch.bool),
+    )
     assert float(counting_loss(fine, fine, ok_fine, cells, cells, ok_cells)) == 0.0
     wrong = fine.clone()
     wrong[..., :2, :2] += 5  # all in the first cell
@@ -134,7 +158,9 @@ def test_predict_many__encodes_each_frame_once_same_forecasts(counted):
     est, images, _, _ = counted
     ends = np.arange(est.input_steps - 1, images.sizes["time"])
     together = est.predict_many(images, ends).values  # the frames' features computed once, shared
-    alone = np.stack([est.predict_many(images, [e]).values[0] for e in ends])  # pixels through the whole model
+    alone = np.stack(
+        [est.predict_many(images, [e]).values[0] for e in ends]
+    )  # pixels through the whole model
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
 
 
@@ -145,14 +171,20 @@ def test_save_load__counting_model_identical_predictions(counted, tmp_path):
     assert config["gsd"] == [1.0, 1.0] and config["model_config"]["count_stage"] == 1
     again = TrafficForecaster.load(path)
     np.testing.assert_array_equal(again.predict(images).values, est.predict(images).values)
-    assert again.gsd_ == (1.0, 1.0) and again.training_summary_["counting"] == est.training_summary_["counting"]
+    assert (
+        again.gsd_ == (1.0, 1.0)
+        and again.training_summary_["counting"] == est.training_summary_["counting"]
+    )
 
 
 def test_predict__other_gsd_refused(counted):
     est = counted[0]
     images, _ = squares(frames=6, size=128, gsd=0.5)
-    with pytest.raises(ModelMismatchError, match=r"pixels of 0.5 x 0.5 metre.*trained on 1 x 1 at tile_size=16.*"
-                                                 r"align='resample'.*--align resample"):
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"pixels of 0.5 x 0.5 metre.*trained on 1 x 1 at tile_size=16.*"
+        r"align='resample'.*--align resample",
+    ):
         est.predict(images)
 
 
@@ -173,12 +205,17 @@ def test_fit__fine_density_raster_as_target():
     images, points = squares(frames=24)
     fine = rasterize_points(points, fine_grid(images, 4), times=images.time.values)
     est = TrafficForecaster("convlstm", **{**COUNT, "max_epochs": 1}).fit(images, fine)
-    assert est.grid_.shape == (4, 4) and est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 4
+    assert (
+        est.grid_.shape == (4, 4)
+        and est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 4
+    )
 
 
 def test_fit__counting_off_keeps_one_stage():
     images, points = squares(frames=24)
-    est = TrafficForecaster("convlstm", counting=False, **{**COUNT, "max_epochs": 1}).fit(images, vehicles=points)
+    est = TrafficForecaster("convlstm", counting=False, **{**COUNT, "max_epochs": 1}).fit(
+        images, vehicles=points
+    )
     assert "counting" not in est.training_summary_ and est.grid_.shape == (4, 4)
 
 
@@ -192,13 +229,17 @@ def test_fit__target_on_no_sub_cell_grid():
 def test_fit__vehicles_without_time_column():
     images, points = squares(frames=12)
     with pytest.raises(VectorError, match="vehicles has no 'time' column.*add a 'time' column"):
-        TrafficForecaster("convlstm", **COUNT).fit(images, vehicles=points.rename(columns={"time": "when"}))
+        TrafficForecaster("convlstm", **COUNT).fit(
+            images, vehicles=points.rename(columns={"time": "when"})
+        )
 
 
 def test_fit__vehicles_outside_the_images():
     images, points = squares(frames=12)
     far = points.set_geometry(points.translate(50_000, 0))
-    with pytest.raises(VectorError, match="none of its .* point\\(s\\) lies inside the image extent.*check the"):
+    with pytest.raises(
+        VectorError, match="none of its .* point\\(s\\) lies inside the image extent.*check the"
+    ):
         TrafficForecaster("convlstm", **COUNT).fit(images, vehicles=far)
 
 
@@ -222,8 +263,11 @@ def test_fit__counting_without_count_head():
 
 def test_fit__tile_size_not_dividing_the_scene():
     images, points = squares(frames=12)  # 64 x 64 px
-    with pytest.raises(GridError, match=r"64 × 64 px is not a multiple of tile_size=24 .*Crop it to 48 × 48 px.*"
-                                        r"divides both sides \(8, 16, 32\)"):
+    with pytest.raises(
+        GridError,
+        match=r"64 × 64 px is not a multiple of tile_size=24 .*Crop it to 48 × 48 px.*"
+        r"divides both sides \(8, 16, 32\)",
+    ):
         TrafficForecaster("convlstm", **{**COUNT, "tile_size": 24}).fit(images, vehicles=points)
 
 
@@ -231,8 +275,14 @@ def test_compare__vehicles_train_every_model_to_count():
     from trafficrnn.compare import compare
 
     images, points = squares(frames=30)
-    settings = {**{k: v for k, v in COUNT.items() if k != "progress"}, "max_epochs": 2, "patience": 0}
-    result = compare(images, models=("convgru", "convlstm"), vehicles=points, progress=False, **settings)
+    settings = {
+        **{k: v for k, v in COUNT.items() if k != "progress"},
+        "max_epochs": 2,
+        "patience": 0,
+    }
+    result = compare(
+        images, models=("convgru", "convlstm"), vehicles=points, progress=False, **settings
+    )
     for name in ("convgru", "convlstm"):
         assert result.models[name].training_summary_["counting"]["stage_a"]["epochs"] >= 1
     assert np.isfinite(result.table.loc["convlstm", "skill_rmse"]).all()
@@ -244,9 +294,16 @@ def front(counted, tmp_path, monkeypatch):
     est = counted[0]
     path = tmp_path / "front.safetensors"
     norm = est.input_normalizer_
-    save_front(est.model_, path, {"gsd": 1.0, "target_scale": float(est.target_normalizer_.scale_[0]),
-                                  "input_mean": np.ravel(norm.mean_).tolist(),
-                                  "input_scale": np.ravel(norm.scale_).tolist()})
+    save_front(
+        est.model_,
+        path,
+        {
+            "gsd": 1.0,
+            "target_scale": float(est.target_normalizer_.scale_[0]),
+            "input_mean": np.ravel(norm.mean_).tolist(),
+            "input_scale": np.ravel(norm.scale_).tolist(),
+        },
+    )
     monkeypatch.setattr(counting_module, "FRONT", path)
     return path
 
@@ -268,7 +325,9 @@ def test_fit__starts_from_a_fitting_count_front(counted, front):
     # the front's scaling of the pixels, not one fitted on these frames
     assert np.ravel(est.input_normalizer_.scale_).tolist() == pytest.approx(meta["input_scale"])
     truth = rasterize_points(points, Grid.from_image(images, 16), times=images.time.values).values
-    pred = cell_counts(est, images)  # one epoch from the front counts as well as 25 from scratch did
+    pred = cell_counts(
+        est, images
+    )  # one epoch from the front counts as well as 25 from scratch did
     assert np.abs(pred - truth).mean() < 0.5 * truth[truth > 0].mean()
 
 
@@ -280,7 +339,9 @@ def test_fit__count_front_of_another_gsd_not_used(front):
 
 def test_fit__count_front_not_used_on_other_radiometry(front):
     images, points = squares(frames=12)  # 0-1 in the front's training; here 0-10000 (say 16-bit)
-    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(images * 10_000, vehicles=points)
+    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(
+        images * 10_000, vehicles=points
+    )
     assert not est.training_summary_["counting"]["stage_a"]["from_front"]
 
 
@@ -308,12 +369,24 @@ def test_packaged_front__counts_a_city_it_never_saw():
     encoder = _encoder_config(64, 16, 1, counting=True)
     stage = count_stage_for(encoder["strides"], 4)
     assert meta["gsd"] == 1.0 and front_fits(meta, encoder, stage, 3, 1, 1.0)
-    net = get_model("convgru", in_channels=3, out_channels=1, hidden_channels=[8], encoder=encoder,
-                    count_head=True, count_stage=stage, density_per_cell=True)
+    net = get_model(
+        "convgru",
+        in_channels=3,
+        out_channels=1,
+        hidden_channels=[8],
+        encoder=encoder,
+        count_head=True,
+        count_stage=stage,
+        density_per_cell=True,
+    )
     load_front(net, state)
-    r = simulate(256, days=0.5, step="60min", seed=11, tile_size=64, gsd=1.0, start="2024-06-04 06:00")
+    r = simulate(
+        256, days=0.5, step="60min", seed=11, tile_size=64, gsd=1.0, start="2024-06-04 06:00"
+    )
     norm = Normalizer("standard").fit(r.images)
-    norm.mean_, norm.scale_ = (np.reshape(meta[k], np.shape(norm.mean_)) for k in ("input_mean", "input_scale"))
+    norm.mean_, norm.scale_ = (
+        np.reshape(meta[k], np.shape(norm.mean_)) for k in ("input_mean", "input_scale")
+    )
     x = norm.transform(np.asarray(r.images.values, dtype="float32"), band_axis=1).astype("float32")
     with torch.inference_mode():
         pred = net.eval().nowcast(torch.from_numpy(x)[None])[0].numpy() * meta["target_scale"]

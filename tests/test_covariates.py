@@ -20,7 +20,9 @@ from .test_estimator import FAST, density_series
 def daily(days=5, start="2024-04-30", **extra):
     """A daily table: temperature 10, 11, 12 ... and rain on the second day."""
     index = pd.date_range(start, periods=days, freq="D")
-    table = pd.DataFrame({"temp": 10.0 + np.arange(days), "rain": [0.0, 1.0] + [0.0] * (days - 2)}, index=index)
+    table = pd.DataFrame(
+        {"temp": 10.0 + np.arange(days), "rain": [0.0, 1.0] + [0.0] * (days - 2)}, index=index
+    )
     for name, values in extra.items():
         table[name] = values
     return table
@@ -29,12 +31,16 @@ def daily(days=5, start="2024-04-30", **extra):
 # -- the table ------------------------------------------------------------------------------
 def test_lookup__reads_the_row_in_force_for_the_whole_day():
     table = check_covariates(daily())
-    times = pd.to_datetime(["2024-04-30 00:00", "2024-05-01 00:00", "2024-05-01 23:45", "2024-05-04 23:59"])
+    times = pd.to_datetime(
+        ["2024-04-30 00:00", "2024-05-01 00:00", "2024-05-01 23:45", "2024-05-04 23:59"]
+    )
     np.testing.assert_array_equal(lookup(table, times), [[10, 0], [11, 1], [11, 1], [14, 0]])
 
 
 def test_lookup__time_after_the_last_day_refused():
-    with pytest.raises(TimestampError, match=r"no row for 2024-05-05 00:00:00.*2024-04-30 .. 2024-05-04"):
+    with pytest.raises(
+        TimestampError, match=r"no row for 2024-05-05 00:00:00.*2024-04-30 .. 2024-05-04"
+    ):
         lookup(check_covariates(daily()), pd.to_datetime(["2024-05-04 12:00", "2024-05-05 00:00"]))
 
 
@@ -56,15 +62,30 @@ def test_lookup__naive_table_and_aware_times_refused():
         lookup(check_covariates(daily()), times)
 
 
-@pytest.mark.parametrize("mutate, error, match", [
-    (lambda t: t.to_numpy(), ModelMismatchError, "must be a pandas DataFrame"),
-    (lambda t: t.reset_index(drop=True), TimestampError, "expected a DatetimeIndex"),
-    (lambda t: t.iloc[::-1], TimestampError, "not sorted"),
-    (lambda t: pd.concat([t, t.iloc[:1]]).sort_index(), TimestampError, "2024-04-30 00:00:00 twice"),
-    (lambda t: t.iloc[:1], ModelMismatchError, "1 row"),
-    (lambda t: t.assign(rain=["T", "0", "0", "0", "0"]), ModelMismatchError, r"\['rain'\] are not numeric.*'T'"),
-    (lambda t: t.assign(temp=[1.0, np.nan, 1, 1, 1]), ModelMismatchError, "'temp' is nan at 2024-05-01"),
-])
+@pytest.mark.parametrize(
+    "mutate, error, match",
+    [
+        (lambda t: t.to_numpy(), ModelMismatchError, "must be a pandas DataFrame"),
+        (lambda t: t.reset_index(drop=True), TimestampError, "expected a DatetimeIndex"),
+        (lambda t: t.iloc[::-1], TimestampError, "not sorted"),
+        (
+            lambda t: pd.concat([t, t.iloc[:1]]).sort_index(),
+            TimestampError,
+            "2024-04-30 00:00:00 twice",
+        ),
+        (lambda t: t.iloc[:1], ModelMismatchError, "1 row"),
+        (
+            lambda t: t.assign(rain=["T", "0", "0", "0", "0"]),
+            ModelMismatchError,
+            r"\['rain'\] are not numeric.*'T'",
+        ),
+        (
+            lambda t: t.assign(temp=[1.0, np.nan, 1, 1, 1]),
+            ModelMismatchError,
+            "'temp' is nan at 2024-05-01",
+        ),
+    ],
+)
 def test_check_covariates__refusals(mutate, error, match):
     with pytest.raises(error, match=match):
         check_covariates(mutate(daily()), "weather")
@@ -85,14 +106,17 @@ def test_covariates__standardised_on_the_training_times():
     assert Covariates.from_dict(json.loads(json.dumps(cov.to_dict()))).to_dict() == cov.to_dict()
 
 
-@pytest.mark.parametrize("spec", [
-    {"columns": ["a"], "mean": [0.0]},
-    {"columns": ["a"], "mean": [0.0], "scale": [0.0]},
-    {"columns": ["a", "a"], "mean": [0.0, 0.0], "scale": [1.0, 1.0]},
-    {"columns": ["a"], "mean": [float("nan")], "scale": [1.0]},
-    {"columns": ["a"], "mean": [0.0, 1.0], "scale": [1.0]},
-    {"columns": [], "mean": [], "scale": []},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"columns": ["a"], "mean": [0.0]},
+        {"columns": ["a"], "mean": [0.0], "scale": [0.0]},
+        {"columns": ["a", "a"], "mean": [0.0, 0.0], "scale": [1.0, 1.0]},
+        {"columns": ["a"], "mean": [float("nan")], "scale": [1.0]},
+        {"columns": ["a"], "mean": [0.0, 1.0], "scale": [1.0]},
+        {"columns": [], "mean": [], "scale": []},
+    ],
+)
 def test_covariates__from_dict_refuses_bad_specs(spec):
     with pytest.raises(ValueError, match="covariates"):
         Covariates.from_dict(spec)
@@ -107,11 +131,14 @@ def test_read_covariates__iso_csv(tmp_path):
     assert table.loc["2024-05-01", "rain"] == 1.5
 
 
-@pytest.mark.parametrize("text, match", [
-    ("date,temp\n30-4-2024,10\n1-5-2024,11\n", r"'30-4-2024', expected ISO dates"),
-    ("date\n2024-04-30\n", "expected a date column then numeric columns"),
-    ("date,temp\n2024-04-30,T\n2024-05-01,1\n", "not numeric"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("date,temp\n30-4-2024,10\n1-5-2024,11\n", r"'30-4-2024', expected ISO dates"),
+        ("date\n2024-04-30\n", "expected a date column then numeric columns"),
+        ("date,temp\n2024-04-30,T\n2024-05-01,1\n", "not numeric"),
+    ],
+)
 def test_read_covariates__refusals_name_the_file(tmp_path, text, match):
     path = tmp_path / "weather.csv"
     path.write_text(text)
@@ -161,8 +188,12 @@ def test_predict__covariate_vectors_equal_training_windows(with_covariates):
     times = pd.DatetimeIndex(da.time.values)
     x = normalised_inputs(est, da)
     start = 90
-    item = WindowDataset(x, x, [start], est.input_steps, est.horizon, time_feats=step_vectors(est, times, table))[0]
-    batch = prediction_batch(est, x, times, np.array([start + est.input_steps - 1]), est.horizon, covariates=table)
+    item = WindowDataset(
+        x, x, [start], est.input_steps, est.horizon, time_feats=step_vectors(est, times, table)
+    )[0]
+    batch = prediction_batch(
+        est, x, times, np.array([start + est.input_steps - 1]), est.horizon, covariates=table
+    )
     np.testing.assert_array_equal(batch["tf_in"][0].numpy(), item["tf_in"].numpy())
     np.testing.assert_array_equal(batch["tf_out"][0].numpy(), item["tf_out"].numpy())
 
@@ -192,7 +223,12 @@ def test_fit__covariates_must_cover_the_stack():
 def test_evaluate__with_covariates(with_covariates):
     est, da, table = with_covariates
     scores = est.evaluate(da, covariates=table, split=None)
-    assert set(scores.index.get_level_values("model")) == {"convgru", "persistence", "historical_average", "ridge"}
+    assert set(scores.index.get_level_values("model")) == {
+        "convgru",
+        "persistence",
+        "historical_average",
+        "ridge",
+    }
 
 
 def test_save_load__covariates_round_trip(with_covariates, tmp_path):
@@ -202,14 +238,22 @@ def test_save_load__covariates_round_trip(with_covariates, tmp_path):
     assert config["covariates"]["columns"] == ["temp", "rain"]
     again = TrafficForecaster.load(path)
     assert again.covariates_.columns == ["temp", "rain"]
-    np.testing.assert_array_equal(again.predict(da, covariates=table).values, est.predict(da, covariates=table).values)
+    np.testing.assert_array_equal(
+        again.predict(da, covariates=table).values, est.predict(da, covariates=table).values
+    )
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda c: c["covariates"].update(columns=["temp"], mean=[0.0], scale=[1.0]), "known-in-advance channel"),
-    (lambda c: c["covariates"].update(scale=[-1.0, 1.0]), "scale must be positive"),
-    (lambda c: c.update(covariates=None), "known-in-advance channel"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda c: c["covariates"].update(columns=["temp"], mean=[0.0], scale=[1.0]),
+            "known-in-advance channel",
+        ),
+        (lambda c: c["covariates"].update(scale=[-1.0, 1.0]), "scale must be positive"),
+        (lambda c: c.update(covariates=None), "known-in-advance channel"),
+    ],
+)
 def test_load__tampered_covariates_refused(with_covariates, tmp_path, edit, match):
     est, _, _ = with_covariates
     path = est.save(tmp_path / "m")
@@ -229,7 +273,9 @@ def test_forecast_large__passes_the_covariates(with_covariates, tmp_path):
     out = forecast_large(est, da, tmp_path / "big.tif", window=2, covariates=table)
     whole = est.predict(da, covariates=table)
     with rasterio.open(out) as src:
-        np.testing.assert_allclose(src.read(), whole.values.reshape(-1, *whole.shape[2:]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            src.read(), whole.values.reshape(-1, *whole.shape[2:]), rtol=1e-5, atol=1e-5
+        )
     with pytest.raises(ModelMismatchError, match="trained with the covariates"):
         forecast_large(est, da, tmp_path / "other.tif", window=2)
 
@@ -242,27 +288,68 @@ def test_cli__train_forecast_evaluate_with_covariates_and_no_val_split(tmp_path)
     csv = tmp_path / "weather.csv"
     daily(days=4).rename_axis("date").to_csv(csv, date_format="%Y-%m-%d")
     runner = CliRunner()
-    res = runner.invoke(main, ["train", str(stack), "--model", "convgru", "--input-steps", "6", "--horizon", "3",
-                               "--hidden", "8", "--max-epochs", "1", "--covariates", str(csv), "--quiet",
-                               "--val", "0", "--test", "2024-05-02T10:00", "--out", str(tmp_path / "m")])
+    res = runner.invoke(
+        main,
+        [
+            "train",
+            str(stack),
+            "--model",
+            "convgru",
+            "--input-steps",
+            "6",
+            "--horizon",
+            "3",
+            "--hidden",
+            "8",
+            "--max-epochs",
+            "1",
+            "--covariates",
+            str(csv),
+            "--quiet",
+            "--val",
+            "0",
+            "--test",
+            "2024-05-02T10:00",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "n/a (no val split)" in res.output
     split = TrafficForecaster.load(tmp_path / "m").split_
-    assert split["val"] is None and split["test"][0] == "2024-05-02 08:30:00"  # 6 input frames reach back
+    assert (
+        split["val"] is None and split["test"][0] == "2024-05-02 08:30:00"
+    )  # 6 input frames reach back
     assert TrafficForecaster.load(tmp_path / "m").covariates_.columns == ["temp", "rain"]
     assert "covariates temp, rain" in runner.invoke(main, ["info", str(tmp_path / "m")]).output
-    res = runner.invoke(main, ["forecast", str(tmp_path / "m"), str(stack), "--out", str(tmp_path / "f.tif")])
+    res = runner.invoke(
+        main, ["forecast", str(tmp_path / "m"), str(stack), "--out", str(tmp_path / "f.tif")]
+    )
     assert res.exit_code == 2 and "trained with the covariates" in res.output
-    res = runner.invoke(main, ["forecast", str(tmp_path / "m"), str(stack), "--covariates", str(csv),
-                               "--out", str(tmp_path / "f.tif")])
+    res = runner.invoke(
+        main,
+        [
+            "forecast",
+            str(tmp_path / "m"),
+            str(stack),
+            "--covariates",
+            str(csv),
+            "--out",
+            str(tmp_path / "f.tif"),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(main, ["evaluate", str(tmp_path / "m"), str(stack), "--covariates", str(csv),
-                               "--split", "all"])
+    res = runner.invoke(
+        main,
+        ["evaluate", str(tmp_path / "m"), str(stack), "--covariates", str(csv), "--split", "all"],
+    )
     assert res.exit_code == 0, res.output
     assert "ridge" in res.output
 
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1"])
 def test_cli__bad_split_fraction_refused(tmp_path, value):
-    res = CliRunner().invoke(main, ["train", str(tmp_path), "--val", value, "--out", str(tmp_path / "m")])
+    res = CliRunner().invoke(
+        main, ["train", str(tmp_path), "--val", value, "--out", str(tmp_path / "m")]
+    )
     assert res.exit_code == 2 and "neither a fraction in [0, 1) nor a time" in res.output

@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trafficrnn import Grid
-from trafficrnn.data import chronological_split, infer_cadence, make_forecast, time_features, window_starts
+from trafficrnn.data import (
+    chronological_split,
+    infer_cadence,
+    make_forecast,
+    time_features,
+    window_starts,
+)
 from trafficrnn.errors import CadenceError, ConfigError, GridError, TimestampError
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
@@ -18,18 +24,29 @@ def hour_features(hours, dayofweek):
     """Hand formula: sin/cos of hours/24 and of (dayofweek + hours/24)/7."""
     hours = np.asarray(hours, dtype=float)
     day, week = hours / 24, (dayofweek + hours / 24) / 7
-    return np.stack([np.sin(2 * np.pi * day), np.cos(2 * np.pi * day),
-                     np.sin(2 * np.pi * week), np.cos(2 * np.pi * week)], axis=1)
+    return np.stack(
+        [
+            np.sin(2 * np.pi * day),
+            np.cos(2 * np.pi * day),
+            np.sin(2 * np.pi * week),
+            np.cos(2 * np.pi * week),
+        ],
+        axis=1,
+    )
 
 
 # -- cadence -------------------------------------------------------------------------------
 def test_infer_cadence__regular():
-    assert infer_cadence(pd.date_range("2024-01-01", periods=4, freq="15min")) == pd.Timedelta("15min")
+    assert infer_cadence(pd.date_range("2024-01-01", periods=4, freq="15min")) == pd.Timedelta(
+        "15min"
+    )
 
 
 def test_infer_cadence__irregular_raises():
     times = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 00:15", "2024-01-01 00:45"])
-    with pytest.raises(CadenceError, match=r"00:15:00 -> 2024-01-01 00:45:00 is 0 days 00:30:00, expected"):
+    with pytest.raises(
+        CadenceError, match=r"00:15:00 -> 2024-01-01 00:45:00 is 0 days 00:30:00, expected"
+    ):
         infer_cadence(times)
 
 
@@ -54,8 +71,11 @@ def test_time_features__hand_values():
 
 def test_time_features__same_wall_clock_in_summer_and_winter():
     # both Mondays, 08:00 local (naive wall-clock times of a stack that records its zone)
-    out = time_features(pd.DatetimeIndex(["2024-01-01 08:00", "2024-07-01 08:00"]), timezone="America/New_York",
-                        naive_zone="America/New_York")
+    out = time_features(
+        pd.DatetimeIndex(["2024-01-01 08:00", "2024-07-01 08:00"]),
+        timezone="America/New_York",
+        naive_zone="America/New_York",
+    )
     np.testing.assert_array_equal(out[0], out[1])
 
 
@@ -68,7 +88,9 @@ def test_time_features__spring_forward_day_naive():
 
 def test_time_features__fall_back_day_naive_ambiguous_hour():
     # 2024-11-03 (Sunday): 01:30 happens twice in New York; both readings get the 01:30 features
-    times = pd.DatetimeIndex(["2024-11-03 00:30", "2024-11-03 01:30", "2024-11-03 01:30", "2024-11-03 02:30"])
+    times = pd.DatetimeIndex(
+        ["2024-11-03 00:30", "2024-11-03 01:30", "2024-11-03 01:30", "2024-11-03 02:30"]
+    )
     out = time_features(times, timezone="America/New_York", naive_zone="America/New_York")
     np.testing.assert_allclose(out, hour_features([0.5, 1.5, 1.5, 2.5], 6), atol=1e-6)
 
@@ -95,14 +117,23 @@ def test_time_features__unknown_timezone_raises():
 # -- forecast contract ------------------------------------------------------------------------
 def test_make_forecast__single_issue_contract():
     values = np.arange(3 * 1 * 4 * 5, dtype=float).reshape(3, 1, 4, 5)
-    fc = make_forecast(values, GRID, issued="2024-05-01T08:00", cadence="15min", bands=["density"],
-                       model="persistence", units="vehicles")
+    fc = make_forecast(
+        values,
+        GRID,
+        issued="2024-05-01T08:00",
+        cadence="15min",
+        bands=["density"],
+        model="persistence",
+        units="vehicles",
+    )
     assert fc.dims == ("lead", "band", "y", "x") and fc.dtype == np.float32
     assert fc.rio.crs.to_epsg() == 32633
     assert fc.rio.transform() == GRID.transform
     expected = pd.DatetimeIndex(["2024-05-01T08:15", "2024-05-01T08:30", "2024-05-01T08:45"])
     np.testing.assert_array_equal(pd.DatetimeIndex(fc["valid_time"].values), expected)
-    np.testing.assert_array_equal(pd.TimedeltaIndex(fc["lead"].values), pd.to_timedelta(["15min", "30min", "45min"]))
+    np.testing.assert_array_equal(
+        pd.TimedeltaIndex(fc["lead"].values), pd.to_timedelta(["15min", "30min", "45min"])
+    )
     assert fc.attrs["issued"] == "2024-05-01T08:00:00"
     assert (fc.attrs["model"], fc.attrs["units"]) == ("persistence", "vehicles")
     np.testing.assert_array_equal(fc.values, values)
@@ -110,8 +141,15 @@ def test_make_forecast__single_issue_contract():
 
 def test_make_forecast__batched_valid_time_is_issued_plus_lead():
     issued = pd.DatetimeIndex(["2024-05-01T08:00", "2024-05-01T09:00"])
-    fc = make_forecast(np.zeros((2, 2, 2, 4, 5)), GRID, issued=issued, cadence="1h", bands=["inflow", "outflow"],
-                       model="m", units="vehicles/h")
+    fc = make_forecast(
+        np.zeros((2, 2, 2, 4, 5)),
+        GRID,
+        issued=issued,
+        cadence="1h",
+        bands=["inflow", "outflow"],
+        model="m",
+        units="vehicles/h",
+    )
     assert fc.dims == ("issued", "lead", "band", "y", "x")
     assert fc["valid_time"].dims == ("issued", "lead")
     assert fc["valid_time"].values[1, 1] == np.datetime64("2024-05-01T11:00")
@@ -119,33 +157,69 @@ def test_make_forecast__batched_valid_time_is_issued_plus_lead():
 
 
 def test_make_forecast__issued_dim_for_single_forecast():
-    fc = make_forecast(np.zeros((2, 1, 4, 5)), GRID, issued="2024-05-01", cadence="1h", bands="density",
-                       model="m", units="u", issued_dim=True)
+    fc = make_forecast(
+        np.zeros((2, 1, 4, 5)),
+        GRID,
+        issued="2024-05-01",
+        cadence="1h",
+        bands="density",
+        model="m",
+        units="u",
+        issued_dim=True,
+    )
     assert fc.sizes["issued"] == 1 and fc.dims[0] == "issued"
 
 
 def test_make_forecast__band_count_mismatch_raises():
     with pytest.raises(ConfigError, match=r"values have 1 band\(s\) but bands=\['a', 'b'\]"):
-        make_forecast(np.zeros((2, 1, 4, 5)), GRID, issued="2024-05-01", cadence="1h", bands=["a", "b"],
-                      model="m", units="u")
+        make_forecast(
+            np.zeros((2, 1, 4, 5)),
+            GRID,
+            issued="2024-05-01",
+            cadence="1h",
+            bands=["a", "b"],
+            model="m",
+            units="u",
+        )
 
 
 def test_make_forecast__grid_shape_mismatch_raises():
     with pytest.raises(GridError, match=r"values cover \(3, 5\) cells but the grid is \(4, 5\)"):
-        make_forecast(np.zeros((2, 1, 3, 5)), GRID, issued="2024-05-01", cadence="1h", bands=["a"],
-                      model="m", units="u")
+        make_forecast(
+            np.zeros((2, 1, 3, 5)),
+            GRID,
+            issued="2024-05-01",
+            cadence="1h",
+            bands=["a"],
+            model="m",
+            units="u",
+        )
 
 
 def test_make_forecast__issue_count_mismatch_raises():
     with pytest.raises(ConfigError, match=r"1 issue time\(s\) given for 2 forecast"):
-        make_forecast(np.zeros((2, 2, 1, 4, 5)), GRID, issued="2024-05-01", cadence="1h", bands=["a"],
-                      model="m", units="u")
+        make_forecast(
+            np.zeros((2, 2, 1, 4, 5)),
+            GRID,
+            issued="2024-05-01",
+            cadence="1h",
+            bands=["a"],
+            model="m",
+            units="u",
+        )
 
 
 def test_make_forecast__bad_cadence_raises():
     with pytest.raises(ConfigError, match="cadence='-1h' must be a positive time step"):
-        make_forecast(np.zeros((2, 1, 4, 5)), GRID, issued="2024-05-01", cadence="-1h", bands=["a"],
-                      model="m", units="u")
+        make_forecast(
+            np.zeros((2, 1, 4, 5)),
+            GRID,
+            issued="2024-05-01",
+            cadence="-1h",
+            bands=["a"],
+            model="m",
+            units="u",
+        )
 
 
 # -- windows and splits -----------------------------------------------------------------------
@@ -156,8 +230,14 @@ def test_window_starts__hand_values():
     assert window_starts(10, 3, 2, start=6).size == 0
 
 
-@pytest.mark.parametrize("kw, name", [({"input_steps": 0}, "input_steps=0"), ({"horizon": 0}, "horizon=0"),
-                                      ({"stride": 0}, "stride=0")])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"input_steps": 0}, "input_steps=0"),
+        ({"horizon": 0}, "horizon=0"),
+        ({"stride": 0}, "stride=0"),
+    ],
+)
 def test_window_starts__below_one_raises(kw, name):
     args = {"input_steps": 3, "horizon": 2, "stride": 1} | kw
     with pytest.raises(ConfigError, match=f"{name} is invalid: expected an integer >= 1"):
@@ -178,8 +258,14 @@ def test_chronological_split__fractions_strict_and_reach_back():
 
 def test_chronological_split__datetime_boundaries():
     times = pd.date_range("2024-01-01", periods=48, freq="h")
-    out = chronological_split(times, val="2024-01-02T00:00", test="2024-01-02T12:00", input_steps=2, horizon=1,
-                              context="strict")
+    out = chronological_split(
+        times,
+        val="2024-01-02T00:00",
+        test="2024-01-02T12:00",
+        input_steps=2,
+        horizon=1,
+        context="strict",
+    )
     assert out == {"train": slice(0, 24), "val": slice(24, 36), "test": slice(36, 48)}
 
 
@@ -189,8 +275,11 @@ def test_chronological_split__zero_val_is_empty():
 
 
 def test_chronological_split__too_short_split_raises():
-    with pytest.raises(ConfigError, match=r"test split has 3 time step\(s\) but one window needs input_steps \+ "
-                                          r"horizon = 4 \+ 2 = 6"):
+    with pytest.raises(
+        ConfigError,
+        match=r"test split has 3 time step\(s\) but one window needs input_steps \+ "
+        r"horizon = 4 \+ 2 = 6",
+    ):
         chronological_split(20, val=0.3, test=0.15, input_steps=4, horizon=2, context="strict")
 
 
@@ -202,17 +291,28 @@ def test_chronological_split__bad_context_raises():
 def test_chronological_split__val_after_test_raises():
     times = pd.date_range("2024-01-01", periods=48, freq="h")
     with pytest.raises(ConfigError, match="validation starts at index 36 and test at 24"):
-        chronological_split(times, val="2024-01-02T12:00", test="2024-01-02T00:00", input_steps=2, horizon=1)
+        chronological_split(
+            times, val="2024-01-02T12:00", test="2024-01-02T00:00", input_steps=2, horizon=1
+        )
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 120), input_steps=st.integers(1, 8), horizon=st.integers(1, 6),
-       val=st.sampled_from([0.0, 0.1, 0.2, 0.3]), test=st.sampled_from([0.0, 0.1, 0.25]),
-       stride=st.integers(1, 3), context=st.sampled_from(["strict", "reach_back"]))
-def test_chronological_split__no_window_straddles_a_boundary(n, input_steps, horizon, val, test, stride, context):
+@given(
+    n=st.integers(0, 120),
+    input_steps=st.integers(1, 8),
+    horizon=st.integers(1, 6),
+    val=st.sampled_from([0.0, 0.1, 0.2, 0.3]),
+    test=st.sampled_from([0.0, 0.1, 0.25]),
+    stride=st.integers(1, 3),
+    context=st.sampled_from(["strict", "reach_back"]),
+)
+def test_chronological_split__no_window_straddles_a_boundary(
+    n, input_steps, horizon, val, test, stride, context
+):
     try:
-        splits = chronological_split(n, val=val, test=test, input_steps=input_steps, horizon=horizon,
-                                     context=context)
+        splits = chronological_split(
+            n, val=val, test=test, input_steps=input_steps, horizon=horizon, context=context
+        )
     except ConfigError as exc:
         assert "split has" in str(exc)
         return
@@ -223,10 +323,12 @@ def test_chronological_split__no_window_straddles_a_boundary(n, input_steps, hor
         for s in starts:
             assert sl.start <= s and s + input_steps + horizon <= sl.stop
         frames[name] = {t for s in starts for t in range(s, s + input_steps + horizon)}
-        targets[name] = {t for s in starts for t in range(s + input_steps, s + input_steps + horizon)}
+        targets[name] = {
+            t for s in starts for t in range(s + input_steps, s + input_steps + horizon)
+        }
     order = ["train", "val", "test"]
     for i, a in enumerate(order):
-        for b in order[i + 1:]:
+        for b in order[i + 1 :]:
             assert not targets[a] & targets[b]
             assert not targets[b] or not targets[a] or max(targets[a]) < min(targets[b])
             if context == "strict":

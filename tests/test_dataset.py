@@ -30,8 +30,12 @@ def test_normalizer__hand_values_and_roundtrip():
 
 
 def test_normalizer__log1p_scale_dataarray_and_json():
-    da = xr.DataArray(band_array(), dims=("time", "band", "y", "x"), coords={"band": ["a", "b"]},
-                      attrs={"units": "vehicles"})
+    da = xr.DataArray(
+        band_array(),
+        dims=("time", "band", "y", "x"),
+        coords={"band": ["a", "b"]},
+        attrs={"units": "vehicles"},
+    )
     norm = Normalizer(method="scale", log1p=True).fit(da)
     np.testing.assert_allclose(norm.scale_, np.log1p([3.0, 10.0]))
     again = Normalizer.from_dict(json.loads(json.dumps(norm.to_dict())))
@@ -47,7 +51,9 @@ def test_normalizer__torch_tensor_on_band_axis():
     norm = Normalizer().fit(band_array())
     t = torch.ones(3, 2, 2, 1, 2)  # (N, H, C, y, x)
     out = norm.inverse_transform(t)
-    torch.testing.assert_close(out[0, 0, :, 0, 0], torch.tensor([2 + np.sqrt(2 / 3), 11.0], dtype=torch.float32))
+    torch.testing.assert_close(
+        out[0, 0, :, 0, 0], torch.tensor([2 + np.sqrt(2 / 3), 11.0], dtype=torch.float32)
+    )
 
 
 def test_normalizer__not_fitted_raises():
@@ -56,9 +62,13 @@ def test_normalizer__not_fitted_raises():
 
 
 def test_normalizer__band_mismatch_raises():
-    norm = Normalizer().fit(xr.DataArray(band_array(), dims=("time", "band", "y", "x"), coords={"band": ["a", "b"]}))
+    norm = Normalizer().fit(
+        xr.DataArray(band_array(), dims=("time", "band", "y", "x"), coords={"band": ["a", "b"]})
+    )
     other = xr.DataArray(band_array(), dims=("time", "band", "y", "x"), coords={"band": ["a", "c"]})
-    with pytest.raises(ModelMismatchError, match=r"bands \['a', 'c'\] differ from the bands fitted \['a', 'b'\]"):
+    with pytest.raises(
+        ModelMismatchError, match=r"bands \['a', 'c'\] differ from the bands fitted \['a', 'b'\]"
+    ):
         norm.transform(other)
 
 
@@ -84,7 +94,9 @@ def series(t=8, tile=2):
     """Target (T, 1, 4, 5) = 100 t + 10 row + col; image (T, 2, 8, 10) repeats each cell tile x tile."""
     tt, r, c = np.meshgrid(np.arange(t), np.arange(4), np.arange(5), indexing="ij")
     target = (100 * tt + 10 * r + c)[:, None].astype(np.float32)
-    image = np.repeat(np.repeat(np.concatenate([target, -target], axis=1), tile, axis=2), tile, axis=3)
+    image = np.repeat(
+        np.repeat(np.concatenate([target, -target], axis=1), tile, axis=2), tile, axis=3
+    )
     return image, target
 
 
@@ -121,15 +133,21 @@ def test_window_dataset__crop_stays_on_grid_and_is_reproducible():
     item = ds[2]
     r0, c0 = (int(v) for v in item["origin"])
     assert item["x"].shape == (2, 2, 4, 6) and item["y"].shape == (1, 1, 2, 3)
-    torch.testing.assert_close(item["y"][0, 0], torch.from_numpy(target[4, 0, r0:r0 + 2, c0:c0 + 3]))
+    torch.testing.assert_close(
+        item["y"][0, 0], torch.from_numpy(target[4, 0, r0 : r0 + 2, c0 : c0 + 3])
+    )
     # the image crop covers exactly the cropped cells: pixel (2 i, 2 j) is cell (r0 + i, c0 + j)
-    torch.testing.assert_close(item["x"][1, 0, ::2, ::2], torch.from_numpy(target[3, 0, r0:r0 + 2, c0:c0 + 3]))
+    torch.testing.assert_close(
+        item["x"][1, 0, ::2, ::2], torch.from_numpy(target[3, 0, r0 : r0 + 2, c0 : c0 + 3])
+    )
     torch.testing.assert_close(ds[2]["origin"], item["origin"])
 
 
 def test_window_dataset__image_not_multiple_of_grid_raises():
     image, target = series()
-    with pytest.raises(GridError, match=r"inputs of \(8, 10\) px do not cover the 4 x 5 target grid at tile_size=3"):
+    with pytest.raises(
+        GridError, match=r"inputs of \(8, 10\) px do not cover the 4 x 5 target grid at tile_size=3"
+    ):
         WindowDataset(image, target, [0], 2, 1, tile_size=3)
 
 
@@ -151,10 +169,14 @@ def test_window_dataset__future_maps_follow_targets_and_crops():
     ds = WindowDataset(image, target, [1], 3, 2, tile_size=2, future_maps=maps, crop=(2, 3), seed=1)
     item = ds[0]
     r0, c0 = (int(v) for v in item["origin"])
-    torch.testing.assert_close(item["ctx_out"], torch.from_numpy(maps[4:6, :, r0:r0 + 2, c0:c0 + 3]))
+    torch.testing.assert_close(
+        item["ctx_out"], torch.from_numpy(maps[4:6, :, r0 : r0 + 2, c0 : c0 + 3])
+    )
 
 
 def test_window_dataset__future_maps_wrong_shape():
     image, target = series()
     with pytest.raises(ConfigError, match="future_maps of shape"):
-        WindowDataset(image, target, [1], 3, 2, tile_size=2, future_maps=np.zeros((7, 1, 4, 5), np.float32))
+        WindowDataset(
+            image, target, [1], 3, 2, tile_size=2, future_maps=np.zeros((7, 1, 4, 5), np.float32)
+        )

@@ -9,7 +9,7 @@ import textwrap
 import torch
 
 # Lightning's subprocess launcher re-runs this script for rank 1, so it must be a file of its own.
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json
     import os
     import sys
@@ -37,15 +37,21 @@ SCRIPT = textwrap.dedent('''
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else None
         json.dump({"world": world, "epochs": len(est.history_)}, f)
-''')
+""")
 
 
 def test_fit__ddp_two_cpu_processes_identical_weights(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True,
-                          timeout=240, cwd=tmp_path, env=env)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     info = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert info == [{"world": 2, "epochs": 2}] * 2

@@ -1,10 +1,9 @@
 """Tests of the demo on a tiny simulated city: every output written, georeferenced, and the table complete."""
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 import rasterio
-
-import pandas as pd
 
 from trafficrnn.demo import comparison_table, run_demo, verdict
 from trafficrnn.errors import InputFileError
@@ -20,31 +19,60 @@ def tiny_sample(tmp_path_factory):
 
 def test_run_demo__writes_every_output(tiny_sample, tmp_path):
     lines = []
-    result = run_demo(tmp_path / "out", sample=tiny_sample, max_minutes=0.2, max_epochs=1, progress=False,
-                      echo=lines.append)
+    result = run_demo(
+        tmp_path / "out",
+        sample=tiny_sample,
+        max_minutes=0.2,
+        max_epochs=1,
+        progress=False,
+        echo=lines.append,
+    )
     names = {p.name for p in result.files.values()}
-    assert names == {"forecast.tif", "forecast.nc", "forecast.gpkg", "comparison.csv", "last_observed.png",
-                     "forecast_leads.png", "error_map.png", "forecast.gif"}
+    assert names == {
+        "forecast.tif",
+        "forecast.nc",
+        "forecast.gpkg",
+        "comparison.csv",
+        "last_observed.png",
+        "forecast_leads.png",
+        "error_map.png",
+        "forecast.gif",
+    }
     assert all(p.exists() for p in result.files.values())
     with rasterio.open(result.files["forecast_cog"]) as src:
         assert src.crs.to_epsg() == 32633 and src.count == 6
         assert src.transform.a == 16.0  # 16 px of 1 m per cell
     assert len(gpd.read_file(result.files["forecast_cells"])) == 16
     wide = comparison_table(result.table)
-    assert list(wide.columns) == ["convlstm", "convgru", "persistence", "historical_average", "ridge"]
+    assert list(wide.columns) == [
+        "convlstm",
+        "convgru",
+        "persistence",
+        "historical_average",
+        "ridge",
+    ]
     assert list(wide.index) == [1, 2, 3, 4, 5, 6, "mean"]
     assert any("better deep model here:" in line for line in lines)
     assert sum(line.startswith(("convlstm: ", "convgru: ")) for line in lines) == 2
 
 
 def test_verdict__names_the_leads_and_baselines_that_win():
-    wide = pd.DataFrame({"convgru": [1.0, 2.0], "convlstm": [0.5, 0.6], "persistence": [1.5, 1.2],
-                         "ridge": [0.9, 1.9]}, index=[1, 2])
+    wide = pd.DataFrame(
+        {
+            "convgru": [1.0, 2.0],
+            "convlstm": [0.5, 0.6],
+            "persistence": [1.5, 1.2],
+            "ridge": [0.9, 1.9],
+        },
+        index=[1, 2],
+    )
     wide.loc["mean"] = wide.mean()
     lines = verdict(wide, ("convlstm", "convgru"))
     assert lines[0] == "convlstm: beats every baseline at every lead"
-    assert lines[1] == ("convgru: does NOT beat every baseline on this run (lead 1: ridge 0.900 vs 1.000; "
-                        "lead 2: persistence 1.200 vs 2.000)")
+    assert lines[1] == (
+        "convgru: does NOT beat every baseline on this run (lead 1: ridge 0.900 vs 1.000; "
+        "lead 2: persistence 1.200 vs 2.000)"
+    )
 
 
 def test_run_demo__sample_without_images(tmp_path):

@@ -14,16 +14,25 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFit
 from trafficrnn.estimator import TrafficForecaster
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
-FAST = dict(input_steps=6, horizon=3, hidden=(8,), max_epochs=2, batch_size=32, progress=False, patience=0)
+FAST = dict(
+    input_steps=6, horizon=3, hidden=(8,), max_epochs=2, batch_size=32, progress=False, patience=0
+)
 
 
 def density_series(periods=160, freq="15min", seed=0):
     times = pd.date_range("2024-05-01", periods=periods, freq=freq)
     rng = np.random.default_rng(seed)
     cycle = 1.5 + np.sin(2 * np.pi * np.arange(periods) / 96)[:, None, None, None]
-    values = (rng.uniform(2, 10, (1, 1, *GRID.shape)) * cycle + rng.normal(0, 0.2, (periods, 1, *GRID.shape)))
-    da = GRID.attach(xr.DataArray(values.clip(0).astype("float32"), dims=("time", "band", "y", "x"),
-                                  coords={"time": times, "band": ["density"]}))
+    values = rng.uniform(2, 10, (1, 1, *GRID.shape)) * cycle + rng.normal(
+        0, 0.2, (periods, 1, *GRID.shape)
+    )
+    da = GRID.attach(
+        xr.DataArray(
+            values.clip(0).astype("float32"),
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["density"]},
+        )
+    )
     da.attrs["units"] = "vehicles per cell"
     return da
 
@@ -33,9 +42,16 @@ def image_series(target, tile=4, seed=0):
     rng = np.random.default_rng(seed)
     up = np.repeat(np.repeat(target.values, tile, axis=2), tile, axis=3)
     values = np.concatenate([up, up * 0.5, rng.random(up.shape, dtype="float32")], axis=1)
-    da = xr.DataArray(values, dims=("time", "band", "y", "x"),
-                      coords={"time": target.time.values, "band": ["red", "green", "blue"]})
-    pixels = Grid(GRID.crs, GRID.transform @ Affine.scale(1 / tile), (GRID.shape[0] * tile, GRID.shape[1] * tile))
+    da = xr.DataArray(
+        values,
+        dims=("time", "band", "y", "x"),
+        coords={"time": target.time.values, "band": ["red", "green", "blue"]},
+    )
+    pixels = Grid(
+        GRID.crs,
+        GRID.transform @ Affine.scale(1 / tile),
+        (GRID.shape[0] * tile, GRID.shape[1] * tile),
+    )
     return pixels.attach(da)
 
 
@@ -63,13 +79,17 @@ def test_predict__shorter_horizon(fitted):
 
 def test_predict__horizon_longer_than_trained(fitted):
     est, da = fitted
-    with pytest.raises(ModelMismatchError, match="horizon=5 is longer than the 3 steps the model was trained for"):
+    with pytest.raises(
+        ModelMismatchError, match="horizon=5 is longer than the 3 steps the model was trained for"
+    ):
         est.predict(da, horizon=5)
 
 
 def test_predict__bands_differ(fitted):
     est, da = fitted
-    with pytest.raises(ModelMismatchError, match=r"stack bands \['flow'\] differ from the model's \['density'\]"):
+    with pytest.raises(
+        ModelMismatchError, match=r"stack bands \['flow'\] differ from the model's \['density'\]"
+    ):
         est.predict(da.assign_coords(band=["flow"]))
 
 
@@ -81,7 +101,9 @@ def test_predict__cadence_differs(fitted):
 
 def test_predict__too_few_frames(fitted):
     est, da = fitted
-    with pytest.raises(ModelMismatchError, match="the stack has 3 frame\\(s\\); the model reads input_steps=6"):
+    with pytest.raises(
+        ModelMismatchError, match="the stack has 3 frame\\(s\\); the model reads input_steps=6"
+    ):
         est.predict(da.isel(time=slice(0, 3)))
 
 
@@ -94,7 +116,12 @@ def test_predict__other_crs(fitted):
 def test_evaluate__table_with_baselines(fitted):
     est, da = fitted
     table = est.evaluate(da)
-    assert list(table.index.get_level_values("model").unique()) == [est.model, "persistence", "historical_average", "ridge"]
+    assert list(table.index.get_level_values("model").unique()) == [
+        est.model,
+        "persistence",
+        "historical_average",
+        "ridge",
+    ]
     assert list(table.loc[est.model].index) == [1, 2, 3]
     assert set(table.columns) == {"mae", "rmse", "mape", "skill_rmse"}
     assert np.allclose(table.loc["persistence", "skill_rmse"], 0)
@@ -120,7 +147,9 @@ def test_fit__image_path_with_encoder():
 def test_fit__image_path_with_historical_average_and_cell_means():
     target = density_series(periods=120)
     images = image_series(target)
-    est = TrafficForecaster("convlstm", tile_size=4, context=("ha",), cell_mean=True, **FAST).fit(images, target)
+    est = TrafficForecaster("convlstm", tile_size=4, context=("ha",), cell_mean=True, **FAST).fit(
+        images, target
+    )
     fc = est.predict(images)
     assert fc.sizes == {"lead": 3, "band": 1, "y": 4, "x": 5} and np.isfinite(fc.values).all()
 
@@ -140,7 +169,9 @@ def test_fit__deterministic_for_a_seed(cell, path):
     target = density_series(periods=60)
     args = (target,) if path == "density" else (image_series(target), target)
     params = dict(FAST, tile_size=4) if path == "images" else FAST
-    a, b = (TrafficForecaster(cell, seed=3, accelerator="cpu", **params).fit(*args) for _ in range(2))
+    a, b = (
+        TrafficForecaster(cell, seed=3, accelerator="cpu", **params).fit(*args) for _ in range(2)
+    )
     for name, weights in a.model_.state_dict().items():
         assert torch.equal(weights, b.model_.state_dict()[name]), name
     np.testing.assert_array_equal(a.predict(args[0]).values, b.predict(args[0]).values)
@@ -158,13 +189,16 @@ def test_fit__tile_size_without_target():
         TrafficForecaster(tile_size=4, **FAST).fit(density_series(periods=40))
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"horizon": 0}, "horizon=0 is invalid"),
-    ({"input_steps": -1}, "input_steps=-1 is invalid"),
-    ({"kernel_size": 4}, "kernel_size=4 is invalid"),
-    ({"val": 0.6, "test": 0.5}, "val=0.6, test=0.5 are invalid"),
-    ({"hidden": ()}, "hidden=\\(\\) is invalid"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"horizon": 0}, "horizon=0 is invalid"),
+        ({"input_steps": -1}, "input_steps=-1 is invalid"),
+        ({"kernel_size": 4}, "kernel_size=4 is invalid"),
+        ({"val": 0.6, "test": 0.5}, "val=0.6, test=0.5 are invalid"),
+        ({"hidden": ()}, "hidden=\\(\\) is invalid"),
+    ],
+)
 def test_fit__bad_parameters(kw, match):
     params = {**FAST, **kw}
     with pytest.raises(ConfigError, match=match):
@@ -225,7 +259,9 @@ def test_fit__context_inputs_join_the_encoder(tmp_path):
 
 def test_fit__linear_lags_build_a_linear_term_that_is_saved_and_loaded(tmp_path):
     da = density_series(periods=100)
-    est = TrafficForecaster("convgru", linear_lags=2, context=("ha",), cell_mean=True, **FAST).fit(da)
+    est = TrafficForecaster("convgru", linear_lags=2, context=("ha",), cell_mean=True, **FAST).fit(
+        da
+    )
     cfg = est.model_.config
     assert cfg["linear_leads"] == FAST["horizon"] and cfg["linear_lags"] == 2
     # per lead: 2 lags + calendar (4) + ha context (1) + cell mean (1) -> 1 band
@@ -248,18 +284,32 @@ def test_fit__bptt_steps_truncate_training_only(tmp_path):
     np.testing.assert_array_equal(again.predict(da).values, cut.predict(da).values)
     # through all input frames: identical to no truncation
     every = TrafficForecaster("convlstm", bptt_steps=FAST["input_steps"], **FAST).fit(da)
-    np.testing.assert_allclose(every.predict(da).values, full.predict(da).values, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        every.predict(da).values, full.predict(da).values, rtol=1e-5, atol=1e-5
+    )
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"bptt_steps": 0}, r"bptt_steps=0 is invalid: expected an integer from 1 to input_steps=6"),
-    ({"bptt_steps": 7}, "bptt_steps=7 is invalid"),
-    ({"bptt_steps": True}, "bptt_steps=True is invalid"),
-    ({"linear_lags": -1}, r"linear_lags=-1 is invalid: expected an integer from 0 \(no linear term\) to input_steps=6"),
-    ({"linear_lags": 7}, "linear_lags=7 is invalid"),
-    ({"linear_lags": 1.5}, "linear_lags=1.5 is invalid"),
-    ({"linear_lags": 2, "tile_size": 4}, r"the image path \(tile_size=4\) does not have as inputs: use linear_lags=1"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (
+            {"bptt_steps": 0},
+            r"bptt_steps=0 is invalid: expected an integer from 1 to input_steps=6",
+        ),
+        ({"bptt_steps": 7}, "bptt_steps=7 is invalid"),
+        ({"bptt_steps": True}, "bptt_steps=True is invalid"),
+        (
+            {"linear_lags": -1},
+            r"linear_lags=-1 is invalid: expected an integer from 0 \(no linear term\) to input_steps=6",
+        ),
+        ({"linear_lags": 7}, "linear_lags=7 is invalid"),
+        ({"linear_lags": 1.5}, "linear_lags=1.5 is invalid"),
+        (
+            {"linear_lags": 2, "tile_size": 4},
+            r"the image path \(tile_size=4\) does not have as inputs: use linear_lags=1",
+        ),
+    ],
+)
 def test_fit__linear_lags_refused(params, match):
     with pytest.raises(ConfigError, match=match):
         TrafficForecaster("convlstm", **{**FAST, **params}).fit(density_series(periods=60))
@@ -287,7 +337,9 @@ def test_prediction_batch__context_maps_equal_training_windows():
 def test_fit__target_inputs_read_observed_targets_beside_images(tmp_path):
     target = density_series(periods=120)
     images = image_series(target)
-    est = TrafficForecaster("convgru", tile_size=4, target_inputs=True, count_head=True, **FAST).fit(images, target)
+    est = TrafficForecaster(
+        "convgru", tile_size=4, target_inputs=True, count_head=True, **FAST
+    ).fit(images, target)
     assert est.model_.config["past_covariate_channels"] == 4 + 2  # calendar + (target, observed)
     fc = est.predict(images, target=target)
     assert fc.shape == (3, 1, *GRID.shape) and np.isfinite(fc.values).all()
@@ -296,7 +348,12 @@ def test_fit__target_inputs_read_observed_targets_beside_images(tmp_path):
     gappy.values[-1] = np.nan
     assert np.isfinite(est.predict(images, target=gappy).values).all()
     table = est.evaluate(images, target)
-    assert set(table.index.get_level_values("model")) == {"convgru", "persistence", "historical_average", "ridge"}
+    assert set(table.index.get_level_values("model")) == {
+        "convgru",
+        "persistence",
+        "historical_average",
+        "ridge",
+    }
     again = TrafficForecaster.load(est.save(tmp_path / "m"))
     np.testing.assert_array_equal(again.predict(images, target=target).values, fc.values)
 
@@ -305,7 +362,9 @@ def test_predict__target_inputs_need_the_target():
     target = density_series(periods=80)
     images = image_series(target)
     est = TrafficForecaster("convgru", tile_size=4, target_inputs=True, **FAST).fit(images, target)
-    with pytest.raises(ModelMismatchError, match=r"reads the observed targets of its input frames .* pass target="):
+    with pytest.raises(
+        ModelMismatchError, match=r"reads the observed targets of its input frames .* pass target="
+    ):
         est.predict(images)
 
 
@@ -323,13 +382,18 @@ def static_model():
 def test_predict__kept_static_layers_when_not_given(static_model):
     est, da = static_model
     np.testing.assert_array_equal(est.static_.values, road_layer().values)
-    np.testing.assert_array_equal(est.predict(da).values, est.predict(da, static=road_layer()).values)
+    np.testing.assert_array_equal(
+        est.predict(da).values, est.predict(da, static=road_layer()).values
+    )
 
 
 def test_predict__kept_static_layers_only_on_the_training_grid(static_model):
     est, da = static_model
-    with pytest.raises(ModelMismatchError, match=r"keeps its static layers \['lanes'\] on its training grid "
-                                                 r"Grid\(.*shape=\(4, 5\).*the stack is on Grid\(.*shape=\(4, 3\)"):
+    with pytest.raises(
+        ModelMismatchError,
+        match=r"keeps its static layers \['lanes'\] on its training grid "
+        r"Grid\(.*shape=\(4, 5\).*the stack is on Grid\(.*shape=\(4, 3\)",
+    ):
         est.predict(da.isel(x=slice(0, 3)))
 
 
@@ -343,8 +407,11 @@ def test_predict__static_layers_required_when_not_kept(static_model):
 
 def test_fit__static_layers_on_another_grid():
     other = Grid(GRID.crs, GRID.transform, (3, 5))
-    static = other.attach(xr.DataArray(np.ones((1, 3, 5), "float32"), dims=("band", "y", "x"),
-                                       coords={"band": ["lanes"]}))
+    static = other.attach(
+        xr.DataArray(
+            np.ones((1, 3, 5), "float32"), dims=("band", "y", "x"), coords={"band": ["lanes"]}
+        )
+    )
     with pytest.raises(GridError, match="not on the forecast grid"):
         TrafficForecaster(**FAST).fit(density_series(periods=60), static=static)
 

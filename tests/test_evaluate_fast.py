@@ -36,14 +36,22 @@ def fitted():
 @pytest.mark.parametrize("split", ["test", None])
 def test_evaluate__chunks_give_the_forecasts_of_one_predict_many(fitted, split, monkeypatch):
     est, da = fitted
-    monkeypatch.setattr(evaluation, "CHUNK", 32)  # several chunks, some starting near the first frame
+    monkeypatch.setattr(
+        evaluation, "CHUNK", 32
+    )  # several chunks, some starting near the first frame
     table = evaluate(est, da, split=split, baselines=("persistence",), progress=False)
     issues, _ = evaluation_issues(est, pd.DatetimeIndex(da.time.values), split)
     assert len(issues) > 32 and table.attrs["issues"] == len(issues)
-    fc = est.predict_many(da, issues)  # what evaluate computed before: every issue time at once, on the whole stack
+    fc = est.predict_many(
+        da, issues
+    )  # what evaluate computed before: every issue time at once, on the whole stack
     expected = per_lead(fc, align_truth(fc, da))
-    np.testing.assert_allclose(table.loc[est.model, list(expected.columns)].values, expected.values, rtol=1e-6, atol=0)
-    chunked = evaluation._model_forecasts(est, da, None, issues, est.horizon, None, None, lambda n: None)
+    np.testing.assert_allclose(
+        table.loc[est.model, list(expected.columns)].values, expected.values, rtol=1e-6, atol=0
+    )
+    chunked = evaluation._model_forecasts(
+        est, da, None, issues, est.horizon, None, None, lambda n: None
+    )
     np.testing.assert_allclose(chunked.values, fc.values, rtol=1e-6, atol=1e-7)
     assert chunked.indexes["issued"].equals(fc.indexes["issued"])
     np.testing.assert_array_equal(chunked["valid_time"].values, fc["valid_time"].values)
@@ -84,7 +92,7 @@ def test_ridge__no_linalg_warning_leaks():
     with warnings.catch_warnings():
         warnings.simplefilter("error", LinAlgWarning)  # the filter is restored after the fit
         with pytest.raises(LinAlgWarning):
-            warnings.warn("still raised elsewhere", LinAlgWarning)
+            warnings.warn("still raised elsewhere", LinAlgWarning, stacklevel=1)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +108,8 @@ def test_cli_evaluate__progress_bar_unless_quiet(saved):
     shown = CliRunner().invoke(main, ["evaluate", str(saved / "model"), str(saved / "stack")])
     assert shown.exit_code == 0, shown.output
     assert "evaluate convgru" in shown.output and "forecast/s" in shown.output
-    quiet = CliRunner().invoke(main, ["evaluate", str(saved / "model"), str(saved / "stack"), "--quiet"])
+    quiet = CliRunner().invoke(
+        main, ["evaluate", str(saved / "model"), str(saved / "stack"), "--quiet"]
+    )
     assert quiet.exit_code == 0, quiet.output
     assert "forecast/s" not in quiet.output and "persistence" in quiet.output

@@ -22,21 +22,43 @@ from trafficrnn.io import rasterize_points, read_stack, read_vectors, to_geotiff
 from .conftest import frame_values, write_tif
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
-FUZZ = settings(max_examples=200, deadline=2000, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200,
+    deadline=2000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory):
     d = tmp_path_factory.mktemp("seeds")
-    da = GRID.attach(xr.DataArray(np.arange(40, dtype="float32").reshape(2, 1, 4, 5), dims=("time", "band", "y", "x"),
-                                  coords={"time": pd.date_range("2024-05-01", periods=2, freq="15min"),
-                                          "band": ["density"]}))
-    tifs = [to_geotiff(da, d / "cog.tif").read_bytes(),
-            write_tif(d / "frame.tif", frame_values(0), nodata=-1, datetime="2024:05:01 08:00:00",
-                      descriptions=["r", "g", "b"]).read_bytes()]
-    pts = gpd.GeoDataFrame({"time": pd.date_range("2024-05-01", periods=5, freq="min"), "v": range(5)},
-                           geometry=gpd.points_from_xy(np.arange(5) * 100 + 500050, [4999950] * 5), crs="EPSG:32633")
+    da = GRID.attach(
+        xr.DataArray(
+            np.arange(40, dtype="float32").reshape(2, 1, 4, 5),
+            dims=("time", "band", "y", "x"),
+            coords={
+                "time": pd.date_range("2024-05-01", periods=2, freq="15min"),
+                "band": ["density"],
+            },
+        )
+    )
+    tifs = [
+        to_geotiff(da, d / "cog.tif").read_bytes(),
+        write_tif(
+            d / "frame.tif",
+            frame_values(0),
+            nodata=-1,
+            datetime="2024:05:01 08:00:00",
+            descriptions=["r", "g", "b"],
+        ).read_bytes(),
+    ]
+    pts = gpd.GeoDataFrame(
+        {"time": pd.date_range("2024-05-01", periods=5, freq="min"), "v": range(5)},
+        geometry=gpd.points_from_xy(np.arange(5) * 100 + 500050, [4999950] * 5),
+        crs="EPSG:32633",
+    )
     pts.to_file(d / "points.gpkg", engine="pyogrio")
     return {"tif": tifs, "gpkg": (d / "points.gpkg").read_bytes()}
 
@@ -45,7 +67,12 @@ def mutations(focus: int):
     """Byte flips (mostly in the first ``focus`` bytes: headers, tags, tables), magic 32-bit values, truncation."""
     op = st.one_of(
         st.tuples(st.just("set"), st.floats(0, 1), st.integers(0, 255), st.booleans()),
-        st.tuples(st.just("word"), st.floats(0, 1), st.sampled_from([0, 0xFFFFFFFF, 0x7FFFFFFF, 0x100, 0x100000]), st.booleans()),
+        st.tuples(
+            st.just("word"),
+            st.floats(0, 1),
+            st.sampled_from([0, 0xFFFFFFFF, 0x7FFFFFFF, 0x100, 0x100000]),
+            st.booleans(),
+        ),
         st.tuples(st.just("cut"), st.floats(0, 1), st.just(0), st.just(False)),
     )
 
@@ -59,7 +86,7 @@ def mutations(focus: int):
             if kind == "set":
                 b[i] = value
             elif kind == "word":
-                b[i:i + 4] = value.to_bytes(4, "little")
+                b[i : i + 4] = value.to_bytes(4, "little")
             else:
                 del b[i:]
         return bytes(b)

@@ -85,8 +85,12 @@ def test_bounds__hand_computed():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    rows=st.integers(1, 40), cols=st.integers(1, 40),
-    res=st.floats(0.01, 500), x0=st.floats(-1e6, 1e6), y0=st.floats(-1e6, 1e7), data=st.data(),
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 40),
+    res=st.floats(0.01, 500),
+    x0=st.floats(-1e6, 1e6),
+    y0=st.floats(-1e6, 1e7),
+    data=st.data(),
 )
 def test_index__inverts_xy(rows, cols, res, x0, y0, data):
     grid = Grid(UTM_CRS, Affine(res, 0, x0, 0, -res, y0), (rows, cols))
@@ -141,4 +145,7 @@ def test_from_dict__malformed():
 
 def test_repr__readable():
     grid = Grid(UTM_CRS, Affine(8, 0, 601000, 0, -8, 5340000), (2, 3), 16)
-    assert repr(grid) == "Grid(crs=EPSG:32633, shape=(2, 3), tile_size=16, cell=(8, 8), origin=(601000, 5.34e+06))"
+    assert (
+        repr(grid)
+        == "Grid(crs=EPSG:32633, shape=(2, 3), tile_size=16, cell=(8, 8), origin=(601000, 5.34e+06))"
+    )

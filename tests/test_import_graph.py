@@ -15,11 +15,26 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 ALLOWED_PRIVATE: dict[tuple[str, str], frozenset[str]] = {
     # cli_options holds the helpers of cli.py, split out of it for size: its ``_`` names are the
     # CLI's internals, not an API of their own. Make them public (or fold the modules) in one go.
-    ("trafficrnn.cli", "trafficrnn.cli_options"): frozenset({
-        "_FILE", "_align_images", "_check_outputs", "_covariates", "_data_kwargs", "_ensemble_options",
-        "_load_model", "_model_folder", "_model_list", "_prepare_training", "_read_vector", "_static",
-        "_table_json", "_target", "_training_options", "_write_text",
-    }),
+    ("trafficrnn.cli", "trafficrnn.cli_options"): frozenset(
+        {
+            "_FILE",
+            "_align_images",
+            "_check_outputs",
+            "_covariates",
+            "_data_kwargs",
+            "_ensemble_options",
+            "_load_model",
+            "_model_folder",
+            "_model_list",
+            "_prepare_training",
+            "_read_vector",
+            "_static",
+            "_table_json",
+            "_target",
+            "_training_options",
+            "_write_text",
+        }
+    ),
     # the input checks reuse the reprojection helpers of the private trafficrnn.io._warp (to be made
     # public like trafficrnn.io.atomic)
     ("trafficrnn.checks", "trafficrnn.io._warp"): frozenset({"<module>"}),
@@ -34,7 +49,10 @@ def _modules() -> dict[str, tuple[ast.Module, bool]]:
         is_package = parts[-1] == "__init__"
         if is_package:
             parts.pop()
-        found[".".join(parts)] = (ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), is_package)
+        found[".".join(parts)] = (
+            ast.parse(path.read_text(encoding="utf-8"), filename=str(path)),
+            is_package,
+        )
     return found
 
 
@@ -72,8 +90,13 @@ def _all_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
 def _lazy_exports(tree: ast.Module) -> dict[str, str]:
     """A package's ``_LAZY = {name: module}`` table (names its ``__getattr__`` imports on first use)."""
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets):
-            return eval(compile(ast.Expression(node.value), "_LAZY", "eval"), {"__builtins__": {"dict": dict}})
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets
+        ):
+            return eval(
+                compile(ast.Expression(node.value), "_LAZY", "eval"),
+                {"__builtins__": {"dict": dict}},
+            )
     return {}
 
 
@@ -93,15 +116,26 @@ def _imports(module: str, node: ast.Import | ast.ImportFrom) -> list[tuple[str, 
     source = _source_module(module, is_package, node)
     if source.split(".")[0] != PACKAGE:
         return []
-    return [(f"{source}.{alias.name}", None) if f"{source}.{alias.name}" in MODULES else (source, alias.name)
-            for alias in node.names]
+    return [
+        (f"{source}.{alias.name}", None)
+        if f"{source}.{alias.name}" in MODULES
+        else (source, alias.name)
+        for alias in node.names
+    ]
 
 
 def _defined_in(package: str, name: str) -> str | None:
     """The submodule a package's ``__init__`` takes ``name`` from (eager import or ``_LAZY``), if any."""
     tree, _ = MODULES[package]
-    origin = next((target for node in _module_level(tree) for target, imported in _imports(package, node)
-                   if imported == name), None) or _lazy_exports(tree).get(name)
+    origin = next(
+        (
+            target
+            for node in _module_level(tree)
+            for target, imported in _imports(package, node)
+            if imported == name
+        ),
+        None,
+    ) or _lazy_exports(tree).get(name)
     if origin not in MODULES:
         return None
     return (_defined_in(origin, name) or origin) if MODULES[origin][1] else origin
@@ -132,7 +166,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -151,15 +185,23 @@ def _is_private(part: str) -> bool:
 
 def test_the_graph_sees_the_package():
     graph = {module: _edges(module) for module in MODULES}
-    assert {"trafficrnn.cli", "trafficrnn.estimator", "trafficrnn.io.atomic", "trafficrnn.models.forecaster"} \
-        <= set(graph)
+    assert {
+        "trafficrnn.cli",
+        "trafficrnn.estimator",
+        "trafficrnn.io.atomic",
+        "trafficrnn.models.forecaster",
+    } <= set(graph)
     assert "trafficrnn.data" in graph["trafficrnn.evaluation"]
     assert "trafficrnn.io.atomic" in graph["trafficrnn.persist"]
-    assert "trafficrnn.checkpoints" in graph["trafficrnn.estimator"]  # from trafficrnn import checkpoints
+    assert (
+        "trafficrnn.checkpoints" in graph["trafficrnn.estimator"]
+    )  # from trafficrnn import checkpoints
 
 
 def test_names_taken_from_a_package_resolve_to_their_module():
-    assert _defined_in("trafficrnn.io", "check_outputs") == "trafficrnn.io.atomic"  # eager import in __init__
+    assert (
+        _defined_in("trafficrnn.io", "check_outputs") == "trafficrnn.io.atomic"
+    )  # eager import in __init__
     assert _defined_in("trafficrnn.io", "write_stack") == "trafficrnn.io.export"  # _LAZY
     assert _defined_in("trafficrnn", "read_stack") == "trafficrnn.io.stack"  # through trafficrnn.io
     assert _defined_in("trafficrnn", "__version__") == "trafficrnn._version"
@@ -170,8 +212,10 @@ def test_names_taken_from_a_package_resolve_to_their_module():
 def test_no_import_cycle():
     graph = {module: _edges(module) for module in MODULES}
     cycle = _find_cycle(graph)
-    assert cycle is None, ("import cycle among module-level imports: " + " -> ".join(cycle) + "; move what "
-                           "the modules share to the module that owns it, or import one way only")
+    assert cycle is None, (
+        "import cycle among module-level imports: " + " -> ".join(cycle) + "; move what "
+        "the modules share to the module that owns it, or import one way only"
+    )
 
 
 def test_find_cycle_reports_the_path():
@@ -188,14 +232,26 @@ def test_no_private_names_taken_from_another_module():
             for target, name in _imports(module, node):
                 if target == module:
                     continue
-                private_module = [i for i, part in enumerate(target.split(".")) if _is_private(part)]
+                private_module = [
+                    i for i, part in enumerate(target.split(".")) if _is_private(part)
+                ]
                 holder = ".".join(target.split(".")[: private_module[0]]) if private_module else ""
-                outside = private_module and not (module == holder or module.startswith(holder + "."))
-                taken = name if name is not None and _is_private(name) else "<module>" if outside else None
+                outside = private_module and not (
+                    module == holder or module.startswith(holder + ".")
+                )
+                taken = (
+                    name
+                    if name is not None and _is_private(name)
+                    else "<module>"
+                    if outside
+                    else None
+                )
                 if taken and taken not in ALLOWED_PRIVATE.get((module, target), ()):
                     found.append(f"{module} (line {node.lineno}) imports {taken} from {target}")
-    assert not found, ("private names imported from another module (make the helper public in the module that "
-                       "owns it):\n" + "\n".join(found))
+    assert not found, (
+        "private names imported from another module (make the helper public in the module that "
+        "owns it):\n" + "\n".join(found)
+    )
 
 
 @pytest.mark.parametrize(("importer", "source"), sorted(ALLOWED_PRIVATE))
@@ -207,4 +263,6 @@ def test_allow_list_is_still_needed(importer, source):
             if target == source:
                 taken |= {"<module>", name}
     stale = ALLOWED_PRIVATE[(importer, source)] - taken
-    assert not stale, f"ALLOWED_PRIVATE[{(importer, source)}] lists {sorted(stale)}, no longer imported: remove them"
+    assert not stale, (
+        f"ALLOWED_PRIVATE[{(importer, source)}] lists {sorted(stale)}, no longer imported: remove them"
+    )

@@ -13,10 +13,21 @@ import xarray as xr
 from affine import Affine
 
 from trafficrnn import Grid
-from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, OutputExistsError
+from trafficrnn.errors import (
+    ConfigError,
+    GridError,
+    ModelMismatchError,
+    OutputExistsError,
+    SchedulerError,
+)
 from trafficrnn.estimator import TrafficForecaster
-from trafficrnn.errors import SchedulerError
-from trafficrnn.inference import connect, forecast_large, plan_windows, receptive_field, receptive_halo
+from trafficrnn.inference import (
+    connect,
+    forecast_large,
+    plan_windows,
+    receptive_field,
+    receptive_halo,
+)
 from trafficrnn.io.export import write_stack
 from trafficrnn.models import get_model
 
@@ -29,9 +40,16 @@ def density_series(periods=40, seed=0):
     times = pd.date_range("2024-05-01", periods=periods, freq="15min")
     rng = np.random.default_rng(seed)
     cycle = 1.5 + np.sin(2 * np.pi * np.arange(periods) / 96)[:, None, None, None]
-    values = rng.uniform(2, 10, (1, 1, *GRID.shape)) * cycle + rng.normal(0, 0.2, (periods, 1, *GRID.shape))
-    da = GRID.attach(xr.DataArray(values.clip(0).astype("float32"), dims=("time", "band", "y", "x"),
-                                  coords={"time": times, "band": ["density"]}))
+    values = rng.uniform(2, 10, (1, 1, *GRID.shape)) * cycle + rng.normal(
+        0, 0.2, (periods, 1, *GRID.shape)
+    )
+    da = GRID.attach(
+        xr.DataArray(
+            values.clip(0).astype("float32"),
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["density"]},
+        )
+    )
     da.attrs["units"] = "vehicles per cell"
     return da
 
@@ -55,8 +73,15 @@ def test_forecast_large__equals_whole_area(fitted, tmp_path):
         path = forecast_large(est, da, tmp_path / "fc.tif", window=8)
     values, profile, descriptions, tags = read(path)
     np.testing.assert_allclose(values, whole.values.reshape(values.shape), rtol=1e-6, atol=1e-6)
-    assert profile["crs"] == GRID.crs and profile["transform"] == GRID.transform and np.isnan(profile["nodata"])
-    assert descriptions == ("lead +15min, valid 2024-05-01T10:00:00Z", "lead +30min, valid 2024-05-01T10:15:00Z")
+    assert (
+        profile["crs"] == GRID.crs
+        and profile["transform"] == GRID.transform
+        and np.isnan(profile["nodata"])
+    )
+    assert descriptions == (
+        "lead +15min, valid 2024-05-01T10:00:00Z",
+        "lead +30min, valid 2024-05-01T10:15:00Z",
+    )
     assert tags["issued"] == whole.attrs["issued"] + "Z" and tags["units"] == "vehicles per cell"
     assert [p.name for p in tmp_path.iterdir()] == ["fc.tif"]  # no temporary file left
 
@@ -72,17 +97,25 @@ def test_forecast_large__valid_cog(fitted, tmp_path):
 def test_forecast_large__halo_below_receptive_field_warns_and_blends(fitted, tmp_path):
     est, da, whole = fitted
     r = receptive_halo(est)
-    with pytest.warns(UserWarning, match=f"approximate: halo={r - 1} cells is below the receptive field r={r}"):
+    with pytest.warns(
+        UserWarning, match=f"approximate: halo={r - 1} cells is below the receptive field r={r}"
+    ):
         path = forecast_large(est, da, tmp_path / "fc.tif", window=8, halo=r - 1, blend="linear")
     error = np.abs(read(path)[0] - whole.values.reshape(-1, *GRID.shape))
-    assert 0 < error.max() < 0.05 * float(whole.max())  # not exact, but close: the halo rule is tight
+    assert (
+        0 < error.max() < 0.05 * float(whole.max())
+    )  # not exact, but close: the halo rule is tight
 
 
 def test_forecast_large__lazy_files_as_source(fitted, tmp_path):
     est, da, whole = fitted
     write_stack(da.isel(time=slice(-6, None)), tmp_path / "stack")
-    path = forecast_large(est, tmp_path / "stack", tmp_path / "fc.tif", window=10, chunks={"y": 8, "x": 8})
-    np.testing.assert_allclose(read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6)
+    path = forecast_large(
+        est, tmp_path / "stack", tmp_path / "fc.tif", window=10, chunks={"y": 8, "x": 8}
+    )
+    np.testing.assert_allclose(
+        read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_forecast_large__shorter_horizon(fitted, tmp_path):
@@ -138,11 +171,19 @@ def test_forecast_large__failure_leaves_no_file(fitted, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kernel, hidden, feedback", [(3, [4], True), (3, [4, 4], True), (5, [4, 4], False)])
+@pytest.mark.parametrize(
+    "kernel, hidden, feedback", [(3, [4], True), (3, [4, 4], True), (5, [4, 4], False)]
+)
 def test_receptive_field__equals_gradient_support(kernel, hidden, feedback):
     torch.manual_seed(0)
-    net = get_model("convgru", in_channels=1, hidden_channels=hidden, kernel_size=kernel, feedback=feedback,
-                    residual=feedback).double()
+    net = get_model(
+        "convgru",
+        in_channels=1,
+        hidden_channels=hidden,
+        kernel_size=kernel,
+        feedback=feedback,
+        residual=feedback,
+    ).double()
     r = receptive_field(net, 3, 2)
     size = 2 * r + 7
     x = torch.rand(1, 3, 1, size, size, dtype=torch.float64, requires_grad=True)
@@ -182,8 +223,15 @@ def test_forecast_large__frees_each_window(fitted, tmp_path, monkeypatch):
 
     def spy(model, images, static, horizon):
         out = predict(model, images, static, horizon)
-        alive.append(sum(isinstance(o, xr.DataArray) and o.chunks is None and o.sizes.get("time") == est.input_steps
-                         and o.shape[2:] == images.shape[2:] for o in gc.get_objects()))
+        alive.append(
+            sum(
+                isinstance(o, xr.DataArray)
+                and o.chunks is None
+                and o.sizes.get("time") == est.input_steps
+                and o.shape[2:] == images.shape[2:]
+                for o in gc.get_objects()
+            )
+        )
         return out
 
     monkeypatch.setattr(inference, "_predict", spy)
@@ -208,7 +256,9 @@ def test_forecast_large__refuses_target_inputs_models(fitted, tmp_path):
 
 def test_connect__unreachable_scheduler_fails_within_timeout():
     started = time.perf_counter()
-    with pytest.raises(SchedulerError, match="no dask scheduler answered at 'tcp://127.0.0.1:9' within 2 s"):
+    with pytest.raises(
+        SchedulerError, match="no dask scheduler answered at 'tcp://127.0.0.1:9' within 2 s"
+    ):
         connect("tcp://127.0.0.1:9", timeout=2)
     assert time.perf_counter() - started < 10
 
@@ -226,7 +276,9 @@ def client():
 def test_forecast_large__dask_cluster_equals_whole_area(fitted, client, tmp_path):
     est, da, whole = fitted
     path = forecast_large(est, da, tmp_path / "fc.tif", window=8, client=client)
-    np.testing.assert_allclose(read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6
+    )
     shipped = client.run(lambda: dict(__import__("trafficrnn.inference").inference._MODELS))
     assert list(shipped.values()) == [{}]  # the model plugin is torn down after the run
 
@@ -246,7 +298,9 @@ def test_forecast_large__worker_dies_task_is_retried(fitted, client, tmp_path):
     model.__dict__.update(est.__dict__)
     path = forecast_large(model, da, tmp_path / "fc.tif", window=8, client=client)
     assert marker.exists()
-    np.testing.assert_allclose(read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        read(path)[0], whole.values.reshape(-1, *GRID.shape), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_fit__crop_bounds_batch_memory(monkeypatch):
@@ -261,4 +315,6 @@ def test_fit__crop_bounds_batch_memory(monkeypatch):
 
     monkeypatch.setattr(ForecastModule, "training_step", recording)
     TrafficForecaster("convgru", crop=6, batch_size=4, **TINY).fit(density_series(periods=24))
-    assert shapes and all(s["x"][-2:] == (6, 6) and s["y"][-2:] == (6, 6) and s["x"][0] <= 4 for s in shapes)
+    assert shapes and all(
+        s["x"][-2:] == (6, 6) and s["y"][-2:] == (6, 6) and s["x"][0] <= 4 for s in shapes
+    )

@@ -28,18 +28,34 @@ def load_script():
 def demo_run(tmp_path):
     times = pd.date_range("2024-06-03T08:00", periods=3, freq="15min")
     rng = np.random.default_rng(0)
-    images = IMAGE.attach(xr.DataArray(rng.integers(0, 255, (3, 3, 32, 32)).astype("float32"),
-                                       dims=("time", "band", "y", "x"),
-                                       coords={"time": times, "band": ["red", "green", "blue"]}))
-    density = CELLS.attach(xr.DataArray(np.arange(12, dtype="float32").reshape(3, 1, 2, 2),
-                                        dims=("time", "band", "y", "x"), coords={"time": times, "band": ["density"]}))
+    images = IMAGE.attach(
+        xr.DataArray(
+            rng.integers(0, 255, (3, 3, 32, 32)).astype("float32"),
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["red", "green", "blue"]},
+        )
+    )
+    density = CELLS.attach(
+        xr.DataArray(
+            np.arange(12, dtype="float32").reshape(3, 1, 2, 2),
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["density"]},
+        )
+    )
     density.attrs["units"] = "vehicles per cell"
     write_stack(images, tmp_path / "sample" / "images")
     write_stack(density, tmp_path / "sample" / "density")
     demo = tmp_path / "trafficrnn-demo"
     demo.mkdir()
-    forecast = make_forecast(np.ones((2, 1, 2, 2), "float32"), CELLS, issued=times[-1], cadence="15min",
-                             bands=["density"], model="convgru", units="vehicles per cell")
+    forecast = make_forecast(
+        np.ones((2, 1, 2, 2), "float32"),
+        CELLS,
+        issued=times[-1],
+        cadence="15min",
+        bands=["density"],
+        model="convgru",
+        units="vehicles per cell",
+    )
     to_netcdf(forecast, demo / "forecast.nc")
     return demo, tmp_path / "sample"
 

@@ -20,15 +20,28 @@ TRUTH = np.array([2.0, 2.0, 5.0, 1.0])  # errors 1, 0, 2 (last cell unknown)
 def target():
     """(time=6, band=1, 4, 5) hourly; frame t holds the value t everywhere; units vehicles."""
     times = pd.date_range("2024-05-01", periods=6, freq="h")
-    values = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None, None], (6, 1, 4, 5)).copy()
-    da = xr.DataArray(values, dims=("time", "band", "y", "x"), coords={"time": times, "band": ["density"]},
-                      attrs={"units": "vehicles"})
+    values = np.broadcast_to(
+        np.arange(6, dtype=np.float32)[:, None, None, None], (6, 1, 4, 5)
+    ).copy()
+    da = xr.DataArray(
+        values,
+        dims=("time", "band", "y", "x"),
+        coords={"time": times, "band": ["density"]},
+        attrs={"units": "vehicles"},
+    )
     return GRID.attach(da)
 
 
 def batched(values, issued):
-    return make_forecast(values, GRID, issued=pd.DatetimeIndex(issued), cadence="1h", bands=["density"],
-                         model="m", units="vehicles")
+    return make_forecast(
+        values,
+        GRID,
+        issued=pd.DatetimeIndex(issued),
+        cadence="1h",
+        bands=["density"],
+        model="m",
+        units="vehicles",
+    )
 
 
 def test_mae__hand_value():
@@ -82,7 +95,9 @@ def test_get_metric__case_insensitive():
 
 
 def test_get_metric__unknown_raises():
-    with pytest.raises(ValueError, match=r"unknown metric 'r2': expected one of \['mae', 'mape', 'rmse'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown metric 'r2': expected one of \['mae', 'mape', 'rmse'\]"
+    ):
         get_metric("r2")
 
 
@@ -97,16 +112,32 @@ def test_align_truth__picks_valid_times_and_nan_outside(target):
 
 
 def test_align_truth__missing_band_raises(target):
-    fc = make_forecast(np.zeros((1, 1, 1, 4, 5)), GRID, issued=["2024-05-01"], cadence="1h", bands=["inflow"],
-                       model="m", units="vehicles")
-    with pytest.raises(ModelMismatchError, match=r"forecast bands \['inflow'\] are not in the target bands"):
+    fc = make_forecast(
+        np.zeros((1, 1, 1, 4, 5)),
+        GRID,
+        issued=["2024-05-01"],
+        cadence="1h",
+        bands=["inflow"],
+        model="m",
+        units="vehicles",
+    )
+    with pytest.raises(
+        ModelMismatchError, match=r"forecast bands \['inflow'\] are not in the target bands"
+    ):
         align_truth(fc, target)
 
 
 def test_align_truth__other_grid_raises(target):
     other = Grid("EPSG:32633", Affine(50, 0, 500000, 0, -50, 5000000), (4, 5))
-    fc = make_forecast(np.zeros((1, 1, 1, 4, 5)), other, issued=["2024-05-01"], cadence="1h", bands=["density"],
-                       model="m", units="vehicles")
+    fc = make_forecast(
+        np.zeros((1, 1, 1, 4, 5)),
+        other,
+        issued=["2024-05-01"],
+        cadence="1h",
+        bands=["density"],
+        model="m",
+        units="vehicles",
+    )
     with pytest.raises(GridError, match="differs from target grid"):
         align_truth(fc, target)
 
@@ -134,13 +165,22 @@ def test_per_lead__mask_and_nan_truth(target):
 
 def test_per_lead__custom_metric_and_numpy_truth():
     fc = batched(np.ones((1, 2, 1, 4, 5)), ["2024-05-01"])
-    table = per_lead(fc, np.zeros(fc.shape), metrics={"bias": lambda p, t, mask=None: float(np.mean(p - t))})
+    table = per_lead(
+        fc, np.zeros(fc.shape), metrics={"bias": lambda p, t, mask=None: float(np.mean(p - t))}
+    )
     np.testing.assert_allclose(table["bias"], [1.0, 1.0])
 
 
 def test_per_lead__unit_mismatch_raises(target):
-    fc = make_forecast(np.zeros((1, 1, 1, 4, 5)), GRID, issued=["2024-05-01"], cadence="1h", bands=["density"],
-                       model="m", units="1")
+    fc = make_forecast(
+        np.zeros((1, 1, 1, 4, 5)),
+        GRID,
+        issued=["2024-05-01"],
+        cadence="1h",
+        bands=["density"],
+        model="m",
+        units="1",
+    )
     with pytest.raises(ConfigError, match="forecast units '1' differ from truth units 'vehicles'"):
         per_lead(fc, target)
 
@@ -152,5 +192,7 @@ def test_per_lead__no_lead_dim_raises(target):
 
 def test_per_lead__truth_shape_mismatch_raises():
     fc = batched(np.ones((1, 2, 1, 4, 5)), ["2024-05-01"])
-    with pytest.raises(GridError, match=r"truth of shape \(1, 2, 1, 4, 4\) does not match forecast"):
+    with pytest.raises(
+        GridError, match=r"truth of shape \(1, 2, 1, 4, 4\) does not match forecast"
+    ):
         per_lead(fc, np.zeros((1, 2, 1, 4, 4)))

@@ -13,7 +13,6 @@ import pytest
 import torch
 import xarray as xr
 from affine import Affine
-from safetensors.torch import load_file
 
 from trafficrnn import Grid
 from trafficrnn.errors import OutputExistsError
@@ -29,17 +28,29 @@ def _run_child(code: str, cwd: Path) -> subprocess.Popen:
     # the same torch thread count as this process (bit-for-bit comparisons across processes): a dask
     # nanny started earlier in this process may have left OMP_NUM_THREADS=1 in os.environ
     threads = str(torch.get_num_threads())
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": threads,
-           "MKL_NUM_THREADS": threads}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"child exited early ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+            raise AssertionError(
+                f"child exited early ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("child never reached the point where it should be killed")
@@ -48,8 +59,13 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float) -> None:
 
 def small_grid_array(value: float = 1.0) -> xr.DataArray:
     grid = Grid("EPSG:32633", Affine(10, 0, 600000, 0, -10, 5340000), (4, 4))
-    return grid.attach(xr.DataArray(np.full((1, 4, 4), value, "float32"), dims=("band", "y", "x"),
-                                    coords={"band": ["density"]}))
+    return grid.attach(
+        xr.DataArray(
+            np.full((1, 4, 4), value, "float32"),
+            dims=("band", "y", "x"),
+            coords={"band": ["density"]},
+        )
+    )
 
 
 def test_to_geotiff__sigkill_mid_write_keeps_previous_file(tmp_path):
@@ -58,7 +74,8 @@ def test_to_geotiff__sigkill_mid_write_keeps_previous_file(tmp_path):
     before = target.read_bytes()
     # a child overwrites it with a COG of 8 bands × 2500² random floats (200 MB uncompressed,
     # seconds of deflate): it is killed once its temporary file has started to grow
-    child = _run_child(f"""
+    child = _run_child(
+        f"""
         import numpy as np, xarray as xr
         from affine import Affine
         from trafficrnn import Grid
@@ -67,11 +84,16 @@ def test_to_geotiff__sigkill_mid_write_keeps_previous_file(tmp_path):
         values = np.random.default_rng(0).random((8, 2500, 2500), dtype="float32")
         da = grid.attach(xr.DataArray(values, dims=("band", "y", "x"), coords={{"band": [f"b{{i}}" for i in range(8)]}}))
         to_geotiff(da, {str(target)!r}, overwrite=True)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
 
     def temp_growing():
-        return any(p.name.startswith(".big.tif.") and p.stat().st_size > 0
-                   for p in tmp_path.iterdir() if p.is_file())
+        return any(
+            p.name.startswith(".big.tif.") and p.stat().st_size > 0
+            for p in tmp_path.iterdir()
+            if p.is_file()
+        )
 
     _wait_for(temp_growing, child, timeout=60)
     child.send_signal(signal.SIGKILL)
@@ -83,11 +105,17 @@ def test_to_geotiff__sigkill_mid_write_keeps_previous_file(tmp_path):
     assert all(name.startswith(".big.tif.") and ".tmp" in name for name in leftovers)
 
 
-@pytest.mark.parametrize("write, name", [
-    (lambda da, path, **kw: to_geotiff(da, path, **kw), "f.tif"),
-    (lambda da, path, **kw: to_netcdf(da, path, **kw), "f.nc"),
-    (lambda da, path, **kw: write_geopackage(Grid.from_dataarray(da).cells(), path, **kw), "f.gpkg"),
-])
+@pytest.mark.parametrize(
+    "write, name",
+    [
+        (lambda da, path, **kw: to_geotiff(da, path, **kw), "f.tif"),
+        (lambda da, path, **kw: to_netcdf(da, path, **kw), "f.nc"),
+        (
+            lambda da, path, **kw: write_geopackage(Grid.from_dataarray(da).cells(), path, **kw),
+            "f.gpkg",
+        ),
+    ],
+)
 def test_writers__never_overwrite_without_flag(tmp_path, write, name):
     path = tmp_path / name
     path.write_bytes(b"precious")
@@ -143,11 +171,15 @@ def test_fit__killed_mid_epoch_resumes_to_the_same_weights(tmp_path, model):
     uninterrupted = TrafficForecaster(model, **params).fit(da, checkpoint_dir=tmp_path / "a")
 
     ckpt, marker = tmp_path / "b", tmp_path / "in-epoch-3"
-    child = _run_child(_FIT_CHILD.format(marker=str(marker), model=model, params=params, ckpt=str(ckpt)), ROOT)
+    child = _run_child(
+        _FIT_CHILD.format(marker=str(marker), model=model, params=params, ckpt=str(ckpt)), ROOT
+    )
     _wait_for(marker.exists, child, timeout=120)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
-    assert torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1  # 2 epochs done
+    assert (
+        torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+    )  # 2 epochs done
     resumed = TrafficForecaster(model, **params).fit(da, checkpoint_dir=ckpt, resume=True)
 
     assert [h["epoch"] for h in resumed.history_] == [2]  # only the lost epoch was redone
@@ -156,11 +188,15 @@ def test_fit__killed_mid_epoch_resumes_to_the_same_weights(tmp_path, model):
     last_a = torch.load(tmp_path / "a" / "last.ckpt", map_location="cpu", weights_only=True)
     last_b = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=True)
     assert last_a["epoch"] == last_b["epoch"] == 2
-    for states in ((last_a["state_dict"], last_b["state_dict"]),
-                   (uninterrupted.model_.state_dict(), resumed.model_.state_dict())):
+    for states in (
+        (last_a["state_dict"], last_b["state_dict"]),
+        (uninterrupted.model_.state_dict(), resumed.model_.state_dict()),
+    ):
         assert states[0].keys() == states[1].keys()
         for key in states[0]:
-            torch.testing.assert_close(states[1][key], states[0][key], rtol=0, atol=0, msg=f"{key} differs after resume")
+            torch.testing.assert_close(
+                states[1][key], states[0][key], rtol=0, atol=0, msg=f"{key} differs after resume"
+            )
     np.testing.assert_array_equal(resumed.predict(da).values, uninterrupted.predict(da).values)
 
 
@@ -191,20 +227,33 @@ def test_ensemble_fit__killed_in_the_second_member_resumes_it_and_reads_the_firs
     uninterrupted = ForecastEnsemble(TrafficForecaster("convgru", **params), members=2).fit(da)
 
     ckpt, marker = tmp_path / "run", tmp_path / "in-member-1-epoch-3"
-    child = _run_child(_ENSEMBLE_CHILD.format(marker=str(marker), params=params, ckpt=str(ckpt)), ROOT)
+    child = _run_child(
+        _ENSEMBLE_CHILD.format(marker=str(marker), params=params, ckpt=str(ckpt)), ROOT
+    )
     _wait_for(marker.exists, child, timeout=180)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
     first_done = {p.name: p.stat().st_mtime_ns for p in (ckpt / "member-0").iterdir()}
-    resumed = ForecastEnsemble(TrafficForecaster("convgru", **params), members=2).fit(da, checkpoint_dir=ckpt,
-                                                                                      resume=True)
+    resumed = ForecastEnsemble(TrafficForecaster("convgru", **params), members=2).fit(
+        da, checkpoint_dir=ckpt, resume=True
+    )
 
-    assert {p.name: p.stat().st_mtime_ns for p in (ckpt / "member-0").iterdir()} == first_done  # read back
-    assert [h["epoch"] for h in resumed.estimators_[0].history_] == [0, 1, 2]  # its recorded history
-    assert [h["epoch"] for h in resumed.estimators_[1].history_] == [2]  # only the lost epoch was redone
+    assert {
+        p.name: p.stat().st_mtime_ns for p in (ckpt / "member-0").iterdir()
+    } == first_done  # read back
+    assert [h["epoch"] for h in resumed.estimators_[0].history_] == [
+        0,
+        1,
+        2,
+    ]  # its recorded history
+    assert [h["epoch"] for h in resumed.estimators_[1].history_] == [
+        2
+    ]  # only the lost epoch was redone
     for a, b in zip(uninterrupted.estimators_, resumed.estimators_):
         sa, sb = a.model_.state_dict(), b.model_.state_dict()
         assert sa.keys() == sb.keys()
         for key in sa:
-            torch.testing.assert_close(sb[key], sa[key], rtol=0, atol=0, msg=f"{key} differs after resume")
+            torch.testing.assert_close(
+                sb[key], sa[key], rtol=0, atol=0, msg=f"{key} differs after resume"
+            )
     np.testing.assert_array_equal(resumed.predict(da).values, uninterrupted.predict(da).values)

@@ -46,7 +46,9 @@ def test_save_load__identical_forecast(saved):
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
     again = TrafficForecaster.load(path)
     np.testing.assert_array_equal(again.predict(da).values, est.predict(da).values)
-    assert again.grid_ == est.grid_ and again.cadence_ == est.cadence_ and again.bands_ == est.bands_
+    assert (
+        again.grid_ == est.grid_ and again.cadence_ == est.cadence_ and again.bands_ == est.bands_
+    )
     assert again.get_params() == est.get_params()
 
 
@@ -66,8 +68,9 @@ def test_load__model_saved_before_the_newer_parameters(tmp_path):
 
     target = density_series(periods=100)
     images = image_series(target)
-    est = TrafficForecaster("convgru", tile_size=4, context=("ha",), context_inputs=False, count_head=False,
-                            **FAST).fit(images, target)
+    est = TrafficForecaster(
+        "convgru", tile_size=4, context=("ha",), context_inputs=False, count_head=False, **FAST
+    ).fit(images, target)
     path = est.save(tmp_path / "old")
     config = json.loads((path / "config.json").read_text())
     for key in ("context_inputs", "count_head", "feedback", "target_inputs", "counting"):
@@ -123,7 +126,9 @@ def test_load__truncated_weights(saved, tmp_path):
     data = (path / "model.safetensors").read_bytes()[:100]
     (path / "model.safetensors").write_bytes(data)
     config = json.loads((path / "config.json").read_text())
-    config["weights_sha256"] = _sha256(path / "model.safetensors")  # a consistent but truncated file
+    config["weights_sha256"] = _sha256(
+        path / "model.safetensors"
+    )  # a consistent but truncated file
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFileError, match="not a readable safetensors file"):
         TrafficForecaster.load(path)
@@ -158,17 +163,20 @@ def test_load__a_pickle_file_instead_of_a_folder(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda c: c.update(model="transformer"), "unknown model 'transformer'"),
-    (lambda c: c.update(format_version=99), "model format 99 is newer"),
-    (lambda c: c.update(bands="density"), "'bands' is str"),
-    (lambda c: c.update(cadence="-15min"), "must be positive"),
-    (lambda c: c["params"].update(horizon=0), "params.horizon = 0"),
-    (lambda c: c.pop("grid"), "key 'grid' is missing"),
-    (lambda c: c["model_config"].update(hidden_channels=[16]), "weights do not fit the model"),
-    (lambda c: c["model_config"].update(cell="gru"), "inconsistent"),
-    (lambda c: c.update(format="something-else"), "not a trafficrnn model config"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c.update(model="transformer"), "unknown model 'transformer'"),
+        (lambda c: c.update(format_version=99), "model format 99 is newer"),
+        (lambda c: c.update(bands="density"), "'bands' is str"),
+        (lambda c: c.update(cadence="-15min"), "must be positive"),
+        (lambda c: c["params"].update(horizon=0), "params.horizon = 0"),
+        (lambda c: c.pop("grid"), "key 'grid' is missing"),
+        (lambda c: c["model_config"].update(hidden_channels=[16]), "weights do not fit the model"),
+        (lambda c: c["model_config"].update(cell="gru"), "inconsistent"),
+        (lambda c: c.update(format="something-else"), "not a trafficrnn model config"),
+    ],
+)
 def test_load__invalid_config(saved, tmp_path, edit, match):
     path = edited_model(saved, tmp_path, edit)
     with pytest.raises(ModelFileError, match=match):
@@ -191,6 +199,7 @@ def test_load__missing_weights(saved, tmp_path):
 
 # -- static layers kept with the model -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def saved_static(tmp_path_factory):
     da = density_series(periods=100)
@@ -200,17 +209,29 @@ def saved_static(tmp_path_factory):
 
 def test_save__static_layers_kept_as_a_geotiff_on_the_grid(saved_static):
     est, da, path = saved_static
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "static.tif"]
-    assert json.loads((path / "config.json").read_text())["static_sha256"] == _sha256(path / "static.tif")
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "static.tif",
+    ]
+    assert json.loads((path / "config.json").read_text())["static_sha256"] == _sha256(
+        path / "static.tif"
+    )
     with rasterio.open(path / "static.tif") as src:
-        assert src.descriptions == ("lanes",) and src.crs == est.grid_.crs and src.transform == est.grid_.transform
+        assert (
+            src.descriptions == ("lanes",)
+            and src.crs == est.grid_.crs
+            and src.transform == est.grid_.transform
+        )
         np.testing.assert_array_equal(src.read(), road_layer().values)
 
 
 def test_load__kept_static_layers_predict_as_given_ones(saved_static):
     est, da, path = saved_static
     again = TrafficForecaster.load(path)
-    np.testing.assert_array_equal(again.predict(da).values, est.predict(da, static=road_layer()).values)
+    np.testing.assert_array_equal(
+        again.predict(da).values, est.predict(da, static=road_layer()).values
+    )
 
 
 def test_load__tampered_static_layers(saved_static, tmp_path):
@@ -218,14 +239,19 @@ def test_load__tampered_static_layers(saved_static, tmp_path):
     data = bytearray((path / "static.tif").read_bytes())
     data[-1] ^= 0xFF
     (path / "static.tif").write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match=r"static\.tif: checksum .* does not match the config's"):
+    with pytest.raises(
+        ModelFileError, match=r"static\.tif: checksum .* does not match the config's"
+    ):
         TrafficForecaster.load(path)
 
 
 def test_load__missing_static_layers(saved_static, tmp_path):
     path = copy_model(saved_static, tmp_path)
     (path / "static.tif").unlink()
-    with pytest.raises(ModelFileError, match=r"static\.tif is missing: the model keeps its static layers \['lanes'\]"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"static\.tif is missing: the model keeps its static layers \['lanes'\]",
+    ):
         TrafficForecaster.load(path)
 
 
@@ -236,5 +262,8 @@ def test_load__static_layers_off_the_model_grid(saved_static, tmp_path):
     config = json.loads((path / "config.json").read_text())
     config["static_sha256"] = _sha256(path / "static.tif")  # a consistent but crafted folder
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelFileError, match=r"do not match the config's static layers \['lanes'\] on the model's grid"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"do not match the config's static layers \['lanes'\] on the model's grid",
+    ):
         TrafficForecaster.load(path)

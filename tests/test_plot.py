@@ -22,21 +22,36 @@ WGS = Grid("EPSG:4326", Affine(0.011862, 0, -74.022216, 0, -0.0085379286, 40.818
 
 def forecast(grid=GRID):
     values = np.arange(4 * np.prod(grid.shape), dtype="float32").reshape(4, 1, *grid.shape)
-    return make_forecast(values, grid, issued="2024-06-03T08:00", cadence="15min", bands=["density"],
-                         model="convgru", units="vehicles per cell")
+    return make_forecast(
+        values,
+        grid,
+        issued="2024-06-03T08:00",
+        cadence="15min",
+        bands=["density"],
+        model="convgru",
+        units="vehicles per cell",
+    )
 
 
 def truth(grid=GRID):
     times = pd.date_range("2024-06-03T07:00", periods=10, freq="15min")
-    da = grid.attach(xr.DataArray(np.ones((10, 1, *grid.shape), "float32"), dims=("time", "band", "y", "x"),
-                                  coords={"time": times, "band": ["density"]}))
+    da = grid.attach(
+        xr.DataArray(
+            np.ones((10, 1, *grid.shape), "float32"),
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["density"]},
+        )
+    )
     da.attrs["units"] = "vehicles per cell"
     return da
 
 
 def test_plot_map__axes_in_crs_and_colorbar_in_units():
     ax = plot_map(forecast().isel(lead=0), title="t")
-    assert ax.get_xlabel() == "easting (m, EPSG:32633)" and ax.get_ylabel() == "northing (m, EPSG:32633)"
+    assert (
+        ax.get_xlabel() == "easting (m, EPSG:32633)"
+        and ax.get_ylabel() == "northing (m, EPSG:32633)"
+    )
     assert ax.images[0].get_extent() == [601000.0, 601064.0, 5339952.0, 5340000.0]
     assert ax.figure.axes[1].get_ylabel() == "vehicles per cell"
     plt.close(ax.figure)
@@ -49,8 +64,13 @@ def test_plot_map__geographic_labels():
 
 
 def test_plot_map__rgb_image():
-    rgb = GRID.attach(xr.DataArray(np.full((3, 3, 4), 128, "uint8"), dims=("band", "y", "x"),
-                                   coords={"band": ["red", "green", "blue"]}))
+    rgb = GRID.attach(
+        xr.DataArray(
+            np.full((3, 3, 4), 128, "uint8"),
+            dims=("band", "y", "x"),
+            coords={"band": ["red", "green", "blue"]},
+        )
+    )
     ax = plot_map(rgb)
     assert ax.images[0].get_array().shape == (3, 4, 3)
     plt.close(ax.figure)
@@ -93,7 +113,9 @@ def test_animate__writes_gif_atomically(tmp_path):
 
 # --- readable axes, the GIF's colour bar and issue time, units on the comparison ------------------
 
-DEMO = Grid("EPSG:32633", Affine(64, 0, 602978, 0, -64, 5340781), (8, 8), 64)  # the demo's 8 × 8 cells of 64 m
+DEMO = Grid(
+    "EPSG:32633", Affine(64, 0, 602978, 0, -64, 5340781), (8, 8), 64
+)  # the demo's 8 × 8 cells of 64 m
 FINE = Grid("EPSG:32633", Affine(16, 0, 603140, 0, -16, 5340630), (12, 12), 16)
 
 
@@ -112,16 +134,25 @@ def tick_label_boxes(fig) -> list[tuple[str, object]]:
 
 
 def overlapping(boxes, pad: float = 1.0) -> list[tuple[str, str]]:
-    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
-            if box_a.padded(pad).overlaps(box_b.padded(pad))]
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if box_a.padded(pad).overlaps(box_b.padded(pad))
+    ]
 
 
-@pytest.mark.parametrize("grid", [DEMO, FINE, GRID, WGS], ids=["demo-64m", "fine-16m", "tiny", "wgs84"])
+@pytest.mark.parametrize(
+    "grid", [DEMO, FINE, GRID, WGS], ids=["demo-64m", "fine-16m", "tiny", "wgs84"]
+)
 @pytest.mark.parametrize("draw", ["leads", "compare", "map"])
 def test_plots__tick_labels_do_not_overlap(grid, draw):
     fc = forecast(grid)
-    fig = {"leads": lambda: plot_leads(fc), "compare": lambda: plot_compare(fc, truth(grid), lead=2),
-           "map": lambda: plot_map(fc.isel(lead=0)).figure}[draw]()
+    fig = {
+        "leads": lambda: plot_leads(fc),
+        "compare": lambda: plot_compare(fc, truth(grid), lead=2),
+        "map": lambda: plot_map(fc.isel(lead=0)).figure,
+    }[draw]()
     boxes = tick_label_boxes(fig)
     eastings = [text for text, _ in boxes if text.replace("−", "").replace(".", "").isdigit()]
     assert len(eastings) >= 4  # still labelled: at least two ticks on each of the two map axes
@@ -169,8 +200,10 @@ def test_animate__colour_bar_drawn_in_every_gif_frame(tmp_path):
         frames = [np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(gif)]
     assert len(frames) == 4
     for rgb in frames:
-        right = rgb[:, int(rgb.shape[1] * 0.75):]  # the colour bar's side of the frame
-        colours = max(len(np.unique(right[:, j].reshape(-1, 3), axis=0)) for j in range(right.shape[1]))
+        right = rgb[:, int(rgb.shape[1] * 0.75) :]  # the colour bar's side of the frame
+        colours = max(
+            len(np.unique(right[:, j].reshape(-1, 3), axis=0)) for j in range(right.shape[1])
+        )
         assert colours >= 40  # a magma gradient, not the map's twelve cells nor plain background
 
 
@@ -182,10 +215,14 @@ def comparison(freq: str, horizon: int):
     history = history.assign_coords(time=pd.date_range("2024-06-03", periods=10, freq=freq))
     fitted = get_baseline("persistence").fit(history)
     leads = range(1, horizon + 1)
-    table = pd.DataFrame({"mae": 1.0, "rmse": [0.5 + 0.1 * k for k in leads], "mape": 10.0, "skill_rmse": 0.0},
-                         index=pd.MultiIndex.from_product([["persistence"], list(leads)], names=["model", "lead"]))
+    table = pd.DataFrame(
+        {"mae": 1.0, "rmse": [0.5 + 0.1 * k for k in leads], "mape": 10.0, "skill_rmse": 0.0},
+        index=pd.MultiIndex.from_product([["persistence"], list(leads)], names=["model", "lead"]),
+    )
     table.attrs["split"] = "test"
-    summary = pd.DataFrame({"kind": ["model"], "train_seconds": [0.1]}, index=pd.Index(["persistence"], name="model"))
+    summary = pd.DataFrame(
+        {"kind": ["model"], "train_seconds": [0.1]}, index=pd.Index(["persistence"], name="model")
+    )
     return ComparisonResult(table=table, summary=summary, models={"persistence": fitted})
 
 

@@ -27,9 +27,30 @@ CANONICAL = "val 2016-09-28T00:00:00; test 2016-10-12T00:00:00"
 VAL, TEST = pd.Timestamp("2016-09-28"), pd.Timestamp("2016-10-12")
 #: the smallest NYC slice that holds all three parts: 8 train slots, the 14 val days, 9 test slots
 FIRST, LAST = "2016-09-27T20:00", "2016-10-12T04:00"
-TINY = dict(input_steps=2, horizon=1, hidden=(2,), max_epochs=1, batch_size=64, progress=False, accelerator="cpu")
-TINY_CLI = ["--input-steps", "2", "--horizon", "1", "--hidden", "2", "--max-epochs", "1", "--batch-size", "64",
-            "--accelerator", "cpu", "--quiet"]
+TINY = dict(
+    input_steps=2,
+    horizon=1,
+    hidden=(2,),
+    max_epochs=1,
+    batch_size=64,
+    progress=False,
+    accelerator="cpu",
+)
+TINY_CLI = [
+    "--input-steps",
+    "2",
+    "--horizon",
+    "1",
+    "--hidden",
+    "2",
+    "--max-epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--accelerator",
+    "cpu",
+    "--quiet",
+]
 
 
 def run(*args):
@@ -64,25 +85,41 @@ def exported(tmp_path_factory):
 
 # -- the split travels with the data ---------------------------------------------------------------
 
+
 def test_nyc_bike__carries_the_published_split(slice_):
     assert SPLIT_ATTR == CANONICAL and slice_.attrs["split"] == CANONICAL
-    assert nyc_bike("test", end="2016-10-12T01:00").attrs["split"] == CANONICAL  # a part keeps the dataset's split
+    assert (
+        nyc_bike("test", end="2016-10-12T01:00").attrs["split"] == CANONICAL
+    )  # a part keeps the dataset's split
     found = parse_split(CANONICAL)
     assert (found.val, found.test) == (VAL, TEST) and found.text == CANONICAL
 
 
-@pytest.mark.parametrize("value", [
-    CANONICAL,
-    "train 2016-08-01..2016-09-27; val 2016-09-28..2016-10-11; test 2016-10-12..2016-10-29",  # the NetCDF's form
-    {"val": "2016-09-28", "test": "2016-10-12T00:00"},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        CANONICAL,
+        "train 2016-08-01..2016-09-27; val 2016-09-28..2016-10-11; test 2016-10-12..2016-10-29",  # the NetCDF's form
+        {"val": "2016-09-28", "test": "2016-10-12T00:00"},
+    ],
+)
 def test_parse_split__forms(value):
     found = parse_split(value)
     assert (found.val, found.test) == (VAL, TEST)
 
 
-@pytest.mark.parametrize("value", [None, "train", "val soon; test later", "test 2016-10-12", {"val": "2016-09-28"},
-                                   "val 2016-10-12; test 2016-09-28", "val 2016-09-28T00:00Z; test 2016-10-12T00:00Z"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "train",
+        "val soon; test later",
+        "test 2016-10-12",
+        {"val": "2016-09-28"},
+        "val 2016-10-12; test 2016-09-28",
+        "val 2016-09-28T00:00Z; test 2016-10-12T00:00Z",
+    ],
+)
 def test_parse_split__not_a_split(value):
     assert parse_split(value) is None
 
@@ -99,7 +136,16 @@ def test_export__every_file_records_the_split_and_read_stack_restores_it(exporte
 
 
 def test_export__test_part_keeps_the_split_and_says_what_it_is_for(tmp_path):
-    result = run("datasets", "export", "nyc-bike", tmp_path / "t", "--split", "test", "--end", "2016-10-12T01:00")
+    result = run(
+        "datasets",
+        "export",
+        "nyc-bike",
+        tmp_path / "t",
+        "--split",
+        "test",
+        "--end",
+        "2016-10-12T01:00",
+    )
     assert result.exit_code == 0, result.output
     assert "it holds only the test part: evaluate on it" in result.output
     stack = read_stack(tmp_path / "t")
@@ -110,8 +156,11 @@ def _tiny_stack(split: str | None, periods=12) -> xr.DataArray:
     grid = Grid("EPSG:32633", rasterio.Affine(100, 0, 500000, 0, -100, 5000400), (4, 4))
     times = pd.date_range("2024-05-01", periods=periods, freq="15min")
     values = np.random.default_rng(0).uniform(0, 5, (periods, 1, 4, 4)).astype("float32")
-    da = grid.attach(xr.DataArray(values, dims=("time", "band", "y", "x"),
-                                  coords={"time": times, "band": ["density"]}))
+    da = grid.attach(
+        xr.DataArray(
+            values, dims=("time", "band", "y", "x"), coords={"time": times, "band": ["density"]}
+        )
+    )
     if split is not None:
         da.attrs["split"] = split
     return da
@@ -119,7 +168,9 @@ def _tiny_stack(split: str | None, periods=12) -> xr.DataArray:
 
 def test_read_stack__files_that_disagree_drop_the_split(tmp_path, caplog):
     paths = write_stack(_tiny_stack("val 2024-05-01T01:00; test 2024-05-01T02:00"), tmp_path)
-    assert read_stack(tmp_path).attrs["split"] == "val 2024-05-01T01:00:00; test 2024-05-01T02:00:00"
+    assert (
+        read_stack(tmp_path).attrs["split"] == "val 2024-05-01T01:00:00; test 2024-05-01T02:00:00"
+    )
     with rasterio.open(paths[3], "r+") as dst:
         dst.update_tags(split="val 2024-05-01T01:30; test 2024-05-01T02:00")
     with caplog.at_level(logging.WARNING, logger="trafficrnn.io.stack"):
@@ -136,6 +187,7 @@ def test_read_stack__files_some_without_the_split_drop_it(tmp_path):
 
 # -- which split applies ---------------------------------------------------------------------------
 
+
 def test_choose_split__published_default_and_given():
     times = pd.date_range(FIRST, LAST, freq="30min")
     attrs = {"split": CANONICAL}
@@ -143,19 +195,28 @@ def test_choose_split__published_default_and_given():
     assert (published.val, published.test, published.source) == (VAL, TEST, "published")
     assert published.parts == ("train", "val", "test")
     assert choose_split(None, None, times, {}).source == "default"
-    assert (choose_split(None, None, times, {}).val, choose_split(None, None, times, {}).test) == (0.15, 0.15)
+    assert (choose_split(None, None, times, {}).val, choose_split(None, None, times, {}).test) == (
+        0.15,
+        0.15,
+    )
     given = choose_split(0.2, 0.1, times, attrs)  # both given: the published split is not even read
     assert (given.val, given.test, given.source) == (0.2, 0.1, "given")
-    keep_test = choose_split(0, None, times, attrs)  # --val 0: train on the val days too, the test part stays
+    keep_test = choose_split(
+        0, None, times, attrs
+    )  # --val 0: train on the val days too, the test part stays
     assert (keep_test.val, keep_test.test) == (0, TEST)
     assert "val=0 as given, test from 2016-10-12 00:00" in keep_test.describe()
 
 
 def test_choose_split__parts_the_stack_lacks_are_empty():
     attrs = {"split": CANONICAL}
-    train_val = choose_split(None, None, pd.date_range("2016-09-27", "2016-10-11T23:30", freq="30min"), attrs)
+    train_val = choose_split(
+        None, None, pd.date_range("2016-09-27", "2016-10-11T23:30", freq="30min"), attrs
+    )
     assert (train_val.val, train_val.test, train_val.parts) == (VAL, 0.0, ("train", "val"))
-    train = choose_split(None, None, pd.date_range("2016-09-01", "2016-09-27T23:30", freq="30min"), attrs)
+    train = choose_split(
+        None, None, pd.date_range("2016-09-01", "2016-09-27T23:30", freq="30min"), attrs
+    )
     assert (train.val, train.test, train.parts) == (0.0, 0.0, ("train",))
     assert "holds only its train part" in train.describe()
 
@@ -173,6 +234,7 @@ def test_clone_and_params__none_means_the_datas_split():
 
 # -- the estimator ---------------------------------------------------------------------------------
 
+
 def test_fit__follows_the_published_split(fitted):
     split = fitted.split_
     step = pd.Timedelta("30min")
@@ -180,7 +242,9 @@ def test_fit__follows_the_published_split(fitted):
     assert split["val"][1] == "2016-10-11 23:30:00"
     # the test range starts input_steps frames before its first target, which is 2016-10-12 00:00 exactly
     assert pd.Timestamp(split["test"][0]) + 2 * step == TEST
-    assert fitted.training_summary_["split_source"].startswith("the data's published split (val from 2016-09-28")
+    assert fitted.training_summary_["split_source"].startswith(
+        "the data's published split (val from 2016-09-28"
+    )
 
 
 def test_evaluate__scores_the_published_test_days(fitted, slice_):
@@ -194,7 +258,9 @@ def test_evaluate__scores_the_published_test_days(fitted, slice_):
 
 def test_evaluate__a_test_only_stack(fitted):
     test_days = nyc_bike("test", end="2016-10-12T05:00")
-    with pytest.raises(ConfigError, match="starts in the test part of its dataset's published split"):
+    with pytest.raises(
+        ConfigError, match="starts in the test part of its dataset's published split"
+    ):
         fitted.evaluate(test_days)  # the baselines would have nothing before it to learn from
     alone = fitted.evaluate(test_days, baselines=())
     assert alone.attrs["first_issue"] == "2016-10-12 00:30:00"  # every test window of the stack
@@ -216,7 +282,10 @@ def test_fit__test_only_stack_refused():
         TrafficForecaster("convgru", **TINY).fit(test_days)
     message = str(info.value)
     assert isinstance(info.value, ConfigError)
-    assert "(2016-10-12 00:00 → 2016-10-13 23:30) holds only the test part of its dataset's published split" in message
+    assert (
+        "(2016-10-12 00:00 → 2016-10-13 23:30) holds only the test part of its dataset's published split"
+        in message
+    )
     assert "Train on the whole dataset" in message and "pass both val= and test=" in message
 
 
@@ -227,14 +296,25 @@ def test_fit__val_and_test_only_stack_refused():
 
 # -- the command line ------------------------------------------------------------------------------
 
+
 def test_cli__train_refuses_a_test_only_export(tmp_path):
     folder = tmp_path / "nyc-test"
-    assert run("datasets", "export", "nyc-bike", folder, "--split", "test", "--end", "2016-10-12T03:00").exit_code == 0
-    one_line_error(run("train", folder, *TINY_CLI, "--out", tmp_path / "m"),
-                   f"STACK {folder} (2016-10-12 00:00 → 2016-10-12 03:00) holds only the test part",
-                   "export NAME DIR` without --split", "--val and --test")
+    assert (
+        run(
+            "datasets", "export", "nyc-bike", folder, "--split", "test", "--end", "2016-10-12T03:00"
+        ).exit_code
+        == 0
+    )
+    one_line_error(
+        run("train", folder, *TINY_CLI, "--out", tmp_path / "m"),
+        f"STACK {folder} (2016-10-12 00:00 → 2016-10-12 03:00) holds only the test part",
+        "export NAME DIR` without --split",
+        "--val and --test",
+    )
     assert not (tmp_path / "m").exists()
-    one_line_error(run("compare", folder, *TINY_CLI, "--out", tmp_path / "c"), "holds only the test part")
+    one_line_error(
+        run("compare", folder, *TINY_CLI, "--out", tmp_path / "c"), "holds only the test part"
+    )
 
 
 def test_cli__train_evaluate_info_use_the_published_split(exported, tmp_path):
@@ -242,22 +322,43 @@ def test_cli__train_evaluate_info_use_the_published_split(exported, tmp_path):
     model = tmp_path / "m"
     trained = run("train", folder, *TINY_CLI, "--out", model)
     assert trained.exit_code == 0, trained.output
-    assert ("split      train 2016-09-27 20:00 → 2016-09-27 23:30, val 2016-09-27 23:00 → 2016-10-11 23:30, "
-            "test 2016-10-11 23:00 → 2016-10-12 04:00") in trained.output
-    assert "split by the data's published split (val from 2016-09-28 00:00, test from 2016-10-12 00:00)" in trained.output
+    assert (
+        "split      train 2016-09-27 20:00 → 2016-09-27 23:30, val 2016-09-27 23:00 → 2016-10-11 23:30, "
+        "test 2016-10-11 23:00 → 2016-10-12 04:00"
+    ) in trained.output
+    assert (
+        "split by the data's published split (val from 2016-09-28 00:00, test from 2016-10-12 00:00)"
+        in trained.output
+    )
     scored = run("evaluate", model, folder, "--quiet")
     assert scored.exit_code == 0, scored.output
     assert "9 forecasts issued 2016-10-11 23:30 → 2016-10-12 03:30" in scored.output
     assert "split by the data's published split" in scored.output
     info = run("info", model)
-    assert info.exit_code == 0 and "split by the data's published split (val from 2016-09-28" in info.output
+    assert (
+        info.exit_code == 0
+        and "split by the data's published split (val from 2016-09-28" in info.output
+    )
     inspected = run("inspect", folder)
-    assert "split      published: val from 2016-09-28 00:00, test from 2016-10-12 00:00" in inspected.output
+    assert (
+        "split      published: val from 2016-09-28 00:00, test from 2016-10-12 00:00"
+        in inspected.output
+    )
 
 
 def test_cli__explicit_val_test_win(exported, tmp_path):
     folder, _ = exported
-    trained = run("train", folder, *TINY_CLI, "--val", "0.1", "--test", "2016-10-12T02:00", "--out", tmp_path / "m")
+    trained = run(
+        "train",
+        folder,
+        *TINY_CLI,
+        "--val",
+        "0.1",
+        "--test",
+        "2016-10-12T02:00",
+        "--out",
+        tmp_path / "m",
+    )
     assert trained.exit_code == 0, trained.output
     assert "test 2016-10-12 01:00 → 2016-10-12 04:00" in trained.output
     assert "split by val=0.1 as given, test='2016-10-12T02:00' as given" in trained.output

@@ -40,7 +40,11 @@ def blocks(text: str) -> list[tuple[str, str]]:
 def ten_lines() -> str:
     """The code of "Python in ten lines" (also read by tests/test_newcomer_api.py)."""
     text = README.read_text(encoding="utf-8")
-    return next(code for lang, code in blocks(text[text.index("## Python in ten lines"):]) if lang == "python")
+    return next(
+        code
+        for lang, code in blocks(text[text.index("## Python in ten lines") :])
+        if lang == "python"
+    )
 
 
 def commands(code: str) -> list[list[str]]:
@@ -57,7 +61,9 @@ def tiny_command(args: list[str]) -> list[str]:
     if args[1] == "simulate":
         line = " ".join(args)
         for big, small in TINY_CITY.items():
-            assert big in line, f"the README's simulate recipe changed: map {big} in TINY_CITY ({line})"
+            assert big in line, (
+                f"the README's simulate recipe changed: map {big} in TINY_CITY ({line})"
+            )
             line = line.replace(big, small)
         return line.split()
     if args[1] in ("train", "compare"):
@@ -73,8 +79,12 @@ def written(args: list[str]) -> list[str]:
 
 def test_readme__blocks_follow_the_convention():
     found = blocks(README.read_text(encoding="utf-8"))
-    assert {lang for lang, _ in found} <= {"python", "bash", "sh"}, sorted({lang for lang, _ in found})
-    assert [lang for lang, _ in found].count("python") >= 2 and "bash" in [lang for lang, _ in found]
+    assert {lang for lang, _ in found} <= {"python", "bash", "sh"}, sorted(
+        {lang for lang, _ in found}
+    )
+    assert [lang for lang, _ in found].count("python") >= 2 and "bash" in [
+        lang for lang, _ in found
+    ]
     for lang, code in found:
         if lang == "bash":
             for args in commands(code):
@@ -82,8 +92,13 @@ def test_readme__blocks_follow_the_convention():
 
 
 def test_readme__python_and_cli_recipes_run_in_order(tmp_path, monkeypatch):
-    write_simulation(simulate(128, days=1, step="30min", seed=3, tile_size=64, gsd=1.0), tmp_path / "data" / "sample")
-    monkeypatch.chdir(tmp_path)  # the recipes' relative paths: data/sample and city/ in, their outputs here
+    write_simulation(
+        simulate(128, days=1, step="30min", seed=3, tile_size=64, gsd=1.0),
+        tmp_path / "data" / "sample",
+    )
+    monkeypatch.chdir(
+        tmp_path
+    )  # the recipes' relative paths: data/sample and city/ in, their outputs here
     namespace: dict = {}
     ran = []
     for lang, code in blocks(README.read_text(encoding="utf-8")):
@@ -93,14 +108,28 @@ def test_readme__python_and_cli_recipes_run_in_order(tmp_path, monkeypatch):
         elif lang == "bash":
             for args in commands(code):
                 args = tiny_command(args)
-                proc = subprocess.run([sys.executable, "-m", "trafficrnn.cli", *args[1:]], capture_output=True,
-                                      text=True, timeout=300)
+                proc = subprocess.run(
+                    [sys.executable, "-m", "trafficrnn.cli", *args[1:]],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
                 assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
                 for out in written(args):
                     assert Path(out).exists(), f"{' '.join(args)} did not write {out}"
                 ran.append(args[1])
-    assert ran.count("python") >= 2 and {"simulate", "train", "forecast", "evaluate", "info"} <= set(ran)
-    with rasterio.open(tmp_path / "forecast.tif") as src:  # the ten lines: default horizon, the sample's grid
+    assert ran.count("python") >= 2 and {
+        "simulate",
+        "train",
+        "forecast",
+        "evaluate",
+        "info",
+    } <= set(ran)
+    with rasterio.open(
+        tmp_path / "forecast.tif"
+    ) as src:  # the ten lines: default horizon, the sample's grid
         assert src.count == 6 and src.crs.to_epsg() == 32633 and src.transform.a == 64.0
     assert (tmp_path / "my-model" / "config.json").is_file()
-    assert (tmp_path / "city-model" / "static.tif").is_file()  # the --roads layer the forecasts reused
+    assert (
+        tmp_path / "city-model" / "static.tif"
+    ).is_file()  # the --roads layer the forecasts reused

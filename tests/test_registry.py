@@ -22,14 +22,18 @@ ISSUED = pd.Timestamp("2024-05-01 08:55")
 
 def tiny_forecast(leads=2):
     lead = pd.to_timedelta([15 * (i + 1) for i in range(leads)], unit="min")
-    da = xr.DataArray(np.arange(leads * 12, dtype="float32").reshape(leads, 1, 3, 4), dims=("lead", "band", "y", "x"),
-                      coords={"lead": lead, "band": ["density"], "valid_time": ("lead", ISSUED + lead)})
+    da = xr.DataArray(
+        np.arange(leads * 12, dtype="float32").reshape(leads, 1, 3, 4),
+        dims=("lead", "band", "y", "x"),
+        coords={"lead": lead, "band": ["density"], "valid_time": ("lead", ISSUED + lead)},
+    )
     da = GRID.attach(da)
     da.attrs.update(issued=ISSUED.isoformat(), model="convgru", units="vehicles per cell")
     return da
 
 
 # -- the helper ------------------------------------------------------------------------------------
+
 
 def test_registry__get_names_and_mapping_view():
     reg = Registry("shape", {"square": 4})
@@ -48,8 +52,11 @@ def test_registry__get_names_and_mapping_view():
 
 def test_registry__unknown_name_lists_the_valid_ones_and_the_closest():
     reg = Registry("shape", {"square": 4, "hexagon": 6})
-    with pytest.raises(UnknownNameError, match=r"unknown shape 'sqare': expected one of \['hexagon', 'square'\]; "
-                                               r"did you mean 'square'\?") as info:
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown shape 'sqare': expected one of \['hexagon', 'square'\]; "
+        r"did you mean 'square'\?",
+    ) as info:
         reg.get("sqare")
     assert isinstance(info.value, ConfigError) and isinstance(info.value, ValueError)
     with pytest.raises(UnknownNameError, match=r"expected one of \['hexagon', 'square'\]$"):
@@ -59,7 +66,11 @@ def test_registry__unknown_name_lists_the_valid_ones_and_the_closest():
 
 
 def test_registry__defaults_and_custom_normalize():
-    reg = Registry("dataset", normalize=lambda n: str(n).lower().replace("_", "-"), defaults={"covariates": None})
+    reg = Registry(
+        "dataset",
+        normalize=lambda n: str(n).lower().replace("_", "-"),
+        defaults={"covariates": None},
+    )
     reg.register("nyc-bike", "loader")
     assert reg.get("NYC_BIKE") == "loader" and reg.info("nyc_bike").covariates is None
 
@@ -89,23 +100,34 @@ def test_lookup__a_plain_mapping_still_works():
 
 # -- the families ----------------------------------------------------------------------------------
 
+
 def test_models__registry_and_get_model():
     from trafficrnn.models import MODELS, EncoderForecaster, get_model, list_models
     from trafficrnn.params import MODEL_NAMES
 
-    assert list_models() == MODELS.names() == ["convgru", "convlstm"] and MODEL_NAMES == tuple(MODELS)
-    assert {name: MODELS.info(name).cell for name in MODELS} == {"convlstm": "lstm", "convgru": "gru"}
+    assert list_models() == MODELS.names() == ["convgru", "convlstm"] and MODEL_NAMES == tuple(
+        MODELS
+    )
+    assert {name: MODELS.info(name).cell for name in MODELS} == {
+        "convlstm": "lstm",
+        "convgru": "gru",
+    }
     net = get_model("ConvLSTM", in_channels=1, out_channels=1, hidden_channels=[4])
     assert isinstance(net, EncoderForecaster) and net.config["cell"] == "lstm"
-    with pytest.raises(UnknownNameError, match=r"unknown model 'convlstn': expected one of \['convgru', 'convlstm'\]; "
-                                               r"did you mean 'convlstm'\?"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown model 'convlstn': expected one of \['convgru', 'convlstm'\]; "
+        r"did you mean 'convlstm'\?",
+    ):
         get_model("convlstn", in_channels=1)
 
 
 def test_models__names_without_torch():
-    code = ("import sys\nfrom trafficrnn.models import MODELS, list_models\nfrom trafficrnn.io import WRITERS\n"
-            "assert list_models() == ['convgru', 'convlstm'] and WRITERS.info('.tif').streams\n"
-            "assert 'torch' not in sys.modules and 'rasterio' not in sys.modules, sorted(sys.modules)\n")
+    code = (
+        "import sys\nfrom trafficrnn.models import MODELS, list_models\nfrom trafficrnn.io import WRITERS\n"
+        "assert list_models() == ['convgru', 'convlstm'] and WRITERS.info('.tif').streams\n"
+        "assert 'torch' not in sys.modules and 'rasterio' not in sys.modules, sorted(sys.modules)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
@@ -114,32 +136,55 @@ def test_cells__get_cell():
     from trafficrnn.models import get_cell
     from trafficrnn.models.cells import CELLS, ConvGRUCell, ConvLSTMCell
 
-    assert get_cell("GRU") is ConvGRUCell and CELLS.get("lstm") is ConvLSTMCell and CELLS.names() == ["gru", "lstm"]
-    with pytest.raises(UnknownNameError, match=r"unknown cell 'rnn': expected one of \['gru', 'lstm'\]"):
+    assert (
+        get_cell("GRU") is ConvGRUCell
+        and CELLS.get("lstm") is ConvLSTMCell
+        and CELLS.names() == ["gru", "lstm"]
+    )
+    with pytest.raises(
+        UnknownNameError, match=r"unknown cell 'rnn': expected one of \['gru', 'lstm'\]"
+    ):
         get_cell("rnn")
 
 
 def test_baselines__get_baseline_one_signature():
-    from trafficrnn.models.baselines import (BASELINES, HistoricalAverage, Persistence, RidgeBaseline,
-                                             get_baseline)
+    from trafficrnn.models.baselines import (
+        BASELINES,
+        HistoricalAverage,
+        Persistence,
+        RidgeBaseline,
+        get_baseline,
+    )
 
     assert list(BASELINES) == ["persistence", "historical_average", "ridge"]
     assert isinstance(get_baseline("Persistence"), Persistence)
-    assert isinstance(get_baseline("historical_average", horizon=4), HistoricalAverage)  # any horizon: ignored
+    assert isinstance(
+        get_baseline("historical_average", horizon=4), HistoricalAverage
+    )  # any horizon: ignored
     ridge = get_baseline("ridge", horizon=4, lags=2)
     assert isinstance(ridge, RidgeBaseline) and ridge.horizon == 4 and ridge.lags == 2
     assert [BASELINES.get(n).fits_horizon for n in BASELINES] == [False, False, True]
-    with pytest.raises(UnknownNameError, match=r"unknown baseline 'arima': expected one of \['historical_average', "
-                                               r"'persistence', 'ridge'\]"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown baseline 'arima': expected one of \['historical_average', "
+        r"'persistence', 'ridge'\]",
+    ):
         get_baseline("arima")
 
 
 def test_metrics__get_metric():
     from trafficrnn.metrics import METRICS, get_metric, mae, rmse
 
-    assert get_metric("MAE") is mae and METRICS["rmse"] is rmse and METRICS.names() == ["mae", "mape", "rmse"]
-    with pytest.raises(UnknownNameError, match=r"unknown metric 'rmes': expected one of \['mae', 'mape', 'rmse'\]; "
-                                               r"did you mean 'rmse'\?"):
+    assert (
+        get_metric("MAE") is mae
+        and METRICS["rmse"] is rmse
+        and METRICS.names() == ["mae", "mape", "rmse"]
+    )
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown metric 'rmes': expected one of \['mae', 'mape', 'rmse'\]; "
+        r"did you mean 'rmse'\?",
+    ):
         get_metric("rmes")
 
 
@@ -148,11 +193,14 @@ def test_datasets__get_dataset():
 
     assert get_dataset("NYC_bike") is nyc_bike and DATASETS.names() == ["nyc-bike"]
     assert "nyc_bike" in COVARIATES and COVARIATES["nyc-bike"] is nyc_bike_covariates
-    with pytest.raises(UnknownNameError, match=r"unknown dataset 'taxi': expected one of \['nyc-bike'\]"):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown dataset 'taxi': expected one of \['nyc-bike'\]"
+    ):
         get_dataset("taxi")
 
 
 # -- the writers, by extension ---------------------------------------------------------------------
+
 
 def test_get_writer__each_extension():
     from trafficrnn.io import WRITERS, get_writer, to_geopackage, to_geotiff, to_netcdf
@@ -168,10 +216,17 @@ def test_get_writer__each_extension():
 def test_get_writer__unknown_extension_refused(name):
     from trafficrnn.io import get_writer
 
-    with pytest.raises(UnknownFormatError, match=r"unknown file extension '.*': expected one of "
-                                                 r"\['.gpkg', '.nc', '.tif', '.tiff'\]") as info:
+    with pytest.raises(
+        UnknownFormatError,
+        match=r"unknown file extension '.*': expected one of "
+        r"\['.gpkg', '.nc', '.tif', '.tiff'\]",
+    ) as info:
         get_writer(name)
-    assert isinstance(info.value, ExportError) and isinstance(info.value, ConfigError) and name in str(info.value)
+    assert (
+        isinstance(info.value, ExportError)
+        and isinstance(info.value, ConfigError)
+        and name in str(info.value)
+    )
 
 
 def test_write__geotiff(tmp_path):

@@ -18,12 +18,15 @@ REMOVED = {"ema": 0.99, "lead_weights": (2.0, 1.0, 1.0), "peephole": "channel"}
 
 # -- the API -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(REMOVED))
 def test_trafficforecaster__removed_option_refused(name):
     assert name not in PARAMS
     with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
         TrafficForecaster("convlstm", **{name: REMOVED[name]})
-    with pytest.raises(ConfigError, match=f"unknown parameter '{name}': expected one of model, input_steps"):
+    with pytest.raises(
+        ConfigError, match=f"unknown parameter '{name}': expected one of model, input_steps"
+    ):
         TrafficForecaster("convlstm").set_params(**{name: REMOVED[name]})
 
 
@@ -38,13 +41,20 @@ def test_compare__removed_option_refused(name):
 def test_get_model__peephole_refused_with_the_valid_arguments():
     from trafficrnn.models import get_model
 
-    with pytest.raises(TypeError, match=r"get_model\('convlstm'\) got unexpected argument\(s\) 'peephole'; "
-                                        r"valid arguments: in_channels, out_channels, hidden_channels"):
+    with pytest.raises(
+        TypeError,
+        match=r"get_model\('convlstm'\) got unexpected argument\(s\) 'peephole'; "
+        r"valid arguments: in_channels, out_channels, hidden_channels",
+    ):
         get_model("convlstm", in_channels=1, peephole="channel")
     for name in ("convlstm", "convgru"):
-        with pytest.raises(TypeError, match="got unexpected argument\\(s\\) 'peephole'; valid cell arguments: bias"):
+        with pytest.raises(
+            TypeError, match="got unexpected argument\\(s\\) 'peephole'; valid cell arguments: bias"
+        ):
             get_model(name, in_channels=1, cell_kwargs={"peephole": "channel"})
-    assert get_model("convlstm", in_channels=1, cell_kwargs={"bias": False}).config["cell_kwargs"] == {"bias": False}
+    assert get_model("convlstm", in_channels=1, cell_kwargs={"bias": False}).config[
+        "cell_kwargs"
+    ] == {"bias": False}
 
 
 def test_get_cell__peephole_refused():
@@ -69,18 +79,22 @@ def test_forecast_module__removed_options_refused():
 
 # -- the CLI -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("command", ["train", "compare"])
 @pytest.mark.parametrize("flag", [["--ema", "0.99"], ["--lead-weights", "2,1,1"], ["--peephole"]])
 def test_cli__removed_flag_is_a_usage_error(command, flag, tmp_path):
     from trafficrnn.cli import main
 
-    result = CliRunner().invoke(main, [command, str(tmp_path), *flag, "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main, [command, str(tmp_path), *flag, "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 2, result.output
     assert f"No such option '{flag[0]}'" in result.output
     assert not (tmp_path / "out").exists()
 
 
 # -- saved models of the old layout --------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
@@ -105,8 +119,12 @@ def _old_layout(saved, tmp_path, params=None, cell_kwargs=None, version="0.3.0")
 
 
 def test_load__old_layout_training_options_dropped(saved, tmp_path):
-    path = _old_layout(saved, tmp_path, {"ema": 0.99, "lead_weights": [2.0, 1.0, 1.0], "peephole": None},
-                       cell_kwargs={"peephole": None})
+    path = _old_layout(
+        saved,
+        tmp_path,
+        {"ema": 0.99, "lead_weights": [2.0, 1.0, 1.0], "peephole": None},
+        cell_kwargs={"peephole": None},
+    )
     again = TrafficForecaster.load(path)
     assert not any(hasattr(again, name) for name in REMOVED)
     assert again.model_.config["cell_kwargs"] == {}
@@ -121,14 +139,21 @@ def test_load__old_layout_peephole_refused_naming_the_version(saved, tmp_path, w
     with pytest.raises(ModelFileError) as info:
         TrafficForecaster.load(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: this model was saved by trafficrnn 0.3.0 with peephole='channel'")
+    assert message.startswith(
+        f"{path}: this model was saved by trafficrnn 0.3.0 with peephole='channel'"
+    )
     assert "an option removed from this trafficrnn" in message
-    assert "retrain the model with trafficrnn" in message and "or load it with trafficrnn 0.3.0" in message
+    assert (
+        "retrain the model with trafficrnn" in message
+        and "or load it with trafficrnn 0.3.0" in message
+    )
 
 
 def test_load__old_layout_peephole_without_a_recorded_version(saved, tmp_path):
     path = _old_layout(saved, tmp_path, {"peephole": "channel"}, version=None)
-    with pytest.raises(ModelFileError, match="saved by an earlier trafficrnn with peephole='channel'"):
+    with pytest.raises(
+        ModelFileError, match="saved by an earlier trafficrnn with peephole='channel'"
+    ):
         TrafficForecaster.load(path)
 
 
@@ -136,6 +161,9 @@ def test_load__old_layout_peephole_saved_by_this_version_number(saved, tmp_path)
     from trafficrnn._version import __version__
 
     path = _old_layout(saved, tmp_path, {"peephole": "channel"}, version=__version__)
-    with pytest.raises(ModelFileError, match=rf"or load it with trafficrnn {__version__} \(a build from before the "
-                                             r"removal\), the version that saved it"):
+    with pytest.raises(
+        ModelFileError,
+        match=rf"or load it with trafficrnn {__version__} \(a build from before the "
+        r"removal\), the version that saved it",
+    ):
         TrafficForecaster.load(path)

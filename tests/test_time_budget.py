@@ -7,8 +7,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-import trafficrnn.training  # noqa: F401 - imports Lightning now: the first fit of a process pays seconds for it,
-#                                          within its limit, which would leave the tiny limits here no batch
+# imported now: the first fit of a process pays seconds for importing Lightning, within its limit,
+# which would leave the tiny limits here no batch
+import trafficrnn.training  # noqa: F401
 from trafficrnn.cli import main
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
@@ -20,8 +21,9 @@ TINY = dict(input_steps=4, horizon=2, hidden=(8,), max_epochs=10_000, patience=0
 
 
 def bound(minutes: float) -> float:
-    """Seconds fit may take under ``max_time=minutes``: the limit plus max(10 %, 3 s)."""
-    return minutes * 60 + max(0.1 * minutes * 60, 3.0)
+    """Seconds fit may take under ``max_time=minutes``: the limit plus max(10 %, 5 s) (the batch that
+    reaches the limit and a loaded machine; an epoch that ignored the limit overruns by far more)."""
+    return minutes * 60 + max(0.1 * minutes * 60, 5.0)
 
 
 def timed_fit(est, *args, **kwargs) -> float:
@@ -76,8 +78,9 @@ def test_max_time__bounds_fit_with_counting_stages(city):
     assert wall <= bound(0.2), summary
     assert summary["wall_seconds"] <= wall
     stages = summary["counting"]
-    assert summary["train_seconds"] == pytest.approx(stages["stage_a"]["seconds"] + stages["stage_b"]["seconds"],
-                                                     abs=0.02)
+    assert summary["train_seconds"] == pytest.approx(
+        stages["stage_a"]["seconds"] + stages["stage_b"]["seconds"], abs=0.02
+    )
     assert stages["stage_b"]["epochs"] == summary["epochs"] > 0
     check_epochs(summary, est.history_)
 
@@ -85,15 +88,45 @@ def test_max_time__bounds_fit_with_counting_stages(city):
 def test_cli_train__max_minutes_bounds_the_run_and_prints_fractional_epochs(tmp_path):
     write_stack(density_series(periods=1000), tmp_path / "stack")
     runner = CliRunner()
-    result = runner.invoke(main, ["train", str(tmp_path / "stack"), "--model", "convgru", "--input-steps", "4",
-                                  "--horizon", "2", "--hidden", "8", "--batch-size", "1", "--max-epochs", "10000",
-                                  "--val", "0.01", "--test", "0.01", "--max-minutes", "0.1", "--quiet",
-                                  "--out", str(tmp_path / "model")])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            str(tmp_path / "stack"),
+            "--model",
+            "convgru",
+            "--input-steps",
+            "4",
+            "--horizon",
+            "2",
+            "--hidden",
+            "8",
+            "--batch-size",
+            "1",
+            "--max-epochs",
+            "10000",
+            "--val",
+            "0.01",
+            "--test",
+            "0.01",
+            "--max-minutes",
+            "0.1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "model"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    fit = re.search(r"^epochs     (\d+\.\d+)  \((\d+\.\d) s training, (\d+\.\d) s in all\)$", result.output, re.M)
+    fit = re.search(
+        r"^epochs     (\d+\.\d+)  \((\d+\.\d) s training, (\d+\.\d) s in all\)$",
+        result.output,
+        re.M,
+    )
     assert fit, result.output  # about 980 batches an epoch: the clock cuts one
     epochs, training, in_all = (float(v) for v in fit.groups())
     assert not epochs.is_integer() and training <= in_all <= bound(0.1)
     est = TrafficForecaster.load(tmp_path / "model")
     assert est.training_summary_["epochs"] == epochs
-    assert est.training_summary_["wall_seconds"] == pytest.approx(in_all, abs=0.051)  # printed to 0.1 s
+    assert est.training_summary_["wall_seconds"] == pytest.approx(
+        in_all, abs=0.051
+    )  # printed to 0.1 s

@@ -21,7 +21,9 @@ def test_masked_mse__nothing_valid_is_zero():
 
 
 def test_masked_mse__every_lead_counts_the_same():
-    pred = torch.tensor([[[1.0, 3.0]], [[2.0, 0.0]]]).transpose(0, 1)  # (N=1, lead=2, 2): errors 1,3 | 2,0
+    pred = torch.tensor([[[1.0, 3.0]], [[2.0, 0.0]]]).transpose(
+        0, 1
+    )  # (N=1, lead=2, 2): errors 1,3 | 2,0
     target = torch.zeros_like(pred)
     mask = torch.tensor([[[True, True], [True, False]]])  # the second entry of lead 2 is masked
     assert masked_mse(pred, target, mask).item() == pytest.approx((1 + 9 + 4) / 3)
@@ -38,7 +40,9 @@ def test_fit__checkpoints_and_resume(tmp_path):
     first = TrafficForecaster("convgru", **params).fit(da, checkpoint_dir=tmp_path)
     assert (tmp_path / "last.ckpt").exists() and (tmp_path / "best.ckpt").exists()
     assert len(first.history_) == 2
-    resumed = TrafficForecaster("convgru", **{**params, "max_epochs": 3}).fit(da, checkpoint_dir=tmp_path, resume=True)
+    resumed = TrafficForecaster("convgru", **{**params, "max_epochs": 3}).fit(
+        da, checkpoint_dir=tmp_path, resume=True
+    )
     assert [h["epoch"] for h in resumed.history_] == [2]  # only the third epoch ran
 
 
@@ -46,14 +50,18 @@ def test_fit__learning_rate_decays_over_the_epochs():
     da = density_series(periods=100)
     est = TrafficForecaster("convgru", **{**FAST, "max_epochs": 3, "lr": 1e-2}).fit(da)
     lrs = [h["lr"] for h in est.history_]
-    assert lrs[0] > lrs[1] > lrs[2] == pytest.approx(1e-2 / 20)  # cosine to lr / 20 at the last step
+    assert (
+        lrs[0] > lrs[1] > lrs[2] == pytest.approx(1e-2 / 20)
+    )  # cosine to lr / 20 at the last step
 
 
 def test_fit__learning_rate_decays_over_max_time():
     # stopped by the clock long before max_epochs: the schedule follows the time spent, so the
     # run still ends near lr / 20 instead of at the start of a cosine over 10,000 epochs
     da = density_series(periods=100)
-    est = TrafficForecaster("convgru", **{**FAST, "max_epochs": 10_000, "lr": 1e-2, "max_time": 0.05}).fit(da)
+    est = TrafficForecaster(
+        "convgru", **{**FAST, "max_epochs": 10_000, "lr": 1e-2, "max_time": 0.05}
+    ).fit(da)
     assert len(est.history_) < 10_000 and est.history_[-1]["lr"] < 0.3e-2
 
 

@@ -31,9 +31,22 @@ __all__ = [
 # loads neither xarray/rasterio nor torch
 _LAZY = {
     "Grid": "trafficrnn.grid",
-    **dict.fromkeys(["read_stack", "read_vectors", "rasterize_points", "rasterize_lines", "aggregate_to_segments",
-                     "to_geotiff", "write_stack", "to_netcdf", "read_netcdf", "to_geopackage", "check_outputs"],
-                    "trafficrnn.io"),
+    **dict.fromkeys(
+        [
+            "read_stack",
+            "read_vectors",
+            "rasterize_points",
+            "rasterize_lines",
+            "aggregate_to_segments",
+            "to_geotiff",
+            "write_stack",
+            "to_netcdf",
+            "read_netcdf",
+            "to_geopackage",
+            "check_outputs",
+        ],
+        "trafficrnn.io",
+    ),
     "TrafficForecaster": "trafficrnn.estimator",
     "ForecastEnsemble": "trafficrnn.ensemble",
     "load": "trafficrnn.ensemble",

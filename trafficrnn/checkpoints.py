@@ -28,8 +28,19 @@ from trafficrnn.errors import ConfigError, ModelFileError
 RUN_FILE = "run.json"
 FORMAT = "trafficrnn-run"
 #: settings a resumed run may change: how long it trains and on what hardware, not what it learns
-RESUMABLE = frozenset({"max_epochs", "max_time", "patience", "progress", "precision", "accelerator", "devices",
-                       "strategy", "num_nodes"})
+RESUMABLE = frozenset(
+    {
+        "max_epochs",
+        "max_time",
+        "patience",
+        "progress",
+        "precision",
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+    }
+)
 #: settings that do not change a finished run's result (it is read back whatever they say)
 _COSMETIC = frozenset({"progress"})
 _CHECKPOINTS = ("last.ckpt", "best.ckpt")
@@ -40,8 +51,16 @@ def run_record(params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     from trafficrnn.persist import jsonable
 
     # through JSON and back, so that it compares equal to what a later run reads from run.json
-    return json.loads(json.dumps({"format": FORMAT, "settings": jsonable(params), "data": jsonable(data),
-                                  "finished": None}))
+    return json.loads(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "settings": jsonable(params),
+                "data": jsonable(data),
+                "finished": None,
+            }
+        )
+    )
 
 
 def _read(root: Path) -> dict[str, Any] | None:
@@ -51,20 +70,36 @@ def _read(root: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(file.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{file} is not valid JSON ({exc}); the checkpoint folder is corrupt: train again "
-                             "into a new checkpoint_dir") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("settings"), dict):
-        raise ModelFileError(f"{file} is not a trafficrnn run record (format {record.get('format') if isinstance(record, dict) else None!r}, "
-                             f"expected {FORMAT!r}); train again into a new checkpoint_dir")
+        raise ModelFileError(
+            f"{file} is not valid JSON ({exc}); the checkpoint folder is corrupt: train again "
+            "into a new checkpoint_dir"
+        ) from None
+    if (
+        not isinstance(record, dict)
+        or record.get("format") != FORMAT
+        or not isinstance(record.get("settings"), dict)
+    ):
+        raise ModelFileError(
+            f"{file} is not a trafficrnn run record (format {record.get('format') if isinstance(record, dict) else None!r}, "
+            f"expected {FORMAT!r}); train again into a new checkpoint_dir"
+        )
     return record
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any], skip: frozenset[str] = frozenset()) -> list[str]:
+def _differences(
+    old: dict[str, Any], new: dict[str, Any], skip: frozenset[str] = frozenset()
+) -> list[str]:
     keys = sorted((set(old) | set(new)) - skip)
-    return [f"{k}: {old.get(k)!r:.60} then, {new.get(k)!r:.60} now" for k in keys if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {old.get(k)!r:.60} then, {new.get(k)!r:.60} now"
+        for k in keys
+        if old.get(k) != new.get(k)
+    ]
 
 
-def prepare(root: Path, record: dict[str, Any], resume: bool) -> tuple[Path | None, dict[str, Any] | None]:
+def prepare(
+    root: Path, record: dict[str, Any], resume: bool
+) -> tuple[Path | None, dict[str, Any] | None]:
     """Check the folder before training; returns ``(last.ckpt to resume from or None, finished record or None)``.
 
     A finished record is returned when ``resume`` and the run finished with the same settings (all but
@@ -84,24 +119,32 @@ def prepare(root: Path, record: dict[str, Any], resume: bool) -> tuple[Path | No
     old = _read(root)
     if old is None:
         if present:
-            raise ModelFileError(f"{root} holds {', '.join(present)} but no {RUN_FILE}: not a trafficrnn checkpoint "
-                                 "folder, or from a version that did not record its runs; train again into a new "
-                                 "checkpoint_dir")
+            raise ModelFileError(
+                f"{root} holds {', '.join(present)} but no {RUN_FILE}: not a trafficrnn checkpoint "
+                "folder, or from a version that did not record its runs; train again into a new "
+                "checkpoint_dir"
+            )
         return None, None  # nothing to resume yet: this run starts it
     changed = _differences(old["settings"], record["settings"], RESUMABLE)
     if changed:
-        raise ModelFileError(f"{root}: the run there was trained with other settings ({'; '.join(changed)}); "
-                             "resume with the settings it was started with, or train into a new checkpoint_dir")
+        raise ModelFileError(
+            f"{root}: the run there was trained with other settings ({'; '.join(changed)}); "
+            "resume with the settings it was started with, or train into a new checkpoint_dir"
+        )
     moved = _differences(old.get("data") or {}, record["data"])
     if moved:
-        raise ModelFileError(f"{root}: the run there was trained on other data ({'; '.join(moved)}); resume "
-                             "with the same stack, or train into a new checkpoint_dir")
+        raise ModelFileError(
+            f"{root}: the run there was trained on other data ({'; '.join(moved)}); resume "
+            "with the same stack, or train into a new checkpoint_dir"
+        )
     finished = old.get("finished")
     if finished and not _differences(old["settings"], record["settings"], _COSMETIC):
         name = finished.get("best")
         if not isinstance(name, str) or Path(name).name != name or not (root / name).is_file():
-            raise ModelFileError(f"{root}: the finished run's checkpoint {name!r:.60} is missing or not a file of "
-                                 "this folder; train again into a new checkpoint_dir")
+            raise ModelFileError(
+                f"{root}: the finished run's checkpoint {name!r:.60} is missing or not a file of "
+                "this folder; train again into a new checkpoint_dir"
+            )
         return None, finished
     last = root / "last.ckpt"
     if not last.exists():
@@ -118,11 +161,15 @@ def check_folder(root: Path, resume: bool) -> list[str]:
     ConfigError
     """
     if root.exists() and not root.is_dir():
-        raise ConfigError(f"checkpoint_dir {root} is a file; pass a folder (it is created if missing)")
+        raise ConfigError(
+            f"checkpoint_dir {root} is a file; pass a folder (it is created if missing)"
+        )
     present = [name for name in _CHECKPOINTS if (root / name).exists()]
     if present and not resume:
-        raise ConfigError(f"checkpoint_dir {root} already holds {', '.join(present)} of an earlier run; pass "
-                          "resume=True (CLI: --resume) to continue it, or a new or empty folder to start afresh")
+        raise ConfigError(
+            f"checkpoint_dir {root} already holds {', '.join(present)} of an earlier run; pass "
+            "resume=True (CLI: --resume) to continue it, or a new or empty folder to start afresh"
+        )
     return present
 
 
@@ -140,11 +187,15 @@ def check_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read it means the same to the user
         kind = type(exc).__name__
-        raise ModelFileError(f"{path} cannot be read as a checkpoint ({kind}: {str(exc).splitlines()[0][:120]}); it "
-                             "is truncated, tampered with or not a checkpoint, and is never unpickled: delete the "
-                             "folder and train again") from None
+        raise ModelFileError(
+            f"{path} cannot be read as a checkpoint ({kind}: {str(exc).splitlines()[0][:120]}); it "
+            "is truncated, tampered with or not a checkpoint, and is never unpickled: delete the "
+            "folder and train again"
+        ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise ModelFileError(f"{path} holds no state_dict: not a Lightning checkpoint; delete the folder and train again")
+        raise ModelFileError(
+            f"{path} holds no state_dict: not a Lightning checkpoint; delete the folder and train again"
+        )
     return ckpt
 
 
@@ -160,8 +211,10 @@ def load_state(path: Path, module) -> None:
         module.load_state_dict(state)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
-        raise ModelFileError(f"{path} does not fit this model ({detail[:200]}{'...' if len(detail) > 200 else ''}); it was "
-                             "written for other settings: train again into a new checkpoint_dir") from None
+        raise ModelFileError(
+            f"{path} does not fit this model ({detail[:200]}{'...' if len(detail) > 200 else ''}); it was "
+            "written for other settings: train again into a new checkpoint_dir"
+        ) from None
 
 
 def finish(root: Path, record: dict[str, Any], finished: dict[str, Any]) -> None:

@@ -14,9 +14,27 @@ import click
 
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
-    _FILE, ALIGN_HELP, COVARIATES_HELP, MODEL_NAMES, STACK_ALIGN_HELP, TIME_PATTERN_HELP,
-    _align_images, _check_outputs, _covariates, _data_kwargs, _ensemble_options, _load_model, _model_folder,
-    _model_list, _prepare_training, _read_vector, _static, _table_json, _target, _training_options, _write_text,
+    _FILE,
+    ALIGN_HELP,
+    COVARIATES_HELP,
+    MODEL_NAMES,
+    STACK_ALIGN_HELP,
+    TIME_PATTERN_HELP,
+    _align_images,
+    _check_outputs,
+    _covariates,
+    _data_kwargs,
+    _ensemble_options,
+    _load_model,
+    _model_folder,
+    _model_list,
+    _prepare_training,
+    _read_vector,
+    _static,
+    _table_json,
+    _target,
+    _training_options,
+    _write_text,
 )
 from trafficrnn.errors import TrafficRNNError
 from trafficrnn.params import DEFAULTS
@@ -26,10 +44,16 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 #: commands that live beside their own subsystem, imported when run (so that ``trafficrnn --help``
 #: imports neither of them): name -> (module, attribute, the short help that ``--help`` lists)
 LAZY_COMMANDS = {
-    "datasets": ("trafficrnn.datasets.cli", "datasets_group",
-                 "Real datasets shipped with trafficrnn (list: nyc-bike)."),
-    "simulate": ("trafficrnn.synth.cli", "simulate_command",
-                 "Simulate a small city and write OUT_DIR/images, density, vehicles.gpkg, roads.gpkg, manifest.json."),
+    "datasets": (
+        "trafficrnn.datasets.cli",
+        "datasets_group",
+        "Real datasets shipped with trafficrnn (list: nyc-bike).",
+    ),
+    "simulate": (
+        "trafficrnn.synth.cli",
+        "simulate_command",
+        "Simulate a small city and write OUT_DIR/images, density, vehicles.gpkg, roads.gpkg, manifest.json.",
+    ),
 }
 
 
@@ -52,8 +76,15 @@ class _Group(click.Group):
         limit = formatter.width - 6 - max(map(len, names))
         rows = []
         for name in names:
-            if name in LAZY_COMMANDS and name not in self.commands:  # a stand-in, to shorten the help alike
-                rows.append((name, click.Command(name, help=LAZY_COMMANDS[name][2]).get_short_help_str(limit)))
+            if (
+                name in LAZY_COMMANDS and name not in self.commands
+            ):  # a stand-in, to shorten the help alike
+                rows.append(
+                    (
+                        name,
+                        click.Command(name, help=LAZY_COMMANDS[name][2]).get_short_help_str(limit),
+                    )
+                )
             elif not (command := self.get_command(ctx, name)).hidden:
                 rows.append((name, command.get_short_help_str(limit)))
         with formatter.section("Commands"):
@@ -97,8 +128,13 @@ def main(ctx: click.Context, debug: bool, verbose: int) -> None:
 @main.command(context_settings=CONTEXT)
 @click.argument("stack", type=click.Path(exists=True))
 @click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
-@click.option("--align", default="strict", show_default=True, type=click.Choice(["strict", "reproject"]),
-              help=STACK_ALIGN_HELP)
+@click.option(
+    "--align",
+    default="strict",
+    show_default=True,
+    type=click.Choice(["strict", "reproject"]),
+    help=STACK_ALIGN_HELP,
+)
 @click.option("--allow-gaps", is_flag=True, help="Accept an irregular cadence and list the gaps.")
 def inspect(stack: str, time_pattern: str | None, align: str, allow_gaps: bool) -> None:
     """Check a GeoTIFF stack and print what read_stack makes of it.
@@ -131,16 +167,30 @@ def inspect(stack: str, time_pattern: str | None, align: str, allow_gaps: bool) 
     published = published_split(images)
     if published is not None:
         parts = published.parts_in(pd.DatetimeIndex(times))
-        click.echo(f"split      published: {published.describe()} (this stack holds its {', '.join(parts) or 'no'} "
-                   f"part{'s' if len(parts) > 1 else ''}; train / evaluate / compare use it unless --val / --test)")
+        click.echo(
+            f"split      published: {published.describe()} (this stack holds its {', '.join(parts) or 'no'} "
+            f"part{'s' if len(parts) > 1 else ''}; train / evaluate / compare use it unless --val / --test)"
+        )
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--out", "out_dir", default="trafficrnn-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Output folder (its demo files are replaced).")
-@click.option("--sample", default=None, type=click.Path(exists=True, file_okay=False),
-              help="A folder written by `trafficrnn simulate` (default: the shipped data/sample).")
-@click.option("--minutes", default=1.2, show_default=True, type=float, help="Training time limit per model.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="trafficrnn-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (its demo files are replaced).",
+)
+@click.option(
+    "--sample",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="A folder written by `trafficrnn simulate` (default: the shipped data/sample).",
+)
+@click.option(
+    "--minutes", default=1.2, show_default=True, type=float, help="Training time limit per model."
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: bool) -> None:
@@ -156,25 +206,50 @@ def demo(out_dir: str, sample: str | None, minutes: float, seed: int, quiet: boo
     """
     from trafficrnn.demo import run_demo
 
-    run_demo(out_dir, sample=sample, max_minutes=minutes, seed=seed, progress=not quiet, echo=click.echo)
+    run_demo(
+        out_dir, sample=sample, max_minutes=minutes, seed=seed, progress=not quiet, echo=click.echo
+    )
 
 
 # -- model commands -----------------------------------------------------------------------
 
+
 @main.command(context_settings=CONTEXT)
 @click.argument("stack")
-@click.option("--model", "model_name", default=DEFAULTS["model"], show_default=True,
-              type=click.Choice(MODEL_NAMES, case_sensitive=False))
-@click.option("--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json).")
-@click.option("--checkpoint-dir", type=click.Path(), default=None,
-              help="Keep the training checkpoints here (per member with --members), to --resume after an interruption.")
-@click.option("--resume", is_flag=True,
-              help="Continue the run in --checkpoint-dir (same settings and stack; --max-epochs / --max-minutes may "
-                   "grow); members that had finished are read back.")
+@click.option(
+    "--model",
+    "model_name",
+    default=DEFAULTS["model"],
+    show_default=True,
+    type=click.Choice(MODEL_NAMES, case_sensitive=False),
+)
+@click.option(
+    "--out", required=True, type=click.Path(), help="Model folder to write (weights + config.json)."
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(),
+    default=None,
+    help="Keep the training checkpoints here (per member with --members), to --resume after an interruption.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --checkpoint-dir (same settings and stack; --max-epochs / --max-minutes may "
+    "grow); members that had finished are read back.",
+)
 @_ensemble_options
 @_training_options
-def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, resume: bool, members: int, jobs: int,
-          **opts) -> None:
+def train(
+    stack: str,
+    model_name: str,
+    out: str,
+    checkpoint_dir: str | None,
+    resume: bool,
+    members: int,
+    jobs: int,
+    **opts,
+) -> None:
     """Train a ConvLSTM or ConvGRU on a GeoTIFF stack and save it.
 
     STACK holds aerial images (with --target or --vehicles and --tile-size), or density / flow
@@ -203,25 +278,43 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
         from trafficrnn.ensemble import ForecastEnsemble
 
         est = ForecastEnsemble(est, members=members, n_jobs=jobs)
-    est.fit(images, target, vehicles=points, **_data_kwargs(static, opts["covariates"]),
-            checkpoint_dir=checkpoint_dir, resume=resume)
+    est.fit(
+        images,
+        target,
+        vehicles=points,
+        **_data_kwargs(static, opts["covariates"]),
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+    )
     est.save(out, overwrite=opts["overwrite"])
     s = est.training_summary_
     runs = s.get("runs", [s])
     losses = [r["best_val_loss"] for r in runs if r.get("best_val_loss") is not None]
-    best = (f"{', '.join(f'{v:.4g}' for v in losses)} (normalised MSE)" if losses else "n/a (no val split)")
+    best = (
+        f"{', '.join(f'{v:.4g}' for v in losses)} (normalised MSE)"
+        if losses
+        else "n/a (no val split)"
+    )
     first = runs[0]
-    click.echo(f"trained    {est.model} on {first['frames']} frames ({first['period'][0][:16]} → "
-               f"{first['period'][1][:16]}), grid {est.grid_.shape[0]}×{est.grid_.shape[1]} cells, "
-               f"bands {', '.join(est.bands_)}")
+    click.echo(
+        f"trained    {est.model} on {first['frames']} frames ({first['period'][0][:16]} → "
+        f"{first['period'][1][:16]}), grid {est.grid_.shape[0]}×{est.grid_.shape[1]} cells, "
+        f"bands {', '.join(est.bands_)}"
+    )
     epochs = ", ".join(str(r["epochs"]) for r in runs)
-    wall = s.get("wall_seconds")  # all of fit: set-up, training, validation (a fraction of epochs: the last one cut)
-    click.echo(f"epochs     {epochs}  ({s['train_seconds']:.1f} s training{' per member' if members > 1 else ''}"
-               + (f", {wall:.1f} s in all)" if wall is not None else ")"))
+    wall = s.get(
+        "wall_seconds"
+    )  # all of fit: set-up, training, validation (a fraction of epochs: the last one cut)
+    click.echo(
+        f"epochs     {epochs}  ({s['train_seconds']:.1f} s training{' per member' if members > 1 else ''}"
+        + (f", {wall:.1f} s in all)" if wall is not None else ")")
+    )
     click.echo(f"best val   {best}")
     lines = _split_lines(first.get("split") or {}, 0, first.get("split_source"))
     for key, value in [lines[0]] + [line for line in lines[1:] if line[1].startswith("split by")]:
-        click.echo(f"{key:<10} {value}")  # the ranges and which split (the overlap note is for `info`)
+        click.echo(
+            f"{key:<10} {value}"
+        )  # the ranges and which split (the overlap note is for `info`)
     click.echo(f"parameters {s['parameters']:,}" + (f" ({members} members)" if members > 1 else ""))
     click.echo(f"saved      {out}  (see `trafficrnn info {out}`)")
 
@@ -229,31 +322,88 @@ def train(stack: str, model_name: str, out: str, checkpoint_dir: str | None, res
 @main.command(context_settings=CONTEXT)
 @click.argument("model")
 @click.argument("stack")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="forecast.tif (COG), forecast.nc (CF-NetCDF) or forecast.gpkg (one polygon per cell, or "
-                   "per road segment with --segments).")
-@click.option("--segments", default=None, type=_FILE,
-              help="Road lines: write the .gpkg per road segment (length-weighted mean of its cells) instead "
-                   "of per cell.")
-@click.option("--roads", default=None, type=_FILE,
-              help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
-                   "layer saved with the model, on its training grid).")
-@click.option("--horizon", default=None, type=click.IntRange(1), help="Lead steps (at most the trained horizon).")
-@click.option("--target", default=None, help="Observed targets of the input frames (models trained with --target-inputs).")
-@click.option("--vehicles", default=None, type=_FILE, help="Vehicle points of the input frames (--target-inputs models).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="forecast.tif (COG), forecast.nc (CF-NetCDF) or forecast.gpkg (one polygon per cell, or "
+    "per road segment with --segments).",
+)
+@click.option(
+    "--segments",
+    default=None,
+    type=_FILE,
+    help="Road lines: write the .gpkg per road segment (length-weighted mean of its cells) instead "
+    "of per cell.",
+)
+@click.option(
+    "--roads",
+    default=None,
+    type=_FILE,
+    help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
+    "layer saved with the model, on its training grid).",
+)
+@click.option(
+    "--horizon",
+    default=None,
+    type=click.IntRange(1),
+    help="Lead steps (at most the trained horizon).",
+)
+@click.option(
+    "--target",
+    default=None,
+    help="Observed targets of the input frames (models trained with --target-inputs).",
+)
+@click.option(
+    "--vehicles",
+    default=None,
+    type=_FILE,
+    help="Vehicle points of the input frames (--target-inputs models).",
+)
 @click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
-@click.option("--window", default=None, type=click.IntRange(1),
-              help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).")
-@click.option("--halo", default=None, type=click.IntRange(0), help="Cells read around each window (default: exact).")
-@click.option("--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs.")
-@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample", "reproject"]),
-              help=ALIGN_HELP)
+@click.option(
+    "--window",
+    default=None,
+    type=click.IntRange(1),
+    help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).",
+)
+@click.option(
+    "--halo",
+    default=None,
+    type=click.IntRange(0),
+    help="Cells read around each window (default: exact).",
+)
+@click.option(
+    "--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs."
+)
+@click.option(
+    "--align",
+    default="exact",
+    show_default=True,
+    type=click.Choice(["exact", "resample", "reproject"]),
+    help=ALIGN_HELP,
+)
 @click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-def forecast(model: str, stack: str, out: str, segments: str | None, roads: str | None, horizon: int | None,
-             target: str | None, vehicles: str | None, covariates: str | None, window: int | None, halo: int | None,
-             scheduler: str | None, align: str, time_pattern: str | None, allow_gaps: bool, overwrite: bool) -> None:
+def forecast(
+    model: str,
+    stack: str,
+    out: str,
+    segments: str | None,
+    roads: str | None,
+    horizon: int | None,
+    target: str | None,
+    vehicles: str | None,
+    covariates: str | None,
+    window: int | None,
+    halo: int | None,
+    scheduler: str | None,
+    align: str,
+    time_pattern: str | None,
+    allow_gaps: bool,
+    overwrite: bool,
+) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
     \b
@@ -272,75 +422,153 @@ def forecast(model: str, stack: str, out: str, segments: str | None, roads: str 
     _check_outputs([out], overwrite, tuple(WRITERS))
     writer, output = get_writer(out), WRITERS.info(Path(out).suffix)
     if segments and not output.segments:
-        raise ConfigError(f"--segments with --out {out}: road segments need a .gpkg output; use "
-                          "--out forecast.gpkg, or drop --segments")
+        raise ConfigError(
+            f"--segments with --out {out}: road segments need a .gpkg output; use "
+            "--out forecast.gpkg, or drop --segments"
+        )
     est = _load_model(model)
     if roads and not est.static_bands_:
-        raise ConfigError(f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads "
-                          "(for a forecast per road segment: --segments ROADS.gpkg --out forecast.gpkg)")
+        raise ConfigError(
+            f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads "
+            "(for a forecast per road segment: --segments ROADS.gpkg --out forecast.gpkg)"
+        )
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     segments_gdf = _read_vector(segments, "--segments") if segments else None
     if window or scheduler:
         if align != "exact":
-            raise ConfigError(f"--align {align} is not available with --window/--scheduler: warp the stack onto "
-                              f"the model's pixels first ({gdalwarp_line(est.grid_)}, per frame), or drop --window")
+            raise ConfigError(
+                f"--align {align} is not available with --window/--scheduler: warp the stack onto "
+                f"the model's pixels first ({gdalwarp_line(est.grid_)}, per frame), or drop --window"
+            )
         if not output.streams:
-            raise ConfigError(f"--window/--scheduler stream the forecast into a COG: use --out forecast.tif "
-                              f"(got {out})")
+            raise ConfigError(
+                f"--window/--scheduler stream the forecast into a COG: use --out forecast.tif "
+                f"(got {out})"
+            )
         from trafficrnn.inference import connect, forecast_large
 
         client = connect(scheduler) if scheduler else None
         try:
             images = read_stack(stack, time=time_pattern, allow_gaps=allow_gaps, chunks={})
-            static = _static(roads_gdf, images, est.grid_.tile_size) if roads_gdf is not None else None
-            path = forecast_large(est, images, out, window=window, halo=halo, client=client, horizon=horizon,
-                                  overwrite=overwrite, covariates=_covariates(covariates), static=static)
+            static = (
+                _static(roads_gdf, images, est.grid_.tile_size) if roads_gdf is not None else None
+            )
+            path = forecast_large(
+                est,
+                images,
+                out,
+                window=window,
+                halo=halo,
+                client=client,
+                horizon=horizon,
+                overwrite=overwrite,
+                covariates=_covariates(covariates),
+                static=static,
+            )
         finally:
             if client is not None:
                 client.close()
         click.echo(f"wrote {path} ({output.label}, windows of {window or 'default'} cells)")
         return
-    images = read_stack(stack, time=time_pattern, align="reproject" if align == "reproject" else "strict",
-                        allow_gaps=allow_gaps, chunks={})
+    images = read_stack(
+        stack,
+        time=time_pattern,
+        align="reproject" if align == "reproject" else "strict",
+        allow_gaps=allow_gaps,
+        chunks={},
+    )
     recent = _align_images(images.isel(time=slice(-est.history_needed, None)).load(), est, align)
-    static = _static(roads_gdf, recent, est.grid_.tile_size) if roads_gdf is not None else None  # else: the model's
+    static = (
+        _static(roads_gdf, recent, est.grid_.tile_size) if roads_gdf is not None else None
+    )  # else: the model's
     extra = _data_kwargs(static, covariates)
     if est.target_inputs:
         if not (target or vehicles):
-            raise ConfigError(f"{model} reads the observed targets of its input frames (trained with "
-                              "--target-inputs): pass --target STACK or --vehicles POINTS.gpkg for them")
+            raise ConfigError(
+                f"{model} reads the observed targets of its input frames (trained with "
+                "--target-inputs): pass --target STACK or --vehicles POINTS.gpkg for them"
+            )
         tile = est.grid_.tile_size
-        extra["target"] = _target(recent, target, vehicles, tile if tile > 1 else None, allow_gaps)[0]
+        extra["target"] = _target(recent, target, vehicles, tile if tile > 1 else None, allow_gaps)[
+            0
+        ]
     fc = est.predict(recent, horizon=horizon, align=align, **extra)
     writer(fc, out, overwrite=overwrite, **({"segments": segments_gdf} if output.segments else {}))
     leads = [f"+{int(v.astype('timedelta64[m]').astype(int))}min" for v in fc["lead"].values]
-    kind = output.label + ((", road segments" if segments_gdf is not None else ", cells") if output.segments else "")
-    click.echo(f"wrote {out} ({kind}): {len(leads)} lead(s) "
-               f"{leads[0]} … {leads[-1]}, issued {fc.attrs['issued']}, model {fc.attrs['model']}")
+    kind = output.label + (
+        (", road segments" if segments_gdf is not None else ", cells") if output.segments else ""
+    )
+    click.echo(
+        f"wrote {out} ({kind}): {len(leads)} lead(s) "
+        f"{leads[0]} … {leads[-1]}, issued {fc.attrs['issued']}, model {fc.attrs['model']}"
+    )
 
 
 @main.command(context_settings=CONTEXT)
 @click.argument("model")
 @click.argument("stack")
-@click.option("--target", default=None, help="Target stack on the model's grid (vehicles per cell).")
-@click.option("--vehicles", default=None, type=_FILE, help="Vehicle points, counted per cell and frame.")
-@click.option("--roads", default=None, type=_FILE,
-              help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
-                   "layer saved with the model, on its training grid).")
+@click.option(
+    "--target", default=None, help="Target stack on the model's grid (vehicles per cell)."
+)
+@click.option(
+    "--vehicles", default=None, type=_FILE, help="Vehicle points, counted per cell and frame."
+)
+@click.option(
+    "--roads",
+    default=None,
+    type=_FILE,
+    help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
+    "layer saved with the model, on its training grid).",
+)
 @click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
-@click.option("--split", default="test", show_default=True, type=click.Choice(["test", "val", "all"]),
-              help="Windows scored: the chronological test or val split, or every window of STACK.")
-@click.option("--align", default="exact", show_default=True, type=click.Choice(["exact", "resample", "reproject"]),
-              help=ALIGN_HELP)
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    type=click.Choice(["test", "val", "all"]),
+    help="Windows scored: the chronological test or val split, or every window of STACK.",
+)
+@click.option(
+    "--align",
+    default="exact",
+    show_default=True,
+    type=click.Choice(["exact", "resample", "reproject"]),
+    help=ALIGN_HELP,
+)
 @click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
-@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write the table as CSV.")
-@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the table as JSON.")
+@click.option(
+    "--csv",
+    "csv_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the table as CSV.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the table as JSON.",
+)
 @click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv / --json files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, roads: str | None,
-             covariates: str | None, split: str, align: str, time_pattern: str | None, csv_path: str | None,
-             json_path: str | None, allow_gaps: bool, overwrite: bool, quiet: bool) -> None:
+def evaluate(
+    model: str,
+    stack: str,
+    target: str | None,
+    vehicles: str | None,
+    roads: str | None,
+    covariates: str | None,
+    split: str,
+    align: str,
+    time_pattern: str | None,
+    csv_path: str | None,
+    json_path: str | None,
+    allow_gaps: bool,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
     """Score a saved MODEL per lead beside persistence, historical average and Ridge.
 
     Prints MAE, RMSE, MAPE and skill vs persistence per lead for the model and every baseline.
@@ -358,17 +586,38 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
     if roads and not est.static_bands_:
         from trafficrnn.errors import ConfigError
 
-        raise ConfigError(f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads")
-    images = _align_images(read_stack(stack, time=time_pattern, align="reproject" if align == "reproject" else "strict",
-                                      allow_gaps=allow_gaps), est, align)
+        raise ConfigError(
+            f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads"
+        )
+    images = _align_images(
+        read_stack(
+            stack,
+            time=time_pattern,
+            align="reproject" if align == "reproject" else "strict",
+            allow_gaps=allow_gaps,
+        ),
+        est,
+        align,
+    )
     tile = est.grid_.tile_size
     truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
     roads_gdf = _read_vector(roads, "--roads") if roads else None
-    static = _static(roads_gdf, images, tile) if roads_gdf is not None else None  # else: the model's own
-    table = score(est, images, truth, split=None if split == "all" else split, align=align, progress=not quiet,
-                  **_data_kwargs(static, covariates))
-    click.echo(f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
-               f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})")
+    static = (
+        _static(roads_gdf, images, tile) if roads_gdf is not None else None
+    )  # else: the model's own
+    table = score(
+        est,
+        images,
+        truth,
+        split=None if split == "all" else split,
+        align=align,
+        progress=not quiet,
+        **_data_kwargs(static, covariates),
+    )
+    click.echo(
+        f"{est.model} vs baselines on the {split} split ({table.attrs['issues']} forecasts issued "
+        f"{table.attrs['first_issue'][:16]} → {table.attrs['last_issue'][:16]}; {est.units_})"
+    )
     if split != "all":
         click.echo(f"split by {table.attrs.get('split_source')}")
     click.echo(table.to_string(float_format=lambda v: f"{v:.3f}"))
@@ -380,13 +629,25 @@ def evaluate(model: str, stack: str, target: str | None, vehicles: str | None, r
 
 @main.command("compare", context_settings=CONTEXT)
 @click.argument("stack")
-@click.option("--models", default=",".join(MODEL_NAMES), show_default=True, callback=_model_list,
-              help=f"Comma-separated model names ({', '.join(MODEL_NAMES)}).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for comparison.csv, comparison.json and comparison.png.")
+@click.option(
+    "--models",
+    default=",".join(MODEL_NAMES),
+    show_default=True,
+    callback=_model_list,
+    help=f"Comma-separated model names ({', '.join(MODEL_NAMES)}).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for comparison.csv, comparison.json and comparison.png.",
+)
 @_ensemble_options
 @_training_options
-def compare_command(stack: str, models: list[str], out_dir: str, members: int, jobs: int, **opts) -> None:
+def compare_command(
+    stack: str, models: list[str], out_dir: str, members: int, jobs: int, **opts
+) -> None:
     """Train ConvLSTM and ConvGRU with the same settings and compare them with the baselines.
 
     Per-lead RMSE / MAE on the same test split, parameter count, train time and seconds per
@@ -414,9 +675,19 @@ def compare_command(stack: str, models: list[str], out_dir: str, members: int, j
     if out.exists():
         _check_outputs(files.values(), opts["overwrite"])
     images, target, static, params, points = _prepare_training(stack, opts)
-    result = compare(images, target, models=models, static=static,
-                     progress=not opts["quiet"], echo=click.echo, covariates=_covariates(opts["covariates"]),
-                     members=members, n_jobs=jobs, vehicles=points, **params)
+    result = compare(
+        images,
+        target,
+        models=models,
+        static=static,
+        progress=not opts["quiet"],
+        echo=click.echo,
+        covariates=_covariates(opts["covariates"]),
+        members=members,
+        n_jobs=jobs,
+        vehicles=points,
+        **params,
+    )
     click.echo("\nRMSE per lead (lower is better)")
     click.echo(comparison_table(result.table).to_string(float_format=lambda v: f"{v:.3f}"))
     click.echo("\n" + result.summary.to_string(float_format=lambda v: f"{v:.4g}"))
@@ -462,12 +733,21 @@ def info(model: str) -> None:
     split = summary.get("split") or {}
     best = summary.get("best_val_loss")
     lines = [
-        ("model", f"{config['model']} (cell {config['model_config'].get('cell')}, hidden {params.get('hidden')})"),
-        ("input", f"{', '.join(config['input_bands'])}" + (" (density-only: the stack is its own target)"
-                                                            if config["density_only"] else "")),
+        (
+            "model",
+            f"{config['model']} (cell {config['model_config'].get('cell')}, hidden {params.get('hidden')})",
+        ),
+        (
+            "input",
+            f"{', '.join(config['input_bands'])}"
+            + (" (density-only: the stack is its own target)" if config["density_only"] else ""),
+        ),
         ("target", f"{', '.join(config['bands'])} ({config['units']})"),
-        ("static", (", ".join(config.get("static_bands") or []) or "none")
-                   + (" (saved with the model: static.tif)" if config.get("static_sha256") else "")),
+        (
+            "static",
+            (", ".join(config.get("static_bands") or []) or "none")
+            + (" (saved with the model: static.tif)" if config.get("static_sha256") else ""),
+        ),
         ("covariates", ", ".join((config.get("covariates") or {}).get("columns") or []) or "none"),
         ("tile size", f"{grid['tile_size']} px per cell"),
         ("cadence", f"{to_offset(pd.Timedelta(config['cadence'])).freqstr} ({config['cadence']})"),
@@ -478,17 +758,31 @@ def info(model: str) -> None:
         ("bounds", f"({', '.join(f'{v:.6f}' for v in bounds)})"),
         ("period", " → ".join(summary.get("period") or ["?", "?"])),
         *_split_lines(split, params["input_steps"], summary.get("split_source")),
-        ("training", f"{summary.get('epochs', '?')} epochs in {summary.get('train_seconds', '?')} s, best val loss "
-                     f"{'n/a' if best is None else f'{best:.4g}'}, {summary.get('parameters', 0):,} parameters"),
-        ("saved by", f"trafficrnn {config['trafficrnn_version']}" + (f" (this is {ours})"
-                                                                    if config["trafficrnn_version"] != ours else "")),
+        (
+            "training",
+            f"{summary.get('epochs', '?')} epochs in {summary.get('train_seconds', '?')} s, best val loss "
+            f"{'n/a' if best is None else f'{best:.4g}'}, {summary.get('parameters', 0):,} parameters",
+        ),
+        (
+            "saved by",
+            f"trafficrnn {config['trafficrnn_version']}"
+            + (f" (this is {ours})" if config["trafficrnn_version"] != ours else ""),
+        ),
     ]
     if members:
         # member-0's config is read above already
-        runs = [summary] + [read_config(Path(model) / name).get("training_summary") or {} for name in members[1:]]
-        lines.insert(0, ("ensemble", f"{len(members)} members ({', '.join(members)}), forecasts are their mean; "
-                                     f"epochs {', '.join(str(r.get('epochs', '?')) for r in runs)}; the rest "
-                                     "describes member-0"))
+        runs = [summary] + [
+            read_config(Path(model) / name).get("training_summary") or {} for name in members[1:]
+        ]
+        lines.insert(
+            0,
+            (
+                "ensemble",
+                f"{len(members)} members ({', '.join(members)}), forecasts are their mean; "
+                f"epochs {', '.join(str(r.get('epochs', '?')) for r in runs)}; the rest "
+                "describes member-0",
+            ),
+        )
     for key, value in lines:
         click.echo(f"{key:<10} {value}")
 
@@ -500,9 +794,14 @@ def _split_lines(split: dict, input_steps: int, source: str | None = None) -> li
     lines = [("split", ", ".join(f"{k} {v[0][:16]} → {v[1][:16]}" for k, v in parts) or "n/a")]
     later = [b for (_, a), (b, c) in zip(parts, parts[1:]) if c[0] <= a[1]]
     if later:
-        lines.append(("", f"({' and '.join(later)} start{'s' if len(later) == 1 else ''} input_steps = {input_steps} "
-                          "frames before their first target: their first windows read the end of the part before "
-                          "as inputs, so the ranges overlap, but no frame is a target in two parts)"))
+        lines.append(
+            (
+                "",
+                f"({' and '.join(later)} start{'s' if len(later) == 1 else ''} input_steps = {input_steps} "
+                "frames before their first target: their first windows read the end of the part before "
+                "as inputs, so the ranges overlap, but no frame is a target in two parts)",
+            )
+        )
     if source:
         lines.append(("", f"split by {source}"))
     return lines

@@ -9,15 +9,23 @@ import click
 from trafficrnn.params import DEFAULTS, MODEL_NAMES  # the model registry's names: no torch imported
 
 _FILE = click.Path(exists=True, dir_okay=False)
-COVARIATES_HELP = ("CSV of known-in-advance covariates (first column ISO dates, then numbers: daily weather, "
-                   "holidays); models trained with it need it in forecast and evaluate too.")
-TIME_PATTERN_HELP = ("strptime pattern of the frame file names, e.g. 'frame_%Y%m%d_%H%M' (default: the "
-                     "TIFFTAG_DATETIME tag, else an ISO-like date-time in the name).")
-STACK_ALIGN_HELP = ("strict: refuse frames that disagree on CRS, transform or shape; reproject: warp every frame "
-                    "onto the first frame's grid (bilinear; each frame must cover at least half of it).")
-ALIGN_HELP = ("exact: refuse images whose pixel size (GSD) differs from the model's; resample: average them "
-              "onto the model's GSD first (same CRS and origin); reproject: warp the frames, in any CRS and on any "
-              "grid, onto the model's grid (bilinear; they must cover at least half of it).")
+COVARIATES_HELP = (
+    "CSV of known-in-advance covariates (first column ISO dates, then numbers: daily weather, "
+    "holidays); models trained with it need it in forecast and evaluate too."
+)
+TIME_PATTERN_HELP = (
+    "strptime pattern of the frame file names, e.g. 'frame_%Y%m%d_%H%M' (default: the "
+    "TIFFTAG_DATETIME tag, else an ISO-like date-time in the name)."
+)
+STACK_ALIGN_HELP = (
+    "strict: refuse frames that disagree on CRS, transform or shape; reproject: warp every frame "
+    "onto the first frame's grid (bilinear; each frame must cover at least half of it)."
+)
+ALIGN_HELP = (
+    "exact: refuse images whose pixel size (GSD) differs from the model's; resample: average them "
+    "onto the model's GSD first (same CRS and origin); reproject: warp the frames, in any CRS and on any "
+    "grid, onto the model's grid (bilinear; they must cover at least half of it)."
+)
 
 
 def _hidden(ctx, param, value: str) -> tuple[int, ...]:
@@ -26,7 +34,9 @@ def _hidden(ctx, param, value: str) -> tuple[int, ...]:
     except ValueError:
         hidden = ()
     if not hidden or min(hidden) < 1:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of positive channel counts such as 32,32")
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of positive channel counts such as 32,32"
+        )
     return hidden
 
 
@@ -40,7 +50,9 @@ def _split_value(ctx, param, value: str | None) -> float | str | None:
     except ValueError:
         return value
     if not 0 <= fraction < 1:
-        raise click.BadParameter(f"{value!r} is neither a fraction in [0, 1) nor a time such as 2016-09-28")
+        raise click.BadParameter(
+            f"{value!r} is neither a fraction in [0, 1) nor a time such as 2016-09-28"
+        )
     return fraction
 
 
@@ -57,7 +69,9 @@ def _grid(images, tile_size: int):
     return Grid.from_image(images, tile_size)  # tile 1: the stack's own grid
 
 
-def _target(images, target: str | None, vehicles: str | None, tile_size: int | None, allow_gaps: bool):
+def _target(
+    images, target: str | None, vehicles: str | None, tile_size: int | None, allow_gaps: bool
+):
     """The target stack (from --target or --vehicles) and the tile size; (None, None) for the density-only path."""
     import pandas as pd
 
@@ -65,27 +79,40 @@ def _target(images, target: str | None, vehicles: str | None, tile_size: int | N
     from trafficrnn.io import read_stack
 
     if target and vehicles:
-        raise ConfigError(f"--target {target} and --vehicles {vehicles} are both given: pass one of them")
+        raise ConfigError(
+            f"--target {target} and --vehicles {vehicles} are both given: pass one of them"
+        )
     if vehicles:
         if not tile_size:
-            raise ConfigError("--vehicles needs --tile-size (image pixels per grid cell, e.g. 16) to build the grid")
+            raise ConfigError(
+                "--vehicles needs --tile-size (image pixels per grid cell, e.g. 16) to build the grid"
+            )
         cadence = images.attrs.get("cadence") or None
         from trafficrnn.counting import count_vehicles
 
-        return count_vehicles(_read_vector(vehicles, "--vehicles"), _grid(images, tile_size), images.time.values,
-                              what=vehicles, freq=pd.Timedelta(cadence) if cadence else None), tile_size
+        return count_vehicles(
+            _read_vector(vehicles, "--vehicles"),
+            _grid(images, tile_size),
+            images.time.values,
+            what=vehicles,
+            freq=pd.Timedelta(cadence) if cadence else None,
+        ), tile_size
     if target:
         da = read_stack(target, allow_gaps=allow_gaps)
         if not tile_size:
             ratio = images.sizes["y"] // max(da.sizes["y"], 1)
             if ratio < 1 or images.sizes["x"] // max(da.sizes["x"], 1) != ratio:
-                raise ConfigError(f"cannot infer the tile size from images {images.sizes['y']}×{images.sizes['x']} px "
-                                  f"and target {da.sizes['y']}×{da.sizes['x']} cells: pass --tile-size")
+                raise ConfigError(
+                    f"cannot infer the tile size from images {images.sizes['y']}×{images.sizes['x']} px "
+                    f"and target {da.sizes['y']}×{da.sizes['x']} cells: pass --tile-size"
+                )
             tile_size = ratio
         return da, tile_size
     if tile_size and tile_size > 1:
-        raise ConfigError(f"--tile-size {tile_size} needs a target: pass --target or --vehicles, or drop "
-                          "--tile-size to forecast the stack's own grids")
+        raise ConfigError(
+            f"--tile-size {tile_size} needs a target: pass --target or --vehicles, or drop "
+            "--tile-size to forecast the stack's own grids"
+        )
     return None, None
 
 
@@ -93,7 +120,11 @@ def _static(roads_gdf, images, tile_size: int | None):
     """The road mask ``(band=road, y, x)`` on the grid, or None."""
     from trafficrnn.io import rasterize_lines
 
-    return None if roads_gdf is None else rasterize_lines(roads_gdf, _grid(images, tile_size or 1), attr=None)
+    return (
+        None
+        if roads_gdf is None
+        else rasterize_lines(roads_gdf, _grid(images, tile_size or 1), attr=None)
+    )
 
 
 def _check_outputs(paths, overwrite: bool, suffixes: tuple[str, ...] = ()) -> None:
@@ -137,77 +168,195 @@ def _model_list(ctx, param, value: str) -> list[str]:
     if not names or unknown:
         verb = "is not a model name" if len(unknown) == 1 else "are not model names"
         found = f"{', '.join(map(repr, unknown))} {verb}" if unknown else "no model name given"
-        raise click.BadParameter(f"{found}: expected a comma-separated list of {', '.join(MODEL_NAMES)}, "
-                                 f"e.g. --models {','.join(MODEL_NAMES)}")
+        raise click.BadParameter(
+            f"{found}: expected a comma-separated list of {', '.join(MODEL_NAMES)}, "
+            f"e.g. --models {','.join(MODEL_NAMES)}"
+        )
     return names
 
 
 def _ensemble_options(f):
     """--members / --jobs, shared by train and compare."""
-    f = click.option("--jobs", default=1, show_default=True, type=click.IntRange(1),
-                     help="Ensemble members trained at once, each in its own process with its share of the cores.")(f)
-    return click.option("--members", default=1, show_default=True, type=click.IntRange(1, 64),
-                        help="Train an ensemble of this many models (seeds --seed, --seed + 1, ...); "
-                             "forecasts are their mean.")(f)
+    f = click.option(
+        "--jobs",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Ensemble members trained at once, each in its own process with its share of the cores.",
+    )(f)
+    return click.option(
+        "--members",
+        default=1,
+        show_default=True,
+        type=click.IntRange(1, 64),
+        help="Train an ensemble of this many models (seeds --seed, --seed + 1, ...); "
+        "forecasts are their mean.",
+    )(f)
 
 
 def _training_options(func):
     """Options shared by `train` and `compare`."""
     options = [
-        click.option("--target", default=None, help="Target stack on the grid (vehicles per cell), e.g. city/density."),
-        click.option("--vehicles", default=None, type=_FILE, help="Vehicle points (GeoPackage with a time column)."),
-        click.option("--roads", default=None, type=_FILE, help="Road lines: a road-mask static channel."),
+        click.option(
+            "--target",
+            default=None,
+            help="Target stack on the grid (vehicles per cell), e.g. city/density.",
+        ),
+        click.option(
+            "--vehicles",
+            default=None,
+            type=_FILE,
+            help="Vehicle points (GeoPackage with a time column).",
+        ),
+        click.option(
+            "--roads", default=None, type=_FILE, help="Road lines: a road-mask static channel."
+        ),
         click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP),
-        click.option("--tile-size", default=None, type=click.IntRange(1), help="Image pixels per grid cell side."),
-        click.option("--input-steps", default=DEFAULTS["input_steps"], show_default=True, type=click.IntRange(1),
-                     help="Frames read."),
-        click.option("--horizon", default=DEFAULTS["horizon"], show_default=True, type=click.IntRange(1),
-                     help="Lead steps forecast."),
-        click.option("--val", default=None, callback=_split_value,
-                     help="Validation part (early stopping, best epoch): a fraction of the series before the test "
-                          "part, or its first time (e.g. 2016-09-28); 0: none, train on those frames too. Default: "
-                          "the published split the stack records (`datasets export`), else 0.15."),
-        click.option("--test", default=None, callback=_split_value,
-                     help="Test part held out at the end: a fraction of the series, or its first time; 0: none. "
-                          "Default: the stack's published split, else 0.15 (each one given replaces that boundary)."),
-        click.option("--max-epochs", default=DEFAULTS["max_epochs"], show_default=True, type=click.IntRange(1)),
-        click.option("--max-minutes", default=DEFAULTS["max_time"], show_default=True, type=click.FloatRange(0),
-                     help="Time limit of all of training, in minutes (per model, per ensemble member); 0: none."),
-        click.option("--batch-size", default=DEFAULTS["batch_size"], show_default=True, type=click.IntRange(1)),
-        click.option("--hidden", default=",".join(map(str, DEFAULTS["hidden"])), show_default=True,
-                     callback=_hidden, help="Channels per layer."),
-        click.option("--context", default="", help="Known-in-advance inputs of each target time, comma-separated: "
-                     "ha (historical average of the slot), 1D, 7D (the value a day / week before; grids only)."),
-        click.option("--cell-mean", is_flag=True, help="Add each cell's training mean as a static channel."),
-        click.option("--context-inputs/--no-context-inputs", default=None,
-                     help="Also feed the --context maps of the input frames to the encoder."),
-        click.option("--feedback/--no-feedback", default=None,
-                     help="Feed each lead's prediction back as the next lead's input (default: on)."),
-        click.option("--count-head/--no-count-head", default=None,
-                     help="Images: count vehicles as the sum of a finer density map per cell."),
-        click.option("--target-inputs", is_flag=True,
-                     help="Images: the model also reads the target (detections) of its input frames; forecast "
-                          "and evaluate then need --target or --vehicles too."),
-        click.option("--linear-lags", default=DEFAULTS["linear_lags"], show_default=True, type=click.IntRange(0),
-                     help="Add a per-lead linear term over the last K observed frames, the known-in-advance "
-                          "inputs and the static layers (LSTNet's autoregressive part); 0: none."),
-        click.option("--bptt-steps", default=None, type=click.IntRange(1),
-                     help="Backpropagate through the last N input frames only (truncated BPTT: faster epochs)."),
-        click.option("--timezone", default=None,
-                     help="IANA zone of the place, e.g. Europe/Vienna: the calendar channels and the slots of "
-                          "--context ha and of the baselines read its local clock (DST-aware). Naive times are UTC "
-                          "unless the stack records its zone (NYC: America/New_York); default: the UTC clock."),
+        click.option(
+            "--tile-size",
+            default=None,
+            type=click.IntRange(1),
+            help="Image pixels per grid cell side.",
+        ),
+        click.option(
+            "--input-steps",
+            default=DEFAULTS["input_steps"],
+            show_default=True,
+            type=click.IntRange(1),
+            help="Frames read.",
+        ),
+        click.option(
+            "--horizon",
+            default=DEFAULTS["horizon"],
+            show_default=True,
+            type=click.IntRange(1),
+            help="Lead steps forecast.",
+        ),
+        click.option(
+            "--val",
+            default=None,
+            callback=_split_value,
+            help="Validation part (early stopping, best epoch): a fraction of the series before the test "
+            "part, or its first time (e.g. 2016-09-28); 0: none, train on those frames too. Default: "
+            "the published split the stack records (`datasets export`), else 0.15.",
+        ),
+        click.option(
+            "--test",
+            default=None,
+            callback=_split_value,
+            help="Test part held out at the end: a fraction of the series, or its first time; 0: none. "
+            "Default: the stack's published split, else 0.15 (each one given replaces that boundary).",
+        ),
+        click.option(
+            "--max-epochs",
+            default=DEFAULTS["max_epochs"],
+            show_default=True,
+            type=click.IntRange(1),
+        ),
+        click.option(
+            "--max-minutes",
+            default=DEFAULTS["max_time"],
+            show_default=True,
+            type=click.FloatRange(0),
+            help="Time limit of all of training, in minutes (per model, per ensemble member); 0: none.",
+        ),
+        click.option(
+            "--batch-size",
+            default=DEFAULTS["batch_size"],
+            show_default=True,
+            type=click.IntRange(1),
+        ),
+        click.option(
+            "--hidden",
+            default=",".join(map(str, DEFAULTS["hidden"])),
+            show_default=True,
+            callback=_hidden,
+            help="Channels per layer.",
+        ),
+        click.option(
+            "--context",
+            default="",
+            help="Known-in-advance inputs of each target time, comma-separated: "
+            "ha (historical average of the slot), 1D, 7D (the value a day / week before; grids only).",
+        ),
+        click.option(
+            "--cell-mean", is_flag=True, help="Add each cell's training mean as a static channel."
+        ),
+        click.option(
+            "--context-inputs/--no-context-inputs",
+            default=None,
+            help="Also feed the --context maps of the input frames to the encoder.",
+        ),
+        click.option(
+            "--feedback/--no-feedback",
+            default=None,
+            help="Feed each lead's prediction back as the next lead's input (default: on).",
+        ),
+        click.option(
+            "--count-head/--no-count-head",
+            default=None,
+            help="Images: count vehicles as the sum of a finer density map per cell.",
+        ),
+        click.option(
+            "--target-inputs",
+            is_flag=True,
+            help="Images: the model also reads the target (detections) of its input frames; forecast "
+            "and evaluate then need --target or --vehicles too.",
+        ),
+        click.option(
+            "--linear-lags",
+            default=DEFAULTS["linear_lags"],
+            show_default=True,
+            type=click.IntRange(0),
+            help="Add a per-lead linear term over the last K observed frames, the known-in-advance "
+            "inputs and the static layers (LSTNet's autoregressive part); 0: none.",
+        ),
+        click.option(
+            "--bptt-steps",
+            default=None,
+            type=click.IntRange(1),
+            help="Backpropagate through the last N input frames only (truncated BPTT: faster epochs).",
+        ),
+        click.option(
+            "--timezone",
+            default=None,
+            help="IANA zone of the place, e.g. Europe/Vienna: the calendar channels and the slots of "
+            "--context ha and of the baselines read its local clock (DST-aware). Naive times are UTC "
+            "unless the stack records its zone (NYC: America/New_York); default: the UTC clock.",
+        ),
         click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=int),
-        click.option("--precision", default=DEFAULTS["precision"], show_default=True,
-                     help="auto, 32-true, bf16-mixed, 16-mixed."),
-        click.option("--accelerator", default=DEFAULTS["accelerator"], show_default=True, help="auto, cpu, gpu, ..."),
-        click.option("--devices", default=str(DEFAULTS["devices"]), show_default=True,
-                     help="Device count, list (0,1) or auto."),
-        click.option("--strategy", default=DEFAULTS["strategy"], show_default=True, help="auto, ddp, ..."),
-        click.option("--num-nodes", default=DEFAULTS["num_nodes"], show_default=True, type=click.IntRange(1)),
+        click.option(
+            "--precision",
+            default=DEFAULTS["precision"],
+            show_default=True,
+            help="auto, 32-true, bf16-mixed, 16-mixed.",
+        ),
+        click.option(
+            "--accelerator",
+            default=DEFAULTS["accelerator"],
+            show_default=True,
+            help="auto, cpu, gpu, ...",
+        ),
+        click.option(
+            "--devices",
+            default=str(DEFAULTS["devices"]),
+            show_default=True,
+            help="Device count, list (0,1) or auto.",
+        ),
+        click.option(
+            "--strategy", default=DEFAULTS["strategy"], show_default=True, help="auto, ddp, ..."
+        ),
+        click.option(
+            "--num-nodes", default=DEFAULTS["num_nodes"], show_default=True, type=click.IntRange(1)
+        ),
         click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP),
-        click.option("--align", default="strict", show_default=True, type=click.Choice(["strict", "reproject"]),
-                     help=STACK_ALIGN_HELP),
+        click.option(
+            "--align",
+            default="strict",
+            show_default=True,
+            type=click.Choice(["strict", "reproject"]),
+            help=STACK_ALIGN_HELP,
+        ),
         click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
@@ -236,24 +385,50 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     with --vehicles, for the counting supervision; else None) from the shared options."""
     from trafficrnn.io import read_stack
 
-    images = read_stack(stack, time=opts["time_pattern"], align=opts["align"], allow_gaps=opts["allow_gaps"])
+    images = read_stack(
+        stack, time=opts["time_pattern"], align=opts["align"], allow_gaps=opts["allow_gaps"]
+    )
     _check_split(stack, images, opts["val"], opts["test"])
     roads = _read_vector(opts["roads"], "--roads") if opts["roads"] else None
-    target, tile = _target(images, opts["target"], opts["vehicles"], opts["tile_size"], opts["allow_gaps"])
+    target, tile = _target(
+        images, opts["target"], opts["vehicles"], opts["tile_size"], opts["allow_gaps"]
+    )
     devices = opts["devices"]
-    params = dict(input_steps=opts["input_steps"], horizon=opts["horizon"], tile_size=tile,
-                  max_epochs=opts["max_epochs"], max_time=opts["max_minutes"] or None, batch_size=opts["batch_size"],
-                  val=opts["val"], test=opts["test"],
-                  hidden=opts["hidden"], seed=opts["seed"], precision=opts["precision"],
-                  accelerator=opts["accelerator"], devices=int(devices) if devices.isdigit() else devices,
-                  strategy=opts["strategy"], num_nodes=opts["num_nodes"], cell_mean=opts["cell_mean"],
-                  context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()), timezone=opts["timezone"],
-                  target_inputs=opts["target_inputs"], linear_lags=opts["linear_lags"],
-                  bptt_steps=opts["bptt_steps"])
-    for name in ("context_inputs", "feedback", "count_head"):  # flags left out keep the estimator's default
+    params = dict(
+        input_steps=opts["input_steps"],
+        horizon=opts["horizon"],
+        tile_size=tile,
+        max_epochs=opts["max_epochs"],
+        max_time=opts["max_minutes"] or None,
+        batch_size=opts["batch_size"],
+        val=opts["val"],
+        test=opts["test"],
+        hidden=opts["hidden"],
+        seed=opts["seed"],
+        precision=opts["precision"],
+        accelerator=opts["accelerator"],
+        devices=int(devices) if devices.isdigit() else devices,
+        strategy=opts["strategy"],
+        num_nodes=opts["num_nodes"],
+        cell_mean=opts["cell_mean"],
+        context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()),
+        timezone=opts["timezone"],
+        target_inputs=opts["target_inputs"],
+        linear_lags=opts["linear_lags"],
+        bptt_steps=opts["bptt_steps"],
+    )
+    for name in (
+        "context_inputs",
+        "feedback",
+        "count_head",
+    ):  # flags left out keep the estimator's default
         if opts[name] is not None:
             params[name] = opts[name]
-    points = _read_vector(opts["vehicles"], "--vehicles") if opts["vehicles"] and tile and tile > 1 else None
+    points = (
+        _read_vector(opts["vehicles"], "--vehicles")
+        if opts["vehicles"] and tile and tile > 1
+        else None
+    )
     return images, target, _static(roads, images, tile), params, points
 
 
@@ -275,5 +450,3 @@ def _align_images(images, est, align: str):
     if align == "reproject":
         return reproject_to_grid(images, est.grid_)
     return resample_to_gsd(images, est.gsd_) if align == "resample" else images
-
-

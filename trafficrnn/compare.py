@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,17 @@ from trafficrnn.params import MODEL_NAMES
 log = logging.getLogger(__name__)
 
 #: column order of :attr:`ComparisonResult.summary`
-SUMMARY_COLUMNS = ("kind", "members", "parameters", "epochs", "train_seconds", "inference_seconds", "best_val_loss",
-                   "mean_rmse", "mean_mae")
+SUMMARY_COLUMNS = (
+    "kind",
+    "members",
+    "parameters",
+    "epochs",
+    "train_seconds",
+    "inference_seconds",
+    "best_val_loss",
+    "mean_rmse",
+    "mean_mae",
+)
 
 
 @dataclass
@@ -55,11 +65,21 @@ class ComparisonResult:
 
     def to_records(self) -> dict[str, Any]:
         """JSON-serialisable form: ``{"split", "split_source", "issues", "summary": [...], "per_lead": [...]}``."""
-        summary = self.summary.reset_index().astype(object).where(self.summary.reset_index().notna(), None)
-        per_lead = self.table.reset_index().astype(object).where(self.table.reset_index().notna(), None)
-        return {"split": self.table.attrs.get("split"), "split_source": self.table.attrs.get("split_source"),
-                "issues": self.table.attrs.get("issues"),
-                "summary": summary.to_dict(orient="records"), "per_lead": per_lead.to_dict(orient="records")}
+        summary = (
+            self.summary.reset_index()
+            .astype(object)
+            .where(self.summary.reset_index().notna(), None)
+        )
+        per_lead = (
+            self.table.reset_index().astype(object).where(self.table.reset_index().notna(), None)
+        )
+        return {
+            "split": self.table.attrs.get("split"),
+            "split_source": self.table.attrs.get("split_source"),
+            "issues": self.table.attrs.get("issues"),
+            "summary": summary.to_dict(orient="records"),
+            "per_lead": per_lead.to_dict(orient="records"),
+        }
 
 
 def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
@@ -71,7 +91,9 @@ def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
         If ``metric`` is not a column of ``table``.
     """
     if metric not in table.columns:
-        raise ConfigError(f"metric {metric!r} is not in the table; available: {', '.join(map(str, table.columns))}")
+        raise ConfigError(
+            f"metric {metric!r} is not in the table; available: {', '.join(map(str, table.columns))}"
+        )
     wide = table[metric].unstack("model")
     wide.loc["mean"] = wide.mean()
     seen = list(dict.fromkeys(table.index.get_level_values("model")))
@@ -85,18 +107,28 @@ def _check_models(models: Sequence[str], params: dict[str, Any]) -> list[str]:
     names = [models.lower()] if isinstance(models, str) else [str(m).lower() for m in models]
     unknown = [m for m in names if m not in list_models()]
     if not names or unknown:
-        raise ConfigError(f"models={list(names)!r} is invalid: expected one or more of {', '.join(list_models())}")
+        raise ConfigError(
+            f"models={list(names)!r} is invalid: expected one or more of {', '.join(list_models())}"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"models={names!r} lists a model twice: name each model once")
     bad = sorted(set(params) - (set(PARAMS) - {"model", "progress"}))
     if bad:
-        raise ConfigError(f"unknown training parameter(s) {', '.join(bad)}: expected TrafficForecaster "
-                          f"parameters such as input_steps, horizon, tile_size, hidden, max_time")
+        raise ConfigError(
+            f"unknown training parameter(s) {', '.join(bad)}: expected TrafficForecaster "
+            f"parameters such as input_steps, horizon, tile_size, hidden, max_time"
+        )
     return names
 
 
-def _inference_seconds(est, images: xr.DataArray, static: xr.DataArray | None, target: xr.DataArray | None = None,
-                       repeats: int = 5, covariates: pd.DataFrame | None = None) -> float:
+def _inference_seconds(
+    est,
+    images: xr.DataArray,
+    static: xr.DataArray | None,
+    target: xr.DataArray | None = None,
+    repeats: int = 5,
+    covariates: pd.DataFrame | None = None,
+) -> float:
     """Fastest of ``repeats`` single forecasts from the last ``input_steps`` frames."""
     recent = images.isel(time=slice(-est.input_steps, None))
     extra = {"target": target} if est.target_inputs else {}
@@ -108,28 +140,49 @@ def _inference_seconds(est, images: xr.DataArray, static: xr.DataArray | None, t
     return float(best)
 
 
-def _time_baselines(est, images: xr.DataArray, target: xr.DataArray | None, split: str | None,
-                    baselines: Sequence[str]) -> dict[str, tuple[float, float]]:
+def _time_baselines(
+    est,
+    images: xr.DataArray,
+    target: xr.DataArray | None,
+    split: str | None,
+    baselines: Sequence[str],
+) -> dict[str, tuple[float, float]]:
     """(fit seconds, seconds per forecast) of each baseline, fitted on the frames before ``split`` as evaluate does."""
     from trafficrnn.evaluation import baseline_history, baseline_options, evaluation_issues
     from trafficrnn.models.baselines import get_baseline
 
-    history = baseline_history(est, images if target is None else target.reindex(time=images.time.values))
+    history = baseline_history(
+        est, images if target is None else target.reindex(time=images.time.values)
+    )
     _, fit_on = evaluation_issues(est, pd.DatetimeIndex(images.time.values), split, images, target)
     out = {}
     for name in baselines:
         t0 = time.perf_counter()
-        base = get_baseline(name, horizon=est.horizon, **baseline_options(est, name)).fit(history.isel(time=fit_on))
+        base = get_baseline(name, horizon=est.horizon, **baseline_options(est, name)).fit(
+            history.isel(time=fit_on)
+        )
         t1 = time.perf_counter()
         base.predict_many(history, [history.sizes["time"] - 1], est.horizon)
         out[name] = (t1 - t0, time.perf_counter() - t1)
     return out
 
 
-def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models: Sequence[str] = MODEL_NAMES,
-            static: xr.DataArray | None = None, baselines: Sequence[str] = DEFAULT_BASELINES, split: str | None = "test",
-            progress: bool = True, echo: Callable[[str], Any] | None = None, covariates: pd.DataFrame | None = None,
-            members: int = 1, n_jobs: int = 1, vehicles: Any = None, **params: Any) -> ComparisonResult:
+def compare(
+    images: xr.DataArray,
+    target: xr.DataArray | None = None,
+    *,
+    models: Sequence[str] = MODEL_NAMES,
+    static: xr.DataArray | None = None,
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    split: str | None = "test",
+    progress: bool = True,
+    echo: Callable[[str], Any] | None = None,
+    covariates: pd.DataFrame | None = None,
+    members: int = 1,
+    n_jobs: int = 1,
+    vehicles: Any = None,
+    **params: Any,
+) -> ComparisonResult:
     """Fit each model with the same settings and score it beside the baselines on the same split.
 
     Parameters
@@ -189,13 +242,21 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         from trafficrnn.counting import count_vehicles
         from trafficrnn.grid import Grid
 
-        target = count_vehicles(vehicles, Grid.from_image(images, int(params["tile_size"])), images.time.values)
-    ForecastEnsemble(members=members, n_jobs=n_jobs)._validate_params()  # refuse bad counts before any training
+        target = count_vehicles(
+            vehicles, Grid.from_image(images, int(params["tile_size"])), images.time.values
+        )
+    ForecastEnsemble(
+        members=members, n_jobs=n_jobs
+    )._validate_params()  # refuse bad counts before any training
     say = echo or log.info
     tables, rows, fitted, labels = [], {}, {}, []
     for name in names:
         est = TrafficForecaster(name, progress=progress, **params)
-        limit = f" (at most {est.max_time:g} min{' per member' if members > 1 else ''})" if est.max_time else ""
+        limit = (
+            f" (at most {est.max_time:g} min{' per member' if members > 1 else ''})"
+            if est.max_time
+            else ""
+        )
         if members > 1:
             est = ForecastEnsemble(est, members=members, n_jobs=n_jobs)
         label = est.model
@@ -205,37 +266,70 @@ def compare(images: xr.DataArray, target: xr.DataArray | None = None, *, models:
         seconds = time.perf_counter() - t0
         summary = est.training_summary_
         epochs = min(summary["epochs"]) if members > 1 else summary["epochs"]
-        say(f"           {epochs} epochs{' per member' if members > 1 else ''} in {seconds:.0f} s, "
-            f"{summary['parameters']:,} parameters")
-        table = est.evaluate(images, target, split=split, baselines=() if tables else tuple(baselines),
-                             **data_kwargs(static, covariates))
+        say(
+            f"           {epochs} epochs{' per member' if members > 1 else ''} in {seconds:.0f} s, "
+            f"{summary['parameters']:,} parameters"
+        )
+        table = est.evaluate(
+            images,
+            target,
+            split=split,
+            baselines=() if tables else tuple(baselines),
+            **data_kwargs(static, covariates),
+        )
         tables.append(table)
         labels.append(label)
         fitted[label] = est
-        rows[label] = {"kind": "model", "members": members, "parameters": summary["parameters"], "epochs": epochs,
-                       "train_seconds": seconds, "inference_seconds": _inference_seconds(est, images, static, target,
-                                                                                 covariates=covariates),
-                       "best_val_loss": summary.get("best_val_loss")}
+        rows[label] = {
+            "kind": "model",
+            "members": members,
+            "parameters": summary["parameters"],
+            "epochs": epochs,
+            "train_seconds": seconds,
+            "inference_seconds": _inference_seconds(
+                est, images, static, target, covariates=covariates
+            ),
+            "best_val_loss": summary.get("best_val_loss"),
+        }
     first = tables[0]
     say(f"split      {first.attrs.get('split_source')}")  # the same for every model
-    baseline_rows = first.loc[[m for m in first.index.get_level_values("model").unique() if m not in labels]]
+    baseline_rows = first.loc[
+        [m for m in first.index.get_level_values("model").unique() if m not in labels]
+    ]
     table = pd.concat([t.loc[[n]] for t, n in zip(tables, labels)] + [baseline_rows])
     table.attrs.update(first.attrs)
     if "persistence" in baseline_rows.index.get_level_values("model"):
         # every model is scored on the same issue times: its skill against the one persistence row
         ref = baseline_rows.loc["persistence", "rmse"]
         table["skill_rmse"] = [skill(r, ref.loc[lead]) for (_, lead), r in table["rmse"].items()]
-    for name, (fit_s, pred_s) in _time_baselines(fitted[labels[0]], images, target, split, baselines).items():
-        rows[name] = {"kind": "baseline", "members": None, "parameters": None, "epochs": None, "train_seconds": fit_s,
-                      "inference_seconds": pred_s, "best_val_loss": None}
+    for name, (fit_s, pred_s) in _time_baselines(
+        fitted[labels[0]], images, target, split, baselines
+    ).items():
+        rows[name] = {
+            "kind": "baseline",
+            "members": None,
+            "parameters": None,
+            "epochs": None,
+            "train_seconds": fit_s,
+            "inference_seconds": pred_s,
+            "best_val_loss": None,
+        }
     means = table[["rmse", "mae"]].groupby(level="model", sort=False).mean()
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary["mean_rmse"] = means["rmse"].reindex(summary.index)
     summary["mean_mae"] = means["mae"].reindex(summary.index)
     summary.index.name = "model"
-    whole = all(float(e).is_integer() for e in summary["epochs"].dropna())  # a time limit may cut the last epoch
-    summary = summary.astype({"members": "Int64", "parameters": "Int64", "epochs": "Int64" if whole else "Float64",
-                              "best_val_loss": "float64"})
+    whole = all(
+        float(e).is_integer() for e in summary["epochs"].dropna()
+    )  # a time limit may cut the last epoch
+    summary = summary.astype(
+        {
+            "members": "Int64",
+            "parameters": "Int64",
+            "epochs": "Int64" if whole else "Float64",
+            "best_val_loss": "float64",
+        }
+    )
     return ComparisonResult(table=table, summary=summary[list(SUMMARY_COLUMNS)], models=fitted)
 
 
@@ -281,15 +375,28 @@ def plot_comparison(result: ComparisonResult, *, metric: str = "rmse"):
     kinds = result.summary["kind"].reindex(wide.columns).fillna("baseline")
     fitted = next(iter(result.models.values()), None)
     leads, lead_label = _lead_axis(wide.index.astype(int), getattr(fitted, "cadence_", None))
-    units = {"mape": "%", "skill_rmse": "1 − RMSE / RMSE of persistence"}.get(metric, getattr(fitted, "units_", ""))
-    fig, (ax, bar) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=(3, 2), constrained_layout=True)
+    units = {"mape": "%", "skill_rmse": "1 − RMSE / RMSE of persistence"}.get(
+        metric, getattr(fitted, "units_", "")
+    )
+    fig, (ax, bar) = plt.subplots(
+        1, 2, figsize=(10, 3.8), width_ratios=(3, 2), constrained_layout=True
+    )
     for name in wide.columns:
         deep = kinds[name] == "model"
-        ax.plot(leads, wide[name], marker="o" if deep else ".", lw=2 if deep else 1,
-                ls="-" if deep else "--", label=name)
+        ax.plot(
+            leads,
+            wide[name],
+            marker="o" if deep else ".",
+            lw=2 if deep else 1,
+            ls="-" if deep else "--",
+            label=name,
+        )
     ax.set_xlabel(lead_label)
-    ax.set_ylabel(f"{metric.upper()}" + (f" ({units})" if units else "")
-                  + f", {result.table.attrs.get('split', 'test')} split")
+    ax.set_ylabel(
+        f"{metric.upper()}"
+        + (f" ({units})" if units else "")
+        + f", {result.table.attrs.get('split', 'test')} split"
+    )
     ax.set_xticks(leads)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

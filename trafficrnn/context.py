@@ -7,7 +7,8 @@ window sees its own target through it.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -34,10 +35,14 @@ def parse_context(entries: Sequence[str], cadence: pd.Timedelta, horizon: int) -
         try:
             period = pd.Timedelta(key)
         except ValueError:
-            raise ConfigError(f"context entry {entry!r} is invalid: expected 'ha' or a duration such as '1D' or '7D'") from None
+            raise ConfigError(
+                f"context entry {entry!r} is invalid: expected 'ha' or a duration such as '1D' or '7D'"
+            ) from None
         if period < cadence * horizon:
-            raise ConfigError(f"context period {key} is shorter than the horizon ({horizon} × {cadence}): the value it "
-                              f"points to would lie after the issue time; use a period >= {cadence * horizon}")
+            raise ConfigError(
+                f"context period {key} is shorter than the horizon ({horizon} × {cadence}): the value it "
+                f"points to would lie after the issue time; use a period >= {cadence * horizon}"
+            )
         if period % cadence != pd.Timedelta(0):
             raise ConfigError(f"context period {key} is not a multiple of the cadence {cadence}")
         out.append(key)
@@ -60,13 +65,20 @@ class Context:
         :class:`~trafficrnn.models.baselines.HistoricalAverage`); ``None``: the UTC clock.
     """
 
-    def __init__(self, entries: Sequence[str] = (), cell_mean: bool = False, timezone: str | None = None) -> None:
+    def __init__(
+        self, entries: Sequence[str] = (), cell_mean: bool = False, timezone: str | None = None
+    ) -> None:
         self.entries = list(entries)
         self.cell_mean = bool(cell_mean)
         self.timezone = timezone
 
-    def fit(self, y: np.ndarray, times: pd.DatetimeIndex, cadence: pd.Timedelta,
-            naive_zone: str | None = None) -> "Context":
+    def fit(
+        self,
+        y: np.ndarray,
+        times: pd.DatetimeIndex,
+        cadence: pd.Timedelta,
+        naive_zone: str | None = None,
+    ) -> Context:
         """Learn the historical-average table and cell means from training targets ``y (T, C, y, x)``.
 
         ``times``: naive UTC, or wall-clock times of ``naive_zone`` (the stack's ``attrs["timezone"]``).
@@ -99,7 +111,9 @@ class Context:
         """Static channels ``(C_s, y, x)`` or None."""
         return self.cell_mean_ if self.cell_mean else None
 
-    def _lagged(self, y: np.ndarray, times: pd.DatetimeIndex, valid: np.ndarray, period: str) -> list[np.ndarray]:
+    def _lagged(
+        self, y: np.ndarray, times: pd.DatetimeIndex, valid: np.ndarray, period: str
+    ) -> list[np.ndarray]:
         ns = pd.DatetimeIndex(times).as_unit("ns").asi8
         want = valid.astype("datetime64[ns]").astype(np.int64) - pd.Timedelta(period).value
         idx = np.searchsorted(ns, want)
@@ -120,8 +134,12 @@ class Context:
             if entry == "ha":
                 full = self.ha_.lookup(times.values)
                 early = self.ha_.causal(y[:train_stop], pd.DatetimeIndex(times[:train_stop]))
-                ha = np.concatenate([early, full[train_stop:]]) if train_stop < len(times) else early
-                ha = np.where(np.isfinite(ha), ha, full)  # a slot never seen before: the table's fallback
+                ha = (
+                    np.concatenate([early, full[train_stop:]]) if train_stop < len(times) else early
+                )
+                ha = np.where(
+                    np.isfinite(ha), ha, full
+                )  # a slot never seen before: the table's fallback
                 parts.append(np.nan_to_num(ha))
             else:
                 parts += self._lagged(y, times, times.values, entry)
@@ -144,10 +162,17 @@ class Context:
     # -- persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """JSON part (the arrays go to :meth:`arrays`)."""
-        out: dict[str, Any] = {"entries": self.entries, "cell_mean": self.cell_mean, "timezone": self.timezone}
+        out: dict[str, Any] = {
+            "entries": self.entries,
+            "cell_mean": self.cell_mean,
+            "timezone": self.timezone,
+        }
         if hasattr(self, "cadence_"):
-            out.update(cadence=self.cadence_.isoformat(), bands=self.bands_,
-                       naive_zone=getattr(self, "naive_zone_", None))
+            out.update(
+                cadence=self.cadence_.isoformat(),
+                bands=self.bands_,
+                naive_zone=getattr(self, "naive_zone_", None),
+            )
         if hasattr(self, "ha_"):
             out["ha_slots_per_day"] = int(self.ha_.slots_per_day_)
         return out
@@ -162,7 +187,7 @@ class Context:
         return out
 
     @classmethod
-    def restore(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> "Context":
+    def restore(cls, spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> Context:
         """Rebuild a fitted Context from :meth:`to_dict` and :meth:`arrays`.
 
         Raises
@@ -183,11 +208,16 @@ class Context:
                 ctx.naive_zone_ = spec.get("naive_zone")
             if "ha" in ctx.entries:
                 ctx.ha_ = HistoricalAverage(by="week", timezone=ctx.timezone)
-                ctx.ha_.cadence_, ctx.ha_.timezone_ = ctx.cadence_, getattr(ctx, "naive_zone_", None)
+                ctx.ha_.cadence_, ctx.ha_.timezone_ = (
+                    ctx.cadence_,
+                    getattr(ctx, "naive_zone_", None),
+                )
                 ctx.ha_.slots_per_day_ = int(spec["ha_slots_per_day"])
                 ctx.ha_.table_ = np.asarray(arrays["context.ha_table"], dtype=np.float32)
             if ctx.cell_mean:
                 ctx.cell_mean_ = np.asarray(arrays["context.cell_mean"], dtype=np.float32)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"context spec {spec!r:.120} or its arrays are incomplete ({exc!r})") from None
+            raise ConfigError(
+                f"context spec {spec!r:.120} or its arrays are incomplete ({exc!r})"
+            ) from None
         return ctx

@@ -52,7 +52,9 @@ CELL_WEIGHT, PROBE_WEIGHT = 1.0, 0.5
 def fine_grid(images: xr.DataArray, sub: int) -> Grid:
     """The grid of ``sub`` x ``sub`` pixel sub-cells of ``images`` (same CRS and origin)."""
     transform = images.rio.transform() * Affine.scale(sub)
-    return Grid(images.rio.crs, transform, (images.sizes["y"] // sub, images.sizes["x"] // sub), sub)
+    return Grid(
+        images.rio.crs, transform, (images.sizes["y"] // sub, images.sizes["x"] // sub), sub
+    )
 
 
 def check_vehicles(points: Any, grid: Grid, what: str = "vehicles", time_col: str = "time") -> None:
@@ -75,24 +77,34 @@ def check_vehicles(points: Any, grid: Grid, what: str = "vehicles", time_col: st
     import geopandas as gpd
 
     if not isinstance(points, gpd.GeoDataFrame):
-        raise VectorError(f"{what} must be a GeoDataFrame of points (read_vectors(path)), got {type(points).__name__}")
+        raise VectorError(
+            f"{what} must be a GeoDataFrame of points (read_vectors(path)), got {type(points).__name__}"
+        )
     if points.crs is None:
-        raise VectorError(f"{what} has no CRS: set it with gdf.set_crs(...) (the images are {grid.crs})")
+        raise VectorError(
+            f"{what} has no CRS: set it with gdf.set_crs(...) (the images are {grid.crs})"
+        )
     if time_col not in points.columns:
-        raise VectorError(f"{what} has no {time_col!r} column (columns: {', '.join(map(str, points.columns))}): "
-                          f"expected the timestamp of the frame each vehicle was seen in; add a {time_col!r} column")
+        raise VectorError(
+            f"{what} has no {time_col!r} column (columns: {', '.join(map(str, points.columns))}): "
+            f"expected the timestamp of the frame each vehicle was seen in; add a {time_col!r} column"
+        )
     left, bottom, right, top = grid.bounds
     pts = points.to_crs(grid.crs) if points.crs != grid.crs else points
     x, y = pts.geometry.x.to_numpy(), pts.geometry.y.to_numpy()
     inside = (x >= left) & (x < right) & (y > bottom) & (y <= top)
     if not inside.any():
         found = pts.total_bounds.round(1).tolist() if len(pts) else "none (empty layer)"
-        raise VectorError(f"{what}: none of its {len(points)} point(s) lies inside the image extent "
-                          f"{[round(v, 1) for v in (left, bottom, right, top)]} ({grid.crs}); the points span "
-                          f"{found}: check the layer's CRS, or that it covers this scene")
+        raise VectorError(
+            f"{what}: none of its {len(points)} point(s) lies inside the image extent "
+            f"{[round(v, 1) for v in (left, bottom, right, top)]} ({grid.crs}); the points span "
+            f"{found}: check the layer's CRS, or that it covers this scene"
+        )
 
 
-def count_vehicles(points: Any, grid: Grid, times: Any, *, what: str = "vehicles", freq: Any = None) -> xr.DataArray:
+def count_vehicles(
+    points: Any, grid: Grid, times: Any, *, what: str = "vehicles", freq: Any = None
+) -> xr.DataArray:
     """Vehicles per cell of ``grid`` and frame of ``times``, once :func:`check_vehicles` has
     accepted the layer (``freq``: as :func:`~trafficrnn.io.rasterize_points`).
 
@@ -107,8 +119,14 @@ def count_vehicles(points: Any, grid: Grid, times: Any, *, what: str = "vehicles
     return rasterize_points(points, grid, times=times, freq=freq)
 
 
-def fine_target(images: xr.DataArray, grid: Grid, unit: int, *, vehicles: Any = None,
-                raster: xr.DataArray | None = None) -> tuple[np.ndarray, int]:
+def fine_target(
+    images: xr.DataArray,
+    grid: Grid,
+    unit: int,
+    *,
+    vehicles: Any = None,
+    raster: xr.DataArray | None = None,
+) -> tuple[np.ndarray, int]:
     """Counts per sub-cell of every frame, from points or from a fine density raster.
 
     Parameters
@@ -146,7 +164,9 @@ def fine_target(images: xr.DataArray, grid: Grid, unit: int, *, vehicles: Any = 
     return values.reshape(t, c, h // k, k, w // k, k).sum(axis=(3, 5)), unit
 
 
-def split_target(target: xr.DataArray, images: xr.DataArray, grid: Grid) -> tuple[xr.DataArray, xr.DataArray | None]:
+def split_target(
+    target: xr.DataArray, images: xr.DataArray, grid: Grid
+) -> tuple[xr.DataArray, xr.DataArray | None]:
     """A cell target as is; a fine density raster (the image grid scaled by a divisor ``d`` of the
     tile size) as its sum per cell, and the raster itself.
 
@@ -161,15 +181,24 @@ def split_target(target: xr.DataArray, images: xr.DataArray, grid: Grid) -> tupl
     d = images.sizes["y"] // rows if rows else 0
     fine = Grid.from_dataarray(target, tile_size=max(d, 1))
     if d < 1 or d >= grid.tile_size or grid.tile_size % d or not fine.matches(fine_grid(images, d)):
-        raise GridError(f"target of {rows} x {target.sizes['x']} on {fine.transform[:6]} does not match the image "
-                        f"grid {grid} (cells) nor on a sub-cell grid of the images (pixel size times a divisor of "
-                        f"tile_size={grid.tile_size}): rasterise it on Grid.from_image(images, {grid.tile_size})")
+        raise GridError(
+            f"target of {rows} x {target.sizes['x']} on {fine.transform[:6]} does not match the image "
+            f"grid {grid} (cells) nor on a sub-cell grid of the images (pixel size times a divisor of "
+            f"tile_size={grid.tile_size}): rasterise it on Grid.from_image(images, {grid.tile_size})"
+        )
     s = grid.tile_size // d
     t, c, h, w = target.shape
-    values = np.asarray(target.values, dtype="float32")[:, :, : grid.shape[0] * s, : grid.shape[1] * s]
+    values = np.asarray(target.values, dtype="float32")[
+        :, :, : grid.shape[0] * s, : grid.shape[1] * s
+    ]
     values = values.reshape(t, c, grid.shape[0], s, grid.shape[1], s).sum(axis=(3, 5))
-    cells = grid.attach(xr.DataArray(values, dims=target.dims, coords={"time": target.time.values,
-                                                                      "band": target.band.values}))
+    cells = grid.attach(
+        xr.DataArray(
+            values,
+            dims=target.dims,
+            coords={"time": target.time.values, "band": target.band.values},
+        )
+    )
     cells.attrs.update(target.attrs)
     return cells, target
 
@@ -188,7 +217,7 @@ def smooth(counts: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
     Tensor, shape (N, C, h, w)
     """
     r = max(1, math.ceil(3 * sigma))
-    g = torch.exp(-torch.arange(-r, r + 1, dtype=counts.dtype) ** 2 / (2 * sigma**2))
+    g = torch.exp(-(torch.arange(-r, r + 1, dtype=counts.dtype) ** 2) / (2 * sigma**2))
     kernel = (g[:, None] * g[None, :]) / g.sum() ** 2
     n, c, h, w = counts.shape
     k = kernel[None, None]
@@ -197,8 +226,15 @@ def smooth(counts: torch.Tensor, sigma: float = SIGMA) -> torch.Tensor:
     return F.conv2d(flat / reach, k, padding=r).reshape(n, c, h, w)
 
 
-def counting_loss(density: torch.Tensor, fine: torch.Tensor, fine_ok: torch.Tensor, counts: torch.Tensor,
-                  cells: torch.Tensor, cells_ok: torch.Tensor, pool: int = 1) -> torch.Tensor:
+def counting_loss(
+    density: torch.Tensor,
+    fine: torch.Tensor,
+    fine_ok: torch.Tensor,
+    counts: torch.Tensor,
+    cells: torch.Tensor,
+    cells_ok: torch.Tensor,
+    pool: int = 1,
+) -> torch.Tensor:
     """Masked density MSE (scaled to cell units) plus the per-cell count-consistency MSE.
 
     Parameters
@@ -230,7 +266,9 @@ def prepare_fine(fine: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Normalise (divide by the target scale of each band) and smooth a fine count stack; NaN
     frames stay NaN. ``(T, C, h, w)`` -> same shape, float32."""
     known = np.isfinite(fine)
-    values = torch.from_numpy(np.where(known, fine, 0).astype("float32") / scale.reshape(1, -1, 1, 1))
+    values = torch.from_numpy(
+        np.where(known, fine, 0).astype("float32") / scale.reshape(1, -1, 1, 1)
+    )
     out = torch.cat([smooth(v) for v in values.split(64)]).numpy()
     return np.where(known, out, np.nan).astype("float32")
 
@@ -238,17 +276,37 @@ def prepare_fine(fine: np.ndarray, scale: np.ndarray) -> np.ndarray:
 class _Frames:
     """Crops of frames (images, cell targets, fine targets) as tensors with their masks."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, fine: np.ndarray, tile: int, unit: int) -> None:
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, fine: np.ndarray, tile: int, unit: int
+    ) -> None:
         self.x, self.y, self.fine, self.tile, self.unit = x, y, fine, tile, unit
 
-    def get(self, frames, r0: int = 0, c0: int = 0, rows: int | None = None, cols: int | None = None,
-            turn: int = 0, flip: bool = False) -> tuple[torch.Tensor, ...]:
+    def get(
+        self,
+        frames,
+        r0: int = 0,
+        c0: int = 0,
+        rows: int | None = None,
+        cols: int | None = None,
+        turn: int = 0,
+        flip: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         rows = self.y.shape[2] - r0 if rows is None else rows
         cols = self.y.shape[3] - c0 if cols is None else cols
         t, k = self.tile, self.tile // self.unit
-        imgs = torch.from_numpy(np.ascontiguousarray(self.x[frames, :, r0 * t:(r0 + rows) * t, c0 * t:(c0 + cols) * t]))
-        cells = torch.from_numpy(np.ascontiguousarray(self.y[frames, :, r0:r0 + rows, c0:c0 + cols]))
-        fine = torch.from_numpy(np.ascontiguousarray(self.fine[frames, :, r0 * k:(r0 + rows) * k, c0 * k:(c0 + cols) * k]))
+        imgs = torch.from_numpy(
+            np.ascontiguousarray(
+                self.x[frames, :, r0 * t : (r0 + rows) * t, c0 * t : (c0 + cols) * t]
+            )
+        )
+        cells = torch.from_numpy(
+            np.ascontiguousarray(self.y[frames, :, r0 : r0 + rows, c0 : c0 + cols])
+        )
+        fine = torch.from_numpy(
+            np.ascontiguousarray(
+                self.fine[frames, :, r0 * k : (r0 + rows) * k, c0 * k : (c0 + cols) * k]
+            )
+        )
         out = [imgs, cells, fine]
         if turn:
             out = [torch.rot90(v, turn, dims=(-2, -1)) for v in out]
@@ -285,15 +343,29 @@ def _validate(net, frames: _Frames, idx: np.ndarray, pool: int, batch: int) -> f
     total = 0.0
     with torch.inference_mode():
         for i in range(0, len(idx), batch):
-            chunk = idx[i:i + batch]
+            chunk = idx[i : i + batch]
             total += float(_frame_loss(net, None, frames.get(chunk), pool)) * len(chunk)
     return total / len(idx)
 
 
-def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: np.ndarray, train: np.ndarray,
-                     val: np.ndarray, *, unit: int, batch_size: int, lr: float, weight_decay: float,
-                     max_epochs: int, max_seconds: float | None, patience: int, seed: int,
-                     initial: bool = False) -> dict[str, Any]:
+def pretrain_encoder(
+    net: torch.nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    fine: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    *,
+    unit: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    max_epochs: int,
+    max_seconds: float | None,
+    patience: int,
+    seed: int,
+    initial: bool = False,
+) -> dict[str, Any]:
     """Stage A: train the tile encoder and its count head on single frames with the counting loss.
 
     Random crops of about ``CROP_PX`` x ``CROP_PX`` pixels (whole cells) of the training frames, flipped and
@@ -341,7 +413,11 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
     per_frame = max(1, (rows * cols) // (cr * cc))
     c = y.shape[1]
     probe = torch.nn.Conv2d(net.feature_channels - c, c, 1)
-    params = list(net.tile_encoder.parameters()) + list(net.nowcast_head.parameters()) + list(probe.parameters())
+    params = (
+        list(net.tile_encoder.parameters())
+        + list(net.nowcast_head.parameters())
+        + list(probe.parameters())
+    )
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     steps = math.ceil(len(train) * per_frame / batch_size)
@@ -359,7 +435,11 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
         else:  # a training step of crops: about 3 times their forward pass, timed on the validation frames
             step = 3 * val_seconds * batch_size / max(1, len(val) * per_frame)
         # before a validation is timed: half a step per crop of the whole validation frames
-        check = val_seconds if val_seconds is not None else 0.5 * step * per_frame * math.ceil(len(val) / batch_size)
+        check = (
+            val_seconds
+            if val_seconds is not None
+            else 0.5 * step * per_frame * math.ceil(len(val) / batch_size)
+        )
         return time.perf_counter() - started + step + 1.2 * check > max_seconds
 
     if initial:  # a starting point worth keeping (a packaged front): score it before training
@@ -375,13 +455,17 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
         order = rng.permutation(np.repeat(train, per_frame))
         done = 0
         for i in range(steps):
-            chunk = np.sort(order[i * batch_size:(i + 1) * batch_size])
+            chunk = np.sort(order[i * batch_size : (i + 1) * batch_size])
             if len(chunk) == 0 or no_time():
                 break
             began = time.perf_counter()
-            progress = max((epoch - 1 + i / steps) / max_epochs, spent / max_seconds if max_seconds else 0.0)
+            progress = max(
+                (epoch - 1 + i / steps) / max_epochs, spent / max_seconds if max_seconds else 0.0
+            )
             for group in opt.param_groups:
-                group["lr"] = lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+                group["lr"] = lr * (
+                    0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+                )
             r0, c0 = int(rng.integers(0, rows - cr + 1)), int(rng.integers(0, cols - cc + 1))
             turn = int(rng.integers(0, 4)) if cr == cc else 2 * int(rng.integers(0, 2))
             batch = frames.get(chunk, r0, c0, cr, cc, turn, bool(rng.integers(0, 2)))
@@ -414,9 +498,16 @@ def pretrain_encoder(net: torch.nn.Module, x: np.ndarray, y: np.ndarray, fine: n
     net.eval()
     from trafficrnn.training import epoch_fraction
 
-    epochs = epoch_fraction((epoch - 1) * steps + done, steps) if steps else epoch  # the last one cut: a fraction
-    return {"epochs": epochs, "seconds": round(time.perf_counter() - started, 2),
-            "best_val_count_loss": best, "sub_cell_px": int(unit), "from_front": bool(initial)}
+    epochs = (
+        epoch_fraction((epoch - 1) * steps + done, steps) if steps else epoch
+    )  # the last one cut: a fraction
+    return {
+        "epochs": epochs,
+        "seconds": round(time.perf_counter() - started, 2),
+        "best_val_count_loss": best,
+        "sub_cell_px": int(unit),
+        "from_front": bool(initial),
+    }
 
 
 def encode_frames(net: torch.nn.Module, x: np.ndarray, batch: int = 8) -> np.ndarray:
@@ -436,7 +527,11 @@ def encode_frames(net: torch.nn.Module, x: np.ndarray, batch: int = 8) -> np.nda
     net.eval()
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            out.append(net.encode(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))[None])[0].numpy())
+            out.append(
+                net.encode(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))[None])[
+                    0
+                ].numpy()
+            )
     return np.concatenate(out).astype("float32", copy=False)
 
 
@@ -456,11 +551,15 @@ def check_counting(est) -> None:
         ``count_head=False`` or ``log1p=True`` (the counts must add up per cell).
     """
     if not est.count_head:
-        raise ConfigError("counting supervision (vehicles= or a fine density target, counting=True) trains the "
-                          "count head: set count_head=True, or counting=False for the forecast loss only")
+        raise ConfigError(
+            "counting supervision (vehicles= or a fine density target, counting=True) trains the "
+            "count head: set count_head=True, or counting=False for the forecast loss only"
+        )
     if est.log1p:
-        raise ConfigError("counting supervision needs counts that add up per cell: log1p=True breaks that; "
-                          "use log1p=False, or counting=False")
+        raise ConfigError(
+            "counting supervision needs counts that add up per cell: log1p=True breaks that; "
+            "use log1p=False, or counting=False"
+        )
 
 
 def front_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -468,7 +567,11 @@ def front_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     head (what counting needs), as a state dict."""
     end = net.tile_encoder._stages[net.count_stage][0]
     keep = {f"tile_encoder.body.{i}." for i in range(end)} | {"nowcast_head."}
-    return {k: v.detach().clone() for k, v in net.state_dict().items() if any(k.startswith(p) for p in keep)}
+    return {
+        k: v.detach().clone()
+        for k, v in net.state_dict().items()
+        if any(k.startswith(p) for p in keep)
+    }
 
 
 def _stage_px(strides: list[int], stage: int) -> int:
@@ -482,9 +585,12 @@ def save_front(net: torch.nn.Module, path: Path, meta: dict[str, Any]) -> None:
 
     from trafficrnn.io.atomic import atomic_output
 
-    meta = {**meta, "encoder": net.tile_encoder.config,
-            "count_stage_px": _stage_px(net.tile_encoder.strides, net.count_stage),
-            "density_per_cell": bool(net.density_per_cell)}
+    meta = {
+        **meta,
+        "encoder": net.tile_encoder.config,
+        "count_stage_px": _stage_px(net.tile_encoder.strides, net.count_stage),
+        "density_per_cell": bool(net.density_per_cell),
+    }
     with atomic_output(path, overwrite=True) as tmp:
         save_file(front_state(net), str(tmp), metadata={"trafficrnn": json.dumps(meta)})
 
@@ -510,24 +616,46 @@ def read_front(path: Path | None = None) -> tuple[dict[str, torch.Tensor], dict[
             meta = json.loads((fh.metadata() or {})["trafficrnn"])
             state = {k: fh.get_tensor(k) for k in fh.keys()}
     except (SafetensorError, KeyError, ValueError, OSError) as exc:
-        raise ModelFileError(f"{path} is not a count front (a safetensors file with trafficrnn metadata): {exc}; "
-                             "reinstall trafficrnn, or rebuild it with benchmarks/count_front.py") from None
+        raise ModelFileError(
+            f"{path} is not a count front (a safetensors file with trafficrnn metadata): {exc}; "
+            "reinstall trafficrnn, or rebuild it with benchmarks/count_front.py"
+        ) from None
     return state, meta
 
 
-def front_fits(meta: dict[str, Any], encoder: dict[str, Any], count_stage: int, bands: int, targets: int,
-               gsd: float | None) -> bool:
+def front_fits(
+    meta: dict[str, Any],
+    encoder: dict[str, Any],
+    count_stage: int,
+    bands: int,
+    targets: int,
+    gsd: float | None,
+) -> bool:
     """Whether a count front of ``meta`` can initialise an encoder of config ``encoder`` (the
     :class:`TileEncoder` arguments) counting at stage ``count_stage`` on images of ``bands`` bands
     and ``gsd`` metres, for ``targets`` target bands: same layers up to the count stage, GSD within
     ``FRONT_GSD_TOLERANCE``."""
     enc = meta["encoder"]
-    same = all(enc.get(k, d) == encoder.get(k, d) for k, d in (("width", 32), ("depth", 1), ("stem", True),
-                                                                ("norm", "channel"), ("max_width", 256)))
+    same = all(
+        enc.get(k, d) == encoder.get(k, d)
+        for k, d in (
+            ("width", 32),
+            ("depth", 1),
+            ("stem", True),
+            ("norm", "channel"),
+            ("max_width", 256),
+        )
+    )
     stride = _stage_px(encoder.get("strides") or [], count_stage)
-    return (same and bands == enc["in_channels"] and targets == 1 and meta["count_stage_px"] == stride
-            and meta.get("density_per_cell", False)  # as the counting models are built
-            and gsd is not None and abs(gsd - meta["gsd"]) <= FRONT_GSD_TOLERANCE * meta["gsd"])
+    return (
+        same
+        and bands == enc["in_channels"]
+        and targets == 1
+        and meta["count_stage_px"] == stride
+        and meta.get("density_per_cell", False)  # as the counting models are built
+        and gsd is not None
+        and abs(gsd - meta["gsd"]) <= FRONT_GSD_TOLERANCE * meta["gsd"]
+    )
 
 
 def use_front_scaling(norm: Any, meta: dict[str, Any], tolerance: float = 3.0) -> bool:
@@ -540,8 +668,11 @@ def use_front_scaling(norm: Any, meta: dict[str, Any], tolerance: float = 3.0) -
     own_mean, own_scale = np.ravel(norm.mean_), np.ravel(norm.scale_)
     if own_mean.shape != mean.shape:
         return False
-    if not (np.all(own_scale <= tolerance * scale) and np.all(own_scale >= scale / tolerance)
-            and np.all(np.abs(own_mean - mean) <= tolerance * scale)):
+    if not (
+        np.all(own_scale <= tolerance * scale)
+        and np.all(own_scale >= scale / tolerance)
+        and np.all(np.abs(own_mean - mean) <= tolerance * scale)
+    ):
         return False
     norm.mean_ = mean.reshape(np.shape(norm.mean_)).astype(np.asarray(norm.mean_).dtype)
     norm.scale_ = scale.reshape(np.shape(norm.scale_)).astype(np.asarray(norm.scale_).dtype)
@@ -557,10 +688,33 @@ def load_front(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def split_indices(split: dict[str, slice]) -> tuple[np.ndarray, np.ndarray]:
     """Frame indices of the train and val slices."""
-    return (np.arange(split["train"].start or 0, split["train"].stop),
-            np.arange(split["val"].start or 0, split["val"].stop) if split["val"].stop > (split["val"].start or 0)
-            else np.zeros(0, dtype=np.int64))
+    return (
+        np.arange(split["train"].start or 0, split["train"].stop),
+        np.arange(split["val"].start or 0, split["val"].stop)
+        if split["val"].stop > (split["val"].start or 0)
+        else np.zeros(0, dtype=np.int64),
+    )
 
 
-__all__ = ["COUNT_STRIDE_PX", "COUNT_NORM", "FRONT", "front_state", "save_front", "read_front", "front_fits", "use_front_scaling", "load_front", "fine_grid", "check_vehicles", "count_vehicles", "fine_target", "split_target", "smooth",
-           "counting_loss", "prepare_fine", "pretrain_encoder", "encode_frames", "freeze_encoder"]
+__all__ = [
+    "COUNT_STRIDE_PX",
+    "COUNT_NORM",
+    "FRONT",
+    "front_state",
+    "save_front",
+    "read_front",
+    "front_fits",
+    "use_front_scaling",
+    "load_front",
+    "fine_grid",
+    "check_vehicles",
+    "count_vehicles",
+    "fine_target",
+    "split_target",
+    "smooth",
+    "counting_loss",
+    "prepare_fine",
+    "pretrain_encoder",
+    "encode_frames",
+    "freeze_encoder",
+]

@@ -5,7 +5,8 @@ Everything between a target ``DataArray(time, band, y, x)`` and the tensors a mo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -15,8 +16,15 @@ import xarray as xr
 from trafficrnn.errors import CadenceError, ConfigError, GridError, TimestampError
 from trafficrnn.grid import Grid
 
-__all__ = ["infer_cadence", "time_features", "wall_clock", "make_forecast", "window_starts",
-           "contiguous_starts", "chronological_split"]
+__all__ = [
+    "infer_cadence",
+    "time_features",
+    "wall_clock",
+    "make_forecast",
+    "window_starts",
+    "contiguous_starts",
+    "chronological_split",
+]
 
 
 # -- time --------------------------------------------------------------------------------
@@ -24,11 +32,15 @@ def _as_index(times: Any) -> pd.DatetimeIndex:
     try:
         idx = pd.DatetimeIndex(np.asarray(times) if isinstance(times, xr.DataArray) else times)
     except (TypeError, ValueError) as exc:
-        raise TimestampError(f"cannot read {times!r:.80} as timestamps ({exc}): expected datetime64 values "
-                             "or ISO strings such as '2024-03-10T08:00'") from exc
+        raise TimestampError(
+            f"cannot read {times!r:.80} as timestamps ({exc}): expected datetime64 values "
+            "or ISO strings such as '2024-03-10T08:00'"
+        ) from exc
     if idx.hasnans:
-        raise TimestampError(f"timestamps contain NaT at position {int(np.flatnonzero(idx.isna())[0])}: "
-                             "every frame needs a time; drop the frame or fix its timestamp")
+        raise TimestampError(
+            f"timestamps contain NaT at position {int(np.flatnonzero(idx.isna())[0])}: "
+            "every frame needs a time; drop the frame or fix its timestamp"
+        )
     return idx
 
 
@@ -36,12 +48,16 @@ def _check_zone(zone: Any, name: str) -> str:
     try:
         ZoneInfo(str(zone))
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"{name}={zone!r} is not a known IANA zone: expected a name such as "
-                          "'America/New_York' or 'Europe/Berlin', or None for the UTC clock") from exc
+        raise ConfigError(
+            f"{name}={zone!r} is not a known IANA zone: expected a name such as "
+            "'America/New_York' or 'Europe/Berlin', or None for the UTC clock"
+        ) from exc
     return str(zone)
 
 
-def wall_clock(times: Any, *, timezone: str | None = None, naive_zone: str | None = None) -> pd.DatetimeIndex:
+def wall_clock(
+    times: Any, *, timezone: str | None = None, naive_zone: str | None = None
+) -> pd.DatetimeIndex:
     """Naive local wall-clock times (the clock on the wall at the place) of ``times``.
 
     Naive ``times`` are UTC, or wall-clock times of ``naive_zone`` where the data records one
@@ -81,9 +97,11 @@ def wall_clock(times: Any, *, timezone: str | None = None, naive_zone: str | Non
     try:
         local = idx.tz_localize(source)
     except ValueError as exc:  # pandas: a nonexistent or ambiguous wall-clock time of `source`
-        raise TimestampError(f"cannot read the naive times as {source} wall-clock times to convert them to "
-                             f"{timezone} ({exc}): use timezone={source!r} (or None) for times on {source}'s "
-                             "clock, or give times in UTC") from None
+        raise TimestampError(
+            f"cannot read the naive times as {source} wall-clock times to convert them to "
+            f"{timezone} ({exc}): use timezone={source!r} (or None) for times on {source}'s "
+            "clock, or give times in UTC"
+        ) from None
     return local.tz_convert(timezone).tz_localize(None)
 
 
@@ -99,24 +117,32 @@ def infer_cadence(times: Any) -> pd.Timedelta:
     """
     idx = _as_index(times)
     if len(idx) < 2:
-        raise TimestampError(f"found {len(idx)} timestamp(s): at least 2 are needed to infer the cadence; "
-                             "pass a longer series or give cadence= explicitly")
+        raise TimestampError(
+            f"found {len(idx)} timestamp(s): at least 2 are needed to infer the cadence; "
+            "pass a longer series or give cadence= explicitly"
+        )
     steps = idx[1:] - idx[:-1]
     bad = np.flatnonzero(np.asarray(steps <= pd.Timedelta(0)))
     if bad.size:
         i = int(bad[0])
-        raise TimestampError(f"timestamps are not strictly increasing: position {i} is {idx[i]}, position "
-                             f"{i + 1} is {idx[i + 1]}; sort the frames and drop duplicates")
+        raise TimestampError(
+            f"timestamps are not strictly increasing: position {i} is {idx[i]}, position "
+            f"{i + 1} is {idx[i + 1]}; sort the frames and drop duplicates"
+        )
     irregular = np.flatnonzero(np.asarray(steps != steps[0]))
     if irregular.size:
         i = int(irregular[0])
-        raise CadenceError(f"irregular time step: {idx[i]} -> {idx[i + 1]} is {steps[i]}, expected {steps[0]} "
-                           f"like the first step ({irregular.size} irregular step(s) in all); resample to a "
-                           "regular cadence (e.g. da.resample(time='15min').mean()) so missing frames become NaN")
+        raise CadenceError(
+            f"irregular time step: {idx[i]} -> {idx[i + 1]} is {steps[i]}, expected {steps[0]} "
+            f"like the first step ({irregular.size} irregular step(s) in all); resample to a "
+            "regular cadence (e.g. da.resample(time='15min').mean()) so missing frames become NaN"
+        )
     return pd.Timedelta(steps[0])
 
 
-def time_features(times: Any, *, timezone: str | None = None, naive_zone: str | None = None) -> np.ndarray:
+def time_features(
+    times: Any, *, timezone: str | None = None, naive_zone: str | None = None
+) -> np.ndarray:
     """Cyclic calendar features of real timestamps.
 
     Columns: ``sin``/``cos`` of the time of day and ``sin``/``cos`` of the (continuous) position
@@ -154,23 +180,36 @@ def time_features(times: Any, *, timezone: str | None = None, naive_zone: str | 
     day = (seconds + np.asarray(idx.microsecond, dtype=np.float64) / 1e6) / 86400.0
     week = (np.asarray(idx.day_of_week, dtype=np.float64) + day) / 7.0
     angle_d, angle_w = 2 * np.pi * day, 2 * np.pi * week
-    return np.stack([np.sin(angle_d), np.cos(angle_d), np.sin(angle_w), np.cos(angle_w)], axis=1).astype(np.float32)
+    return np.stack(
+        [np.sin(angle_d), np.cos(angle_d), np.sin(angle_w), np.cos(angle_w)], axis=1
+    ).astype(np.float32)
 
 
 def _as_timedelta(cadence: Any) -> pd.Timedelta:
     try:
         td = pd.Timedelta(cadence)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"cadence={cadence!r} is not a time step: expected e.g. '15min' or "
-                          "pandas.Timedelta(minutes=15)") from exc
+        raise ConfigError(
+            f"cadence={cadence!r} is not a time step: expected e.g. '15min' or "
+            "pandas.Timedelta(minutes=15)"
+        ) from exc
     if pd.isna(td) or td <= pd.Timedelta(0):
         raise ConfigError(f"cadence={cadence!r} must be a positive time step such as '15min'")
     return td
 
 
 # -- forecast contract -------------------------------------------------------------------
-def make_forecast(values: Any, grid: Grid, *, issued: Any, cadence: Any, bands: Sequence[str] | str,
-                  model: str, units: str, issued_dim: bool = False) -> xr.DataArray:
+def make_forecast(
+    values: Any,
+    grid: Grid,
+    *,
+    issued: Any,
+    cadence: Any,
+    bands: Sequence[str] | str,
+    model: str,
+    units: str,
+    issued_dim: bool = False,
+) -> xr.DataArray:
     """Wrap predicted values as a georeferenced forecast DataArray.
 
     Parameters
@@ -208,27 +247,45 @@ def make_forecast(values: Any, grid: Grid, *, issued: Any, cadence: Any, bands: 
     batched = issued_dim or values.ndim == 5
     values = values[None] if values.ndim == 4 else values
     if values.ndim != 5:
-        raise ConfigError(f"forecast values have shape {values.shape}: expected (H, C, rows, cols) or "
-                          "(N, H, C, rows, cols)")
+        raise ConfigError(
+            f"forecast values have shape {values.shape}: expected (H, C, rows, cols) or "
+            "(N, H, C, rows, cols)"
+        )
     n, horizon, n_bands = values.shape[:3]
     if len(issued_idx) != n:
-        raise ConfigError(f"{len(issued_idx)} issue time(s) given for {n} forecast(s): pass one issue time "
-                          "per leading entry of values")
+        raise ConfigError(
+            f"{len(issued_idx)} issue time(s) given for {n} forecast(s): pass one issue time "
+            "per leading entry of values"
+        )
     if n_bands != len(bands):
-        raise ConfigError(f"values have {n_bands} band(s) but bands={bands}: pass one name per band")
+        raise ConfigError(
+            f"values have {n_bands} band(s) but bands={bands}: pass one name per band"
+        )
     if tuple(values.shape[3:]) != grid.shape:
-        raise GridError(f"values cover {values.shape[3:]} cells but the grid is {grid.shape}: "
-                        "predict on the grid the forecast is attached to")
+        raise GridError(
+            f"values cover {values.shape[3:]} cells but the grid is {grid.shape}: "
+            "predict on the grid the forecast is attached to"
+        )
     lead = pd.to_timedelta(np.arange(1, horizon + 1) * step).as_unit("ns")
     issued_ns = issued_idx.as_unit("ns").values
     valid = issued_ns[:, None] + lead.values[None, :]
     if batched:
-        da = xr.DataArray(values, dims=("issued", "lead", "band", "y", "x"),
-                          coords={"issued": issued_ns, "lead": lead.values, "band": bands,
-                                  "valid_time": (("issued", "lead"), valid)})
+        da = xr.DataArray(
+            values,
+            dims=("issued", "lead", "band", "y", "x"),
+            coords={
+                "issued": issued_ns,
+                "lead": lead.values,
+                "band": bands,
+                "valid_time": (("issued", "lead"), valid),
+            },
+        )
     else:
-        da = xr.DataArray(values[0], dims=("lead", "band", "y", "x"),
-                          coords={"lead": lead.values, "band": bands, "valid_time": ("lead", valid[0])})
+        da = xr.DataArray(
+            values[0],
+            dims=("lead", "band", "y", "x"),
+            coords={"lead": lead.values, "band": bands, "valid_time": ("lead", valid[0])},
+        )
         da.attrs["issued"] = pd.Timestamp(issued_idx[0]).isoformat()
     da.attrs.update(model=str(model), units=str(units))
     return grid.attach(da)
@@ -242,8 +299,15 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def window_starts(n_times: int, input_steps: int, horizon: int, stride: int = 1, *, start: int = 0,
-                  stop: int | None = None) -> np.ndarray:
+def window_starts(
+    n_times: int,
+    input_steps: int,
+    horizon: int,
+    stride: int = 1,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+) -> np.ndarray:
     """Start indices ``s`` of windows whose frames ``[s, s + input_steps + horizon)`` lie in ``[start, stop)``.
 
     Inputs are ``[s, s + input_steps)``, targets ``[s + input_steps, s + input_steps + horizon)``.
@@ -258,17 +322,23 @@ def window_starts(n_times: int, input_steps: int, horizon: int, stride: int = 1,
     ConfigError
         If ``input_steps``, ``horizon`` or ``stride`` is < 1, or ``[start, stop)`` is not inside ``[0, n_times]``.
     """
-    input_steps, horizon = positive_int(input_steps, "input_steps"), positive_int(horizon, "horizon")
+    input_steps, horizon = (
+        positive_int(input_steps, "input_steps"),
+        positive_int(horizon, "horizon"),
+    )
     stride = positive_int(stride, "stride")
     stop = n_times if stop is None else stop
     if not 0 <= start <= stop <= n_times:
-        raise ConfigError(f"window range [start={start}, stop={stop}) is invalid for {n_times} time steps: "
-                          f"expected 0 <= start <= stop <= {n_times}")
+        raise ConfigError(
+            f"window range [start={start}, stop={stop}) is invalid for {n_times} time steps: "
+            f"expected 0 <= start <= stop <= {n_times}"
+        )
     return np.arange(start, stop - input_steps - horizon + 1, stride, dtype=np.int64)
 
 
-def contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice,
-                      stride: int) -> np.ndarray:
+def contiguous_starts(
+    times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int, rng: slice, stride: int
+) -> np.ndarray:
     """Window starts inside ``rng`` whose ``span`` frames are evenly spaced at ``cadence`` (no gap inside a window).
 
     Like :func:`window_starts` (``span`` = input_steps + horizon frames from each start, every
@@ -285,15 +355,21 @@ def contiguous_starts(times: pd.DatetimeIndex, cadence: pd.Timedelta, span: int,
 
 def _boundary(value: Any, idx: pd.DatetimeIndex | None, n: int, name: str) -> tuple[int, bool]:
     """Index where a split begins (counted from the end for fractions); bool: fraction given."""
-    if value is None:  # not set: the default fraction (the estimator resolves a data's published split first)
+    if (
+        value is None
+    ):  # not set: the default fraction (the estimator resolves a data's published split first)
         value = 0.15
     if isinstance(value, (float, int, np.floating, np.integer)) and not isinstance(value, bool):
         if not 0 <= value < 1:
-            raise ConfigError(f"{name}={value!r} is invalid: expected a fraction in [0, 1) or a datetime")
+            raise ConfigError(
+                f"{name}={value!r} is invalid: expected a fraction in [0, 1) or a datetime"
+            )
         return int(round(value * n)), True
     if idx is None:
-        raise ConfigError(f"{name}={value!r} is a datetime boundary but only a number of time steps was "
-                          "given: pass the timestamps instead")
+        raise ConfigError(
+            f"{name}={value!r} is a datetime boundary but only a number of time steps was "
+            "given: pass the timestamps instead"
+        )
     try:
         when = pd.Timestamp(value)
     except (TypeError, ValueError) as exc:
@@ -301,8 +377,16 @@ def _boundary(value: Any, idx: pd.DatetimeIndex | None, n: int, name: str) -> tu
     return int(idx.searchsorted(when, side="left")), False
 
 
-def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_steps: int, horizon: int,
-                        context: str = "reach_back", check_lengths: bool = True) -> dict[str, slice]:
+def chronological_split(
+    times: Any,
+    *,
+    val: Any = 0.15,
+    test: Any = 0.15,
+    input_steps: int,
+    horizon: int,
+    context: str = "reach_back",
+    check_lengths: bool = True,
+) -> dict[str, slice]:
     """Consecutive train / validation / test ranges of time indices.
 
     Generate windows inside each range with ``window_starts(T, ..., start=s.start, stop=s.stop)``.
@@ -342,7 +426,10 @@ def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_
     TimestampError
         If ``times`` are not strictly increasing.
     """
-    input_steps, horizon = positive_int(input_steps, "input_steps"), positive_int(horizon, "horizon")
+    input_steps, horizon = (
+        positive_int(input_steps, "input_steps"),
+        positive_int(horizon, "horizon"),
+    )
     if context not in ("reach_back", "strict"):
         raise ConfigError(f"context={context!r} is invalid: expected 'reach_back' or 'strict'")
     if isinstance(times, (int, np.integer)):
@@ -357,10 +444,16 @@ def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_
     test_start = n - b_test if test_frac else b_test
     val_start = test_start - b_val if val_frac else b_val
     if not 0 <= val_start <= test_start <= n:
-        raise ConfigError(f"validation starts at index {val_start} and test at {test_start} of {n}: "
-                          "expected train, then validation, then test; check val= and test=")
+        raise ConfigError(
+            f"validation starts at index {val_start} and test at {test_start} of {n}: "
+            "expected train, then validation, then test; check val= and test="
+        )
     need = input_steps + horizon
-    requested = {"train": True, "val": not (val_frac and val == 0), "test": not (test_frac and test == 0)}
+    requested = {
+        "train": True,
+        "val": not (val_frac and val == 0),
+        "test": not (test_frac and test == 0),
+    }
     ranges = {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, n)}
     out = {}
     for name, (a, b) in ranges.items():
@@ -368,8 +461,10 @@ def chronological_split(times: Any, *, val: Any = 0.15, test: Any = 0.15, input_
         lo = a if context == "strict" or name == "train" or own == 0 else max(a - input_steps, 0)
         if check_lengths and requested[name] and b - lo < need:
             extra = f" ({a - lo} more reached back as context)" if lo < a else ""
-            raise ConfigError(f"{name} split has {own} time step(s){extra} but one window needs input_steps + "
-                              f"horizon = {input_steps} + {horizon} = {need}: lengthen the series, shrink the "
-                              f"window, or change val=/test=")
+            raise ConfigError(
+                f"{name} split has {own} time step(s){extra} but one window needs input_steps + "
+                f"horizon = {input_steps} + {horizon} = {need}: lengthen the series, shrink the "
+                f"window, or change val=/test="
+            )
         out[name] = slice(lo, b)
     return out

@@ -35,10 +35,16 @@ class Normalizer:
     @staticmethod
     def _axis(data: Any, band_axis: int) -> int:
         if isinstance(data, xr.DataArray) and "band" not in data.dims:
-            raise ConfigError(f"array with dims {data.dims} has no 'band' dim: expected (..., band, y, x)")
-        return data.get_axis_num("band") if isinstance(data, xr.DataArray) else band_axis % np.ndim(data)
+            raise ConfigError(
+                f"array with dims {data.dims} has no 'band' dim: expected (..., band, y, x)"
+            )
+        return (
+            data.get_axis_num("band")
+            if isinstance(data, xr.DataArray)
+            else band_axis % np.ndim(data)
+        )
 
-    def fit(self, data: Any, *, band_axis: int = -3) -> "Normalizer":
+    def fit(self, data: Any, *, band_axis: int = -3) -> Normalizer:
         """Learn ``mean_`` and ``scale_`` per band, ignoring NaN.
 
         Parameters
@@ -54,7 +60,9 @@ class Normalizer:
             For an unknown method, negative values with ``log1p``, or a band without finite values.
         """
         if self.method not in ("standard", "rms", "scale"):
-            raise ConfigError(f"method={self.method!r} is invalid: expected 'standard', 'rms' or 'scale'")
+            raise ConfigError(
+                f"method={self.method!r} is invalid: expected 'standard', 'rms' or 'scale'"
+            )
         axis = self._axis(data, band_axis)
         arr = np.moveaxis(np.asarray(data), axis, 0)
         names = [str(b) for b in data["band"].values] if isinstance(data, xr.DataArray) else None
@@ -64,17 +72,21 @@ class Normalizer:
             band = band[np.isfinite(band)]
             label = names[c] if names else c
             if band.size == 0:
-                raise ConfigError(f"band {label!r} has no finite value in the training data: drop the band "
-                                  "or fit on a period where it was observed")
+                raise ConfigError(
+                    f"band {label!r} has no finite value in the training data: drop the band "
+                    "or fit on a period where it was observed"
+                )
             if self.log1p:
                 if band.min() < 0:
-                    raise ConfigError(f"log1p=True needs non-negative data, band {label!r} has minimum "
-                                      f"{band.min():g}: use log1p=False")
+                    raise ConfigError(
+                        f"log1p=True needs non-negative data, band {label!r} has minimum "
+                        f"{band.min():g}: use log1p=False"
+                    )
                 band = np.log1p(band)
             if self.method == "standard":
                 m, s = band.mean(), band.std()
             elif self.method == "rms":
-                m, s = 0.0, np.sqrt(np.mean(band ** 2))
+                m, s = 0.0, np.sqrt(np.mean(band**2))
             else:
                 m, s = 0.0, np.abs(band).max()
             mean.append(float(m))
@@ -90,16 +102,22 @@ class Normalizer:
         if isinstance(data, xr.DataArray) and self.bands_ is not None:
             found = [str(b) for b in data["band"].values]
             if found != self.bands_:
-                raise ModelMismatchError(f"bands {found} differ from the bands fitted {self.bands_}: "
-                                         "select the same bands in the same order")
+                raise ModelMismatchError(
+                    f"bands {found} differ from the bands fitted {self.bands_}: "
+                    "select the same bands in the same order"
+                )
         n_bands = data.shape[axis]
         if n_bands != len(self.mean_):
-            raise ModelMismatchError(f"data have {n_bands} band(s) on axis {axis}, the normalizer was fitted "
-                                     f"on {len(self.mean_)}: pass data with the fitted bands")
+            raise ModelMismatchError(
+                f"data have {n_bands} band(s) on axis {axis}, the normalizer was fitted "
+                f"on {len(self.mean_)}: pass data with the fitted bands"
+            )
         shape = (-1,) + (1,) * (np.ndim(data) - axis - 1)
         if isinstance(data, torch.Tensor):
             kw = {"dtype": data.dtype, "device": data.device}
-            return torch.as_tensor(self.mean_, **kw).reshape(shape), torch.as_tensor(self.scale_, **kw).reshape(shape)
+            return torch.as_tensor(self.mean_, **kw).reshape(shape), torch.as_tensor(
+                self.scale_, **kw
+            ).reshape(shape)
         dtype = data.dtype if np.issubdtype(data.dtype, np.floating) else np.float32
         return self.mean_.astype(dtype).reshape(shape), self.scale_.astype(dtype).reshape(shape)
 
@@ -150,12 +168,20 @@ class Normalizer:
             Before :meth:`fit`.
         """
         if not hasattr(self, "mean_"):
-            raise NotFittedError("this Normalizer is not fitted yet: call fit(train_data) before to_dict()")
-        return {"method": self.method, "log1p": bool(self.log1p), "bands": self.bands_, "units": self.units_,
-                "mean": [float(v) for v in self.mean_], "scale": [float(v) for v in self.scale_]}
+            raise NotFittedError(
+                "this Normalizer is not fitted yet: call fit(train_data) before to_dict()"
+            )
+        return {
+            "method": self.method,
+            "log1p": bool(self.log1p),
+            "bands": self.bands_,
+            "units": self.units_,
+            "mean": [float(v) for v in self.mean_],
+            "scale": [float(v) for v in self.scale_],
+        }
 
     @classmethod
-    def from_dict(cls, spec: dict[str, Any]) -> "Normalizer":
+    def from_dict(cls, spec: dict[str, Any]) -> Normalizer:
         """Rebuild a fitted normalizer from :meth:`to_dict` output.
 
         Raises
@@ -170,11 +196,15 @@ class Normalizer:
             norm.bands_ = None if spec.get("bands") is None else [str(b) for b in spec["bands"]]
             norm.units_ = spec.get("units")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"normalizer spec {spec!r:.200} is malformed ({exc!r}): expected keys method, "
-                              "log1p, mean, scale (and bands, units) as written by to_dict()") from exc
+            raise ConfigError(
+                f"normalizer spec {spec!r:.200} is malformed ({exc!r}): expected keys method, "
+                "log1p, mean, scale (and bands, units) as written by to_dict()"
+            ) from exc
         if norm.mean_.shape != norm.scale_.shape or norm.mean_.ndim != 1:
-            raise ConfigError(f"normalizer spec has {norm.mean_.size} mean(s) and {norm.scale_.size} scale(s): "
-                              "expected one of each per band")
+            raise ConfigError(
+                f"normalizer spec has {norm.mean_.size} mean(s) and {norm.scale_.size} scale(s): "
+                "expected one of each per band"
+            )
         return norm
 
 
@@ -219,38 +249,67 @@ class WindowDataset(torch.utils.data.Dataset):
         If inputs are not ``tile_size`` times the target grid, or the crop exceeds the grid.
     """
 
-    def __init__(self, inputs: np.ndarray, target: np.ndarray, starts: Any, input_steps: int, horizon: int, *,
-                 time_feats: np.ndarray | None = None, future_maps: np.ndarray | None = None,
-                 crop: int | tuple[int, int] | None = None,
-                 tile_size: int = 1, seed: int = 0) -> None:
-        self.input_steps, self.horizon = positive_int(input_steps, "input_steps"), positive_int(horizon, "horizon")
+    def __init__(
+        self,
+        inputs: np.ndarray,
+        target: np.ndarray,
+        starts: Any,
+        input_steps: int,
+        horizon: int,
+        *,
+        time_feats: np.ndarray | None = None,
+        future_maps: np.ndarray | None = None,
+        crop: int | tuple[int, int] | None = None,
+        tile_size: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.input_steps, self.horizon = (
+            positive_int(input_steps, "input_steps"),
+            positive_int(horizon, "horizon"),
+        )
         self.tile_size = positive_int(tile_size, "tile_size")
         if np.ndim(inputs) != 4 or np.ndim(target) != 4:
-            raise ConfigError(f"inputs {np.shape(inputs)} and target {np.shape(target)} must both be 4-D "
-                              "(T, C, y, x)")
+            raise ConfigError(
+                f"inputs {np.shape(inputs)} and target {np.shape(target)} must both be 4-D "
+                "(T, C, y, x)"
+            )
         if inputs.shape[0] != target.shape[0]:
-            raise ConfigError(f"inputs have {inputs.shape[0]} time steps, target {target.shape[0]}: "
-                              "pass the same time range for both")
+            raise ConfigError(
+                f"inputs have {inputs.shape[0]} time steps, target {target.shape[0]}: "
+                "pass the same time range for both"
+            )
         rows, cols = target.shape[2:]
         if inputs.shape[2:] != (rows * self.tile_size, cols * self.tile_size):
-            raise GridError(f"inputs of {inputs.shape[2:]} px do not cover the {rows} x {cols} target grid at "
-                            f"tile_size={self.tile_size}: expected {(rows * self.tile_size, cols * self.tile_size)}")
+            raise GridError(
+                f"inputs of {inputs.shape[2:]} px do not cover the {rows} x {cols} target grid at "
+                f"tile_size={self.tile_size}: expected {(rows * self.tile_size, cols * self.tile_size)}"
+            )
         if time_feats is not None and len(time_feats) != len(target):
-            raise ConfigError(f"time_feats have {len(time_feats)} rows for {len(target)} time steps: "
-                              "compute them from the same timestamps")
+            raise ConfigError(
+                f"time_feats have {len(time_feats)} rows for {len(target)} time steps: "
+                "compute them from the same timestamps"
+            )
         self.starts = np.asarray(starts, dtype=np.int64).reshape(-1)
         span = self.input_steps + self.horizon
         if self.starts.size and (self.starts.min() < 0 or self.starts.max() + span > len(target)):
-            raise ConfigError(f"window starts range {self.starts.min()}..{self.starts.max()} but windows of "
-                              f"{span} steps must fit in {len(target)} time steps: use window_starts()")
+            raise ConfigError(
+                f"window starts range {self.starts.min()}..{self.starts.max()} but windows of "
+                f"{span} steps must fit in {len(target)} time steps: use window_starts()"
+            )
         if crop is not None:
             crop = (crop, crop) if isinstance(crop, (int, np.integer)) else tuple(crop)
             crop = (positive_int(crop[0], "crop rows"), positive_int(crop[1], "crop cols"))
             if crop[0] > rows or crop[1] > cols:
-                raise GridError(f"crop={crop} cells exceeds the {rows} x {cols} grid: choose a smaller crop")
-        if future_maps is not None and (len(future_maps) != len(target) or future_maps.shape[2:] != target.shape[2:]):
-            raise ConfigError(f"future_maps of shape {future_maps.shape} do not match the target {target.shape}: "
-                              "expected (T, C_f, rows, cols) on the same frames and grid")
+                raise GridError(
+                    f"crop={crop} cells exceeds the {rows} x {cols} grid: choose a smaller crop"
+                )
+        if future_maps is not None and (
+            len(future_maps) != len(target) or future_maps.shape[2:] != target.shape[2:]
+        ):
+            raise ConfigError(
+                f"future_maps of shape {future_maps.shape} do not match the target {target.shape}: "
+                "expected (T, C_f, rows, cols) on the same frames and grid"
+            )
         self.inputs, self.target, self.time_feats = inputs, target, time_feats
         self.future_maps = future_maps
         self.crop, self.seed, self.epoch = crop, seed, 0
@@ -264,7 +323,9 @@ class WindowDataset(torch.utils.data.Dataset):
 
     @staticmethod
     def _tensor(arr: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.nan_to_num(np.asarray(arr, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+        return torch.from_numpy(
+            np.nan_to_num(np.asarray(arr, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        )
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s = int(self.starts[index])
@@ -277,20 +338,31 @@ class WindowDataset(torch.utils.data.Dataset):
             c0 = int(rng.integers(0, cols - self.crop[1] + 1))
             rows, cols = self.crop
         t = self.tile_size
-        x = self.inputs[s:mid, :, r0 * t:(r0 + rows) * t, c0 * t:(c0 + cols) * t]
-        y = self.target[s:end, :, r0:r0 + rows, c0:c0 + cols]
+        x = self.inputs[s:mid, :, r0 * t : (r0 + rows) * t, c0 * t : (c0 + cols) * t]
+        y = self.target[s:end, :, r0 : r0 + rows, c0 : c0 + cols]
         x = np.asarray(x, dtype=np.float32)
-        x = np.where(np.isinf(x), np.float32(np.nan), x)  # NaN marks missing input; the model masks it
-        item = {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": self._tensor(y[self.input_steps:]),
-                "mask": torch.from_numpy(np.isfinite(y[self.input_steps:])),
-                "y_in": self._tensor(y[:self.input_steps]), "mask_in": torch.from_numpy(np.isfinite(y[:self.input_steps])),
-                "last": self._tensor(y[self.input_steps - 1]),
-                "start": torch.tensor(s), "origin": torch.tensor([r0, c0])}
+        x = np.where(
+            np.isinf(x), np.float32(np.nan), x
+        )  # NaN marks missing input; the model masks it
+        item = {
+            "x": torch.from_numpy(np.ascontiguousarray(x)),
+            "y": self._tensor(y[self.input_steps :]),
+            "mask": torch.from_numpy(np.isfinite(y[self.input_steps :])),
+            "y_in": self._tensor(y[: self.input_steps]),
+            "mask_in": torch.from_numpy(np.isfinite(y[: self.input_steps])),
+            "last": self._tensor(y[self.input_steps - 1]),
+            "start": torch.tensor(s),
+            "origin": torch.tensor([r0, c0]),
+        }
         if self.time_feats is not None:
             item["tf_in"] = torch.as_tensor(np.asarray(self.time_feats[s:mid], dtype=np.float32))
             item["tf_out"] = torch.as_tensor(np.asarray(self.time_feats[mid:end], dtype=np.float32))
         if self.future_maps is not None:
-            maps = self.future_maps[s:end, :, r0:r0 + rows, c0:c0 + cols]
-            item["ctx_in"] = torch.from_numpy(np.ascontiguousarray(maps[:self.input_steps], dtype=np.float32))
-            item["ctx_out"] = torch.from_numpy(np.ascontiguousarray(maps[self.input_steps:], dtype=np.float32))
+            maps = self.future_maps[s:end, :, r0 : r0 + rows, c0 : c0 + cols]
+            item["ctx_in"] = torch.from_numpy(
+                np.ascontiguousarray(maps[: self.input_steps], dtype=np.float32)
+            )
+            item["ctx_out"] = torch.from_numpy(
+                np.ascontiguousarray(maps[self.input_steps :], dtype=np.float32)
+            )
         return item

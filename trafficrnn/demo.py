@@ -38,14 +38,31 @@ def find_sample(cache: Path, *, progress: bool = True) -> Path:
         from trafficrnn.synth.simulate import simulate, write_simulation
 
         log.info("no shipped sample found; simulating one into %s", target)
-        result = simulate(512, days=2, step="15min", seed=0, tile_size=64, gsd=1.0, clouds=True, cloud_cover=0.05,
-                          progress=progress)
+        result = simulate(
+            512,
+            days=2,
+            step="15min",
+            seed=0,
+            tile_size=64,
+            gsd=1.0,
+            clouds=True,
+            cloud_cover=0.05,
+            progress=progress,
+        )
         write_simulation(result, target, overwrite=True, progress=progress)
     return target
 
 
-def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | None = None, max_minutes: float = 1.2,
-             max_epochs: int = 40, seed: int = 0, progress: bool = True, echo=print) -> DemoResult:
+def run_demo(
+    out_dir: str | Path = "trafficrnn-demo",
+    *,
+    sample: str | Path | None = None,
+    max_minutes: float = 1.2,
+    max_epochs: int = 40,
+    seed: int = 0,
+    progress: bool = True,
+    echo=print,
+) -> DemoResult:
     """Train a ConvLSTM and a ConvGRU on the sample, compare them with the baselines, write the layers.
 
     Parameters
@@ -79,20 +96,43 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     folder = Path(sample) if sample else find_sample(out / ".cache", progress=progress)
     for part in ("images", "density"):
         if not (folder / part).is_dir():
-            raise InputFileError(f"{folder} has no {part}/ folder: expected the output of `trafficrnn simulate`")
+            raise InputFileError(
+                f"{folder} has no {part}/ folder: expected the output of `trafficrnn simulate`"
+            )
     started = time.perf_counter()
     images = read_stack(folder / "images", allow_gaps=True)
     target = read_stack(folder / "density", allow_gaps=True)
     tile = images.sizes["y"] // target.sizes["y"]
-    echo(f"sample     {folder}  ({images.sizes['time']} frames of {images.sizes['y']}×{images.sizes['x']} px, "
-         f"grid {target.sizes['y']}×{target.sizes['x']} cells of {tile} px, cadence {images.attrs['cadence']})")
+    echo(
+        f"sample     {folder}  ({images.sizes['time']} frames of {images.sizes['y']}×{images.sizes['x']} px, "
+        f"grid {target.sizes['y']}×{target.sizes['x']} cells of {tile} px, cadence {images.attrs['cadence']})"
+    )
     # with the vehicle points, each model's tile encoder first learns to count them (point supervision)
-    points = read_vectors(folder / "vehicles.gpkg") if (folder / "vehicles.gpkg").is_file() else None
-    comparison = compare(images, target, models=MODEL_NAMES, progress=progress, echo=echo, tile_size=tile,
-                         vehicles=points,
-                         input_steps=8, horizon=6, hidden=(32, 32), encoder_width=16, max_epochs=max_epochs,
-                         context=("ha",), cell_mean=True, residual=True,
-                         max_time=max_minutes, batch_size=8, lr=3e-3, patience=8, seed=seed)
+    points = (
+        read_vectors(folder / "vehicles.gpkg") if (folder / "vehicles.gpkg").is_file() else None
+    )
+    comparison = compare(
+        images,
+        target,
+        models=MODEL_NAMES,
+        progress=progress,
+        echo=echo,
+        tile_size=tile,
+        vehicles=points,
+        input_steps=8,
+        horizon=6,
+        hidden=(32, 32),
+        encoder_width=16,
+        max_epochs=max_epochs,
+        context=("ha",),
+        cell_mean=True,
+        residual=True,
+        max_time=max_minutes,
+        batch_size=8,
+        lr=3e-3,
+        patience=8,
+        seed=seed,
+    )
     result = DemoResult(table=comparison.table, models=comparison.models)
     for name in comparison.models:
         result.timings[f"train_{name}"] = float(comparison.summary.loc[name, "train_seconds"])
@@ -100,8 +140,10 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     echo("\nRMSE per lead on the test split (vehicles per cell; lower is better)")
     echo(wide.to_string(float_format=lambda v: f"{v:.3f}"))
     best, runner_up = sorted(MODEL_NAMES, key=lambda m: wide.loc["mean", m])[:2]
-    echo(f"\nbetter deep model here: {best} (mean RMSE {wide.loc['mean', best]:.3f} vs "
-         f"{wide.loc['mean', runner_up]:.3f})")
+    echo(
+        f"\nbetter deep model here: {best} (mean RMSE {wide.loc['mean', best]:.3f} vs "
+        f"{wide.loc['mean', runner_up]:.3f})"
+    )
     for line in verdict(wide, MODEL_NAMES):
         echo(line)
 
@@ -115,7 +157,11 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     result.table.to_csv(files["comparison_csv"])
     # maps: the last observed frame, the forecast per lead, and the error of a past forecast
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
-    plot_map(images.isel(time=-1), ax=axes[0], title=f"last observed frame {pd.Timestamp(images.time.values[-1]):%Y-%m-%d %H:%M}")
+    plot_map(
+        images.isel(time=-1),
+        ax=axes[0],
+        title=f"last observed frame {pd.Timestamp(images.time.values[-1]):%Y-%m-%d %H:%M}",
+    )
     plot_map(target.isel(time=-1), ax=axes[1], title="vehicles per cell (ground truth)")
     files["last_frame_png"] = _save(fig, out / "last_observed.png")
     files["forecast_png"] = _save(plot_leads(forecast), out / "forecast_leads.png")
@@ -126,8 +172,10 @@ def run_demo(out_dir: str | Path = "trafficrnn-demo", *, sample: str | Path | No
     echo("\nwritten:")
     for key, path in files.items():
         echo(f"  {key:<16} {path}")
-    echo(f"\ndone in {result.timings['total']:.0f} s; open forecast.tif or forecast.gpkg in QGIS "
-         "(Layer ▸ Add Layer ▸ Add Raster/Vector Layer)")
+    echo(
+        f"\ndone in {result.timings['total']:.0f} s; open forecast.tif or forecast.gpkg in QGIS "
+        "(Layer ▸ Add Layer ▸ Add Raster/Vector Layer)"
+    )
     return result
 
 
@@ -143,9 +191,14 @@ def verdict(wide: pd.DataFrame, models) -> list[str]:
         for lead in leads:
             rival = min(baselines, key=lambda b: wide.loc[lead, b])
             if not wide.loc[lead, model] < wide.loc[lead, rival]:
-                lost.append(f"lead {lead}: {rival} {wide.loc[lead, rival]:.3f} vs {wide.loc[lead, model]:.3f}")
-        lines.append(f"{model}: beats every baseline at every lead" if not lost else
-                     f"{model}: does NOT beat every baseline on this run ({'; '.join(lost)})")
+                lost.append(
+                    f"lead {lead}: {rival} {wide.loc[lead, rival]:.3f} vs {wide.loc[lead, model]:.3f}"
+                )
+        lines.append(
+            f"{model}: beats every baseline at every lead"
+            if not lost
+            else f"{model}: does NOT beat every baseline on this run ({'; '.join(lost)})"
+        )
     return lines
 
 

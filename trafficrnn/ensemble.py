@@ -33,13 +33,44 @@ MANIFEST = "ensemble.json"
 MAX_MEMBERS = 64
 _MEMBER_NAME = re.compile(r"member-\d{1,2}")
 #: what every member must share for their forecasts to be averaged cell by cell
-_SHARED = ("bands_", "input_bands_", "units_", "cadence_", "density_only_", "input_steps", "horizon",
-           "static_bands_", "target_inputs")
+_SHARED = (
+    "bands_",
+    "input_bands_",
+    "units_",
+    "cadence_",
+    "density_only_",
+    "input_steps",
+    "horizon",
+    "static_bands_",
+    "target_inputs",
+)
 #: read-only attributes the ensemble answers with its first member's (identical in all, see _SHARED)
-_DELEGATED = frozenset({*_SHARED, "grid_", "context_", "static_scale_", "static_", "covariates_", "split_", "cell_mean",
-                        "context_inputs", "time_features", "timezone", "naive_zone_", "val", "test", "history_needed",
-                        "_prepare", "_align_target", "_check_horizon", "_observed", "input_normalizer_",
-                        "target_normalizer_", "gsd_"})
+_DELEGATED = frozenset(
+    {
+        *_SHARED,
+        "grid_",
+        "context_",
+        "static_scale_",
+        "static_",
+        "covariates_",
+        "split_",
+        "cell_mean",
+        "context_inputs",
+        "time_features",
+        "timezone",
+        "naive_zone_",
+        "val",
+        "test",
+        "history_needed",
+        "_prepare",
+        "_align_target",
+        "_check_horizon",
+        "_observed",
+        "input_normalizer_",
+        "target_normalizer_",
+        "gsd_",
+    }
+)
 
 
 def _cores() -> int:
@@ -49,8 +80,15 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _fit_member(params: dict, images, target, data: dict, threads: int | None, checkpoint_dir: Path | None = None,
-                resume: bool = False):
+def _fit_member(
+    params: dict,
+    images,
+    target,
+    data: dict,
+    threads: int | None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+):
     """Fit one member (in a worker process when ``threads`` is set: that many torch threads)."""
     from trafficrnn.estimator import TrafficForecaster
 
@@ -58,7 +96,9 @@ def _fit_member(params: dict, images, target, data: dict, threads: int | None, c
         import torch
 
         torch.set_num_threads(threads)
-    return TrafficForecaster(**params).fit(images, target, **data, checkpoint_dir=checkpoint_dir, resume=resume)
+    return TrafficForecaster(**params).fit(
+        images, target, **data, checkpoint_dir=checkpoint_dir, resume=resume
+    )
 
 
 class ForecastEnsemble:
@@ -92,7 +132,7 @@ class ForecastEnsemble:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"estimator": self.estimator, "members": self.members, "n_jobs": self.n_jobs}
 
-    def set_params(self, **params: Any) -> "ForecastEnsemble":
+    def set_params(self, **params: Any) -> ForecastEnsemble:
         for key, value in params.items():
             if key not in ("estimator", "members", "n_jobs"):
                 raise ValueError(f"unknown parameter {key!r}; valid: estimator, members, n_jobs")
@@ -100,7 +140,11 @@ class ForecastEnsemble:
         return self
 
     def __repr__(self) -> str:
-        status = f"fitted, grid={self.grid_.shape}, bands={self.bands_}" if self.is_fitted else "not fitted"
+        status = (
+            f"fitted, grid={self.grid_.shape}, bands={self.bands_}"
+            if self.is_fitted
+            else "not fitted"
+        )
         return f"ForecastEnsemble({self._template()!r}, members={self.members}, n_jobs={self.n_jobs}) [{status}]"
 
     def __getattr__(self, name: str) -> Any:
@@ -108,8 +152,10 @@ class ForecastEnsemble:
         if name in _DELEGATED:
             members = self.__dict__.get("estimators_")
             if not members:
-                raise NotFittedError(f"this ForecastEnsemble is not fitted yet: {name} needs fit(...) or "
-                                     "ForecastEnsemble.load(path)")
+                raise NotFittedError(
+                    f"this ForecastEnsemble is not fitted yet: {name} needs fit(...) or "
+                    "ForecastEnsemble.load(path)"
+                )
             return getattr(members[0], name)
         raise AttributeError(f"'ForecastEnsemble' object has no attribute {name!r}")
 
@@ -124,12 +170,18 @@ class ForecastEnsemble:
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError("this ForecastEnsemble is not fitted yet: call fit(...) or ForecastEnsemble.load(path)")
+            raise NotFittedError(
+                "this ForecastEnsemble is not fitted yet: call fit(...) or ForecastEnsemble.load(path)"
+            )
 
     @property
     def model(self) -> str:
         """Name used in forecasts and evaluation tables, e.g. ``convgru-ensemble3``."""
-        names = sorted({e.model for e in self.estimators_}) if self.is_fitted else [self._template().model]
+        names = (
+            sorted({e.model for e in self.estimators_})
+            if self.is_fitted
+            else [self._template().model]
+        )
         n = len(self.estimators_) if self.is_fitted else self.members
         return f"{'+'.join(names)}-ensemble{n}"
 
@@ -138,29 +190,42 @@ class ForecastEnsemble:
         """Members' summaries; ``train_seconds`` is the longest member's, ``parameters`` the total."""
         self._check_fitted()
         runs = [e.training_summary_ for e in self.estimators_]
-        return {"members": len(runs), "seeds": [e.seed for e in self.estimators_],
-                "epochs": [r.get("epochs") for r in runs],
-                "train_seconds": max(float(r.get("train_seconds", 0.0)) for r in runs),
-                "parameters": int(sum(r.get("parameters", 0) for r in runs)),
-                "wall_seconds": getattr(self, "fit_seconds_", None), "runs": runs}
+        return {
+            "members": len(runs),
+            "seeds": [e.seed for e in self.estimators_],
+            "epochs": [r.get("epochs") for r in runs],
+            "train_seconds": max(float(r.get("train_seconds", 0.0)) for r in runs),
+            "parameters": int(sum(r.get("parameters", 0) for r in runs)),
+            "wall_seconds": getattr(self, "fit_seconds_", None),
+            "runs": runs,
+        }
 
     # -- fit ----------------------------------------------------------------------------
     def _validate_params(self) -> None:
         from trafficrnn.estimator import TrafficForecaster
 
         if self.estimator is not None and not isinstance(self.estimator, TrafficForecaster):
-            raise ConfigError(f"estimator is a {type(self.estimator).__name__}, expected a TrafficForecaster "
-                              "(its settings are copied by every member)")
+            raise ConfigError(
+                f"estimator is a {type(self.estimator).__name__}, expected a TrafficForecaster "
+                "(its settings are copied by every member)"
+            )
         for name, value, low in (("members", self.members, 1), ("n_jobs", self.n_jobs, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ConfigError(f"{name}={value!r} is invalid: expected an integer >= {low}")
         if self.members > MAX_MEMBERS:
             raise ConfigError(f"members={self.members} is invalid: expected at most {MAX_MEMBERS}")
 
-    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, vehicles: Any = None,
-            static: xr.DataArray | None = None,
-            covariates: pd.DataFrame | None = None, checkpoint_dir: str | Path | None = None,
-            resume: bool = False) -> "ForecastEnsemble":
+    def fit(
+        self,
+        images: xr.DataArray,
+        target: xr.DataArray | None = None,
+        *,
+        vehicles: Any = None,
+        static: xr.DataArray | None = None,
+        covariates: pd.DataFrame | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> ForecastEnsemble:
         """Fit every member on the same data (arguments as :meth:`TrafficForecaster.fit`).
 
         ``checkpoint_dir``: member ``i`` keeps its checkpoints in ``checkpoint_dir/member-<i>``.
@@ -176,7 +241,9 @@ class ForecastEnsemble:
 
         self._validate_params()
         if resume and checkpoint_dir is None:
-            raise ConfigError("resume=True needs checkpoint_dir=...: the folder of the ensemble's run to continue")
+            raise ConfigError(
+                "resume=True needs checkpoint_dir=...: the folder of the ensemble's run to continue"
+            )
         dirs = [None] * int(self.members)
         if checkpoint_dir is not None:
             from trafficrnn.checkpoints import check_folder
@@ -189,8 +256,10 @@ class ForecastEnsemble:
         template._validate_params()
         base = template.get_params()
         jobs = min(int(self.n_jobs), int(self.members))
-        params = [{**base, "seed": int(base["seed"]) + i, **({"progress": False} if jobs > 1 else {})}
-                  for i in range(int(self.members))]
+        params = [
+            {**base, "seed": int(base["seed"]) + i, **({"progress": False} if jobs > 1 else {})}
+            for i in range(int(self.members))
+        ]
         from trafficrnn.inputs import data_kwargs
 
         data = data_kwargs(static, covariates)
@@ -198,13 +267,17 @@ class ForecastEnsemble:
             data["vehicles"] = vehicles
         started = time.perf_counter()
         if jobs == 1:
-            fitted = [_fit_member(p, images, target, data, None, d, resume) for p, d in zip(params, dirs)]
+            fitted = [
+                _fit_member(p, images, target, data, None, d, resume) for p, d in zip(params, dirs)
+            ]
         else:
             from joblib import Parallel, delayed
 
             threads = max(1, _cores() // jobs)
             fitted = Parallel(n_jobs=jobs, backend="loky")(
-                delayed(_fit_member)(p, images, target, data, threads, d, resume) for p, d in zip(params, dirs))
+                delayed(_fit_member)(p, images, target, data, threads, d, resume)
+                for p, d in zip(params, dirs)
+            )
         self.fit_seconds_ = round(time.perf_counter() - started, 2)
         self.estimators_ = list(fitted)
         return self
@@ -212,17 +285,27 @@ class ForecastEnsemble:
     # -- predict ------------------------------------------------------------------------
     def _combine(self, forecasts: list[xr.DataArray], members: bool) -> xr.DataArray:
         seeds = [int(e.seed) for e in self.estimators_]
-        stacked = xr.concat(forecasts, dim=pd.Index(np.arange(len(forecasts)), name="member"),
-                            coords="minimal", compat="override", combine_attrs="override")
+        stacked = xr.concat(
+            forecasts,
+            dim=pd.Index(np.arange(len(forecasts)), name="member"),
+            coords="minimal",
+            compat="override",
+            combine_attrs="override",
+        )
         stacked = stacked.assign_coords(seed=("member", seeds))
-        out = stacked if members else stacked.mean("member", keep_attrs=True).drop_vars("seed", errors="ignore")
+        out = (
+            stacked
+            if members
+            else stacked.mean("member", keep_attrs=True).drop_vars("seed", errors="ignore")
+        )
         out.attrs.update(forecasts[0].attrs)
         out.attrs["model"] = self.model
         out.attrs["members"] = len(forecasts)
         return out
 
-    def predict_many(self, images: xr.DataArray, issue_indices: Any, *, members: bool = False,
-                     **kwargs: Any) -> xr.DataArray:
+    def predict_many(
+        self, images: xr.DataArray, issue_indices: Any, *, members: bool = False, **kwargs: Any
+    ) -> xr.DataArray:
         """Forecasts issued at several frames → ``(issued, lead, band, y, x)``, the member mean.
 
         ``members=True``: every member's forecast along a leading ``member`` dimension (with a
@@ -231,9 +314,13 @@ class ForecastEnsemble:
         :meth:`TrafficForecaster.predict_many`.
         """
         self._check_fitted()
-        return self._combine([e.predict_many(images, issue_indices, **kwargs) for e in self.estimators_], members)
+        return self._combine(
+            [e.predict_many(images, issue_indices, **kwargs) for e in self.estimators_], members
+        )
 
-    def predict(self, images: xr.DataArray, *, members: bool = False, **kwargs: Any) -> xr.DataArray:
+    def predict(
+        self, images: xr.DataArray, *, members: bool = False, **kwargs: Any
+    ) -> xr.DataArray:
         """Forecast the frames after the last one of ``images``: ``(lead, band, y, x)``, the member mean.
 
         ``members=True`` keeps every member along a ``member`` dimension. Other keyword arguments
@@ -242,7 +329,9 @@ class ForecastEnsemble:
         self._check_fitted()
         return self._combine([e.predict(images, **kwargs) for e in self.estimators_], members)
 
-    def evaluate(self, images: xr.DataArray, target: xr.DataArray | None = None, **kwargs: Any) -> pd.DataFrame:
+    def evaluate(
+        self, images: xr.DataArray, target: xr.DataArray | None = None, **kwargs: Any
+    ) -> pd.DataFrame:
         """Per-lead scores of the ensemble mean beside the baselines; see :meth:`TrafficForecaster.evaluate`."""
         from trafficrnn.evaluation import evaluate
 
@@ -265,14 +354,20 @@ class ForecastEnsemble:
         with atomic_output(path, overwrite=overwrite, directory=True) as tmp:
             for name, est in zip(names, self.estimators_):
                 save_model(est, tmp / name)
-            manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "trafficrnn_version": __version__,
-                        "model": self.model, "members": names, "n_jobs": int(self.n_jobs),
-                        "fit_seconds": getattr(self, "fit_seconds_", None)}
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "trafficrnn_version": __version__,
+                "model": self.model,
+                "members": names,
+                "n_jobs": int(self.n_jobs),
+                "fit_seconds": getattr(self, "fit_seconds_", None),
+            }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "ForecastEnsemble":
+    def load(cls, path: str | Path) -> ForecastEnsemble:
         """Load a saved ensemble: every member through :meth:`TrafficForecaster.load` (no unpickling,
         checksums verified), then checked to share grid, bands, cadence and windows.
 
@@ -291,16 +386,25 @@ class ForecastEnsemble:
         for name, est in zip(manifest["members"][1:], members[1:]):
             for key in _SHARED:
                 if getattr(est, key) != getattr(first, key):
-                    raise ModelFileError(f"{path / name}: {key} = {getattr(est, key)!r:.80} but the first member has "
-                                         f"{getattr(first, key)!r:.80}; the members of an ensemble must be "
-                                         "trained on the same stack with the same settings")
+                    raise ModelFileError(
+                        f"{path / name}: {key} = {getattr(est, key)!r:.80} but the first member has "
+                        f"{getattr(first, key)!r:.80}; the members of an ensemble must be "
+                        "trained on the same stack with the same settings"
+                    )
             if not est.grid_.matches(first.grid_) or est.grid_.tile_size != first.grid_.tile_size:
-                raise ModelFileError(f"{path / name}: grid {est.grid_} differs from the first member's {first.grid_}")
+                raise ModelFileError(
+                    f"{path / name}: grid {est.grid_} differs from the first member's {first.grid_}"
+                )
             if _covariate_columns(est) != _covariate_columns(first):
-                raise ModelFileError(f"{path / name}: covariates {_covariate_columns(est)} differ from the first "
-                                     f"member's {_covariate_columns(first)}")
-        ens = cls(TrafficForecaster(**first.get_params()), members=len(members),
-                  n_jobs=int(manifest.get("n_jobs", 1)))
+                raise ModelFileError(
+                    f"{path / name}: covariates {_covariate_columns(est)} differ from the first "
+                    f"member's {_covariate_columns(first)}"
+                )
+        ens = cls(
+            TrafficForecaster(**first.get_params()),
+            members=len(members),
+            n_jobs=int(manifest.get("n_jobs", 1)),
+        )
         ens.estimators_ = members
         ens.fit_seconds_ = manifest.get("fit_seconds")
         return ens
@@ -338,26 +442,40 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     file = path / MANIFEST
     if not file.is_file():
-        raise ModelFileError(f"{path} is not a saved ensemble folder ({MANIFEST} is missing); save one with "
-                             "ForecastEnsemble.save(path)")
+        raise ModelFileError(
+            f"{path} is not a saved ensemble folder ({MANIFEST} is missing); save one with "
+            "ForecastEnsemble.save(path)"
+        )
     try:
         manifest = json.loads(file.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{file} is not valid JSON ({exc}); the file is corrupt") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ModelFileError(f"{file}: format {found!r}, expected {FORMAT!r}; not a trafficrnn ensemble")
+        raise ModelFileError(
+            f"{file}: format {found!r}, expected {FORMAT!r}; not a trafficrnn ensemble"
+        )
     version = manifest.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ModelFileError(f"{file}: format_version = {version!r:.40}, expected a positive integer")
+        raise ModelFileError(
+            f"{file}: format_version = {version!r:.40}, expected a positive integer"
+        )
     if version > FORMAT_VERSION:
-        raise ModelFileError(f"{file}: ensemble format {version} is newer than this trafficrnn ({__version__}) "
-                             f"reads (<= {FORMAT_VERSION}); upgrade trafficrnn")
+        raise ModelFileError(
+            f"{file}: ensemble format {version} is newer than this trafficrnn ({__version__}) "
+            f"reads (<= {FORMAT_VERSION}); upgrade trafficrnn"
+        )
     names = manifest.get("members")
-    if (not isinstance(names, list) or not 1 <= len(names) <= MAX_MEMBERS
-            or not all(isinstance(n, str) and _MEMBER_NAME.fullmatch(n) for n in names) or len(set(names)) != len(names)):
-        raise ModelFileError(f"{file}: members = {names!r:.80}, expected a list of 1 to {MAX_MEMBERS} distinct "
-                             "folder names 'member-<i>' inside the ensemble folder")
+    if (
+        not isinstance(names, list)
+        or not 1 <= len(names) <= MAX_MEMBERS
+        or not all(isinstance(n, str) and _MEMBER_NAME.fullmatch(n) for n in names)
+        or len(set(names)) != len(names)
+    ):
+        raise ModelFileError(
+            f"{file}: members = {names!r:.80}, expected a list of 1 to {MAX_MEMBERS} distinct "
+            "folder names 'member-<i>' inside the ensemble folder"
+        )
     jobs = manifest.get("n_jobs", 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ModelFileError(f"{file}: n_jobs = {jobs!r:.40}, expected a positive integer")

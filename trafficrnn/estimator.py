@@ -19,40 +19,106 @@ import torch
 import xarray as xr
 
 from trafficrnn import checkpoints
+from trafficrnn.checks import InputChecks, gsd_of
 from trafficrnn.context import Context, parse_context
+from trafficrnn.counting import (
+    COUNT_NORM,
+    COUNT_STRIDE_PX,
+    FINETUNE_SHARE,
+    PRETRAIN_SHARE,
+    check_counting,
+    check_vehicles,
+    count_vehicles,
+    encode_frames,
+    fine_target,
+    freeze_encoder,
+    front_fits,
+    load_front,
+    prepare_fine,
+    pretrain_encoder,
+    read_front,
+    split_indices,
+    split_target,
+    use_front_scaling,
+)
+from trafficrnn.covariates import Covariates
 from trafficrnn.data import contiguous_starts, make_forecast
 from trafficrnn.dataset import Normalizer, WindowDataset
-from trafficrnn.covariates import Covariates
-from trafficrnn.inputs import (BatchInputs, check_covariates_given, check_naive_zone, has_vectors, kept_static,
-                               naive_zone_of, normalised_inputs, prediction_batch, static_for, static_layers,
-                               step_vectors)
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
-from trafficrnn.checks import InputChecks, gsd_of
-from trafficrnn.counting import (COUNT_NORM, COUNT_STRIDE_PX, FINETUNE_SHARE, PRETRAIN_SHARE, check_counting,
-                                 check_vehicles, count_vehicles, encode_frames, fine_target, freeze_encoder,
-                                 front_fits, load_front, prepare_fine, pretrain_encoder, read_front, split_indices,
-                                 split_target, use_front_scaling)
+from trafficrnn.grid import Grid
+from trafficrnn.inputs import (
+    BatchInputs,
+    check_covariates_given,
+    check_naive_zone,
+    has_vectors,
+    kept_static,
+    naive_zone_of,
+    normalised_inputs,
+    prediction_batch,
+    static_for,
+    static_layers,
+    step_vectors,
+)
+from trafficrnn.io.timestamps import check_cadence
 from trafficrnn.models.encoder import default_strides
 from trafficrnn.models.forecaster import count_stage_for
-from trafficrnn.grid import Grid
-from trafficrnn.io.timestamps import check_cadence
 from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
 from trafficrnn.splits import fit_split
 
 log = logging.getLogger(__name__)
 
-PARAMS = ("model", "input_steps", "horizon", "tile_size", "hidden", "kernel_size", "encoder_width",
-          "encoder_depth", "time_features", "residual", "timezone", "lr", "weight_decay", "batch_size",
-          "max_epochs", "max_time", "patience", "val", "test", "stride", "nowcast_weight", "log1p", "seed",
-          "precision", "accelerator", "devices", "strategy", "num_nodes", "progress", "crop", "context", "cell_mean",
-          "context_inputs", "feedback", "count_head", "target_inputs", "linear_lags", "bptt_steps", "counting")
+PARAMS = (
+    "model",
+    "input_steps",
+    "horizon",
+    "tile_size",
+    "hidden",
+    "kernel_size",
+    "encoder_width",
+    "encoder_depth",
+    "time_features",
+    "residual",
+    "timezone",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "max_epochs",
+    "max_time",
+    "patience",
+    "val",
+    "test",
+    "stride",
+    "nowcast_weight",
+    "log1p",
+    "seed",
+    "precision",
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "progress",
+    "crop",
+    "context",
+    "cell_mean",
+    "context_inputs",
+    "feedback",
+    "count_head",
+    "target_inputs",
+    "linear_lags",
+    "bptt_steps",
+    "counting",
+)
 
 
 def _stack_name(images: xr.DataArray) -> str:
     """How a refusal names the stack: its first and last file where read_stack recorded them."""
     if "source" in images.coords and images.sizes.get("time", 0):
         names = [str(v) for v in images["source"].values]
-        return f"the stack of files {names[0]} … {names[-1]}" if len(set(names)) > 1 else f"the stack {names[0]}"
+        return (
+            f"the stack of files {names[0]} … {names[-1]}"
+            if len(set(names)) > 1
+            else f"the stack {names[0]}"
+        )
     return "the stack"
 
 
@@ -188,20 +254,49 @@ class TrafficForecaster(InputChecks):
         departures from the usual directly.
     """
 
-    def __init__(self, model: str = _D["model"], *, input_steps: int = _D["input_steps"], horizon: int = _D["horizon"],
-                 tile_size: int | None = None, hidden: tuple[int, ...] | list[int] = _D["hidden"], kernel_size: int = 3,
-                 encoder_width: int = 16, encoder_depth: int = 1, time_features: bool = True, residual: bool = True,
-                 timezone: str | None = None, lr: float = 3e-3, weight_decay: float = 1e-4,
-                 batch_size: int = _D["batch_size"], max_epochs: int = _D["max_epochs"],
-                 max_time: float | None = _D["max_time"], patience: int = 6, val: float | str | None = None,
-                 test: float | str | None = None, stride: int = 1, nowcast_weight: float = 0.5, log1p: bool = False,
-                 seed: int = _D["seed"], precision: str = _D["precision"], accelerator: str = _D["accelerator"],
-                 devices: Any = _D["devices"], strategy: str = _D["strategy"], num_nodes: int = _D["num_nodes"],
-                 progress: bool = True, crop: int | None = None,
-                 context: tuple[str, ...] = (), cell_mean: bool = False, context_inputs: bool = True,
-                 feedback: bool = True, count_head: bool = True, target_inputs: bool = False,
-                 linear_lags: int = _D["linear_lags"],
-                 bptt_steps: int | None = None, counting: bool = True) -> None:
+    def __init__(
+        self,
+        model: str = _D["model"],
+        *,
+        input_steps: int = _D["input_steps"],
+        horizon: int = _D["horizon"],
+        tile_size: int | None = None,
+        hidden: tuple[int, ...] | list[int] = _D["hidden"],
+        kernel_size: int = 3,
+        encoder_width: int = 16,
+        encoder_depth: int = 1,
+        time_features: bool = True,
+        residual: bool = True,
+        timezone: str | None = None,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = _D["batch_size"],
+        max_epochs: int = _D["max_epochs"],
+        max_time: float | None = _D["max_time"],
+        patience: int = 6,
+        val: float | str | None = None,
+        test: float | str | None = None,
+        stride: int = 1,
+        nowcast_weight: float = 0.5,
+        log1p: bool = False,
+        seed: int = _D["seed"],
+        precision: str = _D["precision"],
+        accelerator: str = _D["accelerator"],
+        devices: Any = _D["devices"],
+        strategy: str = _D["strategy"],
+        num_nodes: int = _D["num_nodes"],
+        progress: bool = True,
+        crop: int | None = None,
+        context: tuple[str, ...] = (),
+        cell_mean: bool = False,
+        context_inputs: bool = True,
+        feedback: bool = True,
+        count_head: bool = True,
+        target_inputs: bool = False,
+        linear_lags: int = _D["linear_lags"],
+        bptt_steps: int | None = None,
+        counting: bool = True,
+    ) -> None:
         from trafficrnn.params import check_params
 
         given = locals()
@@ -215,7 +310,7 @@ class TrafficForecaster(InputChecks):
         """Constructor parameters (scikit-learn contract)."""
         return {name: getattr(self, name) for name in PARAMS}
 
-    def set_params(self, **params: Any) -> "TrafficForecaster":
+    def set_params(self, **params: Any) -> TrafficForecaster:
         """Set constructor parameters, each checked as by the constructor (nothing is set if one is refused).
 
         Raises
@@ -227,7 +322,9 @@ class TrafficForecaster(InputChecks):
 
         unknown = [key for key in params if key not in PARAMS]
         if unknown:
-            raise ConfigError(f"unknown parameter {unknown[0]!r}: expected one of {', '.join(PARAMS)}")
+            raise ConfigError(
+                f"unknown parameter {unknown[0]!r}: expected one of {', '.join(PARAMS)}"
+            )
         check_params(params, self.get_params())
         for key, value in params.items():
             setattr(self, key, value)
@@ -235,7 +332,9 @@ class TrafficForecaster(InputChecks):
 
     def __repr__(self) -> str:
         defaults = TrafficForecaster().get_params()
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k] or k == "model")
+        changed = ", ".join(
+            f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k] or k == "model"
+        )
         status = "fitted" if self.is_fitted else "not fitted"
         extra = ""
         if self.is_fitted:
@@ -256,12 +355,22 @@ class TrafficForecaster(InputChecks):
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise NotFittedError("this TrafficForecaster is not fitted yet: call fit(...) or TrafficForecaster.load(path)")
+            raise NotFittedError(
+                "this TrafficForecaster is not fitted yet: call fit(...) or TrafficForecaster.load(path)"
+            )
 
     # -- fit ----------------------------------------------------------------------------
-    def fit(self, images: xr.DataArray, target: xr.DataArray | None = None, *, vehicles: Any = None,
-            static: xr.DataArray | None = None, covariates: pd.DataFrame | None = None, checkpoint_dir: str | Path | None = None,
-            resume: bool = False) -> "TrafficForecaster":
+    def fit(
+        self,
+        images: xr.DataArray,
+        target: xr.DataArray | None = None,
+        *,
+        vehicles: Any = None,
+        static: xr.DataArray | None = None,
+        covariates: pd.DataFrame | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> TrafficForecaster:
         """Train on a stack.
 
         Parameters
@@ -314,37 +423,67 @@ class TrafficForecaster(InputChecks):
             ``resume`` into a folder whose run had other settings or data, or whose checkpoint is
             truncated, tampered with or not a checkpoint.
         """
-        fit_began = time.perf_counter()  # max_time bounds all of fit, from here (importing Lightning too) to its return
-        from trafficrnn.models import get_model
-        from trafficrnn.training import (EpochSampler, ForecastModule, epochs_trained, make_trainer, quiet_lightning,
-                                         resolve_precision)
+        fit_began = (
+            time.perf_counter()
+        )  # max_time bounds all of fit, from here (importing Lightning too) to its return
+        import trafficrnn.training  # noqa: F401  (Lightning's import counts against max_time, as the set-up)
 
         deadline = fit_began + self.max_time * 60 if self.max_time else None
+        data = self._fit_prepare(
+            images,
+            target,
+            vehicles=vehicles,
+            static=static,
+            covariates=covariates,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+        )
+        net = self._fit_build(data)
+        outcome = self._fit_train(
+            data,
+            net,
+            deadline=deadline,
+            fit_began=fit_began,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+        )
+        self._fit_store(data, outcome, fit_began)
+        return self
 
-        self._validate_params()
-        if resume and checkpoint_dir is None:
-            raise ConfigError("resume=True needs checkpoint_dir=...: the folder of the run to continue")
+    # fit's steps: prepare (check and scale the data) → build (the network) → train (stage A, stage B) → store
+    def _fit_paths(
+        self, images: xr.DataArray, target: xr.DataArray | None, vehicles: Any
+    ) -> SimpleNamespace:
+        """The path of ``fit`` (density-only or images), its grid and the aligned images and target."""
         images = self._check_array(images, "images")
         density_only = target is None and vehicles is None
         fine_raster = None
         if vehicles is not None and self.tile_size in (None, 1):
-            raise ConfigError(f"vehicles= is for the image path: set tile_size=... (image pixels per cell, e.g. 32), "
-                              f"got tile_size={self.tile_size}")
+            raise ConfigError(
+                f"vehicles= is for the image path: set tile_size=... (image pixels per cell, e.g. 32), "
+                f"got tile_size={self.tile_size}"
+            )
         if density_only:
             if self.tile_size not in (None, 1):
-                raise ConfigError(f"tile_size={self.tile_size} needs a target: pass fit(images, target), or "
-                                  "tile_size=None to forecast the stack's own grids")
+                raise ConfigError(
+                    f"tile_size={self.tile_size} needs a target: pass fit(images, target), or "
+                    "tile_size=None to forecast the stack's own grids"
+                )
             if self.target_inputs:
-                raise ConfigError("target_inputs=True is for the image path (images plus a target): a stack of "
-                                  "density grids is read as its own target already; drop target_inputs")
+                raise ConfigError(
+                    "target_inputs=True is for the image path (images plus a target): a stack of "
+                    "density grids is read as its own target already; drop target_inputs"
+                )
             grid = Grid.from_dataarray(images, tile_size=1)
             target = images
         else:
             if self.tile_size in (None, 1) and images.sizes["y"] == target.sizes["y"]:
                 grid = Grid.from_dataarray(images, tile_size=1)
             elif self.tile_size is None:
-                raise ConfigError("tile_size=None but images and target differ in size: pass tile_size=... "
-                                  "(image pixels per target cell)")
+                raise ConfigError(
+                    "tile_size=None but images and target differ in size: pass tile_size=... "
+                    "(image pixels per target cell)"
+                )
             else:
                 grid = Grid.from_image(images, int(self.tile_size), whole=True)
             images = grid.crop(images) if grid.tile_size > 1 else images
@@ -354,166 +493,446 @@ class TrafficForecaster(InputChecks):
                 if vehicles is not None:
                     check_vehicles(vehicles, grid)
                 if grid.tile_size > 1:
-                    target, fine_raster = split_target(self._check_array(target, "target"), images, grid)
+                    target, fine_raster = split_target(
+                        self._check_array(target, "target"), images, grid
+                    )
             target = self._align_target(images, self._check_array(target, "target"), grid)
             if fine_raster is not None:
                 fine_raster = fine_raster.reindex(time=images.time.values)
-        counting = bool(self.counting) and not density_only and (vehicles is not None or fine_raster is not None)
+        counting = (
+            bool(self.counting)
+            and not density_only
+            and (vehicles is not None or fine_raster is not None)
+        )
         if counting:
             check_counting(self)
+        return SimpleNamespace(
+            images=images,
+            target=target,
+            grid=grid,
+            density_only=density_only,
+            fine_raster=fine_raster,
+            counting=counting,
+            vehicles=vehicles,
+        )
+
+    def _fit_prepare(
+        self, images, target, *, vehicles, static, covariates, checkpoint_dir, resume
+    ) -> SimpleNamespace:
+        """Step 1 of fit: check the parameters and the data; the split, windows, scalings, inputs and context."""
+        self._validate_params()
+        if resume and checkpoint_dir is None:
+            raise ConfigError(
+                "resume=True needs checkpoint_dir=...: the folder of the run to continue"
+            )
+        data = self._fit_paths(images, target, vehicles)
+        images, target, grid, density_only = data.images, data.target, data.grid, data.density_only
         times = pd.DatetimeIndex(images.time.values)
         cadence, gaps = check_cadence(times, allow_gaps=True)
         if cadence is None:
             raise TimestampError("the stack has one frame; forecasting needs a time series")
         split, split_choice = fit_split(self, times, images, target, where=_stack_name(images))
         span = self.input_steps + self.horizon
-        starts = {k: contiguous_starts(times, cadence, span, s, self.stride if k == "train" else 1)
-                  for k, s in split.items()}
+        starts = {
+            k: contiguous_starts(times, cadence, span, s, self.stride if k == "train" else 1)
+            for k, s in split.items()
+        }
         if len(starts["train"]) == 0:
-            raise ConfigError(f"no training window of {span} evenly spaced frames fits in the stack of "
-                              f"{len(times)} frames ({len(gaps)} gaps): shorten input_steps/horizon or add data")
+            raise ConfigError(
+                f"no training window of {span} evenly spaced frames fits in the stack of "
+                f"{len(times)} frames ({len(gaps)} gaps): shorten input_steps/horizon or add data"
+            )
         train_t = split["train"]
-        encoder = None if grid.tile_size == 1 else _encoder_config(grid.tile_size, self.encoder_width,
-                                                                   self.encoder_depth, counting)
+        encoder = (
+            None
+            if grid.tile_size == 1
+            else _encoder_config(
+                grid.tile_size, self.encoder_width, self.encoder_depth, data.counting
+            )
+        )
         stride_kw = {}
         if encoder is not None and self.count_head:
             strides = encoder.get("strides") or default_strides(grid.tile_size)
-            stride_kw["count_stage"] = count_stage_for(strides, COUNT_STRIDE_PX if counting else 8)
-            if counting:
+            stride_kw["count_stage"] = count_stage_for(
+                strides, COUNT_STRIDE_PX if data.counting else 8
+            )
+            if data.counting:
                 stride_kw["density_per_cell"] = True
-        front = self._count_front(images, target, encoder, stride_kw.get("count_stage")) if counting else None
+        front = (
+            self._count_front(images, target, encoder, stride_kw.get("count_stage"))
+            if data.counting
+            else None
+        )
         tgt_norm = Normalizer("rms", log1p=self.log1p).fit(target.isel(time=train_t))
-        in_norm = tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
+        in_norm = (
+            tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
+        )
         if front is not None and not use_front_scaling(in_norm, front[1]):
-            log.info("the images' radiometry (per-band mean %s, std %s) is far from the count front's: counting "
-                     "starts from scratch", np.ravel(in_norm.mean_).round(1), np.ravel(in_norm.scale_).round(1))
+            log.info(
+                "the images' radiometry (per-band mean %s, std %s) is far from the count front's: counting "
+                "starts from scratch",
+                np.ravel(in_norm.mean_).round(1),
+                np.ravel(in_norm.scale_).round(1),
+            )
             front = None
         if front is not None:  # the front predicts counts on its own target scale
             tgt_norm.scale_ = np.full_like(tgt_norm.scale_, front[1]["target_scale"])
-        y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype("float32")
-        x = y if density_only else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
+        y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype(
+            "float32"
+        )
+        x = (
+            y
+            if density_only
+            else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
+        )
         cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
         naive_zone = naive_zone_of(images, target)  # None: the naive times are UTC
-        tf = step_vectors(SimpleNamespace(time_features=self.time_features, timezone=self.timezone, covariates_=cov,
-                                          naive_zone_=naive_zone), times, covariates)
+        tf = step_vectors(
+            SimpleNamespace(
+                time_features=self.time_features,
+                timezone=self.timezone,
+                covariates_=cov,
+                naive_zone_=naive_zone,
+            ),
+            times,
+            covariates,
+        )
         entries = parse_context(self.context, cadence, self.horizon)
         if not density_only and any(e != "ha" for e in entries):
-            raise ConfigError(f"context={tuple(self.context)}: past-value periods need observed targets at "
-                              "forecast time, which the image path does not have; use context=('ha',)")
-        ctx = Context(entries, self.cell_mean, self.timezone).fit(y[train_t], times[train_t], cadence, naive_zone)
+            raise ConfigError(
+                f"context={tuple(self.context)}: past-value periods need observed targets at "
+                "forecast time, which the image path does not have; use context=('ha',)"
+            )
+        ctx = Context(entries, self.cell_mean, self.timezone).fit(
+            y[train_t], times[train_t], cadence, naive_zone
+        )
         user_static, static_names, static_scale = static_layers(static, grid)
         parts = [p for p in (user_static, ctx.static()) if p is not None]
-        static_all = np.concatenate(parts) if parts else None
+        data.__dict__.update(
+            times=times,
+            cadence=cadence,
+            gaps=gaps,
+            split=split,
+            split_choice=split_choice,
+            starts=starts,
+            train_t=train_t,
+            encoder=encoder,
+            stride_kw=stride_kw,
+            front=front,
+            tgt_norm=tgt_norm,
+            in_norm=in_norm,
+            x=x,
+            y=y,
+            cov=cov,
+            naive_zone=naive_zone,
+            tf=tf,
+            ctx=ctx,
+            static=static,
+            static_names=static_names,
+            static_scale=static_scale,
+            static_all=np.concatenate(parts) if parts else None,
+        )
+        return data
+
+    def _fit_build(self, data: SimpleNamespace) -> torch.nn.Module:
+        """Step 2 of fit: the network, seeded (with the packaged count front's weights where they fit)."""
+        from trafficrnn.models import get_model
 
         torch.manual_seed(self.seed)
-        n_tf = tf.shape[1] if tf is not None else 0
-        net = get_model(self.model, in_channels=images.sizes["band"], out_channels=target.sizes["band"],
-                        hidden_channels=[int(h) for h in self.hidden], kernel_size=int(self.kernel_size),
-                        encoder=encoder,
-                        past_covariate_channels=(n_tf + (ctx.future_channels if self.context_inputs else 0)
-                                                 + (2 * target.sizes["band"] if self.target_inputs else 0)),
-                        future_covariate_channels=n_tf + ctx.future_channels,
-                        static_channels=0 if static_all is None else len(static_all), residual=bool(self.residual),
-                        feedback=bool(self.feedback), count_head=bool(self.count_head) and encoder is not None,
-                        linear_leads=self.horizon if self.linear_lags else 0, linear_lags=max(int(self.linear_lags), 1),
-                        **stride_kw)
-        stage_a, x_win, tile_win, max_time = None, x, grid.tile_size, self.max_time
-        if front is not None:
-            load_front(net, front[0])
-        if counting:
+        n_tf = data.tf.shape[1] if data.tf is not None else 0
+        n_out, ctx = data.target.sizes["band"], data.ctx
+        net = get_model(
+            self.model,
+            in_channels=data.images.sizes["band"],
+            out_channels=n_out,
+            hidden_channels=[int(h) for h in self.hidden],
+            kernel_size=int(self.kernel_size),
+            encoder=data.encoder,
+            past_covariate_channels=(
+                n_tf
+                + (ctx.future_channels if self.context_inputs else 0)
+                + (2 * n_out if self.target_inputs else 0)
+            ),
+            future_covariate_channels=n_tf + ctx.future_channels,
+            static_channels=0 if data.static_all is None else len(data.static_all),
+            residual=bool(self.residual),
+            feedback=bool(self.feedback),
+            count_head=bool(self.count_head) and data.encoder is not None,
+            linear_leads=self.horizon if self.linear_lags else 0,
+            linear_lags=max(int(self.linear_lags), 1),
+            **data.stride_kw,
+        )
+        if data.front is not None:
+            load_front(net, data.front[0])
+        return net
+
+    def _fit_train(
+        self,
+        data: SimpleNamespace,
+        net: torch.nn.Module,
+        *,
+        deadline: float | None,
+        fit_began: float,
+        checkpoint_dir: str | Path | None,
+        resume: bool,
+    ) -> SimpleNamespace:
+        """Step 3 of fit: stage A (counting), then stage B (the forecaster: trained, resumed or read back)."""
+        from trafficrnn.training import EpochSampler, ForecastModule
+
+        stage_a, x_win, tile_win = None, data.x, data.grid.tile_size
+        if data.counting:
             began = time.perf_counter()
-            stage_a, x_win = self._pretrain(net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster,
-                                            from_front=front is not None, deadline=deadline)
+            stage_a, x_win = self._pretrain(
+                net,
+                data.images,
+                data.grid,
+                data.x,
+                data.y,
+                data.tgt_norm,
+                data.split,
+                data.vehicles,
+                data.fine_raster,
+                from_front=data.front is not None,
+                deadline=deadline,
+            )
             stage_a["encode_seconds"] = round(time.perf_counter() - began - stage_a["seconds"], 2)
             tile_win = 1
-        maps = ctx.series(y, times, train_t.stop)
-        datasets = {k: WindowDataset(x_win, y, starts[k], self.input_steps, self.horizon, time_feats=tf,
-                                     future_maps=maps, tile_size=tile_win,
-                                     crop=self.crop if k == "train" else None, seed=self.seed)
-                    for k in ("train", "val")}
-        loaders = {k: torch.utils.data.DataLoader(ds, batch_size=self.batch_size,
-                                                  sampler=EpochSampler(ds, self.seed) if k == "train" else None)
-                   for k, ds in datasets.items()}
-        module = ForecastModule(net, horizon=self.horizon, lr=self.lr, weight_decay=self.weight_decay,
-                                max_epochs=self.max_epochs,
-                                nowcast_weight=self.nowcast_weight if encoder and not counting else 0.0,
-                                encoded=counting,
-                                inputs=BatchInputs(time_features=tf is not None, static=static_all,
-                                                   context_inputs=self.context_inputs,
-                                                   target_inputs=self.target_inputs),
-                                bptt_steps=self.bptt_steps)
+        maps = data.ctx.series(data.y, data.times, data.train_t.stop)
+        datasets = {
+            k: WindowDataset(
+                x_win,
+                data.y,
+                data.starts[k],
+                self.input_steps,
+                self.horizon,
+                time_feats=data.tf,
+                future_maps=maps,
+                tile_size=tile_win,
+                crop=self.crop if k == "train" else None,
+                seed=self.seed,
+            )
+            for k in ("train", "val")
+        }
+        loaders = {
+            k: torch.utils.data.DataLoader(
+                ds,
+                batch_size=self.batch_size,
+                sampler=EpochSampler(ds, self.seed) if k == "train" else None,
+            )
+            for k, ds in datasets.items()
+        }
+        module = ForecastModule(
+            net,
+            horizon=self.horizon,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs,
+            nowcast_weight=self.nowcast_weight if data.encoder and not data.counting else 0.0,
+            encoded=data.counting,
+            inputs=BatchInputs(
+                time_features=data.tf is not None,
+                static=data.static_all,
+                context_inputs=self.context_inputs,
+                target_inputs=self.target_inputs,
+            ),
+            bptt_steps=self.bptt_steps,
+        )
         validate = len(datasets["val"]) > 0
-        bands, input_bands = [str(b) for b in target.band.values], [str(b) for b in images.band.values]
-        record = checkpoints.run_record(self.get_params(), {
-            "frames": len(times), "period": [str(times[0]), str(times[-1])], "cadence": cadence.isoformat(),
-            "grid": grid.to_dict(), "bands": bands, "input_bands": input_bands, "static_bands": static_names,
-            "covariates": None if cov is None else list(cov.columns), "counting": counting})
+        outcome = self._fit_stage_b(
+            data,
+            module,
+            loaders,
+            validate,
+            deadline=deadline,
+            fit_began=fit_began,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+        )
+        outcome.stage_a = stage_a
+        return outcome
+
+    def _fit_stage_b(
+        self,
+        data: SimpleNamespace,
+        module,
+        loaders: dict,
+        validate: bool,
+        *,
+        deadline: float | None,
+        fit_began: float,
+        checkpoint_dir: str | Path | None,
+        resume: bool,
+    ) -> SimpleNamespace:
+        """Stage B: train the forecaster in Lightning (resuming or reading back the run of ``checkpoint_dir``)."""
+        from trafficrnn.training import (
+            epochs_trained,
+            make_trainer,
+            quiet_lightning,
+            resolve_precision,
+        )
+
+        times, cov, max_time = data.times, data.cov, self.max_time
+        bands, input_bands = (
+            [str(b) for b in data.target.band.values],
+            [str(b) for b in data.images.band.values],
+        )
+        record = checkpoints.run_record(
+            self.get_params(),
+            {
+                "frames": len(times),
+                "period": [str(times[0]), str(times[-1])],
+                "cadence": data.cadence.isoformat(),
+                "grid": data.grid.to_dict(),
+                "bands": bands,
+                "input_bands": input_bands,
+                "static_bands": data.static_names,
+                "covariates": None if cov is None else list(cov.columns),
+                "counting": data.counting,
+            },
+        )
         root = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        resume_from, finished = checkpoints.prepare(root, record, resume) if root is not None else (None, None)
-        if finished is not None:  # a resumed run that had already ended with these settings: read it back
+        resume_from, finished = (
+            checkpoints.prepare(root, record, resume) if root is not None else (None, None)
+        )
+        if (
+            finished is not None
+        ):  # a resumed run that had already ended with these settings: read it back
             checkpoints.load_state(root / finished["best"], module)
             module.history = list(finished.get("history") or [])
-            epochs, seconds, best_score = finished["epochs"], float(finished["train_seconds"]), finished["best_score"]
-            wall = finished.get("wall_seconds")  # the run's, as its other figures (older records: none)
+            epochs, seconds, best_score = (
+                finished["epochs"],
+                float(finished["train_seconds"]),
+                finished["best_score"],
+            )
+            wall = finished.get(
+                "wall_seconds"
+            )  # the run's, as its other figures (older records: none)
         else:
-            with tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp, \
-                    quiet_lightning(log.getEffectiveLevel() > logging.INFO):
+            with (
+                tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp,
+                quiet_lightning(log.getEffectiveLevel() > logging.INFO),
+            ):
                 run_root = root if root is not None else Path(tmp)
-                if deadline is not None:  # the Trainer gets what the set-up (and stage A, the encoding) left
+                if (
+                    deadline is not None
+                ):  # the Trainer gets what the set-up (and stage A, the encoding) left
                     max_time = max((deadline - time.perf_counter()) / 60, 1e-4)
                 trainer, checkpoint = make_trainer(
-                    root=run_root, max_epochs=self.max_epochs, patience=self.patience, max_time=max_time,
-                    precision=resolve_precision(self.precision, self.accelerator), accelerator=self.accelerator,
-                    devices=self.devices, strategy=self.strategy, num_nodes=self.num_nodes, progress=self.progress,
-                    validate=validate, deadline=deadline)
+                    root=run_root,
+                    max_epochs=self.max_epochs,
+                    patience=self.patience,
+                    max_time=max_time,
+                    precision=resolve_precision(self.precision, self.accelerator),
+                    accelerator=self.accelerator,
+                    devices=self.devices,
+                    strategy=self.strategy,
+                    num_nodes=self.num_nodes,
+                    progress=self.progress,
+                    validate=validate,
+                    deadline=deadline,
+                )
                 if root is not None and trainer.is_global_zero:
                     checkpoints.write(root, record)
                 started = time.perf_counter()
-                trainer.fit(module, loaders["train"], loaders["val"] if validate else None, ckpt_path=resume_from)
+                trainer.fit(
+                    module,
+                    loaders["train"],
+                    loaders["val"] if validate else None,
+                    ckpt_path=resume_from,
+                )
                 seconds = time.perf_counter() - started
                 best = checkpoint.best_model_path
                 if best:
                     checkpoints.load_state(Path(best), module)
                 epochs = epochs_trained(trainer)  # a fraction when the last epoch was cut
-                best_score = None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)
-                wall = round(time.perf_counter() - fit_began, 2)  # all of fit: what follows takes milliseconds
+                best_score = (
+                    None
+                    if checkpoint.best_model_score is None
+                    else float(checkpoint.best_model_score)
+                )
+                wall = round(
+                    time.perf_counter() - fit_began, 2
+                )  # all of fit: what follows takes milliseconds
                 if root is not None and trainer.is_global_zero:
-                    checkpoints.finish(root, record, {
-                        "epochs": epochs, "train_seconds": round(seconds, 2), "best_score": best_score,
-                        "best": Path(best).name if best else None, "history": list(module.history),
-                        "wall_seconds": wall})
+                    checkpoints.finish(
+                        root,
+                        record,
+                        {
+                            "epochs": epochs,
+                            "train_seconds": round(seconds, 2),
+                            "best_score": best_score,
+                            "best": Path(best).name if best else None,
+                            "history": list(module.history),
+                            "wall_seconds": wall,
+                        },
+                    )
                 # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
                 # checkpoint folder) before all have read it
                 trainer.strategy.barrier()
+        return SimpleNamespace(
+            module=module,
+            epochs=epochs,
+            seconds=seconds,
+            best_score=best_score,
+            wall=wall,
+            validate=validate,
+            bands=bands,
+            input_bands=input_bands,
+        )
+
+    def _fit_store(self, data: SimpleNamespace, outcome: SimpleNamespace, fit_began: float) -> None:
+        """Step 4 of fit: the fitted attributes and ``training_summary_``."""
+        times, grid, split, module = data.times, data.grid, data.split, outcome.module
+        seconds, epochs, stage_a = outcome.seconds, outcome.epochs, outcome.stage_a
+        best_val = outcome.best_score if outcome.validate else None
         self.model_ = module.model.cpu().eval()
-        self.grid_, self.cadence_, self.gaps_ = grid, cadence, gaps
-        self.gsd_ = gsd_of(images)
-        self.bands_, self.input_bands_ = bands, input_bands
-        self.units_ = str(target.attrs.get("units", "1"))
-        self.target_normalizer_, self.input_normalizer_ = tgt_norm, in_norm
-        self.density_only_ = density_only
-        self.context_, self.static_bands_, self.static_scale_ = ctx, static_names, static_scale
-        self.naive_zone_ = naive_zone
-        self.static_ = kept_static(static, grid, static_names)  # predict's default; saved with the model
-        self.covariates_ = cov
-        self.split_ = {k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
-                       for k, s in split.items()}
+        self.grid_, self.cadence_, self.gaps_ = grid, data.cadence, data.gaps
+        self.gsd_ = gsd_of(data.images)
+        self.bands_, self.input_bands_ = outcome.bands, outcome.input_bands
+        self.units_ = str(data.target.attrs.get("units", "1"))
+        self.target_normalizer_, self.input_normalizer_ = data.tgt_norm, data.in_norm
+        self.density_only_ = data.density_only
+        self.context_, self.static_bands_, self.static_scale_ = (
+            data.ctx,
+            data.static_names,
+            data.static_scale,
+        )
+        self.naive_zone_ = data.naive_zone
+        self.static_ = kept_static(
+            data.static, grid, data.static_names
+        )  # predict's default; saved with the model
+        self.covariates_ = data.cov
+        self.split_ = {
+            k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
+            for k, s in split.items()
+        }
         self.history_ = list(module.history)
         self.training_summary_ = {
-            "frames": len(times), "windows": {k: int(len(v)) for k, v in starts.items()},
-            "epochs": epochs, "train_seconds": round(seconds, 2),
+            "frames": len(times),
+            "windows": {k: int(len(v)) for k, v in data.starts.items()},
+            "epochs": epochs,
+            "train_seconds": round(seconds, 2),
             # without a validation split the checkpoint monitors the training loss: no validation score then
-            "best_val_loss": best_score if validate else None,
-            "period": [str(times[0]), str(times[-1])], "split": self.split_, "split_source": split_choice.describe(),
+            "best_val_loss": best_val,
+            "period": [str(times[0]), str(times[-1])],
+            "split": self.split_,
+            "split_source": data.split_choice.describe(),
             "parameters": int(sum(p.numel() for p in self.model_.parameters())),
         }
         if stage_a is not None:
             self.training_summary_["train_seconds"] = round(seconds + stage_a["seconds"], 2)
             self.training_summary_["counting"] = {
-                "stage_a": stage_a, "stage_b": {"epochs": epochs, "seconds": round(seconds, 2),
-                                                "best_val_loss": best_score if validate else None}}
-        self.training_summary_["wall_seconds"] = round(time.perf_counter() - fit_began, 2) if wall is None else wall
-        return self
+                "stage_a": stage_a,
+                "stage_b": {
+                    "epochs": epochs,
+                    "seconds": round(seconds, 2),
+                    "best_val_loss": best_val,
+                },
+            }
+        wall = outcome.wall
+        self.training_summary_["wall_seconds"] = (
+            round(time.perf_counter() - fit_began, 2) if wall is None else wall
+        )
 
     @staticmethod
     def _count_front(images, target, encoder, count_stage):
@@ -522,19 +941,43 @@ class TrafficForecaster(InputChecks):
         if found is None or encoder is None or count_stage is None:
             return None
         crs = images.rio.crs
-        metres = crs is not None and crs.is_projected and (crs.linear_units or "").lower() in ("metre", "meter", "m")
+        metres = (
+            crs is not None
+            and crs.is_projected
+            and (crs.linear_units or "").lower() in ("metre", "meter", "m")
+        )
         gsd = float(np.mean(gsd_of(images))) if metres else None
-        if not front_fits(found[1], encoder, count_stage, images.sizes["band"], target.sizes["band"], gsd):
-            log.info("the packaged count front does not fit these images (GSD %s m, %d bands): counting "
-                     "starts from scratch", gsd, images.sizes["band"])
+        if not front_fits(
+            found[1], encoder, count_stage, images.sizes["band"], target.sizes["band"], gsd
+        ):
+            log.info(
+                "the packaged count front does not fit these images (GSD %s m, %d bands): counting "
+                "starts from scratch",
+                gsd,
+                images.sizes["band"],
+            )
             return None
         return found
 
-    def _pretrain(self, net, images, grid, x, y, tgt_norm, split, vehicles, fine_raster, from_front=False,
-                  deadline=None):
+    def _pretrain(
+        self,
+        net,
+        images,
+        grid,
+        x,
+        y,
+        tgt_norm,
+        split,
+        vehicles,
+        fine_raster,
+        from_front=False,
+        deadline=None,
+    ):
         """Stage A of counting supervision, then the frozen encoder's cached features (stage B's inputs)."""
         if float(np.nanmin(tgt_norm.mean_)) != 0.0:
-            raise ConfigError("counting supervision needs a zero-mean target scaling (counts that add up)")
+            raise ConfigError(
+                "counting supervision needs a zero-mean target scaling (counts that add up)"
+            )
         unit = grid.tile_size // net.count_factor
         fine, unit = fine_target(images, grid, unit, vehicles=vehicles, raster=fine_raster)
         fine = prepare_fine(fine, tgt_norm.scale_.astype("float32"))
@@ -542,19 +985,41 @@ class TrafficForecaster(InputChecks):
         # a share of the time left (of max_time, less the set-up): the rest encodes every frame and trains stage B
         share = FINETUNE_SHARE if from_front else PRETRAIN_SHARE
         budget = max(deadline - time.perf_counter(), 0.0) * share if deadline is not None else None
-        summary = pretrain_encoder(net, x, y, fine, train, val, unit=unit, batch_size=self.batch_size, lr=self.lr,
-                                   weight_decay=self.weight_decay, max_epochs=self.max_epochs, max_seconds=budget,
-                                   patience=self.patience, seed=self.seed, initial=from_front)
+        summary = pretrain_encoder(
+            net,
+            x,
+            y,
+            fine,
+            train,
+            val,
+            unit=unit,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            max_epochs=self.max_epochs,
+            max_seconds=budget,
+            patience=self.patience,
+            seed=self.seed,
+            initial=from_front,
+        )
         freeze_encoder(net)
         feats = encode_frames(net, x)
         net.train()
         return summary, feats
 
     # -- predict ------------------------------------------------------------------------
-    def predict_many(self, images: xr.DataArray, issue_indices: Any, *, horizon: int | None = None,
-                     static: xr.DataArray | None = None, target: xr.DataArray | None = None,
-                     covariates: pd.DataFrame | None = None, batch_size: int = 32,
-                     align: str = "exact") -> xr.DataArray:
+    def predict_many(
+        self,
+        images: xr.DataArray,
+        issue_indices: Any,
+        *,
+        horizon: int | None = None,
+        static: xr.DataArray | None = None,
+        target: xr.DataArray | None = None,
+        covariates: pd.DataFrame | None = None,
+        batch_size: int = 32,
+        align: str = "exact",
+    ) -> xr.DataArray:
         """Forecasts issued at several frames of ``images`` → ``(issued, lead, band, y, x)``.
 
         ``target``: the observed targets of the frames of ``images`` (models with ``target_inputs``);
@@ -569,43 +1034,80 @@ class TrafficForecaster(InputChecks):
         check_naive_zone(self, images, target)
         y = self._observed(images, target, grid)
         if self.cell_mean and not grid.matches(self.grid_):
-            raise ModelMismatchError(f"the model uses per-cell channels (cell_mean=True) of its training grid "
-                                     f"{self.grid_}; the stack is on {grid}: predict on the training grid")
-        user, _, _ = static_layers(static_for(self, static, grid), grid, names=self.static_bands_,
-                                   scale=self.static_scale_)
+            raise ModelMismatchError(
+                f"the model uses per-cell channels (cell_mean=True) of its training grid "
+                f"{self.grid_}; the stack is on {grid}: predict on the training grid"
+            )
+        user, _, _ = static_layers(
+            static_for(self, static, grid), grid, names=self.static_bands_, scale=self.static_scale_
+        )
         parts = [p for p in (user, self.context_.static()) if p is not None]
         horizon = self._check_horizon(horizon)
         check_covariates_given(self, covariates)
         ends = np.asarray(issue_indices, dtype=np.int64).reshape(-1)
         if ends.size and (ends.min() < self.input_steps - 1 or ends.max() >= images.sizes["time"]):
-            raise ConfigError(f"issue indices must lie in [{self.input_steps - 1}, {images.sizes['time'] - 1}] "
-                              f"so that {self.input_steps} input frames exist")
-        inputs = BatchInputs(time_features=has_vectors(self),
-                             static=np.concatenate(parts) if parts else None,
-                             context_inputs=self.context_inputs, target_inputs=self.target_inputs)
+            raise ConfigError(
+                f"issue indices must lie in [{self.input_steps - 1}, {images.sizes['time'] - 1}] "
+                f"so that {self.input_steps} input frames exist"
+            )
+        inputs = BatchInputs(
+            time_features=has_vectors(self),
+            static=np.concatenate(parts) if parts else None,
+            context_inputs=self.context_inputs,
+            target_inputs=self.target_inputs,
+        )
         x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)
         # several forecasts share input frames: encode each image once, then run the windows on features
         encoded = self.model_.tile_encoder is not None and len(ends) > 1
         if encoded:
-            needed = np.unique((ends[:, None] + np.arange(1 - self.input_steps, 1)[None, :]).ravel())
+            needed = np.unique(
+                (ends[:, None] + np.arange(1 - self.input_steps, 1)[None, :]).ravel()
+            )
             feats = encode_frames(self.model_, x[needed])
             x = np.zeros((len(x), *feats.shape[1:]), dtype=feats.dtype)
             x[needed] = feats
         out = []
         with torch.inference_mode():
             for i in range(0, len(ends), batch_size):
-                batch = prediction_batch(self, x, times, ends[i:i + batch_size], horizon, y=y, covariates=covariates,
-                                         encoded=encoded)
+                batch = prediction_batch(
+                    self,
+                    x,
+                    times,
+                    ends[i : i + batch_size],
+                    horizon,
+                    y=y,
+                    covariates=covariates,
+                    encoded=encoded,
+                )
                 pred = self.model_(batch["x"], horizon=horizon, encoded=encoded, **inputs(batch))
                 out.append(pred.float().numpy())
-        values = np.concatenate(out) if out else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
+        values = (
+            np.concatenate(out)
+            if out
+            else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
+        )
         values = np.clip(self.target_normalizer_.inverse_transform(values, band_axis=2), 0, None)
-        return make_forecast(values, grid, issued=times[ends], cadence=self.cadence_, bands=self.bands_,
-                             model=self.model, units=self.units_, issued_dim=True)
+        return make_forecast(
+            values,
+            grid,
+            issued=times[ends],
+            cadence=self.cadence_,
+            bands=self.bands_,
+            model=self.model,
+            units=self.units_,
+            issued_dim=True,
+        )
 
-    def predict(self, images: xr.DataArray, *, horizon: int | None = None,
-                static: xr.DataArray | None = None, target: xr.DataArray | None = None,
-                covariates: pd.DataFrame | None = None, align: str = "exact") -> xr.DataArray:
+    def predict(
+        self,
+        images: xr.DataArray,
+        *,
+        horizon: int | None = None,
+        static: xr.DataArray | None = None,
+        target: xr.DataArray | None = None,
+        covariates: pd.DataFrame | None = None,
+        align: str = "exact",
+    ) -> xr.DataArray:
         """Forecast the ``horizon`` frames after the last frame of ``images``.
 
         ``align``: ``"exact"`` refuses images whose pixel size (GSD) differs from the model's;
@@ -634,19 +1136,36 @@ class TrafficForecaster(InputChecks):
         """
         n = images.sizes.get("time", 0)
         if n < self.input_steps:
-            raise ModelMismatchError(f"the stack has {n} frame(s); the model reads input_steps={self.input_steps}")
-        fc = self.predict_many(images, [n - 1], horizon=horizon, static=static, target=target,
-                               covariates=covariates, align=align).isel(issued=0)
+            raise ModelMismatchError(
+                f"the stack has {n} frame(s); the model reads input_steps={self.input_steps}"
+            )
+        fc = self.predict_many(
+            images,
+            [n - 1],
+            horizon=horizon,
+            static=static,
+            target=target,
+            covariates=covariates,
+            align=align,
+        ).isel(issued=0)
         issued = pd.Timestamp(fc["issued"].values).isoformat()
         fc = fc.drop_vars("issued")
         fc.attrs.update(issued=issued, model=self.model, units=self.units_)
         return fc
 
     # -- evaluation and persistence -----------------------------------------------------
-    def evaluate(self, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
-                 baselines: tuple[str, ...] = ("persistence", "historical_average", "ridge"),
-                 horizon: int | None = None, static: xr.DataArray | None = None,
-                 covariates: pd.DataFrame | None = None, align: str = "exact") -> pd.DataFrame:
+    def evaluate(
+        self,
+        images: xr.DataArray,
+        target: xr.DataArray | None = None,
+        *,
+        split: str | None = "test",
+        baselines: tuple[str, ...] = ("persistence", "historical_average", "ridge"),
+        horizon: int | None = None,
+        static: xr.DataArray | None = None,
+        covariates: pd.DataFrame | None = None,
+        align: str = "exact",
+    ) -> pd.DataFrame:
         """Per-lead MAE / RMSE / MAPE of the model and every baseline on the same issue times.
 
         ``split="test"`` scores the windows of the chronological test split (the part never
@@ -657,8 +1176,17 @@ class TrafficForecaster(InputChecks):
         """
         from trafficrnn.evaluation import evaluate
 
-        return evaluate(self, images, target, split=split, baselines=baselines, horizon=horizon, static=static,
-                        covariates=covariates, align=align)
+        return evaluate(
+            self,
+            images,
+            target,
+            split=split,
+            baselines=baselines,
+            horizon=horizon,
+            static=static,
+            covariates=covariates,
+            align=align,
+        )
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.persist`."""
@@ -667,7 +1195,7 @@ class TrafficForecaster(InputChecks):
         return save_model(self, path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrafficForecaster":
+    def load(cls, path: str | Path) -> TrafficForecaster:
         """Load a saved model safely (no unpickling; config validated; weights checksum verified).
 
         Raises

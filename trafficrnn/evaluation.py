@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from trafficrnn.data import contiguous_starts
-from trafficrnn.splits import choose_split, evaluation_split
 from trafficrnn.errors import ConfigError
 from trafficrnn.metrics import align_truth, per_lead, skill
 from trafficrnn.models.baselines import BASELINES, get_baseline
+from trafficrnn.splits import choose_split, evaluation_split
 
-DEFAULT_BASELINES = tuple(BASELINES)  # every registered baseline: persistence, historical_average, ridge
+DEFAULT_BASELINES = tuple(
+    BASELINES
+)  # every registered baseline: persistence, historical_average, ridge
 
 
-def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None, *data: Any) -> tuple[np.ndarray, slice]:
+def evaluation_issues(
+    est, times: pd.DatetimeIndex, split: str | None, *data: Any
+) -> tuple[np.ndarray, slice]:
     """Issue indices (last input frame) of every full, gap-free window in ``split`` (or the whole stack).
 
     ``data``: the stack (and target) whose ``attrs["split"]`` gives the parts when the estimator's
@@ -31,13 +36,21 @@ def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None, *data: An
         parts, _ = evaluation_split(est, times, split, *data)
         rng = parts[split]
         # baselines learn from what precedes the split's first target (train + val for the test split)
-        fit_on = slice(0, parts["val"].start) if split == "train" else slice(0, rng.start + est.input_steps)
+        fit_on = (
+            slice(0, parts["val"].start)
+            if split == "train"
+            else slice(0, rng.start + est.input_steps)
+        )
     else:
-        raise ConfigError(f"split={split!r} is invalid: expected 'test', 'val', 'train' or None (whole stack)")
+        raise ConfigError(
+            f"split={split!r} is invalid: expected 'test', 'val', 'train' or None (whole stack)"
+        )
     starts = contiguous_starts(times, est.cadence_, span, rng, 1)
     if len(starts) == 0:
-        raise ConfigError(f"no full window of {span} frames in the {split or 'whole'} stack: "
-                          "pass a longer stack or split=None")
+        raise ConfigError(
+            f"no full window of {span} frames in the {split or 'whole'} stack: "
+            "pass a longer stack or split=None"
+        )
     return starts + est.input_steps - 1, fit_on
 
 
@@ -66,10 +79,19 @@ def baseline_history(est, truth: xr.DataArray) -> xr.DataArray:
     return history
 
 
-def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, split: str | None = "test",
-             baselines: Sequence[str] = DEFAULT_BASELINES, horizon: int | None = None,
-             static: xr.DataArray | None = None, covariates: pd.DataFrame | None = None,
-             align: str = "exact", progress: bool | None = None) -> pd.DataFrame:
+def evaluate(
+    est,
+    images: xr.DataArray,
+    target: xr.DataArray | None = None,
+    *,
+    split: str | None = "test",
+    baselines: Sequence[str] = DEFAULT_BASELINES,
+    horizon: int | None = None,
+    static: xr.DataArray | None = None,
+    covariates: pd.DataFrame | None = None,
+    align: str = "exact",
+    progress: bool | None = None,
+) -> pd.DataFrame:
     """Score the model and baselines per lead on the same issue times, in raw units.
 
     The model forecasts every issue time in batches (``CHUNK`` issue times at a time, each from
@@ -128,24 +150,39 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
     times = pd.DatetimeIndex(images_c.time.values)
     issues, fit_on = evaluation_issues(est, times, split, images, target)
     choice = choose_split(est.val, est.test, times, images, target) if split is not None else None
-    if baselines and choice is not None and choice.source == "published" and split != "train" \
-            and fit_on.stop <= est.input_steps:
-        raise ConfigError(f"the stack starts in the {split} part of its dataset's published split "
-                          f"({choice.published.describe()}): the baselines would have no day before it to learn "
-                          "from. Pass the whole stack (only the windows of that part are scored), or baselines=() "
-                          "to score the model alone, or split=None (CLI: --split all) for every window")
+    if (
+        baselines
+        and choice is not None
+        and choice.source == "published"
+        and split != "train"
+        and fit_on.stop <= est.input_steps
+    ):
+        raise ConfigError(
+            f"the stack starts in the {split} part of its dataset's published split "
+            f"({choice.published.describe()}): the baselines would have no day before it to learn "
+            "from. Pass the whole stack (only the windows of that part are scored), or baselines=() "
+            "to score the model alone, or split=None (CLI: --split all) for every window"
+        )
     horizon = est._check_horizon(horizon)
     observed = truth_da if getattr(est, "target_inputs", False) else None
     show = _progress_of(est) if progress is None else bool(progress)
     tables = {}
-    with tqdm(total=len(issues) * (1 + len(baselines)), desc=f"evaluate {est.model}", unit="forecast",
-              disable=not show) as bar:
-        fc = _model_forecasts(est, images_c, observed, issues, horizon, static, covariates, bar.update)
+    with tqdm(
+        total=len(issues) * (1 + len(baselines)),
+        desc=f"evaluate {est.model}",
+        unit="forecast",
+        disable=not show,
+    ) as bar:
+        fc = _model_forecasts(
+            est, images_c, observed, issues, horizon, static, covariates, bar.update
+        )
         tables[est.model] = per_lead(fc, align_truth(fc, truth_da))
         history = baseline_history(est, truth_da)
         for name in baselines:
             bar.set_description(f"evaluate {name}")
-            base = get_baseline(name, horizon=horizon, **baseline_options(est, name)).fit(history.isel(time=fit_on))
+            base = get_baseline(name, horizon=horizon, **baseline_options(est, name)).fit(
+                history.isel(time=fit_on)
+            )
             ok = issues >= base.min_history - 1
             bfc = base.predict_many(history, issues[ok], horizon)
             tables[name] = per_lead(bfc, align_truth(bfc, history))
@@ -158,9 +195,13 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
         table["skill_rmse"] = [skill(r, ref.loc[lead]) for (_, lead), r in table["rmse"].items()]
     else:
         table["skill_rmse"] = np.nan
-    table.attrs.update(issues=int(len(issues)), split=split or "all",
-                       split_source=choice.describe() if choice is not None else "every window of the stack",
-                       first_issue=str(times[issues[0]]), last_issue=str(times[issues[-1]]))
+    table.attrs.update(
+        issues=int(len(issues)),
+        split=split or "all",
+        split_source=choice.describe() if choice is not None else "every window of the stack",
+        first_issue=str(times[issues[0]]),
+        last_issue=str(times[issues[-1]]),
+    )
     return table
 
 
@@ -169,22 +210,44 @@ def evaluate(est, images: xr.DataArray, target: xr.DataArray | None = None, *, s
 CHUNK = 128
 
 
-def _model_forecasts(est, images: xr.DataArray, observed: xr.DataArray | None, issues: np.ndarray, horizon: int,
-                     static, covariates, done: Callable[[int], object]) -> xr.DataArray:
+def _model_forecasts(
+    est,
+    images: xr.DataArray,
+    observed: xr.DataArray | None,
+    issues: np.ndarray,
+    horizon: int,
+    static,
+    covariates,
+    done: Callable[[int], object],
+) -> xr.DataArray:
     """``est.predict_many(images, issues, ...)``, ``CHUNK`` issue times at a time, each call given only the
     frames its forecasts read (``history_needed`` before the first issue time, through the last one's
     targets), so that nothing is normalised twice; ``done(n)`` after each call."""
     back = est.history_needed
     parts = []
     for i in range(0, len(issues), CHUNK):
-        ends = issues[i:i + CHUNK]
-        frames = slice(max(int(ends[0]) - back + 1, 0), min(int(ends[-1]) + horizon + 1, images.sizes["time"]))
-        parts.append(est.predict_many(images.isel(time=frames), ends - frames.start, horizon=horizon, static=static,
-                                      target=None if observed is None else observed.isel(time=frames),
-                                      covariates=covariates))
+        ends = issues[i : i + CHUNK]
+        frames = slice(
+            max(int(ends[0]) - back + 1, 0), min(int(ends[-1]) + horizon + 1, images.sizes["time"])
+        )
+        parts.append(
+            est.predict_many(
+                images.isel(time=frames),
+                ends - frames.start,
+                horizon=horizon,
+                static=static,
+                target=None if observed is None else observed.isel(time=frames),
+                covariates=covariates,
+            )
+        )
         done(len(ends))
-    return parts[0] if len(parts) == 1 else xr.concat(parts, dim="issued", coords="different", compat="equals",
-                                                      combine_attrs="override")
+    return (
+        parts[0]
+        if len(parts) == 1
+        else xr.concat(
+            parts, dim="issued", coords="different", compat="equals", combine_attrs="override"
+        )
+    )
 
 
 def _progress_of(est) -> bool:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import xarray as xr
 import rioxarray  # noqa: F401  (registers the .rio accessor that attach and from_dataarray use)
+import xarray as xr
 from affine import Affine
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
@@ -83,20 +83,26 @@ class Grid:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crs", _as_crs(self.crs))
-        transform = self.transform if isinstance(self.transform, Affine) else Affine(*self.transform[:6])
+        transform = (
+            self.transform if isinstance(self.transform, Affine) else Affine(*self.transform[:6])
+        )
         check_north_up(transform, "grid transform")
         object.__setattr__(self, "transform", transform)
         shape = tuple(int(n) for n in self.shape)
         if len(shape) != 2 or min(shape) < 1:
-            raise GridError(f"grid shape {self.shape!r} is invalid: expected (rows, cols) with both >= 1")
+            raise GridError(
+                f"grid shape {self.shape!r} is invalid: expected (rows, cols) with both >= 1"
+            )
         object.__setattr__(self, "shape", shape)
         if int(self.tile_size) != self.tile_size or self.tile_size < 1:
-            raise GridError(f"tile_size {self.tile_size!r} is invalid: expected a positive integer (e.g. 16)")
+            raise GridError(
+                f"tile_size {self.tile_size!r} is invalid: expected a positive integer (e.g. 16)"
+            )
         object.__setattr__(self, "tile_size", int(self.tile_size))
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_image(cls, images: xr.DataArray, tile_size: int, *, whole: bool = False) -> "Grid":
+    def from_image(cls, images: xr.DataArray, tile_size: int, *, whole: bool = False) -> Grid:
         """Grid whose cells are ``tile_size`` × ``tile_size`` pixels of ``images``.
 
         Pixels on the right / bottom that do not fill a whole tile are left out of the grid
@@ -119,8 +125,14 @@ class Grid:
         MissingCRSError
             If ``images`` has no CRS.
         """
-        if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
-            raise GridError(f"tile_size={tile_size!r} is invalid: expected a positive integer such as 16")
+        if (
+            isinstance(tile_size, bool)
+            or not isinstance(tile_size, (int, np.integer))
+            or tile_size < 1
+        ):
+            raise GridError(
+                f"tile_size={tile_size!r} is invalid: expected a positive integer such as 16"
+            )
         height, width = images.sizes["y"], images.sizes["x"]
         rows, cols = height // tile_size, width // tile_size
         if rows == 0 or cols == 0:
@@ -130,9 +142,17 @@ class Grid:
             )
         drop_y, drop_x = height - rows * tile_size, width - cols * tile_size
         if (drop_y or drop_x) and whole:
-            fits = [t for t in range(4, min(height, width) // 2 + 1) if height % t == 0 and width % t == 0]
+            fits = [
+                t
+                for t in range(4, min(height, width) // 2 + 1)
+                if height % t == 0 and width % t == 0
+            ]
             near = sorted(sorted(fits, key=lambda t: (abs(math.log2(t / tile_size)), t))[:3])
-            hint = f"a tile size that divides both sides ({', '.join(map(str, near))})" if near else "another tile size"
+            hint = (
+                f"a tile size that divides both sides ({', '.join(map(str, near))})"
+                if near
+                else "another tile size"
+            )
             crop_h, crop_w = rows * tile_size, cols * tile_size
             raise GridError(
                 f"the images: {height} × {width} px is not a multiple of tile_size={tile_size} ({drop_y} px left at "
@@ -150,7 +170,7 @@ class Grid:
         return cls(images.rio.crs, transform, (rows, cols), tile_size)
 
     @classmethod
-    def from_dataarray(cls, da: xr.DataArray, tile_size: int | None = None) -> "Grid":
+    def from_dataarray(cls, da: xr.DataArray, tile_size: int | None = None) -> Grid:
         """The grid a grid-level array (target, static, forecast) lies on.
 
         ``tile_size`` defaults to ``da.attrs["tile_size"]`` or 1.
@@ -169,7 +189,7 @@ class Grid:
         }
 
     @classmethod
-    def from_dict(cls, spec: dict[str, Any]) -> "Grid":
+    def from_dict(cls, spec: dict[str, Any]) -> Grid:
         """Inverse of :meth:`to_dict`.
 
         Raises
@@ -178,7 +198,9 @@ class Grid:
             If a key is missing or a value is malformed.
         """
         try:
-            return cls(spec["crs"], Affine(*spec["transform"]), tuple(spec["shape"]), spec["tile_size"])
+            return cls(
+                spec["crs"], Affine(*spec["transform"]), tuple(spec["shape"]), spec["tile_size"]
+            )
         except (KeyError, TypeError) as exc:
             raise GridError(
                 f"grid spec {spec!r} is malformed ({exc}): expected keys crs, transform (6 numbers), "
@@ -258,7 +280,9 @@ class Grid:
         rows, cols = rows.ravel(), cols.ravel()
         x0, y0 = self.xy(rows, cols, offset="ul")
         x1, y1 = self.xy(rows + 1, cols + 1, offset="ul")
-        geoms = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1))
+        geoms = shapely.box(
+            np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1), np.maximum(y0, y1)
+        )
         return gpd.GeoDataFrame({"row": rows, "col": cols}, geometry=geoms, crs=self.crs)
 
     def crop(self, images: xr.DataArray) -> xr.DataArray:
@@ -279,25 +303,40 @@ class Grid:
         da.attrs["tile_size"] = self.tile_size
         return da
 
-    def empty(self, *, leading: dict[str, Any] | None = None, fill: float = 0.0, dtype: Any = "float32",
-              name: str | None = None) -> xr.DataArray:
+    def empty(
+        self,
+        *,
+        leading: dict[str, Any] | None = None,
+        fill: float = 0.0,
+        dtype: Any = "float32",
+        name: str | None = None,
+    ) -> xr.DataArray:
         """A georeferenced array on the grid with extra leading dims, e.g. ``{"time": times, "band": ["density"]}``."""
         leading = leading or {}
         shape = [len(v) for v in leading.values()] + list(self.shape)
-        da = xr.DataArray(np.full(shape, fill, dtype=dtype), dims=[*leading, "y", "x"], coords=dict(leading), name=name)
+        da = xr.DataArray(
+            np.full(shape, fill, dtype=dtype),
+            dims=[*leading, "y", "x"],
+            coords=dict(leading),
+            name=name,
+        )
         return self.attach(da)
 
-    def matches(self, other: "Grid", *, rtol: float = 1e-9) -> bool:
+    def matches(self, other: Grid, *, rtol: float = 1e-9) -> bool:
         """Same CRS, shape and transform (to ``rtol`` of the cell size); tile size is not compared."""
         if self.crs != other.crs or self.shape != other.shape:
             return False
         scale = max(abs(self.transform.a), abs(self.transform.e))
-        return all(math.isclose(p, q, rel_tol=rtol, abs_tol=rtol * scale)
-                   for p, q in zip(self.transform[:6], other.transform[:6]))
+        return all(
+            math.isclose(p, q, rel_tol=rtol, abs_tol=rtol * scale)
+            for p, q in zip(self.transform[:6], other.transform[:6])
+        )
 
     def __repr__(self) -> str:
         epsg = self.crs.to_epsg()
         crs = f"EPSG:{epsg}" if epsg else self.crs.to_string()[:40]
         t = self.transform
-        return (f"Grid(crs={crs}, shape={self.shape}, tile_size={self.tile_size}, "
-                f"cell=({t.a:g}, {-t.e:g}), origin=({t.c:g}, {t.f:g}))")
+        return (
+            f"Grid(crs={crs}, shape={self.shape}, tile_size={self.tile_size}, "
+            f"cell=({t.a:g}, {-t.e:g}), origin=({t.c:g}, {t.f:g}))"
+        )

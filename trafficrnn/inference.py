@@ -25,10 +25,25 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, Schedu
 from trafficrnn.inputs import check_covariates_given, static_for
 from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.export import write_band_meta
-from trafficrnn.tiling import (BLENDS, Window, global_layer_names, networks, plan_windows, receptive_field,
-                              receptive_halo)
+from trafficrnn.tiling import (
+    BLENDS,
+    Window,
+    global_layer_names,
+    networks,
+    plan_windows,
+    receptive_field,
+    receptive_halo,
+)
 
-__all__ = ["forecast_large", "receptive_halo", "receptive_field", "connect", "plan_windows", "SchedulerError", "BLENDS"]
+__all__ = [
+    "forecast_large",
+    "receptive_halo",
+    "receptive_field",
+    "connect",
+    "plan_windows",
+    "SchedulerError",
+    "BLENDS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +86,11 @@ def connect(scheduler: str | None = None, timeout: float = 10.0, **local: Any):
     try:
         return Client(scheduler, timeout=timeout)
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
-        raise SchedulerError(f"no dask scheduler answered at {scheduler!r} within {timeout:g} s ({exc}); start "
-                             "one with `dask scheduler` and pass its address, e.g. tcp://host:8786, or "
-                             "leave the address out to run on this machine") from None
+        raise SchedulerError(
+            f"no dask scheduler answered at {scheduler!r} within {timeout:g} s ({exc}); start "
+            "one with `dask scheduler` and pass its address, e.g. tcp://host:8786, or "
+            "leave the address out to run on this machine"
+        ) from None
 
 
 class _ModelPlugin(WorkerPlugin):
@@ -130,26 +147,48 @@ def _predict_remote(token: str, box: _Box, extra: dict, horizon: int) -> xr.Data
 
 # -- main entry -----------------------------------------------------------------------------
 def _check_size(name: str, value: Any, area: tuple[int, int], *, zero: bool = False) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if zero else 1):
-        raise ConfigError(f"{name}={value!r} is invalid: expected a {'non-negative' if zero else 'positive'} "
-                          "integer number of grid cells")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < (0 if zero else 1)
+    ):
+        raise ConfigError(
+            f"{name}={value!r} is invalid: expected a {'non-negative' if zero else 'positive'} "
+            "integer number of grid cells"
+        )
     if value > max(area):
-        raise GridError(f"{name}={value} cells is larger than the area of {area[0]} × {area[1]} cells: pass "
-                        f"{name} <= {max(area)}, or use model.predict(...) for an area this small")
+        raise GridError(
+            f"{name}={value} cells is larger than the area of {area[0]} × {area[1]} cells: pass "
+            f"{name} <= {max(area)}, or use model.predict(...) for an area this small"
+        )
     return int(value)
 
 
 def _default_window(model: Any, frames: int, halo: int, budget: float = 256e6) -> int:
     """Core size (cells) whose float32 window of input frames stays under ``budget`` bytes."""
     tile, bands = model.grid_.tile_size, len(model.input_bands_)
-    side = int(math.sqrt(budget / (4 * frames * bands * 4))) // tile  # x4: normalised copies, features
+    side = (
+        int(math.sqrt(budget / (4 * frames * bands * 4))) // tile
+    )  # x4: normalised copies, features
     return max(8, side - 2 * halo, 2 * halo)
 
 
-def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int | None = None,
-                   halo: int | None = None, chunks: Any = None, client: Any = None, static: xr.DataArray | None = None,
-                   horizon: int | None = None, overwrite: bool = False, blend: str = "cosine",
-                   retries: int = 2, covariates: Any = None) -> Path:
+def forecast_large(
+    model: Any,
+    source: Any,
+    out_path: str | Path,
+    *,
+    window: int | None = None,
+    halo: int | None = None,
+    chunks: Any = None,
+    client: Any = None,
+    static: xr.DataArray | None = None,
+    horizon: int | None = None,
+    overwrite: bool = False,
+    blend: str = "cosine",
+    retries: int = 2,
+    covariates: Any = None,
+) -> Path:
     """Forecast a large area window by window and write it as a COG, never holding the whole area.
 
     The area is split into cores of at most ``window`` × ``window`` cells. Each task reads its
@@ -224,43 +263,70 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
     out_path = check_output(out_path, overwrite=overwrite, suffixes=(".tif", ".tiff"))
     if blend not in BLENDS:
         raise ConfigError(f"blend={blend!r} is invalid: expected one of {', '.join(BLENDS)}")
-    images = source if isinstance(source, xr.DataArray) else read_stack(source, chunks=chunks or {"y": 512, "x": 512})
+    images = (
+        source
+        if isinstance(source, xr.DataArray)
+        else read_stack(source, chunks=chunks or {"y": 512, "x": 512})
+    )
     images, grid = model._prepare(images)
     if getattr(model, "target_inputs", False):
-        raise ModelMismatchError("the model reads observed targets beside the images (target_inputs=True); "
-                                 "forecast_large streams images only: use model.predict(images, target=...)")
+        raise ModelMismatchError(
+            "the model reads observed targets beside the images (target_inputs=True); "
+            "forecast_large streams images only: use model.predict(images, target=...)"
+        )
     if model.cell_mean or "ha" in model.context_.entries:
-        raise ModelMismatchError("the model uses maps of its training grid (cell_mean=True or context 'ha'); it "
-                                 "cannot forecast windows of another area: use model.predict on the training grid")
+        raise ModelMismatchError(
+            "the model uses maps of its training grid (cell_mean=True or context 'ha'); it "
+            "cannot forecast windows of another area: use model.predict on the training grid"
+        )
     horizon = model._check_horizon(horizon)
     if images.sizes["time"] < model.input_steps:
-        raise ModelMismatchError(f"the stack has {images.sizes['time']} frame(s); the model reads "
-                                 f"input_steps={model.input_steps}")
+        raise ModelMismatchError(
+            f"the stack has {images.sizes['time']} frame(s); the model reads "
+            f"input_steps={model.input_steps}"
+        )
     lags = any(e != "ha" for e in model.context_.entries)
     frames = slice(None) if lags else slice(images.sizes["time"] - model.input_steps, None)
     needed = max(receptive_field(net, int(model.input_steps), horizon) for net in networks(model))
-    halo = min(needed, max(grid.shape)) if halo is None else _check_size("halo", halo, grid.shape, zero=True)
+    halo = (
+        min(needed, max(grid.shape))
+        if halo is None
+        else _check_size("halo", halo, grid.shape, zero=True)
+    )
     n_frames = images.sizes["time"] if lags else model.input_steps
-    window = _default_window(model, n_frames, halo) if window is None else _check_size("window", window, grid.shape)
+    window = (
+        _default_window(model, n_frames, halo)
+        if window is None
+        else _check_size("window", window, grid.shape)
+    )
     window = min(window, max(grid.shape))
     global_layers = global_layer_names(model)
     # a halo as long as the area makes every window the whole area: exact even below the receptive field
     exact = halo >= min(needed, max(grid.shape)) and not global_layers
     if not exact:
-        why = (f"its {', '.join(global_layers)} layers pool statistics over the whole image" if global_layers
-               else f"halo={halo} cells is below the receptive field r={needed} cells")
-        warnings.warn(f"tiled forecast is approximate: {why}; windows are blended ({blend}) to hide seams"
-                      + ("" if global_layers else f"; pass halo>={needed} for the exact whole-area result"),
-                      stacklevel=2)
+        why = (
+            f"its {', '.join(global_layers)} layers pool statistics over the whole image"
+            if global_layers
+            else f"halo={halo} cells is below the receptive field r={needed} cells"
+        )
+        warnings.warn(
+            f"tiled forecast is approximate: {why}; windows are blended ({blend}) to hide seams"
+            + ("" if global_layers else f"; pass halo>={needed} for the exact whole-area result"),
+            stacklevel=2,
+        )
     windows = plan_windows(grid.shape, window, halo, blend="none" if exact else blend)
     tile = grid.tile_size
 
     check_covariates_given(model, covariates)
-    static = static_for(model, static, grid)  # left out: the layers the model kept (its training grid only)
+    static = static_for(
+        model, static, grid
+    )  # left out: the layers the model kept (its training grid only)
 
     def task_args(win: Window) -> tuple[Any, dict]:
         (r0, r1), (c0, c1) = win.rows, win.cols
-        part = images.isel(time=frames, y=slice(r0 * tile, r1 * tile), x=slice(c0 * tile, c1 * tile))
+        part = images.isel(
+            time=frames, y=slice(r0 * tile, r1 * tile), x=slice(c0 * tile, c1 * tile)
+        )
         if part.chunks is not None:
             import dask
 
@@ -268,20 +334,38 @@ def forecast_large(model: Any, source: Any, out_path: str | Path, *, window: int
         stat = None if static is None else static.isel(y=slice(r0, r1), x=slice(c0, c1))
         return part, {"static": stat, "covariates": covariates}
 
-    log.info("forecast_large: %d windows of <= %d cells + halo %d on a %s grid (%s)", len(windows), window, halo,
-             grid.shape, "exact" if exact else "blended")
+    log.info(
+        "forecast_large: %d windows of <= %d cells + halo %d on a %s grid (%s)",
+        len(windows),
+        window,
+        halo,
+        grid.shape,
+        "exact" if exact else "blended",
+    )
     with atomic_output(out_path, overwrite=overwrite) as tmp:
         acc = tmp.with_name(tmp.name + ".acc.tif")
         try:
             with _frozen_gc():
-                _run(model, windows, task_args, client, horizon, retries, acc, grid, blended=not exact)
+                _run(
+                    model,
+                    windows,
+                    task_args,
+                    client,
+                    horizon,
+                    retries,
+                    acc,
+                    grid,
+                    blended=not exact,
+                )
             _to_cog(acc, tmp, grid.shape)
         finally:
             acc.unlink(missing_ok=True)
     return out_path
 
 
-def _results(model: Any, windows: list[Window], task_args: Any, client: Any, horizon: int, retries: int):
+def _results(
+    model: Any, windows: list[Window], task_args: Any, client: Any, horizon: int, retries: int
+):
     """Yield ``(window, forecast)`` as they are ready, in this process or from the cluster."""
     if client is None:
         for win in windows:
@@ -297,8 +381,16 @@ def _results(model: Any, windows: list[Window], task_args: Any, client: Any, hor
     try:
         for i, win in enumerate(windows):
             part, extra = task_args(win)
-            fut = client.submit(_predict_remote, token, _Box(part), extra, horizon, key=f"trafficrnn-window-{token}-{i}",
-                                retries=retries, pure=False)
+            fut = client.submit(
+                _predict_remote,
+                token,
+                _Box(part),
+                extra,
+                horizon,
+                key=f"trafficrnn-window-{token}-{i}",
+                retries=retries,
+                pure=False,
+            )
             futures[fut.key] = (fut, win)
         for fut, result in as_completed([f for f, _ in futures.values()], with_results=True):
             yield futures.pop(fut.key)[1], result
@@ -311,14 +403,35 @@ def _results(model: Any, windows: list[Window], task_args: Any, client: Any, hor
             log.warning("could not unregister worker plugin %s: %s", name, exc)
 
 
-def _run(model: Any, windows: list[Window], task_args: Any, client: Any, horizon: int, retries: int,
-         acc: Path, grid: Any, *, blended: bool) -> None:
+def _run(
+    model: Any,
+    windows: list[Window],
+    task_args: Any,
+    client: Any,
+    horizon: int,
+    retries: int,
+    acc: Path,
+    grid: Any,
+    *,
+    blended: bool,
+) -> None:
     """Write every window's weighted forecast into the tiled GeoTIFF ``acc`` (read-add-write when blended)."""
     count = horizon * len(model.bands_)
     block = 256 if min(grid.shape) >= 256 else 16 * max(1, math.ceil(min(grid.shape) / 16))
-    profile = dict(driver="GTiff", width=grid.shape[1], height=grid.shape[0], count=count, dtype="float32",
-                   crs=grid.crs, transform=grid.transform, tiled=True, blockxsize=block, blockysize=block,
-                   BIGTIFF="IF_SAFER", SPARSE_OK=False)
+    profile = dict(
+        driver="GTiff",
+        width=grid.shape[1],
+        height=grid.shape[0],
+        count=count,
+        dtype="float32",
+        crs=grid.crs,
+        transform=grid.transform,
+        tiled=True,
+        blockxsize=block,
+        blockysize=block,
+        BIGTIFF="IF_SAFER",
+        SPARSE_OK=False,
+    )
     template = None
     with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(acc, "w+", **profile) as dst:
         for win, fc in _results(model, windows, task_args, client, horizon, retries):
@@ -326,9 +439,11 @@ def _run(model: Any, windows: list[Window], task_args: Any, client: Any, horizon
                 template = fc.isel(y=slice(0, 1), x=slice(0, 1))
             r0, r1, c0, c1 = win.write
             (y0, x0) = (r0 - win.rows[0], c0 - win.cols[0])
-            w = (win.wy[y0:y0 + r1 - r0, None] * win.wx[None, x0:x0 + c1 - c0]).astype("float32")
+            w = (win.wy[y0 : y0 + r1 - r0, None] * win.wx[None, x0 : x0 + c1 - c0]).astype(
+                "float32"
+            )
             values = np.asarray(fc.values, dtype="float32").reshape(count, *fc.shape[2:])
-            values = values[:, y0:y0 + r1 - r0, x0:x0 + c1 - c0]
+            values = values[:, y0 : y0 + r1 - r0, x0 : x0 + c1 - c0]
             region = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
             if blended:
                 values = dst.read(window=region) + values * w
@@ -340,6 +455,14 @@ def _run(model: Any, windows: list[Window], task_args: Any, client: Any, horizon
 def _to_cog(acc: Path, target: Path, shape: tuple[int, int]) -> None:
     """Stream the tiled GeoTIFF into a COG (deflate, overviews), block by block."""
     with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(acc) as src:
-        rasterio.shutil.copy(src, target, driver="COG", compress="deflate", predictor="YES",
-                             blocksize=512 if min(shape) >= 512 else 256, overviews="AUTO",
-                             resampling="AVERAGE", BIGTIFF="IF_SAFER")
+        rasterio.shutil.copy(
+            src,
+            target,
+            driver="COG",
+            compress="deflate",
+            predictor="YES",
+            blocksize=512 if min(shape) >= 512 else 256,
+            overviews="AUTO",
+            resampling="AVERAGE",
+            BIGTIFF="IF_SAFER",
+        )

@@ -33,12 +33,22 @@ class BatchInputs:
         Static layers on the whole grid; cut per item at its crop ``origin``.
     """
 
-    def __init__(self, *, time_features: bool, static: np.ndarray | None = None, context_inputs: bool = False,
-                 target_inputs: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        time_features: bool,
+        static: np.ndarray | None = None,
+        context_inputs: bool = False,
+        target_inputs: bool = False,
+    ) -> None:
         self.time_features = time_features
         self.context_inputs = bool(context_inputs)
         self.target_inputs = bool(target_inputs)
-        self.static = None if static is None else torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32))
+        self.static = (
+            None
+            if static is None
+            else torch.from_numpy(np.ascontiguousarray(static, dtype=np.float32))
+        )
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         kw: dict[str, torch.Tensor] = {}
@@ -59,7 +69,9 @@ class BatchInputs:
             kw["future_covariates"] = future
         if self.static is not None:
             h, w = batch["y"].shape[-2:]
-            kw["static"] = torch.stack([self.static[:, r:r + h, c:c + w] for r, c in batch["origin"].tolist()])
+            kw["static"] = torch.stack(
+                [self.static[:, r : r + h, c : c + w] for r, c in batch["origin"].tolist()]
+            )
         return kw
 
 
@@ -71,8 +83,13 @@ def _join(vectors: torch.Tensor, maps: torch.Tensor | None) -> torch.Tensor:
     return torch.cat([vectors[..., None, None].expand(*vectors.shape, h, w), maps], dim=2)
 
 
-def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] | None = None,
-                  scale: list[float] | None = None) -> tuple[np.ndarray | None, list[str], list[float]]:
+def static_layers(
+    static: xr.DataArray | None,
+    grid: Grid,
+    *,
+    names: list[str] | None = None,
+    scale: list[float] | None = None,
+) -> tuple[np.ndarray | None, list[str], list[float]]:
     """Validate user static layers on ``grid`` and scale each band by its largest absolute value.
 
     Parameters
@@ -96,19 +113,27 @@ def static_layers(static: xr.DataArray | None, grid: Grid, *, names: list[str] |
     """
     if static is None:
         if names:
-            raise ModelMismatchError(f"the model was trained with static layers {names} and saved without "
-                                     "them (before trafficrnn kept them): pass static=... (CLI: --roads) on "
-                                     "the forecast grid")
+            raise ModelMismatchError(
+                f"the model was trained with static layers {names} and saved without "
+                "them (before trafficrnn kept them): pass static=... (CLI: --roads) on "
+                "the forecast grid"
+            )
         return None, [], []
     if not isinstance(static, xr.DataArray) or static.dims != ("band", "y", "x"):
-        raise ConfigError(f"static must be a DataArray (band, y, x) such as rasterize_lines returns, got "
-                          f"{getattr(static, 'dims', type(static).__name__)}")
+        raise ConfigError(
+            f"static must be a DataArray (band, y, x) such as rasterize_lines returns, got "
+            f"{getattr(static, 'dims', type(static).__name__)}"
+        )
     found = [str(b) for b in static.band.values]
     if names is not None and found != names:
-        raise ModelMismatchError(f"static bands {found} differ from the model's {names}: pass the same layers")
+        raise ModelMismatchError(
+            f"static bands {found} differ from the model's {names}: pass the same layers"
+        )
     if static.rio.crs is None or not Grid.from_dataarray(static).matches(grid):
-        raise GridError(f"static layers of shape {static.shape[1:]} are not on the forecast grid {grid}: "
-                        "rasterise them with rasterize_lines(roads, grid)")
+        raise GridError(
+            f"static layers of shape {static.shape[1:]} are not on the forecast grid {grid}: "
+            "rasterise them with rasterize_lines(roads, grid)"
+        )
     values = np.nan_to_num(np.asarray(static.values, dtype=np.float32))
     if scale is None:
         scale = [float(np.abs(b).max()) or 1.0 for b in values]
@@ -121,7 +146,9 @@ def kept_static(static: xr.DataArray | None, grid: Grid, names: list[str]) -> xr
     if static is None:
         return None
     values = np.asarray(static.values, dtype=np.float32)
-    return grid.attach(xr.DataArray(values, dims=("band", "y", "x"), coords={"band": list(names)}, name="static"))
+    return grid.attach(
+        xr.DataArray(values, dims=("band", "y", "x"), coords={"band": list(names)}, name="static")
+    )
 
 
 def static_for(est: Any, static: xr.DataArray | None, grid: Grid) -> xr.DataArray | None:
@@ -139,16 +166,20 @@ def static_for(est: Any, static: xr.DataArray | None, grid: Grid) -> xr.DataArra
     if kept is None:  # a model saved before it kept its layers: static_layers asks for them
         return None
     if not grid.matches(est.grid_):
-        raise ModelMismatchError(f"the model keeps its static layers {est.static_bands_} on its training grid "
-                                 f"{est.grid_}, but the stack is on {grid}: pass static=... rasterised on the "
-                                 "stack's grid (CLI: --roads ROADS.gpkg), or forecast on the training grid")
+        raise ModelMismatchError(
+            f"the model keeps its static layers {est.static_bands_} on its training grid "
+            f"{est.grid_}, but the stack is on {grid}: pass static=... rasterised on the "
+            "stack's grid (CLI: --roads ROADS.gpkg), or forecast on the training grid"
+        )
     return kept
 
 
 def normalised_inputs(est: Any, images: xr.DataArray) -> np.ndarray:
     """The model inputs ``(T, C, y, x)`` of a stack, normalised as in training (once per prediction call)."""
     norm = est.target_normalizer_ if est.density_only_ else est.input_normalizer_
-    return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32", copy=False)
+    return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype(
+        "float32", copy=False
+    )
 
 
 def data_kwargs(static: Any = None, covariates: Any = None) -> dict[str, Any]:
@@ -162,7 +193,18 @@ def has_vectors(est: Any) -> bool:
 
 
 #: names of the UTC clock: naive times read on it need no zone
-_UTC = {"UTC", "Etc/UTC", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu", "GMT", "Etc/GMT", "Etc/GMT0", "GMT0"}
+_UTC = {
+    "UTC",
+    "Etc/UTC",
+    "Etc/Universal",
+    "Universal",
+    "Etc/Zulu",
+    "Zulu",
+    "GMT",
+    "Etc/GMT",
+    "Etc/GMT0",
+    "GMT0",
+}
 
 
 def naive_zone_of(*stacks: Any) -> str | None:
@@ -183,9 +225,11 @@ def naive_zone_of(*stacks: Any) -> str | None:
             try:
                 ZoneInfo(str(zone))
             except (ZoneInfoNotFoundError, ValueError):
-                raise ConfigError(f"the stack's attrs['timezone'] = {zone!r} is not a known IANA zone: set it to the "
-                                  "zone whose wall clock its naive times read (e.g. 'America/New_York'), or "
-                                  "remove it for UTC times") from None
+                raise ConfigError(
+                    f"the stack's attrs['timezone'] = {zone!r} is not a known IANA zone: set it to the "
+                    "zone whose wall clock its naive times read (e.g. 'America/New_York'), or "
+                    "remove it for UTC times"
+                ) from None
             return None if str(zone) in _UTC else str(zone)
     return None
 
@@ -196,9 +240,11 @@ def check_naive_zone(est: Any, *stacks: Any) -> None:
     found = naive_zone_of(*stacks)
     fitted = getattr(est, "naive_zone_", None)
     if found is not None and found != fitted:
-        raise ModelMismatchError(f"the stack's naive times are wall-clock times of {found} (attrs['timezone']), "
-                                 f"the model was trained on times of {fitted or 'UTC'}: give the times on that "
-                                 "clock (the same kind of stack as in training)")
+        raise ModelMismatchError(
+            f"the stack's naive times are wall-clock times of {found} (attrs['timezone']), "
+            f"the model was trained on times of {fitted or 'UTC'}: give the times on that "
+            "clock (the same kind of stack as in training)"
+        )
 
 
 def step_vectors(est: Any, times: Any, covariates: pd.DataFrame | None = None) -> np.ndarray | None:
@@ -208,7 +254,11 @@ def step_vectors(est: Any, times: Any, covariates: pd.DataFrame | None = None) -
     read from the table ``covariates`` at ``times``); ``None`` when it has neither."""
     parts = []
     if est.time_features:
-        parts.append(time_features(times, timezone=est.timezone, naive_zone=getattr(est, "naive_zone_", None)))
+        parts.append(
+            time_features(
+                times, timezone=est.timezone, naive_zone=getattr(est, "naive_zone_", None)
+            )
+        )
     if est.covariates_ is not None:
         parts.append(est.covariates_.at(covariates, times))
     return np.concatenate(parts, axis=1) if parts else None
@@ -217,40 +267,63 @@ def step_vectors(est: Any, times: Any, covariates: pd.DataFrame | None = None) -
 def check_covariates_given(est: Any, covariates: Any) -> None:
     """Refuse a covariate table for a model trained without one, and the reverse."""
     if est.covariates_ is not None and covariates is None:
-        raise ModelMismatchError(f"the model was trained with the covariates {est.covariates_.columns}: pass "
-                                 "covariates=<DataFrame> (CLI: --covariates FILE.csv) covering the input frames "
-                                 "and the lead times")
+        raise ModelMismatchError(
+            f"the model was trained with the covariates {est.covariates_.columns}: pass "
+            "covariates=<DataFrame> (CLI: --covariates FILE.csv) covering the input frames "
+            "and the lead times"
+        )
     if est.covariates_ is None and covariates is not None:
-        raise ModelMismatchError("the model was trained without covariates, yet covariates were given: drop them, "
-                                 "or refit with fit(..., covariates=...)")
+        raise ModelMismatchError(
+            "the model was trained without covariates, yet covariates were given: drop them, "
+            "or refit with fit(..., covariates=...)"
+        )
 
 
-def prediction_batch(est: Any, x: np.ndarray, times: pd.DatetimeIndex, ends: np.ndarray,
-                     horizon: int, y: np.ndarray | None = None,
-                     covariates: pd.DataFrame | None = None, encoded: bool = False) -> dict[str, torch.Tensor]:
+def prediction_batch(
+    est: Any,
+    x: np.ndarray,
+    times: pd.DatetimeIndex,
+    ends: np.ndarray,
+    horizon: int,
+    y: np.ndarray | None = None,
+    covariates: pd.DataFrame | None = None,
+    encoded: bool = False,
+) -> dict[str, torch.Tensor]:
     """Tensors for forecasts issued at frames ``ends`` of the normalised inputs ``x`` taken at ``times``
     (and, for a model with ``target_inputs``, the normalised observed targets ``y`` of the same frames;
     for a model with covariates, the covariate table). ``encoded``: ``x`` holds the tile encoder's
     per-cell features of each frame (``(T, F, rows, cols)``) instead of its pixels."""
-    xs = np.stack([x[e - est.input_steps + 1:e + 1] for e in ends])
+    xs = np.stack([x[e - est.input_steps + 1 : e + 1] for e in ends])
     tile = 1 if encoded else est.grid_.tile_size  # encoded: x holds the per-cell features already
     rows, cols = xs.shape[-2] // tile, xs.shape[-1] // tile
-    batch = {"x": torch.from_numpy(np.ascontiguousarray(xs)),  # NaN = missing, masked by the model
-             "y": torch.zeros(len(ends), horizon, len(est.bands_), rows, cols),
-             "origin": torch.zeros(len(ends), 2, dtype=torch.int64)}
+    batch = {
+        "x": torch.from_numpy(np.ascontiguousarray(xs)),  # NaN = missing, masked by the model
+        "y": torch.zeros(len(ends), horizon, len(est.bands_), rows, cols),
+        "origin": torch.zeros(len(ends), 2, dtype=torch.int64),
+    }
     if y is not None:
-        ys = np.stack([y[e - est.input_steps + 1:e + 1] for e in ends]).astype(np.float32)
+        ys = np.stack([y[e - est.input_steps + 1 : e + 1] for e in ends]).astype(np.float32)
         batch["y_in"] = torch.from_numpy(np.nan_to_num(ys, nan=0.0, posinf=0.0, neginf=0.0))
         batch["mask_in"] = torch.from_numpy(np.isfinite(ys))
-    valid = times.values[ends][:, None] + est.cadence_.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
+    valid = (
+        times.values[ends][:, None]
+        + est.cadence_.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
+    )
     if has_vectors(est):
         seen_at = times[(ends[:, None] + np.arange(1 - est.input_steps, 1)[None, :]).ravel()]
-        batch["tf_in"] = torch.from_numpy(step_vectors(est, seen_at, covariates).reshape(len(ends), est.input_steps, -1))
-        batch["tf_out"] = torch.from_numpy(step_vectors(est, valid.ravel(), covariates).reshape(len(ends), horizon, -1))
+        batch["tf_in"] = torch.from_numpy(
+            step_vectors(est, seen_at, covariates).reshape(len(ends), est.input_steps, -1)
+        )
+        batch["tf_out"] = torch.from_numpy(
+            step_vectors(est, valid.ravel(), covariates).reshape(len(ends), horizon, -1)
+        )
     maps = est.context_.at(x, times, valid)
     if maps is not None:
         batch["ctx_out"] = torch.from_numpy(maps)
         if getattr(est, "context_inputs", False):
-            seen = times.values[ends][:, None] - est.cadence_.to_timedelta64() * np.arange(est.input_steps)[::-1][None, :]
+            seen = (
+                times.values[ends][:, None]
+                - est.cadence_.to_timedelta64() * np.arange(est.input_steps)[::-1][None, :]
+            )
             batch["ctx_in"] = torch.from_numpy(est.context_.at(x, times, seen))
     return batch

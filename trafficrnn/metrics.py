@@ -6,7 +6,8 @@ Every metric has the signature ``metric(pred, truth, mask=None) -> float`` and i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,11 @@ __all__ = ["mae", "rmse", "mape", "skill", "per_lead", "align_truth", "METRICS",
 
 def _pairs(pred: Any, truth: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The finite, unmasked ``(pred, truth)`` values as two flat float64 arrays."""
-    if isinstance(pred, xr.DataArray) and isinstance(truth, xr.DataArray) and set(pred.dims) == set(truth.dims):
+    if (
+        isinstance(pred, xr.DataArray)
+        and isinstance(truth, xr.DataArray)
+        and set(pred.dims) == set(truth.dims)
+    ):
         truth = truth.transpose(*pred.dims)
     if isinstance(pred, xr.DataArray) and isinstance(mask, xr.DataArray):
         mask = mask.broadcast_like(pred).transpose(*pred.dims)
@@ -32,9 +37,11 @@ def _pairs(pred: Any, truth: Any, mask: Any = None) -> tuple[np.ndarray, np.ndar
         if mask is not None:
             ok &= np.broadcast_to(np.asarray(mask, dtype=bool), ok.shape)
     except ValueError as exc:
-        raise GridError(f"forecast of shape {np.shape(pred)}, truth of shape {np.shape(truth)} and mask of "
-                        f"shape {np.shape(mask)} do not broadcast: compare arrays on the same grid and times "
-                        "(see align_truth)") from exc
+        raise GridError(
+            f"forecast of shape {np.shape(pred)}, truth of shape {np.shape(truth)} and mask of "
+            f"shape {np.shape(mask)} do not broadcast: compare arrays on the same grid and times "
+            "(see align_truth)"
+        ) from exc
     return p[ok], t[ok]
 
 
@@ -82,7 +89,9 @@ def mape(pred: Any, truth: Any, mask: Any = None, threshold: float = 0.0) -> flo
         If the shapes do not broadcast.
     """
     if not threshold >= 0:
-        raise ConfigError(f"threshold={threshold!r} is invalid: expected a number >= 0 (e.g. 1 vehicle)")
+        raise ConfigError(
+            f"threshold={threshold!r} is invalid: expected a number >= 0 (e.g. 1 vehicle)"
+        )
     p, t = _pairs(pred, truth, mask)
     keep = np.abs(t) > threshold
     p, t = p[keep], t[keep]
@@ -100,7 +109,9 @@ def skill(score_model: Any, score_reference: Any) -> Any:
 
 
 #: metric name -> function ``f(pred, truth, mask=None) -> float``
-METRICS: Registry[Callable[..., float]] = Registry("metric", {"mae": mae, "rmse": rmse, "mape": mape})
+METRICS: Registry[Callable[..., float]] = Registry(
+    "metric", {"mae": mae, "rmse": rmse, "mape": mape}
+)
 
 
 def get_metric(name: str) -> Callable[..., float]:
@@ -117,13 +128,18 @@ def get_metric(name: str) -> Callable[..., float]:
 
 def _check_grid(forecast: xr.DataArray, target: xr.DataArray) -> None:
     if forecast.rio.crs is None or target.rio.crs is None:
-        same = (forecast.sizes.get("y"), forecast.sizes.get("x")) == (target.sizes.get("y"), target.sizes.get("x"))
+        same = (forecast.sizes.get("y"), forecast.sizes.get("x")) == (
+            target.sizes.get("y"),
+            target.sizes.get("x"),
+        )
     else:
         same = Grid.from_dataarray(forecast).matches(Grid.from_dataarray(target))
     if not same:
-        raise GridError(f"forecast grid ({forecast.sizes.get('y')} x {forecast.sizes.get('x')}, "
-                        f"{forecast.rio.crs}) differs from target grid ({target.sizes.get('y')} x "
-                        f"{target.sizes.get('x')}, {target.rio.crs}): evaluate on the grid the model predicts")
+        raise GridError(
+            f"forecast grid ({forecast.sizes.get('y')} x {forecast.sizes.get('x')}, "
+            f"{forecast.rio.crs}) differs from target grid ({target.sizes.get('y')} x "
+            f"{target.sizes.get('x')}, {target.rio.crs}): evaluate on the grid the model predicts"
+        )
 
 
 def align_truth(forecast: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
@@ -154,17 +170,23 @@ def align_truth(forecast: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
         If target times repeat.
     """
     if "valid_time" not in forecast.coords:
-        raise ConfigError(f"forecast with coords {list(forecast.coords)} has no 'valid_time': build it with "
-                          "trafficrnn.data.make_forecast")
+        raise ConfigError(
+            f"forecast with coords {list(forecast.coords)} has no 'valid_time': build it with "
+            "trafficrnn.data.make_forecast"
+        )
     missing_dims = {"time", "band", "y", "x"} - set(target.dims)
     if missing_dims:
-        raise ConfigError(f"target dims {target.dims} lack {sorted(missing_dims)}: expected (time, band, y, x)")
+        raise ConfigError(
+            f"target dims {target.dims} lack {sorted(missing_dims)}: expected (time, band, y, x)"
+        )
     bands = [str(b) for b in forecast["band"].values]
     known = [str(b) for b in target["band"].values]
     absent = [b for b in bands if b not in known]
     if absent:
-        raise ModelMismatchError(f"forecast bands {absent} are not in the target bands {known}: "
-                                 "evaluate against a target holding the forecast bands")
+        raise ModelMismatchError(
+            f"forecast bands {absent} are not in the target bands {known}: "
+            "evaluate against a target holding the forecast bands"
+        )
     _check_grid(forecast, target)
     if not target.indexes["time"].is_unique:
         raise TimestampError("target times repeat: drop duplicate frames before aligning truth")
@@ -179,9 +201,12 @@ def align_truth(forecast: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
     return out
 
 
-def per_lead(forecast: xr.DataArray, truth: Any,
-             metrics: Sequence[str] | Mapping[str, Callable[..., float]] = ("mae", "rmse", "mape"),
-             mask: Any = None) -> pd.DataFrame:
+def per_lead(
+    forecast: xr.DataArray,
+    truth: Any,
+    metrics: Sequence[str] | Mapping[str, Callable[..., float]] = ("mae", "rmse", "mape"),
+    mask: Any = None,
+) -> pd.DataFrame:
     """Scores per lead time, pooled over issue times, bands and cells.
 
     Parameters
@@ -211,15 +236,23 @@ def per_lead(forecast: xr.DataArray, truth: Any,
         If truth or mask do not match the forecast shape.
     """
     if not isinstance(forecast, xr.DataArray) or "lead" not in forecast.dims:
-        raise ConfigError(f"forecast with dims {getattr(forecast, 'dims', None)} has no 'lead' dim: expected "
-                          "(lead, band, y, x) or (issued, lead, band, y, x) from make_forecast")
+        raise ConfigError(
+            f"forecast with dims {getattr(forecast, 'dims', None)} has no 'lead' dim: expected "
+            "(lead, band, y, x) or (issued, lead, band, y, x) from make_forecast"
+        )
     if isinstance(truth, xr.DataArray) and "time" in truth.dims and "lead" not in truth.dims:
         truth = align_truth(forecast, truth)
     units = (forecast.attrs.get("units"), getattr(truth, "attrs", {}).get("units"))
     if None not in units and units[0] != units[1]:
-        raise ConfigError(f"forecast units {units[0]!r} differ from truth units {units[1]!r}: de-normalise "
-                          "the forecast (Normalizer.inverse_transform) before scoring")
-    funcs = dict(metrics) if isinstance(metrics, Mapping) else {str(m).lower(): get_metric(m) for m in metrics}
+        raise ConfigError(
+            f"forecast units {units[0]!r} differ from truth units {units[1]!r}: de-normalise "
+            "the forecast (Normalizer.inverse_transform) before scoring"
+        )
+    funcs = (
+        dict(metrics)
+        if isinstance(metrics, Mapping)
+        else {str(m).lower(): get_metric(m) for m in metrics}
+    )
     if isinstance(truth, xr.DataArray):
         truth = truth.transpose(*forecast.dims)
     if isinstance(mask, xr.DataArray):
@@ -228,15 +261,28 @@ def per_lead(forecast: xr.DataArray, truth: Any,
     pred = np.moveaxis(forecast.values, axis, 0)
     truth = np.asarray(truth, dtype=np.float64)
     if truth.shape != forecast.shape:
-        raise GridError(f"truth of shape {truth.shape} does not match forecast {forecast.shape} "
-                        f"{forecast.dims}: align it with align_truth(forecast, target)")
+        raise GridError(
+            f"truth of shape {truth.shape} does not match forecast {forecast.shape} "
+            f"{forecast.dims}: align it with align_truth(forecast, target)"
+        )
     truth = np.moveaxis(truth, axis, 0)
     if mask is not None:
         try:
-            mask = np.moveaxis(np.broadcast_to(np.asarray(mask, dtype=bool), forecast.shape), axis, 0)
+            mask = np.moveaxis(
+                np.broadcast_to(np.asarray(mask, dtype=bool), forecast.shape), axis, 0
+            )
         except ValueError as exc:
-            raise GridError(f"mask of shape {np.shape(mask)} does not broadcast to the forecast "
-                            f"{forecast.shape} {forecast.dims}: give a (y, x) or full-shape mask") from exc
-    rows = [{name: f(pred[k], truth[k], mask=None if mask is None else mask[k]) for name, f in funcs.items()}
-            for k in range(pred.shape[0])]
-    return pd.DataFrame(rows, index=pd.Index(np.arange(1, pred.shape[0] + 1), name="lead"), columns=list(funcs))
+            raise GridError(
+                f"mask of shape {np.shape(mask)} does not broadcast to the forecast "
+                f"{forecast.shape} {forecast.dims}: give a (y, x) or full-shape mask"
+            ) from exc
+    rows = [
+        {
+            name: f(pred[k], truth[k], mask=None if mask is None else mask[k])
+            for name, f in funcs.items()
+        }
+        for k in range(pred.shape[0])
+    ]
+    return pd.DataFrame(
+        rows, index=pd.Index(np.arange(1, pred.shape[0] + 1), name="lead"), columns=list(funcs)
+    )

@@ -16,8 +16,12 @@ from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNN
 from trafficrnn.io.atomic import atomic_output
 from trafficrnn.params import MODEL_NAMES
 
-if TYPE_CHECKING:  # for annotations only: load_model imports what it builds (torch with it), so that
-    from trafficrnn.grid import Grid  # read_config, all `trafficrnn info` needs, starts in a fraction of a second
+if (
+    TYPE_CHECKING
+):  # for annotations only: load_model imports what it builds (torch with it), so that
+    from trafficrnn.grid import (
+        Grid,
+    )  # read_config, all `trafficrnn info` needs, starts in a fraction of a second
 
 FORMAT = "trafficrnn-model"
 FORMAT_VERSION = 1
@@ -72,19 +76,30 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         static_sha256 = _write_static(est, tmp / STATIC)
         config = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "trafficrnn_version": __version__,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "trafficrnn_version": __version__,
             "weights_sha256": _sha256(tmp / WEIGHTS),
-            "model": est.model, "model_config": jsonable(est.model_.config),
+            "model": est.model,
+            "model_config": jsonable(est.model_.config),
             "params": jsonable(est.get_params()),
-            "grid": est.grid_.to_dict(), "gsd": [float(v) for v in est.gsd_], "bands": est.bands_, "input_bands": est.input_bands_,
-            "units": est.units_, "cadence": est.cadence_.isoformat(), "density_only": bool(est.density_only_),
+            "grid": est.grid_.to_dict(),
+            "gsd": [float(v) for v in est.gsd_],
+            "bands": est.bands_,
+            "input_bands": est.input_bands_,
+            "units": est.units_,
+            "cadence": est.cadence_.isoformat(),
+            "density_only": bool(est.density_only_),
             "naive_zone": getattr(est, "naive_zone_", None),
             "target_normalizer": est.target_normalizer_.to_dict(),
             "input_normalizer": est.input_normalizer_.to_dict(),
-            "context": est.context_.to_dict(), "static_bands": est.static_bands_, "static_scale": est.static_scale_,
+            "context": est.context_.to_dict(),
+            "static_bands": est.static_bands_,
+            "static_scale": est.static_scale_,
             "static_sha256": static_sha256,
             "covariates": None if est.covariates_ is None else est.covariates_.to_dict(),
-            "training_summary": jsonable(est.training_summary_), "history": jsonable(est.history_),
+            "training_summary": jsonable(est.training_summary_),
+            "history": jsonable(est.history_),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
     return path
@@ -99,8 +114,17 @@ def _write_static(est, target: Path) -> str | None:
     import rasterio
 
     grid = est.grid_
-    with rasterio.open(target, "w", driver="GTiff", height=grid.shape[0], width=grid.shape[1],
-                       count=kept.sizes["band"], dtype="float32", crs=grid.crs, transform=grid.transform) as dst:
+    with rasterio.open(
+        target,
+        "w",
+        driver="GTiff",
+        height=grid.shape[0],
+        width=grid.shape[1],
+        count=kept.sizes["band"],
+        dtype="float32",
+        crs=grid.crs,
+        transform=grid.transform,
+    ) as dst:
         dst.write(np.asarray(kept.values, dtype="float32"))
         dst.descriptions = tuple(str(b) for b in kept.band.values)
     return _sha256(target)
@@ -126,33 +150,54 @@ def _read_static(config: dict, grid: Grid, names: list[str], path: Path):
         return None
     file = path / STATIC
     if not isinstance(digest, str) or not names:
-        raise ModelFileError(f"{path / CONFIG}: static_sha256 = {digest!r:.60} with static_bands {names}: expected "
-                             "a checksum and the layers' names; the config is corrupt or was modified")
+        raise ModelFileError(
+            f"{path / CONFIG}: static_sha256 = {digest!r:.60} with static_bands {names}: expected "
+            "a checksum and the layers' names; the config is corrupt or was modified"
+        )
     if not file.is_file():
-        raise ModelFileError(f"{file} is missing: the model keeps its static layers {names} there; the model "
-                             "folder is incomplete (copy the whole folder, or save the model again)")
+        raise ModelFileError(
+            f"{file} is missing: the model keeps its static layers {names} there; the model "
+            "folder is incomplete (copy the whole folder, or save the model again)"
+        )
     found = _sha256(file)
     if found != digest:
-        raise ModelFileError(f"{file}: checksum {found[:12]}… does not match the config's {digest[:12]}…; the "
-                             "static layers were modified or truncated — refusing to load")
+        raise ModelFileError(
+            f"{file}: checksum {found[:12]}… does not match the config's {digest[:12]}…; the "
+            "static layers were modified or truncated — refusing to load"
+        )
     try:
         with rasterio.open(file) as src:
-            values, crs, transform, bands = src.read().astype("float32"), src.crs, src.transform, src.descriptions
+            values, crs, transform, bands = (
+                src.read().astype("float32"),
+                src.crs,
+                src.transform,
+                src.descriptions,
+            )
     except rasterio.errors.RasterioError as exc:
         raise ModelFileError(f"{file} is not a readable GeoTIFF ({exc})") from None
-    if crs is None or list(bands) != names or not Grid(crs, transform, values.shape[1:], 1).matches(grid):
-        raise ModelFileError(f"{file}: layers {list(bands)} on {values.shape[1:]} cells do not match the config's "
-                             f"static layers {names} on the model's grid {grid} — refusing to load")
+    if (
+        crs is None
+        or list(bands) != names
+        or not Grid(crs, transform, values.shape[1:], 1).matches(grid)
+    ):
+        raise ModelFileError(
+            f"{file}: layers {list(bands)} on {values.shape[1:]} cells do not match the config's "
+            f"static layers {names} on the model's grid {grid} — refusing to load"
+        )
     return kept_static(xr.DataArray(values, dims=("band", "y", "x")), grid, names)
 
 
 def _require(config: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
     if key not in config:
-        raise ModelFileError(f"{path / CONFIG}: key {key!r} is missing; the file is truncated or not a trafficrnn model")
+        raise ModelFileError(
+            f"{path / CONFIG}: key {key!r} is missing; the file is truncated or not a trafficrnn model"
+        )
     value = config[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ModelFileError(f"{path / CONFIG}: {key!r} is {type(value).__name__} {value!r:.60}, expected {names}")
+        raise ModelFileError(
+            f"{path / CONFIG}: {key!r} is {type(value).__name__} {value!r:.60}, expected {names}"
+        )
     return value
 
 
@@ -162,15 +207,48 @@ MAX_CHANNELS = 4096
 MAX_LAYERS = 16
 MAX_KERNEL = 15
 MAX_TILE = 1024
-_MODEL_KEYS = {"in_channels", "out_channels", "cell", "hidden_channels", "kernel_size", "encoder", "static_channels",
-               "past_covariate_channels", "future_covariate_channels", "feedback", "residual",
-               "output_activation", "cell_kwargs", "count_head", "linear_leads", "linear_lags", "count_stage",
-               "density_per_cell"}
-_ENCODER_KEYS = {"in_channels", "tile_size", "width", "depth", "out_channels", "strides", "max_width", "stem", "norm"}
+_MODEL_KEYS = {
+    "in_channels",
+    "out_channels",
+    "cell",
+    "hidden_channels",
+    "kernel_size",
+    "encoder",
+    "static_channels",
+    "past_covariate_channels",
+    "future_covariate_channels",
+    "feedback",
+    "residual",
+    "output_activation",
+    "cell_kwargs",
+    "count_head",
+    "linear_leads",
+    "linear_lags",
+    "count_stage",
+    "density_per_cell",
+}
+_ENCODER_KEYS = {
+    "in_channels",
+    "tile_size",
+    "width",
+    "depth",
+    "out_channels",
+    "strides",
+    "max_width",
+    "stem",
+    "norm",
+}
 _CELL_KEYS = {"bias"}
 #: parameters added after format version 1 appeared, with the behaviour of models saved before them
-_ADDED_PARAMS = {"context_inputs": False, "count_head": False, "feedback": True, "target_inputs": False,
-                 "linear_lags": 0, "bptt_steps": None, "counting": False}
+_ADDED_PARAMS = {
+    "context_inputs": False,
+    "count_head": False,
+    "feedback": True,
+    "target_inputs": False,
+    "linear_lags": 0,
+    "bptt_steps": None,
+    "counting": False,
+}
 #: removed options that built a different network: a model saved with one set is refused. The removed
 #: training options (``ema``, ``lead_weights``) are dropped on load: the saved weights are what they are
 _REMOVED_ARCHITECTURE = ("peephole",)
@@ -185,42 +263,58 @@ def _check_removed(config: dict, path: Path) -> None:
         value = params.get(key) if params.get(key) is not None else cell_kwargs.get(key)
         if value is not None:
             version = config.get("trafficrnn_version")
-            saved = f"trafficrnn {version}" if isinstance(version, str) and version else "an earlier trafficrnn"
+            saved = (
+                f"trafficrnn {version}"
+                if isinstance(version, str) and version
+                else "an earlier trafficrnn"
+            )
             older = " (a build from before the removal)" if version == __version__ else ""
             raise ModelFileError(
                 f"{path}: this model was saved by {saved} with {key}={value!r}, an option removed from this "
                 f"trafficrnn ({__version__}) because the benchmarks showed no gain, so its network cannot be "
                 f"rebuilt; retrain the model with trafficrnn {__version__}, or load it with {saved}{older}, the "
-                "version that saved it")
+                "version that saved it"
+            )
         params.pop(key, None)
         cell_kwargs.pop(key, None)
 
 
 def _int_in(value: Any, low: int, high: int, where: str, path: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ModelFileError(f"{path / CONFIG}: {where} = {value!r:.60}, expected an integer in [{low}, {high}]; "
-                             "the config is corrupt or was crafted — refusing to build the model")
+        raise ModelFileError(
+            f"{path / CONFIG}: {where} = {value!r:.60}, expected an integer in [{low}, {high}]; "
+            "the config is corrupt or was crafted — refusing to build the model"
+        )
     return value
 
 
 def _check_keys(spec: dict, allowed: set[str], where: str, path: Path) -> None:
     unknown = sorted(set(spec) - allowed)
     if unknown:
-        raise ModelFileError(f"{path / CONFIG}: {where} has unknown key(s) {unknown[:5]}; expected only "
-                             f"{', '.join(sorted(allowed))} — saved by a newer or a modified trafficrnn")
+        raise ModelFileError(
+            f"{path / CONFIG}: {where} has unknown key(s) {unknown[:5]}; expected only "
+            f"{', '.join(sorted(allowed))} — saved by a newer or a modified trafficrnn"
+        )
 
 
 def _check_model_config(mc: dict, path: Path) -> None:
     """Types and ranges of ``model_config`` (the EncoderForecaster kwargs), before anything is allocated."""
     _check_keys(mc, _MODEL_KEYS, "model_config", path)
-    for key, low in (("in_channels", 1), ("out_channels", 1), ("static_channels", 0),
-                     ("past_covariate_channels", 0), ("future_covariate_channels", 0)):
+    for key, low in (
+        ("in_channels", 1),
+        ("out_channels", 1),
+        ("static_channels", 0),
+        ("past_covariate_channels", 0),
+        ("future_covariate_channels", 0),
+    ):
         if key in mc:
             _int_in(mc[key], low, MAX_CHANNELS, f"model_config.{key}", path)
     hidden = mc.get("hidden_channels")
     if not isinstance(hidden, list) or not 1 <= len(hidden) <= MAX_LAYERS:
-        raise ModelFileError(f"{path / CONFIG}: model_config.hidden_channels = {hidden!r:.60}, expected a list of "
-                             f"1 to {MAX_LAYERS} channel counts")
+        raise ModelFileError(
+            f"{path / CONFIG}: model_config.hidden_channels = {hidden!r:.60}, expected a list of "
+            f"1 to {MAX_LAYERS} channel counts"
+        )
     for i, h in enumerate(hidden):
         _int_in(h, 1, MAX_CHANNELS, f"model_config.hidden_channels[{i}]", path)
     _int_in(mc.get("kernel_size", 3), 1, MAX_KERNEL, "model_config.kernel_size", path)
@@ -230,34 +324,51 @@ def _check_model_config(mc: dict, path: Path) -> None:
         _int_in(mc["count_stage"], 0, MAX_LAYERS, "model_config.count_stage", path)
     for key in ("feedback", "residual", "count_head", "density_per_cell"):
         if key in mc and not isinstance(mc[key], bool):
-            raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false")
+            raise ModelFileError(
+                f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false"
+            )
     for key in ("cell", "output_activation"):
         if key in mc and not isinstance(mc[key], str):
-            raise ModelFileError(f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected a name")
+            raise ModelFileError(
+                f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected a name"
+            )
     cell_kwargs = mc.get("cell_kwargs") or {}
     if not isinstance(cell_kwargs, dict):
-        raise ModelFileError(f"{path / CONFIG}: model_config.cell_kwargs is {type(cell_kwargs).__name__}, expected a dict")
+        raise ModelFileError(
+            f"{path / CONFIG}: model_config.cell_kwargs is {type(cell_kwargs).__name__}, expected a dict"
+        )
     _check_keys(cell_kwargs, _CELL_KEYS, "model_config.cell_kwargs", path)
     encoder = mc.get("encoder")
     if encoder is None:
         return
     if not isinstance(encoder, dict):
-        raise ModelFileError(f"{path / CONFIG}: model_config.encoder is {type(encoder).__name__}, expected a dict or null")
+        raise ModelFileError(
+            f"{path / CONFIG}: model_config.encoder is {type(encoder).__name__}, expected a dict or null"
+        )
     _check_keys(encoder, _ENCODER_KEYS, "model_config.encoder", path)
-    for key, low, high in (("in_channels", 1, MAX_CHANNELS), ("tile_size", 1, MAX_TILE), ("width", 1, MAX_CHANNELS),
-                           ("depth", 0, MAX_LAYERS), ("max_width", 1, MAX_CHANNELS)):
+    for key, low, high in (
+        ("in_channels", 1, MAX_CHANNELS),
+        ("tile_size", 1, MAX_TILE),
+        ("width", 1, MAX_CHANNELS),
+        ("depth", 0, MAX_LAYERS),
+        ("max_width", 1, MAX_CHANNELS),
+    ):
         if key in encoder:
             _int_in(encoder[key], low, high, f"model_config.encoder.{key}", path)
     if encoder.get("out_channels") is not None:
         _int_in(encoder["out_channels"], 1, MAX_CHANNELS, "model_config.encoder.out_channels", path)
     if encoder.get("norm", "channel") not in ("batch", "channel"):
-        raise ModelFileError(f"{path / CONFIG}: model_config.encoder.norm = {encoder['norm']!r:.60}, expected "
-                             "'batch' or 'channel'")
+        raise ModelFileError(
+            f"{path / CONFIG}: model_config.encoder.norm = {encoder['norm']!r:.60}, expected "
+            "'batch' or 'channel'"
+        )
     strides = encoder.get("strides")
     if strides is not None:
         if not isinstance(strides, list) or len(strides) > MAX_LAYERS:
-            raise ModelFileError(f"{path / CONFIG}: model_config.encoder.strides = {strides!r:.60}, expected a list "
-                                 f"of at most {MAX_LAYERS} integers")
+            raise ModelFileError(
+                f"{path / CONFIG}: model_config.encoder.strides = {strides!r:.60}, expected a list "
+                f"of at most {MAX_LAYERS} integers"
+            )
         for i, v in enumerate(strides):
             _int_in(v, 1, MAX_TILE, f"model_config.encoder.strides[{i}]", path)
 
@@ -270,17 +381,27 @@ def _check_weights_fit(config: dict, state: dict, path: Path) -> None:
 
     try:
         with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in EncoderForecaster(**config["model_config"]).state_dict().items()}
+            expected = {
+                k: tuple(v.shape)
+                for k, v in EncoderForecaster(**config["model_config"]).state_dict().items()
+            }
     except (ConfigError, ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path / CONFIG}: model_config is invalid ({str(exc)[:200]})") from None
+        raise ModelFileError(
+            f"{path / CONFIG}: model_config is invalid ({str(exc)[:200]})"
+        ) from None
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
         missing = sorted(set(expected) - set(found))[:3]
         extra = sorted(set(found) - set(expected))[:3]
-        shapes = [f"{k}: {found[k]} vs {expected[k]}" for k in sorted(set(expected) & set(found))
-                  if found[k] != expected[k]][:3]
-        raise ModelFileError(f"{path}: weights do not fit the model described by config.json (missing {missing}, "
-                             f"unexpected {extra}, shapes {shapes}); the folder mixes files of different models")
+        shapes = [
+            f"{k}: {found[k]} vs {expected[k]}"
+            for k in sorted(set(expected) & set(found))
+            if found[k] != expected[k]
+        ][:3]
+        raise ModelFileError(
+            f"{path}: weights do not fit the model described by config.json (missing {missing}, "
+            f"unexpected {extra}, shapes {shapes}); the folder mixes files of different models"
+        )
 
 
 def _check_vector_channels(config: dict, est, path: Path) -> None:
@@ -291,9 +412,11 @@ def _check_vector_channels(config: dict, est, path: Path) -> None:
     expected = calendar + covariates + est.context_.future_channels
     found = config["model_config"].get("future_covariate_channels", 0)
     if found != expected:
-        raise ModelFileError(f"{path / CONFIG}: the forecaster reads {found} known-in-advance channel(s), but the "
-                             f"config describes {expected} ({calendar} calendar, {covariates} covariate, "
-                             f"{est.context_.future_channels} context); the config was modified — refusing to load")
+        raise ModelFileError(
+            f"{path / CONFIG}: the forecaster reads {found} known-in-advance channel(s), but the "
+            f"config describes {expected} ({calendar} calendar, {covariates} covariate, "
+            f"{est.context_.future_channels} context); the config was modified — refusing to load"
+        )
 
 
 def check_model_folder(path: str | os.PathLike) -> str | os.PathLike:
@@ -312,18 +435,29 @@ def check_model_folder(path: str | os.PathLike) -> str | os.PathLike:
         return path
     parent = found.parent
     if (parent / "ensemble.json").is_file():
-        raise ModelFileError(f"model folder {path} does not exist: the ensemble {parent} lists it as a member in "
-                             "ensemble.json, so the ensemble folder is incomplete; save the ensemble again "
-                             "(ForecastEnsemble.save, or trafficrnn train --members N)")
+        raise ModelFileError(
+            f"model folder {path} does not exist: the ensemble {parent} lists it as a member in "
+            "ensemble.json, so the ensemble folder is incomplete; save the ensemble again "
+            "(ForecastEnsemble.save, or trafficrnn train --members N)"
+        )
     try:
-        saved = [p.name for p in islice(parent.iterdir(), 10_000) if (p / CONFIG).is_file()
-                 or (p / "ensemble.json").is_file()] if parent.is_dir() else []
+        saved = (
+            [
+                p.name
+                for p in islice(parent.iterdir(), 10_000)
+                if (p / CONFIG).is_file() or (p / "ensemble.json").is_file()
+            ]
+            if parent.is_dir()
+            else []
+        )
     except OSError:  # an unreadable folder: no suggestion
         saved = []
     close = get_close_matches(found.name, saved, n=1)
     hint = f" (did you mean {parent / close[0]}?)" if close else ""
-    raise ModelFileError(f"model folder {path} does not exist{hint}: expected the folder that "
-                         "`trafficrnn train --out FOLDER` (or TrafficForecaster.save) writes")
+    raise ModelFileError(
+        f"model folder {path} does not exist{hint}: expected the folder that "
+        "`trafficrnn train --out FOLDER` (or TrafficForecaster.save) writes"
+    )
 
 
 def read_config(path) -> dict[str, Any]:
@@ -336,45 +470,78 @@ def read_config(path) -> dict[str, Any]:
     """
     path = Path(check_model_folder(path))
     if not path.is_dir():
-        raise ModelFileError(f"{path} is not a saved model folder but a file (a saved model is a folder with "
-                             "config.json and model.safetensors); save one with TrafficForecaster.save(path)")
+        raise ModelFileError(
+            f"{path} is not a saved model folder but a file (a saved model is a folder with "
+            "config.json and model.safetensors); save one with TrafficForecaster.save(path)"
+        )
     if (path / "ensemble.json").is_file() and not (path / CONFIG).is_file():
-        raise ModelFileError(f"{path} holds an ensemble (ensemble.json, one folder per member): load it with "
-                             "ForecastEnsemble.load(path), or trafficrnn.load(path) for either kind")
+        raise ModelFileError(
+            f"{path} holds an ensemble (ensemble.json, one folder per member): load it with "
+            "ForecastEnsemble.load(path), or trafficrnn.load(path) for either kind"
+        )
     for name in (CONFIG, WEIGHTS):
         if not (path / name).is_file():
             raise ModelFileError(f"{path}: {name} is missing; the model folder is incomplete")
     try:
         config = json.loads((path / CONFIG).read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path / CONFIG} is not valid JSON ({exc}); the file is corrupt") from None
+        raise ModelFileError(
+            f"{path / CONFIG} is not valid JSON ({exc}); the file is corrupt"
+        ) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFileError(f"{path / CONFIG} is not a trafficrnn model config (format={config.get('format') if isinstance(config, dict) else None!r})")
+        raise ModelFileError(
+            f"{path / CONFIG} is not a trafficrnn model config (format={config.get('format') if isinstance(config, dict) else None!r})"
+        )
     version = _require(config, "format_version", int, path)
     if version > FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model format {version} is newer than this trafficrnn ({__version__}) reads "
-                             f"(<= {FORMAT_VERSION}); upgrade trafficrnn")
+        raise ModelFileError(
+            f"{path}: model format {version} is newer than this trafficrnn ({__version__}) reads "
+            f"(<= {FORMAT_VERSION}); upgrade trafficrnn"
+        )
     model = _require(config, "model", str, path)
     if model.lower() not in MODEL_NAMES:
-        raise ModelFileError(f"{path}: unknown model {model!r}; known: {', '.join(sorted(MODEL_NAMES))}")
-    for key, kind in (("model_config", dict), ("params", dict), ("grid", dict), ("bands", list),
-                      ("input_bands", list), ("units", str), ("cadence", str), ("density_only", bool),
-                      ("target_normalizer", dict), ("input_normalizer", dict), ("weights_sha256", str)):
+        raise ModelFileError(
+            f"{path}: unknown model {model!r}; known: {', '.join(sorted(MODEL_NAMES))}"
+        )
+    for key, kind in (
+        ("model_config", dict),
+        ("params", dict),
+        ("grid", dict),
+        ("bands", list),
+        ("input_bands", list),
+        ("units", str),
+        ("cadence", str),
+        ("density_only", bool),
+        ("target_normalizer", dict),
+        ("input_normalizer", dict),
+        ("weights_sha256", str),
+    ):
         _require(config, key, kind, path)
-    if not all(isinstance(b, str) for b in config["bands"] + config["input_bands"]) or not config["bands"]:
+    if (
+        not all(isinstance(b, str) for b in config["bands"] + config["input_bands"])
+        or not config["bands"]
+    ):
         raise ModelFileError(f"{path / CONFIG}: bands must be non-empty lists of names")
     try:
         cadence = pd.Timedelta(config["cadence"])
     except ValueError:
-        raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} is not a duration") from None
+        raise ModelFileError(
+            f"{path / CONFIG}: cadence {config['cadence']!r} is not a duration"
+        ) from None
     if cadence <= pd.Timedelta(0):
         raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} must be positive")
     _check_removed(config, path)
     _check_model_config(config["model_config"], path)
     params = config["params"]
     for key in ("input_steps", "horizon"):
-        if not isinstance(params.get(key), int) or isinstance(params.get(key), bool) or params[key] < 1:
-            raise ModelFileError(f"{path / CONFIG}: params.{key} = {params.get(key)!r}, expected a positive integer")
+        if (
+            not isinstance(params.get(key), int)
+            or isinstance(params.get(key), bool)
+            or params[key] < 1
+        ):
+            raise ModelFileError(
+                f"{path / CONFIG}: params.{key} = {params.get(key)!r}, expected a positive integer"
+            )
     return config
 
 
@@ -385,12 +552,20 @@ def _gsd(config: dict, grid: Grid, path: Path) -> tuple[float, float]:
     gsd = config.get("gsd")
     if gsd is None:
         return implied
-    ok = isinstance(gsd, list) and len(gsd) == 2 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0 for v in gsd)
+    ok = (
+        isinstance(gsd, list)
+        and len(gsd) == 2
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+            for v in gsd
+        )
+    )
     if not ok or not np.allclose(gsd, implied, rtol=1e-6):
-        raise ModelFileError(f"{path / CONFIG}: gsd = {gsd!r:.60} does not match the grid's cells of "
-                             f"{grid.resolution} at tile_size={grid.tile_size} (expected {list(implied)}); "
-                             "the config is corrupt or was modified — refusing to load")
+        raise ModelFileError(
+            f"{path / CONFIG}: gsd = {gsd!r:.60} does not match the grid's cells of "
+            f"{grid.resolution} at tile_size={grid.tile_size} (expected {list(implied)}); "
+            "the config is corrupt or was modified — refusing to load"
+        )
     return float(gsd[0]), float(gsd[1])
 
 
@@ -405,8 +580,10 @@ def _naive_zone(config: dict, path: Path) -> str | None:
     try:
         ZoneInfo(str(zone))
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ModelFileError(f"{path / CONFIG}: naive_zone = {zone!r:.60} is not a known IANA zone; the config is "
-                             "corrupt or was modified — refusing to load") from None
+        raise ModelFileError(
+            f"{path / CONFIG}: naive_zone = {zone!r:.60} is not a known IANA zone; the config is "
+            "corrupt or was modified — refusing to load"
+        ) from None
     return str(zone)
 
 
@@ -433,16 +610,22 @@ def load_model(cls, path):
     config = read_config(path)
     digest = _sha256(path / WEIGHTS)
     if digest != config["weights_sha256"]:
-        raise ModelFileError(f"{path / WEIGHTS}: checksum {digest[:12]}… does not match the config's "
-                             f"{config['weights_sha256'][:12]}…; the weights were modified or truncated — refusing to load")
+        raise ModelFileError(
+            f"{path / WEIGHTS}: checksum {digest[:12]}… does not match the config's "
+            f"{config['weights_sha256'][:12]}…; the weights were modified or truncated — refusing to load"
+        )
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path / WEIGHTS} is not a readable safetensors file ({exc})") from None
+        raise ModelFileError(
+            f"{path / WEIGHTS} is not a readable safetensors file ({exc})"
+        ) from None
     extras = {k: state.pop(k).numpy() for k in [k for k in state if k.startswith("context.")]}
     cell = config["model_config"].get("cell")
     if cell != MODELS.info(config["model"]).cell:
-        raise ModelFileError(f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent")
+        raise ModelFileError(
+            f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent"
+        )
     _check_weights_fit(config, state, path)
     params = {k: v for k, v in config["params"].items() if k in cls().get_params()}
     # models saved before these parameters existed were built without them
@@ -455,13 +638,17 @@ def load_model(cls, path):
         est = cls(**params)
         cell = config["model_config"].get("cell")
         if cell != MODELS.info(config["model"]).cell:
-            raise ModelFileError(f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent")
+            raise ModelFileError(
+                f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent"
+            )
         net = EncoderForecaster(**config["model_config"])
         net.load_state_dict(state, strict=True)
         grid = Grid.from_dict(config["grid"])
         est.target_normalizer_ = Normalizer.from_dict(config["target_normalizer"])
         est.input_normalizer_ = Normalizer.from_dict(config["input_normalizer"])
-        est.context_ = Context.restore(config.get("context", {"entries": [], "cell_mean": False}), extras)
+        est.context_ = Context.restore(
+            config.get("context", {"entries": [], "cell_mean": False}), extras
+        )
         est.static_bands_ = [str(b) for b in config.get("static_bands", [])]
         est.static_scale_ = [float(v) for v in config.get("static_scale", [])]
         est.static_ = _read_static(config, grid, est.static_bands_, path)
@@ -469,7 +656,9 @@ def load_model(cls, path):
         est.covariates_ = None if spec is None else Covariates.from_dict(spec)
         _check_vector_channels(config, est, path)
     except (RuntimeError, TypeError) as exc:
-        raise ModelFileError(f"{path}: weights do not fit the model described by config.json ({str(exc)[:200]})") from None
+        raise ModelFileError(
+            f"{path}: weights do not fit the model described by config.json ({str(exc)[:200]})"
+        ) from None
     except ModelFileError:
         raise
     except (ConfigError, GridError, ValueError) as exc:
@@ -479,7 +668,11 @@ def load_model(cls, path):
     est.gsd_ = _gsd(config, grid, path)
     est.model_ = net.eval()
     est.grid_, est.cadence_, est.gaps_ = grid, pd.Timedelta(config["cadence"]), []
-    est.bands_, est.input_bands_, est.units_ = config["bands"], config["input_bands"], config["units"]
+    est.bands_, est.input_bands_, est.units_ = (
+        config["bands"],
+        config["input_bands"],
+        config["units"],
+    )
     est.density_only_ = config["density_only"]
     est.naive_zone_ = _naive_zone(config, path)
     est.training_summary_ = config.get("training_summary", {})

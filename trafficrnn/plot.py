@@ -35,8 +35,10 @@ def _layer(da: xr.DataArray) -> xr.DataArray:
     if "band" in da.dims and da.sizes["band"] == 1:
         da = da.squeeze("band", drop=True)
     if da.dims not in (("y", "x"), ("band", "y", "x")) or (da.ndim == 3 and da.sizes["band"] != 3):
-        raise ConfigError(f"cannot draw dims {dict(da.sizes)} as one map: select one time/lead and one band "
-                          "(or three RGB bands), e.g. da.isel(lead=0)")
+        raise ConfigError(
+            f"cannot draw dims {dict(da.sizes)} as one map: select one time/lead and one band "
+            "(or three RGB bands), e.g. da.isel(lead=0)"
+        )
     return da
 
 
@@ -50,8 +52,17 @@ def _tidy_ticks(ax) -> None:
     ax.tick_params(labelsize=7)
 
 
-def plot_map(da: xr.DataArray, *, ax=None, cmap: str = "magma", title: str | None = None, vmin=None, vmax=None,
-             colorbar: bool = True, label: str | None = None):
+def plot_map(
+    da: xr.DataArray,
+    *,
+    ax=None,
+    cmap: str = "magma",
+    title: str | None = None,
+    vmin=None,
+    vmax=None,
+    colorbar: bool = True,
+    label: str | None = None,
+):
     """Draw one grid layer (or an RGB image) in its CRS, with a colour bar in its units.
 
     Parameters
@@ -84,8 +95,14 @@ def plot_map(da: xr.DataArray, *, ax=None, cmap: str = "magma", title: str | Non
         scale = 255.0 if np.nanmax(rgb) > 1.5 else 1.0
         ax.imshow(np.clip(np.nan_to_num(rgb / scale), 0, 1), extent=extent, interpolation="nearest")
     else:
-        image = ax.imshow(np.asarray(layer.values, dtype=float), extent=extent, cmap=cmap, vmin=vmin, vmax=vmax,
-                          interpolation="nearest")
+        image = ax.imshow(
+            np.asarray(layer.values, dtype=float),
+            extent=extent,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            interpolation="nearest",
+        )
         if colorbar:
             ax.figure.colorbar(image, ax=ax, shrink=0.85, label=label or units or "")
     xlabel, ylabel = _axis_labels(layer.rio.crs)
@@ -105,7 +122,13 @@ def _lead_title(forecast: xr.DataArray, i: int) -> str:
     return text
 
 
-def plot_leads(forecast: xr.DataArray, *, band: str | None = None, ncols: int | None = None, cmap: str = "magma"):
+def plot_leads(
+    forecast: xr.DataArray,
+    *,
+    band: str | None = None,
+    ncols: int | None = None,
+    cmap: str = "magma",
+):
     """A panel of maps, one per lead time, on one colour scale.
 
     Parameters
@@ -127,7 +150,9 @@ def plot_leads(forecast: xr.DataArray, *, band: str | None = None, ncols: int | 
     n = fc.sizes["lead"]
     ncols = ncols or min(n, 3)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False, constrained_layout=True
+    )
     vmax = float(np.nanmax(fc.values)) if np.isfinite(fc.values).any() else 1.0
     for i, ax in enumerate(axes.flat):
         if i >= n:
@@ -135,13 +160,27 @@ def plot_leads(forecast: xr.DataArray, *, band: str | None = None, ncols: int | 
             continue
         layer = fc.isel(lead=i)
         layer.attrs = dict(forecast.attrs)
-        plot_map(layer, ax=ax, cmap=cmap, vmin=0, vmax=vmax, title=_lead_title(forecast, i), colorbar=(i % ncols == ncols - 1))
+        plot_map(
+            layer,
+            ax=ax,
+            cmap=cmap,
+            vmin=0,
+            vmax=vmax,
+            title=_lead_title(forecast, i),
+            colorbar=(i % ncols == ncols - 1),
+        )
     fig.suptitle(_issued_text(forecast) or forecast.attrs.get("model", "forecast"), fontsize=11)
     return fig
 
 
-def plot_compare(forecast: xr.DataArray, truth: xr.DataArray, *, lead: int = 1, band: str | None = None,
-                 cmap: str = "magma"):
+def plot_compare(
+    forecast: xr.DataArray,
+    truth: xr.DataArray,
+    *,
+    lead: int = 1,
+    band: str | None = None,
+    cmap: str = "magma",
+):
     """Observed vs forecast vs error (forecast − observed) at one lead.
 
     Parameters
@@ -160,11 +199,15 @@ def plot_compare(forecast: xr.DataArray, truth: xr.DataArray, *, lead: int = 1, 
     import matplotlib.pyplot as plt
 
     if not 1 <= lead <= forecast.sizes.get("lead", 0):
-        raise ConfigError(f"lead={lead} is out of range: expected 1..{forecast.sizes.get('lead', 0)}")
+        raise ConfigError(
+            f"lead={lead} is out of range: expected 1..{forecast.sizes.get('lead', 0)}"
+        )
     band = band or str(forecast["band"].values[0])
     valid = forecast["valid_time"].values[lead - 1]
     if valid not in truth["time"].values:
-        raise ConfigError(f"truth has no frame at the valid time {pd.Timestamp(valid)}: pass a target covering it")
+        raise ConfigError(
+            f"truth has no frame at the valid time {pd.Timestamp(valid)}: pass a target covering it"
+        )
     fc = forecast.sel(band=band).isel(lead=lead - 1)
     ob = truth.sel(band=band, time=valid)
     err = fc - ob.values
@@ -173,9 +216,25 @@ def plot_compare(forecast: xr.DataArray, truth: xr.DataArray, *, lead: int = 1, 
     vmax = float(np.nanmax([np.nanmax(fc.values), np.nanmax(ob.values)]))
     emax = float(np.nanmax(np.abs(err.values))) or 1.0
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
-    plot_map(ob, ax=axes[0], cmap=cmap, vmin=0, vmax=vmax, title=f"observed {pd.Timestamp(valid):%Y-%m-%d %H:%M}")
-    plot_map(fc, ax=axes[1], cmap=cmap, vmin=0, vmax=vmax, title=f"forecast {_lead_title(forecast, lead - 1)}")
-    plot_map(err, ax=axes[2], cmap="RdBu_r", vmin=-emax, vmax=emax, title="error (forecast − observed)")
+    plot_map(
+        ob,
+        ax=axes[0],
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
+        title=f"observed {pd.Timestamp(valid):%Y-%m-%d %H:%M}",
+    )
+    plot_map(
+        fc,
+        ax=axes[1],
+        cmap=cmap,
+        vmin=0,
+        vmax=vmax,
+        title=f"forecast {_lead_title(forecast, lead - 1)}",
+    )
+    plot_map(
+        err, ax=axes[2], cmap="RdBu_r", vmin=-emax, vmax=emax, title="error (forecast − observed)"
+    )
     return fig
 
 
@@ -198,15 +257,23 @@ def _animation_frames(da: xr.DataArray, *, band: str | None = None, cmap: str = 
     step = next((d for d in ("time", "lead") if d in da.dims), None)
     if step is None:
         raise ConfigError(f"animate needs a time or lead dim, got dims {da.dims}")
-    series = da.sel(band=band) if band is not None else (da.isel(band=0) if da.sizes.get("band", 1) == 1 else da)
+    series = (
+        da.sel(band=band)
+        if band is not None
+        else (da.isel(band=0) if da.sizes.get("band", 1) == 1 else da)
+    )
     rgb = "band" in series.dims
     fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
     vmax = None
     if not rgb:
         vmax = (float(np.nanmax(series.values)) if np.isfinite(series.values).any() else 0.0) or 1.0
         # one colour bar for every frame: the scale is fixed, the frames are comparable
-        fig.colorbar(ScalarMappable(Normalize(0, vmax), cmap=cmap), ax=ax, shrink=0.85,
-                     label=da.attrs.get("units", ""))
+        fig.colorbar(
+            ScalarMappable(Normalize(0, vmax), cmap=cmap),
+            ax=ax,
+            shrink=0.85,
+            label=da.attrs.get("units", ""),
+        )
     issued = _issued_text(da)
     if issued:
         fig.suptitle(issued, fontsize=10)
@@ -215,16 +282,26 @@ def _animation_frames(da: xr.DataArray, *, band: str | None = None, cmap: str = 
         ax.clear()
         frame = series.isel({step: i})
         frame.attrs = dict(da.attrs)
-        label = (f"{pd.Timestamp(da['time'].values[i]):%Y-%m-%d %H:%M}" if step == "time"
-                 else _lead_title(da, i))
+        label = (
+            f"{pd.Timestamp(da['time'].values[i]):%Y-%m-%d %H:%M}"
+            if step == "time"
+            else _lead_title(da, i)
+        )
         plot_map(frame, ax=ax, cmap=cmap, vmin=0, vmax=vmax, title=label, colorbar=False)
         return []
 
     return fig, draw, series.sizes[step]
 
 
-def animate(da: xr.DataArray, path, *, band: str | None = None, fps: int = 4, cmap: str = "magma",
-            overwrite: bool = False) -> Path:
+def animate(
+    da: xr.DataArray,
+    path,
+    *,
+    band: str | None = None,
+    fps: int = 4,
+    cmap: str = "magma",
+    overwrite: bool = False,
+) -> Path:
     """Write an animated GIF of a ``(time|lead, band, y, x)`` series, one frame per step.
 
     Every frame shows the same colour bar (in ``attrs["units"]``) and, for a forecast, the model

@@ -58,14 +58,22 @@ class Registry(Generic[T]):
     that ``normalize`` maps to a name; ``registry[name]`` is :meth:`get`.
     """
 
-    def __init__(self, kind: str, entries: Mapping[str, T] | None = None, *,
-                 normalize: Callable[[Any], str] = _lower, error: type[UnknownNameError] = UnknownNameError,
-                 defaults: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        entries: Mapping[str, T] | None = None,
+        *,
+        normalize: Callable[[Any], str] = _lower,
+        error: type[UnknownNameError] = UnknownNameError,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
         self.kind = kind
         self.normalize = normalize
         self.error = error
         self.defaults = dict(defaults or {})
-        self._objects: dict[str, Any] = {}  # name -> object, or "module:attribute" until first get()
+        self._objects: dict[
+            str, Any
+        ] = {}  # name -> object, or "module:attribute" until first get()
         self._lazy: set[str] = set()
         self._attrs: dict[str, dict[str, Any]] = {}
         for name, obj in (entries or {}).items():
@@ -82,9 +90,11 @@ class Registry(Generic[T]):
             If ``name`` is registered already.
         """
         if obj is None:
+
             def decorate(target: Any) -> Any:
                 self.register(name, target, **attrs)
                 return target
+
             return decorate
         key = self._new_key(name)
         self._objects[key] = obj
@@ -95,7 +105,9 @@ class Registry(Generic[T]):
         """Register ``"package.module:attribute"`` as ``name``, imported on its first :meth:`get`."""
         module, sep, attribute = target.partition(":")
         if not sep or not module or not attribute:
-            raise ValueError(f"lazy target {target!r} is invalid: expected 'package.module:attribute'")
+            raise ValueError(
+                f"lazy target {target!r} is invalid: expected 'package.module:attribute'"
+            )
         key = self._new_key(name)
         self._objects[key] = target
         self._lazy.add(key)

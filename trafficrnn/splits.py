@@ -27,8 +27,9 @@ and :func:`choose_split` uses the parts that the stack reaches:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,8 +38,17 @@ from trafficrnn.errors import ConfigError, SplitError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SPLIT_ATTR", "DEFAULT_FRACTION", "PublishedSplit", "SplitChoice", "parse_split", "published_split",
-           "choose_split", "fit_split", "evaluation_split"]
+__all__ = [
+    "SPLIT_ATTR",
+    "DEFAULT_FRACTION",
+    "PublishedSplit",
+    "SplitChoice",
+    "parse_split",
+    "published_split",
+    "choose_split",
+    "fit_split",
+    "evaluation_split",
+]
 
 #: the attribute (and GeoTIFF tag) that carries a dataset's published split
 SPLIT_ATTR = "split"
@@ -96,7 +106,13 @@ def parse_split(value: Any) -> PublishedSplit | None:
         val, test = pd.Timestamp(firsts["val"]), pd.Timestamp(firsts["test"])
     except (KeyError, TypeError, ValueError):
         return None
-    if pd.isna(val) or pd.isna(test) or val.tzinfo is not None or test.tzinfo is not None or val > test:
+    if (
+        pd.isna(val)
+        or pd.isna(test)
+        or val.tzinfo is not None
+        or test.tzinfo is not None
+        or val > test
+    ):
         return None
     return PublishedSplit(val, test)
 
@@ -109,8 +125,11 @@ def published_split(*arrays: Any) -> PublishedSplit | None:
             continue
         found = parse_split(attrs[SPLIT_ATTR])
         if found is None:
-            log.warning("attrs[%r] = %r is not a published split ('val TIME; test TIME'): ignored", SPLIT_ATTR,
-                        attrs[SPLIT_ATTR])
+            log.warning(
+                "attrs[%r] = %r is not a published split ('val TIME; test TIME'): ignored",
+                SPLIT_ATTR,
+                attrs[SPLIT_ATTR],
+            )
             continue
         return found
     return None
@@ -148,13 +167,23 @@ class SplitChoice:
         if self.published is None:
             if not self.given:
                 return f"the fractions val={self.val:g}, test={self.test:g} (the data records no published split)"
-            return ", ".join(f"{n}={own[n]!r}" + (" as given" if n in self.given else " (default)") for n in own)
-        held = "" if self.parts == PARTS else f"; this stack holds only its {_and(self.parts) or 'no'} part" + (
-            "s" if len(self.parts) > 1 else "")
+            return ", ".join(
+                f"{n}={own[n]!r}" + (" as given" if n in self.given else " (default)") for n in own
+            )
+        held = (
+            ""
+            if self.parts == PARTS
+            else f"; this stack holds only its {_and(self.parts) or 'no'} part"
+            + ("s" if len(self.parts) > 1 else "")
+        )
         if not self.given:
             return f"the data's published split ({self.published.describe()}{held})"
-        bits = [f"{n}={own[n]!r} as given" if n in self.given else f"{n} from {_short(getattr(self.published, n))}"
-                for n in own]
+        bits = [
+            f"{n}={own[n]!r} as given"
+            if n in self.given
+            else f"{n} from {_short(getattr(self.published, n))}"
+            for n in own
+        ]
         return f"{', '.join(bits)} (the data's published split{held})"
 
 
@@ -173,8 +202,11 @@ def choose_split(val: Any, test: Any, times: Any, *arrays: Any) -> SplitChoice:
     given = tuple(name for name, value in (("val", val), ("test", test)) if value is not None)
     found = published_split(*arrays) if len(given) < 2 else None
     if found is None:
-        return SplitChoice(DEFAULT_FRACTION if val is None else val, DEFAULT_FRACTION if test is None else test,
-                           given)
+        return SplitChoice(
+            DEFAULT_FRACTION if val is None else val,
+            DEFAULT_FRACTION if test is None else test,
+            given,
+        )
     idx = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
     parts = tuple(found.parts_in(idx))
     val_b = val if val is not None else (found.val if "val" in parts else 0.0)
@@ -182,8 +214,9 @@ def choose_split(val: Any, test: Any, times: Any, *arrays: Any) -> SplitChoice:
     return SplitChoice(val_b, test_b, given, found, parts)
 
 
-def fit_split(est, times: pd.DatetimeIndex, *arrays: Any,
-              where: str = "the stack") -> tuple[dict[str, slice], SplitChoice]:
+def fit_split(
+    est, times: pd.DatetimeIndex, *arrays: Any, where: str = "the stack"
+) -> tuple[dict[str, slice], SplitChoice]:
     """``fit``'s train / val / test index ranges and the choice behind them; logs which split is used.
 
     Raises
@@ -199,8 +232,9 @@ def fit_split(est, times: pd.DatetimeIndex, *arrays: Any,
     if choice.published is not None and "train" not in choice.parts:
         raise SplitError(held_out_message(choice, times, where))
     log.info("split: %s", choice.describe())
-    split = chronological_split(times, val=choice.val, test=choice.test, input_steps=est.input_steps,
-                                horizon=est.horizon)
+    split = chronological_split(
+        times, val=choice.val, test=choice.test, input_steps=est.input_steps, horizon=est.horizon
+    )
     return split, choice
 
 
@@ -209,15 +243,19 @@ def held_out_message(choice: SplitChoice, times: Any, where: str) -> str:
     idx = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
     span = f"{_short(idx.min())} → {_short(idx.max())}" if len(idx) else "no frame"
     found = choice.published
-    return (f"{where} ({span}) holds only the {_and(choice.parts) or 'no'} part{'s' if len(choice.parts) > 1 else ''} "
-            f"of its dataset's published split ({found.describe()}), no training day: training on it would learn "
-            f"from the held-out days. Train on the whole dataset (CLI: `trafficrnn datasets export NAME DIR` "
-            f"without --split; Python: the loader without split=), or on its train and val parts (the frames "
-            f"before {_short(found.test)}), and keep the test part for evaluate; to split this stack anyway, pass "
-            "both val= and test= (CLI: --val and --test)")
+    return (
+        f"{where} ({span}) holds only the {_and(choice.parts) or 'no'} part{'s' if len(choice.parts) > 1 else ''} "
+        f"of its dataset's published split ({found.describe()}), no training day: training on it would learn "
+        f"from the held-out days. Train on the whole dataset (CLI: `trafficrnn datasets export NAME DIR` "
+        f"without --split; Python: the loader without split=), or on its train and val parts (the frames "
+        f"before {_short(found.test)}), and keep the test part for evaluate; to split this stack anyway, pass "
+        "both val= and test= (CLI: --val and --test)"
+    )
 
 
-def evaluation_split(est, times: pd.DatetimeIndex, part: str, *arrays: Any) -> tuple[dict[str, slice], SplitChoice]:
+def evaluation_split(
+    est, times: pd.DatetimeIndex, part: str, *arrays: Any
+) -> tuple[dict[str, slice], SplitChoice]:
     """The index ranges ``evaluate`` scores ``part`` of, and the choice behind them.
 
     With the data's published split, parts the stack does not hold are empty rather than refused (a
@@ -233,14 +271,27 @@ def evaluation_split(est, times: pd.DatetimeIndex, part: str, *arrays: Any) -> t
 
     choice = choose_split(est.val, est.test, times, *arrays)
     if choice.published is None:
-        return chronological_split(times, val=choice.val, test=choice.test, input_steps=est.input_steps,
-                                   horizon=est.horizon), choice
+        return chronological_split(
+            times,
+            val=choice.val,
+            test=choice.test,
+            input_steps=est.input_steps,
+            horizon=est.horizon,
+        ), choice
     from_published = part == "train" or part not in choice.given
     if from_published and part not in choice.parts:
-        raise ConfigError(f"the stack holds no frame of the {part} part of its dataset's published split "
-                          f"({choice.published.describe()}; the stack holds its {_and(choice.parts) or 'no'} "
-                          f"part{'s' if len(choice.parts) > 1 else ''}): pass a stack that covers it, or split=None "
-                          "(CLI: --split all) to score every window of this one")
+        raise ConfigError(
+            f"the stack holds no frame of the {part} part of its dataset's published split "
+            f"({choice.published.describe()}; the stack holds its {_and(choice.parts) or 'no'} "
+            f"part{'s' if len(choice.parts) > 1 else ''}): pass a stack that covers it, or split=None "
+            "(CLI: --split all) to score every window of this one"
+        )
     log.info("split: %s", choice.describe())
-    return chronological_split(times, val=choice.boundary("val"), test=choice.boundary("test"),
-                               input_steps=est.input_steps, horizon=est.horizon, check_lengths=False), choice
+    return chronological_split(
+        times,
+        val=choice.boundary("val"),
+        test=choice.boundary("test"),
+        input_steps=est.input_steps,
+        horizon=est.horizon,
+        check_lengths=False,
+    ), choice

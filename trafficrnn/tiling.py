@@ -54,7 +54,11 @@ def receptive_field(net: nn.Module, input_steps: int, horizon: int) -> int:
     """
     p = int(net.config["kernel_size"]) // 2
     layers = len(net.config["hidden_channels"])
-    r = p * (input_steps + layers * horizon) if net.feedback else p * (input_steps + layers - 1 + horizon)
+    r = (
+        p * (input_steps + layers * horizon)
+        if net.feedback
+        else p * (input_steps + layers - 1 + horizon)
+    )
     if net.tile_encoder is not None:
         r += _encoder_reach(net.tile_encoder)
     return int(r)
@@ -72,7 +76,9 @@ def receptive_halo(model: Any) -> int:
         If ``model`` is not fitted.
     """
     model._check_fitted()
-    return max(receptive_field(net, int(model.input_steps), int(model.horizon)) for net in networks(model))
+    return max(
+        receptive_field(net, int(model.input_steps), int(model.horizon)) for net in networks(model)
+    )
 
 
 def networks(model: Any) -> list[nn.Module]:
@@ -82,8 +88,16 @@ def networks(model: Any) -> list[nn.Module]:
 
 def global_layer_names(model: Any) -> list[str]:
     """Layers whose output at a cell depends on the whole input area (spatial statistics)."""
-    kinds = (nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-    return sorted({type(m).__name__ for net in networks(model) for m in net.modules() if isinstance(m, kinds)})
+    kinds = (
+        nn.GroupNorm,
+        nn.InstanceNorm2d,
+        nn.LayerNorm,
+        nn.AdaptiveAvgPool2d,
+        nn.AdaptiveMaxPool2d,
+    )
+    return sorted(
+        {type(m).__name__ for net in networks(model) for m in net.modules() if isinstance(m, kinds)}
+    )
 
 
 # -- windows --------------------------------------------------------------------------------
@@ -103,14 +117,21 @@ class Window:
     @property
     def write(self) -> tuple[int, int, int, int]:
         (ry,), (rx,) = np.nonzero(self.wy), np.nonzero(self.wx)
-        return (self.rows[0] + ry[0], self.rows[0] + ry[-1] + 1, self.cols[0] + rx[0], self.cols[0] + rx[-1] + 1)
+        return (
+            self.rows[0] + ry[0],
+            self.rows[0] + ry[-1] + 1,
+            self.cols[0] + rx[0],
+            self.cols[0] + rx[-1] + 1,
+        )
 
 
 def _ramp(t: np.ndarray, blend: str) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * t) if blend == "cosine" else t
 
 
-def _axis_plan(n: int, window: int, halo: int, blend: str) -> list[tuple[tuple[int, int], np.ndarray]]:
+def _axis_plan(
+    n: int, window: int, halo: int, blend: str
+) -> list[tuple[tuple[int, int], np.ndarray]]:
     """Split ``n`` cells into near-equal cores of at most ``window``; extents and 1-D weights.
 
     Every extent is its core plus ``halo`` cells on each side; at the area's edges it slides
@@ -133,13 +154,19 @@ def _axis_plan(n: int, window: int, halo: int, blend: str) -> list[tuple[tuple[i
         for j, side in ((k, 1.0), (k + 1, -1.0)):
             if 0 < j < len(bounds) - 1:
                 b, h = bounds[j], half[j]
-                up = (pos >= b).astype(float) if h == 0 else _ramp(np.clip((pos - b + h + 0.5) / (2 * h), 0, 1), blend)
+                up = (
+                    (pos >= b).astype(float)
+                    if h == 0
+                    else _ramp(np.clip((pos - b + h + 0.5) / (2 * h), 0, 1), blend)
+                )
                 w *= up if side > 0 else 1.0 - up
         plan.append(((int(lo), int(hi)), w))
     return plan
 
 
-def plan_windows(shape: tuple[int, int], window: int, halo: int, *, blend: str = "none") -> list[Window]:
+def plan_windows(
+    shape: tuple[int, int], window: int, halo: int, *, blend: str = "none"
+) -> list[Window]:
     """Windows covering a ``(rows, cols)`` area: cores of at most ``window`` cells plus ``halo``.
 
     With ``blend="none"`` the weights are 1 on each core and 0 on its halo (the cores partition

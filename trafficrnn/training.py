@@ -55,9 +55,19 @@ class ForecastModule(L.LightningModule):
         model's forward); only the parameters that require a gradient are optimised.
     """
 
-    def __init__(self, model: torch.nn.Module, *, horizon: int, lr: float = 2e-3, weight_decay: float = 1e-4,
-                 max_epochs: int = 20, nowcast_weight: float = 0.0, inputs=None, bptt_steps: int | None = None,
-                 encoded: bool = False) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        horizon: int,
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        max_epochs: int = 20,
+        nowcast_weight: float = 0.0,
+        inputs=None,
+        bptt_steps: int | None = None,
+        encoded: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.encoded = bool(encoded)
@@ -68,12 +78,19 @@ class ForecastModule(L.LightningModule):
         self.inputs = inputs or (lambda batch: {})
         self.history: list[dict[str, float]] = []
 
-    def forward(self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False):
+    def forward(
+        self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False
+    ):
         extra = {"grad_steps": self.bptt_steps} if self.training and self.bptt_steps else {}
         if self.encoded:
             extra["encoded"] = True
-        return self.model(batch["x"], horizon=horizon or self.horizon, return_nowcast=nowcast,
-                          **self.inputs(batch), **extra)
+        return self.model(
+            batch["x"],
+            horizon=horizon or self.horizon,
+            return_nowcast=nowcast,
+            **self.inputs(batch),
+            **extra,
+        )
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         want_nowcast = self.nowcast_weight > 0 and "y_in" in batch
@@ -82,18 +99,34 @@ class ForecastModule(L.LightningModule):
         loss = masked_mse(pred.float(), batch["y"], batch["mask"])
         forecast_loss = loss
         if nowcast is not None:
-            loss = loss + self.nowcast_weight * masked_mse(nowcast.float(), batch["y_in"], batch["mask_in"])
+            loss = loss + self.nowcast_weight * masked_mse(
+                nowcast.float(), batch["y_in"], batch["mask_in"]
+            )
         return loss, forecast_loss
 
     def training_step(self, batch, batch_idx):
         loss, _ = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch["x"].shape[0])
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch["x"].shape[0],
+        )
         return loss
 
     def validation_step(self, batch, batch_idx):
         _, forecast_loss = self._loss(batch)
-        self.log("val_loss", forecast_loss, prog_bar=True, on_step=False, on_epoch=True,
-                 batch_size=batch["x"].shape[0], sync_dist=True)
+        self.log(
+            "val_loss",
+            forecast_loss,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            batch_size=batch["x"].shape[0],
+            sync_dist=True,
+        )
 
     def training_progress(self) -> float:
         """Fraction of the training budget spent, in [0, 1]: the larger of the steps done out of
@@ -131,9 +164,16 @@ class History(Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train_loss", "val_loss")}
-        metrics.update(epoch=trainer.current_epoch, seconds=time.perf_counter() - self._start,
-                       lr=float(trainer.optimizers[0].param_groups[0]["lr"]))
+        metrics = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k in ("train_loss", "val_loss")
+        }
+        metrics.update(
+            epoch=trainer.current_epoch,
+            seconds=time.perf_counter() - self._start,
+            lr=float(trainer.optimizers[0].param_groups[0]["lr"]),
+        )
         module.history.append(metrics)
 
 
@@ -266,10 +306,22 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(len(self.dataset), generator=generator).tolist())
 
 
-def make_trainer(*, root: Path, max_epochs: int, patience: int, max_time: float | None, precision: str,
-                 accelerator: str, devices: Any, strategy: str, num_nodes: int, progress: bool,
-                 validate: bool, deterministic: bool = True,
-                 deadline: float | None = None) -> tuple[L.Trainer, ModelCheckpoint]:
+def make_trainer(
+    *,
+    root: Path,
+    max_epochs: int,
+    patience: int,
+    max_time: float | None,
+    precision: str,
+    accelerator: str,
+    devices: Any,
+    strategy: str,
+    num_nodes: int,
+    progress: bool,
+    validate: bool,
+    deterministic: bool = True,
+    deadline: float | None = None,
+) -> tuple[L.Trainer, ModelCheckpoint]:
     """A Trainer with early stopping, best and last checkpoints under ``root``.
 
     ``max_time`` is in minutes (the training clock, which a resumed run continues); ``deadline`` a
@@ -281,18 +333,30 @@ def make_trainer(*, root: Path, max_epochs: int, patience: int, max_time: float 
     checkpoint = ModelCheckpoint(dirpath=root, filename="best", monitor=monitor, mode="min")
     # Lightning's save_last only refreshes last.ckpt when a best checkpoint is saved: a kill after an
     # epoch that did not improve would resume from an older epoch. This one writes it after every epoch.
-    last = ModelCheckpoint(dirpath=root, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(
+        dirpath=root, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
     callbacks: list[Callback] = [checkpoint, last, History()]
     if patience and validate:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=patience))
     if max_time or deadline is not None:
         callbacks.append(Deadline(deadline))
     trainer = L.Trainer(
-        default_root_dir=root, max_epochs=max_epochs, callbacks=callbacks, logger=False,
-        enable_progress_bar=progress, enable_model_summary=False, precision=precision,
-        accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
-        max_time={"minutes": max_time} if max_time else None, deterministic=deterministic,
-        num_sanity_val_steps=0, log_every_n_steps=1,
+        default_root_dir=root,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        precision=precision,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        max_time={"minutes": max_time} if max_time else None,
+        deterministic=deterministic,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
         limit_val_batches=1.0 if validate else 0,
     )
     return trainer, checkpoint
@@ -311,7 +375,9 @@ def quiet_lightning(quiet: bool = True):
         with warnings.catch_warnings():
             # the folder is checked by trafficrnn.checkpoints before training (refused when it holds
             # another run's checkpoints); beside its run.json it is rightly not empty
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            warnings.filterwarnings(
+                "ignore", message=r"Checkpoint directory .* exists and is not empty"
+            )
             if quiet:
                 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
                 warnings.filterwarnings("ignore", message=".*LeafSpec.*")

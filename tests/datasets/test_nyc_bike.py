@@ -35,7 +35,9 @@ def test_nyc_bike__equals_raw_npz(flows):
 def test_nyc_bike__counts_balance(flows):
     totals = flows.sum(("time", "y", "x")).values
     assert totals[0] == totals[1] > 1e6  # every trip leaves one cell and enters another
-    assert int((flows.max(("time", "band")) == 0).sum()) == 44  # 39 % of the 112 cells never see a trip
+    assert (
+        int((flows.max(("time", "band")) == 0).sum()) == 44
+    )  # 39 % of the 112 cells never see a trip
 
 
 def test_nyc_bike__time_axis_is_naive_local(flows):
@@ -51,21 +53,31 @@ def test_nyc_bike__georeference(flows):
     assert flows.rio.crs.to_epsg() == 4326
     assert tuple(flows.rio.transform())[:6] == TRANSFORM
     t = Affine(*TRANSFORM)
-    np.testing.assert_allclose(flows.x.values, [(t * (c + 0.5, 0.5))[0] for c in range(8)], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(flows.y.values, [(t * (0.5, r + 0.5))[1] for r in range(14)], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        flows.x.values, [(t * (c + 0.5, 0.5))[0] for c in range(8)], rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        flows.y.values, [(t * (0.5, r + 0.5))[1] for r in range(14)], rtol=0, atol=1e-12
+    )
     assert list(flows.band.values) == ["inflow", "outflow"]
     assert flows.attrs["units"] == "trips per 30 min"
 
 
-@pytest.mark.parametrize("split, first, last, n", [
-    ("train", "2016-08-01 00:00", "2016-09-27 23:30", 2784),
-    ("val", "2016-09-28 00:00", "2016-10-11 23:30", 672),
-    ("test", "2016-10-12 00:00", "2016-10-29 23:30", 864),
-])
+@pytest.mark.parametrize(
+    "split, first, last, n",
+    [
+        ("train", "2016-08-01 00:00", "2016-09-27 23:30", 2784),
+        ("val", "2016-09-28 00:00", "2016-10-11 23:30", 672),
+        ("test", "2016-10-12 00:00", "2016-10-29 23:30", 864),
+    ],
+)
 def test_nyc_bike__split(flows, split, first, last, n):
     part = nyc_bike(split)
     assert part.sizes["time"] == n
-    assert (part.time.values[0], part.time.values[-1]) == (np.datetime64(first), np.datetime64(last))
+    assert (part.time.values[0], part.time.values[-1]) == (
+        np.datetime64(first),
+        np.datetime64(last),
+    )
     np.testing.assert_array_equal(part.values, flows.sel(time=part.time).values)
     assert tuple(part.rio.transform())[:6] == TRANSFORM
 
@@ -78,11 +90,17 @@ def test_nyc_bike__start_end_days_inclusive():
 
 def test_nyc_bike__start_end_times_inside_split():
     part = nyc_bike("test", start="2016-10-01", end="2016-10-12T01:00")
-    assert [str(t)[:16] for t in part.time.values] == ["2016-10-12T00:00", "2016-10-12T00:30", "2016-10-12T01:00"]
+    assert [str(t)[:16] for t in part.time.values] == [
+        "2016-10-12T00:00",
+        "2016-10-12T00:30",
+        "2016-10-12T01:00",
+    ]
 
 
 def test_nyc_bike__unknown_split():
-    with pytest.raises(ConfigError, match=r"split='valid' is invalid: expected one of \['test', 'train', 'val'\]"):
+    with pytest.raises(
+        ConfigError, match=r"split='valid' is invalid: expected one of \['test', 'train', 'val'\]"
+    ):
         nyc_bike("valid")
 
 
@@ -111,7 +129,9 @@ def test_get_dataset__case_insensitive():
 
 
 def test_get_dataset__unknown():
-    with pytest.raises(ConfigError, match=r"unknown dataset 'taxi': expected one of \['nyc-bike'\]"):
+    with pytest.raises(
+        ConfigError, match=r"unknown dataset 'taxi': expected one of \['nyc-bike'\]"
+    ):
         get_dataset("taxi")
 
 
@@ -119,12 +139,25 @@ def test_nyc_bike_covariates__daily_rows_over_the_period_and_a_day_after():
     from trafficrnn.datasets import nyc_bike_covariates
 
     table = nyc_bike_covariates()
-    assert list(table.columns) == ["tmax_f", "tmin_f", "tavg_f", "precipitation_in", "snowfall_in", "snow_depth_in",
-                                   "holiday"]
-    assert table.index[0] == pd.Timestamp("2016-08-01") and table.index[-1] == pd.Timestamp("2016-10-31")
+    assert list(table.columns) == [
+        "tmax_f",
+        "tmin_f",
+        "tavg_f",
+        "precipitation_in",
+        "snowfall_in",
+        "snow_depth_in",
+        "holiday",
+    ]
+    assert table.index[0] == pd.Timestamp("2016-08-01") and table.index[-1] == pd.Timestamp(
+        "2016-10-31"
+    )
     assert len(table) == 92 and (np.diff(table.index) == pd.Timedelta("1D")).all()
     # hand-read from the source file: 21-10-2016,69,57,63.0,1.11,... ; 1-8-2016 had trace precipitation
-    assert table.loc["2016-10-21", ["tmax_f", "tmin_f", "precipitation_in"]].tolist() == [69, 57, 1.11]
+    assert table.loc["2016-10-21", ["tmax_f", "tmin_f", "precipitation_in"]].tolist() == [
+        69,
+        57,
+        1.11,
+    ]
     assert table.loc["2016-08-01", "precipitation_in"] == 0.001
     assert table.loc["2016-10-10", "holiday"] == 1 and table.loc["2016-10-11", "holiday"] == 0
 
@@ -139,13 +172,18 @@ def test_nyc_bike_covariates__equal_the_raw_file():
     assert list(table.index.strftime("%-d-%-m-%Y")) == list(raw["date"])
     precipitation = pd.to_numeric(raw["precipitation"].replace("T", "0.001"))
     np.testing.assert_array_equal(table["precipitation_in"].values, precipitation.values)
-    np.testing.assert_array_equal(table["tavg_f"].values, raw["average temperature"].astype(float).values)
+    np.testing.assert_array_equal(
+        table["tavg_f"].values, raw["average temperature"].astype(float).values
+    )
 
 
 def test_nyc_bike_covariates__columns_and_refusals(tmp_path):
     from trafficrnn.datasets import nyc_bike_covariates
 
-    assert list(nyc_bike_covariates(["precipitation_in", "holiday"]).columns) == ["precipitation_in", "holiday"]
+    assert list(nyc_bike_covariates(["precipitation_in", "holiday"]).columns) == [
+        "precipitation_in",
+        "holiday",
+    ]
     with pytest.raises(ConfigError, match=r"unknown covariate column\(s\) \['rain'\]"):
         nyc_bike_covariates(["rain"])
     with pytest.raises(InputFileError, match="missing"):

@@ -16,21 +16,33 @@ from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import LineString
 
-from trafficrnn import Grid, read_netcdf, read_stack, to_geopackage, to_geotiff, to_netcdf, write_stack
+from trafficrnn import (
+    Grid,
+    read_netcdf,
+    read_stack,
+    to_geopackage,
+    to_geotiff,
+    to_netcdf,
+    write_stack,
+)
 from trafficrnn.errors import ExportError, GridError, MissingCRSError, OutputExistsError
 
 UTM = Grid("EPSG:32633", Affine(8, 0, 601000, 0, -8, 5340000), (5, 7), 16)
 WGS = Grid("EPSG:4326", Affine(0.011862, 0, -74.022216, 0, -0.0085379286, 40.818562), (14, 8))
 ISSUED = pd.Timestamp("2024-05-01 08:55")
-needs_gdal = pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdalinfo (apt gdal-bin) not installed")
+needs_gdal = pytest.mark.skipif(
+    shutil.which("gdalinfo") is None, reason="gdalinfo (apt gdal-bin) not installed"
+)
 
 
 def forecast(grid=UTM, bands=("density",), leads=3):
     rng = np.random.default_rng(1)
     lead = pd.to_timedelta([5 * (i + 1) for i in range(leads)], unit="min")
-    da = xr.DataArray(rng.random((leads, len(bands), *grid.shape), dtype="float32"),
-                      dims=("lead", "band", "y", "x"),
-                      coords={"lead": lead, "band": list(bands), "valid_time": ("lead", ISSUED + lead)})
+    da = xr.DataArray(
+        rng.random((leads, len(bands), *grid.shape), dtype="float32"),
+        dims=("lead", "band", "y", "x"),
+        coords={"lead": lead, "band": list(bands), "valid_time": ("lead", ISSUED + lead)},
+    )
     da = grid.attach(da)
     da.attrs.update(issued=ISSUED.isoformat(), model="convlstm", units="vehicles per cell")
     return da
@@ -39,14 +51,18 @@ def forecast(grid=UTM, bands=("density",), leads=3):
 def observed(grid=UTM, bands=("density",), steps=4):
     times = pd.date_range("2024-05-01 08:00", periods=steps, freq="5min")
     values = np.arange(steps * len(bands) * grid.shape[0] * grid.shape[1], dtype="float32")
-    da = xr.DataArray(values.reshape(steps, len(bands), *grid.shape), dims=("time", "band", "y", "x"),
-                      coords={"time": times, "band": list(bands)})
+    da = xr.DataArray(
+        values.reshape(steps, len(bands), *grid.shape),
+        dims=("time", "band", "y", "x"),
+        coords={"time": times, "band": list(bands)},
+    )
     da = grid.attach(da)
     da.attrs["units"] = "vehicles per cell"
     return da
 
 
 # --- GeoTIFF / COG ------------------------------------------------------------------------
+
 
 def test_to_geotiff__valid_cog_with_descriptions_and_tags(tmp_path):
     path = to_geotiff(forecast(), tmp_path / "f.tif")
@@ -57,7 +73,11 @@ def test_to_geotiff__valid_cog_with_descriptions_and_tags(tmp_path):
         assert src.transform == UTM.transform
         assert src.count == 3
         assert src.descriptions[0] == "lead +5min, valid 2024-05-01T09:00:00Z"
-        assert src.tags(2) == {"band": "density", "lead": "P0DT0H10M0S", "valid_time": "2024-05-01T09:05:00Z"}
+        assert src.tags(2) == {
+            "band": "density",
+            "lead": "P0DT0H10M0S",
+            "valid_time": "2024-05-01T09:05:00Z",
+        }
         tags = src.tags()
         assert tags["issued"] == "2024-05-01T08:55:00Z" and tags["model"] == "convlstm"
         assert tags["units"] == "vehicles per cell"
@@ -68,8 +88,11 @@ def test_to_geotiff__valid_cog_with_descriptions_and_tags(tmp_path):
 
 def test_to_geotiff__large_enough_for_overviews_is_still_cog(tmp_path):
     grid = Grid("EPSG:32633", Affine(1, 0, 601000, 0, -1, 5340000), (600, 700))
-    da = grid.attach(xr.DataArray(np.ones((1, *grid.shape), "float32"), dims=("band", "y", "x"),
-                                  coords={"band": ["road"]}))
+    da = grid.attach(
+        xr.DataArray(
+            np.ones((1, *grid.shape), "float32"), dims=("band", "y", "x"), coords={"band": ["road"]}
+        )
+    )
     path = to_geotiff(da, tmp_path / "big.tif")
     assert cog_validate(str(path))[0]
     with rasterio.open(path) as src:
@@ -80,13 +103,19 @@ def test_to_geotiff__large_enough_for_overviews_is_still_cog(tmp_path):
 @needs_gdal
 def test_to_geotiff__gdalinfo_agrees(tmp_path):
     path = to_geotiff(forecast(WGS, bands=("inflow", "outflow"), leads=2), tmp_path / "f.tif")
-    info = json.loads(subprocess.run(["gdalinfo", "-json", str(path)], check=True, capture_output=True, text=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["gdalinfo", "-json", str(path)], check=True, capture_output=True, text=True
+        ).stdout
+    )
     assert info["geoTransform"] == [-74.022216, 0.011862, 0.0, 40.818562, 0.0, -0.0085379286]
     assert 'ID["EPSG",4326]' in info["coordinateSystem"]["wkt"]
     assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
     assert [b["description"] for b in info["bands"]] == [
-        "lead +5min, valid 2024-05-01T09:00:00Z, inflow", "lead +5min, valid 2024-05-01T09:00:00Z, outflow",
-        "lead +10min, valid 2024-05-01T09:05:00Z, inflow", "lead +10min, valid 2024-05-01T09:05:00Z, outflow",
+        "lead +5min, valid 2024-05-01T09:00:00Z, inflow",
+        "lead +5min, valid 2024-05-01T09:00:00Z, outflow",
+        "lead +10min, valid 2024-05-01T09:05:00Z, inflow",
+        "lead +10min, valid 2024-05-01T09:05:00Z, outflow",
     ]
     assert {b["unit"] for b in info["bands"]} == {"vehicles per cell"}
 
@@ -117,9 +146,14 @@ def test_to_geotiff__observed_times_read_back_with_their_zone(tmp_path):
     with rasterio.open(to_geotiff(utc, tmp_path / "utc.tif")) as src:
         assert src.tags(1)["time"] == "2024-05-01T08:00:00Z"
     local = observed()
-    local.attrs["timezone"] = "America/New_York"  # wall-clock times beside the zone, as read_stack reads them
+    local.attrs["timezone"] = (
+        "America/New_York"  # wall-clock times beside the zone, as read_stack reads them
+    )
     back = read_stack(to_geotiff(local, tmp_path / "local.tif"))
-    assert back.indexes["time"].equals(local.indexes["time"]) and back.attrs["timezone"] == "America/New_York"
+    assert (
+        back.indexes["time"].equals(local.indexes["time"])
+        and back.attrs["timezone"] == "America/New_York"
+    )
     assert read_stack(tmp_path / "utc.tif").indexes["time"].equals(utc.indexes["time"])
 
 
@@ -146,7 +180,9 @@ def test_to_geotiff__failed_write_leaves_old_file_and_no_partial(tmp_path):
 
 
 def test_to_geotiff__no_crs(tmp_path):
-    da = xr.DataArray(np.ones((2, 3), "float32"), dims=("y", "x"), coords={"y": [1.5, 0.5], "x": [0.5, 1.5, 2.5]})
+    da = xr.DataArray(
+        np.ones((2, 3), "float32"), dims=("y", "x"), coords={"y": [1.5, 0.5], "x": [0.5, 1.5, 2.5]}
+    )
     with pytest.raises(MissingCRSError, match="has no CRS"):
         to_geotiff(da, tmp_path / "f.tif")
 
@@ -169,11 +205,16 @@ def test_to_geotiff__missing_folder(tmp_path):
 
 # --- one file per time step ---------------------------------------------------------------
 
+
 def test_write_stack__round_trip_through_read_stack(tmp_path):
     da = observed(bands=("red", "green", "blue"))
     paths = write_stack(da, tmp_path / "frames")
-    assert [p.name for p in paths] == ["20240501T080000.tif", "20240501T080500.tif", "20240501T081000.tif",
-                                       "20240501T081500.tif"]
+    assert [p.name for p in paths] == [
+        "20240501T080000.tif",
+        "20240501T080500.tif",
+        "20240501T081000.tif",
+        "20240501T081500.tif",
+    ]
     with rasterio.open(paths[1]) as src:
         assert src.tags()["TIFFTAG_DATETIME"] == "2024:05:01 08:05:00"
     back = read_stack(tmp_path / "frames")
@@ -198,6 +239,7 @@ def test_write_stack__refuses_existing(tmp_path):
 
 # --- NetCDF --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("grid", [UTM, WGS], ids=["utm", "wgs84"])
 def test_to_netcdf__cf_forecast_reads_back(tmp_path, grid):
     da = forecast(grid, bands=("inflow", "outflow"))
@@ -205,9 +247,19 @@ def test_to_netcdf__cf_forecast_reads_back(tmp_path, grid):
     ds = xr.open_dataset(path, decode_coords="all")
     assert ds.attrs["Conventions"] == "CF-1.8"
     assert set(ds.data_vars) == {"inflow", "outflow"}
-    assert ds["inflow"].dims == ("time", "y", "x")  # time is the valid time, forecast_period the lead
-    assert ds["inflow"].attrs["units"] == "1" and ds["inflow"].attrs["units_description"] == "vehicles per cell"
-    assert ds["inflow"].encoding["grid_mapping"] == "spatial_ref" or "spatial_ref" in ds["inflow"].coords
+    assert ds["inflow"].dims == (
+        "time",
+        "y",
+        "x",
+    )  # time is the valid time, forecast_period the lead
+    assert (
+        ds["inflow"].attrs["units"] == "1"
+        and ds["inflow"].attrs["units_description"] == "vehicles per cell"
+    )
+    assert (
+        ds["inflow"].encoding["grid_mapping"] == "spatial_ref"
+        or "spatial_ref" in ds["inflow"].coords
+    )
     assert "crs_wkt" in ds["spatial_ref"].attrs
     assert ds["forecast_period"].attrs["standard_name"] == "forecast_period"
     assert ds["forecast_period"].values[0] == np.timedelta64(5, "m")
@@ -231,8 +283,14 @@ def test_to_netcdf__cf_forecast_reads_back(tmp_path, grid):
 @needs_gdal
 def test_to_netcdf__gdal_reads_georeference(tmp_path):
     path = to_netcdf(observed(), tmp_path / "obs.nc")
-    info = json.loads(subprocess.run(["gdalinfo", "-json", f"NETCDF:{path}:density"], check=True,
-                                     capture_output=True, text=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["gdalinfo", "-json", f"NETCDF:{path}:density"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert info["geoTransform"] == [601000.0, 8.0, 0.0, 5340000.0, 0.0, -8.0]
     assert 'ID["EPSG",32633]' in info["coordinateSystem"]["wkt"]
 
@@ -251,6 +309,7 @@ def test_to_netcdf__refuses_existing(tmp_path):
 
 # --- GeoPackage ----------------------------------------------------------------------------
 
+
 def test_to_geopackage__cells_with_one_column_per_lead(tmp_path):
     da = forecast()
     path = to_geopackage(da, tmp_path / "f.gpkg")
@@ -267,15 +326,18 @@ def test_to_geopackage__cells_with_one_column_per_lead(tmp_path):
 
 def test_to_geopackage__road_segments(tmp_path):
     da = forecast()
-    segs = gpd.GeoDataFrame({"id": [7]}, geometry=[LineString([(601001, 5339996), (601007, 5339996)])],
-                            crs="EPSG:32633")
+    segs = gpd.GeoDataFrame(
+        {"id": [7]}, geometry=[LineString([(601001, 5339996), (601007, 5339996)])], crs="EPSG:32633"
+    )
     gdf = gpd.read_file(to_geopackage(da, tmp_path / "roads.gpkg", segments=segs), layer="segments")
     assert gdf["lead_5min"].iloc[0] == pytest.approx(float(da.values[0, 0, 0, 0]))
 
 
 def test_to_geopackage__several_bands_prefix_columns(tmp_path):
-    gdf = gpd.read_file(to_geopackage(forecast(bands=("inflow", "outflow"), leads=1), tmp_path / "f.gpkg"),
-                        layer="cells")
+    gdf = gpd.read_file(
+        to_geopackage(forecast(bands=("inflow", "outflow"), leads=1), tmp_path / "f.gpkg"),
+        layer="cells",
+    )
     assert {"inflow_lead_5min", "outflow_lead_5min"} <= set(gdf.columns)
 
 
@@ -287,7 +349,9 @@ def test_to_geopackage__version_1_2(tmp_path):
         assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # "GPKG"
         assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
     if shutil.which("ogrinfo"):  # GDAL 3.6 warns "may only be partially supported" for 1.4
-        result = subprocess.run(["ogrinfo", "-so", str(path), "cells"], capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            ["ogrinfo", "-so", str(path), "cells"], capture_output=True, text=True, check=True
+        )
         assert "Warning" not in result.stdout + result.stderr
 
 
@@ -299,13 +363,17 @@ def test_to_geopackage__long_layer_with_utc_valid_time(tmp_path):
     assert list(long.columns) == ["row", "col", "lead_minutes", "valid_time", "density", "geometry"]
     assert len(long) == 3 * 5 * 7
     assert str(long["valid_time"].dt.tz) == "UTC"
-    assert sorted(long["valid_time"].unique()) == list(pd.DatetimeIndex(da["valid_time"].values).tz_localize("UTC"))
+    assert sorted(long["valid_time"].unique()) == list(
+        pd.DatetimeIndex(da["valid_time"].values).tz_localize("UTC")
+    )
     one = long[(long.row == 2) & (long.col == 3) & (long.lead_minutes == 10)].iloc[0]
     assert one["density"] == pytest.approx(float(da.values[1, 0, 2, 3]))
     assert one["valid_time"] == pd.Timestamp("2024-05-01T09:05", tz="UTC")
     assert one.geometry.bounds == (601024.0, 5339976.0, 601032.0, 5339984.0)
     info = pyogrio.read_info(path, layer="cells_by_time")
-    assert str(info["dtypes"][list(info["fields"]).index("valid_time")]).startswith("datetime64")  # an OGR DateTime
+    assert str(info["dtypes"][list(info["fields"]).index("valid_time")]).startswith(
+        "datetime64"
+    )  # an OGR DateTime
 
 
 def test_to_geopackage__long_layer_of_zoned_times_in_utc(tmp_path):
@@ -313,15 +381,24 @@ def test_to_geopackage__long_layer_of_zoned_times_in_utc(tmp_path):
     local.attrs["timezone"] = "America/New_York"
     long = gpd.read_file(to_geopackage(local, tmp_path / "f.gpkg"), layer="cells_by_time")
     assert list(long.columns) == ["row", "col", "time", "inflow", "outflow", "geometry"]
-    assert list(long["time"].unique()) == [pd.Timestamp("2024-05-01T12:00", tz="UTC"),
-                                           pd.Timestamp("2024-05-01T12:05", tz="UTC")]
+    assert list(long["time"].unique()) == [
+        pd.Timestamp("2024-05-01T12:00", tz="UTC"),
+        pd.Timestamp("2024-05-01T12:05", tz="UTC"),
+    ]
 
 
 def test_to_geopackage__road_segments_long_layer(tmp_path):
-    segs = gpd.GeoDataFrame({"id": [7, 8]}, geometry=[LineString([(601001, 5339996), (601007, 5339996)]),
-                                                      LineString([(601001, 5339990), (601050, 5339990)])],
-                            crs="EPSG:32633")
-    long = gpd.read_file(to_geopackage(forecast(), tmp_path / "roads.gpkg", segments=segs), layer="segments_by_time")
+    segs = gpd.GeoDataFrame(
+        {"id": [7, 8]},
+        geometry=[
+            LineString([(601001, 5339996), (601007, 5339996)]),
+            LineString([(601001, 5339990), (601050, 5339990)]),
+        ],
+        crs="EPSG:32633",
+    )
+    long = gpd.read_file(
+        to_geopackage(forecast(), tmp_path / "roads.gpkg", segments=segs), layer="segments_by_time"
+    )
     assert len(long) == 2 * 3 and list(long["id"]) == [7, 8] * 3
     assert {"lead_minutes", "valid_time", "density"} <= set(long.columns)
 

@@ -17,7 +17,9 @@ from trafficrnn import read_netcdf, to_netcdf
 from .test_export import ISSUED, UTM, WGS, forecast, observed
 
 DATA = Path(__file__).parent / "data"
-needs_gdal = pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdalinfo (apt gdal-bin) not installed")
+needs_gdal = pytest.mark.skipif(
+    shutil.which("gdalinfo") is None, reason="gdalinfo (apt gdal-bin) not installed"
+)
 
 
 def _cf_checker_missing() -> str | None:
@@ -30,26 +32,48 @@ def _cf_checker_missing() -> str | None:
     return None
 
 
-needs_cf_checker = pytest.mark.skipif(_cf_checker_missing() is not None, reason=str(_cf_checker_missing()))
+needs_cf_checker = pytest.mark.skipif(
+    _cf_checker_missing() is not None, reason=str(_cf_checker_missing())
+)
 
 
 def cf_check(path) -> str:
     """cfchecks' report on ``path``, offline: the tables are the subsets in tests/io/data."""
     result = subprocess.run(
-        [sys.executable, "-m", "cfchecker.cfchecks", "-s", str(DATA / "cf-standard-names-subset.xml"),
-         "-a", str(DATA / "cf-area-types-subset.xml"), "-r", str(DATA / "cf-region-names-subset.xml"), str(path)],
-        capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "cfchecker.cfchecks",
+            "-s",
+            str(DATA / "cf-standard-names-subset.xml"),
+            "-a",
+            str(DATA / "cf-area-types-subset.xml"),
+            "-r",
+            str(DATA / "cf-region-names-subset.xml"),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.stdout + result.stderr
 
 
 def gdal_warnings(name: str) -> list[str]:
     result = subprocess.run(["gdalinfo", name], capture_output=True, text=True, check=True)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith(("Warning", "ERROR"))]
+    return [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.startswith(("Warning", "ERROR"))
+    ]
 
 
 @needs_cf_checker
-@pytest.mark.parametrize("make", [lambda: forecast(bands=("inflow", "outflow")), lambda: observed(WGS)],
-                         ids=["forecast", "observed"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: forecast(bands=("inflow", "outflow")), lambda: observed(WGS)],
+    ids=["forecast", "observed"],
+)
 def test_to_netcdf__cf_checker_finds_no_error_or_warning(tmp_path, make):
     report = cf_check(to_netcdf(make(), tmp_path / "f.nc"))
     assert "ERRORS detected: 0" in report and "WARNINGS given: 0" in report, report
@@ -66,7 +90,9 @@ def test_to_netcdf__gdalinfo_without_warnings(tmp_path, make):
 @needs_gdal
 def test_to_netcdf__gdal_bands_are_leads_in_minutes(tmp_path):
     path = to_netcdf(forecast(), tmp_path / "f.nc")
-    info = subprocess.run(["gdalinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    info = subprocess.run(
+        ["gdalinfo", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     assert "NETCDF_DIM_time_VALUES={5,10,15}" in info  # minutes since the issue time
     assert "time#units=minutes since 2024-05-01T08:55:00+00:00" in info
 
@@ -78,7 +104,9 @@ def test_to_netcdf__units_in_udunits_form(tmp_path):
     speed = forecast()
     speed.attrs["units"] = "km h-1"
     ds = xr.open_dataset(to_netcdf(speed, tmp_path / "speed.nc"))
-    assert ds["density"].attrs["units"] == "km h-1" and "units_description" not in ds["density"].attrs
+    assert (
+        ds["density"].attrs["units"] == "km h-1" and "units_description" not in ds["density"].attrs
+    )
 
 
 def test_to_netcdf__zoned_times_written_in_utc_read_back_local(tmp_path):

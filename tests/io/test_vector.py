@@ -18,11 +18,17 @@ GRID = Grid("EPSG:32633", Affine(10, 0, 601000, 0, -10, 5340000), (3, 4))
 
 
 def points(xy, times, crs="EPSG:32633"):
-    return gpd.GeoDataFrame({"time": pd.to_datetime(times, format="mixed")}, geometry=[Point(x, y) for x, y in xy], crs=crs)
+    return gpd.GeoDataFrame(
+        {"time": pd.to_datetime(times, format="mixed")},
+        geometry=[Point(x, y) for x, y in xy],
+        crs=crs,
+    )
 
 
 def test_rasterize_points__right_count_in_right_cell():
-    pts = points([(601015, 5339995), (601016, 5339991), (601035, 5339975)], ["2024-05-01 08:00"] * 3)
+    pts = points(
+        [(601015, 5339995), (601016, 5339991), (601035, 5339975)], ["2024-05-01 08:00"] * 3
+    )
     da = rasterize_points(pts, GRID)
     assert da.dims == ("time", "band", "y", "x")
     assert list(da.band.values) == ["density"]
@@ -47,7 +53,9 @@ def test_rasterize_points__reprojected_from_wgs84():
 def test_rasterize_points__freq_bins():
     times = ["2024-05-01 08:01", "2024-05-01 08:04", "2024-05-01 08:12"]
     da = rasterize_points(points([(601005, 5339995)] * 3, times), GRID, freq="5min")
-    assert list(da.time.values) == list(pd.date_range("2024-05-01 08:00", periods=3, freq="5min").values)
+    assert list(da.time.values) == list(
+        pd.date_range("2024-05-01 08:00", periods=3, freq="5min").values
+    )
     np.testing.assert_array_equal(da.values[:, 0, 0, 0], [2, 0, 1])
 
 
@@ -66,10 +74,18 @@ def test_rasterize_points__outside_points_warn():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.floats(601000, 601039.99), st.floats(5339970.01, 5340000),
-                          st.integers(0, 5)), min_size=1, max_size=60))
+@given(
+    st.lists(
+        st.tuples(st.floats(601000, 601039.99), st.floats(5339970.01, 5340000), st.integers(0, 5)),
+        min_size=1,
+        max_size=60,
+    )
+)
 def test_rasterize_points__conserves_count(rows):
-    pts = points([(x, y) for x, y, _ in rows], [pd.Timestamp("2024-05-01") + pd.Timedelta(minutes=5 * k) for *_, k in rows])
+    pts = points(
+        [(x, y) for x, y, _ in rows],
+        [pd.Timestamp("2024-05-01") + pd.Timedelta(minutes=5 * k) for *_, k in rows],
+    )
     da = rasterize_points(pts, GRID, freq="5min")
     assert da.values.sum() == len(rows)
 
@@ -93,8 +109,11 @@ def test_rasterize_points__no_crs():
 
 
 def test_rasterize_points__not_points():
-    lines = gpd.GeoDataFrame({"time": [pd.Timestamp("2024-05-01")]},
-                             geometry=[LineString([(601000, 5339995), (601020, 5339995)])], crs="EPSG:32633")
+    lines = gpd.GeoDataFrame(
+        {"time": [pd.Timestamp("2024-05-01")]},
+        geometry=[LineString([(601000, 5339995), (601020, 5339995)])],
+        crs="EPSG:32633",
+    )
     with pytest.raises(VectorError, match="holds LineString geometries; expected Point"):
         rasterize_points(lines, GRID)
 
@@ -107,8 +126,10 @@ def test_rasterize_points__negative_freq():
 def roads():
     return gpd.GeoDataFrame(
         {"lanes": [1, 3]},
-        geometry=[LineString([(601000, 5339995), (601040, 5339995)]),   # along row 0
-                  LineString([(601025, 5340000), (601025, 5339970)])],  # down col 2
+        geometry=[
+            LineString([(601000, 5339995), (601040, 5339995)]),  # along row 0
+            LineString([(601025, 5340000), (601025, 5339970)]),
+        ],  # down col 2
         crs="EPSG:32633",
     )
 
@@ -137,13 +158,24 @@ def test_rasterize_lines__unknown_attr():
 
 def test_aggregate_to_segments__length_weighted_mean():
     values = np.arange(12, dtype="float32").reshape(1, 1, 3, 4)
-    da = GRID.attach(xr.DataArray(values, dims=("lead", "band", "y", "x"),
-                                  coords={"lead": pd.to_timedelta(["5min"]), "band": ["density"]}))
+    da = GRID.attach(
+        xr.DataArray(
+            values,
+            dims=("lead", "band", "y", "x"),
+            coords={"lead": pd.to_timedelta(["5min"]), "band": ["density"]},
+        )
+    )
     # 15 m in cell (1, 0) (value 4) and 5 m in cell (1, 1) (value 5)
-    seg = gpd.GeoDataFrame({"name": ["a"]}, geometry=[LineString([(601000, 5339985), (601015, 5339985)])],
-                           crs="EPSG:32633")
-    seg2 = gpd.GeoDataFrame({"name": ["b"]}, geometry=[LineString([(601005, 5339985), (601015, 5339985)])],
-                            crs="EPSG:32633")
+    seg = gpd.GeoDataFrame(
+        {"name": ["a"]},
+        geometry=[LineString([(601000, 5339985), (601015, 5339985)])],
+        crs="EPSG:32633",
+    )
+    seg2 = gpd.GeoDataFrame(
+        {"name": ["b"]},
+        geometry=[LineString([(601005, 5339985), (601015, 5339985)])],
+        crs="EPSG:32633",
+    )
     out = aggregate_to_segments(da, pd.concat([seg, seg2], ignore_index=True))
     assert list(out.columns) == ["name", "geometry", "lead_5min"]
     assert out["lead_5min"].iloc[0] == pytest.approx((4 * 10 + 5 * 5) / 15)
@@ -151,8 +183,13 @@ def test_aggregate_to_segments__length_weighted_mean():
 
 
 def test_aggregate_to_segments__outside_grid_is_nan():
-    da = GRID.attach(xr.DataArray(np.ones((1, 1, 3, 4), "float32"), dims=("lead", "band", "y", "x"),
-                                  coords={"lead": pd.to_timedelta(["5min"]), "band": ["density"]}))
+    da = GRID.attach(
+        xr.DataArray(
+            np.ones((1, 1, 3, 4), "float32"),
+            dims=("lead", "band", "y", "x"),
+            coords={"lead": pd.to_timedelta(["5min"]), "band": ["density"]},
+        )
+    )
     seg = gpd.GeoDataFrame(geometry=[LineString([(0, 0), (1, 1)])], crs="EPSG:32633")
     assert np.isnan(aggregate_to_segments(da, seg)["lead_5min"].iloc[0])
 

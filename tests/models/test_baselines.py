@@ -9,8 +9,13 @@ from affine import Affine
 from trafficrnn import Grid
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
 from trafficrnn.metrics import mae, per_lead
-from trafficrnn.models.baselines import (BASELINES, HistoricalAverage, Persistence, RidgeBaseline,
-                                         get_baseline)
+from trafficrnn.models.baselines import (
+    BASELINES,
+    HistoricalAverage,
+    Persistence,
+    RidgeBaseline,
+    get_baseline,
+)
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
 SMALL = {"persistence": {}, "historical_average": {}, "ridge": {"lags": 2, "horizon": 3}}
@@ -19,8 +24,12 @@ SMALL = {"persistence": {}, "historical_average": {}, "ridge": {"lags": 2, "hori
 def cube(values, start="2024-01-01", freq="h", bands=("density",), grid=GRID):
     """Target DataArray(time, band, y, x) on ``grid`` from an array (T, C, rows, cols)."""
     times = pd.date_range(start, periods=len(values), freq=freq)
-    da = xr.DataArray(np.asarray(values, dtype=np.float32), dims=("time", "band", "y", "x"),
-                      coords={"time": times, "band": list(bands)}, attrs={"units": "vehicles"})
+    da = xr.DataArray(
+        np.asarray(values, dtype=np.float32),
+        dims=("time", "band", "y", "x"),
+        coords={"time": times, "band": list(bands)},
+        attrs={"units": "vehicles"},
+    )
     return grid.attach(da)
 
 
@@ -74,7 +83,11 @@ def test_persistence__skipna_uses_last_finite_value():
     plain = Persistence().fit(target).predict(target, 1)
     assert np.isnan(plain.values[0, 0, 0, 0])
     filled = Persistence(skipna=True).fit(target).predict(target, 1)
-    assert filled.values[0, 0, 0, 0] == 2 and filled.values[0, 0, 0, 1] == 3 and np.isnan(filled.values[0, 0, 1, 1])
+    assert (
+        filled.values[0, 0, 0, 0] == 2
+        and filled.values[0, 0, 0, 1] == 3
+        and np.isnan(filled.values[0, 0, 1, 1])
+    )
 
 
 def test_historical_average__recovers_weekly_signal_exactly():
@@ -87,18 +100,28 @@ def test_historical_average__recovers_weekly_signal_exactly():
 def test_historical_average__day_slots_recover_daily_signal_exactly():
     hours = np.arange(24 * 4) % 24
     target = cube((hours[:, None, None, None] + np.zeros((1, 1, 4, 5))) * 1.5)
-    fc = HistoricalAverage(by="day").fit(target.isel(time=slice(0, 48))).predict_many(target, [50, 70], 24)
+    fc = (
+        HistoricalAverage(by="day")
+        .fit(target.isel(time=slice(0, 48)))
+        .predict_many(target, [50, 70], 24)
+    )
     assert per_lead(fc, target)["mae"].max() == 0
 
 
 def test_historical_average__unseen_week_slot_falls_back_to_day_slot():
     target = periodic(weeks=2)
     values = target.values.copy()
-    monday_10 = (np.asarray(target.time.dt.day_of_week) == 0) & (np.asarray(target.time.dt.hour) == 10)
+    monday_10 = (np.asarray(target.time.dt.day_of_week) == 0) & (
+        np.asarray(target.time.dt.hour) == 10
+    )
     values[monday_10] = np.nan
     model = HistoricalAverage().fit(target.copy(data=values))
-    day_mean = np.nanmean(values[np.asarray(target.time.dt.hour) == 10], axis=0)  # the other 12 days at 10:00
-    np.testing.assert_allclose(model.lookup(pd.DatetimeIndex(["2024-01-22 10:00"]))[0], day_mean, rtol=1e-6)
+    day_mean = np.nanmean(
+        values[np.asarray(target.time.dt.hour) == 10], axis=0
+    )  # the other 12 days at 10:00
+    np.testing.assert_allclose(
+        model.lookup(pd.DatetimeIndex(["2024-01-22 10:00"]))[0], day_mean, rtol=1e-6
+    )
 
 
 def test_ridge__beats_persistence_on_noisy_periodic_signal():
@@ -122,7 +145,9 @@ def test_ridge__nan_lags_are_filled_with_historical_average():
 
 def test_predict__band_mismatch_raises():
     model = Persistence().fit(cube(np.zeros((4, 1, 4, 5))))
-    with pytest.raises(ModelMismatchError, match=r"bands \['inflow'\] differ from the fitted bands \['density'\]"):
+    with pytest.raises(
+        ModelMismatchError, match=r"bands \['inflow'\] differ from the fitted bands \['density'\]"
+    ):
         model.predict(cube(np.zeros((4, 1, 4, 5)), bands=("inflow",)), 2)
 
 
@@ -135,7 +160,10 @@ def test_predict__grid_mismatch_raises():
 
 def test_predict__cadence_mismatch_raises():
     model = Persistence().fit(cube(np.zeros((4, 1, 4, 5))))
-    with pytest.raises(ModelMismatchError, match="cadence 0 days 00:15:00 differs from the fitted cadence 0 days 01:00"):
+    with pytest.raises(
+        ModelMismatchError,
+        match="cadence 0 days 00:15:00 differs from the fitted cadence 0 days 01:00",
+    ):
         model.predict(cube(np.zeros((4, 1, 4, 5)), freq="15min"), 2)
 
 
@@ -147,19 +175,26 @@ def test_predict__zero_horizon_raises():
 
 def test_predict_many__history_too_short_raises():
     model = RidgeBaseline(lags=3, horizon=2).fit(periodic(weeks=1))
-    with pytest.raises(ConfigError, match=r"issue index 1 is out of range for 168 time steps: RidgeBaseline needs "
-                                          r"indices in \[2, 168\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"issue index 1 is out of range for 168 time steps: RidgeBaseline needs "
+        r"indices in \[2, 168\)",
+    ):
         model.predict_many(periodic(weeks=1), [1, 5], 2)
 
 
 def test_ridge__horizon_beyond_fit_raises():
     model = RidgeBaseline(lags=2, horizon=2).fit(periodic(weeks=1))
-    with pytest.raises(ConfigError, match=r"horizon=4 exceeds the 2 leads .* RidgeBaseline\(horizon=4\)"):
+    with pytest.raises(
+        ConfigError, match=r"horizon=4 exceeds the 2 leads .* RidgeBaseline\(horizon=4\)"
+    ):
         model.predict(periodic(weeks=1), 4)
 
 
 def test_ridge__series_too_short_raises():
-    with pytest.raises(ConfigError, match="has 4 time steps but one window needs lags \\+ horizon = 3 \\+ 2 = 5"):
+    with pytest.raises(
+        ConfigError, match="has 4 time steps but one window needs lags \\+ horizon = 3 \\+ 2 = 5"
+    ):
         RidgeBaseline(lags=3, horizon=2).fit(cube(np.zeros((4, 1, 4, 5))))
 
 
@@ -170,7 +205,9 @@ def test_fit__unknown_keyword_raises():
 
 def test_fit__wrong_dims_raises():
     da = cube(np.zeros((4, 1, 4, 5))).isel(band=0)
-    with pytest.raises(ConfigError, match=r"has dims \('time', 'y', 'x'\): expected \(time, band, y, x\)"):
+    with pytest.raises(
+        ConfigError, match=r"has dims \('time', 'y', 'x'\): expected \(time, band, y, x\)"
+    ):
         Persistence().fit(da)
 
 
@@ -180,19 +217,26 @@ def test_historical_average__bad_slot_kind_raises():
 
 
 def test_get_baseline__unknown_raises():
-    with pytest.raises(ValueError, match=r"unknown baseline 'arima': expected one of \['historical_average', "
-                                         r"'persistence', 'ridge'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown baseline 'arima': expected one of \['historical_average', "
+        r"'persistence', 'ridge'\]",
+    ):
         get_baseline("arima")
 
 
 def test_historical_average__causal_uses_earlier_frames_only():
     # hourly, 3 days: day d holds the value d + 1 everywhere
-    values = np.repeat(np.arange(1, 4, dtype="float32"), 24)[:, None, None, None] * np.ones((1, 1, 4, 5), "float32")
+    values = np.repeat(np.arange(1, 4, dtype="float32"), 24)[:, None, None, None] * np.ones(
+        (1, 1, 4, 5), "float32"
+    )
     target = cube(values)
     ha = HistoricalAverage(by="day").fit(target)
     causal = ha.causal(values, pd.DatetimeIndex(target.time.values))
     assert np.isnan(causal[0]).all()  # nothing earlier at all
-    assert causal[1, 0, 0, 0] == 1.0  # day 1, 01:00: no earlier 01:00 → overall mean of earlier frames
+    assert (
+        causal[1, 0, 0, 0] == 1.0
+    )  # day 1, 01:00: no earlier 01:00 → overall mean of earlier frames
     assert causal[24, 0, 0, 0] == 1.0  # day 2, 00:00: mean of day 1 at 00:00
     assert causal[48 + 5, 0, 0, 0] == 1.5  # day 3, 05:00: mean of days 1 and 2 at 05:00
 

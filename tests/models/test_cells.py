@@ -16,9 +16,6 @@ CELL_CASES = {
 }
 
 
-
-
-
 @pytest.mark.parametrize("case", sorted(CELL_CASES))
 def test_forward_sequence__contract(case):
     torch.manual_seed(0)
@@ -57,7 +54,9 @@ def test_step__lstm_matches_textbook_formula():
     weight = torch.cat([cell.input_conv.weight, cell.hidden_conv.weight], 1)
     h = c = torch.zeros(2, 3, 5, 5)
     for t in range(4):
-        g = torch.nn.functional.conv2d(torch.cat([x[:, t], h], 1), weight, cell.input_conv.bias, padding=1)
+        g = torch.nn.functional.conv2d(
+            torch.cat([x[:, t], h], 1), weight, cell.input_conv.bias, padding=1
+        )
         i, f, o, gg = g.chunk(4, 1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
         h = torch.sigmoid(o) * torch.tanh(c)

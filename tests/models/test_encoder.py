@@ -9,9 +9,6 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
 from trafficrnn.models import TileEncoder, valid_fraction
 
 
-
-
-
 @pytest.mark.parametrize(
     ("kwargs", "pixels"),
     [
@@ -79,7 +76,9 @@ def test_norm__inference_is_local_to_each_pixel(norm):
 
 
 def test_tile_encoder__bad_norm():
-    with pytest.raises(ConfigError, match="norm='group' is invalid: expected one of batch, channel"):
+    with pytest.raises(
+        ConfigError, match="norm='group' is invalid: expected one of batch, channel"
+    ):
         TileEncoder(in_channels=3, tile_size=4, norm="group")
 
 

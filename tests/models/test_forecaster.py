@@ -14,19 +14,32 @@ N, T_IN, HORIZON, HC, WC, TILE = 2, 3, 2, 3, 4, 4
 ENCODER = {"tile_size": TILE, "width": 4, "depth": 0, "out_channels": 6}
 VARIANTS = {
     "plain": {},
-    "covariates_static": {"static_channels": 1, "past_covariate_channels": 2, "future_covariate_channels": 3},
+    "covariates_static": {
+        "static_channels": 1,
+        "past_covariate_channels": 2,
+        "future_covariate_channels": 3,
+    },
     "residual": {"residual": True, "future_covariate_channels": 2},
     "no_feedback_no_inputs": {"feedback": False},
-    "no_feedback_covariates": {"feedback": False, "future_covariate_channels": 2, "static_channels": 1},
+    "no_feedback_covariates": {
+        "feedback": False,
+        "future_covariate_channels": 2,
+        "static_channels": 1,
+    },
     "relu": {"output_activation": "relu"},
     "count_head_residual": {"count_head": True, "residual": True, "feedback": False},  # images only
-    "linear_term": {"linear_leads": HORIZON + 1, "future_covariate_channels": 2, "static_channels": 1},
-    "linear_term_no_feedback": {"linear_leads": HORIZON, "feedback": False, "residual": True,
-                                "future_covariate_channels": 2},
+    "linear_term": {
+        "linear_leads": HORIZON + 1,
+        "future_covariate_channels": 2,
+        "static_channels": 1,
+    },
+    "linear_term_no_feedback": {
+        "linear_leads": HORIZON,
+        "feedback": False,
+        "residual": True,
+        "future_covariate_channels": 2,
+    },
 }
-
-
-
 
 
 def _inputs(model: EncoderForecaster, with_encoder: bool) -> tuple[torch.Tensor, dict]:
@@ -54,8 +67,12 @@ def test_get_model__contract(name, with_encoder, variant):
         kwargs.pop("count_head", None)
     torch.manual_seed(0)
     model = get_model(
-        name, in_channels=3, out_channels=2, hidden_channels=[4, 5],
-        encoder=ENCODER if with_encoder else None, **kwargs,
+        name,
+        in_channels=3,
+        out_channels=2,
+        hidden_channels=[4, 5],
+        encoder=ENCODER if with_encoder else None,
+        **kwargs,
     )
     x, kw = _inputs(model, with_encoder)
     out = model(x, horizon=HORIZON, return_nowcast=with_encoder, **kw)
@@ -91,7 +108,9 @@ def test_get_model__contract(name, with_encoder, variant):
 @pytest.mark.parametrize("name", ["convlstm", "convgru"])
 def test_forward__overfits_tiny_batch(name):
     torch.manual_seed(0)
-    model = get_model(name, in_channels=2, out_channels=2, hidden_channels=[16], future_covariate_channels=1)
+    model = get_model(
+        name, in_channels=2, out_channels=2, hidden_channels=[16], future_covariate_channels=1
+    )
     x = torch.rand(1, 3, 2, 3, 3)
     fut = torch.rand(1, 2, 1)
     y = torch.rand(1, 2, 2, 3, 3) * 3
@@ -113,12 +132,23 @@ def test_forward__residual_with_zero_head_repeats_last_target():
     out = model(x, horizon=3)
     torch.testing.assert_close(out, x[:, -1:, :1].expand(1, 3, 1, 3, 3))
     last = torch.full((1, 1, 3, 3), 2.0)
-    torch.testing.assert_close(model(x, horizon=2, last_target=last), last[:, None].expand(1, 2, 1, 3, 3))
+    torch.testing.assert_close(
+        model(x, horizon=2, last_target=last), last[:, None].expand(1, 2, 1, 3, 3)
+    )
 
 
 def _linear_model(feedback: bool, **kwargs) -> EncoderForecaster:
-    return get_model("convlstm", in_channels=2, out_channels=2, hidden_channels=[4], future_covariate_channels=3,
-                     static_channels=1, residual=True, feedback=feedback, **kwargs)
+    return get_model(
+        "convlstm",
+        in_channels=2,
+        out_channels=2,
+        hidden_channels=[4],
+        future_covariate_channels=3,
+        static_channels=1,
+        residual=True,
+        feedback=feedback,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("feedback", [False, True], ids=["direct", "feedback"])
@@ -126,10 +156,14 @@ def test_forward__linear_term_starts_at_zero_and_learns(feedback):
     torch.manual_seed(0)
     model = _linear_model(feedback, linear_leads=4, linear_lags=2)
     plain = _linear_model(feedback)
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("linear.")})
+    plain.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if not k.startswith("linear.")}
+    )
     x, fut, static = torch.rand(2, 5, 2, 3, 4), torch.rand(2, 3, 3, 3, 4), torch.rand(2, 1, 3, 4)
     out = model(x, horizon=3, future_covariates=fut, static=static)
-    torch.testing.assert_close(out, plain(x, horizon=3, future_covariates=fut, static=static), rtol=0, atol=0)
+    torch.testing.assert_close(
+        out, plain(x, horizon=3, future_covariates=fut, static=static), rtol=0, atol=0
+    )
     out.square().mean().backward()
     assert model.linear.weight.grad.abs().sum() > 0 and model.linear.bias.grad.abs().sum() > 0
 
@@ -143,7 +177,14 @@ def test_forward__linear_term_has_its_own_weights_per_lead():
     torch.nn.init.zeros_(model.head.bias)
     x, fut, static = torch.rand(8, 4, 2, 3, 4), torch.rand(8, 3, 3, 3, 4), torch.rand(8, 1, 3, 4)
     last = x[:, -1, :2]
-    y = torch.stack([last + x[:, -2, :2], last + fut[:, 1, 1:2].expand_as(last), last + 2 * static.expand_as(last)], 1)
+    y = torch.stack(
+        [
+            last + x[:, -2, :2],
+            last + fut[:, 1, 1:2].expand_as(last),
+            last + 2 * static.expand_as(last),
+        ],
+        1,
+    )
     opt = torch.optim.Adam(model.linear.parameters(), lr=0.05)
     for _ in range(400):
         opt.zero_grad()
@@ -182,8 +223,15 @@ def test_encoder_forecaster__linear_lags_refused_on_images_and_out_of_range():
 @pytest.mark.parametrize("name", ["convlstm", "convgru"])
 def test_forward__grad_steps_truncates_the_gradient_not_the_forecast(name):
     torch.manual_seed(0)
-    model = get_model(name, in_channels=2, out_channels=2, hidden_channels=[4, 3], future_covariate_channels=1,
-                      residual=True, feedback=False)
+    model = get_model(
+        name,
+        in_channels=2,
+        out_channels=2,
+        hidden_channels=[4, 3],
+        future_covariate_channels=1,
+        residual=True,
+        feedback=False,
+    )
     x = torch.rand(2, 5, 2, 3, 4, requires_grad=True)
     fut = torch.rand(2, 2, 1)
     full = model(x, horizon=2, future_covariates=fut)
@@ -192,9 +240,13 @@ def test_forward__grad_steps_truncates_the_gradient_not_the_forecast(name):
     torch.testing.assert_close(cut, full, rtol=1e-6, atol=1e-6)
     (gx_cut,) = torch.autograd.grad(cut.square().sum(), x)
     assert (gx_cut[:, :3] == 0).all() and (gx_cut[:, 3:].abs().sum((0, 2, 3, 4)) > 0).all()
-    assert (gx_full[:, :3].abs().sum((0, 2, 3, 4)) > 0).all()  # without truncation the early frames get gradient
+    assert (
+        gx_full[:, :3].abs().sum((0, 2, 3, 4)) > 0
+    ).all()  # without truncation the early frames get gradient
     # through every frame: the same gradient as without grad_steps
-    (gx_all,) = torch.autograd.grad(model(x, horizon=2, future_covariates=fut, grad_steps=5).square().sum(), x)
+    (gx_all,) = torch.autograd.grad(
+        model(x, horizon=2, future_covariates=fut, grad_steps=5).square().sum(), x
+    )
     torch.testing.assert_close(gx_all, gx_full)
     with pytest.raises(ConfigError, match="grad_steps must be an int >= 1"):
         model(x, horizon=2, future_covariates=fut, grad_steps=0)
@@ -219,7 +271,9 @@ def test_nowcast__matches_forward_nowcast():
 
 def test_nowcast__count_head_sums_a_density_map_over_each_cell():
     torch.manual_seed(0)
-    model = get_model("convgru", in_channels=3, hidden_channels=[4], encoder=ENCODER, count_head=True).eval()
+    model = get_model(
+        "convgru", in_channels=3, hidden_channels=[4], encoder=ENCODER, count_head=True
+    ).eval()
     x = torch.rand(1, 2, 3, 8, 8)
     _, now = model(x, horizon=1, return_nowcast=True)
     torch.testing.assert_close(model.nowcast(x), now)
@@ -241,7 +295,9 @@ def test_get_model__case_insensitive():
 
 
 def test_get_model__unknown_name():
-    with pytest.raises(ValueError, match=r"unknown model 'unet': expected one of \['convgru', 'convlstm'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'unet': expected one of \['convgru', 'convlstm'\]"
+    ):
         get_model("unet", in_channels=1)
 
 
@@ -271,7 +327,9 @@ def test_encoder_forecaster__negative_static_channels():
 
 
 def test_encoder_forecaster__too_few_input_channels_for_targets():
-    with pytest.raises(ConfigError, match="first out_channels=2 channels of x are the target bands"):
+    with pytest.raises(
+        ConfigError, match="first out_channels=2 channels of x are the target bands"
+    ):
         EncoderForecaster(in_channels=1, out_channels=2)
 
 
@@ -288,7 +346,9 @@ def test_forward__bad_horizon():
 
 def test_forward__missing_static():
     model = EncoderForecaster(in_channels=1, hidden_channels=[2], static_channels=1)
-    with pytest.raises(ModelMismatchError, match="static is missing but the model was built with static_channels=1"):
+    with pytest.raises(
+        ModelMismatchError, match="static is missing but the model was built with static_channels=1"
+    ):
         model(torch.rand(1, 2, 1, 3, 3), horizon=1)
 
 
@@ -343,17 +403,28 @@ def test_encoder_forecaster__bad_count_stage():
 @pytest.mark.parametrize("count_head", [True, False])
 def test_forward__encoded_features_equal_images(count_head):
     torch.manual_seed(0)
-    net = EncoderForecaster(3, 1, "gru", [4], encoder=dict(ENCODER), count_head=count_head, residual=True).eval()
+    net = EncoderForecaster(
+        3, 1, "gru", [4], encoder=dict(ENCODER), count_head=count_head, residual=True
+    ).eval()
     x = torch.rand(N, T_IN, 3, HC * TILE, WC * TILE)
     with torch.no_grad():
         feats = net.encode(x)
         assert feats.shape == (N, T_IN, net.feature_channels, HC, WC)
-        torch.testing.assert_close(net(feats, horizon=HORIZON, encoded=True), net(x, horizon=HORIZON))
+        torch.testing.assert_close(
+            net(feats, horizon=HORIZON, encoded=True), net(x, horizon=HORIZON)
+        )
 
 
 def test_density__sums_to_the_counts():
-    net = EncoderForecaster(3, 1, "gru", [4], encoder={"tile_size": 8, "width": 4, "depth": 0},
-                            count_head=True, count_stage=1)
+    net = EncoderForecaster(
+        3,
+        1,
+        "gru",
+        [4],
+        encoder={"tile_size": 8, "width": 4, "depth": 0},
+        count_head=True,
+        count_stage=1,
+    )
     x = torch.rand(1, 2, 3, 16, 24)
     dens, feats = net.density(x)
     assert dens.shape == (1, 2, 1, 4, 6)

@@ -15,7 +15,9 @@ def test_make_city__deterministic_for_a_seed():
 
 def test_make_city__layout_varies_with_seed():
     a, b = make_city(256, 1.0, seed=1), make_city(256, 1.0, seed=2)
-    assert len(a.roads) != len(b.roads) or not np.allclose(a.roads.total_bounds, b.roads.total_bounds)
+    assert len(a.roads) != len(b.roads) or not np.allclose(
+        a.roads.total_bounds, b.roads.total_bounds
+    )
 
 
 def test_make_city__placed_in_utm_scene():

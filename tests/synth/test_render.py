@@ -45,7 +45,10 @@ def test_render__illumination_follows_time_of_day():
 
 def test_render__clouds_are_nodata():
     city, renderer, veh = _scene(clouds=True)
-    masks = [renderer.render(pd.Timestamp("2024-06-04T10:00") + pd.Timedelta(minutes=5 * i), veh) for i in range(40)]
+    masks = [
+        renderer.render(pd.Timestamp("2024-06-04T10:00") + pd.Timedelta(minutes=5 * i), veh)
+        for i in range(40)
+    ]
     assert any(m.any() for _, m in masks)
     assert not all(m.any() for _, m in masks)  # some frames are clear
     for img, mask in masks:

@@ -12,7 +12,15 @@ from trafficrnn.synth import simulate, write_simulation
 
 
 def test_simulate__deterministic_for_a_seed():
-    kw = dict(days=0.05, step="10min", gsd=1.0, tile_size=16, seed=7, clouds=True, start="2024-06-04T06:00")
+    kw = dict(
+        days=0.05,
+        step="10min",
+        gsd=1.0,
+        tile_size=16,
+        seed=7,
+        clouds=True,
+        start="2024-06-04T06:00",
+    )
     a, b = simulate(96, **kw), simulate(96, **kw)
     np.testing.assert_array_equal(a.images.values, b.images.values)
     np.testing.assert_array_equal(a.density.values, b.density.values)
@@ -45,7 +53,9 @@ def test_simulate__vehicle_on_road_pixel_and_in_its_cell(small_run):
 
 
 def test_simulate__daily_cycle_in_totals():
-    r = simulate(96, days=1.0, step="60min", gsd=1.0, tile_size=16, seed=1, start="2024-06-03T22:00")  # a local Tuesday
+    r = simulate(
+        96, days=1.0, step="60min", gsd=1.0, tile_size=16, seed=1, start="2024-06-03T22:00"
+    )  # a local Tuesday
     total = r.density.sum(("band", "y", "x")).to_series()
     local = total.index + pd.Timedelta(hours=2)
     night = total[(local.hour >= 1) & (local.hour <= 4)].mean()
@@ -63,7 +73,9 @@ def test_simulate__clouds_and_missing_frames(small_run):
 
 def test_simulate__flows_conserve_vehicles(small_run):
     f = small_run.flows
-    np.testing.assert_allclose(f["count"] - f["count"].isel(time=0), f["inflow"] - f["outflow"], atol=1e-6)
+    np.testing.assert_allclose(
+        f["count"] - f["count"].isel(time=0), f["inflow"] - f["outflow"], atol=1e-6
+    )
 
 
 def test_write_simulation__files_georeferenced_and_readable(small_run, tmp_path):
@@ -71,12 +83,16 @@ def test_write_simulation__files_georeferenced_and_readable(small_run, tmp_path)
     out = tmp_path / "city"
     images = read_stack(out / "images", allow_gaps=True)
     density = read_stack(out / "density")
-    assert images.sizes["time"] == small_run.images.sizes["time"] and images.rio.crs.to_epsg() == 32633
+    assert (
+        images.sizes["time"] == small_run.images.sizes["time"] and images.rio.crs.to_epsg() == 32633
+    )
     assert images.rio.transform() == small_run.grid.image_transform
     assert density.rio.transform() == small_run.grid.transform
     np.testing.assert_array_equal(density.values, small_run.density.values)
     assert np.isnan(images.values).any()  # clouds come back as NaN
-    for path in sorted((out / "images").glob("*.tif"))[:3] + sorted((out / "clouds").glob("*.tif"))[:1]:
+    for path in (
+        sorted((out / "images").glob("*.tif"))[:3] + sorted((out / "clouds").glob("*.tif"))[:1]
+    ):
         with rasterio.open(path) as src:
             assert src.crs.to_epsg() == 32633 and src.transform == small_run.grid.image_transform
     for name in ("vehicles", "roads", "landuse"):
@@ -120,17 +136,20 @@ def test_simulate__tile_size_message_lists_divisors():
         simulate(96, tile_size=64)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"tile_size": 24}, "tile_size=24 is invalid"),
-    ({"step": "7 parsecs"}, "step='7 parsecs' is invalid"),
-    ({"step": "3s"}, "multiple of 2 s"),
-    ({"days": 0}, "days=0 is invalid"),
-    ({"days": 0.001}, "at least 2"),
-    ({"gsd": 10.0}, "gsd=10.0 is invalid"),
-    ({"cloud_cover": 2.0}, "cloud_cover=2.0 is invalid"),
-    ({"missing_frames": 1.0}, "missing_frames=1.0 is invalid"),
-    ({"start": "yesterday-ish"}, "start='yesterday-ish' is invalid"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"tile_size": 24}, "tile_size=24 is invalid"),
+        ({"step": "7 parsecs"}, "step='7 parsecs' is invalid"),
+        ({"step": "3s"}, "multiple of 2 s"),
+        ({"days": 0}, "days=0 is invalid"),
+        ({"days": 0.001}, "at least 2"),
+        ({"gsd": 10.0}, "gsd=10.0 is invalid"),
+        ({"cloud_cover": 2.0}, "cloud_cover=2.0 is invalid"),
+        ({"missing_frames": 1.0}, "missing_frames=1.0 is invalid"),
+        ({"start": "yesterday-ish"}, "start='yesterday-ish' is invalid"),
+    ],
+)
 def test_simulate__bad_parameter(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         simulate(64, **kwargs)

@@ -34,7 +34,9 @@ def test_run_traffic__deterministic_for_a_seed():
     city = make_city(128, 1.0, seed=1)
     net = build_network(city)
     times = pd.date_range("2024-06-04T06:00", periods=4, freq="5min")
-    a, b = (run_traffic(city, net, times, seed=9, spinup=pd.Timedelta(minutes=30)) for _ in range(2))
+    a, b = (
+        run_traffic(city, net, times, seed=9, spinup=pd.Timedelta(minutes=30)) for _ in range(2)
+    )
     np.testing.assert_array_equal(a.cell_n, b.cell_n)
 
 
@@ -42,10 +44,28 @@ def test_run_traffic__incident_queue_spills_back_at_shock_speed_and_releases(cor
     net = build_network(corridor)
     times = pd.date_range("2024-06-04T06:00", periods=151, freq="1min")  # 08:00-10:30 local
     cell = int(net.last[3])
-    inc = pd.DataFrame([{"start": pd.Timestamp("2024-06-04T06:30"), "end": pd.Timestamp("2024-06-04T07:30"),
-                         "link": 3, "cell": cell, "factor": 0.15}])
+    inc = pd.DataFrame(
+        [
+            {
+                "start": pd.Timestamp("2024-06-04T06:30"),
+                "end": pd.Timestamp("2024-06-04T07:30"),
+                "link": 3,
+                "cell": cell,
+                "factor": 0.15,
+            }
+        ]
+    )
     # below capacity before the incident (demand_scale=1 runs over it at the peaks)
-    run = run_traffic(corridor, net, times, seed=0, incidents=inc, incident_rate=0.0, event_prob=0.0, demand_scale=0.6)
+    run = run_traffic(
+        corridor,
+        net,
+        times,
+        seed=0,
+        incidents=inc,
+        incident_rate=0.0,
+        event_prob=0.0,
+        demand_scale=0.6,
+    )
     k = run.cell_n / net.cell_len  # vehicles per metre
     queued = k[:, :cell] > 0.4 * net.link.kj.iat[0]
     tail = np.where(queued.any(1), cell - queued.argmax(1), 0)  # queue length in cells
@@ -61,8 +81,8 @@ def test_run_traffic__incident_queue_spills_back_at_shock_speed_and_releases(cor
     assert q_b == pytest.approx(0.15 * net.link.qcap.iat[3], rel=0.2)
     # ... and the tail moves upstream at the shock speed (q_up - q_b) / (k_queue - k_up)
     q_up = (run.link_in[at("06:38"), 0] - run.link_in[at("06:32"), 0]) / 360.0
-    k_up = k[at("06:32"):at("06:38"), :cell - tail[at("06:38")] - 1].mean()
-    k_queue = k[at("06:38"), cell - tail[at("06:38")] + 1:cell].mean()
+    k_up = k[at("06:32") : at("06:38"), : cell - tail[at("06:38")] - 1].mean()
+    k_queue = k[at("06:38"), cell - tail[at("06:38")] + 1 : cell].mean()
     theory = (q_up - q_b) / (k_queue - k_up)
     measured = (tail[at("06:38")] - tail[at("06:32")]) * net.cell_len[0] / 360.0
     assert 0.6 * theory < measured < 1.6 * theory

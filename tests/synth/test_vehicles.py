@@ -19,7 +19,9 @@ def test_place_vehicles__counts_follow_cell_densities():
     city, net, run = _frame()
     veh = place_vehicles(net, run.cell_n[-1], run.cell_speed[-1], np.random.default_rng(0))
     per_cell = np.bincount(veh["cell"], minlength=len(net.cell_len))
-    assert np.all(per_cell >= np.floor(run.cell_n[-1])) and np.all(per_cell <= np.ceil(run.cell_n[-1]))
+    assert np.all(per_cell >= np.floor(run.cell_n[-1])) and np.all(
+        per_cell <= np.ceil(run.cell_n[-1])
+    )
     assert len(veh["x"]) > 20
 
 
@@ -27,8 +29,11 @@ def test_place_vehicles__on_the_road_and_heading_along_it():
     city, net, run = _frame()
     veh = place_vehicles(net, run.cell_n[-1], run.cell_speed[-1], np.random.default_rng(1))
     roads = city.roads
-    carriageway = shapely.union_all(shapely.buffer(roads.geometry.to_numpy(), roads.width.to_numpy() / 2 + 0.5,
-                                                   cap_style="square"))
+    carriageway = shapely.union_all(
+        shapely.buffer(
+            roads.geometry.to_numpy(), roads.width.to_numpy() / 2 + 0.5, cap_style="square"
+        )
+    )
     points = shapely.points(veh["x"], veh["y"])
     assert shapely.contains(carriageway, points).all()
     lk = net.link.iloc[veh["link"]]

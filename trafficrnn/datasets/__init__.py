@@ -7,7 +7,7 @@ daily covariates (weather, holidays) from :func:`nyc_bike_covariates`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import xarray as xr
@@ -25,10 +25,12 @@ def _dataset_key(name: object) -> str:
 #: loader per dataset name (case-insensitive; ``_`` and ``-`` are the same); every loader takes
 #: ``split``, ``start``, ``end`` keywords
 DATASETS: Registry[Callable[..., xr.DataArray]] = Registry(
-    "dataset", {"nyc-bike": nyc_bike}, normalize=_dataset_key)
+    "dataset", {"nyc-bike": nyc_bike}, normalize=_dataset_key
+)
 #: loader of each dataset's covariate table (daily weather, holidays), where it has one; no argument
 COVARIATES: Registry[Callable[..., pd.DataFrame]] = Registry(
-    "dataset with covariates", {"nyc-bike": nyc_bike_covariates}, normalize=_dataset_key)
+    "dataset with covariates", {"nyc-bike": nyc_bike_covariates}, normalize=_dataset_key
+)
 
 
 def get_dataset(name: str) -> Callable[..., xr.DataArray]:

@@ -16,8 +16,22 @@ from trafficrnn.errors import ConfigError, InputFileError
 from trafficrnn.io.netcdf import read_netcdf
 from trafficrnn.splits import PublishedSplit
 
-__all__ = ["nyc_bike", "nyc_bike_covariates", "NYC_BIKE_FILE", "COVARIATES_FILE", "CRS", "TRANSFORM", "SHAPE", "BANDS", "UNITS", "TIMEZONE", "CADENCE",
-           "PERIOD", "SPLITS", "SPLIT_ATTR"]
+__all__ = [
+    "nyc_bike",
+    "nyc_bike_covariates",
+    "NYC_BIKE_FILE",
+    "COVARIATES_FILE",
+    "CRS",
+    "TRANSFORM",
+    "SHAPE",
+    "BANDS",
+    "UNITS",
+    "TIMEZONE",
+    "CADENCE",
+    "PERIOD",
+    "SPLITS",
+    "SPLIT_ATTR",
+]
 
 #: the shipped NetCDF (inside the package, so that installed copies find it too)
 NYC_BIKE_FILE = Path(__file__).resolve().parent / "nyc-bike-2016.nc"
@@ -101,17 +115,26 @@ def nyc_bike(split: str | None = None, *, start=None, end=None, path=None) -> xr
         ``python data/nyc-bike-2016/build.py``).
     """
     if split is not None and split not in SPLITS:
-        raise ConfigError(f"split={split!r} is invalid: expected one of {sorted(SPLITS)} or None for the whole "
-                          f"series {PERIOD[0]}..{PERIOD[1]}")
+        raise ConfigError(
+            f"split={split!r} is invalid: expected one of {sorted(SPLITS)} or None for the whole "
+            f"series {PERIOD[0]}..{PERIOD[1]}"
+        )
     path = Path(path) if path is not None else NYC_BIKE_FILE
     if not path.exists():
-        raise InputFileError(f"the NYC bike data file {path} is missing: reinstall trafficrnn, or rebuild it from "
-                             "the raw counts with `python data/nyc-bike-2016/build.py` in a source checkout")
+        raise InputFileError(
+            f"the NYC bike data file {path} is missing: reinstall trafficrnn, or rebuild it from "
+            "the raw counts with `python data/nyc-bike-2016/build.py` in a source checkout"
+        )
     da = read_netcdf(path)
-    if [str(b) for b in da["band"].values] != list(BANDS) or (da.sizes["y"], da.sizes["x"]) != SHAPE:
-        raise InputFileError(f"{path} holds bands {list(map(str, da['band'].values))} on a "
-                             f"{da.sizes['y']} × {da.sizes['x']} grid; expected {list(BANDS)} on {SHAPE}: "
-                             "rebuild it with `python data/nyc-bike-2016/build.py`")
+    if [str(b) for b in da["band"].values] != list(BANDS) or (
+        da.sizes["y"],
+        da.sizes["x"],
+    ) != SHAPE:
+        raise InputFileError(
+            f"{path} holds bands {list(map(str, da['band'].values))} on a "
+            f"{da.sizes['y']} × {da.sizes['x']} grid; expected {list(BANDS)} on {SHAPE}: "
+            "rebuild it with `python data/nyc-bike-2016/build.py`"
+        )
     crs, transform = da.rio.crs, da.rio.transform()
     attrs = {k: v for k, v in da.attrs.items() if k != "license_text"}
     attrs.update(cadence=CADENCE.isoformat(), gaps=[], split=SPLIT_ATTR)
@@ -123,15 +146,19 @@ def nyc_bike(split: str | None = None, *, start=None, end=None, path=None) -> xr
             first = pd.Timestamp(start) if start is not None else None
             last = pd.Timestamp(end) if end is not None else None
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"start={start!r}, end={end!r}: expected dates or times such as '2016-08-01' or "
-                              f"'2016-08-01T08:00' ({exc})") from None
+            raise ConfigError(
+                f"start={start!r}, end={end!r}: expected dates or times such as '2016-08-01' or "
+                f"'2016-08-01T08:00' ({exc})"
+            ) from None
         if isinstance(end, str) and len(end.strip()) <= 10:  # a date alone: the whole day
             last = last + pd.Timedelta(days=1) - CADENCE
         da = da.sel(time=slice(first, last))
     if da.sizes["time"] == 0:
-        raise ConfigError(f"no slot is left for split={split!r}, start={start!r}, end={end!r}: the data covers "
-                          f"{PERIOD[0]}..{PERIOD[1]} (train {SPLITS['train']}, val {SPLITS['val']}, "
-                          f"test {SPLITS['test']})")
+        raise ConfigError(
+            f"no slot is left for split={split!r}, start={start!r}, end={end!r}: the data covers "
+            f"{PERIOD[0]}..{PERIOD[1]} (train {SPLITS['train']}, val {SPLITS['val']}, "
+            f"test {SPLITS['test']})"
+        )
     da.attrs = attrs
     da.encoding = {}
     da.name = "nyc_bike"
@@ -172,12 +199,16 @@ def nyc_bike_covariates(columns=None, *, path=None) -> pd.DataFrame:
 
     path = Path(path) if path is not None else COVARIATES_FILE
     if not path.exists():
-        raise InputFileError(f"the NYC bike covariate file {path} is missing: reinstall trafficrnn, or rebuild it "
-                             "with `python data/nyc-bike-2016/build.py` in a source checkout")
+        raise InputFileError(
+            f"the NYC bike covariate file {path} is missing: reinstall trafficrnn, or rebuild it "
+            "with `python data/nyc-bike-2016/build.py` in a source checkout"
+        )
     table = read_covariates(path)
     if columns is not None:
         unknown = [c for c in columns if c not in table.columns]
         if unknown:
-            raise ConfigError(f"unknown covariate column(s) {unknown}: expected some of {list(table.columns)}")
+            raise ConfigError(
+                f"unknown covariate column(s) {unknown}: expected some of {list(table.columns)}"
+            )
         table = table[list(columns)]
     return table

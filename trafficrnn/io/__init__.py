@@ -28,12 +28,16 @@ __all__ = [
 ]
 
 _LAZY = {
-    **dict.fromkeys(["check_georeference", "to_geotiff", "to_geopackage", "write_geopackage", "write_stack"],
-                    "trafficrnn.io.export"),
+    **dict.fromkeys(
+        ["check_georeference", "to_geotiff", "to_geopackage", "write_geopackage", "write_stack"],
+        "trafficrnn.io.export",
+    ),
     **dict.fromkeys(["read_netcdf", "to_netcdf"], "trafficrnn.io.netcdf"),
     "read_stack": "trafficrnn.io.stack",
-    **dict.fromkeys(["aggregate_to_segments", "rasterize_lines", "rasterize_points", "read_vectors"],
-                    "trafficrnn.io.vector"),
+    **dict.fromkeys(
+        ["aggregate_to_segments", "rasterize_lines", "rasterize_points", "read_vectors"],
+        "trafficrnn.io.vector",
+    ),
 }
 
 
@@ -47,7 +51,9 @@ def __getattr__(name: str):
         globals()[name] = value  # once imported, a plain attribute
         return value
     if not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        return importlib.import_module(f"{__name__}.{name}")  # a submodule, e.g. trafficrnn.io.export
+        return importlib.import_module(
+            f"{__name__}.{name}"
+        )  # a submodule, e.g. trafficrnn.io.export
     raise AttributeError(f"module 'trafficrnn.io' has no attribute {name!r}")
 
 

@@ -37,7 +37,11 @@ def _chunk_count(frame: Any, chunks) -> tuple[int, bool] | None:
     def explicit(n: int, c) -> int:  # chunks along one dim of n; "auto", -1 and None count 1 here
         if isinstance(c, (tuple, list)):
             return len(c)
-        return math.ceil(n / c) if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c > 0 else 1
+        return (
+            math.ceil(n / c)
+            if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c > 0
+            else 1
+        )
 
     # explicit sizes first: their product alone may already be too large to build the "auto" ones
     count = math.prod(explicit(n, c) for n, c in zip(shape, spec))
@@ -51,7 +55,9 @@ def _chunk_count(frame: Any, chunks) -> tuple[int, bool] | None:
         dtype = np.dtype(frame.dtype)
         if spec == (1, "auto", "auto"):  # chunks of at most a few times dask's array.chunk-size
             limit = 4 * parse_bytes(dask.config.get("array.chunk-size"))
-            bound = frame.count * math.ceil(frame.shape[0] * frame.shape[1] * dtype.itemsize / limit)
+            bound = frame.count * math.ceil(
+                frame.shape[0] * frame.shape[1] * dtype.itemsize / limit
+            )
             if bound > MAX_CHUNKS_PER_FILE:
                 return bound, False
         sizes = normalize_chunks(spec, shape, dtype=dtype, previous_chunks=(1, *frame.block_shape))
@@ -68,7 +74,9 @@ def check_chunk_count(frame: Any, chunks) -> None:
     count, exact = found
     height, width = frame.shape
     side = 256
-    while math.ceil(height / side) * math.ceil(width / side) > MAX_CHUNKS_PER_FILE and side < max(height, width):
+    while math.ceil(height / side) * math.ceil(width / side) > MAX_CHUNKS_PER_FILE and side < max(
+        height, width
+    ):
         side *= 2
     raise ConfigError(
         f"{frame.path}: reading its {height} × {width} px × {frame.count} band(s) lazily with chunks={chunks!r} "

@@ -19,7 +19,9 @@ from trafficrnn.errors import ExportError, OutputExistsError
 __all__ = ["atomic_output", "check_output", "check_outputs"]
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool, suffixes: tuple[str, ...] = ()) -> Path:
+def check_output(
+    path: str | os.PathLike, *, overwrite: bool, suffixes: tuple[str, ...] = ()
+) -> Path:
     """Validate an output path before any work is done.
 
     Raises
@@ -36,14 +38,20 @@ def check_output(path: str | os.PathLike, *, overwrite: bool, suffixes: tuple[st
             f"expected one of {', '.join(suffixes)}"
         )
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        raise OutputExistsError(
+            f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+        )
     if not path.parent.exists():
         raise ExportError(f"{path}: folder {path.parent} does not exist; create it first")
     return path
 
 
-def check_outputs(paths: str | os.PathLike | Iterable[str | os.PathLike | None], *, overwrite: bool = False,
-                  suffixes: tuple[str, ...] = ()) -> list[Path]:
+def check_outputs(
+    paths: str | os.PathLike | Iterable[str | os.PathLike | None],
+    *,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] = (),
+) -> list[Path]:
     """Check, before a long run, that every output can be written: the same checks as the writers
     (``to_geotiff``, ``to_netcdf``, ``to_geopackage``, ``TrafficForecaster.save``) make when they
     start, and the CLI makes before it reads anything.
@@ -75,22 +83,30 @@ def check_outputs(paths: str | os.PathLike | Iterable[str | os.PathLike | None],
         outputs are the same path.
     """
     given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    checked = [check_output(p, overwrite=overwrite, suffixes=suffixes) for p in given if p is not None]
+    checked = [
+        check_output(p, overwrite=overwrite, suffixes=suffixes) for p in given if p is not None
+    ]
     seen: dict[Path, Path] = {}
     for path in checked:
         key = Path(os.path.abspath(path))
         if key in seen:
-            raise ExportError(f"{path} is given twice as an output ({seen[key]} and {path}): give each output "
-                              "its own path")
+            raise ExportError(
+                f"{path} is given twice as an output ({seen[key]} and {path}): give each output "
+                "its own path"
+            )
         seen[key] = path
         if not os.access(key.parent, os.W_OK):
-            raise ExportError(f"{path}: folder {key.parent} is not writable; choose another folder or fix its "
-                              "permissions")
+            raise ExportError(
+                f"{path}: folder {key.parent} is not writable; choose another folder or fix its "
+                "permissions"
+            )
     return checked
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, *, overwrite: bool = False, directory: bool = False) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike, *, overwrite: bool = False, directory: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path in the target folder; rename it to ``path`` when the block succeeds.
 
     On any exception (or a kill before the rename) the target is untouched: an existing file
@@ -124,7 +140,9 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False, directory
         if not tmp.exists():
             raise ExportError(f"{path}: the writer produced no output")
         if path.exists() and not overwrite:  # appeared while we were writing
-            raise OutputExistsError(f"{path} appeared while writing; pass overwrite=True to replace it")
+            raise OutputExistsError(
+                f"{path} appeared while writing; pass overwrite=True to replace it"
+            )
         if directory and path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -17,7 +17,14 @@ from trafficrnn.grid import Grid, check_north_up
 from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.vector import aggregate_to_segments, column_names
 
-__all__ = ["to_geotiff", "write_stack", "to_geopackage", "write_geopackage", "check_georeference", "as_4d"]
+__all__ = [
+    "to_geotiff",
+    "write_stack",
+    "to_geopackage",
+    "write_geopackage",
+    "check_georeference",
+    "as_4d",
+]
 
 
 def check_georeference(da: xr.DataArray, what: str = "array") -> Grid:
@@ -33,7 +40,9 @@ def check_georeference(da: xr.DataArray, what: str = "array") -> Grid:
     if "x" not in da.dims or "y" not in da.dims:
         raise GridError(f"{what} has dims {da.dims}; expected spatial dims named y and x")
     if da.rio.crs is None:
-        raise MissingCRSError(f"{what} has no CRS; set it with da.rio.write_crs('EPSG:...') (or build it with Grid.attach)")
+        raise MissingCRSError(
+            f"{what} has no CRS; set it with da.rio.write_crs('EPSG:...') (or build it with Grid.attach)"
+        )
     transform = da.rio.transform()  # from the x/y coordinates when they exist
     check_north_up(transform, f"{what} transform")
     mapping = da.coords.get(da.rio.grid_mapping)
@@ -45,7 +54,9 @@ def check_georeference(da: xr.DataArray, what: str = "array") -> Grid:
                 f"{what}: its stored transform {tuple(cached[:6])} disagrees with its x/y coordinates "
                 f"{tuple(transform[:6])}; rebuild it with Grid.attach or da.rio.write_transform"
             )
-    return Grid(da.rio.crs, transform, (da.sizes["y"], da.sizes["x"]), int(da.attrs.get("tile_size", 1)))
+    return Grid(
+        da.rio.crs, transform, (da.sizes["y"], da.sizes["x"]), int(da.attrs.get("tile_size", 1))
+    )
 
 
 def as_4d(da: xr.DataArray) -> xr.DataArray:
@@ -58,7 +69,9 @@ def as_4d(da: xr.DataArray) -> xr.DataArray:
         else:
             da = da.expand_dims(step=[0])
     if da.ndim != 4 or da.dims[2:] != ("y", "x"):
-        raise ExportError(f"cannot write an array with dims {da.dims}; expected (time|lead, band, y, x), (band, y, x) or (y, x)")
+        raise ExportError(
+            f"cannot write an array with dims {da.dims}; expected (time|lead, band, y, x), (band, y, x) or (y, x)"
+        )
     if "band" not in da.coords:
         da = da.assign_coords(band=[f"band{i + 1}" for i in range(da.sizes["band"])])
     return da
@@ -122,8 +135,13 @@ def _band_meta(da: xr.DataArray) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _dataset_tags(da: xr.DataArray) -> dict[str, str]:
-    tags = {k: str(v) for k, v in da.attrs.items()
-            if isinstance(v, (str, int, float, np.number)) and k not in ("tile_size",) and not k.startswith("_")}
+    tags = {
+        k: str(v)
+        for k, v in da.attrs.items()
+        if isinstance(v, (str, int, float, np.number))
+        and k not in ("tile_size",)
+        and not k.startswith("_")
+    }
     tags.setdefault("software", "trafficrnn")
     if tags.get("issued"):
         tags["issued"] = iso_time(tags["issued"], da.attrs.get("timezone"))
@@ -140,26 +158,42 @@ def _profile(da: xr.DataArray, grid: Grid, dtype, nodata, compress: str) -> dict
     if nodata is None and np.issubdtype(dtype, np.floating):
         nodata = np.nan
     count = da.sizes[da.dims[0]] * da.sizes["band"]
-    return dict(driver="GTiff", width=grid.shape[1], height=grid.shape[0], count=count, dtype=dtype.name,
-                crs=grid.crs, transform=grid.transform, nodata=nodata, compress=compress)
+    return dict(
+        driver="GTiff",
+        width=grid.shape[1],
+        height=grid.shape[0],
+        count=count,
+        dtype=dtype.name,
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=nodata,
+        compress=compress,
+    )
 
 
-def _write_tiff(da: xr.DataArray, target: Path, grid: Grid, *, dtype, nodata, compress: str, cog: bool) -> None:
+def _write_tiff(
+    da: xr.DataArray, target: Path, grid: Grid, *, dtype, nodata, compress: str, cog: bool
+) -> None:
     profile = _profile(da, grid, dtype, nodata, compress)
     values = np.asarray(da.values).reshape(profile["count"], *grid.shape)
-    if np.issubdtype(np.dtype(profile["dtype"]), np.integer) and np.issubdtype(values.dtype, np.floating):
+    if np.issubdtype(np.dtype(profile["dtype"]), np.integer) and np.issubdtype(
+        values.dtype, np.floating
+    ):
         fill = profile["nodata"] if profile["nodata"] is not None else 0
         values = np.where(np.isfinite(values), values, fill)
     values = values.astype(profile["dtype"], copy=False)
     if compress == "jpeg" and (profile["dtype"] != "uint8" or profile["count"] not in (1, 3)):
-        raise ExportError(f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
-                          f"{profile['count']} bands; use compress='deflate'")
+        raise ExportError(
+            f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
+            f"{profile['count']} bands; use compress='deflate'"
+        )
 
     def fill_dataset(dst) -> None:
         dst.write(values)
         write_band_meta(dst, da)
         if profile["count"] == 3 and profile["dtype"] == "uint8":
             from rasterio.enums import ColorInterp
+
             dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
 
     predictor = 3 if np.issubdtype(np.dtype(profile["dtype"]), np.floating) else 2
@@ -176,15 +210,26 @@ def _write_tiff(da: xr.DataArray, target: Path, grid: Grid, *, dtype, nodata, co
         with mem.open(**dict(profile, compress="none")) as tmp:
             fill_dataset(tmp)
         with mem.open() as src:
-            options = dict(compress=compress, blocksize=512 if min(grid.shape) >= 512 else 256,
-                           overviews="AUTO", resampling="AVERAGE" if compress != "jpeg" else "BILINEAR")
+            options = dict(
+                compress=compress,
+                blocksize=512 if min(grid.shape) >= 512 else 256,
+                overviews="AUTO",
+                resampling="AVERAGE" if compress != "jpeg" else "BILINEAR",
+            )
             if compress in ("deflate", "lzw", "zstd"):
                 options["predictor"] = "YES"
             rasterio.shutil.copy(src, target, driver="COG", **options)
 
 
-def to_geotiff(da: xr.DataArray, path, *, overwrite: bool = False, dtype=None, nodata=None,
-               compress: str = "deflate") -> Path:
+def to_geotiff(
+    da: xr.DataArray,
+    path,
+    *,
+    overwrite: bool = False,
+    dtype=None,
+    nodata=None,
+    compress: str = "deflate",
+) -> Path:
     """Write a grid or image array as a Cloud-Optimised GeoTIFF, one band per time step or lead (× band).
 
     Band descriptions carry the ISO time, or the lead and valid time (plus the band name when
@@ -224,8 +269,16 @@ def to_geotiff(da: xr.DataArray, path, *, overwrite: bool = False, dtype=None, n
     return path
 
 
-def write_stack(da: xr.DataArray, directory, *, pattern: str = "{time:%Y%m%dT%H%M%S}.tif",
-                overwrite: bool = False, dtype=None, compress: str = "deflate", nodata=None) -> list[Path]:
+def write_stack(
+    da: xr.DataArray,
+    directory,
+    *,
+    pattern: str = "{time:%Y%m%dT%H%M%S}.tif",
+    overwrite: bool = False,
+    dtype=None,
+    compress: str = "deflate",
+    nodata=None,
+) -> list[Path]:
     """Write ``(time, band, y, x)`` as one GeoTIFF per time step, readable back by ``read_stack``.
 
     Each file carries ``TIFFTAG_DATETIME`` and band descriptions from the ``band`` coordinate.
@@ -257,11 +310,15 @@ def write_stack(da: xr.DataArray, directory, *, pattern: str = "{time:%Y%m%dT%H%
     times = pd.DatetimeIndex(da["time"].values)
     paths = [directory / pattern.format(time=t, i=i) for i, t in enumerate(times)]
     if len(set(paths)) != len(paths):
-        raise ExportError(f"pattern {pattern!r} gives the same file name to several frames; include the time to the second")
+        raise ExportError(
+            f"pattern {pattern!r} gives the same file name to several frames; include the time to the second"
+        )
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
-        raise OutputExistsError(f"{len(existing)} file(s) exist already in {directory} (e.g. {existing[0].name}); "
-                                "pass overwrite=True to replace them")
+        raise OutputExistsError(
+            f"{len(existing)} file(s) exist already in {directory} (e.g. {existing[0].name}); "
+            "pass overwrite=True to replace them"
+        )
     for i, path in enumerate(paths):
         frame = da.isel(time=slice(i, i + 1))
         with atomic_output(path, overwrite=overwrite) as tmp:
@@ -279,13 +336,20 @@ def _write_layers(path: Path, layers: list[tuple], *, overwrite: bool) -> Path:
     with atomic_output(path, overwrite=overwrite) as tmp:
         for k, (gdf, layer, metadata) in enumerate(layers):
             options = {"dataset_options": {"VERSION": GPKG_VERSION}} if k == 0 else {}
-            gdf.to_file(tmp, layer=layer, driver="GPKG", engine="pyogrio",
-                        metadata={key: str(v) for key, v in (metadata or {}).items()} or None, **options)
+            gdf.to_file(
+                tmp,
+                layer=layer,
+                driver="GPKG",
+                engine="pyogrio",
+                metadata={key: str(v) for key, v in (metadata or {}).items()} or None,
+                **options,
+            )
     return path
 
 
-def write_geopackage(gdf, path, *, layer: str | None = None, overwrite: bool = False,
-                     metadata: dict | None = None) -> Path:
+def write_geopackage(
+    gdf, path, *, layer: str | None = None, overwrite: bool = False, metadata: dict | None = None
+) -> Path:
     """Write a GeoDataFrame to a GeoPackage (version 1.2) atomically (temp file + rename).
 
     Raises
@@ -305,7 +369,9 @@ def utc_times(values, zone: str | None = None) -> pd.DatetimeIndex:
     """Timezone-aware UTC times from naive ones (UTC, or wall-clock times of ``zone``) or aware ones."""
     index = pd.DatetimeIndex(np.atleast_1d(values))
     if index.tz is None:
-        index = index.tz_localize(zone or "UTC", ambiguous=np.ones(len(index), bool), nonexistent="shift_forward")
+        index = index.tz_localize(
+            zone or "UTC", ambiguous=np.ones(len(index), bool), nonexistent="shift_forward"
+        )
     return index.tz_convert("UTC")
 
 
@@ -333,11 +399,14 @@ def _by_time(wide, da: xr.DataArray):
             if k == i:
                 part[bands[j]] = wide[name].to_numpy()
         pieces.append(part)
-    return gpd.GeoDataFrame(pd.concat(pieces, ignore_index=True), geometry=wide.geometry.name, crs=wide.crs)
+    return gpd.GeoDataFrame(
+        pd.concat(pieces, ignore_index=True), geometry=wide.geometry.name, crs=wide.crs
+    )
 
 
-def to_geopackage(da: xr.DataArray, path, *, layer: str | None = None, segments=None,
-                  overwrite: bool = False) -> Path:
+def to_geopackage(
+    da: xr.DataArray, path, *, layer: str | None = None, segments=None, overwrite: bool = False
+) -> Path:
     """Write a grid array as GeoPackage cell polygons (or road segments): one wide layer with a
     column per lead / time, and its long form with a time column for QGIS's temporal controller.
 
@@ -379,7 +448,11 @@ def to_geopackage(da: xr.DataArray, path, *, layer: str | None = None, segments=
         for name, i, j in column_names(da):
             gdf[name] = values[i, j].ravel()
         layer = layer or "cells"
-    meta = {k: v for k, v in da.attrs.items() if k in ("issued", "model", "units", "cadence", "timezone")}
+    meta = {
+        k: v
+        for k, v in da.attrs.items()
+        if k in ("issued", "model", "units", "cadence", "timezone")
+    }
     if meta.get("issued"):
         meta["issued"] = iso_time(meta["issued"], da.attrs.get("timezone"))
     layers = [(gdf, layer, meta)]

@@ -35,14 +35,22 @@ def _time_encoding(times: pd.DatetimeIndex, since: pd.Timestamp) -> dict:
     """CF time units in whole minutes (seconds when needed) since ``since``, in UTC (``...Z``)."""
     whole = ((times - since) % pd.Timedelta("1min") == pd.Timedelta(0)).all()
     unit = "minutes" if whole else "seconds"
-    return {"units": f"{unit} since {since:%Y-%m-%dT%H:%M:%S}Z", "calendar": "proleptic_gregorian", "dtype": "int64"}
+    return {
+        "units": f"{unit} since {since:%Y-%m-%dT%H:%M:%S}Z",
+        "calendar": "proleptic_gregorian",
+        "dtype": "int64",
+    }
 
 
-def _forecast_axes(ds: xr.Dataset, da: xr.DataArray, zone: str | None, encoding: dict) -> xr.Dataset:
+def _forecast_axes(
+    ds: xr.Dataset, da: xr.DataArray, zone: str | None, encoding: dict
+) -> xr.Dataset:
     """``lead`` → CF forecast layout: dim ``time`` (valid time, UTC), auxiliary ``forecast_period``
     (lead) and scalar ``forecast_reference_time`` (issue time)."""
     valid = utc_times(da["valid_time"].values, zone).tz_localize(None)
-    ds = ds.swap_dims({"lead": "valid_time"}).rename({"valid_time": "time", "lead": "forecast_period"})
+    ds = ds.swap_dims({"lead": "valid_time"}).rename(
+        {"valid_time": "time", "lead": "forecast_period"}
+    )
     ds = ds.assign_coords(time=("time", valid.values))
     ds["time"].attrs.update(standard_name="time", long_name="valid time", axis="T")
     ds["forecast_period"].attrs.update(standard_name="forecast_period", long_name="lead time")
@@ -50,11 +58,15 @@ def _forecast_axes(ds: xr.Dataset, da: xr.DataArray, zone: str | None, encoding:
     if da.attrs.get("issued"):
         since = utc_times(pd.Timestamp(da.attrs["issued"]), zone).tz_localize(None)[0]
         ds = ds.assign_coords(forecast_reference_time=since.to_datetime64())
-        ds["forecast_reference_time"].attrs.update(standard_name="forecast_reference_time", long_name="issue time")
+        ds["forecast_reference_time"].attrs.update(
+            standard_name="forecast_reference_time", long_name="issue time"
+        )
         encoding["forecast_reference_time"] = _time_encoding(pd.DatetimeIndex([since]), since)
     encoding["time"] = _time_encoding(valid, since)
-    encoding["forecast_period"] = {"units": "minutes" if encoding["time"]["units"].startswith("minutes")
-                                   else "seconds", "dtype": "int64"}
+    encoding["forecast_period"] = {
+        "units": "minutes" if encoding["time"]["units"].startswith("minutes") else "seconds",
+        "dtype": "int64",
+    }
     return ds
 
 
@@ -93,12 +105,20 @@ def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
     zone = da.attrs.get("timezone")
     ds = xr.Dataset()
     for band in da["band"].values:
-        var = da.sel(band=band, drop=True).drop_vars("spatial_ref", errors="ignore").astype("float32")
-        var.attrs = {"units": cf_units, "long_name": str(band) if cf_units == units else f"{band} ({units})"}
+        var = (
+            da.sel(band=band, drop=True).drop_vars("spatial_ref", errors="ignore").astype("float32")
+        )
+        var.attrs = {
+            "units": cf_units,
+            "long_name": str(band) if cf_units == units else f"{band} ({units})",
+        }
         if cf_units != units:
             var.attrs["units_description"] = units
         ds[_var_name(band)] = var
-    encoding = {name: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)} for name in ds.data_vars}
+    encoding = {
+        name: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)}
+        for name in ds.data_vars
+    }
     if step == "lead" and "valid_time" in ds.coords:
         ds = _forecast_axes(ds, da, zone, encoding)
     elif step == "lead":  # no valid times to put on a time axis: an index of leads
@@ -111,12 +131,19 @@ def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
         encoding["time"] = _time_encoding(times, times[0])
     elif step == "step":
         ds = ds.squeeze("step", drop=True)
-    ds = ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform).rio.write_coordinate_system()
-    encoding.update({axis: {"_FillValue": None} for axis in ("y", "x")})  # CF: coordinates have no fill value
+    ds = (
+        ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform).rio.write_coordinate_system()
+    )
+    encoding.update(
+        {axis: {"_FillValue": None} for axis in ("y", "x")}
+    )  # CF: coordinates have no fill value
     for name in ds.data_vars:
         ds[name].attrs["grid_mapping"] = "spatial_ref"
-    attrs = {k: (v if isinstance(v, (str, int, float, np.number)) else "; ".join(map(str, v)))
-             for k, v in da.attrs.items() if k not in ("units", "_FillValue") and v is not None}
+    attrs = {
+        k: (v if isinstance(v, (str, int, float, np.number)) else "; ".join(map(str, v)))
+        for k, v in da.attrs.items()
+        if k not in ("units", "_FillValue") and v is not None
+    }
     if attrs.get("issued"):
         attrs["issued"] = iso_time(attrs["issued"], zone)
     ds.attrs = {
@@ -149,18 +176,26 @@ def read_netcdf(path) -> xr.DataArray:
     if not path.exists():
         raise InputFileError(f"{path} does not exist")
     try:
-        with xr.open_dataset(path, engine="netcdf4", decode_coords="all", decode_timedelta=True) as ds:
+        with xr.open_dataset(
+            path, engine="netcdf4", decode_coords="all", decode_timedelta=True
+        ) as ds:
             ds = ds.load()
     except (OSError, ValueError) as exc:
         raise InputFileError(f"{path} is not a readable NetCDF ({exc})") from None
     names = str(ds.attrs.get("band_names", "")).split(",") if ds.attrs.get("band_names") else None
-    variables = str(ds.attrs.get("band_variables", "")).split(",") if ds.attrs.get("band_variables") else None
+    variables = (
+        str(ds.attrs.get("band_variables", "")).split(",")
+        if ds.attrs.get("band_variables")
+        else None
+    )
     if not variables:
         variables = [v for v in ds.data_vars if {"y", "x"} <= set(ds[v].dims)]
         names = variables
     missing = [v for v in variables if v not in ds.data_vars]
     if missing or not variables:
-        raise InputFileError(f"{path}: variables {missing or 'with dims (y, x)'} not found; expected a file written by to_netcdf")
+        raise InputFileError(
+            f"{path}: variables {missing or 'with dims (y, x)'} not found; expected a file written by to_netcdf"
+        )
     crs, transform = ds.rio.crs, ds.rio.transform()
     zone = ds.attrs.get("timezone")
     if zone and "time" in ds.coords and _declares_zone(ds["time"].encoding.get("units", "")):
@@ -169,7 +204,9 @@ def read_netcdf(path) -> xr.DataArray:
     da = xr.concat([ds[v].drop_vars("spatial_ref", errors="ignore") for v in variables], dim="band")
     da = da.assign_coords(band=names)
     if "forecast_period" in da.coords and "time" in da.dims:
-        da = da.swap_dims({"time": "forecast_period"}).rename({"time": "valid_time", "forecast_period": "lead"})
+        da = da.swap_dims({"time": "forecast_period"}).rename(
+            {"time": "valid_time", "forecast_period": "lead"}
+        )
         da = da.assign_coords(lead=da["lead"].values.astype("timedelta64[ns]"))
     if "lead_time" in da.dims:
         da = da.rename({"lead_time": "lead"})
@@ -177,10 +214,15 @@ def read_netcdf(path) -> xr.DataArray:
     da = da.transpose(*lead_dims, "band", "y", "x")
     if "forecast_reference_time" in da.coords:
         da = da.drop_vars("forecast_reference_time")
-    da.attrs = {k: v for k, v in ds.attrs.items()
-                if k not in ("Conventions", "title", "source", "band_names", "band_variables")}
+    da.attrs = {
+        k: v
+        for k, v in ds.attrs.items()
+        if k not in ("Conventions", "title", "source", "band_names", "band_variables")
+    }
     if da.attrs.get("issued"):
-        da.attrs["issued"] = pd.Timestamp(_wall_clock([pd.Timestamp(da.attrs["issued"])], zone)[0]).isoformat()
+        da.attrs["issued"] = pd.Timestamp(
+            _wall_clock([pd.Timestamp(da.attrs["issued"])], zone)[0]
+        ).isoformat()
     first = ds[variables[0]].attrs
     da.attrs["units"] = first.get("units_description", first.get("units", "1"))
     da.encoding = {}
@@ -192,7 +234,9 @@ def read_netcdf(path) -> xr.DataArray:
 def _declares_zone(units: str) -> bool:
     """Whether CF time units spell out their zone (``...Z``, ``... UTC``, ``...+00:00``)."""
     reference = units.partition(" since ")[2].strip()
-    return reference.endswith(("Z", "UTC")) or bool(re.search(r"[+-]\d{1,2}(:?\d{2})?$", reference[10:]))
+    return reference.endswith(("Z", "UTC")) or bool(
+        re.search(r"[+-]\d{1,2}(:?\d{2})?$", reference[10:])
+    )
 
 
 def _wall_clock(values, zone: str | None) -> np.ndarray:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,13 +19,30 @@ import xarray as xr
 from affine import Affine
 from rasterio.errors import RasterioError
 
-from trafficrnn.errors import GridError, InputFileError, MissingCRSError, StackMismatchError, TimestampError
+from trafficrnn.errors import (
+    GridError,
+    InputFileError,
+    MissingCRSError,
+    StackMismatchError,
+    TimestampError,
+)
 from trafficrnn.grid import check_north_up
 from trafficrnn.io._chunks import check_chunk_count
-from trafficrnn.io._warp import (MIN_COVERAGE, bounds_text, footprint_share, reproject_like, same_grid,
-                                same_pixels)
+from trafficrnn.io._warp import (
+    MIN_COVERAGE,
+    bounds_text,
+    footprint_share,
+    reproject_like,
+    same_grid,
+    same_pixels,
+)
 from trafficrnn.io.timestamps import (
-    as_naive_times, check_cadence, duplicates_message, parse_iso, parse_tiff_datetime, time_from_name,
+    as_naive_times,
+    check_cadence,
+    duplicates_message,
+    parse_iso,
+    parse_tiff_datetime,
+    time_from_name,
     time_from_pattern,
 )
 
@@ -56,16 +74,26 @@ def _resolve(source) -> list[Path]:
         if any(ch in text for ch in "*?["):
             paths = sorted(Path(p) for p in glob.glob(text))
             if not paths:
-                raise InputFileError(f"no file matches the pattern {text!r}; check the path and the pattern")
+                raise InputFileError(
+                    f"no file matches the pattern {text!r}; check the path and the pattern"
+                )
             return paths
         path = Path(text)
         if path.is_dir():
-            paths = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+            paths = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith(".")
+            )
             if not paths:
-                raise InputFileError(f"no GeoTIFF (*.tif, *.tiff) in folder {path}; point read_stack at the folder that holds the frames")
+                raise InputFileError(
+                    f"no GeoTIFF (*.tif, *.tiff) in folder {path}; point read_stack at the folder that holds the frames"
+                )
             return paths
         if not path.exists():
-            raise InputFileError(f"{path} does not exist; expected a GeoTIFF, a folder of GeoTIFFs, a glob or a list of paths")
+            raise InputFileError(
+                f"{path} does not exist; expected a GeoTIFF, a folder of GeoTIFFs, a glob or a list of paths"
+            )
         return [path]
     if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
         paths = [Path(p) for p in source]
@@ -73,7 +101,9 @@ def _resolve(source) -> list[Path]:
             raise InputFileError("read_stack got an empty list of paths; pass at least one GeoTIFF")
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
-            raise InputFileError(f"{len(missing)} file(s) of the stack do not exist: {', '.join(missing[:5])}; fix the paths")
+            raise InputFileError(
+                f"{len(missing)} file(s) of the stack do not exist: {', '.join(missing[:5])}; fix the paths"
+            )
         return paths
     raise InputFileError(f"source {source!r} is not a path, glob or list of paths")
 
@@ -82,14 +112,18 @@ def _open_meta(path: Path) -> _Frame:
     try:
         with rasterio.open(path) as src:
             if src.count < 1:
-                raise InputFileError(f"{path} holds no raster band; expected a GeoTIFF with at least one band")
+                raise InputFileError(
+                    f"{path} holds no raster band; expected a GeoTIFF with at least one band"
+                )
             if src.crs is None:
                 raise MissingCRSError(
                     f"{path} has no CRS: expected a georeferenced GeoTIFF; assign one, e.g. "
                     f"gdal_edit.py -a_srs EPSG:32633 {path.name}"
                 )
             if src.transform == Affine.identity() and not src.gcps[0]:
-                raise MissingCRSError(f"{path} has no geotransform (identity transform); georeference it first (gdal_edit.py -a_ullr ...)")
+                raise MissingCRSError(
+                    f"{path} has no geotransform (identity transform); georeference it first (gdal_edit.py -a_ullr ...)"
+                )
             try:
                 check_north_up(src.transform, f"{path}: transform")
             except GridError:
@@ -99,22 +133,35 @@ def _open_meta(path: Path) -> _Frame:
                     f"does not unrotate them): warp them north-up first, e.g. gdalwarp {path.name} {path.stem}_northup.tif"
                 ) from None
             return _Frame(
-                path=path, crs=src.crs, transform=src.transform, shape=(src.height, src.width), count=src.count,
-                dtype=src.dtypes[0], descriptions=list(src.descriptions),
-                colorinterp=[c.name for c in src.colorinterp], tags=src.tags(),
-                band_tags=[src.tags(i) for i in range(1, src.count + 1)], block_shape=tuple(src.block_shapes[0]),
+                path=path,
+                crs=src.crs,
+                transform=src.transform,
+                shape=(src.height, src.width),
+                count=src.count,
+                dtype=src.dtypes[0],
+                descriptions=list(src.descriptions),
+                colorinterp=[c.name for c in src.colorinterp],
+                tags=src.tags(),
+                band_tags=[src.tags(i) for i in range(1, src.count + 1)],
+                block_shape=tuple(src.block_shapes[0]),
             )
     except RasterioError as exc:
-        raise InputFileError(f"{path} is not a readable raster ({exc}); expected a GeoTIFF") from None
+        raise InputFileError(
+            f"{path} is not a readable raster ({exc}); expected a GeoTIFF"
+        ) from None
     except (OSError, ValueError, MemoryError) as exc:
         if isinstance(exc, InputFileError | StackMismatchError):
             raise
-        raise InputFileError(f"{path} is not a readable raster ({type(exc).__name__}: {exc}); expected a GeoTIFF") from None
+        raise InputFileError(
+            f"{path} is not a readable raster ({type(exc).__name__}: {exc}); expected a GeoTIFF"
+        ) from None
 
 
 def _band_names(frame: _Frame) -> list[str]:
     names = []
-    for i, (desc, ci, tags) in enumerate(zip(frame.descriptions, frame.colorinterp, frame.band_tags), start=1):
+    for i, (desc, ci, tags) in enumerate(
+        zip(frame.descriptions, frame.colorinterp, frame.band_tags), start=1
+    ):
         if tags.get("band"):
             names.append(tags["band"])
         elif desc and not _looks_like_time(desc):
@@ -137,22 +184,35 @@ def _looks_like_time(text: str) -> bool:
 
 
 #: the hint of a stack whose frames lie on different grids, for Python and CLI users alike
-REPROJECT_HINT = ("read_stack(..., align='reproject') (CLI: --align reproject) warps every frame onto the "
-                  "first frame's grid")
+REPROJECT_HINT = (
+    "read_stack(..., align='reproject') (CLI: --align reproject) warps every frame onto the "
+    "first frame's grid"
+)
 
 
 def _compare(frames: list[_Frame], align: str) -> None:
     ref = frames[0]
-    checks = [("band count", lambda f: f.count,
-               "write every frame with the same bands, e.g. gdal_translate -b 1 -b 2 -b 3 IN.tif OUT.tif")]
+    checks = [
+        (
+            "band count",
+            lambda f: f.count,
+            "write every frame with the same bands, e.g. gdal_translate -b 1 -b 2 -b 3 IN.tif OUT.tif",
+        )
+    ]
     if align == "strict":
         checks += [
             ("CRS", lambda f: f.crs.to_string(), f"reproject: {REPROJECT_HINT}"),
-            ("transform", lambda f: tuple(round(v, 9) for v in f.transform[:6]),
-             f"warp onto one grid: {REPROJECT_HINT}"),
+            (
+                "transform",
+                lambda f: tuple(round(v, 9) for v in f.transform[:6]),
+                f"warp onto one grid: {REPROJECT_HINT}",
+            ),
             ("shape", lambda f: f.shape, f"warp onto one grid: {REPROJECT_HINT}"),
-            ("dtype", lambda f: f.dtype,
-             "convert the files to one data type (gdal_translate -ot Float32 IN.tif OUT.tif)"),
+            (
+                "dtype",
+                lambda f: f.dtype,
+                "convert the files to one data type (gdal_translate -ot Float32 IN.tif OUT.tif)",
+            ),
         ]
     for what, key, fix in checks:
         bad = [f for f in frames[1:] if key(f) != key(ref)]
@@ -171,7 +231,9 @@ def _check_overlap(frame: _Frame, ref: _Frame) -> None:
     """Refuse a frame that would be mostly NaN once warped onto the first frame's grid."""
     if same_pixels(frame.crs, frame.transform, frame.shape, ref.crs, ref.transform, ref.shape):
         return
-    share = footprint_share(frame.crs, frame.transform, frame.shape, ref.crs, ref.transform, ref.shape)
+    share = footprint_share(
+        frame.crs, frame.transform, frame.shape, ref.crs, ref.transform, ref.shape
+    )
     if share >= MIN_COVERAGE:
         return
     found = "does not overlap" if share == 0 else f"covers only {share:.0%} of"
@@ -188,7 +250,9 @@ def _frame_times(frames: list[_Frame], time) -> list[datetime]:
     if time is not None and not isinstance(time, str):
         times = list(as_naive_times(time, "time="))
         if len(times) != len(frames):
-            raise TimestampError(f"time= has {len(times)} timestamps but the stack has {len(frames)} files; give one per file")
+            raise TimestampError(
+                f"time= has {len(times)} timestamps but the stack has {len(frames)} files; give one per file"
+            )
         return times
     out, missing = [], []
     for f in frames:
@@ -200,8 +264,11 @@ def _frame_times(frames: list[_Frame], time) -> list[datetime]:
             missing.append(f.path.name)
         out.append(t)
     if missing:
-        how = (f"file names do not match the pattern {time!r}" if isinstance(time, str)
-               else "no TIFFTAG_DATETIME tag and no date-time in the file name")
+        how = (
+            f"file names do not match the pattern {time!r}"
+            if isinstance(time, str)
+            else "no TIFFTAG_DATETIME tag and no date-time in the file name"
+        )
         raise TimestampError(
             f"cannot find the time of {len(missing)} frame(s) ({', '.join(missing[:5])}): {how}; pass "
             "time='name_%Y%m%d_%H%M' (a pattern of the file names; CLI: --time-pattern 'name_%Y%m%d_%H%M') or "
@@ -218,18 +285,30 @@ def _single_file_layout(frame: _Frame, time) -> tuple[list[datetime], list[str],
     if time is not None and not isinstance(time, str):
         times = list(as_naive_times(time, "time="))
         if count % len(times):
-            raise TimestampError(f"time= has {len(times)} timestamps but {frame.path.name} has {count} bands; "
-                                 "give one timestamp per band (bands are time steps) or one for the whole file")
+            raise TimestampError(
+                f"time= has {len(times)} timestamps but {frame.path.name} has {count} bands; "
+                "give one timestamp per band (bands are time steps) or one for the whole file"
+            )
         per = count // len(times)
-        names = _band_names(frame)[:per] if per > 1 else [_band_names(frame)[0] if len(times) == 1 else "band1"]
+        names = (
+            _band_names(frame)[:per]
+            if per > 1
+            else [_band_names(frame)[0] if len(times) == 1 else "band1"]
+        )
         return times, names, per
     if all(band_times):
         parsed = [parse_iso(t) for t in band_times]
     elif all(d and _looks_like_time(d) for d in frame.descriptions):
         parsed = [parse_iso(d.split()[0]) for d in frame.descriptions]
     else:
-        t = time_from_pattern(frame.path, time) if isinstance(time, str) else (
-            parse_tiff_datetime(frame.tags.get("TIFFTAG_DATETIME")) or time_from_name(frame.path))
+        t = (
+            time_from_pattern(frame.path, time)
+            if isinstance(time, str)
+            else (
+                parse_tiff_datetime(frame.tags.get("TIFFTAG_DATETIME"))
+                or time_from_name(frame.path)
+            )
+        )
         if t is None:
             raise TimestampError(
                 f"cannot find the time of {frame.path.name}: no time per band (tag or description), no "
@@ -241,10 +320,17 @@ def _single_file_layout(frame: _Frame, time) -> tuple[list[datetime], list[str],
         return [t], _band_names(frame), count
     unique = list(dict.fromkeys(parsed))
     per = count // len(unique)
-    if per * len(unique) != count or any(parsed[i * per:(i + 1) * per] != [unique[i]] * per for i in range(len(unique))):
-        raise TimestampError(f"{frame.path.name}: band times are not grouped as time × band blocks; rewrite the file with to_geotiff")
-    names = [bt.get("band") or f"band{i + 1}" for i, bt in enumerate(frame.band_tags[:per])] if per > 1 else \
-        [frame.band_tags[0].get("band") or "band1"]
+    if per * len(unique) != count or any(
+        parsed[i * per : (i + 1) * per] != [unique[i]] * per for i in range(len(unique))
+    ):
+        raise TimestampError(
+            f"{frame.path.name}: band times are not grouped as time × band blocks; rewrite the file with to_geotiff"
+        )
+    names = (
+        [bt.get("band") or f"band{i + 1}" for i, bt in enumerate(frame.band_tags[:per])]
+        if per > 1
+        else [frame.band_tags[0].get("band") or "band1"]
+    )
     return unique, names, per
 
 
@@ -253,14 +339,19 @@ class _GuardedArray:
 
     def __init__(self, array: xr.DataArray, path: Path) -> None:
         self.array, self.path = array, path
-        self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), len(array.shape)
+        self.shape, self.dtype, self.ndim = (
+            tuple(array.shape),
+            np.dtype(array.dtype),
+            len(array.shape),
+        )
 
     def __getitem__(self, key):
         try:
             return np.asarray(self.array[key].values)
         except (RasterioError, OSError, ValueError) as exc:
-            raise InputFileError(f"{self.path} could not be read ({exc}); the file may be truncated or "
-                                 "corrupt") from None
+            raise InputFileError(
+                f"{self.path} could not be read ({exc}); the file may be truncated or corrupt"
+            ) from None
 
 
 def _load(path: Path, chunks) -> xr.DataArray:
@@ -273,11 +364,18 @@ def _load(path: Path, chunks) -> xr.DataArray:
         # guarded reader so that a corrupt block surfaces as InputFileError naming the file
         chunked = rioxarray.open_rasterio(path, masked=True, chunks=chunks, cache=False)
         lazy = rioxarray.open_rasterio(path, masked=True, cache=False)
-        data = dsa.from_array(_GuardedArray(lazy, path), chunks=chunked.data.chunks, lock=True,
-                              name=f"read-{path.name}-{_dask_token(path)}", meta=np.array((), dtype=chunked.dtype))
+        data = dsa.from_array(
+            _GuardedArray(lazy, path),
+            chunks=chunked.data.chunks,
+            lock=True,
+            name=f"read-{path.name}-{_dask_token(path)}",
+            meta=np.array((), dtype=chunked.dtype),
+        )
         return chunked.copy(data=data)
     except RasterioError as exc:
-        raise InputFileError(f"{path} could not be read ({exc}); the file may be truncated or corrupt") from None
+        raise InputFileError(
+            f"{path} could not be read ({exc}); the file may be truncated or corrupt"
+        ) from None
 
 
 def _dask_token(path: Path) -> str:
@@ -288,8 +386,9 @@ def _dask_token(path: Path) -> str:
     return tokenize(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "strict",
-               allow_gaps: bool = False) -> xr.DataArray:
+def read_stack(
+    source, *, time=None, bands=None, chunks=None, align: str = "strict", allow_gaps: bool = False
+) -> xr.DataArray:
     """Read a GeoTIFF stack into images ``DataArray(time, band, y, x)`` float32 with CRS and transform.
 
     Parameters
@@ -350,7 +449,7 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
         times, names, per = _single_file_layout(frames[0], time)
         raw = _load(paths[0], chunks)
         ref = raw.isel(band=0, drop=True)
-        blocks = [raw.data[i * per:(i + 1) * per] for i in range(len(times))]
+        blocks = [raw.data[i * per : (i + 1) * per] for i in range(len(times))]
         sources = [paths[0].name] * len(times)
     else:
         times = _frame_times(frames, time)
@@ -358,7 +457,9 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
         loaded = [_load(f.path, chunks) for f in frames]
         ref = loaded[0].isel(band=0, drop=True)
         if align == "reproject":
-            loaded = [d if same_grid(d, loaded[0]) else reproject_like(d, loaded[0]) for d in loaded]
+            loaded = [
+                d if same_grid(d, loaded[0]) else reproject_like(d, loaded[0]) for d in loaded
+            ]
         blocks = [d.data for d in loaded]
         sources = [f.path.name for f in frames]
     if chunks:
@@ -368,8 +469,13 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
     else:
         array = np.stack(blocks)
     data = xr.DataArray(array, dims=("time", "band", "y", "x"))
-    data = data.assign_coords(time=as_naive_times(times), band=names, y=ref.y.values, x=ref.x.values,
-                              source=("time", sources))
+    data = data.assign_coords(
+        time=as_naive_times(times),
+        band=names,
+        y=ref.y.values,
+        x=ref.x.values,
+        source=("time", sources),
+    )
     data = data.astype("float32", copy=False)
     data = data.rio.write_crs(ref.rio.crs).rio.write_transform(ref.rio.transform())
     data = _select_bands(data, bands, paths[0])
@@ -377,13 +483,16 @@ def read_stack(source, *, time=None, bands=None, chunks=None, align: str = "stri
     if msg:
         raise TimestampError(msg)
     data = data.sortby("time")
-    cadence, gaps = check_cadence(pd.DatetimeIndex(data.time.values), allow_gaps=allow_gaps,
-                                  names=list(data.source.values))
+    cadence, gaps = check_cadence(
+        pd.DatetimeIndex(data.time.values), allow_gaps=allow_gaps, names=list(data.source.values)
+    )
     units = frames[0].tags.get("units")
     data.attrs = {"cadence": cadence.isoformat() if cadence is not None else "", "gaps": gaps}
     if units:
         data.attrs["units"] = units
-    zone = frames[0].tags.get("timezone")  # written by write_stack from attrs (naive times' IANA zone)
+    zone = frames[0].tags.get(
+        "timezone"
+    )  # written by write_stack from attrs (naive times' IANA zone)
     if zone:
         data.attrs["timezone"] = zone
     split = _common_split(frames)
@@ -402,15 +511,20 @@ def _common_split(frames: list[_Frame]) -> str | None:
     if values == {None}:
         return None
     if len(values) > 1:
-        log.warning("the files of the stack disagree on the published split (tag 'split': %s): it is ignored, "
-                    "fit and evaluate split by val= / test= (default fractions)",
-                    ", ".join(sorted(repr(v) for v in values)))
+        log.warning(
+            "the files of the stack disagree on the published split (tag 'split': %s): it is ignored, "
+            "fit and evaluate split by val= / test= (default fractions)",
+            ", ".join(sorted(repr(v) for v in values)),
+        )
         return None
     value = values.pop()
     found = parse_split(value)
     if found is None:
-        log.warning("tag 'split' = %r of %s is not a published split ('val TIME; test TIME'): ignored", value,
-                    frames[0].path.name)
+        log.warning(
+            "tag 'split' = %r of %s is not a published split ('val TIME; test TIME'): ignored",
+            value,
+            frames[0].path.name,
+        )
         return None
     return found.text
 
@@ -424,10 +538,14 @@ def _select_bands(data: xr.DataArray, bands, path: Path) -> xr.DataArray:
     for key in keys:
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             if not 1 <= key <= len(names):
-                raise StackMismatchError(f"{path.name}: band {key} does not exist; expected 1..{len(names)} (1-based)")
+                raise StackMismatchError(
+                    f"{path.name}: band {key} does not exist; expected 1..{len(names)} (1-based)"
+                )
             picked.append(names[key - 1])
         elif key in names:
             picked.append(key)
         else:
-            raise StackMismatchError(f"{path.name}: no band named {key!r}; available bands: {', '.join(map(str, names))}")
+            raise StackMismatchError(
+                f"{path.name}: no band named {key!r}; available bands: {', '.join(map(str, names))}"
+            )
     return data.sel(band=picked)

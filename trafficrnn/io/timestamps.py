@@ -12,15 +12,25 @@ import pandas as pd
 from trafficrnn.errors import CadenceError, TimestampError
 
 _DIRECTIVES = {
-    "%Y": r"\d{4}", "%y": r"\d{2}", "%m": r"\d{1,2}", "%d": r"\d{1,2}", "%H": r"\d{1,2}",
-    "%M": r"\d{1,2}", "%S": r"\d{1,2}", "%j": r"\d{1,3}", "%f": r"\d{1,6}", "%%": "%",
+    "%Y": r"\d{4}",
+    "%y": r"\d{2}",
+    "%m": r"\d{1,2}",
+    "%d": r"\d{1,2}",
+    "%H": r"\d{1,2}",
+    "%M": r"\d{1,2}",
+    "%S": r"\d{1,2}",
+    "%j": r"\d{1,3}",
+    "%f": r"\d{1,6}",
+    "%%": "%",
 }
 
 _ISO_DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}(?!\d)")
 
 # ISO-like stamps found in file names, most specific first. Digits must not continue on either side.
 _NAME_PATTERNS = [
-    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[T_ ](\d{2})[-:_h]?(\d{2})(?:[-:_m]?(\d{2}))?(?!\d)"),
+    re.compile(
+        r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[T_ ](\d{2})[-:_h]?(\d{2})(?:[-:_m]?(\d{2}))?(?!\d)"
+    ),
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})[T_-]?(\d{2})(\d{2})(\d{2})?(?!\d)"),
     re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)"),
     re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)"),
@@ -80,7 +90,9 @@ def parse_tiff_datetime(value: str | None) -> datetime | None:
         except ValueError:
             pass
     if re.match(r"\d{4}:\d{2}:\d{2}", value):
-        return None  # the TIFF layout with impossible values (month 55): malformed, not another format
+        return (
+            None  # the TIFF layout with impossible values (month 55): malformed, not another format
+        )
     try:
         return parse_iso(value)
     except TimestampError:
@@ -98,7 +110,9 @@ def parse_iso(value: str) -> datetime:
     # pandas alone reads almost anything ("may", "1 2 3", "2024:55:01 08:00") as some date: insist on
     # an ISO date first, so that a malformed tag or a band name is never taken for a wrong time
     if not isinstance(value, str) or not _ISO_DATE.match(value):
-        raise TimestampError(f"cannot parse {value!r:.60} as a timestamp: expected ISO 8601 such as 2024-05-01T08:30")
+        raise TimestampError(
+            f"cannot parse {value!r:.60} as a timestamp: expected ISO 8601 such as 2024-05-01T08:30"
+        )
     try:
         ts = pd.Timestamp(value)
         if ts is not pd.NaT and ts.tzinfo is not None:
@@ -106,10 +120,14 @@ def parse_iso(value: str) -> datetime:
         if ts is not pd.NaT:
             ts = ts.as_unit("ns")  # years outside 1677..2262 do not fit the datetime64[ns] axis
     except (ValueError, TypeError, OverflowError) as exc:
-        raise TimestampError(f"cannot parse {value!r:.60} as a timestamp ({exc}): expected ISO 8601 such as "
-                             "2024-05-01T08:30 between the years 1678 and 2261") from None
+        raise TimestampError(
+            f"cannot parse {value!r:.60} as a timestamp ({exc}): expected ISO 8601 such as "
+            "2024-05-01T08:30 between the years 1678 and 2261"
+        ) from None
     if ts is pd.NaT:
-        raise TimestampError(f"timestamp {value!r} is missing (NaT): expected ISO 8601 such as 2024-05-01T08:30")
+        raise TimestampError(
+            f"timestamp {value!r} is missing (NaT): expected ISO 8601 such as 2024-05-01T08:30"
+        )
     return ts.to_pydatetime()
 
 
@@ -126,18 +144,24 @@ def as_naive_times(values, what: str = "time") -> pd.DatetimeIndex:
     try:
         index = pd.DatetimeIndex(pd.to_datetime(list(values), format="mixed"))
     except (ValueError, TypeError) as exc:
-        raise TimestampError(f"{what}: cannot parse {list(values)[:3]!r}... as timestamps ({exc}); "
-                             "pass ISO 8601 strings or datetime objects") from exc
+        raise TimestampError(
+            f"{what}: cannot parse {list(values)[:3]!r}... as timestamps ({exc}); "
+            "pass ISO 8601 strings or datetime objects"
+        ) from exc
     if index.hasnans:
         bad = [i for i, t in enumerate(index) if t is pd.NaT][:5]
-        raise TimestampError(f"{what}: missing timestamps (NaT) at positions {bad}; give every frame a time")
+        raise TimestampError(
+            f"{what}: missing timestamps (NaT) at positions {bad}; give every frame a time"
+        )
     if index.tz is not None:
         index = index.tz_convert("UTC").tz_localize(None)
     try:
         return index.as_unit("ns")
     except (ValueError, OverflowError) as exc:  # pandas' OutOfBoundsDatetime is a ValueError
-        raise TimestampError(f"{what}: timestamp out of range ({exc}); expected dates between the years 1678 "
-                             "and 2261: fix the file's TIFFTAG_DATETIME or name, or pass time=[...]") from None
+        raise TimestampError(
+            f"{what}: timestamp out of range ({exc}); expected dates between the years 1678 "
+            "and 2261: fix the file's TIFFTAG_DATETIME or name, or pass time=[...]"
+        ) from None
 
 
 def duplicates_message(times: pd.DatetimeIndex, names: list[str]) -> str | None:
@@ -150,12 +174,15 @@ def duplicates_message(times: pd.DatetimeIndex, names: list[str]) -> str | None:
         if d:
             groups.setdefault(t, []).append(name)
     shown = "; ".join(f"{t.isoformat()}: {', '.join(v)}" for t, v in list(groups.items())[:5])
-    return (f"duplicate timestamps in the stack ({len(groups)} times shared by several frames): {shown}; "
-            "remove the duplicate files or give each frame its own time")
+    return (
+        f"duplicate timestamps in the stack ({len(groups)} times shared by several frames): {shown}; "
+        "remove the duplicate files or give each frame its own time"
+    )
 
 
-def check_cadence(times: pd.DatetimeIndex, *, allow_gaps: bool, names: list[str] | None = None
-                  ) -> tuple[pd.Timedelta | None, list[str]]:
+def check_cadence(
+    times: pd.DatetimeIndex, *, allow_gaps: bool, names: list[str] | None = None
+) -> tuple[pd.Timedelta | None, list[str]]:
     """Infer the cadence of sorted ``times`` and list the gaps (steps other than the cadence).
 
     The cadence is the most common step (the smallest on ties).
@@ -186,12 +213,19 @@ def check_cadence(times: pd.DatetimeIndex, *, allow_gaps: bool, names: list[str]
             step = pd.Timedelta(int(steps[i]), unit="ns")
             where = f" ({names[i]} → {names[i + 1]})" if names else ""
             missing = step / cadence - 1
-            kind = f"{missing:g} frame(s) missing" if float(missing).is_integer() else "off the cadence"
-            details.append(f"{times[i].isoformat()} → {times[i + 1].isoformat()}: step {step}, {kind}{where}")
+            kind = (
+                f"{missing:g} frame(s) missing"
+                if float(missing).is_integer()
+                else "off the cadence"
+            )
+            details.append(
+                f"{times[i].isoformat()} → {times[i + 1].isoformat()}: step {step}, {kind}{where}"
+            )
         more = f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""
         raise CadenceError(
             f"irregular cadence: expected a step of {cadence} between frames, found {len(gaps)} other step(s): "
-            + "; ".join(details) + more
+            + "; ".join(details)
+            + more
             + "; pass allow_gaps=True (CLI: --allow-gaps) to keep going (the gaps are recorded in attrs['gaps'])"
         )
     return cadence, gaps

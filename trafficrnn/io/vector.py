@@ -51,47 +51,81 @@ def read_vectors(path, *, layer: str | None = None, geometry: str | None = None)
         raise ConfigError(f"geometry={geometry!r} is invalid: expected 'point', 'line' or None")
     path = Path(path)
     if not path.is_file():
-        raise InputFileError(f"{path} does not exist (or is not a file); expected a GeoPackage such as vehicles.gpkg")
+        raise InputFileError(
+            f"{path} does not exist (or is not a file); expected a GeoPackage such as vehicles.gpkg"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # GDAL chatter about odd files
             layers = [str(name) for name, _ in pyogrio.list_layers(path)]
             if not layers:
-                raise VectorError(f"{path} holds no vector layer; expected a GeoPackage with a points or lines layer")
+                raise VectorError(
+                    f"{path} holds no vector layer; expected a GeoPackage with a points or lines layer"
+                )
             if layer is None and len(layers) > 1:
-                raise VectorError(f"{path} holds {len(layers)} layers ({', '.join(layers[:10])}); "
-                                  "pick one with layer=...")
+                raise VectorError(
+                    f"{path} holds {len(layers)} layers ({', '.join(layers[:10])}); "
+                    "pick one with layer=..."
+                )
             if layer is not None and layer not in layers:
-                raise VectorError(f"{path} has no layer {layer!r}; its layers: {', '.join(layers[:10])}")
+                raise VectorError(
+                    f"{path} has no layer {layer!r}; its layers: {', '.join(layers[:10])}"
+                )
             gdf = gpd.read_file(path, layer=layer or layers[0], engine="pyogrio")
     except (VectorError, InputFileError):
         raise
-    except (DataSourceError, DataLayerError, pyogrio.errors.FieldError, pyogrio.errors.GeometryError,
-            pyogrio.errors.FeatureError, pyogrio.errors.CRSError, OSError, ValueError, TypeError,
-            RuntimeError, MemoryError, OverflowError, UnicodeError) as exc:
+    except (
+        DataSourceError,
+        DataLayerError,
+        pyogrio.errors.FieldError,
+        pyogrio.errors.GeometryError,
+        pyogrio.errors.FeatureError,
+        pyogrio.errors.CRSError,
+        OSError,
+        ValueError,
+        TypeError,
+        RuntimeError,
+        MemoryError,
+        OverflowError,
+        UnicodeError,
+    ) as exc:
         # GDAL, pyogrio, shapely and pandas raise their own types for corrupt files
-        raise InputFileError(f"{path} is not a readable vector file ({type(exc).__name__}: {str(exc)[:200]}); "
-                             "expected a GeoPackage written by GIS software (QGIS, geopandas.to_file)") from None
+        raise InputFileError(
+            f"{path} is not a readable vector file ({type(exc).__name__}: {str(exc)[:200]}); "
+            "expected a GeoPackage written by GIS software (QGIS, geopandas.to_file)"
+        ) from None
     what = f"{path}" + (f" layer {layer!r}" if layer else "")
     if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
-        raise VectorError(f"{what} has no geometry column; expected points (vehicles) or lines (roads)")
+        raise VectorError(
+            f"{what} has no geometry column; expected points (vehicles) or lines (roads)"
+        )
     if len(gdf) == 0:
-        raise VectorError(f"{what} is empty (0 features); expected at least one "
-                          f"{geometry or 'feature'}: check the export or the layer name")
+        raise VectorError(
+            f"{what} is empty (0 features); expected at least one "
+            f"{geometry or 'feature'}: check the export or the layer name"
+        )
     if gdf.crs is None:
-        raise VectorError(f"{what} has no CRS; expected a layer with a CRS: assign one in QGIS or with "
-                          "gdf.set_crs('EPSG:...')")
+        raise VectorError(
+            f"{what} has no CRS; expected a layer with a CRS: assign one in QGIS or with "
+            "gdf.set_crs('EPSG:...')"
+        )
     try:
         valid = ~(gdf.geometry.isna() | gdf.geometry.is_empty)
         types = set(gdf.geom_type[valid].unique())
     except (shapely.errors.ShapelyError, ValueError, TypeError) as exc:  # corrupt geometries
-        raise VectorError(f"{what} holds unreadable geometries ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise VectorError(
+            f"{what} holds unreadable geometries ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
     if not valid.any():
-        raise VectorError(f"{what} holds only empty geometries; expected {geometry or 'geometries'}")
+        raise VectorError(
+            f"{what} holds only empty geometries; expected {geometry or 'geometries'}"
+        )
     allowed = _GEOMETRIES[geometry]
     if allowed and types - set(allowed):
-        raise VectorError(f"{what} holds {', '.join(sorted(map(str, types)))} geometries; expected "
-                          f"{' or '.join(allowed)}: pick the right layer with layer=...")
+        raise VectorError(
+            f"{what} holds {', '.join(sorted(map(str, types)))} geometries; expected "
+            f"{' or '.join(allowed)}: pick the right layer with layer=..."
+        )
     return gdf
 
 
@@ -99,20 +133,34 @@ def _check_layer(gdf, what: str, geom_types: tuple[str, ...], grid: Grid):
     import geopandas as gpd
 
     if not isinstance(gdf, gpd.GeoDataFrame):
-        raise VectorError(f"{what} must be a GeoDataFrame (read it with geopandas.read_file), got {type(gdf).__name__}")
+        raise VectorError(
+            f"{what} must be a GeoDataFrame (read it with geopandas.read_file), got {type(gdf).__name__}"
+        )
     if gdf.crs is None:
-        raise VectorError(f"{what} has no CRS: expected a layer with a CRS; set it with gdf.set_crs('EPSG:...')")
+        raise VectorError(
+            f"{what} has no CRS: expected a layer with a CRS; set it with gdf.set_crs('EPSG:...')"
+        )
     gdf = gdf[~(gdf.geometry.isna() | gdf.geometry.is_empty)]
     types = set(gdf.geom_type.unique())
     if types - set(geom_types):
-        raise VectorError(f"{what} holds {', '.join(sorted(types))} geometries; expected {' or '.join(geom_types)}")
+        raise VectorError(
+            f"{what} holds {', '.join(sorted(types))} geometries; expected {' or '.join(geom_types)}"
+        )
     if gdf.crs != grid.crs:
         gdf = gdf.to_crs(grid.crs)
     return gdf
 
 
-def rasterize_points(points, grid: Grid, *, time_col: str = "time", freq=None, times=None,
-                     band: str = "density", weight_col: str | None = None) -> xr.DataArray:
+def rasterize_points(
+    points,
+    grid: Grid,
+    *,
+    time_col: str = "time",
+    freq=None,
+    times=None,
+    band: str = "density",
+    weight_col: str | None = None,
+) -> xr.DataArray:
     """Count points per grid cell and time bin.
 
     Parameters
@@ -146,22 +194,32 @@ def rasterize_points(points, grid: Grid, *, time_col: str = "time", freq=None, t
     """
     points = _check_layer(points, "points", ("Point",), grid)
     if time_col not in points.columns:
-        raise VectorError(f"points have no column {time_col!r} (columns: {', '.join(map(str, points.columns))}); pass time_col=...")
+        raise VectorError(
+            f"points have no column {time_col!r} (columns: {', '.join(map(str, points.columns))}); pass time_col=..."
+        )
     try:
         stamps = pd.DatetimeIndex(pd.to_datetime(points[time_col], format="mixed"))
     except (ValueError, TypeError) as exc:
-        raise VectorError(f"points column {time_col!r} cannot be read as timestamps ({exc})") from None
+        raise VectorError(
+            f"points column {time_col!r} cannot be read as timestamps ({exc})"
+        ) from None
     if stamps.tz is not None:
         stamps = stamps.tz_convert("UTC").tz_localize(None)
     if stamps.hasnans:
-        raise VectorError(f"{int(stamps.isna().sum())} point(s) have no time in column {time_col!r}; drop them or fill the time")
+        raise VectorError(
+            f"{int(stamps.isna().sum())} point(s) have no time in column {time_col!r}; drop them or fill the time"
+        )
     if len(points) == 0 and times is None:
-        raise VectorError("points layer is empty: no time bins can be made from 0 points; pass times=... "
-                          "(e.g. images.time) to get zero counts for those times, or check the layer")
+        raise VectorError(
+            "points layer is empty: no time bins can be made from 0 points; pass times=... "
+            "(e.g. images.time) to get zero counts for those times, or check the layer"
+        )
     try:
         step = pd.Timedelta(freq) if freq is not None else None
     except (ValueError, TypeError):
-        raise ConfigError(f"freq={freq!r} is invalid: expected a positive duration such as '5min'") from None
+        raise ConfigError(
+            f"freq={freq!r} is invalid: expected a positive duration such as '5min'"
+        ) from None
     if step is not None and (step is pd.NaT or step <= pd.Timedelta(0)):
         raise ConfigError(f"freq={freq!r} is invalid: expected a positive duration such as '5min'")
     if times is not None:
@@ -184,20 +242,30 @@ def rasterize_points(points, grid: Grid, *, time_col: str = "time", freq=None, t
     rows, cols = grid.index(xs, ys)
     inside = grid.contains(rows, cols)
     if (~inside).any():
-        warnings.warn(f"{int((~inside).sum())} of {len(points)} points lie outside the grid and are not counted",
-                      stacklevel=2)
+        warnings.warn(
+            f"{int((~inside).sum())} of {len(points)} points lie outside the grid and are not counted",
+            stacklevel=2,
+        )
     keep = inside & t_ok
-    weights = np.ones(len(points)) if weight_col is None else points[weight_col].to_numpy(dtype=float)
+    weights = (
+        np.ones(len(points)) if weight_col is None else points[weight_col].to_numpy(dtype=float)
+    )
     counts = np.zeros((len(bins), *grid.shape), dtype=np.float64)
     np.add.at(counts, (t_idx[keep], rows[keep], cols[keep]), weights[keep])
-    da = xr.DataArray(counts.astype("float32")[:, None], dims=("time", "band", "y", "x"),
-                      coords={"time": bins, "band": [band]}, name=band)
+    da = xr.DataArray(
+        counts.astype("float32")[:, None],
+        dims=("time", "band", "y", "x"),
+        coords={"time": bins, "band": [band]},
+        name=band,
+    )
     da = grid.attach(da)
     da.attrs["units"] = "vehicles per cell" if weight_col is None else weight_col
     return da
 
 
-def rasterize_lines(lines, grid: Grid, *, attr: str | None = None, all_touched: bool = True) -> xr.DataArray:
+def rasterize_lines(
+    lines, grid: Grid, *, attr: str | None = None, all_touched: bool = True
+) -> xr.DataArray:
     """Burn lines (roads) into a static layer on the grid.
 
     Parameters
@@ -227,19 +295,29 @@ def rasterize_lines(lines, grid: Grid, *, attr: str | None = None, all_touched: 
     lines = _check_layer(lines, "lines", ("LineString", "MultiLineString"), grid)
     if attr is not None:
         if attr not in lines.columns:
-            raise VectorError(f"lines have no column {attr!r} (columns: {', '.join(map(str, lines.columns))})")
+            raise VectorError(
+                f"lines have no column {attr!r} (columns: {', '.join(map(str, lines.columns))})"
+            )
         try:
             values = lines[attr].to_numpy(dtype=float)
         except (ValueError, TypeError):
-            raise VectorError(f"lines column {attr!r} is not numeric; pick a numeric column such as lanes") from None
+            raise VectorError(
+                f"lines column {attr!r} is not numeric; pick a numeric column such as lanes"
+            ) from None
         order = np.argsort(values, kind="stable")  # larger values are burnt last and win
         shapes = [(lines.geometry.iloc[i], values[i]) for i in order]
     else:
         shapes = [(g, 1.0) for g in lines.geometry]
     burnt = np.zeros(grid.shape, dtype="float32")
     if shapes:
-        burnt = rasterize(shapes, out_shape=grid.shape, transform=grid.transform, fill=0.0,
-                          all_touched=all_touched, dtype="float32")
+        burnt = rasterize(
+            shapes,
+            out_shape=grid.shape,
+            transform=grid.transform,
+            fill=0.0,
+            all_touched=all_touched,
+            dtype="float32",
+        )
     name = attr or "road"
     da = xr.DataArray(burnt[None], dims=("band", "y", "x"), coords={"band": [name]}, name=name)
     return grid.attach(da)
@@ -265,7 +343,9 @@ def column_names(da: xr.DataArray) -> list[tuple[str, int, int]]:
     bands = [str(b) for b in da["band"].values]
     if len(bands) == 1:
         return [(label, i, 0) for i, label in enumerate(labels)]
-    return [(f"{band}_{label}", i, j) for i, label in enumerate(labels) for j, band in enumerate(bands)]
+    return [
+        (f"{band}_{label}", i, j) for i, label in enumerate(labels) for j, band in enumerate(bands)
+    ]
 
 
 def aggregate_to_segments(grid_da: xr.DataArray, segments):
@@ -295,13 +375,19 @@ def aggregate_to_segments(grid_da: xr.DataArray, segments):
     import geopandas as gpd
 
     if grid_da.ndim != 4 or grid_da.dims[1:] != ("band", "y", "x"):
-        raise GridError(f"aggregate_to_segments expects (lead|time, band, y, x), got dims {grid_da.dims}")
+        raise GridError(
+            f"aggregate_to_segments expects (lead|time, band, y, x), got dims {grid_da.dims}"
+        )
     grid = Grid.from_dataarray(grid_da)
     lines = _check_layer(segments, "segments", ("LineString", "MultiLineString"), grid)
     cells = grid.cells()
     pieces = gpd.overlay(
-        gpd.GeoDataFrame({"_seg": np.arange(len(lines))}, geometry=lines.geometry.values, crs=grid.crs),
-        cells, how="intersection", keep_geom_type=True,
+        gpd.GeoDataFrame(
+            {"_seg": np.arange(len(lines))}, geometry=lines.geometry.values, crs=grid.crs
+        ),
+        cells,
+        how="intersection",
+        keep_geom_type=True,
     )
     values = np.asarray(grid_da.values, dtype=float)
     out = segments[~(segments.geometry.isna() | segments.geometry.is_empty)].copy()

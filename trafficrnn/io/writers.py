@@ -8,8 +8,9 @@ rasterio, xarray or geopandas (the writers themselves are imported on first use)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from trafficrnn.errors import UnknownFormatError
 from trafficrnn.registry import Registry
@@ -18,12 +19,21 @@ __all__ = ["WRITERS", "get_writer", "write"]
 
 #: extension -> writer. Attributes: ``label`` (the format, for messages), ``segments`` (takes road
 #: segments, ``segments=``, instead of cells), ``streams`` (``forecast_large`` can stream windows into it)
-WRITERS: Registry[Callable[..., Path]] = Registry("file extension", error=UnknownFormatError,
-                                                  defaults={"label": None, "segments": False, "streams": False})
-WRITERS.register_lazy(".tif", "trafficrnn.io.export:to_geotiff", label="GeoTIFF (COG)", streams=True)
-WRITERS.register_lazy(".tiff", "trafficrnn.io.export:to_geotiff", label="GeoTIFF (COG)", streams=True)
+WRITERS: Registry[Callable[..., Path]] = Registry(
+    "file extension",
+    error=UnknownFormatError,
+    defaults={"label": None, "segments": False, "streams": False},
+)
+WRITERS.register_lazy(
+    ".tif", "trafficrnn.io.export:to_geotiff", label="GeoTIFF (COG)", streams=True
+)
+WRITERS.register_lazy(
+    ".tiff", "trafficrnn.io.export:to_geotiff", label="GeoTIFF (COG)", streams=True
+)
 WRITERS.register_lazy(".nc", "trafficrnn.io.netcdf:to_netcdf", label="NetCDF")
-WRITERS.register_lazy(".gpkg", "trafficrnn.io.export:to_geopackage", label="GeoPackage", segments=True)
+WRITERS.register_lazy(
+    ".gpkg", "trafficrnn.io.export:to_geopackage", label="GeoPackage", segments=True
+)
 
 
 def get_writer(path: str | os.PathLike) -> Callable[..., Path]:

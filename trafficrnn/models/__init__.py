@@ -16,7 +16,9 @@ MODELS.register_lazy("convlstm", "trafficrnn.models.forecaster:EncoderForecaster
 MODELS.register_lazy("convgru", "trafficrnn.models.forecaster:EncoderForecaster", cell="gru")
 
 _LAZY = {
-    **dict.fromkeys(["ConvGRUCell", "ConvLSTMCell", "get_cell", "list_cells"], "trafficrnn.models.cells"),
+    **dict.fromkeys(
+        ["ConvGRUCell", "ConvLSTMCell", "get_cell", "list_cells"], "trafficrnn.models.cells"
+    ),
     **dict.fromkeys(["TileEncoder", "valid_fraction"], "trafficrnn.models.encoder"),
     "EncoderForecaster": "trafficrnn.models.forecaster",
 }
@@ -80,8 +82,10 @@ def get_model(name: str, **kwargs: object):
     valid = [p for p in inspect.signature(factory).parameters if p != "cell"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"get_model({name!r}) got unexpected argument(s) {', '.join(map(repr, unknown))}; valid "
-                        f"arguments: {', '.join(valid)}")
+        raise TypeError(
+            f"get_model({name!r}) got unexpected argument(s) {', '.join(map(repr, unknown))}; valid "
+            f"arguments: {', '.join(valid)}"
+        )
     return factory(cell=MODELS.info(name).cell, **kwargs)
 
 

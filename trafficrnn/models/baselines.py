@@ -23,17 +23,28 @@ from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
 from trafficrnn.grid import Grid
 from trafficrnn.registry import Registry
 
-__all__ = ["Baseline", "Persistence", "HistoricalAverage", "RidgeBaseline", "BASELINES", "get_baseline"]
+__all__ = [
+    "Baseline",
+    "Persistence",
+    "HistoricalAverage",
+    "RidgeBaseline",
+    "BASELINES",
+    "get_baseline",
+]
 
 _DAY = pd.Timedelta(days=1)
 
 
 def _check_target(target: Any, what: str) -> xr.DataArray:
     if not isinstance(target, xr.DataArray):
-        raise ConfigError(f"{what} is a {type(target).__name__}: expected an xarray.DataArray(time, band, y, x)")
+        raise ConfigError(
+            f"{what} is a {type(target).__name__}: expected an xarray.DataArray(time, band, y, x)"
+        )
     if set(target.dims) != {"time", "band", "y", "x"}:
-        raise ConfigError(f"{what} has dims {target.dims}: expected (time, band, y, x); add a band dim with "
-                          "da.expand_dims(band=['density'], axis=1)")
+        raise ConfigError(
+            f"{what} has dims {target.dims}: expected (time, band, y, x); add a band dim with "
+            "da.expand_dims(band=['density'], axis=1)"
+        )
     return target.transpose("time", "band", "y", "x")
 
 
@@ -44,9 +55,13 @@ def _times(target: xr.DataArray) -> pd.DatetimeIndex:
     return idx.tz_convert("UTC").tz_localize(None) if idx.tz is not None else idx
 
 
-def _valid_times(times: pd.DatetimeIndex, issue: np.ndarray, horizon: int, cadence: pd.Timedelta) -> np.ndarray:
+def _valid_times(
+    times: pd.DatetimeIndex, issue: np.ndarray, horizon: int, cadence: pd.Timedelta
+) -> np.ndarray:
     """Valid times (N, H) of forecasts issued at ``times[issue]``."""
-    return times.values[issue][:, None] + cadence.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
+    return (
+        times.values[issue][:, None] + cadence.to_timedelta64() * np.arange(1, horizon + 1)[None, :]
+    )
 
 
 class Baseline:
@@ -71,7 +86,7 @@ class Baseline:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def fit(self, target: xr.DataArray, **kw: Any) -> "Baseline":
+    def fit(self, target: xr.DataArray, **kw: Any) -> Baseline:
         """Learn from training observations.
 
         Parameters
@@ -93,8 +108,10 @@ class Baseline:
         """
         unknown = sorted(set(kw) - {"val"})
         if unknown:
-            raise ConfigError(f"{type(self).__name__}.fit got unexpected keyword(s) {unknown}: only 'val' is "
-                              "accepted (and ignored); pass model settings to the constructor")
+            raise ConfigError(
+                f"{type(self).__name__}.fit got unexpected keyword(s) {unknown}: only 'val' is "
+                "accepted (and ignored); pass model settings to the constructor"
+            )
         target = _check_target(target, "target")
         self.cadence_ = infer_cadence(target["time"].values)
         self.grid_ = Grid.from_dataarray(target)
@@ -110,22 +127,32 @@ class Baseline:
 
     def _check(self, data: Any, what: str) -> xr.DataArray:
         if not hasattr(self, "grid_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(train_target) first")
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(train_target) first"
+            )
         data = _check_target(data, what)
         bands = [str(b) for b in data["band"].values]
         if bands != self.bands_:
-            raise ModelMismatchError(f"{what} bands {bands} differ from the fitted bands {self.bands_}: "
-                                     "select the fitted bands in the same order")
+            raise ModelMismatchError(
+                f"{what} bands {bands} differ from the fitted bands {self.bands_}: "
+                "select the fitted bands in the same order"
+            )
         if not Grid.from_dataarray(data).matches(self.grid_):
-            raise ModelMismatchError(f"{what} grid {Grid.from_dataarray(data)!r} differs from the fitted grid "
-                                     f"{self.grid_!r}: predict on the grid the model was fitted on")
+            raise ModelMismatchError(
+                f"{what} grid {Grid.from_dataarray(data)!r} differs from the fitted grid "
+                f"{self.grid_!r}: predict on the grid the model was fitted on"
+            )
         if data.sizes["time"] >= 2 and infer_cadence(data["time"].values) != self.cadence_:
-            raise ModelMismatchError(f"{what} cadence {infer_cadence(data['time'].values)} differs from the "
-                                     f"fitted cadence {self.cadence_}: resample to {self.cadence_}")
+            raise ModelMismatchError(
+                f"{what} cadence {infer_cadence(data['time'].values)} differs from the "
+                f"fitted cadence {self.cadence_}: resample to {self.cadence_}"
+            )
         units = data.attrs.get("units")
         if units is not None and self.units_ and str(units) != self.units_:
-            raise ModelMismatchError(f"{what} units {units!r} differ from the fitted units {self.units_!r}: "
-                                     "pass raw (de-normalised) observations in the fitted units")
+            raise ModelMismatchError(
+                f"{what} units {units!r} differ from the fitted units {self.units_!r}: "
+                "pass raw (de-normalised) observations in the fitted units"
+            )
         return data
 
     def predict_many(self, target: xr.DataArray, issue_indices: Any, horizon: int) -> xr.DataArray:
@@ -158,23 +185,39 @@ class Baseline:
         """
         target = self._check(target, "target")
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-            raise ConfigError(f"horizon={horizon!r} is invalid: expected an integer >= 1 (number of leads)")
+            raise ConfigError(
+                f"horizon={horizon!r} is invalid: expected an integer >= 1 (number of leads)"
+            )
         n = target.sizes["time"]
         raw = np.atleast_1d(np.asarray(issue_indices))
         if raw.size == 0 or not np.issubdtype(raw.dtype, np.integer) or raw.ndim != 1:
-            raise ConfigError(f"issue_indices={issue_indices!r} is invalid: expected a 1-D non-empty sequence of "
-                              "integer time indices")
+            raise ConfigError(
+                f"issue_indices={issue_indices!r} is invalid: expected a 1-D non-empty sequence of "
+                "integer time indices"
+            )
         issue = np.where(raw < 0, raw + n, raw).astype(np.int64)
         low = self.min_history - 1
         bad = (issue < low) | (issue >= n)
         if bad.any():
-            raise ConfigError(f"issue index {int(raw[bad][0])} is out of range for {n} time steps: "
-                              f"{type(self).__name__} needs indices in [{low}, {n}) ({self.min_history} frame(s) "
-                              "of history); pass later issue times or a longer history")
+            raise ConfigError(
+                f"issue index {int(raw[bad][0])} is out of range for {n} time steps: "
+                f"{type(self).__name__} needs indices in [{low}, {n}) ({self.min_history} frame(s) "
+                "of history); pass later issue times or a longer history"
+            )
         times = _times(target)
-        values = self._predict(np.asarray(target.values, dtype=np.float32), times, issue, int(horizon))
-        out = make_forecast(values, self.grid_, issued=target["time"].values[issue], cadence=self.cadence_,
-                            bands=self.bands_, model=self.name, units=self.units_, issued_dim=True)
+        values = self._predict(
+            np.asarray(target.values, dtype=np.float32), times, issue, int(horizon)
+        )
+        out = make_forecast(
+            values,
+            self.grid_,
+            issued=target["time"].values[issue],
+            cadence=self.cadence_,
+            bands=self.bands_,
+            model=self.name,
+            units=self.units_,
+            issued_dim=True,
+        )
         if self.timezone_:
             out.attrs["timezone"] = self.timezone_
         return out
@@ -203,8 +246,9 @@ class Baseline:
         out.attrs["issued"] = pd.Timestamp(many["issued"].values[0]).isoformat()
         return out
 
-    def _predict(self, values: np.ndarray, times: pd.DatetimeIndex, issue: np.ndarray,
-                 horizon: int) -> np.ndarray:
+    def _predict(
+        self, values: np.ndarray, times: pd.DatetimeIndex, issue: np.ndarray, horizon: int
+    ) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -258,11 +302,15 @@ class HistoricalAverage(Baseline):
 
     def _slots(self, times: Any) -> tuple[np.ndarray, np.ndarray]:
         """Day and week slots of ``times`` (naive UTC, or wall-clock times of the data's zone ``timezone_``)."""
-        times = wall_clock(times, timezone=self.timezone, naive_zone=getattr(self, "timezone_", None))
+        times = wall_clock(
+            times, timezone=self.timezone, naive_zone=getattr(self, "timezone_", None)
+        )
         seconds = np.asarray(times.hour * 3600 + times.minute * 60 + times.second, dtype=np.int64)
         step = max(int(self.cadence_.total_seconds()), 1)
         day_slot = seconds // step if self.cadence_ < _DAY else np.zeros_like(seconds)
-        return day_slot, np.asarray(times.day_of_week, dtype=np.int64) * self.slots_per_day_ + day_slot
+        return day_slot, np.asarray(
+            times.day_of_week, dtype=np.int64
+        ) * self.slots_per_day_ + day_slot
 
     @staticmethod
     def _means(values: np.ndarray, slots: np.ndarray, n_slots: int) -> np.ndarray:
@@ -330,7 +378,9 @@ class HistoricalAverage(Baseline):
             Before :meth:`fit`.
         """
         if not hasattr(self, "table_"):
-            raise NotFittedError("this HistoricalAverage is not fitted yet: call fit(train_target) first")
+            raise NotFittedError(
+                "this HistoricalAverage is not fitted yet: call fit(train_target) first"
+            )
         day_slot, week_slot = self._slots(times)
         return self.table_[week_slot if self.by == "week" else day_slot]
 
@@ -372,8 +422,17 @@ class RidgeBaseline(Baseline):
     name = "ridge"
     fits_horizon = True
 
-    def __init__(self, lags: int = 3, alpha: float = 1.0, by: str = "week", horizon: int = 12, stride: int = 1,
-                 max_samples: int = 200_000, seed: int = 0, timezone: str | None = None) -> None:
+    def __init__(
+        self,
+        lags: int = 3,
+        alpha: float = 1.0,
+        by: str = "week",
+        horizon: int = 12,
+        stride: int = 1,
+        max_samples: int = 200_000,
+        seed: int = 0,
+        timezone: str | None = None,
+    ) -> None:
         self.lags, self.alpha, self.by, self.horizon = lags, alpha, by, horizon
         self.stride, self.max_samples, self.seed = stride, max_samples, seed
         self.timezone = timezone
@@ -394,13 +453,16 @@ class RidgeBaseline(Baseline):
         if causal is None:
             ha_lag = self.average_.lookup(times.values[lag_idx.ravel()]).reshape(lagged.shape)
             valid = _valid_times(times, issue, horizon, self.cadence_)
-            ha = self.average_.lookup(valid.ravel()).reshape((len(issue), horizon) + values.shape[1:])
+            ha = self.average_.lookup(valid.ravel()).reshape(
+                (len(issue), horizon) + values.shape[1:]
+            )
         else:
             ha_lag, ha = causal[lag_idx], causal[target_idx]
             valid = times.values[target_idx]
         lagged = np.where(np.isfinite(lagged), lagged, ha_lag)
-        tf = time_features(valid.ravel(), timezone=self.timezone,
-                           naive_zone=getattr(self, "timezone_", None)).reshape(len(issue), horizon * 4)
+        tf = time_features(
+            valid.ravel(), timezone=self.timezone, naive_zone=getattr(self, "timezone_", None)
+        ).reshape(len(issue), horizon * 4)
         n, cells = len(issue), values.shape[2] * values.shape[3]
         per_cell = np.concatenate([lagged.reshape(n, -1, cells), ha.reshape(n, -1, cells)], axis=1)
         per_cell = per_cell.transpose(0, 2, 1).reshape(n * cells, -1)
@@ -414,25 +476,38 @@ class RidgeBaseline(Baseline):
         if not self.alpha >= 0:
             raise ConfigError(f"alpha={self.alpha!r} is invalid: expected a penalty >= 0")
         self.average_ = HistoricalAverage(by=self.by, timezone=self.timezone)
-        self.average_.cadence_, self.average_.timezone_ = self.cadence_, getattr(self, "timezone_", None)
+        self.average_.cadence_, self.average_.timezone_ = (
+            self.cadence_,
+            getattr(self, "timezone_", None),
+        )
         self.average_._fit(values, times)
         issue = np.arange(self.lags - 1, len(values) - self.horizon, self.stride)
         if issue.size == 0:
-            raise ConfigError(f"training target has {len(values)} time steps but one window needs lags + horizon "
-                              f"= {self.lags} + {self.horizon} = {self.lags + self.horizon}: fit on a longer "
-                              "series or lower lags/horizon")
+            raise ConfigError(
+                f"training target has {len(values)} time steps but one window needs lags + horizon "
+                f"= {self.lags} + {self.horizon} = {self.lags + self.horizon}: fit on a longer "
+                "series or lower lags/horizon"
+            )
         # the HA feature of a training row comes from earlier frames only: fitted on the same data,
         # it would contain the very target it is paired with, and Ridge would learn to copy it
-        feats, _ = self._features(values, times, issue, self.horizon, causal=self.average_.causal(values, times))
-        targets = values[issue[:, None] + np.arange(1, self.horizon + 1)[None, :]]  # (N, H, C, y, x)
+        feats, _ = self._features(
+            values, times, issue, self.horizon, causal=self.average_.causal(values, times)
+        )
+        targets = values[
+            issue[:, None] + np.arange(1, self.horizon + 1)[None, :]
+        ]  # (N, H, C, y, x)
         n, cells = len(issue), values.shape[2] * values.shape[3]
         targets = targets.reshape(n, -1, cells).transpose(0, 2, 1).reshape(n * cells, -1)
         keep = np.flatnonzero(np.isfinite(targets).all(axis=1) & np.isfinite(feats).all(axis=1))
         if keep.size == 0:
-            raise ConfigError("no training window has finite lags and targets: the training target is all NaN "
-                              "where it matters; fit on an observed period")
+            raise ConfigError(
+                "no training window has finite lags and targets: the training target is all NaN "
+                "where it matters; fit on an observed period"
+            )
         if keep.size > self.max_samples:
-            keep = np.sort(np.random.default_rng(self.seed).choice(keep, self.max_samples, replace=False))
+            keep = np.sort(
+                np.random.default_rng(self.seed).choice(keep, self.max_samples, replace=False)
+            )
         self.model_ = make_pipeline(StandardScaler(), Ridge(alpha=self.alpha))
         with warnings.catch_warnings():
             # the time features of the H target times are sines and cosines of times a fixed step apart,
@@ -444,8 +519,10 @@ class RidgeBaseline(Baseline):
 
     def _predict(self, values, times, issue, horizon):
         if horizon > self.horizon:
-            raise ConfigError(f"horizon={horizon} exceeds the {self.horizon} leads this RidgeBaseline was fitted "
-                              f"for: refit with RidgeBaseline(horizon={horizon})")
+            raise ConfigError(
+                f"horizon={horizon} exceeds the {self.horizon} leads this RidgeBaseline was fitted "
+                f"for: refit with RidgeBaseline(horizon={horizon})"
+            )
         feats, ha = self._features(values, times, issue, self.horizon)
         ok = np.isfinite(feats).all(axis=1)
         pred = np.full((len(feats), self.horizon * values.shape[1]), np.nan, dtype=np.float32)
@@ -458,7 +535,9 @@ class RidgeBaseline(Baseline):
 
 #: baseline name -> class, built by :func:`get_baseline` ``(name, horizon=None, **options)``
 BASELINES: Registry[type[Baseline]] = Registry(
-    "baseline", {"persistence": Persistence, "historical_average": HistoricalAverage, "ridge": RidgeBaseline})
+    "baseline",
+    {"persistence": Persistence, "historical_average": HistoricalAverage, "ridge": RidgeBaseline},
+)
 
 
 def get_baseline(name: str, horizon: int | None = None, **kw: Any) -> Baseline:

@@ -113,9 +113,7 @@ class _GRUPointwise(torch.autograd.Function):
         rz, n, hn, h_prev = saved
         hid = n.shape[1]
         r, z = rz.chunk(2, 1)
-        dxp = torch.empty(
-            (n.shape[0], 3 * hid, *n.shape[2:]), dtype=rz.dtype, device=rz.device
-        )
+        dxp = torch.empty((n.shape[0], 3 * hid, *n.shape[2:]), dtype=rz.dtype, device=rz.device)
         dhp = torch.empty_like(dxp)
         dn_pre = dxp[:, 2 * hid :]
         torch.mul(dh - dh * z, 1 - n * n, out=dn_pre)
@@ -376,8 +374,10 @@ def check_cell_kwargs(name: str, kwargs: dict) -> None:
     """
     unknown = sorted(set(kwargs) - set(CELL_KWARGS))
     if unknown:
-        raise TypeError(f"cell {name!r} got unexpected argument(s) {', '.join(map(repr, unknown))}; valid cell "
-                        f"arguments: {', '.join(CELL_KWARGS)}")
+        raise TypeError(
+            f"cell {name!r} got unexpected argument(s) {', '.join(map(repr, unknown))}; valid cell "
+            f"arguments: {', '.join(CELL_KWARGS)}"
+        )
 
 
 def list_cells() -> list[str]:
@@ -395,4 +395,3 @@ def get_cell(name: str) -> type[_ConvRNNCell]:
         lists the valid names.
     """
     return CELLS.get(name)
-

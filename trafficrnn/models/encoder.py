@@ -104,7 +104,9 @@ class ChannelNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=1, keepdim=True)
         var = (x - mean).square().mean(dim=1, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[
+            :, None, None
+        ]
 
 
 #: normalisation layers of the encoder: ``batch`` (BatchNorm; at inference an affine map per
@@ -227,20 +229,32 @@ class TileEncoder(nn.Module):
         if not isinstance(stem, bool):
             raise ConfigError(f"TileEncoder stem must be True or False, got {stem!r}")
         if norm not in NORMS:
-            raise ConfigError(f"TileEncoder norm={norm!r} is invalid: expected one of {', '.join(NORMS)}")
+            raise ConfigError(
+                f"TileEncoder norm={norm!r} is invalid: expected one of {', '.join(NORMS)}"
+            )
         self.config["norm"] = norm
         layers: list[nn.Module] = []
         ch = in_channels + 1
         if stem:
-            layers += [nn.Conv2d(ch, width, 3, padding=1, bias=False), _norm(norm, width), nn.SiLU()]
+            layers += [
+                nn.Conv2d(ch, width, 3, padding=1, bias=False),
+                _norm(norm, width),
+                nn.SiLU(),
+            ]
             ch = width
-        self._stages: list[tuple[int, int]] = []  # (end index in body, channels) of each strided stage
+        self._stages: list[
+            tuple[int, int]
+        ] = []  # (end index in body, channels) of each strided stage
         for i, s in enumerate(strides):
             nxt = min(width * 2**i, max_width)
             layers += [nn.Conv2d(ch, nxt, 2 * s - 1, stride=s, padding=s - 1, bias=False)]
             layers += [_norm(norm, nxt), nn.SiLU()]
             for _ in range(depth):
-                layers += [nn.Conv2d(nxt, nxt, 3, padding=1, bias=False), _norm(norm, nxt), nn.SiLU()]
+                layers += [
+                    nn.Conv2d(nxt, nxt, 3, padding=1, bias=False),
+                    _norm(norm, nxt),
+                    nn.SiLU(),
+                ]
             ch = nxt
             self._stages.append((len(layers), ch))
         self.out_channels = out_channels if out_channels is not None else ch
@@ -278,9 +292,11 @@ class TileEncoder(nn.Module):
 
     def stage_factor(self, stage: int) -> int:
         """Pixels of stage ``stage``'s output per cell side: ``prod(strides[stage + 1:])``."""
-        return math.prod(self.strides[stage + 1:])
+        return math.prod(self.strides[stage + 1 :])
 
-    def forward_with_stage(self, images: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_stage(
+        self, images: torch.Tensor, stage: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Features as :meth:`forward`, and the output of downsampling stage ``stage`` on the way.
 
         Returns
@@ -306,4 +322,6 @@ class TileEncoder(nn.Module):
         return valid_fraction(images, self.tile_size)
 
     def extra_repr(self) -> str:
-        return f"tile_size={self.tile_size}, strides={self.strides}, out_channels={self.out_channels}"
+        return (
+            f"tile_size={self.tile_size}, strides={self.strides}, out_channels={self.out_channels}"
+        )

@@ -178,7 +178,11 @@ class EncoderForecaster(nn.Module):
                 f"linear_lags={linear_lags} reads earlier observed targets, which the image path "
                 "does not have as input; use linear_lags=1 (the last target or its nowcast)"
             )
-        for name, value in (("feedback", feedback), ("residual", residual), ("count_head", count_head)):
+        for name, value in (
+            ("feedback", feedback),
+            ("residual", residual),
+            ("count_head", count_head),
+        ):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be True or False, got {value!r}")
         if output_activation not in _ACTIVATIONS:
@@ -191,7 +195,11 @@ class EncoderForecaster(nn.Module):
                 f"encoder must be a dict of TileEncoder arguments or None, got "
                 f"{type(encoder).__name__}; pass e.g. encoder={{'tile_size': 16}}"
             )
-        if encoder is None and (feedback or residual or linear_leads) and in_channels < out_channels:
+        if (
+            encoder is None
+            and (feedback or residual or linear_leads)
+            and in_channels < out_channels
+        ):
             raise ConfigError(
                 f"without an image encoder the first out_channels={out_channels} channels of x "
                 f"are the target bands, but in_channels={in_channels}; put the targets first "
@@ -244,7 +252,9 @@ class EncoderForecaster(nn.Module):
             feat = self.tile_encoder.out_channels
             stages = len(self.tile_encoder.strides)
             if count_stage is not None and not (
-                isinstance(count_stage, int) and not isinstance(count_stage, bool) and 0 <= count_stage < stages
+                isinstance(count_stage, int)
+                and not isinstance(count_stage, bool)
+                and 0 <= count_stage < stages
             ):
                 raise ConfigError(
                     f"count_stage={count_stage!r} is invalid: expected a stage index in [0, {stages - 1}] "
@@ -264,7 +274,9 @@ class EncoderForecaster(nn.Module):
                 self.nowcast_head = nn.Conv2d(feat, out_channels, 1)
         else:
             if count_head or count_stage is not None:
-                raise ConfigError("count_head=True needs an image encoder; build with encoder={...}")
+                raise ConfigError(
+                    "count_head=True needs an image encoder; build with encoder={...}"
+                )
             self.tile_encoder = None
             self.nowcast_head = None
             self.count_stage = None
@@ -336,7 +348,9 @@ class EncoderForecaster(nn.Module):
             parts.insert(0, fut)
         inp = torch.cat(parts, 2) if len(parts) > 1 else parts[0]
         k = self.out_channels * horizon
-        y = F.conv2d(inp.flatten(1, 2), self.linear.weight[:k], self.linear.bias[:k], groups=horizon)
+        y = F.conv2d(
+            inp.flatten(1, 2), self.linear.weight[:k], self.linear.bias[:k], groups=horizon
+        )
         return y.view(n, horizon, self.out_channels, *hw)
 
     @staticmethod
@@ -503,6 +517,66 @@ class EncoderForecaster(nn.Module):
         GridError
             If the image size is not a multiple of the encoder tile size.
         """
+        self._check_inputs(
+            x,
+            horizon,
+            static,
+            past_covariates,
+            future_covariates,
+            return_nowcast,
+            grad_steps,
+            encoded,
+        )
+        n, t_in = x.shape[:2]
+        needs_last = self.feedback or self.residual or self.linear is not None
+        feats, nowcast = self._encode_inputs(
+            x, encoded, return_nowcast or (last_target is None and needs_last)
+        )
+        hw = tuple(feats.shape[-2:])
+        if static is not None:
+            if tuple(static.shape) != (n, self.static_channels, *hw):
+                raise ModelMismatchError(
+                    f"static must have shape {(n, self.static_channels, *hw)}, got "
+                    f"{tuple(static.shape)}; it must be on the forecast grid"
+                )
+            static = torch.nan_to_num(static)
+        states = self._run_encoder(feats, static, past_covariates, grad_steps)
+
+        last = None
+        if needs_last:
+            last, nowcast = self._last_target(x, feats, nowcast, last_target)
+        fut = None
+        if future_covariates is not None:
+            fut = _as_maps(
+                future_covariates,
+                "future_covariates",
+                n,
+                horizon,
+                self.future_covariate_channels,
+                hw,
+            )
+        lin = None if self.linear is None else self._linear_term(x, last, fut, static, horizon)
+        if self.feedback:
+            forecast = self._decode_feedback(states, last, fut, static, lin, horizon)
+        else:
+            forecast = self._decode_direct(states, last, fut, static, lin, horizon, feats)
+        if return_nowcast:
+            return forecast, nowcast
+        return forecast
+
+    # forward's steps: check → encode the inputs → run the recurrent encoder → decode (direct or feedback)
+    def _check_inputs(
+        self,
+        x: torch.Tensor,
+        horizon: int,
+        static: torch.Tensor | None,
+        past_covariates: torch.Tensor | None,
+        future_covariates: torch.Tensor | None,
+        return_nowcast: bool,
+        grad_steps: int | None,
+        encoded: bool,
+    ) -> None:
+        """Refuse arguments that do not fit the model (see :meth:`forward`'s Raises)."""
         _positive_int("horizon", horizon)
         if grad_steps is not None:
             _positive_int("grad_steps", grad_steps)
@@ -512,7 +586,9 @@ class EncoderForecaster(nn.Module):
                 "pass return_nowcast=False"
             )
         if encoded and self.tile_encoder is None:
-            raise ConfigError("encoded=True needs an image encoder; pass the grids with encoded=False")
+            raise ConfigError(
+                "encoded=True needs an image encoder; pass the grids with encoded=False"
+            )
         want = self.feature_channels if encoded else self.in_channels
         if x.dim() != 5 or x.shape[2] != want:
             raise ModelMismatchError(
@@ -521,7 +597,10 @@ class EncoderForecaster(nn.Module):
             )
         self._check(static, "static", "static_channels", self.static_channels)
         self._check(
-            past_covariates, "past_covariates", "past_covariate_channels", self.past_covariate_channels
+            past_covariates,
+            "past_covariates",
+            "past_covariate_channels",
+            self.past_covariate_channels,
         )
         self._check(
             future_covariates,
@@ -529,7 +608,7 @@ class EncoderForecaster(nn.Module):
             "future_covariate_channels",
             self.future_covariate_channels,
         )
-        n, t_in = x.shape[:2]
+        t_in = x.shape[1]
         if self.linear is not None and horizon > self.linear_leads:
             raise ModelMismatchError(
                 f"horizon={horizon} is longer than the {self.linear_leads} lead steps the model's "
@@ -541,35 +620,46 @@ class EncoderForecaster(nn.Module):
                 f"pass at least {self.linear_lags} input frames"
             )
 
+    def _encode_inputs(
+        self, x: torch.Tensor, encoded: bool, want_nowcast: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-cell inputs of the recurrent encoder (N, T_in, F, Hc, Wc) and the nowcast of the
+        input frames (image path: from the count channels, or from the nowcast head where
+        ``want_nowcast``; else ``None``). Grids: the values (NaN as 0) and their validity mask."""
         nowcast = None
-        needs_last = self.feedback or self.residual or self.linear is not None
         if encoded:
             feats = x
             if self.count_stage is not None:
                 nowcast = x[:, :, -self.out_channels :]
-            if nowcast is None and (return_nowcast or (last_target is None and needs_last)):
+            if nowcast is None and want_nowcast:
                 nowcast = self._nowcast_from(feats)
         elif self.tile_encoder is not None:
             feats, nowcast = self._encode(x)
-            if nowcast is None and (return_nowcast or (last_target is None and needs_last)):
+            if nowcast is None and want_nowcast:
                 nowcast = self._nowcast_from(feats)
         else:
             clean, valid = split_valid(x)
             feats = torch.cat([clean, valid.to(clean.dtype)], 2)
-        hw = tuple(feats.shape[-2:])
+        return feats, nowcast
 
+    def _run_encoder(
+        self,
+        feats: torch.Tensor,
+        static: torch.Tensor | None,
+        past_covariates: torch.Tensor | None,
+        grad_steps: int | None,
+    ) -> list:
+        """Run the recurrent encoder stack over the input frames (joined to the static layers
+        and past covariates); its final states, one per layer."""
+        n, t_in, hw = feats.shape[0], feats.shape[1], tuple(feats.shape[-2:])
         parts = [feats]
         if static is not None:
-            if tuple(static.shape) != (n, self.static_channels, *hw):
-                raise ModelMismatchError(
-                    f"static must have shape {(n, self.static_channels, *hw)}, got "
-                    f"{tuple(static.shape)}; it must be on the forecast grid"
-                )
-            static = torch.nan_to_num(static)
             parts.append(static[:, None].expand(n, t_in, *static.shape[1:]))
         if past_covariates is not None:
             parts.append(
-                _as_maps(past_covariates, "past_covariates", n, t_in, self.past_covariate_channels, hw)
+                _as_maps(
+                    past_covariates, "past_covariates", n, t_in, self.past_covariate_channels, hw
+                )
             )
         seq = torch.cat(parts, 2) if len(parts) > 1 else feats
         states = [None] * len(self.encoder_cells)
@@ -583,64 +673,84 @@ class EncoderForecaster(nn.Module):
             seq = seq[:, early:]
         for i, cell in enumerate(self.encoder_cells):
             seq, states[i] = cell.forward_sequence(seq, states[i])
+        return states
 
-        last = None
-        if needs_last:
-            if last_target is None:
-                last = nowcast[:, -1] if nowcast is not None else x[:, -1, : self.out_channels]
-            else:
-                if tuple(last_target.shape) != (n, self.out_channels, *hw):
-                    raise ModelMismatchError(
-                        f"last_target must have shape {(n, self.out_channels, *hw)}, got "
-                        f"{tuple(last_target.shape)}"
-                    )
-                last = last_target
-                if self.tile_encoder is not None and not bool(torch.isfinite(last).all()):
-                    # a missing observation (no detection, cloud) falls back to the images' nowcast
-                    if nowcast is None:
-                        nowcast = self._nowcast_from(feats)
-                    last = torch.where(torch.isfinite(last), last, nowcast[:, -1])
-            last = torch.nan_to_num(last)
-
-        fut = None
-        if future_covariates is not None:
-            fut = _as_maps(
-                future_covariates, "future_covariates", n, horizon, self.future_covariate_channels, hw
-            )
-        stat_h = None if static is None else static[:, None].expand(n, horizon, *static.shape[1:])
-        lin = None if self.linear is None else self._linear_term(x, last, fut, static, horizon)
-
-        if not self.feedback:
-            # Inputs of every lead step are known up front: run layer by layer, each with
-            # one batched input projection.
-            ins = [p for p in (fut, stat_h) if p is not None]
-            seq = torch.cat(ins, 2) if ins else feats.new_zeros((n, horizon, 0, *hw))
-            outs = []
-            for cell, state in zip(self.forecaster_cells, states):
-                seq, _ = cell.forward_sequence(seq, state)
-                outs.append(seq)
-            hcat = torch.cat(outs, 2).flatten(0, 1)
-            y = self.head(hcat).unflatten(0, (n, horizon))
-            if lin is not None:
-                y = y + lin
-            if self.residual:
-                forecast = self._residual(last[:, None], y)
-            else:
-                forecast = self._activate(y)
+    def _last_target(
+        self,
+        x: torch.Tensor,
+        feats: torch.Tensor,
+        nowcast: torch.Tensor | None,
+        last_target: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The last observed target (``last_target``, its gaps filled by the nowcast; else the
+        nowcast or the grids' last frame), NaN as 0; and the nowcast (computed here if needed)."""
+        n, hw = x.shape[0], tuple(feats.shape[-2:])
+        if last_target is None:
+            last = nowcast[:, -1] if nowcast is not None else x[:, -1, : self.out_channels]
         else:
-            fut_steps = fut.unbind(1) if fut is not None else [None] * horizon
-            prev = last
-            lin_steps = lin.unbind(1) if lin is not None else [None] * horizon
-            preds = []
-            for fut_t, lin_t in zip(fut_steps, lin_steps):
-                inp = torch.cat([p for p in (prev, fut_t, static) if p is not None], 1)
-                hs = []
-                for k, cell in enumerate(self.forecaster_cells):
-                    inp, states[k] = cell.step(cell.input_projection(inp[:, None])[:, 0], states[k])
-                    hs.append(inp)
-                prev = self._head(hs, last, lin_t)
-                preds.append(prev)
-            forecast = torch.stack(preds, 1)
-        if return_nowcast:
-            return forecast, nowcast
-        return forecast
+            if tuple(last_target.shape) != (n, self.out_channels, *hw):
+                raise ModelMismatchError(
+                    f"last_target must have shape {(n, self.out_channels, *hw)}, got "
+                    f"{tuple(last_target.shape)}"
+                )
+            last = last_target
+            if self.tile_encoder is not None and not bool(torch.isfinite(last).all()):
+                # a missing observation (no detection, cloud) falls back to the images' nowcast
+                if nowcast is None:
+                    nowcast = self._nowcast_from(feats)
+                last = torch.where(torch.isfinite(last), last, nowcast[:, -1])
+        return torch.nan_to_num(last), nowcast
+
+    def _decode_direct(
+        self,
+        states: list,
+        last: torch.Tensor | None,
+        fut: torch.Tensor | None,
+        static: torch.Tensor | None,
+        lin: torch.Tensor | None,
+        horizon: int,
+        feats: torch.Tensor,
+    ) -> torch.Tensor:
+        """``feedback=False``: the inputs of every lead step are known up front, so run layer by
+        layer, each with one batched input projection -> (N, H, C_out, Hc, Wc)."""
+        n, hw = feats.shape[0], tuple(feats.shape[-2:])
+        stat_h = None if static is None else static[:, None].expand(n, horizon, *static.shape[1:])
+        ins = [p for p in (fut, stat_h) if p is not None]
+        seq = torch.cat(ins, 2) if ins else feats.new_zeros((n, horizon, 0, *hw))
+        outs = []
+        for cell, state in zip(self.forecaster_cells, states):
+            seq, _ = cell.forward_sequence(seq, state)
+            outs.append(seq)
+        hcat = torch.cat(outs, 2).flatten(0, 1)
+        y = self.head(hcat).unflatten(0, (n, horizon))
+        if lin is not None:
+            y = y + lin
+        if self.residual:
+            return self._residual(last[:, None], y)
+        return self._activate(y)
+
+    def _decode_feedback(
+        self,
+        states: list,
+        last: torch.Tensor,
+        fut: torch.Tensor | None,
+        static: torch.Tensor | None,
+        lin: torch.Tensor | None,
+        horizon: int,
+    ) -> torch.Tensor:
+        """``feedback=True``: one lead step at a time, each reading the previous prediction (the
+        last observed target at the first) -> (N, H, C_out, Hc, Wc)."""
+        states = list(states)
+        fut_steps = fut.unbind(1) if fut is not None else [None] * horizon
+        prev = last
+        lin_steps = lin.unbind(1) if lin is not None else [None] * horizon
+        preds = []
+        for fut_t, lin_t in zip(fut_steps, lin_steps):
+            inp = torch.cat([p for p in (prev, fut_t, static) if p is not None], 1)
+            hs = []
+            for k, cell in enumerate(self.forecaster_cells):
+                inp, states[k] = cell.step(cell.input_projection(inp[:, None])[:, 0], states[k])
+                hs.append(inp)
+            prev = self._head(hs, last, lin_t)
+            preds.append(prev)
+        return torch.stack(preds, 1)

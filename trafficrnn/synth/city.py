@@ -16,7 +16,14 @@ from shapely import affinity
 from trafficrnn.errors import ConfigError
 
 #: Default place: the centre of Vienna (Stephansplatz) in UTM zone 33N.
-VIENNA = {"crs": "EPSG:32633", "x": 602065.0, "y": 5340354.0, "lat": 48.2082, "lon": 16.3738, "utc_offset_h": 2.0}
+VIENNA = {
+    "crs": "EPSG:32633",
+    "x": 602065.0,
+    "y": 5340354.0,
+    "lat": 48.2082,
+    "lon": 16.3738,
+    "utc_offset_h": 2.0,
+}
 
 #: Road classes: lanes per direction, speed limit (km/h), capacity per lane (veh/h), lane width (m).
 ROAD_CLASSES = {
@@ -72,7 +79,10 @@ class City:
 
 def _positions(rng: np.random.Generator, half: float, lo: float, hi: float) -> np.ndarray:
     """Street offsets covering ``[-half, half]`` with irregular spacing in ``[lo, hi]``."""
-    out, x = [], -half - rng.uniform(0, hi)  # one street beyond each side, so no block is left empty
+    out, x = (
+        [],
+        -half - rng.uniform(0, hi),
+    )  # one street beyond each side, so no block is left empty
     while x < half + hi:
         out.append(x)
         x += rng.uniform(lo, hi)
@@ -100,7 +110,9 @@ def _classify(rng: np.random.Generator, pos: np.ndarray, extent: float) -> list[
     return kinds
 
 
-def make_city(size: int = 512, gsd: float = 1.0, seed: int = 0, *, place: dict | None = None) -> City:
+def make_city(
+    size: int = 512, gsd: float = 1.0, seed: int = 0, *, place: dict | None = None
+) -> City:
     """Build a seeded synthetic city.
 
     Parameters
@@ -125,12 +137,18 @@ def make_city(size: int = 512, gsd: float = 1.0, seed: int = 0, *, place: dict |
         If ``size`` or ``gsd`` are out of range.
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 32 <= size <= 8192:
-        raise ConfigError(f"size={size!r} is invalid: expected an integer number of pixels in [32, 8192], e.g. 512")
+        raise ConfigError(
+            f"size={size!r} is invalid: expected an integer number of pixels in [32, 8192], e.g. 512"
+        )
     if not isinstance(gsd, (int, float)) or not 0.1 <= gsd <= 5.0:
-        raise ConfigError(f"gsd={gsd!r} is invalid: expected metres per pixel in [0.1, 5], e.g. 1.0")
+        raise ConfigError(
+            f"gsd={gsd!r} is invalid: expected metres per pixel in [0.1, 5], e.g. 1.0"
+        )
     if size * gsd < 60:
-        raise ConfigError(f"size={size} px at gsd={gsd} m is a scene of {size * gsd:g} m: expected at least 60 m; "
-                          "raise size or gsd")
+        raise ConfigError(
+            f"size={size} px at gsd={gsd} m is a scene of {size * gsd:g} m: expected at least 60 m; "
+            "raise size or gsd"
+        )
     place = dict(VIENNA if place is None else place)
     rng = np.random.default_rng([seed, 1])
     extent = size * gsd
@@ -150,7 +168,8 @@ def make_city(size: int = 512, gsd: float = 1.0, seed: int = 0, *, place: dict |
     to_world = [ct, -st, st, ct, cx, cy]
     box_local = affinity.affine_transform(
         shapely.box(cx - extent / 2, cy - extent / 2, cx + extent / 2, cy + extent / 2),
-        _inverse(to_world))
+        _inverse(to_world),
+    )
 
     nodes: dict[tuple, int] = {}
     node_xy: list[tuple[float, float]] = []
@@ -164,7 +183,9 @@ def make_city(size: int = 512, gsd: float = 1.0, seed: int = 0, *, place: dict |
         return nodes[key]
 
     segs = []  # (u_node, v_node, kind, oneway, family, index)
-    for fam, (pos, other, kinds, oneways) in enumerate(((us, vs, kind_u, oneway_u), (vs, us, kind_v, oneway_v))):
+    for fam, (pos, other, kinds, oneways) in enumerate(
+        ((us, vs, kind_u, oneway_u), (vs, us, kind_v, oneway_v))
+    ):
         for i, p in enumerate(pos):
             a, b = ((p, -2 * half), (p, 2 * half)) if fam == 0 else ((-2 * half, p), (2 * half, p))
             clipped = shapely.LineString([a, b]).intersection(box_local)
@@ -173,8 +194,14 @@ def make_city(size: int = 512, gsd: float = 1.0, seed: int = 0, *, place: dict |
             (x0, y0), (x1, y1) = clipped.coords[0], clipped.coords[-1]
             t0, t1 = sorted((y0, y1) if fam == 0 else (x0, x1))
             inner = [q for q in other if t0 + 1 < q < t1 - 1]
-            pts = [("b", fam, i, 0)] + [("n", i, j) if fam == 0 else ("n", j, i) for j, _ in
-                                        ((np.searchsorted(other, q), q) for q in inner)] + [("b", fam, i, 1)]
+            pts = (
+                [("b", fam, i, 0)]
+                + [
+                    ("n", i, j) if fam == 0 else ("n", j, i)
+                    for j, _ in ((np.searchsorted(other, q), q) for q in inner)
+                ]
+                + [("b", fam, i, 1)]
+            )
             ts = [t0] + inner + [t1]
             ids = []
             for key, t in zip(pts, ts):
@@ -187,30 +214,66 @@ def make_city(size: int = 512, gsd: float = 1.0, seed: int = 0, *, place: dict |
     segs_df = pd.DataFrame(segs, columns=["u", "v", "kind", "oneway", "family", "line"])
     segs_df = _prune_locals(segs_df, rng, np.asarray(node_bnd))
     xy_local = np.asarray(node_xy)
-    wx, wy = (ct * xy_local[:, 0] - st * xy_local[:, 1] + cx, st * xy_local[:, 0] + ct * xy_local[:, 1] + cy)
-    geoms = shapely.linestrings(np.stack([
-        np.stack([wx[segs_df.u], wy[segs_df.u]], 1), np.stack([wx[segs_df.v], wy[segs_df.v]], 1)], 1))
+    wx, wy = (
+        ct * xy_local[:, 0] - st * xy_local[:, 1] + cx,
+        st * xy_local[:, 0] + ct * xy_local[:, 1] + cy,
+    )
+    geoms = shapely.linestrings(
+        np.stack(
+            [
+                np.stack([wx[segs_df.u], wy[segs_df.u]], 1),
+                np.stack([wx[segs_df.v], wy[segs_df.v]], 1),
+            ],
+            1,
+        )
+    )
     cls = segs_df.kind.map(ROAD_CLASSES)
     lanes = np.array([c["lanes"] for c in cls], dtype=int)
     lane_w = np.array([c["lane_w"] for c in cls])
-    width = lanes * lane_w * np.where(segs_df.oneway, 1, 2) + np.where(segs_df.kind == "arterial", 2.0, 0.0)
-    roads = gpd.GeoDataFrame({
-        "road_id": np.arange(len(segs_df)), "kind": segs_df.kind.to_numpy(), "lanes": lanes,
-        "speed_limit": np.array([c["speed_kmh"] for c in cls], dtype=float),
-        "oneway": segs_df.oneway.to_numpy(bool), "width": width,
-        "u": segs_df.u.to_numpy(), "v": segs_df.v.to_numpy(), "axis": segs_df.family.to_numpy()}, geometry=geoms, crs=place["crs"])
+    width = lanes * lane_w * np.where(segs_df.oneway, 1, 2) + np.where(
+        segs_df.kind == "arterial", 2.0, 0.0
+    )
+    roads = gpd.GeoDataFrame(
+        {
+            "road_id": np.arange(len(segs_df)),
+            "kind": segs_df.kind.to_numpy(),
+            "lanes": lanes,
+            "speed_limit": np.array([c["speed_kmh"] for c in cls], dtype=float),
+            "oneway": segs_df.oneway.to_numpy(bool),
+            "width": width,
+            "u": segs_df.u.to_numpy(),
+            "v": segs_df.v.to_numpy(),
+            "axis": segs_df.family.to_numpy(),
+        },
+        geometry=geoms,
+        crs=place["crs"],
+    )
 
-    cbd_local = (us[np.argmin(np.abs(us - rng.uniform(-0.2, 0.2) * extent))],
-                 vs[np.argmin(np.abs(vs - rng.uniform(-0.2, 0.2) * extent))])
+    cbd_local = (
+        us[np.argmin(np.abs(us - rng.uniform(-0.2, 0.2) * extent))],
+        vs[np.argmin(np.abs(vs - rng.uniform(-0.2, 0.2) * extent))],
+    )
     widths = {(fam, line): w for fam, line, w in zip(segs_df.family, segs_df.line, width)}
-    landuse, node_w = _blocks(rng, us, vs, widths, cbd_local, box_local, to_world, nodes, len(node_xy),
-                              place["crs"])
+    landuse, node_w = _blocks(
+        rng, us, vs, widths, cbd_local, box_local, to_world, nodes, len(node_xy), place["crs"]
+    )
     node_df = pd.DataFrame({"x": wx, "y": wy, "boundary": node_bnd})
     for col in ("prod_res", "prod_cbd", "prod_com"):
         node_df[col] = node_w[col]
     cbd = (ct * cbd_local[0] - st * cbd_local[1] + cx, st * cbd_local[0] + ct * cbd_local[1] + cy)
-    return City(roads, landuse, node_df, place["crs"], transform, (size, size), (cx, cy), cbd,
-                place["lat"], place["lon"], place["utc_offset_h"])
+    return City(
+        roads,
+        landuse,
+        node_df,
+        place["crs"],
+        transform,
+        (size, size),
+        (cx, cy),
+        cbd,
+        place["lat"],
+        place["lon"],
+        place["utc_offset_h"],
+    )
 
 
 def _inverse(m: list[float]) -> list[float]:
@@ -220,7 +283,9 @@ def _inverse(m: list[float]) -> list[float]:
     return [ia, ib, id_, ie, -(ia * xo + ib * yo), -(id_ * xo + ie * yo)]
 
 
-def _prune_locals(segs: pd.DataFrame, rng: np.random.Generator, boundary: np.ndarray) -> pd.DataFrame:
+def _prune_locals(
+    segs: pd.DataFrame, rng: np.random.Generator, boundary: np.ndarray
+) -> pd.DataFrame:
     """Drop some local segments where both end nodes keep three or more other segments."""
     deg = np.bincount(np.r_[segs.u, segs.v], minlength=len(boundary))
     keep = np.ones(len(segs), bool)
@@ -253,8 +318,17 @@ def _blocks(rng, us, vs, widths, cbd, box, to_world, nodes, n_nodes, crs):
                 continue
             dist = math.hypot((x0 + x1) / 2 - cbd[0], (y0 + y1) / 2 - cbd[1])
             r = rng.random()
-            zone = ("cbd" if dist < 140 else "park" if r < 0.12 else "parking" if r < 0.2
-                    else "commercial" if r < 0.35 else "residential")
+            zone = (
+                "cbd"
+                if dist < 140
+                else "park"
+                if r < 0.12
+                else "parking"
+                if r < 0.2
+                else "commercial"
+                if r < 0.35
+                else "residential"
+            )
             area = (x1 - x0) * (y1 - y0)
             key = {"cbd": "prod_cbd", "residential": "prod_res"}.get(zone, "prod_com")
             for corner in (("n", i, j), ("n", i + 1, j), ("n", i, j + 1), ("n", i + 1, j + 1)):
@@ -264,21 +338,33 @@ def _blocks(rng, us, vs, widths, cbd, box, to_world, nodes, n_nodes, crs):
                 add(shapely.box(x0, y0, x1, y1), "vegetation", zone, 0.0)
                 if rng.random() < 0.7:
                     cxp, cyp = rng.uniform(x0 + 10, x1 - 10), rng.uniform(y0 + 10, y1 - 10)
-                    pond = affinity.scale(shapely.Point(cxp, cyp).buffer(1.0, 24),
-                                          rng.uniform(6, (x1 - x0) / 3), rng.uniform(5, (y1 - y0) / 3))
+                    pond = affinity.scale(
+                        shapely.Point(cxp, cyp).buffer(1.0, 24),
+                        rng.uniform(6, (x1 - x0) / 3),
+                        rng.uniform(5, (y1 - y0) / 3),
+                    )
                     add(pond, "water", zone, 0.0)
                 n_trees = int(area / 120)
                 tx, ty = rng.uniform(x0 + 3, x1 - 3, n_trees), rng.uniform(y0 + 3, y1 - 3, n_trees)
                 for px, py in zip(tx, ty):
-                    if not any(r_[0] == "water" and r_[3].contains(shapely.Point(px, py)) for r_ in rows[-2:]):
-                        add(shapely.Point(px, py).buffer(rng.uniform(2, 4.5), 8), "vegetation", "tree",
-                            rng.uniform(6, 14))
+                    if not any(
+                        r_[0] == "water" and r_[3].contains(shapely.Point(px, py))
+                        for r_ in rows[-2:]
+                    ):
+                        add(
+                            shapely.Point(px, py).buffer(rng.uniform(2, 4.5), 8),
+                            "vegetation",
+                            "tree",
+                            rng.uniform(6, 14),
+                        )
             elif zone == "parking":
                 add(shapely.box(x0, y0, x1, y1), "parking", zone, 0.0)
             elif zone == "commercial":
                 split = x0 + (x1 - x0) * rng.uniform(0.4, 0.7)
                 add(shapely.box(x0, y0, x1, y1), "parking", zone, 0.0)
-                add(shapely.box(x0 + 2, y0 + 2, split, y1 - 2), "building", zone, rng.uniform(6, 11))
+                add(
+                    shapely.box(x0 + 2, y0 + 2, split, y1 - 2), "building", zone, rng.uniform(6, 11)
+                )
             else:
                 depth = rng.uniform(10, 16) if zone == "residential" else rng.uniform(16, 24)
                 hmin, hmax = (8, 22) if zone == "residential" else (22, 60)
@@ -287,7 +373,9 @@ def _blocks(rng, us, vs, widths, cbd, box, to_world, nodes, n_nodes, crs):
                     along = (x1 - x0) if side < 2 else (y1 - y0) - 2 * depth
                     if along < 8:
                         continue
-                    n_lots = max(1, int(along / rng.uniform(12, 30 if zone == "residential" else 45)))
+                    n_lots = max(
+                        1, int(along / rng.uniform(12, 30 if zone == "residential" else 45))
+                    )
                     edges = np.linspace(0, along, n_lots + 1)
                     for a, b in zip(edges[:-1], edges[1:]):
                         if rng.random() < 0.08:
@@ -304,12 +392,23 @@ def _blocks(rng, us, vs, widths, cbd, box, to_world, nodes, n_nodes, crs):
                 inner = shapely.box(x0 + depth + 4, y0 + depth + 4, x1 - depth - 4, y1 - depth - 4)
                 if inner.area > 30:
                     for _ in range(int(inner.area / 150)):
-                        px, py = rng.uniform(inner.bounds[0], inner.bounds[2]), rng.uniform(inner.bounds[1], inner.bounds[3])
-                        add(shapely.Point(px, py).buffer(rng.uniform(2, 4), 8), "vegetation", "tree", rng.uniform(5, 12))
+                        px, py = (
+                            rng.uniform(inner.bounds[0], inner.bounds[2]),
+                            rng.uniform(inner.bounds[1], inner.bounds[3]),
+                        )
+                        add(
+                            shapely.Point(px, py).buffer(rng.uniform(2, 4), 8),
+                            "vegetation",
+                            "tree",
+                            rng.uniform(5, 12),
+                        )
     cls, zone, height, geoms = zip(*rows) if rows else ((), (), (), ())
     geoms = shapely.intersection(np.asarray(geoms, dtype=object), box)
-    gdf = gpd.GeoDataFrame({"class": list(cls), "zone": list(zone), "height": np.asarray(height, float)},
-                           geometry=list(geoms), crs=crs)
+    gdf = gpd.GeoDataFrame(
+        {"class": list(cls), "zone": list(zone), "height": np.asarray(height, float)},
+        geometry=list(geoms),
+        crs=crs,
+    )
     gdf = gdf[~gdf.geometry.is_empty].copy()
     gdf["geometry"] = gdf.geometry.affine_transform(to_world)
     return gdf.reset_index(drop=True), weights

@@ -72,36 +72,75 @@ class SimulationResult:
 
 def _check(size, days, step, tile_size, gsd, cloud_cover, missing_frames) -> pd.Timedelta:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
-        raise ConfigError(f"size={size!r} is invalid: expected an integer number of pixels >= 32, e.g. 512")
-    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1 or size % tile_size:
-        fits = [d for d in (8, 16, 32, 64, 128) if isinstance(size, (int, np.integer)) and size % d == 0]
+        raise ConfigError(
+            f"size={size!r} is invalid: expected an integer number of pixels >= 32, e.g. 512"
+        )
+    if (
+        isinstance(tile_size, bool)
+        or not isinstance(tile_size, (int, np.integer))
+        or tile_size < 1
+        or size % tile_size
+    ):
+        fits = [
+            d for d in (8, 16, 32, 64, 128) if isinstance(size, (int, np.integer)) and size % d == 0
+        ]
         hint = "or change size to a multiple of 64"
         if fits:
-            hint = f"such as {', '.join(map(str, fits[-3:-1]))} or {fits[-1]}" if len(fits) > 1 else f"such as {fits[0]}"
-        raise ConfigError(f"tile_size={tile_size!r} is invalid: expected a positive integer dividing size={size}, "
-                          f"{hint}")
+            hint = (
+                f"such as {', '.join(map(str, fits[-3:-1]))} or {fits[-1]}"
+                if len(fits) > 1
+                else f"such as {fits[0]}"
+            )
+        raise ConfigError(
+            f"tile_size={tile_size!r} is invalid: expected a positive integer dividing size={size}, "
+            f"{hint}"
+        )
     if not isinstance(days, (int, float)) or not days > 0:
         raise ConfigError(f"days={days!r} is invalid: expected a positive number of days, e.g. 2")
     try:
         step_td = pd.Timedelta(step)
     except (ValueError, TypeError):
-        raise ConfigError(f"step={step!r} is invalid: expected a duration such as '5min' or '15min'") from None
+        raise ConfigError(
+            f"step={step!r} is invalid: expected a duration such as '5min' or '15min'"
+        ) from None
     if step_td.total_seconds() < SIM_DT or step_td.total_seconds() % SIM_DT:
-        raise ConfigError(f"step={step!r} is invalid: expected a positive multiple of {SIM_DT:g} s, such as '5min'")
+        raise ConfigError(
+            f"step={step!r} is invalid: expected a positive multiple of {SIM_DT:g} s, such as '5min'"
+        )
     if not 0 <= cloud_cover <= 1:
-        raise ConfigError(f"cloud_cover={cloud_cover!r} is invalid: expected a share in [0, 1], e.g. 0.15")
+        raise ConfigError(
+            f"cloud_cover={cloud_cover!r} is invalid: expected a share in [0, 1], e.g. 0.15"
+        )
     if not 0 <= missing_frames < 1:
-        raise ConfigError(f"missing_frames={missing_frames!r} is invalid: expected a share in [0, 1), e.g. 0.02")
+        raise ConfigError(
+            f"missing_frames={missing_frames!r} is invalid: expected a share in [0, 1), e.g. 0.02"
+        )
     if not isinstance(gsd, (int, float)) or not 0.1 <= gsd <= 5:
-        raise ConfigError(f"gsd={gsd!r} is invalid: expected metres per pixel in [0.1, 5], e.g. 0.5")
+        raise ConfigError(
+            f"gsd={gsd!r} is invalid: expected metres per pixel in [0.1, 5], e.g. 0.5"
+        )
     return step_td
 
 
-def simulate(size: int = 1024, *, days: float = 2.0, step="5min", seed: int = 0, tile_size: int = 64,
-             gsd: float = 1.0, start="2024-06-03", clouds: bool = False, cloud_cover: float = 0.15,
-             missing_frames: float = 0.0, demand_scale: float = 1.0, incident_rate: float = 0.05,
-             event_prob: float = 0.4, place: dict | None = None, render: bool = True,
-             progress: bool = False) -> SimulationResult:
+def simulate(
+    size: int = 1024,
+    *,
+    days: float = 2.0,
+    step="5min",
+    seed: int = 0,
+    tile_size: int = 64,
+    gsd: float = 1.0,
+    start="2024-06-03",
+    clouds: bool = False,
+    cloud_cover: float = 0.15,
+    missing_frames: float = 0.0,
+    demand_scale: float = 1.0,
+    incident_rate: float = 0.05,
+    event_prob: float = 0.4,
+    place: dict | None = None,
+    render: bool = True,
+    progress: bool = False,
+) -> SimulationResult:
     """Simulate and photograph a synthetic city.
 
     Parameters
@@ -149,19 +188,33 @@ def simulate(size: int = 1024, *, days: float = 2.0, step="5min", seed: int = 0,
     try:
         t0 = pd.Timestamp(start)
     except (ValueError, TypeError):
-        raise ConfigError(f"start={start!r} is invalid: expected a date/time such as '2024-06-03'") from None
+        raise ConfigError(
+            f"start={start!r} is invalid: expected a date/time such as '2024-06-03'"
+        ) from None
     t0 = t0.tz_convert("UTC").tz_localize(None) if t0.tzinfo else t0
     n = int(round(pd.Timedelta(days=days) / step_td))
     if n < 2:
-        raise ConfigError(f"days={days!r} with step={step!r} gives {n} frame(s): expected at least 2")
+        raise ConfigError(
+            f"days={days!r} with step={step!r} gives {n} frame(s): expected at least 2"
+        )
     times = pd.date_range(t0, periods=n, freq=step_td)
     city = make_city(size, float(gsd), seed, place=place)
-    grid = Grid(city.crs, city.transform * Affine.scale(tile_size), (size // tile_size,) * 2, tile_size)
+    grid = Grid(
+        city.crs, city.transform * Affine.scale(tile_size), (size // tile_size,) * 2, tile_size
+    )
     net = build_network(city, SIM_DT)
     with tqdm(total=n, desc="traffic", unit="frame", disable=not progress) as bar:
-        run = run_traffic(city, net, times, seed=seed, dt=SIM_DT, demand_scale=demand_scale,
-                          incident_rate=incident_rate, event_prob=event_prob,
-                          progress=lambda k: bar.update(k - bar.n))
+        run = run_traffic(
+            city,
+            net,
+            times,
+            seed=seed,
+            dt=SIM_DT,
+            demand_scale=demand_scale,
+            incident_rate=incident_rate,
+            event_prob=event_prob,
+            progress=lambda k: bar.update(k - bar.n),
+        )
     rng = np.random.default_rng([seed, 3])
     renderer = Renderer(city, seed, clouds=clouds, cloud_cover=cloud_cover)
     missing = np.zeros(n, bool)
@@ -178,41 +231,96 @@ def simulate(size: int = 1024, *, days: float = 2.0, step="5min", seed: int = 0,
         rows, cols = grid.index(veh["x"], veh["y"])
         inside = grid.contains(rows, cols)
         veh = {key: val[inside] for key, val in veh.items()}
-        density[k, 0] = np.bincount(rows[inside] * grid.shape[1] + cols[inside],
-                                    minlength=grid.shape[0] * grid.shape[1]).reshape(grid.shape)
+        density[k, 0] = np.bincount(
+            rows[inside] * grid.shape[1] + cols[inside], minlength=grid.shape[0] * grid.shape[1]
+        ).reshape(grid.shape)
         parts.append(veh)
         if shot[k]:
             images[k_img], clouds_arr[k_img] = renderer.render(times[k], veh)
             k_img += 1
     img_times = times[shot]
     image_grid = Grid(city.crs, city.transform, (size, size), 1)
-    images_da = image_grid.attach(xr.DataArray(images, dims=("time", "band", "y", "x"),
-                                               coords={"time": img_times, "band": ["red", "green", "blue"]},
-                                               name="image"))
+    images_da = image_grid.attach(
+        xr.DataArray(
+            images,
+            dims=("time", "band", "y", "x"),
+            coords={"time": img_times, "band": ["red", "green", "blue"]},
+            name="image",
+        )
+    )
     images_da = images_da.rio.write_nodata(0)
     images_da.attrs.update(units="digital number", source="trafficrnn.synth")
-    cloud_da = image_grid.attach(xr.DataArray(clouds_arr, dims=("time", "y", "x"), coords={"time": img_times},
-                                              name="cloud"))
-    density_da = grid.attach(xr.DataArray(density, dims=("time", "band", "y", "x"),
-                                          coords={"time": times, "band": ["density"]}, name="density"))
+    cloud_da = image_grid.attach(
+        xr.DataArray(clouds_arr, dims=("time", "y", "x"), coords={"time": img_times}, name="cloud")
+    )
+    density_da = grid.attach(
+        xr.DataArray(
+            density,
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["density"]},
+            name="density",
+        )
+    )
     density_da.attrs["units"] = "vehicles per cell"
-    counts = np.stack([np.bincount(net.cell_link, run.cell_n[k], minlength=len(net.link)) for k in range(n)])
-    flows = xr.Dataset({"inflow": (("time", "link"), run.link_in), "outflow": (("time", "link"), run.link_out),
-                        "count": (("time", "link"), counts)}, coords={"time": times, "link": np.arange(len(net.link))})
+    counts = np.stack(
+        [np.bincount(net.cell_link, run.cell_n[k], minlength=len(net.link)) for k in range(n)]
+    )
+    flows = xr.Dataset(
+        {
+            "inflow": (("time", "link"), run.link_in),
+            "outflow": (("time", "link"), run.link_out),
+            "count": (("time", "link"), counts),
+        },
+        coords={"time": times, "link": np.arange(len(net.link))},
+    )
     flows.attrs.update(entered=run.entered.tolist(), exited=run.exited.tolist())
-    params = {"size": int(size), "days": float(days), "step": step_td.isoformat(), "seed": int(seed),
-              "tile_size": int(tile_size), "gsd": float(gsd), "start": t0.isoformat(), "clouds": bool(clouds),
-              "cloud_cover": float(cloud_cover), "missing_frames": float(missing_frames),
-              "demand_scale": float(demand_scale), "incident_rate": float(incident_rate),
-              "event_prob": float(event_prob), "place": {k: v for k, v in (place or {}).items()} or "vienna"}
-    logger.info("simulated %d frames, %d vehicle points, %d incidents, %d events", n,
-                sum(len(p["x"]) for p in parts), len(run.incidents), len(run.events))
-    return SimulationResult(images_da, density_da, vehicles_frame(parts, times, city.crs), city.roads, city.landuse,
-                            grid, cloud_da, flows, run.incidents, run.events, times[missing], params)
+    params = {
+        "size": int(size),
+        "days": float(days),
+        "step": step_td.isoformat(),
+        "seed": int(seed),
+        "tile_size": int(tile_size),
+        "gsd": float(gsd),
+        "start": t0.isoformat(),
+        "clouds": bool(clouds),
+        "cloud_cover": float(cloud_cover),
+        "missing_frames": float(missing_frames),
+        "demand_scale": float(demand_scale),
+        "incident_rate": float(incident_rate),
+        "event_prob": float(event_prob),
+        "place": {k: v for k, v in (place or {}).items()} or "vienna",
+    }
+    logger.info(
+        "simulated %d frames, %d vehicle points, %d incidents, %d events",
+        n,
+        sum(len(p["x"]) for p in parts),
+        len(run.incidents),
+        len(run.events),
+    )
+    return SimulationResult(
+        images_da,
+        density_da,
+        vehicles_frame(parts, times, city.crs),
+        city.roads,
+        city.landuse,
+        grid,
+        cloud_da,
+        flows,
+        run.incidents,
+        run.events,
+        times[missing],
+        params,
+    )
 
 
-def write_simulation(result: SimulationResult, out_dir, *, overwrite: bool = False,
-                     image_compress: str = "jpeg", progress: bool = False) -> dict:
+def write_simulation(
+    result: SimulationResult,
+    out_dir,
+    *,
+    overwrite: bool = False,
+    image_compress: str = "jpeg",
+    progress: bool = False,
+) -> dict:
     """Write a simulation as the files a user would bring, plus a manifest.
 
     Writes ``images/`` (one RGB GeoTIFF per time step, nodata 0), ``density/`` (one float32
@@ -247,52 +355,106 @@ def write_simulation(result: SimulationResult, out_dir, *, overwrite: bool = Fal
     from trafficrnn.io import write_geopackage, write_stack
 
     if image_compress not in ("jpeg", "deflate"):
-        raise ConfigError(f"image_compress={image_compress!r} is invalid: expected 'jpeg' or 'deflate'")
+        raise ConfigError(
+            f"image_compress={image_compress!r} is invalid: expected 'jpeg' or 'deflate'"
+        )
     out = Path(out_dir)
-    names = ["images", "density", "clouds", "vehicles.gpkg", "roads.gpkg", "landuse.gpkg", "manifest.json"]
+    names = [
+        "images",
+        "density",
+        "clouds",
+        "vehicles.gpkg",
+        "roads.gpkg",
+        "landuse.gpkg",
+        "manifest.json",
+    ]
     if out.exists() and not overwrite:
-        taken = [n for n in names if (out / n).exists() and (not (out / n).is_dir() or any((out / n).iterdir()))]
+        taken = [
+            n
+            for n in names
+            if (out / n).exists() and (not (out / n).is_dir() or any((out / n).iterdir()))
+        ]
         if taken:
-            raise OutputExistsError(f"{out} already holds {', '.join(taken)}; pass overwrite=True "
-                                    "(CLI: --overwrite) or choose another folder")
+            raise OutputExistsError(
+                f"{out} already holds {', '.join(taken)}; pass overwrite=True "
+                "(CLI: --overwrite) or choose another folder"
+            )
     out.mkdir(parents=True, exist_ok=True)
     n = result.images.sizes["time"]
     chunk = 48
     with tqdm(total=n, desc="write", unit="frame", disable=not progress) as bar:
         for i in range(0, n, chunk):
-            write_stack(result.images.isel(time=slice(i, i + chunk)), out / "images", overwrite=overwrite,
-                        compress=image_compress, nodata=0)
+            write_stack(
+                result.images.isel(time=slice(i, i + chunk)),
+                out / "images",
+                overwrite=overwrite,
+                compress=image_compress,
+                nodata=0,
+            )
             bar.update(min(chunk, n - i))
     write_stack(result.density, out / "density", overwrite=overwrite, compress="deflate")
     if result.params.get("clouds"):
         mask = result.cloud_mask.astype(np.uint8).expand_dims(band=["cloud"], axis=1)
         write_stack(mask, out / "clouds", overwrite=overwrite, compress="deflate")
-    write_geopackage(result.vehicles.assign(kind=result.vehicles["kind"].astype(str)),
-                     out / "vehicles.gpkg", layer="vehicles", overwrite=overwrite)
+    write_geopackage(
+        result.vehicles.assign(kind=result.vehicles["kind"].astype(str)),
+        out / "vehicles.gpkg",
+        layer="vehicles",
+        overwrite=overwrite,
+    )
     write_geopackage(result.roads, out / "roads.gpkg", layer="roads", overwrite=overwrite)
     write_geopackage(result.landuse, out / "landuse.gpkg", layer="landuse", overwrite=overwrite)
     grid = result.grid
     times = pd.DatetimeIndex(result.density["time"].values)
     manifest = {
-        "generator": "trafficrnn.synth", "package_version": __version__,
+        "generator": "trafficrnn.synth",
+        "package_version": __version__,
         "parameters": result.params,
         "crs": {"epsg": grid.crs.to_epsg(), "wkt": grid.crs.to_wkt()},
-        "image": {"shape": list(grid.image_shape), "transform": list(grid.image_transform[:6]),
-                  "bands": ["red", "green", "blue"], "dtype": "uint8", "nodata": 0, "compress": image_compress},
+        "image": {
+            "shape": list(grid.image_shape),
+            "transform": list(grid.image_transform[:6]),
+            "bands": ["red", "green", "blue"],
+            "dtype": "uint8",
+            "nodata": 0,
+            "compress": image_compress,
+        },
         "grid": grid.to_dict(),
-        "time": {"zone": "UTC", "start": times[0].isoformat(), "end": times[-1].isoformat(),
-                 "step": result.params["step"], "count": len(times),
-                 "missing_images": [t.isoformat() for t in result.missing]},
-        "counts": {"vehicles": len(result.vehicles), "roads": len(result.roads), "incidents": len(result.incidents),
-                   "events": len(result.events)},
-        "incidents": [{"start": r.start.isoformat(), "end": r.end.isoformat(), "link": int(r.link)}
-                      for r in result.incidents.itertuples()],
-        "events": [{"kind": r.kind, "start": r.start.isoformat(), "end": r.end.isoformat(),
-                    **({"x": float(r.x), "y": float(r.y)} if r.kind == "event" else {})}
-                   for r in result.events.itertuples()],
-        "files": {"images": "images/*.tif", "density": "density/*.tif", "vehicles": "vehicles.gpkg",
-                  "roads": "roads.gpkg", "landuse": "landuse.gpkg",
-                  **({"clouds": "clouds/*.tif"} if result.params.get("clouds") else {})},
+        "time": {
+            "zone": "UTC",
+            "start": times[0].isoformat(),
+            "end": times[-1].isoformat(),
+            "step": result.params["step"],
+            "count": len(times),
+            "missing_images": [t.isoformat() for t in result.missing],
+        },
+        "counts": {
+            "vehicles": len(result.vehicles),
+            "roads": len(result.roads),
+            "incidents": len(result.incidents),
+            "events": len(result.events),
+        },
+        "incidents": [
+            {"start": r.start.isoformat(), "end": r.end.isoformat(), "link": int(r.link)}
+            for r in result.incidents.itertuples()
+        ],
+        "events": [
+            {
+                "kind": r.kind,
+                "start": r.start.isoformat(),
+                "end": r.end.isoformat(),
+                **({"x": float(r.x), "y": float(r.y)} if r.kind == "event" else {}),
+            }
+            for r in result.events.itertuples()
+        ],
+        "files": {
+            "images": "images/*.tif",
+            "density": "density/*.tif",
+            "vehicles": "vehicles.gpkg",
+            "roads": "roads.gpkg",
+            "landuse": "landuse.gpkg",
+            **({"clouds": "clouds/*.tif"} if result.params.get("clouds") else {}),
+        },
     }
     path = out / "manifest.json"
     tmp = path.with_suffix(".json.tmp")

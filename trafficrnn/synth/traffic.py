@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,12 @@ from trafficrnn.synth.city import ROAD_CLASSES, City
 
 KJ_LANE = 0.15  # jam density, vehicles per metre and lane
 SIGNAL_CYCLES = (40.0, 70.0)  # seconds: each signalised node draws its cycle length from this range
+SPINUP = pd.Timedelta(hours=3)  # traffic simulated before the first frame, so queues are in place
 MAX_WAIT = 900.0  # seconds of demand that queue at an entry before drivers divert
 TRIP_RATE = 0.03  # trips per second that a node of unit land-use weight starts at full demand (car parks, side streets)
-DEMAND = 1.5  # demand at demand_scale=1: the arterials run over their signals' capacity at the peaks
+DEMAND = (
+    1.5  # demand at demand_scale=1: the arterials run over their signals' capacity at the peaks
+)
 CLASS_W = {"arterial": 3.0, "collector": 2.0, "local": 1.0}
 
 
@@ -48,7 +52,9 @@ def build_network(city: City, dt: float = 2.0) -> Network:
         If ``dt`` is not in (0, 10] seconds.
     """
     if not 0 < dt <= 10:
-        raise ConfigError(f"dt={dt!r} is invalid: expected a simulation step in (0, 10] seconds, e.g. 2")
+        raise ConfigError(
+            f"dt={dt!r} is invalid: expected a simulation step in (0, 10] seconds, e.g. 2"
+        )
     roads, nodes = city.roads, city.nodes
     xy = nodes[["x", "y"]].to_numpy()
     rows = []
@@ -56,9 +62,23 @@ def build_network(city: City, dt: float = 2.0) -> Network:
         cls = ROAD_CLASSES[r.kind]
         dirs = [(r.u, r.v)] if r.oneway else [(r.u, r.v), (r.v, r.u)]
         for u, v in dirs:
-            rows.append((r.road_id, r.axis, u, v, r.lanes, cls["lane_w"], r.oneway, r.kind, r.speed_limit / 3.6,
-                         cls["cap_lane"] / 3600.0))
-    link = pd.DataFrame(rows, columns=["road", "axis", "u", "v", "lanes", "lane_w", "oneway", "kind", "vf", "qlane"])
+            rows.append(
+                (
+                    r.road_id,
+                    r.axis,
+                    u,
+                    v,
+                    r.lanes,
+                    cls["lane_w"],
+                    r.oneway,
+                    r.kind,
+                    r.speed_limit / 3.6,
+                    cls["cap_lane"] / 3600.0,
+                )
+            )
+    link = pd.DataFrame(
+        rows, columns=["road", "axis", "u", "v", "lanes", "lane_w", "oneway", "kind", "vf", "qlane"]
+    )
     link[["x0", "y0"]] = xy[link.u]
     link[["x1", "y1"]] = xy[link.v]
     link["length"] = np.hypot(link.x1 - link.x0, link.y1 - link.y0).clip(lower=1.0)
@@ -95,7 +115,7 @@ def build_network(city: City, dt: float = 2.0) -> Network:
     node_offset = rng.random(len(nodes))
     # cycle lengths differ between nodes, so no frame cadence samples every signal at one phase
     node_cycle = rng.uniform(*SIGNAL_CYCLES, len(nodes))
-    for v, idx in link.groupby("v").groups.items():
+    for idx in link.groupby("v").groups.values():
         idx = np.asarray(idx)
         roads_here = link.road.to_numpy()[idx]
         if len(set(roads_here)) < 3:  # a bend or a boundary: no signal
@@ -105,8 +125,21 @@ def build_network(city: City, dt: float = 2.0) -> Network:
             green[i] = float(np.clip(cw[i] / (cw[i] + other), 0.3, 0.7)) * 0.92
     axis = link.axis.to_numpy()
     phase = (node_offset[link.v.to_numpy()] + np.where(axis == 0, 0.0, 1.0 - green)) % 1.0
-    return Network(link, cell_link, pos * cell_len, cell_len, first, last, mf, mt, turn < 0.5, cos_cbd, green, phase,
-                   node_cycle[link.v.to_numpy()])
+    return Network(
+        link,
+        cell_link,
+        pos * cell_len,
+        cell_len,
+        first,
+        last,
+        mf,
+        mt,
+        turn < 0.5,
+        cos_cbd,
+        green,
+        phase,
+        node_cycle[link.v.to_numpy()],
+    )
 
 
 def _cos_to(heading: np.ndarray, x: np.ndarray, y: np.ndarray, target) -> np.ndarray:
@@ -120,7 +153,9 @@ def _bump(h, mu, s):
     return np.exp(-0.5 * ((h - mu) / s) ** 2)
 
 
-def demand_profile(times: pd.DatetimeIndex | np.ndarray, utc_offset_h: float = 0.0) -> dict[str, np.ndarray]:
+def demand_profile(
+    times: pd.DatetimeIndex | np.ndarray, utc_offset_h: float = 0.0
+) -> dict[str, np.ndarray]:
     """Daily and weekly demand cycle at UTC ``times``.
 
     Returns
@@ -136,8 +171,12 @@ def demand_profile(times: pd.DatetimeIndex | np.ndarray, utc_offset_h: float = 0
     am, pm = _bump(h, 7.9, 0.95), _bump(h, 17.3, 1.35)
     wd = 0.07 + 0.55 * plateau + 0.55 * am + 0.5 * pm
     we = 0.06 + 0.42 * _bump(h, 13.8, 3.4) + 0.08 * plateau
-    return {"total": np.where(weekend, we, wd), "am": np.where(weekend, 0.0, am),
-            "pm": np.where(weekend, 0.0, pm), "weekend": weekend}
+    return {
+        "total": np.where(weekend, we, wd),
+        "am": np.where(weekend, 0.0, am),
+        "pm": np.where(weekend, 0.0, pm),
+        "weekend": weekend,
+    }
 
 
 @dataclass
@@ -174,10 +213,20 @@ class TrafficRun:
     events: pd.DataFrame
 
 
-def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int = 0, dt: float = 2.0,
-                spinup: pd.Timedelta = pd.Timedelta(hours=3), demand_scale: float = 1.0,
-                incident_rate: float = 0.05, event_prob: float = 0.4, incidents: pd.DataFrame | None = None,
-                progress=None) -> TrafficRun:
+def run_traffic(
+    city: City,
+    net: Network,
+    times: pd.DatetimeIndex,
+    *,
+    seed: int = 0,
+    dt: float = 2.0,
+    spinup: pd.Timedelta = SPINUP,
+    demand_scale: float = 1.0,
+    incident_rate: float = 0.05,
+    event_prob: float = 0.4,
+    incidents: pd.DataFrame | None = None,
+    progress=None,
+) -> TrafficRun:
     """Run the cell-transmission model and record the state at each of ``times``.
 
     Parameters
@@ -215,33 +264,18 @@ def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int 
     """
     step = (times[1] - times[0]).total_seconds() if len(times) > 1 else dt
     if step <= 0 or abs(step / dt - round(step / dt)) > 1e-9:
-        raise ConfigError(f"frame step of {step} s is invalid: expected a positive multiple of dt={dt} s")
-    for name, val in (("demand_scale", demand_scale), ("incident_rate", incident_rate), ("event_prob", event_prob)):
+        raise ConfigError(
+            f"frame step of {step} s is invalid: expected a positive multiple of dt={dt} s"
+        )
+    for name, val in (
+        ("demand_scale", demand_scale),
+        ("incident_rate", incident_rate),
+        ("event_prob", event_prob),
+    ):
         if not val >= 0:
             raise ConfigError(f"{name}={val!r} is invalid: expected a number >= 0")
     rng = np.random.default_rng([seed, 2])
-    L, lk = len(net.link), net.link
-    vf = lk.vf.to_numpy()[net.cell_link]
-    w = lk.w.to_numpy()[net.cell_link]
-    qcap = lk.qcap.to_numpy()[net.cell_link]
-    nmax = (lk.kj.to_numpy()[net.cell_link] * net.cell_len)
-    clen = net.cell_len
-    nodes = city.nodes
-    inner_a = np.setdiff1d(np.arange(len(clen)), net.last)
-    inner_b = inner_a + 1
-    entry, exit_ = lk.entry.to_numpy(), lk.exit.to_numpy()
-    has_mov = np.bincount(net.mov_from, minlength=L) > 0
-    link_u, link_v = lk.u.to_numpy(), lk.v.to_numpy()
-    qlink = lk.qcap.to_numpy()
-    # source split of each node over its outgoing links, by capacity
-    cap_share = qlink / np.bincount(link_u, qlink, minlength=len(nodes))[link_u]
-    res, cbd, com = (nodes[c].to_numpy() for c in ("prod_res", "prod_cbd", "prod_com"))
-    heading = np.arctan2(lk.y1 - lk.y0, lk.x1 - lk.x0).to_numpy()
-    ent_cos = _cos_to(heading, lk.x0.to_numpy(), lk.y0.to_numpy(), city.cbd)
-    mov_x, mov_y = lk.x0.to_numpy()[net.mov_to], lk.y0.to_numpy()[net.mov_to]
-    ent_share = lk.kind.map({"arterial": 0.4, "collector": 0.28, "local": 0.12}).to_numpy()
-    lane_km = float((lk.length * lk.lanes).sum()) / 1000.0
-
+    a = _cell_arrays(city, net)
     t0 = times[0] - spinup
     n_steps = int(round((times[-1] - t0).total_seconds() / dt)) + 1
     frame_at = {int(round((t - t0).total_seconds() / dt)): k for k, t in enumerate(times)}
@@ -249,126 +283,352 @@ def run_traffic(city: City, net: Network, times: pd.DatetimeIndex, *, seed: int 
     n_days = int(np.ceil(n_steps * dt / 86400)) + 2
     day0 = (t0 + pd.Timedelta(hours=city.utc_offset_h)).normalize()
     day_mult = np.exp(rng.normal(0, 0.2, n_days))
-    # events: one evening per day with probability event_prob, at a venue node
-    cand = np.flatnonzero(~nodes.boundary.to_numpy() & (com + cbd > 0))
+    events, rain = _draw_events(city, a, day0, n_days, event_prob, rng)
+    near = [
+        np.hypot(a.nodes.x - e.x, a.nodes.y - e.y).to_numpy() < 120 for e in events.itertuples()
+    ]
+    to_venue = [
+        _cos_to(a.heading[net.mov_to], a.mov_x, a.mov_y, (e.x, e.y)) for e in events.itertuples()
+    ]
+    inc_rows = [] if incidents is None else incidents.to_dict("records")
+    st = _State(
+        noise=np.zeros(len(a.nodes) + a.L),
+        city_noise=0.0,
+        N=np.zeros(len(a.clen)),
+        srcq=np.zeros(a.L),
+        link_in=np.zeros(a.L),
+        link_out=np.zeros(a.L),
+        entered=0.0,
+        exited=0.0,
+        capf=np.ones(len(a.clen)),
+    )
+    T = len(times)
+    out = {
+        k: np.zeros((T, n))
+        for k, n in (
+            ("cell_n", len(a.clen)),
+            ("cell_speed", len(a.clen)),
+            ("link_in", a.L),
+            ("link_out", a.L),
+        )
+    }
+    tot_in, tot_out, queued = np.zeros(T), np.zeros(T), np.zeros(T)
+    spinup_s = spinup.total_seconds()
+    for s in range(n_steps):
+        if s % ctrl_every == 0:  # once a minute: demand, incidents and capacities
+            now = t0 + pd.Timedelta(seconds=s * dt)
+            ctl = _demand(
+                city,
+                net,
+                a,
+                st,
+                now,
+                day0,
+                day_mult,
+                n_days,
+                rain,
+                events,
+                near,
+                to_venue,
+                demand_scale,
+                rng,
+            )
+            _incidents(net, a, st, ctl, now, inc_rows, incident_rate, rng)
+            _capacities(a, st, ctl, now, inc_rows, dt)
+        y_src, out_last, in_first, d_sink = _move(net, a, st, ctl, s, dt)
+        if s * dt >= spinup_s:
+            st.link_in += in_first
+            st.link_out += out_last
+            st.entered += y_src.sum()
+            st.exited += d_sink.sum()
+        k = frame_at.get(s + 1)
+        if k is not None:
+            N = st.N
+            np.maximum(N, 0.0, out=N)
+            kden = N / a.clen
+            speed = np.minimum(a.vf, a.w * (a.nmax / a.clen - kden) / np.maximum(kden, 1e-9))
+            out["cell_n"][k], out["cell_speed"][k] = N, np.clip(speed, 0.3, None)
+            out["link_in"][k], out["link_out"][k] = st.link_in, st.link_out
+            tot_in[k], tot_out[k], queued[k] = st.entered, st.exited, st.srcq.sum()
+            if progress is not None:
+                progress(k + 1)
+    incidents = pd.DataFrame(inc_rows, columns=["start", "end", "link", "cell", "factor"])
+    events = pd.concat([events, rain]).sort_values("start").reset_index(drop=True)
+    return TrafficRun(
+        times,
+        out["cell_n"],
+        out["cell_speed"],
+        out["link_in"],
+        out["link_out"],
+        tot_in,
+        tot_out,
+        queued,
+        incidents,
+        events,
+    )
+
+
+# run_traffic's steps: the network's arrays, the event schedule, then each minute demand, incidents and
+# capacities, and each simulation step the movement of the cell-transmission model
+@dataclass
+class _State:
+    """What run_traffic carries from step to step."""
+
+    noise: np.ndarray  # demand noise of each node and entry link (AR(1) per minute)
+    city_noise: float
+    N: np.ndarray  # vehicles in each cell
+    srcq: np.ndarray  # vehicles waiting to enter each link
+    link_in: np.ndarray
+    link_out: np.ndarray
+    entered: float
+    exited: float
+    capf: np.ndarray  # share of capacity left in each cell (rain, incidents)
+
+
+@dataclass
+class _Control:
+    """The once-a-minute settings of the movement step."""
+
+    level: float
+    wet: bool
+    rate: np.ndarray
+    beta: np.ndarray
+    sink_l: np.ndarray
+    exit_cap: np.ndarray | None = None
+
+
+def _cell_arrays(city: City, net: Network):
+    """Per-cell and per-link constants of the network as plain arrays."""
+    lk = net.link
+    nodes = city.nodes
+    clen = net.cell_len
+    inner_a = np.setdiff1d(np.arange(len(clen)), net.last)
+    qlink = lk.qcap.to_numpy()
+    link_u = lk.u.to_numpy()
+    heading = np.arctan2(lk.y1 - lk.y0, lk.x1 - lk.x0).to_numpy()
+    return SimpleNamespace(
+        L=len(lk),
+        lk=lk,
+        nodes=nodes,
+        clen=clen,
+        vf=lk.vf.to_numpy()[net.cell_link],
+        w=lk.w.to_numpy()[net.cell_link],
+        qcap=lk.qcap.to_numpy()[net.cell_link],
+        nmax=(lk.kj.to_numpy()[net.cell_link] * net.cell_len),
+        inner_a=inner_a,
+        inner_b=inner_a + 1,
+        entry=lk.entry.to_numpy(),
+        exit_=lk.exit.to_numpy(),
+        has_mov=np.bincount(net.mov_from, minlength=len(lk)) > 0,
+        link_u=link_u,
+        link_v=lk.v.to_numpy(),
+        qlink=qlink,
+        # source split of each node over its outgoing links, by capacity
+        cap_share=qlink / np.bincount(link_u, qlink, minlength=len(nodes))[link_u],
+        res=nodes["prod_res"].to_numpy(),
+        cbd=nodes["prod_cbd"].to_numpy(),
+        com=nodes["prod_com"].to_numpy(),
+        heading=heading,
+        ent_cos=_cos_to(heading, lk.x0.to_numpy(), lk.y0.to_numpy(), city.cbd),
+        mov_x=lk.x0.to_numpy()[net.mov_to],
+        mov_y=lk.y0.to_numpy()[net.mov_to],
+        ent_share=lk.kind.map({"arterial": 0.4, "collector": 0.28, "local": 0.12}).to_numpy(),
+        lane_km=float((lk.length * lk.lanes).sum()) / 1000.0,
+    )
+
+
+def _draw_events(
+    city: City, a, day0: pd.Timestamp, n_days: int, event_prob: float, rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evening events (one a day with probability ``event_prob``, at a venue node) and rain episodes."""
+    nodes = a.nodes
+    cand = np.flatnonzero(~nodes.boundary.to_numpy() & (a.com + a.cbd > 0))
     ev_rows = []
     for d in range(n_days):
         if cand.size and rng.random() < event_prob:
             start = day0 + pd.Timedelta(days=d, hours=float(rng.uniform(18.0, 20.0)))
             venue = int(rng.choice(cand))
-            ev_rows.append({"start": start - pd.Timedelta(hours=city.utc_offset_h),
-                            "end": start + pd.Timedelta(hours=float(rng.uniform(2.0, 3.0)))
-                            - pd.Timedelta(hours=city.utc_offset_h),
-                            "node": venue, "x": nodes.x.iat[venue], "y": nodes.y.iat[venue],
-                            "visitors": float(rng.uniform(150, 400) * lane_km / 10), "kind": "event"})
+            ev_rows.append(
+                {
+                    "start": start - pd.Timedelta(hours=city.utc_offset_h),
+                    "end": start
+                    + pd.Timedelta(hours=float(rng.uniform(2.0, 3.0)))
+                    - pd.Timedelta(hours=city.utc_offset_h),
+                    "node": venue,
+                    "x": nodes.x.iat[venue],
+                    "y": nodes.y.iat[venue],
+                    "visitors": float(rng.uniform(150, 400) * a.lane_km / 10),
+                    "kind": "event",
+                }
+            )
         if rng.random() < 0.35:  # a rain episode: slower traffic and a little more of it, for hours
             start = day0 + pd.Timedelta(days=d, hours=float(rng.uniform(0, 24)))
-            ev_rows.append({"start": start - pd.Timedelta(hours=city.utc_offset_h),
-                            "end": start + pd.Timedelta(hours=float(rng.uniform(1, 5)))
-                            - pd.Timedelta(hours=city.utc_offset_h),
-                            "node": -1, "x": np.nan, "y": np.nan, "visitors": 0.0, "kind": "rain"})
+            ev_rows.append(
+                {
+                    "start": start - pd.Timedelta(hours=city.utc_offset_h),
+                    "end": start
+                    + pd.Timedelta(hours=float(rng.uniform(1, 5)))
+                    - pd.Timedelta(hours=city.utc_offset_h),
+                    "node": -1,
+                    "x": np.nan,
+                    "y": np.nan,
+                    "visitors": 0.0,
+                    "kind": "rain",
+                }
+            )
     events = pd.DataFrame(ev_rows, columns=["kind", "start", "end", "node", "x", "y", "visitors"])
-    rain = events[events.kind == "rain"]
-    events = events[events.kind == "event"]
-    near = [np.hypot(nodes.x - e.x, nodes.y - e.y).to_numpy() < 120 for e in events.itertuples()]
-    to_venue = [_cos_to(heading[net.mov_to], mov_x, mov_y, (e.x, e.y)) for e in events.itertuples()]
-    inc_rows = [] if incidents is None else incidents.to_dict("records")
-    noise = np.zeros(len(nodes) + L)
-    city_noise = 0.0
-    phi, phi_city = math.exp(-60.0 / 3600.0), math.exp(-60.0 / 10800.0)
+    return events[events.kind == "event"], events[events.kind == "rain"]
 
-    N = np.zeros(len(clen))
-    srcq = np.zeros(L)
-    link_in, link_out = np.zeros(L), np.zeros(L)
-    entered = exited = 0.0
-    T = len(times)
-    out = {k: np.zeros((T, n)) for k, n in (("cell_n", len(clen)), ("cell_speed", len(clen)),
-                                             ("link_in", L), ("link_out", L))}
-    tot_in, tot_out, queued = np.zeros(T), np.zeros(T), np.zeros(T)
-    capf = np.ones(len(clen))
-    for s in range(n_steps):
-        if s % ctrl_every == 0:
-            now = t0 + pd.Timedelta(seconds=s * dt)
-            prof = {k: float(v[0]) for k, v in demand_profile([now], city.utc_offset_h).items()}
-            day = int((now + pd.Timedelta(hours=city.utc_offset_h) - day0) / pd.Timedelta(days=1))
-            noise = phi * noise + math.sqrt(1 - phi ** 2) * 0.5 * rng.standard_normal(noise.size)
-            city_noise = phi_city * city_noise + math.sqrt(1 - phi_city ** 2) * 0.35 * rng.standard_normal()
-            wet = bool(((rain.start <= now) & (now < rain.end)).any())
-            level = (1.1 if wet else 1.0) * DEMAND * demand_scale * prof["total"] * day_mult[min(day, n_days - 1)] * math.exp(city_noise)
-            am, pm = prof["am"], prof["pm"]
-            gamma = 1.0 * (am - pm)
-            prod = level * TRIP_RATE * (res * (1 + 2.5 * am) + cbd * (0.3 + 3.0 * pm) + com * (1 + 0.6 * (1 - am - pm)))
-            sink = 0.02 + 0.10 * level * (res * (0.2 + 2.5 * pm) + cbd * (0.3 + 5.0 * am) + com * 0.8)
-            ev_bias = np.zeros(len(net.mov_from))
-            boost = 1.0
-            for e, nr, cv in zip(events.itertuples(), near, to_venue):
-                if e.start - pd.Timedelta(hours=1.5) <= now < e.start:  # arrivals
-                    sink = np.where(nr, sink + 0.5, sink)
-                    ev_bias = ev_bias + 1.5 * cv
-                    boost += 0.25
-                elif e.end <= now < e.end + pd.Timedelta(minutes=50):  # departures
-                    prod = prod + nr * e.visitors / 3000.0 / max(1, nr.sum())
-            sink = np.clip(sink, 0, 0.8)
-            weight = qlink[net.mov_to] ** 0.7 * np.where(net.mov_straight, 2.5, 1.0) * np.exp(gamma * net.mov_cbd + ev_bias)
-            beta = weight / np.bincount(net.mov_from, weight, minlength=L)[net.mov_from]
-            sink_l = np.where(has_mov, sink[link_v], 1.0)
-            ns = np.exp(noise[:len(nodes)] - 0.125)
-            rate = prod[link_u] * ns[link_u] * cap_share
-            rate_ent = level * boost * qlink * ent_share * (1 + 0.25 * gamma * ent_cos) * np.exp(noise[len(nodes):] - 0.125)
-            rate = np.where(entry, rate_ent, rate)
-            # incidents
-            if rng.random() < incident_rate * lane_km * level / 60.0:
-                lw = (lk.length * lk.lanes).to_numpy()
-                li = int(rng.choice(L, p=lw / lw.sum()))
-                cell = int(rng.integers(net.first[li], net.last[li] + 1))
-                dur = float(np.clip(rng.lognormal(math.log(45), 0.45), 20, 90))
-                factor = 0.45 if lk.lanes.iat[li] >= 2 else 0.15
-                inc_rows.append({"start": now, "end": now + pd.Timedelta(minutes=dur), "link": li, "cell": cell,
-                                 "factor": factor})
-            capf[:] = 0.8 if wet else 1.0
-            for inc in inc_rows:
-                if inc["start"] <= now < inc["end"]:
-                    capf[inc["cell"]] = min(capf[inc["cell"]], inc["factor"])
-            # traffic beyond the scene: exits clog as demand rises and when the city is busier than usual
-            exit_f = max(0.3, 0.95 - 0.6 * max(0.0, level - 0.5) - 0.25 * max(0.0, city_noise))
-            exit_cap = qlink * dt * np.where(exit_, exit_f, 1.0)
-        srcq = np.minimum(srcq + rate * dt, rate * MAX_WAIT)  # drivers who would wait longer go elsewhere
-        cq = qcap * capf * dt
-        S = np.minimum(np.minimum(vf * dt / clen, 1.0) * N, cq)
-        R = np.clip(np.minimum(cq, w * dt * (nmax - N) / clen), 0.0, nmax - N)
-        y_in = np.minimum(S[inner_a], R[inner_b])
-        cyc = (s * dt / net.cycle - net.phase) % 1.0
-        s_last = np.minimum(S[net.last], qlink * dt * ((cyc < net.green) | (net.green >= 1)))
-        d_sink = np.where(exit_, np.minimum(s_last, exit_cap), s_last * sink_l)
-        d_mov = (s_last * (1 - sink_l))[net.mov_from] * beta
-        d_src = np.minimum(srcq, qlink * dt)
-        tot = np.bincount(net.mov_to, d_mov, minlength=L) + d_src
-        f = np.where(tot > 0, np.minimum(1.0, R[net.first] / np.maximum(tot, 1e-12)), 1.0)
-        y_mov = d_mov * f[net.mov_to]
-        y_src = d_src * f
-        out_last = np.bincount(net.mov_from, y_mov, minlength=L) + d_sink
-        in_first = np.bincount(net.mov_to, y_mov, minlength=L) + y_src
-        N[inner_a] -= y_in
-        N[inner_b] += y_in
-        N[net.last] -= out_last
-        N[net.first] += in_first
-        srcq -= y_src
-        if s * dt >= spinup.total_seconds():
-            link_in += in_first
-            link_out += out_last
-            entered += y_src.sum()
-            exited += d_sink.sum()
-        k = frame_at.get(s + 1)
-        if k is not None:
-            np.maximum(N, 0.0, out=N)
-            kden = N / clen
-            speed = np.minimum(vf, w * (nmax / clen - kden) / np.maximum(kden, 1e-9))
-            out["cell_n"][k], out["cell_speed"][k] = N, np.clip(speed, 0.3, None)
-            out["link_in"][k], out["link_out"][k] = link_in, link_out
-            tot_in[k], tot_out[k], queued[k] = entered, exited, srcq.sum()
-            if progress is not None:
-                progress(k + 1)
-    incidents = pd.DataFrame(inc_rows, columns=["start", "end", "link", "cell", "factor"])
-    events = pd.concat([events, rain]).sort_values("start").reset_index(drop=True)
-    return TrafficRun(times, out["cell_n"], out["cell_speed"], out["link_in"], out["link_out"],
-                      tot_in, tot_out, queued, incidents, events)
+
+_PHI, _PHI_CITY = (
+    math.exp(-60.0 / 3600.0),
+    math.exp(-60.0 / 10800.0),
+)  # per-minute memory of the demand noise
+
+
+def _demand(
+    city: City,
+    net: Network,
+    a,
+    st: _State,
+    now: pd.Timestamp,
+    day0: pd.Timestamp,
+    day_mult: np.ndarray,
+    n_days: int,
+    rain: pd.DataFrame,
+    events: pd.DataFrame,
+    near: list,
+    to_venue: list,
+    demand_scale: float,
+    rng: np.random.Generator,
+) -> _Control:
+    """Demand at ``now``: the entry and source rates, turning shares and sinks (daily profile, noise, events, rain)."""
+    L, nodes = a.L, a.nodes
+    phi, phi_city = _PHI, _PHI_CITY
+    prof = {k: float(v[0]) for k, v in demand_profile([now], city.utc_offset_h).items()}
+    day = int((now + pd.Timedelta(hours=city.utc_offset_h) - day0) / pd.Timedelta(days=1))
+    st.noise = phi * st.noise + math.sqrt(1 - phi**2) * 0.5 * rng.standard_normal(st.noise.size)
+    st.city_noise = (
+        phi_city * st.city_noise + math.sqrt(1 - phi_city**2) * 0.35 * rng.standard_normal()
+    )
+    wet = bool(((rain.start <= now) & (now < rain.end)).any())
+    level = (
+        (1.1 if wet else 1.0)
+        * DEMAND
+        * demand_scale
+        * prof["total"]
+        * day_mult[min(day, n_days - 1)]
+        * math.exp(st.city_noise)
+    )
+    am, pm = prof["am"], prof["pm"]
+    gamma = 1.0 * (am - pm)
+    res, cbd, com = a.res, a.cbd, a.com
+    prod = (
+        level
+        * TRIP_RATE
+        * (res * (1 + 2.5 * am) + cbd * (0.3 + 3.0 * pm) + com * (1 + 0.6 * (1 - am - pm)))
+    )
+    sink = 0.02 + 0.10 * level * (res * (0.2 + 2.5 * pm) + cbd * (0.3 + 5.0 * am) + com * 0.8)
+    ev_bias = np.zeros(len(net.mov_from))
+    boost = 1.0
+    for e, nr, cv in zip(events.itertuples(), near, to_venue):
+        if e.start - pd.Timedelta(hours=1.5) <= now < e.start:  # arrivals
+            sink = np.where(nr, sink + 0.5, sink)
+            ev_bias = ev_bias + 1.5 * cv
+            boost += 0.25
+        elif e.end <= now < e.end + pd.Timedelta(minutes=50):  # departures
+            prod = prod + nr * e.visitors / 3000.0 / max(1, nr.sum())
+    sink = np.clip(sink, 0, 0.8)
+    qlink = a.qlink
+    weight = (
+        qlink[net.mov_to] ** 0.7
+        * np.where(net.mov_straight, 2.5, 1.0)
+        * np.exp(gamma * net.mov_cbd + ev_bias)
+    )
+    beta = weight / np.bincount(net.mov_from, weight, minlength=L)[net.mov_from]
+    sink_l = np.where(a.has_mov, sink[a.link_v], 1.0)
+    ns = np.exp(st.noise[: len(nodes)] - 0.125)
+    rate = prod[a.link_u] * ns[a.link_u] * a.cap_share
+    rate_ent = (
+        level
+        * boost
+        * qlink
+        * a.ent_share
+        * (1 + 0.25 * gamma * a.ent_cos)
+        * np.exp(st.noise[len(nodes) :] - 0.125)
+    )
+    rate = np.where(a.entry, rate_ent, rate)
+    return _Control(level=level, wet=wet, rate=rate, beta=beta, sink_l=sink_l)
+
+
+def _incidents(
+    net: Network,
+    a,
+    st: _State,
+    ctl: _Control,
+    now: pd.Timestamp,
+    inc_rows: list,
+    incident_rate: float,
+    rng: np.random.Generator,
+) -> None:
+    """Perhaps start an incident at ``now`` (a lane closure on a random cell, weighted by lane length)."""
+    lk, L, level = a.lk, a.L, ctl.level
+    if rng.random() < incident_rate * a.lane_km * level / 60.0:
+        lw = (lk.length * lk.lanes).to_numpy()
+        li = int(rng.choice(L, p=lw / lw.sum()))
+        cell = int(rng.integers(net.first[li], net.last[li] + 1))
+        dur = float(np.clip(rng.lognormal(math.log(45), 0.45), 20, 90))
+        factor = 0.45 if lk.lanes.iat[li] >= 2 else 0.15
+        inc_rows.append(
+            {
+                "start": now,
+                "end": now + pd.Timedelta(minutes=dur),
+                "link": li,
+                "cell": cell,
+                "factor": factor,
+            }
+        )
+
+
+def _capacities(a, st: _State, ctl: _Control, now: pd.Timestamp, inc_rows: list, dt: float) -> None:
+    """Capacity left in each cell at ``now`` (rain, incidents) and at the exits of the scene."""
+    capf = st.capf
+    capf[:] = 0.8 if ctl.wet else 1.0
+    for inc in inc_rows:
+        if inc["start"] <= now < inc["end"]:
+            capf[inc["cell"]] = min(capf[inc["cell"]], inc["factor"])
+    # traffic beyond the scene: exits clog as demand rises and when the city is busier than usual
+    level, city_noise = ctl.level, st.city_noise
+    exit_f = max(0.3, 0.95 - 0.6 * max(0.0, level - 0.5) - 0.25 * max(0.0, city_noise))
+    ctl.exit_cap = a.qlink * dt * np.where(a.exit_, exit_f, 1.0)
+
+
+def _move(net: Network, a, st: _State, ctl: _Control, s: int, dt: float):
+    """One step of the cell-transmission model (sending, receiving, signals, turns, sources and sinks);
+    updates ``st.N`` and ``st.srcq``. Returns the flows the bookkeeping adds up."""
+    N, L, qlink, rate, sink_l = st.N, a.L, a.qlink, ctl.rate, ctl.sink_l
+    clen, nmax, inner_a, inner_b, exit_ = a.clen, a.nmax, a.inner_a, a.inner_b, a.exit_
+    srcq = st.srcq = np.minimum(
+        st.srcq + rate * dt, rate * MAX_WAIT
+    )  # drivers who would wait longer go elsewhere
+    cq = a.qcap * st.capf * dt
+    S = np.minimum(np.minimum(a.vf * dt / clen, 1.0) * N, cq)
+    R = np.clip(np.minimum(cq, a.w * dt * (nmax - N) / clen), 0.0, nmax - N)
+    y_in = np.minimum(S[inner_a], R[inner_b])
+    cyc = (s * dt / net.cycle - net.phase) % 1.0
+    s_last = np.minimum(S[net.last], qlink * dt * ((cyc < net.green) | (net.green >= 1)))
+    d_sink = np.where(exit_, np.minimum(s_last, ctl.exit_cap), s_last * sink_l)
+    d_mov = (s_last * (1 - sink_l))[net.mov_from] * ctl.beta
+    d_src = np.minimum(srcq, qlink * dt)
+    tot = np.bincount(net.mov_to, d_mov, minlength=L) + d_src
+    f = np.where(tot > 0, np.minimum(1.0, R[net.first] / np.maximum(tot, 1e-12)), 1.0)
+    y_mov = d_mov * f[net.mov_to]
+    y_src = d_src * f
+    out_last = np.bincount(net.mov_from, y_mov, minlength=L) + d_sink
+    in_first = np.bincount(net.mov_to, y_mov, minlength=L) + y_src
+    N[inner_a] -= y_in
+    N[inner_b] += y_in
+    N[net.last] -= out_last
+    N[net.first] += in_first
+    srcq -= y_src
+    return y_src, out_last, in_first, d_sink

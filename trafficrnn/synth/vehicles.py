@@ -17,16 +17,30 @@ KINDS = {
 KIND_NAMES = list(KINDS)
 
 #: Body colours (RGB 0–1): cars from a realistic palette, vans mostly white, buses red.
-CAR_COLOURS = np.array([
-    [0.92, 0.92, 0.90], [0.95, 0.95, 0.95], [0.08, 0.08, 0.09], [0.12, 0.12, 0.14], [0.55, 0.56, 0.58],
-    [0.70, 0.71, 0.72], [0.35, 0.36, 0.38], [0.62, 0.08, 0.07], [0.10, 0.20, 0.45], [0.20, 0.35, 0.60],
-    [0.25, 0.30, 0.22], [0.55, 0.45, 0.30], [0.85, 0.75, 0.20],
-], dtype=np.float32)
+CAR_COLOURS = np.array(
+    [
+        [0.92, 0.92, 0.90],
+        [0.95, 0.95, 0.95],
+        [0.08, 0.08, 0.09],
+        [0.12, 0.12, 0.14],
+        [0.55, 0.56, 0.58],
+        [0.70, 0.71, 0.72],
+        [0.35, 0.36, 0.38],
+        [0.62, 0.08, 0.07],
+        [0.10, 0.20, 0.45],
+        [0.20, 0.35, 0.60],
+        [0.25, 0.30, 0.22],
+        [0.55, 0.45, 0.30],
+        [0.85, 0.75, 0.20],
+    ],
+    dtype=np.float32,
+)
 CAR_WEIGHTS = np.array([12, 8, 12, 8, 12, 10, 8, 6, 6, 4, 3, 3, 2], dtype=float)
 
 
-def place_vehicles(net: Network, cell_n: np.ndarray, cell_speed: np.ndarray,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+def place_vehicles(
+    net: Network, cell_n: np.ndarray, cell_speed: np.ndarray, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Vehicles of one frame, spread over the lanes of each cell.
 
     Parameters
@@ -66,23 +80,44 @@ def place_vehicles(net: Network, cell_n: np.ndarray, cell_speed: np.ndarray,
     lane_w = lk.lane_w.to_numpy()[link]
     oneway = lk.oneway.to_numpy()[link]
     # right-hand traffic: lanes of a two-way road right of the centre line, one-way lanes centred
-    offset = np.where(oneway, (lane - (lanes - 1) / 2) * lane_w, (lane + 0.5) * lane_w + (lk.kind.to_numpy()[link] == "arterial"))
+    offset = np.where(
+        oneway,
+        (lane - (lanes - 1) / 2) * lane_w,
+        (lane + 0.5) * lane_w + (lk.kind.to_numpy()[link] == "arterial"),
+    )
     offset = offset + rng.uniform(-0.25, 0.25, total)
     x = x0 + ux * along + uy * offset
     y = y0 + uy * along - ux * offset
     heading = np.degrees(np.arctan2(ux, uy)) % 360.0
-    local = (lk.kind.to_numpy()[link] == "local")
+    local = lk.kind.to_numpy()[link] == "local"
     shares = np.array([[KINDS[k]["share"], KINDS[k]["share_local"]] for k in KIND_NAMES])
     u = rng.random(total)
-    kind = np.where(local, np.searchsorted(np.cumsum(shares[:, 1]), u * shares[:, 1].sum()),
-                    np.searchsorted(np.cumsum(shares[:, 0]), u * shares[:, 0].sum())).clip(0, 3)
+    kind = np.where(
+        local,
+        np.searchsorted(np.cumsum(shares[:, 1]), u * shares[:, 1].sum()),
+        np.searchsorted(np.cumsum(shares[:, 0]), u * shares[:, 0].sum()),
+    ).clip(0, 3)
     colour = CAR_COLOURS[rng.choice(len(CAR_COLOURS), total, p=CAR_WEIGHTS / CAR_WEIGHTS.sum())]
-    colour = np.where((kind == 1)[:, None] & (rng.random(total) < 0.7)[:, None], CAR_COLOURS[1], colour)
+    colour = np.where(
+        (kind == 1)[:, None] & (rng.random(total) < 0.7)[:, None], CAR_COLOURS[1], colour
+    )
     colour = np.where((kind == 3)[:, None], np.array([0.75, 0.10, 0.08], np.float32), colour)
-    colour = np.where((kind == 2)[:, None] & (rng.random(total) < 0.5)[:, None], np.array([0.85, 0.85, 0.82], np.float32), colour)
+    colour = np.where(
+        (kind == 2)[:, None] & (rng.random(total) < 0.5)[:, None],
+        np.array([0.85, 0.85, 0.82], np.float32),
+        colour,
+    )
     speed = cell_speed[cell] * 3.6 * rng.uniform(0.92, 1.05, total)
-    return {"x": x, "y": y, "heading": heading, "speed": speed, "kind": kind, "colour": colour.astype(np.float32),
-            "link": link, "cell": cell}
+    return {
+        "x": x,
+        "y": y,
+        "heading": heading,
+        "speed": speed,
+        "kind": kind,
+        "colour": colour.astype(np.float32),
+        "link": link,
+        "cell": cell,
+    }
 
 
 def vehicles_frame(parts: list[dict[str, np.ndarray]], times: pd.DatetimeIndex, crs):
@@ -106,10 +141,18 @@ def vehicles_frame(parts: list[dict[str, np.ndarray]], times: pd.DatetimeIndex, 
     import shapely
 
     counts = [len(p["x"]) for p in parts]
-    cat = {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0) for k in ("x", "y", "heading", "speed", "kind", "link")}
-    return gpd.GeoDataFrame({
-        "time": np.repeat(np.asarray(times, dtype="datetime64[ns]"), counts),
-        "heading": cat["heading"].astype(np.float32), "speed": cat["speed"].astype(np.float32),
-        "kind": pd.Categorical.from_codes(cat["kind"].astype(int), KIND_NAMES),
-        "link": cat["link"].astype(np.int32),
-    }, geometry=shapely.points(cat["x"], cat["y"]), crs=crs)
+    cat = {
+        k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0)
+        for k in ("x", "y", "heading", "speed", "kind", "link")
+    }
+    return gpd.GeoDataFrame(
+        {
+            "time": np.repeat(np.asarray(times, dtype="datetime64[ns]"), counts),
+            "heading": cat["heading"].astype(np.float32),
+            "speed": cat["speed"].astype(np.float32),
+            "kind": pd.Categorical.from_codes(cat["kind"].astype(int), KIND_NAMES),
+            "link": cat["link"].astype(np.int32),
+        },
+        geometry=shapely.points(cat["x"], cat["y"]),
+        crs=crs,
+    )
