@@ -11,10 +11,13 @@ import rasterio
 from affine import Affine
 from click.testing import CliRunner
 
+import trafficrnn
+import trafficrnn.errors
 from trafficrnn import Grid
-from trafficrnn.cli import LAZY_COMMANDS, _split_lines, main
+from trafficrnn.cli import LAZY_COMMANDS, main
 from trafficrnn.cli_options import MODEL_NAMES
 from trafficrnn.io import write_stack
+from trafficrnn.modelinfo import split_lines
 
 from .test_estimator import density_series
 
@@ -281,7 +284,7 @@ def test_split_lines__overlap_is_explained():
         "val": ["2024-05-01T07:30", "2024-05-01T10:00"],
         "test": ["2024-05-01T09:15", "2024-05-01T11:45"],
     }
-    lines = _split_lines(split, 4)
+    lines = split_lines(split, 4)
     assert lines[0] == (
         "split",
         "train 2024-05-01T00:00 → 2024-05-01T08:15, val 2024-05-01T07:30 → "
@@ -299,7 +302,7 @@ def test_split_lines__no_overlap_no_note():
         "val": None,
         "test": ["2024-05-01T08:30", "2024-05-01T11:45"],
     }
-    assert _split_lines(split, 4) == [
+    assert split_lines(split, 4) == [
         (
             "split",
             "train 2024-05-01T00:00 → 2024-05-01T08:15, test 2024-05-01T08:30 → 2024-05-01T11:45",
@@ -315,3 +318,21 @@ def test_info__explains_the_overlapping_split(grids):
     assert lines[at + 1].startswith(
         " " * 11 + "(val and test start input_steps = 4 frames before their first target"
     )
+
+
+def test_describe__the_python_side_of_info(grids):
+    # the grid of density_series: EPSG:32633, 100 m cells from (500000, 5000000), 4 × 5 cells
+    lines = dict(trafficrnn.describe(grids / "model"))
+    assert lines["CRS"] == "EPSG:32633"
+    assert lines["grid"] == "4 × 5 cells"
+    assert lines["transform"] == "(100, 0, 500000.000000, 0, -100, 5000000.000000)"
+    assert lines["bounds"] == "(500000.000000, 4999600.000000, 500500.000000, 5000000.000000)"
+    assert lines["steps"].startswith("input_steps 4, horizon")
+    proc = cli("info", grids / "model")
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("CRS ")]
+    assert printed == [f"{'CRS':<10} EPSG:32633"]
+
+
+def test_describe__missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(trafficrnn.errors.ModelFileError, match="does not exist"):
+        trafficrnn.describe(tmp_path / "nope")

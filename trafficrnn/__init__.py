@@ -24,6 +24,7 @@ __all__ = [
     "TrafficForecaster",
     "ForecastEnsemble",
     "load",
+    "describe",
     "__version__",
 ]
 
@@ -50,6 +51,7 @@ _LAZY = {
     "TrafficForecaster": "trafficrnn.estimator",
     "ForecastEnsemble": "trafficrnn.ensemble",
     "load": "trafficrnn.ensemble",
+    "describe": "trafficrnn.modelinfo",
 }
 
 
