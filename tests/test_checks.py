@@ -149,3 +149,19 @@ def test_evaluate__reproject_scores_as_on_the_grid(fitted):
         in_utm_south(da), split=None, baselines=("persistence",), align="reproject"
     )
     pd.testing.assert_frame_equal(table, expected, rtol=1e-4)
+
+
+def test_check_stack__what_predict_and_evaluate_check(fitted):
+    est, da = fitted
+    checked = est.check_stack(da, da)
+    assert checked.grid == est.grid_ and checked.horizon == est.horizon
+    assert (
+        checked.images.rio.crs == da.rio.crs
+        and checked.images.rio.transform() == da.rio.transform()
+    )
+    xr.testing.assert_equal(checked.target, checked.images)  # its own target (density-only)
+    assert est.check_stack(da, horizon=1).horizon == 1 and est.check_stack(da).target is None
+    with pytest.raises(ModelMismatchError, match=f"ask for at most {est.horizon}"):
+        est.check_stack(da, horizon=est.horizon + 1)
+    with pytest.raises(ModelMismatchError, match="differ from the model's"):
+        est.check_stack(da.assign_coords(band=["other"]))

@@ -3,14 +3,17 @@
 The convention (stated in a comment at the top of README.md, which readers do not see): its
 ```python blocks run in order in one namespace, and every line of its ```bash blocks runs as its
 own ``trafficrnn`` process, which must exit with status 0 and write the outputs it names; ```sh
-blocks are shown only (make, pip, long runs on real data). So that the same text runs in about a
+blocks are shown only (make, pip). So that the same text runs in about a
 minute, the test changes only sizes and budgets:
 
 - ``data/sample`` is a city simulated here: 128 px at 1 m, one day at 30 minutes, 64 px tiles;
 - Python: ``max_time=N`` becomes ``max_time=0.05, max_epochs=1, hidden=(8,), progress=False``;
 - ``trafficrnn simulate``: ``--size 512 --days 2 --step 15min`` become ``--size 128 --days 1 --step 30min``;
 - ``trafficrnn train`` / ``compare`` get ``--max-epochs 1 --max-minutes 0.05 --hidden 8 --quiet``
-  appended (click keeps an option's last value); ``evaluate`` gets ``--quiet``.
+  appended (click keeps an option's last value); ``evaluate`` gets ``--quiet``;
+- ``trafficrnn datasets export nyc-bike`` gets ``--start 2016-09-27 --end 2016-10-12``: 16 days that
+  still hold the published train (one day), val and test parts; ``train`` on that export also gets
+  ``--input-steps 2 --horizon 2 --batch-size 128`` (its 14 val days are the cost).
 """
 
 import re
@@ -28,8 +31,10 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 TINY_PY = "max_time=0.05, max_epochs=1, hidden=(8,), progress=False"
 TINY_CITY = {"--size 512": "--size 128", "--days 2": "--days 1", "--step 15min": "--step 30min"}
 TINY_TRAINING = ["--max-epochs", "1", "--max-minutes", "0.05", "--hidden", "8", "--quiet"]
+TINY_EXPORT = ["--start", "2016-09-27", "--end", "2016-10-12"]
+TINY_NYC = ["--input-steps", "2", "--horizon", "2", "--batch-size", "128"]
 #: options whose value is a file or folder the command writes
-OUTPUTS = ("--out", "--csv", "--json")
+OUTPUTS = ("--out", "--csv", "--json", "--checkpoint-dir")
 
 
 def blocks(text: str) -> list[tuple[str, str]]:
@@ -66,14 +71,18 @@ def tiny_command(args: list[str]) -> list[str]:
             )
             line = line.replace(big, small)
         return line.split()
+    if args[1:3] == ["datasets", "export"]:
+        return args + TINY_EXPORT
     if args[1] in ("train", "compare"):
-        return args + TINY_TRAINING
+        return args + TINY_TRAINING + (TINY_NYC if args[2] == "nyc/" else [])
     if args[1] == "evaluate":
         return args + ["--quiet"]
     return args
 
 
 def written(args: list[str]) -> list[str]:
+    if args[1:3] == ["datasets", "export"]:  # the folder, and the CSV of --covariates
+        return [args[4]] + [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--covariates"]
     return [args[i + 1] for i, a in enumerate(args[:-1]) if a in OUTPUTS]
 
 
@@ -124,6 +133,9 @@ def test_readme__python_and_cli_recipes_run_in_order(tmp_path, monkeypatch):
         "forecast",
         "evaluate",
         "info",
+        "compare",
+        "datasets",
+        "--help",
     } <= set(ran)
     with rasterio.open(
         tmp_path / "forecast.tif"
@@ -133,3 +145,5 @@ def test_readme__python_and_cli_recipes_run_in_order(tmp_path, monkeypatch):
     assert (
         tmp_path / "city-model" / "static.tif"
     ).is_file()  # the --roads layer the forecasts reused
+    assert (tmp_path / "nyc-ensemble" / "member-1").is_dir()  # --members 2
+    assert any((tmp_path / "runs" / "nyc").iterdir())  # --checkpoint-dir: what --resume reads

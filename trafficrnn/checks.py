@@ -4,6 +4,7 @@ bands, CRS, resolution, cadence, horizon, observed targets. Every refusal names 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,16 @@ def reproject_to_grid(images: xr.DataArray, grid: Grid) -> xr.DataArray:
     )
     out.attrs = dict(images.attrs)
     return out.rio.write_crs(grid.crs).rio.write_transform(dst)
+
+
+@dataclass(frozen=True)
+class CheckedStack:
+    """A stack checked against a fitted model by :meth:`InputChecks.check_stack`."""
+
+    images: xr.DataArray  #: the images (or grids), on the model's grid after ``align``
+    grid: Grid  #: the model's forecast grid
+    target: xr.DataArray | None  #: the target on that grid, reindexed to the images' times
+    horizon: int  #: the lead steps asked for, checked against the trained horizon
 
 
 class InputChecks:
@@ -277,6 +288,27 @@ class InputChecks:
         return self.target_normalizer_.transform(
             np.where(np.isinf(values), np.nan, values), band_axis=1
         )
+
+    def check_stack(
+        self,
+        images: xr.DataArray,
+        target: xr.DataArray | None = None,
+        *,
+        align: str = "exact",
+        horizon: int | None = None,
+    ) -> CheckedStack:
+        """Check ``images`` (and ``target``) against the fitted model, as ``predict`` and
+        ``evaluate`` do: bands, CRS, grid, pixel size, cadence (``align`` as in ``predict``), the
+        target's grid and times, and ``horizon`` (``None``: the trained one).
+
+        Raises
+        ------
+        NotFittedError, ModelMismatchError, GridError, TimestampError, ConfigError
+            With the value found, what was expected and the fix.
+        """
+        images, grid = self._prepare(images, align)
+        aligned = None if target is None else self._align_target(images, target, grid)
+        return CheckedStack(images, grid, aligned, self._check_horizon(horizon))
 
     def _check_horizon(self, horizon: int | None) -> int:
         horizon = self.horizon if horizon is None else horizon

@@ -144,9 +144,9 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    est._check_fitted()
-    images_c, grid = est._prepare(images, align)
-    truth_da = images_c if target is None else est._align_target(images_c, target, grid)
+    checked = est.check_stack(images, target, align=align, horizon=horizon)
+    images_c, horizon = checked.images, checked.horizon
+    truth_da = images_c if target is None else checked.target
     times = pd.DatetimeIndex(images_c.time.values)
     issues, fit_on = evaluation_issues(est, times, split, images, target)
     choice = choose_split(est.val, est.test, times, images, target) if split is not None else None
@@ -163,7 +163,6 @@ def evaluate(
             "from. Pass the whole stack (only the windows of that part are scored), or baselines=() "
             "to score the model alone, or split=None (CLI: --split all) for every window"
         )
-    horizon = est._check_horizon(horizon)
     observed = truth_da if getattr(est, "target_inputs", False) else None
     show = _progress_of(est) if progress is None else bool(progress)
     tables = {}

@@ -268,7 +268,8 @@ def forecast_large(
         if isinstance(source, xr.DataArray)
         else read_stack(source, chunks=chunks or {"y": 512, "x": 512})
     )
-    images, grid = model._prepare(images)
+    checked = model.check_stack(images, horizon=horizon)
+    images, grid, horizon = checked.images, checked.grid, checked.horizon
     if getattr(model, "target_inputs", False):
         raise ModelMismatchError(
             "the model reads observed targets beside the images (target_inputs=True); "
@@ -279,7 +280,6 @@ def forecast_large(
             "the model uses maps of its training grid (cell_mean=True or context 'ha'); it "
             "cannot forecast windows of another area: use model.predict on the training grid"
         )
-    horizon = model._check_horizon(horizon)
     if images.sizes["time"] < model.input_steps:
         raise ModelMismatchError(
             f"the stack has {images.sizes['time']} frame(s); the model reads "
