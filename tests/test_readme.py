@@ -3,8 +3,8 @@
 The convention (stated in a comment at the top of README.md, which readers do not see): its
 ```python blocks run in order in one namespace, and every line of its ```bash blocks runs as its
 own ``trafficrnn`` process, which must exit with status 0 and write the outputs it names; ```sh
-blocks are shown only (make, pip). So that the same text runs in about a
-minute, the test changes only sizes and budgets:
+blocks are shown only (make, pip). So that the same text runs in about two minutes on 2 cores,
+the test changes only sizes and budgets:
 
 - ``data/sample`` is a city simulated here: 128 px at 1 m, one day at 30 minutes, 64 px tiles;
 - Python: ``max_time=N`` becomes ``max_time=0.05, max_epochs=1, hidden=(8,), progress=False``;
