@@ -148,7 +148,7 @@ def _time_baselines(
     baselines: Sequence[str],
 ) -> dict[str, tuple[float, float]]:
     """(fit seconds, seconds per forecast) of each baseline, fitted on the frames before ``split`` as evaluate does."""
-    from trafficrnn.evaluation import baseline_history, baseline_options, evaluation_issues
+    from trafficrnn.evaluation import baseline_history, evaluation_issues
     from trafficrnn.models.baselines import get_baseline
 
     history = baseline_history(
@@ -158,7 +158,7 @@ def _time_baselines(
     out = {}
     for name in baselines:
         t0 = time.perf_counter()
-        base = get_baseline(name, horizon=est.horizon, **baseline_options(est, name)).fit(
+        base = get_baseline(name, horizon=est.horizon, timezone=est.timezone).fit(
             history.isel(time=fit_on)
         )
         t1 = time.perf_counter()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
 from trafficrnn.errors import ConfigError
+from trafficrnn.params import check_zone
 
 
 def parse_context(entries: Sequence[str], cadence: pd.Timedelta, horizon: int) -> list[str]:
@@ -202,7 +202,7 @@ class Context:
             ctx = cls(spec["entries"], spec["cell_mean"], spec.get("timezone"))
             for zone in (ctx.timezone, spec.get("naive_zone")):
                 if zone is not None:
-                    ZoneInfo(str(zone))  # an unknown zone: a KeyError or ValueError
+                    check_zone(zone)  # an unknown zone: a ConfigError, a ValueError
             if "cadence" in spec:
                 ctx.cadence_, ctx.bands_ = pd.Timedelta(spec["cadence"]), int(spec["bands"])
                 ctx.naive_zone_ = spec.get("naive_zone")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -15,6 +14,7 @@ import xarray as xr
 
 from trafficrnn.errors import CadenceError, ConfigError, GridError, TimestampError
 from trafficrnn.grid import Grid
+from trafficrnn.params import check_zone
 
 __all__ = [
     "infer_cadence",
@@ -42,17 +42,6 @@ def _as_index(times: Any) -> pd.DatetimeIndex:
             "every frame needs a time; drop the frame or fix its timestamp"
         )
     return idx
-
-
-def _check_zone(zone: Any, name: str) -> str:
-    try:
-        ZoneInfo(str(zone))
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(
-            f"{name}={zone!r} is not a known IANA zone: expected a name such as "
-            "'America/New_York' or 'Europe/Berlin', or None for the UTC clock"
-        ) from exc
-    return str(zone)
 
 
 def wall_clock(
@@ -84,9 +73,9 @@ def wall_clock(
     """
     idx = _as_index(times)
     if timezone is not None:
-        timezone = _check_zone(timezone, "timezone")
+        timezone = check_zone(timezone, "timezone")
     if naive_zone is not None:
-        naive_zone = _check_zone(naive_zone, "naive_zone")
+        naive_zone = check_zone(naive_zone, "naive_zone")
     if idx.tz is not None:
         if timezone is not None:
             idx = idx.tz_convert(timezone)

@@ -54,18 +54,6 @@ def evaluation_issues(
     return starts + est.input_steps - 1, fit_on
 
 
-def baseline_options(est, name: str) -> dict[str, Any]:
-    """Options of the baseline ``name`` beside the model ``est``: the model's ``timezone`` for those that read
-    a local clock (a ``timezone`` argument: historical average, ridge), so that their slots and calendar
-    features follow the clock of the model's calendar channels."""
-    import inspect
-
-    from trafficrnn.models.baselines import BASELINES
-
-    takes = "timezone" in inspect.signature(BASELINES.get(name).__init__).parameters
-    return {"timezone": est.timezone} if takes else {}
-
-
 def baseline_history(est, truth: xr.DataArray) -> xr.DataArray:
     """The observed targets the baselines learn from and are scored on: the model's bands and units, and its
     times read as the model reads them (``attrs["timezone"]``: the training stack's zone, none for UTC)."""
@@ -179,7 +167,7 @@ def evaluate(
         history = baseline_history(est, truth_da)
         for name in baselines:
             bar.set_description(f"evaluate {name}")
-            base = get_baseline(name, horizon=horizon, **baseline_options(est, name)).fit(
+            base = get_baseline(name, horizon=horizon, timezone=est.timezone).fit(
                 history.isel(time=fit_on)
             )
             ok = issues >= base.min_history - 1

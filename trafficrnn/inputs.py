@@ -217,19 +217,17 @@ def naive_zone_of(*stacks: Any) -> str | None:
     ConfigError
         If the recorded zone is not an IANA zone name.
     """
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from trafficrnn.params import known_zone
 
     for da in stacks:
         zone = getattr(da, "attrs", {}).get("timezone") if da is not None else None
         if zone:
-            try:
-                ZoneInfo(str(zone))
-            except (ZoneInfoNotFoundError, ValueError):
+            if not known_zone(zone):
                 raise ConfigError(
                     f"the stack's attrs['timezone'] = {zone!r} is not a known IANA zone: set it to the "
                     "zone whose wall clock its naive times read (e.g. 'America/New_York'), or "
                     "remove it for UTC times"
-                ) from None
+                )
             return None if str(zone) in _UTC else str(zone)
     return None
 

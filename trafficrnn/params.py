@@ -206,16 +206,28 @@ def _context(name: str, value: Any, params: dict) -> None:
             ) from None
 
 
-def _timezone(name: str, value: Any, params: dict) -> None:
-    if value is None:
-        return
+def known_zone(zone: Any) -> bool:
+    """Whether ``zone`` names an IANA time zone (``"Europe/Vienna"``, ``"UTC"``)."""
     try:
-        ZoneInfo(str(value))
-    except (ZoneInfoNotFoundError, ValueError):
+        ZoneInfo(str(zone))
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return False
+    return True
+
+
+def check_zone(zone: Any, name: str = "timezone") -> str:
+    """``zone`` as a string where it names an IANA time zone; else a ConfigError naming ``name``."""
+    if not known_zone(zone):
         raise ConfigError(
-            f"timezone={value!r} is not a known IANA zone: expected a name such as "
+            f"{name}={zone!r} is not a known IANA zone: expected a name such as "
             "'America/New_York' or 'Europe/Berlin', or None for the UTC clock"
-        ) from None
+        )
+    return str(zone)
+
+
+def _timezone(name: str, value: Any, params: dict) -> None:
+    if value is not None:
+        check_zone(value)
 
 
 def _precision(name: str, value: Any, params: dict) -> None:

@@ -39,6 +39,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_sha256(file: Path, expected: str, what: str) -> None:
+    """Refuse ``file`` (``what`` it holds, e.g. "the weights") unless its SHA-256 is ``expected``."""
+    found = _sha256(file)
+    if found != expected:
+        raise ModelFileError(
+            f"{file}: checksum {found[:12]}… does not match the config's {expected[:12]}…; "
+            f"{what} were modified or truncated — refusing to load"
+        )
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON types: numpy scalars as Python numbers, tuples as lists, keys as str, others as str."""
     if isinstance(value, dict):
@@ -159,12 +169,7 @@ def _read_static(config: dict, grid: Grid, names: list[str], path: Path):
             f"{file} is missing: the model keeps its static layers {names} there; the model "
             "folder is incomplete (copy the whole folder, or save the model again)"
         )
-    found = _sha256(file)
-    if found != digest:
-        raise ModelFileError(
-            f"{file}: checksum {found[:12]}… does not match the config's {digest[:12]}…; the "
-            "static layers were modified or truncated — refusing to load"
-        )
+    _check_sha256(file, digest, "the static layers")
     try:
         with rasterio.open(file) as src:
             values, crs, transform, bands = (
@@ -572,18 +577,16 @@ def _gsd(config: dict, grid: Grid, path: Path) -> tuple[float, float]:
 def _naive_zone(config: dict, path: Path) -> str | None:
     """The zone whose wall clock the training stack's naive times read (None: UTC). Models saved before it was
     recorded read naive times as they were, on the clock of their ``timezone``: that zone."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    from trafficrnn.params import known_zone
 
     zone = config["naive_zone"] if "naive_zone" in config else config["params"].get("timezone")
     if zone is None:
         return None
-    try:
-        ZoneInfo(str(zone))
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
+    if not known_zone(zone):
         raise ModelFileError(
             f"{path / CONFIG}: naive_zone = {zone!r:.60} is not a known IANA zone; the config is "
             "corrupt or was modified — refusing to load"
-        ) from None
+        )
     return str(zone)
 
 
@@ -608,12 +611,7 @@ def load_model(cls, path):
 
     path = Path(path)
     config = read_config(path)
-    digest = _sha256(path / WEIGHTS)
-    if digest != config["weights_sha256"]:
-        raise ModelFileError(
-            f"{path / WEIGHTS}: checksum {digest[:12]}… does not match the config's "
-            f"{config['weights_sha256'][:12]}…; the weights were modified or truncated — refusing to load"
-        )
+    _check_sha256(path / WEIGHTS, config["weights_sha256"], "the weights")
     try:
         state = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -76,6 +76,9 @@ class Baseline:
     #: True where the baseline is fitted for a given number of leads (one model per lead): it is built
     #: with the ``horizon`` it forecasts (:func:`get_baseline` passes it on); False: any horizon
     fits_horizon = False
+    #: True where the baseline reads the local clock (slots of the day or week, calendar features): it
+    #: is built with the ``timezone`` of those clocks (:func:`get_baseline` passes it on)
+    reads_clock = False
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serialisable), as scikit-learn's ``get_params``."""
@@ -295,6 +298,7 @@ class HistoricalAverage(Baseline):
     """
 
     name = "historical_average"
+    reads_clock = True
 
     def __init__(self, by: str = "week", timezone: str | None = None) -> None:
         self.by = by
@@ -421,6 +425,7 @@ class RidgeBaseline(Baseline):
 
     name = "ridge"
     fits_horizon = True
+    reads_clock = True
 
     def __init__(
         self,
@@ -540,7 +545,9 @@ BASELINES: Registry[type[Baseline]] = Registry(
 )
 
 
-def get_baseline(name: str, horizon: int | None = None, **kw: Any) -> Baseline:
+def get_baseline(
+    name: str, horizon: int | None = None, timezone: str | None = None, **kw: Any
+) -> Baseline:
     """A new baseline registered as ``name`` (case-insensitive), built with ``**kw``.
 
     Parameters
@@ -549,6 +556,9 @@ def get_baseline(name: str, horizon: int | None = None, **kw: Any) -> Baseline:
     horizon : int, optional
         Leads it will forecast: passed on to the baselines fitted per lead (``fits_horizon``, e.g.
         ``ridge``); the others forecast any horizon and ignore it.
+    timezone : str, optional
+        IANA zone of the local clock: passed on to the baselines that read one (``reads_clock``:
+        historical average, ridge); the others ignore it.
     **kw
         The baseline's own arguments.
 
@@ -561,4 +571,6 @@ def get_baseline(name: str, horizon: int | None = None, **kw: Any) -> Baseline:
     cls = BASELINES.get(name)
     if horizon is not None and cls.fits_horizon:
         kw["horizon"] = horizon
+    if timezone is not None and cls.reads_clock:
+        kw["timezone"] = timezone
     return cls(**kw)
