@@ -170,12 +170,7 @@ class SplitChoice:
             return ", ".join(
                 f"{n}={own[n]!r}" + (" as given" if n in self.given else " (default)") for n in own
             )
-        held = (
-            ""
-            if self.parts == PARTS
-            else f"; this stack holds only its {_and(self.parts) or 'no'} part"
-            + ("s" if len(self.parts) > 1 else "")
-        )
+        held = "" if self.parts == PARTS else f"; this stack holds only its {_parts(self.parts)}"
         if not self.given:
             return f"the data's published split ({self.published.describe()}{held})"
         bits = [
@@ -190,6 +185,11 @@ class SplitChoice:
 def _and(names) -> str:
     names = list(names)
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _parts(names) -> str:
+    """``"train and val parts"``, ``"test part"``, ``"no part"``."""
+    return f"{_and(names) or 'no'} part{'s' if len(names) > 1 else ''}"
 
 
 def choose_split(val: Any, test: Any, times: Any, *arrays: Any) -> SplitChoice:
@@ -244,7 +244,7 @@ def held_out_message(choice: SplitChoice, times: Any, where: str) -> str:
     span = f"{_short(idx.min())} → {_short(idx.max())}" if len(idx) else "no frame"
     found = choice.published
     return (
-        f"{where} ({span}) holds only the {_and(choice.parts) or 'no'} part{'s' if len(choice.parts) > 1 else ''} "
+        f"{where} ({span}) holds only the {_parts(choice.parts)} "
         f"of its dataset's published split ({found.describe()}), no training day: training on it would learn "
         f"from the held-out days. Train on the whole dataset (CLI: `trafficrnn datasets export NAME DIR` "
         f"without --split; Python: the loader without split=), or on its train and val parts (the frames "
@@ -282,8 +282,8 @@ def evaluation_split(
     if from_published and part not in choice.parts:
         raise ConfigError(
             f"the stack holds no frame of the {part} part of its dataset's published split "
-            f"({choice.published.describe()}; the stack holds its {_and(choice.parts) or 'no'} "
-            f"part{'s' if len(choice.parts) > 1 else ''}): pass a stack that covers it, or split=None "
+            f"({choice.published.describe()}; the stack holds its {_parts(choice.parts)}"
+            f"): pass a stack that covers it, or split=None "
             "(CLI: --split all) to score every window of this one"
         )
     log.info("split: %s", choice.describe())
