@@ -174,11 +174,6 @@ class InputChecks:
                 f"linear_lags={lags!r} is invalid: expected an integer from 0 (no linear term) to "
                 f"input_steps={self.input_steps}, e.g. 2"
             )
-        if lags > 1 and self.tile_size not in (None, 1):
-            raise ConfigError(
-                f"linear_lags={lags} reads earlier observed targets, which the image path "
-                f"(tile_size={self.tile_size}) does not have as inputs: use linear_lags=1"
-            )
         steps = self.bptt_steps
         if steps is not None and (
             isinstance(steps, bool)

@@ -182,7 +182,7 @@ class TrafficForecaster(InputChecks):
     linear_lags : int
         With ``k > 0``, add to each lead's forecast a linear term of its own (the autoregressive
         component of LSTNet, Lai et al., 2018): a per-cell linear map of the last ``k`` observed
-        frames (image path: ``k=1``, the last target or its nowcast), that lead's known-in-advance
+        frames (image path: the last target or its nowcast and the nowcasts of the frames before), that lead's known-in-advance
         inputs (calendar, covariates, ``context`` maps) and the static layers, learnt with the
         network and starting at zero. ``0``: none.
     bptt_steps : int, optional

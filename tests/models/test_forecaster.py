@@ -213,9 +213,40 @@ def test_forward__linear_term_refuses_a_longer_horizon_and_too_few_frames():
         model(x[:, :2], horizon=2, future_covariates=torch.rand(1, 2, 3), static=static)
 
 
-def test_encoder_forecaster__linear_lags_refused_on_images_and_out_of_range():
-    with pytest.raises(ConfigError, match="linear_lags=2 reads earlier observed targets"):
-        EncoderForecaster(in_channels=3, encoder=ENCODER, linear_leads=2, linear_lags=2)
+@pytest.mark.parametrize("count_head", [False, True], ids=["features", "count_head"])
+def test_forward__linear_term_on_images_reads_the_nowcasts_of_earlier_frames(count_head):
+    """Image path: the lags before the last are the nowcasts of those input frames (no observed
+    targets there); with a silent network and the lag weight at 1, lead 1 is last + nowcast[-2]."""
+    torch.manual_seed(0)
+    model = EncoderForecaster(
+        in_channels=3,
+        encoder=ENCODER,
+        hidden_channels=[4],
+        residual=True,
+        count_head=count_head,
+        linear_leads=2,
+        linear_lags=2,
+    ).eval()
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    with torch.no_grad():
+        model.linear.weight[0, 0, 0, 0] = 1.0  # lead 1 reads the lag before the last
+    x = torch.rand(2, 4, 3, 2 * TILE, 3 * TILE)
+    with torch.no_grad():
+        out, nowcast = model(x, horizon=2, return_nowcast=True)
+        plain = model(x, horizon=2)
+    torch.testing.assert_close(plain, out)
+    torch.testing.assert_close(out[:, 0], (nowcast[:, -1] + nowcast[:, -2]).clamp(min=0))
+    torch.testing.assert_close(out[:, 1], nowcast[:, -1])
+    # an observed last target keeps the earlier lags on the nowcasts
+    last = torch.full_like(nowcast[:, -1], 3.0)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(x, horizon=1, last_target=last)[:, 0], last + nowcast[:, -2]
+        )
+
+
+def test_encoder_forecaster__linear_leads_out_of_range():
     with pytest.raises(ConfigError, match="linear_leads must be an int >= 0"):
         EncoderForecaster(in_channels=3, linear_leads=-1)
 

@@ -173,11 +173,6 @@ class EncoderForecaster(nn.Module):
             _positive_int(name, value, 0)
         _positive_int("linear_leads", linear_leads, 0)
         _positive_int("linear_lags", linear_lags, 1)
-        if linear_lags > 1 and encoder is not None:
-            raise ConfigError(
-                f"linear_lags={linear_lags} reads earlier observed targets, which the image path "
-                "does not have as input; use linear_lags=1 (the last target or its nowcast)"
-            )
         for name, value in (
             ("feedback", feedback),
             ("residual", residual),
@@ -332,15 +327,18 @@ class EncoderForecaster(nn.Module):
         self,
         x: torch.Tensor,
         last: torch.Tensor,
+        nowcast: torch.Tensor | None,
         fut: torch.Tensor | None,
         static: torch.Tensor | None,
         horizon: int,
     ) -> torch.Tensor:
-        """The per-lead linear term, (N, horizon, C_out, Hc, Wc)."""
+        """The per-lead linear term, (N, horizon, C_out, Hc, Wc), on the last target and the
+        ``linear_lags - 1`` frames before it (grids: their values; images: their nowcasts)."""
         n, hw = last.shape[0], tuple(last.shape[-2:])
         lags = [last]
         if self.linear_lags > 1:
-            earlier = x[:, -self.linear_lags : -1, : self.out_channels]
+            source = nowcast if self.tile_encoder is not None else x[:, :, : self.out_channels]
+            earlier = source[:, -self.linear_lags : -1]
             lags = [*torch.nan_to_num(earlier).unbind(1), last]
         shared = torch.cat(lags + ([static] if static is not None else []), 1)
         parts = [shared[:, None].expand(n, horizon, *shared.shape[1:])]
@@ -555,7 +553,11 @@ class EncoderForecaster(nn.Module):
                 self.future_covariate_channels,
                 hw,
             )
-        lin = None if self.linear is None else self._linear_term(x, last, fut, static, horizon)
+        lin = None
+        if self.linear is not None:
+            if self.linear_lags > 1 and self.tile_encoder is not None and nowcast is None:
+                nowcast = self._nowcast_from(feats)
+            lin = self._linear_term(x, last, nowcast, fut, static, horizon)
         if self.feedback:
             forecast = self._decode_feedback(states, last, fut, static, lin, horizon)
         else:

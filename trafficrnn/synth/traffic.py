@@ -314,27 +314,24 @@ def run_traffic(
     }
     tot_in, tot_out, queued = np.zeros(T), np.zeros(T), np.zeros(T)
     spinup_s = spinup.total_seconds()
+    sched = _schedule(city, t0, n_steps, ctrl_every, dt, day0, n_days, rain, events)
+    active: list[tuple[float, float, int, float]] = []  # (start s, end s, cell, factor) since t0
+    if incidents is not None:
+        active = [
+            (
+                (r["start"] - t0).total_seconds(),
+                (r["end"] - t0).total_seconds(),
+                int(r["cell"]),
+                float(r["factor"]),
+            )
+            for r in inc_rows
+        ]
     for s in range(n_steps):
         if s % ctrl_every == 0:  # once a minute: demand, incidents and capacities
-            now = t0 + pd.Timedelta(seconds=s * dt)
-            ctl = _demand(
-                city,
-                net,
-                a,
-                st,
-                now,
-                day0,
-                day_mult,
-                n_days,
-                rain,
-                events,
-                near,
-                to_venue,
-                demand_scale,
-                rng,
-            )
-            _incidents(net, a, st, ctl, now, inc_rows, incident_rate, rng)
-            _capacities(a, st, ctl, now, inc_rows, dt)
+            m = s // ctrl_every
+            ctl = _demand(net, a, st, sched, m, day_mult, near, to_venue, demand_scale, rng)
+            _incidents(net, a, ctl, sched.times, m, inc_rows, active, incident_rate, rng)
+            _capacities(a, st, ctl, s * dt, active, dt)
         y_src, out_last, in_first, d_sink = _move(net, a, st, ctl, s, dt)
         if s * dt >= spinup_s:
             st.link_in += in_first
@@ -486,41 +483,76 @@ _PHI, _PHI_CITY = (
 )  # per-minute memory of the demand noise
 
 
-def _demand(
+def _schedule(
     city: City,
-    net: Network,
-    a,
-    st: _State,
-    now: pd.Timestamp,
+    t0: pd.Timestamp,
+    n_steps: int,
+    ctrl_every: int,
+    dt: float,
     day0: pd.Timestamp,
-    day_mult: np.ndarray,
     n_days: int,
     rain: pd.DataFrame,
     events: pd.DataFrame,
+) -> SimpleNamespace:
+    """What the once-a-minute control reads at each of its times, computed for all of them at once:
+    the demand profile, the day index, rain, and each event's arrival and departure windows."""
+    times = t0 + pd.to_timedelta(np.arange(0, n_steps, ctrl_every) * dt, unit="s")
+    prof = demand_profile(times, city.utc_offset_h)
+    local = times + pd.Timedelta(hours=city.utc_offset_h)
+    day = np.minimum(((local - day0) // pd.Timedelta(days=1)).to_numpy(), n_days - 1)
+    wet = np.zeros(len(times), bool)
+    for r in rain.itertuples():
+        wet |= (r.start <= times) & (times < r.end)
+    arrive = [
+        (e.start - pd.Timedelta(hours=1.5) <= times) & (times < e.start)
+        for e in events.itertuples()
+    ]
+    leave = [
+        (e.end <= times) & (times < e.end + pd.Timedelta(minutes=50)) for e in events.itertuples()
+    ]
+    return SimpleNamespace(
+        times=times,
+        total=prof["total"],
+        am=prof["am"],
+        pm=prof["pm"],
+        day=day,
+        wet=wet,
+        arrive=arrive,
+        leave=leave,
+        visitors=events["visitors"].to_numpy(float),
+    )
+
+
+def _demand(
+    net: Network,
+    a,
+    st: _State,
+    sched: SimpleNamespace,
+    m: int,
+    day_mult: np.ndarray,
     near: list,
     to_venue: list,
     demand_scale: float,
     rng: np.random.Generator,
 ) -> _Control:
-    """Demand at ``now``: the entry and source rates, turning shares and sinks (daily profile, noise, events, rain)."""
+    """Demand at control time ``m`` of ``sched``: the entry and source rates, turning shares and sinks
+    (daily profile, noise, events, rain)."""
     L, nodes = a.L, a.nodes
     phi, phi_city = _PHI, _PHI_CITY
-    prof = {k: float(v[0]) for k, v in demand_profile([now], city.utc_offset_h).items()}
-    day = int((now + pd.Timedelta(hours=city.utc_offset_h) - day0) / pd.Timedelta(days=1))
     st.noise = phi * st.noise + math.sqrt(1 - phi**2) * 0.5 * rng.standard_normal(st.noise.size)
     st.city_noise = (
         phi_city * st.city_noise + math.sqrt(1 - phi_city**2) * 0.35 * rng.standard_normal()
     )
-    wet = bool(((rain.start <= now) & (now < rain.end)).any())
+    wet = bool(sched.wet[m])
     level = (
         (1.1 if wet else 1.0)
         * DEMAND
         * demand_scale
-        * prof["total"]
-        * day_mult[min(day, n_days - 1)]
+        * float(sched.total[m])
+        * day_mult[sched.day[m]]
         * math.exp(st.city_noise)
     )
-    am, pm = prof["am"], prof["pm"]
+    am, pm = float(sched.am[m]), float(sched.pm[m])
     gamma = 1.0 * (am - pm)
     res, cbd, com = a.res, a.cbd, a.com
     prod = (
@@ -531,13 +563,13 @@ def _demand(
     sink = 0.02 + 0.10 * level * (res * (0.2 + 2.5 * pm) + cbd * (0.3 + 5.0 * am) + com * 0.8)
     ev_bias = np.zeros(len(net.mov_from))
     boost = 1.0
-    for e, nr, cv in zip(events.itertuples(), near, to_venue):
-        if e.start - pd.Timedelta(hours=1.5) <= now < e.start:  # arrivals
+    for i, (nr, cv) in enumerate(zip(near, to_venue)):
+        if sched.arrive[i][m]:  # arrivals
             sink = np.where(nr, sink + 0.5, sink)
             ev_bias = ev_bias + 1.5 * cv
             boost += 0.25
-        elif e.end <= now < e.end + pd.Timedelta(minutes=50):  # departures
-            prod = prod + nr * e.visitors / 3000.0 / max(1, nr.sum())
+        elif sched.leave[i][m]:  # departures
+            prod = prod + nr * sched.visitors[i] / 3000.0 / max(1, nr.sum())
     sink = np.clip(sink, 0, 0.8)
     qlink = a.qlink
     weight = (
@@ -564,14 +596,16 @@ def _demand(
 def _incidents(
     net: Network,
     a,
-    st: _State,
     ctl: _Control,
-    now: pd.Timestamp,
+    times: pd.DatetimeIndex,
+    m: int,
     inc_rows: list,
+    active: list,
     incident_rate: float,
     rng: np.random.Generator,
 ) -> None:
-    """Perhaps start an incident at ``now`` (a lane closure on a random cell, weighted by lane length)."""
+    """Perhaps start an incident at control time ``m`` (a lane closure on a random cell, weighted by
+    lane length): a row in ``inc_rows`` and a numeric entry in ``active``."""
     lk, L, level = a.lk, a.L, ctl.level
     if rng.random() < incident_rate * a.lane_km * level / 60.0:
         lw = (lk.length * lk.lanes).to_numpy()
@@ -579,24 +613,22 @@ def _incidents(
         cell = int(rng.integers(net.first[li], net.last[li] + 1))
         dur = float(np.clip(rng.lognormal(math.log(45), 0.45), 20, 90))
         factor = 0.45 if lk.lanes.iat[li] >= 2 else 0.15
-        inc_rows.append(
-            {
-                "start": now,
-                "end": now + pd.Timedelta(minutes=dur),
-                "link": li,
-                "cell": cell,
-                "factor": factor,
-            }
-        )
+        now = times[m]
+        end = now + pd.Timedelta(minutes=dur)
+        inc_rows.append({"start": now, "end": end, "link": li, "cell": cell, "factor": factor})
+        since = (now - times[0]).total_seconds()
+        active.append((since, since + (end - now).total_seconds(), cell, factor))
 
 
-def _capacities(a, st: _State, ctl: _Control, now: pd.Timestamp, inc_rows: list, dt: float) -> None:
-    """Capacity left in each cell at ``now`` (rain, incidents) and at the exits of the scene."""
+def _capacities(a, st: _State, ctl: _Control, now_s: float, active: list, dt: float) -> None:
+    """Capacity left in each cell at ``now_s`` seconds after the start (rain, incidents) and at the
+    exits of the scene; incidents over by then leave ``active``."""
     capf = st.capf
     capf[:] = 0.8 if ctl.wet else 1.0
-    for inc in inc_rows:
-        if inc["start"] <= now < inc["end"]:
-            capf[inc["cell"]] = min(capf[inc["cell"]], inc["factor"])
+    active[:] = [inc for inc in active if now_s < inc[1]]
+    for start, _, cell, factor in active:
+        if start <= now_s:
+            capf[cell] = min(capf[cell], factor)
     # traffic beyond the scene: exits clog as demand rises and when the city is busier than usual
     level, city_noise = ctl.level, st.city_noise
     exit_f = max(0.3, 0.95 - 0.6 * max(0.0, level - 0.5) - 0.25 * max(0.0, city_noise))
