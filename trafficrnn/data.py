@@ -129,6 +129,10 @@ def infer_cadence(times: Any) -> pd.Timedelta:
     return pd.Timedelta(steps[0])
 
 
+#: columns of :func:`time_features` (the calendar channels)
+CALENDAR_CHANNELS = 4
+
+
 def time_features(
     times: Any, *, timezone: str | None = None, naive_zone: str | None = None
 ) -> np.ndarray:

@@ -48,6 +48,7 @@ _SHARED = (
 _DELEGATED = frozenset(
     {
         *_SHARED,
+        "state_",
         "grid_",
         "context_",
         "static_scale_",

@@ -48,6 +48,7 @@ from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, T
 from trafficrnn.grid import Grid
 from trafficrnn.inputs import (
     BatchInputs,
+    Channels,
     check_covariates_given,
     check_naive_zone,
     has_vectors,
@@ -64,6 +65,7 @@ from trafficrnn.models.encoder import default_strides
 from trafficrnn.models.forecaster import count_stage_for
 from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
 from trafficrnn.splits import fit_split
+from trafficrnn.state import FittedState, state_attribute
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +254,38 @@ class TrafficForecaster(InputChecks):
         Feed the ``context`` maps of the input frames to the encoder too (each observed frame
         beside its historical average, its value a day before ...), so that the model reads
         departures from the usual directly.
+
+    Attributes
+    ----------
+    model_ : EncoderForecaster
+        The fitted network.
+    state_ : FittedState
+        What the model knows about its data (grid, cadence, bands, units, normalisers, context,
+        covariates, static layers, GSD, split, training summary), saved and loaded with it. Its
+        fields are also the attributes ``grid_``, ``cadence_``, ``bands_``, ... (see
+        :class:`trafficrnn.state.FittedState`).
     """
+
+    # the fitted attributes: views of state_'s fields
+    grid_ = state_attribute("grid")
+    cadence_ = state_attribute("cadence")
+    gaps_ = state_attribute("gaps")
+    gsd_ = state_attribute("gsd")
+    bands_ = state_attribute("bands")
+    input_bands_ = state_attribute("input_bands")
+    units_ = state_attribute("units")
+    density_only_ = state_attribute("density_only")
+    naive_zone_ = state_attribute("naive_zone")
+    target_normalizer_ = state_attribute("target_normalizer")
+    input_normalizer_ = state_attribute("input_normalizer")
+    context_ = state_attribute("context")
+    static_bands_ = state_attribute("static_bands")
+    static_scale_ = state_attribute("static_scale")
+    static_ = state_attribute("static")
+    covariates_ = state_attribute("covariates")
+    split_ = state_attribute("split")
+    history_ = state_attribute("history")
+    training_summary_ = state_attribute("training_summary")
 
     def __init__(
         self,
@@ -639,8 +672,19 @@ class TrafficForecaster(InputChecks):
         from trafficrnn.models import get_model
 
         torch.manual_seed(self.seed)
+        n_out = data.target.sizes["band"]
+        channels = Channels.of(
+            self,
+            bands=n_out,
+            context=data.ctx,
+            covariates=data.cov,
+            static=0 if data.static_all is None else len(data.static_all),
+        )
         n_tf = data.tf.shape[1] if data.tf is not None else 0
-        n_out, ctx = data.target.sizes["band"], data.ctx
+        if n_tf != channels.vectors:  # the per-step vectors built for training
+            raise AssertionError(
+                f"{n_tf} step-vector channels built, {channels.describe()} declared"
+            )
         net = get_model(
             self.model,
             in_channels=data.images.sizes["band"],
@@ -648,13 +692,9 @@ class TrafficForecaster(InputChecks):
             hidden_channels=[int(h) for h in self.hidden],
             kernel_size=int(self.kernel_size),
             encoder=data.encoder,
-            past_covariate_channels=(
-                n_tf
-                + (ctx.future_channels if self.context_inputs else 0)
-                + (2 * n_out if self.target_inputs else 0)
-            ),
-            future_covariate_channels=n_tf + ctx.future_channels,
-            static_channels=0 if data.static_all is None else len(data.static_all),
+            past_covariate_channels=channels.past,
+            future_covariate_channels=channels.future,
+            static_channels=channels.static,
             residual=bool(self.residual),
             feedback=bool(self.feedback),
             count_head=bool(self.count_head) and data.encoder is not None,
@@ -881,33 +921,16 @@ class TrafficForecaster(InputChecks):
         )
 
     def _fit_store(self, data: SimpleNamespace, outcome: SimpleNamespace, fit_began: float) -> None:
-        """Step 4 of fit: the fitted attributes and ``training_summary_``."""
+        """Step 4 of fit: ``model_`` and ``state_`` (the training summary included)."""
         times, grid, split, module = data.times, data.grid, data.split, outcome.module
         seconds, epochs, stage_a = outcome.seconds, outcome.epochs, outcome.stage_a
         best_val = outcome.best_score if outcome.validate else None
-        self.model_ = module.model.cpu().eval()
-        self.grid_, self.cadence_, self.gaps_ = grid, data.cadence, data.gaps
-        self.gsd_ = gsd_of(data.images)
-        self.bands_, self.input_bands_ = outcome.bands, outcome.input_bands
-        self.units_ = str(data.target.attrs.get("units", "1"))
-        self.target_normalizer_, self.input_normalizer_ = data.tgt_norm, data.in_norm
-        self.density_only_ = data.density_only
-        self.context_, self.static_bands_, self.static_scale_ = (
-            data.ctx,
-            data.static_names,
-            data.static_scale,
-        )
-        self.naive_zone_ = data.naive_zone
-        self.static_ = kept_static(
-            data.static, grid, data.static_names
-        )  # predict's default; saved with the model
-        self.covariates_ = data.cov
-        self.split_ = {
+        model = module.model.cpu().eval()
+        split_times = {
             k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
             for k, s in split.items()
         }
-        self.history_ = list(module.history)
-        self.training_summary_ = {
+        summary = {
             "frames": len(times),
             "windows": {k: int(len(v)) for k, v in data.starts.items()},
             "epochs": epochs,
@@ -915,13 +938,13 @@ class TrafficForecaster(InputChecks):
             # without a validation split the checkpoint monitors the training loss: no validation score then
             "best_val_loss": best_val,
             "period": [str(times[0]), str(times[-1])],
-            "split": self.split_,
+            "split": split_times,
             "split_source": data.split_choice.describe(),
-            "parameters": int(sum(p.numel() for p in self.model_.parameters())),
+            "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         if stage_a is not None:
-            self.training_summary_["train_seconds"] = round(seconds + stage_a["seconds"], 2)
-            self.training_summary_["counting"] = {
+            summary["train_seconds"] = round(seconds + stage_a["seconds"], 2)
+            summary["counting"] = {
                 "stage_a": stage_a,
                 "stage_b": {
                     "epochs": epochs,
@@ -930,8 +953,31 @@ class TrafficForecaster(InputChecks):
                 },
             }
         wall = outcome.wall
-        self.training_summary_["wall_seconds"] = (
+        summary["wall_seconds"] = (
             round(time.perf_counter() - fit_began, 2) if wall is None else wall
+        )
+        self.model_ = model
+        self.state_ = FittedState(
+            grid=grid,
+            cadence=data.cadence,
+            gaps=data.gaps,
+            gsd=gsd_of(data.images),
+            bands=outcome.bands,
+            input_bands=outcome.input_bands,
+            units=str(data.target.attrs.get("units", "1")),
+            density_only=data.density_only,
+            naive_zone=data.naive_zone,
+            target_normalizer=data.tgt_norm,
+            input_normalizer=data.in_norm,
+            context=data.ctx,
+            static_bands=data.static_names,
+            static_scale=data.static_scale,
+            # predict's default; saved with the model
+            static=kept_static(data.static, grid, data.static_names),
+            covariates=data.cov,
+            split=split_times,
+            history=list(module.history),
+            training_summary=summary,
         )
 
     @staticmethod

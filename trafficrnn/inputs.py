@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,65 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from trafficrnn.data import time_features
+from trafficrnn.data import CALENDAR_CHANNELS, time_features
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
 from trafficrnn.grid import Grid
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The forecaster's input channels beside the frames, as each provider declares them.
+
+    The encoder reads, per input frame and in this order: the calendar channels and the covariates
+    (per-step vectors), the context maps of the frame (``context_inputs``), and the observed
+    targets with their validity (``target_inputs``: 2 per band). The forecaster reads, per lead:
+    the calendar channels, the covariates and the context maps of its time. Both read the static
+    layers (the user's, then the context's cell means). :class:`BatchInputs` builds the tensors in
+    that order; the model is sized from :attr:`past`, :attr:`future` and :attr:`static`.
+    """
+
+    calendar: int
+    covariates: int
+    context: int
+    context_inputs: bool
+    targets: int
+    static: int
+
+    @classmethod
+    def of(cls, est: Any, *, bands: int, context: Any, covariates: Any, static: int) -> Channels:
+        """The channels of estimator ``est`` (its ``time_features``, ``context_inputs`` and
+        ``target_inputs``) for ``bands`` target bands, its fitted ``context`` (a
+        :class:`~trafficrnn.context.Context`), ``covariates`` (a
+        :class:`~trafficrnn.covariates.Covariates` or None) and ``static`` layers in all."""
+        return cls(
+            calendar=CALENDAR_CHANNELS if est.time_features else 0,
+            covariates=0 if covariates is None else len(covariates),
+            context=context.future_channels,
+            context_inputs=bool(est.context_inputs),
+            targets=2 * bands if est.target_inputs else 0,
+            static=static,
+        )
+
+    @property
+    def vectors(self) -> int:
+        """Per-step vector channels (calendar, then covariates)."""
+        return self.calendar + self.covariates
+
+    @property
+    def past(self) -> int:
+        """Channels the encoder reads beside each frame's features."""
+        return self.vectors + (self.context if self.context_inputs else 0) + self.targets
+
+    @property
+    def future(self) -> int:
+        """Known-in-advance channels the forecaster reads at each lead."""
+        return self.vectors + self.context
+
+    def describe(self) -> str:
+        return (
+            f"{self.calendar} calendar, {self.covariates} covariate, {self.context} context, "
+            f"{self.targets} observed-target, {self.static} static"
+        )
 
 
 class BatchInputs:

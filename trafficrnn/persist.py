@@ -93,23 +93,8 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
             "model": est.model,
             "model_config": jsonable(est.model_.config),
             "params": jsonable(est.get_params()),
-            "grid": est.grid_.to_dict(),
-            "gsd": [float(v) for v in est.gsd_],
-            "bands": est.bands_,
-            "input_bands": est.input_bands_,
-            "units": est.units_,
-            "cadence": est.cadence_.isoformat(),
-            "density_only": bool(est.density_only_),
-            "naive_zone": getattr(est, "naive_zone_", None),
-            "target_normalizer": est.target_normalizer_.to_dict(),
-            "input_normalizer": est.input_normalizer_.to_dict(),
-            "context": est.context_.to_dict(),
-            "static_bands": est.static_bands_,
-            "static_scale": est.static_scale_,
+            **jsonable(est.state_.to_dict()),
             "static_sha256": static_sha256,
-            "covariates": None if est.covariates_ is None else est.covariates_.to_dict(),
-            "training_summary": jsonable(est.training_summary_),
-            "history": jsonable(est.history_),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
     return path
@@ -412,15 +397,18 @@ def _check_weights_fit(config: dict, state: dict, path: Path) -> None:
 def _check_vector_channels(config: dict, est, path: Path) -> None:
     """The forecaster's known-in-advance input channels must be the calendar, covariate and context
     channels the config describes (else a crafted covariate list would fail deep inside torch)."""
-    calendar = 4 if est.time_features else 0
-    covariates = 0 if est.covariates_ is None else len(est.covariates_)
-    expected = calendar + covariates + est.context_.future_channels
+    from trafficrnn.inputs import Channels
+
+    channels = Channels.of(
+        est, bands=len(est.bands_), context=est.context_, covariates=est.covariates_, static=0
+    )
     found = config["model_config"].get("future_covariate_channels", 0)
-    if found != expected:
+    if found != channels.future:
         raise ModelFileError(
             f"{path / CONFIG}: the forecaster reads {found} known-in-advance channel(s), but the "
-            f"config describes {expected} ({calendar} calendar, {covariates} covariate, "
-            f"{est.context_.future_channels} context); the config was modified — refusing to load"
+            f"config describes {channels.future} ({channels.calendar} calendar, "
+            f"{channels.covariates} covariate, {channels.context} context); the config was "
+            "modified — refusing to load"
         )
 
 
@@ -603,11 +591,9 @@ def load_model(cls, path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from trafficrnn.context import Context
-    from trafficrnn.covariates import Covariates
-    from trafficrnn.dataset import Normalizer
     from trafficrnn.grid import Grid
     from trafficrnn.models import MODELS, EncoderForecaster
+    from trafficrnn.state import FittedState
 
     path = Path(path)
     config = read_config(path)
@@ -642,16 +628,14 @@ def load_model(cls, path):
         net = EncoderForecaster(**config["model_config"])
         net.load_state_dict(state, strict=True)
         grid = Grid.from_dict(config["grid"])
-        est.target_normalizer_ = Normalizer.from_dict(config["target_normalizer"])
-        est.input_normalizer_ = Normalizer.from_dict(config["input_normalizer"])
-        est.context_ = Context.restore(
-            config.get("context", {"entries": [], "cell_mean": False}), extras
+        static_bands = [str(b) for b in config.get("static_bands", [])]
+        est.state_ = FittedState.from_dict(
+            config,
+            arrays=extras,
+            static=_read_static(config, grid, static_bands, path),
+            gsd=_gsd(config, grid, path),
+            naive_zone=_naive_zone(config, path),
         )
-        est.static_bands_ = [str(b) for b in config.get("static_bands", [])]
-        est.static_scale_ = [float(v) for v in config.get("static_scale", [])]
-        est.static_ = _read_static(config, grid, est.static_bands_, path)
-        spec = config.get("covariates")
-        est.covariates_ = None if spec is None else Covariates.from_dict(spec)
         _check_vector_channels(config, est, path)
     except (RuntimeError, TypeError) as exc:
         raise ModelFileError(
@@ -663,17 +647,5 @@ def load_model(cls, path):
         raise ModelFileError(f"{path / CONFIG}: {exc}") from None
     except TrafficRNNError:
         raise
-    est.gsd_ = _gsd(config, grid, path)
     est.model_ = net.eval()
-    est.grid_, est.cadence_, est.gaps_ = grid, pd.Timedelta(config["cadence"]), []
-    est.bands_, est.input_bands_, est.units_ = (
-        config["bands"],
-        config["input_bands"],
-        config["units"],
-    )
-    est.density_only_ = config["density_only"]
-    est.naive_zone_ = _naive_zone(config, path)
-    est.training_summary_ = config.get("training_summary", {})
-    est.history_ = config.get("history", [])
-    est.split_ = est.training_summary_.get("split")
     return est
