@@ -182,7 +182,7 @@ def test_compare__members_train_ensembles_scored_as_their_mean():
     # the table's RMSE is the member mean's, computed here by hand on the same issue times
     from trafficrnn.evaluation import evaluation_issues
 
-    issues, _ = evaluation_issues(ens, pd.DatetimeIndex(grids.time.values), "test")
+    issues = evaluation_issues(ens, pd.DatetimeIndex(grids.time.values), "test").issues
     first, second = (e.predict_many(grids, issues) for e in ens.estimators_)
     mean = (first + second) / 2
     expected = per_lead(mean, align_truth(mean, grids), metrics=("rmse",))["rmse"]

@@ -40,7 +40,7 @@ def test_evaluate__chunks_give_the_forecasts_of_one_predict_many(fitted, split, 
         evaluation, "CHUNK", 32
     )  # several chunks, some starting near the first frame
     table = evaluate(est, da, split=split, baselines=("persistence",), progress=False)
-    issues, _ = evaluation_issues(est, pd.DatetimeIndex(da.time.values), split)
+    issues = evaluation_issues(est, pd.DatetimeIndex(da.time.values), split).issues
     assert len(issues) > 32 and table.attrs["issues"] == len(issues)
     fc = est.predict_many(
         da, issues
@@ -70,7 +70,7 @@ def test_evaluate__progress_bar(fitted, capsys):
     evaluate(est, da, progress=True)
     err = capsys.readouterr().err
     assert "evaluate" in err and "forecast" in err
-    issues, _ = evaluation_issues(est, pd.DatetimeIndex(da.time.values), "test")
+    issues = evaluation_issues(est, pd.DatetimeIndex(da.time.values), "test").issues
     assert f"{4 * len(issues)}/{4 * len(issues)}" in err  # the model and the three baselines
 
 

@@ -234,7 +234,7 @@ def test_estimator__evaluate_gives_the_baselines_its_timezone(vienna_model, monk
     assert built["historical_average"].timezone == VIENNA and built["ridge"].timezone == VIENNA
     assert "timezone" not in built["persistence"].get_params()
     # the same scores as a historical average fitted by hand on the local clock
-    _, fit_on = evaluation.evaluation_issues(est, pd.DatetimeIndex(da.time.values), "test", da)
+    fit_on = evaluation.evaluation_issues(est, pd.DatetimeIndex(da.time.values), "test", da).fit_on
     ha = HistoricalAverage(timezone=VIENNA).fit(da.isel(time=fit_on))
     assert ha.table_.tolist() == built["historical_average"].table_.tolist()
     assert np.isfinite(table.loc["historical_average", "mae"]).all()

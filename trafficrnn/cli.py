@@ -15,8 +15,6 @@ import click
 from trafficrnn._version import __version__
 from trafficrnn.cli_options import (
     _FILE,
-    ALIGN_HELP,
-    COVARIATES_HELP,
     MODEL_NAMES,
     STACK_ALIGN_HELP,
     TIME_PATTERN_HELP,
@@ -28,6 +26,7 @@ from trafficrnn.cli_options import (
     _load_model,
     _model_folder,
     _model_list,
+    _model_run_options,
     _prepare_training,
     _read_vector,
     _static,
@@ -322,8 +321,6 @@ def train(
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("model")
-@click.argument("stack")
 @click.option(
     "--out",
     required=True,
@@ -337,13 +334,6 @@ def train(
     type=_FILE,
     help="Road lines: write the .gpkg per road segment (length-weighted mean of its cells) instead "
     "of per cell.",
-)
-@click.option(
-    "--roads",
-    default=None,
-    type=_FILE,
-    help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
-    "layer saved with the model, on its training grid).",
 )
 @click.option(
     "--horizon",
@@ -362,7 +352,6 @@ def train(
     type=_FILE,
     help="Vehicle points of the input frames (--target-inputs models).",
 )
-@click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
 @click.option(
     "--window",
     default=None,
@@ -378,16 +367,8 @@ def train(
 @click.option(
     "--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs."
 )
-@click.option(
-    "--align",
-    default="exact",
-    show_default=True,
-    type=click.Choice(["exact", "resample", "reproject"]),
-    help=ALIGN_HELP,
-)
-@click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
-@click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@_model_run_options
 def forecast(
     model: str,
     stack: str,
@@ -507,8 +488,6 @@ def forecast(
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("model")
-@click.argument("stack")
 @click.option(
     "--target", default=None, help="Target stack on the model's grid (vehicles per cell)."
 )
@@ -516,28 +495,12 @@ def forecast(
     "--vehicles", default=None, type=_FILE, help="Vehicle points, counted per cell and frame."
 )
 @click.option(
-    "--roads",
-    default=None,
-    type=_FILE,
-    help="Road lines rasterised as the static layer of a model trained with --roads (default: the "
-    "layer saved with the model, on its training grid).",
-)
-@click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP)
-@click.option(
     "--split",
     default="test",
     show_default=True,
     type=click.Choice(["test", "val", "all"]),
     help="Windows scored: the chronological test or val split, or every window of STACK.",
 )
-@click.option(
-    "--align",
-    default="exact",
-    show_default=True,
-    type=click.Choice(["exact", "resample", "reproject"]),
-    help=ALIGN_HELP,
-)
-@click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP)
 @click.option(
     "--csv",
     "csv_path",
@@ -552,9 +515,9 @@ def forecast(
     type=click.Path(dir_okay=False),
     help="Write the table as JSON.",
 )
-@click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv / --json files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@_model_run_options
 def evaluate(
     model: str,
     stack: str,

@@ -175,6 +175,35 @@ def _model_list(ctx, param, value: str) -> list[str]:
     return names
 
 
+def _model_run_options(func):
+    """MODEL STACK and the options of reading a stack for a saved model, shared by `forecast` and
+    `evaluate`: --roads, --covariates, --align, --time-pattern, --allow-gaps."""
+    options = [
+        click.argument("model"),
+        click.argument("stack"),
+        click.option(
+            "--roads",
+            default=None,
+            type=_FILE,
+            help="Road lines rasterised as the static layer of a model trained with --roads "
+            "(default: the layer saved with the model, on its training grid).",
+        ),
+        click.option("--covariates", default=None, type=_FILE, help=COVARIATES_HELP),
+        click.option(
+            "--align",
+            default="exact",
+            show_default=True,
+            type=click.Choice(["exact", "resample", "reproject"]),
+            help=ALIGN_HELP,
+        ),
+        click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP),
+        click.option("--allow-gaps", is_flag=True, help="Accept missing frames in the stack."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def _ensemble_options(f):
     """--members / --jobs, shared by train and compare."""
     f = click.option(

@@ -154,7 +154,9 @@ def _time_baselines(
     history = baseline_history(
         est, images if target is None else target.reindex(time=images.time.values)
     )
-    _, fit_on = evaluation_issues(est, pd.DatetimeIndex(images.time.values), split, images, target)
+    fit_on = evaluation_issues(
+        est, pd.DatetimeIndex(images.time.values), split, images, target
+    ).fit_on
     out = {}
     for name in baselines:
         t0 = time.perf_counter()

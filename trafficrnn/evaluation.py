@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -13,27 +13,37 @@ from trafficrnn.data import contiguous_starts
 from trafficrnn.errors import ConfigError
 from trafficrnn.metrics import align_truth, per_lead, skill
 from trafficrnn.models.baselines import BASELINES, get_baseline
-from trafficrnn.splits import choose_split, evaluation_split
+from trafficrnn.splits import SplitChoice, evaluation_split
 
 DEFAULT_BASELINES = tuple(
     BASELINES
 )  # every registered baseline: persistence, historical_average, ridge
 
 
-def evaluation_issues(
-    est, times: pd.DatetimeIndex, split: str | None, *data: Any
-) -> tuple[np.ndarray, slice]:
+class ScoredWindows(NamedTuple):
+    """What :func:`evaluation_issues` picks: the issue indices (last input frame) of the scored
+    windows, the frames the baselines may learn from, and the split choice behind them (None for
+    the whole stack)."""
+
+    issues: np.ndarray
+    fit_on: slice
+    choice: SplitChoice | None
+
+
+def evaluation_issues(est, times: pd.DatetimeIndex, split: str | None, *data: Any) -> ScoredWindows:
     """Issue indices (last input frame) of every full, gap-free window in ``split`` (or the whole stack).
 
     ``data``: the stack (and target) whose ``attrs["split"]`` gives the parts when the estimator's
     ``val`` / ``test`` are left ``None`` (see :mod:`trafficrnn.splits`).
-    Returns the indices and the slice of frames baselines may learn from (everything before the split).
+    Returns the indices, the slice of frames baselines may learn from (everything before the
+    split) and the split choice.
     """
     span = est.input_steps + est.horizon
+    choice = None
     if split is None:
         rng, fit_on = slice(0, len(times)), slice(0, len(times))
     elif split in ("train", "val", "test"):
-        parts, _ = evaluation_split(est, times, split, *data)
+        parts, choice = evaluation_split(est, times, split, *data)
         rng = parts[split]
         # baselines learn from what precedes the split's first target (train + val for the test split)
         fit_on = (
@@ -51,7 +61,7 @@ def evaluation_issues(
             f"no full window of {span} frames in the {split or 'whole'} stack: "
             "pass a longer stack or split=None"
         )
-    return starts + est.input_steps - 1, fit_on
+    return ScoredWindows(starts + est.input_steps - 1, fit_on, choice)
 
 
 def baseline_history(est, truth: xr.DataArray) -> xr.DataArray:
@@ -136,8 +146,7 @@ def evaluate(
     images_c, horizon = checked.images, checked.horizon
     truth_da = images_c if target is None else checked.target
     times = pd.DatetimeIndex(images_c.time.values)
-    issues, fit_on = evaluation_issues(est, times, split, images, target)
-    choice = choose_split(est.val, est.test, times, images, target) if split is not None else None
+    issues, fit_on, choice = evaluation_issues(est, times, split, images, target)
     if (
         baselines
         and choice is not None
