@@ -26,6 +26,7 @@ ALLOWED_PRIVATE: dict[tuple[str, str], frozenset[str]] = {
             "_load_model",
             "_model_folder",
             "_model_list",
+            "_model_run_options",
             "_prepare_training",
             "_read_vector",
             "_static",
