@@ -73,11 +73,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from trafficrnn.counting import COUNT_STRIDE_PX, pretrain_encoder, save_front
-    from trafficrnn.dataset import Normalizer
     from trafficrnn.estimator import _encoder_config
     from trafficrnn.models import get_model
     from trafficrnn.models.forecaster import count_stage_for
     from trafficrnn.synth import simulate
+    from trafficrnn.windows import Normalizer
 
     torch.manual_seed(0)
     encoder = _encoder_config(64, 16, 1, counting=True)

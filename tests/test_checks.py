@@ -8,8 +8,8 @@ import xarray as xr
 from affine import Affine
 
 from trafficrnn import Grid
-from trafficrnn.checks import ALIGNS, gdalwarp_line, reproject_to_grid
 from trafficrnn.errors import ModelMismatchError
+from trafficrnn.estimation.checks import ALIGNS, gdalwarp_line, reproject_to_grid
 from trafficrnn.estimator import TrafficForecaster
 
 from .test_estimator import FAST, GRID, density_series

@@ -180,7 +180,7 @@ def test_compare__members_train_ensembles_scored_as_their_mean():
     assert pd.isna(row["best_val_loss"]) and pd.isna(res.summary.loc["ridge", "members"])
     assert lines[0] == f"training   {label} ..." and "1 epochs per member in" in lines[1]
     # the table's RMSE is the member mean's, computed here by hand on the same issue times
-    from trafficrnn.evaluation import evaluation_issues
+    from trafficrnn.estimation.evaluation import evaluation_issues
 
     issues = evaluation_issues(ens, pd.DatetimeIndex(grids.time.values), "test").issues
     first, second = (e.predict_many(grids, issues) for e in ens.estimators_)

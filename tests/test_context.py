@@ -1,11 +1,11 @@
-"""Tests of trafficrnn.context: historical-average and past-period maps, causality, cell means, persistence."""
+"""Tests of trafficrnn.estimation.context: historical-average and past-period maps, causality, cell means, persistence."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from trafficrnn.context import Context, parse_context
 from trafficrnn.errors import ConfigError
+from trafficrnn.estimation.context import Context, parse_context
 
 TIMES = pd.date_range("2024-01-01", periods=72, freq="h")  # Monday 00:00, three days
 

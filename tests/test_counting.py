@@ -358,11 +358,11 @@ def test_read_front__tampered_file_refused(tmp_path, monkeypatch):
 def test_packaged_front__counts_a_city_it_never_saw():
     # the shipped weights, on a synthetic city of a seed none of its training cities had
     from trafficrnn.counting import FRONT, front_fits, load_front
-    from trafficrnn.dataset import Normalizer
     from trafficrnn.estimator import _encoder_config
     from trafficrnn.models import get_model
     from trafficrnn.models.forecaster import count_stage_for
     from trafficrnn.synth import simulate
+    from trafficrnn.windows import Normalizer
 
     assert FRONT.is_file(), f"{FRONT} is missing: build it with benchmarks/count_front.py"
     state, meta = read_front()

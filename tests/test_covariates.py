@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from trafficrnn.cli import main
-from trafficrnn.covariates import Covariates, check_covariates, lookup, read_covariates
 from trafficrnn.errors import InputFileError, ModelFileError, ModelMismatchError, TimestampError
+from trafficrnn.estimation.covariates import Covariates, check_covariates, lookup, read_covariates
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
 
@@ -181,8 +181,8 @@ def test_predict__reads_the_covariates_of_the_lead_times(with_covariates):
 
 
 def test_predict__covariate_vectors_equal_training_windows(with_covariates):
-    from trafficrnn.dataset import WindowDataset
-    from trafficrnn.inputs import normalised_inputs, prediction_batch, step_vectors
+    from trafficrnn.estimation.inputs import normalised_inputs, prediction_batch, step_vectors
+    from trafficrnn.windows import WindowDataset
 
     est, da, table = with_covariates
     times = pd.DatetimeIndex(da.time.values)

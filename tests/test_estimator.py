@@ -323,8 +323,8 @@ def test_fit__linear_lags_refused(params, match):
 def test_prediction_batch__context_maps_equal_training_windows():
     """The maps a forecast reads for its input and target frames are those its training window had
     (past-period context: no causal difference between training and prediction)."""
-    from trafficrnn.dataset import WindowDataset
-    from trafficrnn.inputs import normalised_inputs, prediction_batch
+    from trafficrnn.estimation.inputs import normalised_inputs, prediction_batch
+    from trafficrnn.windows import WindowDataset
 
     da = density_series(periods=300)
     est = TrafficForecaster("convgru", context=("1D",), context_inputs=True, **FAST).fit(da)

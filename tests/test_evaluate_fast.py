@@ -10,10 +10,11 @@ import pytest
 from click.testing import CliRunner
 from scipy.linalg import LinAlgWarning
 
-from trafficrnn import TrafficForecaster, evaluation
+from trafficrnn import TrafficForecaster
 from trafficrnn.cli import main
 from trafficrnn.datasets import nyc_bike
-from trafficrnn.evaluation import evaluate, evaluation_issues
+from trafficrnn.estimation import evaluation
+from trafficrnn.estimation.evaluation import evaluate, evaluation_issues
 from trafficrnn.io import write_stack
 from trafficrnn.metrics import align_truth, per_lead
 from trafficrnn.models.baselines import RidgeBaseline

@@ -38,7 +38,7 @@ ALLOWED_PRIVATE: dict[tuple[str, str], frozenset[str]] = {
     ),
     # the input checks reuse the reprojection helpers of the private trafficrnn.io._warp (to be made
     # public like trafficrnn.io.atomic)
-    ("trafficrnn.checks", "trafficrnn.io._warp"): frozenset({"<module>"}),
+    ("trafficrnn.estimation.checks", "trafficrnn.io._warp"): frozenset({"<module>"}),
 }
 
 
@@ -192,11 +192,11 @@ def test_the_graph_sees_the_package():
         "trafficrnn.io.atomic",
         "trafficrnn.models.forecaster",
     } <= set(graph)
-    assert "trafficrnn.data" in graph["trafficrnn.evaluation"]
-    assert "trafficrnn.io.atomic" in graph["trafficrnn.persist"]
+    assert "trafficrnn.timeaxis" in graph["trafficrnn.estimation.evaluation"]
+    assert "trafficrnn.io.atomic" in graph["trafficrnn.estimation.persist"]
     assert (
-        "trafficrnn.checkpoints" in graph["trafficrnn.estimator"]
-    )  # from trafficrnn import checkpoints
+        "trafficrnn.estimation.checkpoints" in graph["trafficrnn.estimator"]
+    )  # from trafficrnn.estimation import checkpoints
 
 
 def test_names_taken_from_a_package_resolve_to_their_module():

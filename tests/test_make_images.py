@@ -10,7 +10,7 @@ import xarray as xr
 from affine import Affine
 
 from trafficrnn import Grid, to_netcdf, write_stack
-from trafficrnn.data import make_forecast
+from trafficrnn.timeaxis import make_forecast
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "make_images.py"
 IMAGE = Grid("EPSG:32633", Affine(1, 0, 602978, 0, -1, 5340781), (32, 32))

@@ -7,9 +7,9 @@ import xarray as xr
 from affine import Affine
 
 from trafficrnn import Grid
-from trafficrnn.data import make_forecast
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
 from trafficrnn.metrics import align_truth, get_metric, mae, mape, per_lead, rmse, skill
+from trafficrnn.timeaxis import make_forecast
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
 PRED = np.array([1.0, 2.0, 3.0, np.nan])

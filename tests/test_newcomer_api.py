@@ -333,7 +333,7 @@ def test_info__imports_no_torch(saved):
 
 def test_read_config__imports_no_torch(saved):
     code = (
-        "import sys\nfrom trafficrnn.persist import read_config\n"
+        "import sys\nfrom trafficrnn.estimation.persist import read_config\n"
         "assert read_config(sys.argv[1])['model'] == 'convgru'\n"
         "assert 'torch' not in sys.modules and 'trafficrnn.models.forecaster' not in sys.modules\n"
     )

@@ -9,8 +9,8 @@ import rasterio
 from affine import Affine
 
 from trafficrnn.errors import ModelFileError, OutputExistsError
+from trafficrnn.estimation.persist import _sha256
 from trafficrnn.estimator import TrafficForecaster
-from trafficrnn.persist import _sha256
 
 from .test_estimator import FAST, density_series, road_layer
 

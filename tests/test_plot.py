@@ -12,9 +12,9 @@ import xarray as xr  # noqa: E402
 from affine import Affine  # noqa: E402
 
 from trafficrnn import Grid  # noqa: E402
-from trafficrnn.data import make_forecast  # noqa: E402
 from trafficrnn.errors import ConfigError, OutputExistsError  # noqa: E402
 from trafficrnn.plot import animate, plot_compare, plot_leads, plot_map  # noqa: E402
+from trafficrnn.timeaxis import make_forecast  # noqa: E402
 
 GRID = Grid("EPSG:32633", Affine(16, 0, 601000, 0, -16, 5340000), (3, 4), 16)
 WGS = Grid("EPSG:4326", Affine(0.011862, 0, -74.022216, 0, -0.0085379286, 40.818562), (14, 8))

@@ -23,9 +23,9 @@ from pyproj import Transformer
 from rasterio.crs import CRS
 
 from trafficrnn import Grid, rasterize_points, read_netcdf, read_stack, to_geotiff, to_netcdf
-from trafficrnn.data import make_forecast
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.inference import forecast_large
+from trafficrnn.timeaxis import make_forecast
 
 from .conftest import frame_values, write_tif
 from .test_inference import density_series

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from trafficrnn import ForecastEnsemble, TrafficForecaster
-from trafficrnn.state import STATE_FIELDS, FittedState
+from trafficrnn.estimation.state import STATE_FIELDS, FittedState
 
 from .test_estimator import FAST, GRID, density_series, image_series
 
@@ -80,7 +80,7 @@ def test_ensemble_answers_with_its_first_members_state():
 def test_channels_declared_by_the_providers_size_the_model():
     """The model's channel counts come from one Channels object: calendar (4) + covariates +
     context maps for the leads; the same plus observed targets (2 per band) for the inputs."""
-    from trafficrnn.inputs import Channels
+    from trafficrnn.estimation.inputs import Channels
 
     target = density_series(periods=80)
     images = image_series(target)

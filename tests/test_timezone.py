@@ -10,10 +10,10 @@ import xarray as xr
 from affine import Affine
 
 from trafficrnn import Grid
-from trafficrnn.context import Context
-from trafficrnn.data import time_features, wall_clock
 from trafficrnn.errors import ConfigError, ModelMismatchError, TimestampError
+from trafficrnn.estimation.context import Context
 from trafficrnn.models.baselines import HistoricalAverage, RidgeBaseline
+from trafficrnn.timeaxis import time_features, wall_clock
 
 VIENNA = "Europe/Vienna"
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (2, 3))
@@ -206,7 +206,7 @@ def vienna_model():
 
 
 def test_estimator__calendar_channels_on_the_local_clock(vienna_model):
-    from trafficrnn.inputs import step_vectors
+    from trafficrnn.estimation.inputs import step_vectors
 
     est, da = vienna_model
     times = pd.DatetimeIndex(da.time.values)
@@ -219,7 +219,7 @@ def test_estimator__calendar_channels_on_the_local_clock(vienna_model):
 
 
 def test_estimator__evaluate_gives_the_baselines_its_timezone(vienna_model, monkeypatch):
-    import trafficrnn.evaluation as evaluation
+    import trafficrnn.estimation.evaluation as evaluation
 
     built = {}
     real = evaluation.get_baseline

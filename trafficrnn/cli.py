@@ -398,8 +398,8 @@ def forecast(
     """
     from pathlib import Path
 
-    from trafficrnn.checks import gdalwarp_line
     from trafficrnn.errors import ConfigError
+    from trafficrnn.estimation.checks import gdalwarp_line
     from trafficrnn.io import WRITERS, get_writer, read_stack
 
     _check_outputs([out], overwrite, tuple(WRITERS))
@@ -542,7 +542,7 @@ def evaluate(
     Example:
       trafficrnn evaluate my-model city/images --vehicles city/vehicles.gpkg --csv scores.csv
     """
-    from trafficrnn.evaluation import evaluate as score
+    from trafficrnn.estimation.evaluation import evaluate as score
     from trafficrnn.io import read_stack
 
     _check_outputs([csv_path], overwrite, (".csv",))

@@ -149,8 +149,8 @@ def _table_json(table) -> str:
 
 
 def _model_folder(model: str) -> str:
-    """``model`` where it exists; else a ModelFileError that says so (see :func:`trafficrnn.persist.check_model_folder`)."""
-    from trafficrnn.persist import check_model_folder
+    """``model`` where it exists; else a ModelFileError that says so (see :func:`trafficrnn.estimation.persist.check_model_folder`)."""
+    from trafficrnn.estimation.persist import check_model_folder
 
     return check_model_folder(model)
 
@@ -397,14 +397,14 @@ def _training_options(func):
 
 def _covariates(path: str | None):
     """The covariate table of --covariates, or None."""
-    from trafficrnn.covariates import read_covariates
+    from trafficrnn.estimation.covariates import read_covariates
 
     return None if path is None else read_covariates(path)
 
 
 def _data_kwargs(static, covariates_path: str | None) -> dict:
     """``static=`` / ``covariates=`` (read from --covariates) for fit, predict and evaluate, those given."""
-    from trafficrnn.inputs import data_kwargs
+    from trafficrnn.estimation.inputs import data_kwargs
 
     return data_kwargs(static, _covariates(covariates_path))
 
@@ -474,7 +474,7 @@ def _check_split(stack: str, images, val, test) -> None:
 def _align_images(images, est, align: str):
     """``images`` resampled onto the model's GSD with ``--align resample``, warped onto the model's grid with
     ``--align reproject`` (where they differ), so that targets and static layers are built on that grid too."""
-    from trafficrnn.checks import reproject_to_grid, resample_to_gsd
+    from trafficrnn.estimation.checks import reproject_to_grid, resample_to_gsd
 
     if align == "reproject":
         return reproject_to_grid(images, est.grid_)

@@ -17,8 +17,8 @@ import pandas as pd
 import xarray as xr
 
 from trafficrnn.errors import ConfigError
-from trafficrnn.evaluation import DEFAULT_BASELINES
-from trafficrnn.inputs import data_kwargs
+from trafficrnn.estimation.evaluation import DEFAULT_BASELINES
+from trafficrnn.estimation.inputs import data_kwargs
 from trafficrnn.metrics import skill
 from trafficrnn.params import MODEL_NAMES
 
@@ -148,7 +148,7 @@ def _time_baselines(
     baselines: Sequence[str],
 ) -> dict[str, tuple[float, float]]:
     """(fit seconds, seconds per forecast) of each baseline, fitted on the frames before ``split`` as evaluate does."""
-    from trafficrnn.evaluation import baseline_history, evaluation_issues
+    from trafficrnn.estimation.evaluation import baseline_history, evaluation_issues
     from trafficrnn.models.baselines import get_baseline
 
     history = baseline_history(

@@ -659,7 +659,7 @@ def front_fits(
 
 
 def use_front_scaling(norm: Any, meta: dict[str, Any], tolerance: float = 3.0) -> bool:
-    """Give a fitted ``standard`` input :class:`~trafficrnn.dataset.Normalizer` the count front's
+    """Give a fitted ``standard`` input :class:`~trafficrnn.windows.Normalizer` the count front's
     per-band mean and scale, where they are alike (each band's std within a factor ``tolerance`` of
     the front's, and its mean within ``tolerance`` front stds): the front reads pixels on the scale
     it was trained with, whichever hours and places a stack holds. Returns whether it did; other

@@ -245,7 +245,7 @@ class ForecastEnsemble:
             )
         dirs = [None] * int(self.members)
         if checkpoint_dir is not None:
-            from trafficrnn.checkpoints import check_folder
+            from trafficrnn.estimation.checkpoints import check_folder
 
             check_folder(Path(checkpoint_dir), resume=True)  # a folder (or none yet), not a file
             dirs = [Path(checkpoint_dir) / f"member-{i}" for i in range(int(self.members))]
@@ -259,7 +259,7 @@ class ForecastEnsemble:
             {**base, "seed": int(base["seed"]) + i, **({"progress": False} if jobs > 1 else {})}
             for i in range(int(self.members))
         ]
-        from trafficrnn.inputs import data_kwargs
+        from trafficrnn.estimation.inputs import data_kwargs
 
         data = data_kwargs(static, covariates)
         if vehicles is not None:
@@ -332,7 +332,7 @@ class ForecastEnsemble:
         self, images: xr.DataArray, target: xr.DataArray | None = None, **kwargs: Any
     ) -> pd.DataFrame:
         """Per-lead scores of the ensemble mean beside the baselines; see :meth:`TrafficForecaster.evaluate`."""
-        from trafficrnn.evaluation import evaluate
+        from trafficrnn.estimation.evaluation import evaluate
 
         return evaluate(self, images, target, **kwargs)
 
@@ -344,8 +344,8 @@ class ForecastEnsemble:
         ------
         NotFittedError, OutputExistsError
         """
+        from trafficrnn.estimation.persist import save_model
         from trafficrnn.io.atomic import atomic_output
-        from trafficrnn.persist import save_model
 
         self._check_fitted()
         path = Path(path)

@@ -18,9 +18,6 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from trafficrnn import checkpoints
-from trafficrnn.checks import InputChecks, gsd_of
-from trafficrnn.context import Context, parse_context
 from trafficrnn.counting import (
     COUNT_NORM,
     COUNT_STRIDE_PX,
@@ -41,12 +38,12 @@ from trafficrnn.counting import (
     split_target,
     use_front_scaling,
 )
-from trafficrnn.covariates import Covariates
-from trafficrnn.data import contiguous_starts, make_forecast
-from trafficrnn.dataset import Normalizer, WindowDataset
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
-from trafficrnn.grid import Grid
-from trafficrnn.inputs import (
+from trafficrnn.estimation import checkpoints
+from trafficrnn.estimation.checks import InputChecks, gsd_of
+from trafficrnn.estimation.context import Context, parse_context
+from trafficrnn.estimation.covariates import Covariates
+from trafficrnn.estimation.inputs import (
     BatchInputs,
     Channels,
     check_covariates_given,
@@ -60,12 +57,15 @@ from trafficrnn.inputs import (
     static_layers,
     step_vectors,
 )
+from trafficrnn.estimation.state import FittedState, state_attribute
+from trafficrnn.grid import Grid
 from trafficrnn.io.timestamps import check_cadence
 from trafficrnn.models.encoder import default_strides
 from trafficrnn.models.forecaster import count_stage_for
 from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
 from trafficrnn.splits import fit_split
-from trafficrnn.state import FittedState, state_attribute
+from trafficrnn.timeaxis import contiguous_starts, make_forecast
+from trafficrnn.windows import Normalizer, WindowDataset
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class TrafficForecaster(InputChecks):
         What the model knows about its data (grid, cadence, bands, units, normalisers, context,
         covariates, static layers, GSD, split, training summary), saved and loaded with it. Its
         fields are also the attributes ``grid_``, ``cadence_``, ``bands_``, ... (see
-        :class:`trafficrnn.state.FittedState`).
+        :class:`trafficrnn.estimation.state.FittedState`).
     """
 
     # the fitted attributes: views of state_'s fields
@@ -428,7 +428,7 @@ class TrafficForecaster(InputChecks):
             the training grid when no ``static`` is given there.
         covariates : pandas.DataFrame, optional
             Known-in-advance exogenous series indexed by time, e.g. daily weather and holiday flags
-            (one row per day, numeric columns; see :mod:`trafficrnn.covariates`). Every frame and
+            (one row per day, numeric columns; see :mod:`trafficrnn.estimation.covariates`). Every frame and
             lead time reads the row in force at its time, standardised on the training frames, as
             channels beside the calendar ones. The table must cover the whole stack here, and the
             input frames and lead times in ``predict`` (which then needs ``covariates=`` too).
@@ -1159,7 +1159,7 @@ class TrafficForecaster(InputChecks):
         ``align``: ``"exact"`` refuses images whose pixel size (GSD) differs from the model's;
         ``"resample"`` first averages them onto the model's GSD (same CRS and origin);
         ``"reproject"`` warps them (bilinear), in any CRS and on any pixels, onto the model's grid
-        (its CRS, transform and shape; see :func:`trafficrnn.checks.reproject_to_grid`); they must
+        (its CRS, transform and shape; see :func:`trafficrnn.estimation.checks.reproject_to_grid`); they must
         cover at least half of it.
 
         ``static``: ``(band, y, x)`` layers on the stack's grid, for a model fitted with them; left
@@ -1218,9 +1218,9 @@ class TrafficForecaster(InputChecks):
         trained on); ``None`` scores every window of the given stack. Baselines are fitted on
         the frames before the split. ``align``: as :meth:`predict` (``"exact"``, ``"resample"``
         or ``"reproject"`` onto the model's grid). A progress bar counts the forecasts when the
-        model's ``progress`` is true, as in :meth:`fit`. See :func:`trafficrnn.evaluation.evaluate`.
+        model's ``progress`` is true, as in :meth:`fit`. See :func:`trafficrnn.estimation.evaluation.evaluate`.
         """
-        from trafficrnn.evaluation import evaluate
+        from trafficrnn.estimation.evaluation import evaluate
 
         return evaluate(
             self,
@@ -1235,8 +1235,8 @@ class TrafficForecaster(InputChecks):
         )
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.persist`."""
-        from trafficrnn.persist import save_model
+        """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.estimation.persist`."""
+        from trafficrnn.estimation.persist import save_model
 
         return save_model(self, path, overwrite=overwrite)
 
@@ -1249,6 +1249,6 @@ class TrafficForecaster(InputChecks):
         ModelFileError
             For a missing, tampered, truncated or incompatible model folder.
         """
-        from trafficrnn.persist import load_model
+        from trafficrnn.estimation.persist import load_model
 
         return load_model(cls, path)

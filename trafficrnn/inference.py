@@ -22,7 +22,7 @@ import xarray as xr
 from distributed import WorkerPlugin
 
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, SchedulerError
-from trafficrnn.inputs import check_covariates_given, static_for
+from trafficrnn.estimation.inputs import check_covariates_given, static_for
 from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.export import write_band_meta
 from trafficrnn.tiling import (

@@ -172,7 +172,7 @@ def align_truth(forecast: xr.DataArray, target: xr.DataArray) -> xr.DataArray:
     if "valid_time" not in forecast.coords:
         raise ConfigError(
             f"forecast with coords {list(forecast.coords)} has no 'valid_time': build it with "
-            "trafficrnn.data.make_forecast"
+            "trafficrnn.timeaxis.make_forecast"
         )
     missing_dims = {"time", "band", "y", "x"} - set(target.dims)
     if missing_dims:

@@ -25,7 +25,7 @@ def describe(model) -> list[tuple[str, str]]:
 
     from trafficrnn._version import __version__ as ours
     from trafficrnn.ensemble import is_ensemble, read_manifest
-    from trafficrnn.persist import check_model_folder, read_config
+    from trafficrnn.estimation.persist import check_model_folder, read_config
 
     check_model_folder(model)
     members = read_manifest(model)["members"] if is_ensemble(model) else None

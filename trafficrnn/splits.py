@@ -137,7 +137,7 @@ def published_split(*arrays: Any) -> PublishedSplit | None:
 
 @dataclass(frozen=True)
 class SplitChoice:
-    """The split used on one stack: what :func:`~trafficrnn.data.chronological_split` gets, and why.
+    """The split used on one stack: what :func:`~trafficrnn.timeaxis.chronological_split` gets, and why.
 
     ``val`` / ``test``: the boundaries for ``fit`` (a published part that the stack does not
     hold is a fraction of 0: empty, not asked for); ``given``: the names the user set;
@@ -224,9 +224,9 @@ def fit_split(
     SplitError
         The data's published split applies and the stack holds none of its training frames.
     ConfigError
-        As :func:`~trafficrnn.data.chronological_split`.
+        As :func:`~trafficrnn.timeaxis.chronological_split`.
     """
-    from trafficrnn.data import chronological_split
+    from trafficrnn.timeaxis import chronological_split
 
     choice = choose_split(est.val, est.test, times, *arrays)
     if choice.published is not None and "train" not in choice.parts:
@@ -265,9 +265,9 @@ def evaluation_split(
     ------
     ConfigError
         The published split applies and the stack holds no frame of ``part``; as
-        :func:`~trafficrnn.data.chronological_split` otherwise.
+        :func:`~trafficrnn.timeaxis.chronological_split` otherwise.
     """
-    from trafficrnn.data import chronological_split
+    from trafficrnn.timeaxis import chronological_split
 
     choice = choose_split(est.val, est.test, times, *arrays)
     if choice.published is None:

@@ -31,7 +31,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 class ForecastModule(L.LightningModule):
-    """Trains a forecaster on batches from :class:`trafficrnn.data.WindowDataset`.
+    """Trains a forecaster on batches from :class:`trafficrnn.timeaxis.WindowDataset`.
 
     Parameters
     ----------
@@ -373,7 +373,7 @@ def quiet_lightning(quiet: bool = True):
             lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            # the folder is checked by trafficrnn.checkpoints before training (refused when it holds
+            # the folder is checked by trafficrnn.estimation.checkpoints before training (refused when it holds
             # another run's checkpoints); beside its run.json it is rightly not empty
             warnings.filterwarnings(
                 "ignore", message=r"Checkpoint directory .* exists and is not empty"

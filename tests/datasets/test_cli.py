@@ -102,8 +102,8 @@ def test_datasets_group__help_lists_export():
 
 
 def test_export__covariates_csv_reads_back(tmp_path):
-    from trafficrnn.covariates import read_covariates
     from trafficrnn.datasets import nyc_bike_covariates
+    from trafficrnn.estimation.covariates import read_covariates
 
     csv = tmp_path / "weather.csv"
     result = CliRunner().invoke(

@@ -195,7 +195,7 @@ def nyc_bike_covariates(columns=None, *, path=None) -> pd.DataFrame:
     InputFileError
         If the file is missing or unreadable.
     """
-    from trafficrnn.covariates import read_covariates
+    from trafficrnn.estimation.covariates import read_covariates
 
     path = Path(path) if path is not None else COVARIATES_FILE
     if not path.exists():

@@ -18,10 +18,10 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trafficrnn.data import infer_cadence, make_forecast, time_features, wall_clock
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
 from trafficrnn.grid import Grid
 from trafficrnn.registry import Registry
+from trafficrnn.timeaxis import infer_cadence, make_forecast, time_features, wall_clock
 
 __all__ = [
     "Baseline",
@@ -175,7 +175,7 @@ class Baseline:
         Returns
         -------
         xarray.DataArray
-            ``(issued, lead, band, y, x)`` forecast (see :func:`trafficrnn.data.make_forecast`).
+            ``(issued, lead, band, y, x)`` forecast (see :func:`trafficrnn.timeaxis.make_forecast`).
 
         Raises
         ------
@@ -398,7 +398,7 @@ class RidgeBaseline(Baseline):
 
     Features of a cell at issue time t: its last ``lags`` values of every band (a NaN lag
     replaced by the historical average of its slot), the time features of each target time
-    (:func:`trafficrnn.data.time_features`) and the historical average of each target slot and
+    (:func:`trafficrnn.timeaxis.time_features`) and the historical average of each target slot and
     band. Fitted on windows of the training data, subsampled to ``max_samples`` rows. In
     training rows the historical-average features are causal (means of earlier frames of the
     slot only), so no row sees its own target; at prediction they come from all the training

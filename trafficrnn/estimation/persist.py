@@ -137,8 +137,8 @@ def _read_static(config: dict, grid: Grid, names: list[str], path: Path):
     import rasterio
     import xarray as xr
 
+    from trafficrnn.estimation.inputs import kept_static
     from trafficrnn.grid import Grid
-    from trafficrnn.inputs import kept_static
 
     digest = config.get("static_sha256")
     if digest is None:
@@ -397,7 +397,7 @@ def _check_weights_fit(config: dict, state: dict, path: Path) -> None:
 def _check_vector_channels(config: dict, est, path: Path) -> None:
     """The forecaster's known-in-advance input channels must be the calendar, covariate and context
     channels the config describes (else a crafted covariate list would fail deep inside torch)."""
-    from trafficrnn.inputs import Channels
+    from trafficrnn.estimation.inputs import Channels
 
     channels = Channels.of(
         est, bands=len(est.bands_), context=est.context_, covariates=est.covariates_, static=0
@@ -591,9 +591,9 @@ def load_model(cls, path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from trafficrnn.estimation.state import FittedState
     from trafficrnn.grid import Grid
     from trafficrnn.models import MODELS, EncoderForecaster
-    from trafficrnn.state import FittedState
 
     path = Path(path)
     config = read_config(path)

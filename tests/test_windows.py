@@ -1,4 +1,4 @@
-"""Tests of trafficrnn.dataset: the normaliser and the window dataset."""
+"""Tests of trafficrnn.windows: the normaliser and the window dataset."""
 
 import json
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 import xarray as xr
 
-from trafficrnn.data import time_features, window_starts
-from trafficrnn.dataset import Normalizer, WindowDataset
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError
+from trafficrnn.timeaxis import time_features, window_starts
+from trafficrnn.windows import Normalizer, WindowDataset
 
 
 # -- normaliser ---------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from trafficrnn.data import positive_int
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError
+from trafficrnn.timeaxis import positive_int
 
 
 # -- normalisation -----------------------------------------------------------------------
@@ -222,7 +222,7 @@ class WindowDataset(torch.utils.data.Dataset):
         Window starts, e.g. from :func:`window_starts`.
     input_steps, horizon : int
     future_maps : numpy.ndarray, shape (T, C_f, h, w), optional
-        Known-in-advance maps of every frame (see :class:`trafficrnn.context.Context`); items
+        Known-in-advance maps of every frame (see :class:`trafficrnn.estimation.context.Context`); items
         get ``ctx_out (H, C_f, h', w')``, the maps of their target frames, and ``ctx_in
         (T_in, C_f, h', w')``, those of their input frames, cropped like ``y``.
     time_feats : numpy.ndarray, shape (T, F), optional

@@ -1,4 +1,4 @@
-"""Tests of trafficrnn.data: cadence, DST-safe time features, forecast contract, windows, splits."""
+"""Tests of trafficrnn.timeaxis: cadence, DST-safe time features, forecast contract, windows, splits."""
 
 import numpy as np
 import pandas as pd
@@ -8,14 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trafficrnn import Grid
-from trafficrnn.data import (
+from trafficrnn.errors import CadenceError, ConfigError, GridError, TimestampError
+from trafficrnn.timeaxis import (
     chronological_split,
     infer_cadence,
     make_forecast,
     time_features,
     window_starts,
 )
-from trafficrnn.errors import CadenceError, ConfigError, GridError, TimestampError
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
 

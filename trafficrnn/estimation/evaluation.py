@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from trafficrnn.data import contiguous_starts
 from trafficrnn.errors import ConfigError
 from trafficrnn.metrics import align_truth, per_lead, skill
 from trafficrnn.models.baselines import BASELINES, get_baseline
 from trafficrnn.splits import SplitChoice, evaluation_split
+from trafficrnn.timeaxis import contiguous_starts
 
 DEFAULT_BASELINES = tuple(
     BASELINES
@@ -123,7 +123,7 @@ def evaluate(
     align : {"exact", "resample", "reproject"}
         ``"exact"`` refuses images of another pixel size (GSD); ``"resample"`` averages them onto the
         model's GSD first (same CRS and origin); ``"reproject"`` warps them onto the model's grid
-        (any CRS; see :func:`trafficrnn.checks.reproject_to_grid`).
+        (any CRS; see :func:`trafficrnn.estimation.checks.reproject_to_grid`).
     progress : bool, optional
         Show a progress bar (forecasts made); ``None``: the model's ``progress`` setting, as ``fit``.
 

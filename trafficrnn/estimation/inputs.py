@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from trafficrnn.data import CALENDAR_CHANNELS, time_features
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
 from trafficrnn.grid import Grid
+from trafficrnn.timeaxis import CALENDAR_CHANNELS, time_features
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class Channels:
     def of(cls, est: Any, *, bands: int, context: Any, covariates: Any, static: int) -> Channels:
         """The channels of estimator ``est`` (its ``time_features``, ``context_inputs`` and
         ``target_inputs``) for ``bands`` target bands, its fitted ``context`` (a
-        :class:`~trafficrnn.context.Context`), ``covariates`` (a
-        :class:`~trafficrnn.covariates.Covariates` or None) and ``static`` layers in all."""
+        :class:`~trafficrnn.estimation.context.Context`), ``covariates`` (a
+        :class:`~trafficrnn.estimation.covariates.Covariates` or None) and ``static`` layers in all."""
         return cls(
             calendar=CALENDAR_CHANNELS if est.time_features else 0,
             covariates=0 if covariates is None else len(covariates),
@@ -72,7 +72,7 @@ class Channels:
 
 
 class BatchInputs:
-    """Maps a batch of :class:`~trafficrnn.dataset.WindowDataset` items to the model's keyword arguments.
+    """Maps a batch of :class:`~trafficrnn.windows.WindowDataset` items to the model's keyword arguments.
 
     Picklable (plain attributes), so DDP workers can rebuild it.
 

@@ -48,7 +48,7 @@ _CHECKPOINTS = ("last.ckpt", "best.ckpt")
 
 def run_record(params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """What ``run.json`` holds when a run starts: format, settings and data description (JSON-ready)."""
-    from trafficrnn.persist import jsonable
+    from trafficrnn.estimation.persist import jsonable
 
     # through JSON and back, so that it compares equal to what a later run reads from run.json
     return json.loads(
@@ -219,7 +219,7 @@ def load_state(path: Path, module) -> None:
 
 def finish(root: Path, record: dict[str, Any], finished: dict[str, Any]) -> None:
     """Record how the run ended in ``run.json`` (atomically)."""
-    from trafficrnn.persist import jsonable
+    from trafficrnn.estimation.persist import jsonable
 
     write(root, {**record, "finished": jsonable(finished)})
 

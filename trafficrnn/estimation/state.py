@@ -14,10 +14,10 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from trafficrnn.context import Context
-from trafficrnn.covariates import Covariates
-from trafficrnn.dataset import Normalizer
+from trafficrnn.estimation.context import Context
+from trafficrnn.estimation.covariates import Covariates
 from trafficrnn.grid import Grid
+from trafficrnn.windows import Normalizer
 
 
 @dataclass

@@ -42,7 +42,7 @@ def check_covariates(frame: Any, name: str = "covariates") -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise ModelMismatchError(
             f"{name} must be a pandas DataFrame indexed by time (one row per day, say), got "
-            f"{type(frame).__name__}; read a CSV with trafficrnn.covariates.read_covariates"
+            f"{type(frame).__name__}; read a CSV with trafficrnn.estimation.covariates.read_covariates"
         )
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise TimestampError(
