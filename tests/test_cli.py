@@ -551,7 +551,7 @@ def test_train__missing_vehicles_file(grids, tmp_path):
 def test_forecast__wrong_extension(grids, tmp_path):
     one_line_error(
         run("forecast", grids / "model", grids / "stack", "--out", tmp_path / "f.png"),
-        "extension '.png' is not supported here; expected one of .tif, .tiff, .nc, .gpkg",
+        "extension '.png' is not supported here; expected one of .tif, .tiff, .nc, .zarr, .gpkg",
     )
     assert not (tmp_path / "f.png").exists()
 
@@ -765,7 +765,7 @@ def test_forecast__window_needs_a_tif(grids, tmp_path):
         run(
             "forecast", grids / "model", grids / "stack", "--out", tmp_path / "f.nc", "--window", 2
         ),
-        "stream the forecast into a COG",
+        "stream the forecast into a COG or a Zarr store",
     )
 
 

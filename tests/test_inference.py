@@ -86,6 +86,30 @@ def test_forecast_large__equals_whole_area(fitted, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["fc.tif"]  # no temporary file left
 
 
+def test_forecast_large__streams_into_a_zarr_store(fitted, tmp_path):
+    pytest.importorskip("zarr", reason="zarr is not installed: pip install 'trafficrnn[zarr]'")
+    from trafficrnn.io import read_zarr, to_zarr
+
+    est, da, whole = fitted
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="tiled forecast")
+        path = forecast_large(est, da, tmp_path / "fc.zarr", window=8)
+    assert [p.name for p in tmp_path.iterdir()] == ["fc.zarr"]  # no temporary left
+    back = read_zarr(path)
+    assert back.rio.crs == GRID.crs and back.rio.transform() == GRID.transform
+    np.testing.assert_allclose(back.values, whole.values, rtol=1e-6, atol=1e-6)
+    assert back.indexes["lead"].equals(whole.indexes["lead"])
+    np.testing.assert_array_equal(back["valid_time"].values, whole["valid_time"].values)
+    assert (
+        back.attrs["issued"] == whole.attrs["issued"] and back.attrs["units"] == "vehicles per cell"
+    )
+    # the same store as to_zarr writes from the whole-area forecast
+    ref = read_zarr(to_zarr(whole, tmp_path / "ref.zarr"))
+    assert back.dims == ref.dims and back.attrs == ref.attrs
+    with pytest.raises(OutputExistsError):
+        forecast_large(est, da, path, window=8)
+
+
 def test_forecast_large__valid_cog(fitted, tmp_path):
     from rio_cogeo.cogeo import cog_validate
 

@@ -203,13 +203,14 @@ def test_datasets__get_dataset():
 
 
 def test_get_writer__each_extension():
-    from trafficrnn.io import WRITERS, get_writer, to_geopackage, to_geotiff, to_netcdf
+    from trafficrnn.io import WRITERS, get_writer, to_geopackage, to_geotiff, to_netcdf, to_zarr
 
-    assert list(WRITERS) == [".tif", ".tiff", ".nc", ".gpkg"]
+    assert list(WRITERS) == [".tif", ".tiff", ".nc", ".zarr", ".gpkg"]
     assert get_writer("f.tif") is to_geotiff and get_writer("F.TIFF") is to_geotiff
     assert get_writer("f.nc") is to_netcdf and get_writer("dir.v2/f.gpkg") is to_geopackage
+    assert get_writer("big.zarr") is to_zarr
     assert [n for n in WRITERS if WRITERS.info(n).segments] == [".gpkg"]
-    assert [n for n in WRITERS if WRITERS.info(n).streams] == [".tif", ".tiff"]
+    assert [n for n in WRITERS if WRITERS.info(n).streams] == [".tif", ".tiff", ".zarr"]
 
 
 @pytest.mark.parametrize("name", ["f.png", "f", "f.tif.bak"])
@@ -219,7 +220,7 @@ def test_get_writer__unknown_extension_refused(name):
     with pytest.raises(
         UnknownFormatError,
         match=r"unknown file extension '.*': expected one of "
-        r"\['.gpkg', '.nc', '.tif', '.tiff'\]",
+        r"\['.gpkg', '.nc', '.tif', '.tiff', '.zarr'\]",
     ) as info:
         get_writer(name)
     assert (

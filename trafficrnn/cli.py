@@ -325,8 +325,8 @@ def train(
     "--out",
     required=True,
     type=click.Path(dir_okay=False),
-    help="forecast.tif (COG), forecast.nc (CF-NetCDF) or forecast.gpkg (one polygon per cell, or "
-    "per road segment with --segments).",
+    help="forecast.tif (COG), forecast.nc (CF-NetCDF), forecast.zarr (CF Zarr store) or "
+    "forecast.gpkg (one polygon per cell, or per road segment with --segments).",
 )
 @click.option(
     "--segments",
@@ -356,7 +356,8 @@ def train(
     "--window",
     default=None,
     type=click.IntRange(1),
-    help="Large areas: forecast windows of this many cells, streamed into the COG (.tif only).",
+    help="Large areas: forecast windows of this many cells, streamed into the COG or Zarr store "
+    "(.tif or .zarr only).",
 )
 @click.option(
     "--halo",
@@ -425,8 +426,8 @@ def forecast(
             )
         if not output.streams:
             raise ConfigError(
-                f"--window/--scheduler stream the forecast into a COG: use --out forecast.tif "
-                f"(got {out})"
+                "--window/--scheduler stream the forecast into a COG or a Zarr store: use --out "
+                f"forecast.tif or --out forecast.zarr (got {out})"
             )
         from trafficrnn.inference import connect, forecast_large
 

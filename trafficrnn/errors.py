@@ -101,3 +101,7 @@ __all__ = [
     "UnknownFormatError",
     "SchedulerError",
 ]
+
+
+class MissingDependencyError(TrafficRNNError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra."""

@@ -189,14 +189,16 @@ def forecast_large(
     retries: int = 2,
     covariates: Any = None,
 ) -> Path:
-    """Forecast a large area window by window and write it as a COG, never holding the whole area.
+    """Forecast a large area window by window and write it as a COG or a Zarr store, never holding
+    the whole area.
 
     The area is split into cores of at most ``window`` × ``window`` cells. Each task reads its
     core plus ``halo`` cells on each side (at the area edge the read window slides inward, so
     every task reads the same extent and peak memory depends on the window alone), only the last
     ``input_steps`` frames, runs ``model.predict`` on it, and the client writes the weighted
-    forecast into a tiled GeoTIFF in the target folder, converted to a COG at the end and
-    renamed into place (a failed run leaves no file).
+    forecast into a tiled GeoTIFF in the target folder, converted block by block to a COG (or a
+    CF Zarr store, as :func:`~trafficrnn.io.to_zarr` writes it) at the end and renamed into
+    place (a failed run leaves no file).
 
     Halo rule: a cell's forecast depends on the cells within ``r = receptive_halo(model)``
     (see there: ``p · (T_in + L · H)`` for kernel ``2p + 1``, ``L`` layers, feedback), plus the
@@ -218,7 +220,8 @@ def forecast_large(
         Stack ``(time, band, y, x)`` with the model's bands, CRS, resolution and cadence; a path
         is opened lazily with ``read_stack(source, chunks=chunks)``.
     out_path : path-like
-        ``.tif`` output: ``(lead × band)`` bands, band descriptions and tags as ``to_geotiff``.
+        ``.tif`` output: ``(lead × band)`` bands, band descriptions and tags as ``to_geotiff``;
+        or ``.zarr``: the layout of ``to_zarr``, chunks of 256 × 256 cells per lead.
     window : int, optional
         Core side in cells; default: what keeps a window's input frames near 256 MB.
     halo : int, optional
@@ -260,7 +263,12 @@ def forecast_large(
     """
     from trafficrnn.io.stack import read_stack
 
-    out_path = check_output(out_path, overwrite=overwrite, suffixes=(".tif", ".tiff"))
+    out_path = check_output(out_path, overwrite=overwrite, suffixes=(".tif", ".tiff", ".zarr"))
+    zarr_out = out_path.suffix.lower() == ".zarr"
+    if zarr_out:
+        from trafficrnn.io.zarrstore import check_zarr
+
+        check_zarr()
     if blend not in BLENDS:
         raise ConfigError(f"blend={blend!r} is invalid: expected one of {', '.join(BLENDS)}")
     images = (
@@ -342,11 +350,11 @@ def forecast_large(
         grid.shape,
         "exact" if exact else "blended",
     )
-    with atomic_output(out_path, overwrite=overwrite) as tmp:
+    with atomic_output(out_path, overwrite=overwrite, directory=zarr_out) as tmp:
         acc = tmp.with_name(tmp.name + ".acc.tif")
         try:
             with _frozen_gc():
-                _run(
+                template = _run(
                     model,
                     windows,
                     task_args,
@@ -357,7 +365,10 @@ def forecast_large(
                     grid,
                     blended=not exact,
                 )
-            _to_cog(acc, tmp, grid.shape)
+            if zarr_out:
+                _to_zarr(acc, tmp, template, grid)
+            else:
+                _to_cog(acc, tmp, grid.shape)
         finally:
             acc.unlink(missing_ok=True)
     return out_path
@@ -415,7 +426,8 @@ def _run(
     *,
     blended: bool,
 ) -> None:
-    """Write every window's weighted forecast into the tiled GeoTIFF ``acc`` (read-add-write when blended)."""
+    """Write every window's weighted forecast into the tiled GeoTIFF ``acc`` (read-add-write when
+    blended); return a one-cell slice of a window's forecast (its coordinates and attributes)."""
     count = horizon * len(model.bands_)
     block = 256 if min(grid.shape) >= 256 else 16 * max(1, math.ceil(min(grid.shape) / 16))
     profile = dict(
@@ -450,6 +462,31 @@ def _run(
             dst.write(values, window=region)
         write_band_meta(dst, template)
         dst.nodata = float("nan")
+    return template
+
+
+def _to_zarr(acc: Path, target: Path, template: xr.DataArray, grid: Any) -> None:
+    """Stream the tiled GeoTIFF into a CF Zarr store (``to_zarr``'s layout), a block of 256 × 256
+    cells (every lead and band) at a time."""
+    import rioxarray
+
+    from trafficrnn.io.zarrstore import write_store
+
+    block = min(256, grid.shape[0]), min(256, grid.shape[1])
+    src = rioxarray.open_rasterio(
+        acc, chunks={"band": -1, "y": block[0], "x": block[1]}, lock=False
+    )
+    lead, band = template.sizes["lead"], template.sizes["band"]
+    data = src.data.reshape(lead, band, *grid.shape)
+    coords = {k: v for k, v in template.coords.items() if k not in ("y", "x", "spatial_ref")}
+    da = xr.DataArray(
+        data,
+        dims=("lead", "band", "y", "x"),
+        coords={**coords, "y": src["y"].values, "x": src["x"].values},
+        attrs=dict(template.attrs),
+    )
+    write_store(da.rio.write_crs(grid.crs).rio.write_transform(grid.transform), target)
+    src.close()
 
 
 def _to_cog(acc: Path, target: Path, shape: tuple[int, int]) -> None:

@@ -2,7 +2,7 @@
 
 Every name is imported on first use, so that ``trafficrnn.io.atomic`` (and ``trafficrnn info``)
 loads neither rasterio, xarray nor geopandas. :func:`get_writer` picks a writer by the output's
-extension (:data:`WRITERS`: ``.tif`` / ``.tiff``, ``.nc``, ``.gpkg``).
+extension (:data:`WRITERS`: ``.tif`` / ``.tiff``, ``.nc``, ``.zarr``, ``.gpkg``).
 """
 
 from trafficrnn.io.atomic import check_outputs
@@ -18,6 +18,8 @@ __all__ = [
     "write_stack",
     "to_netcdf",
     "read_netcdf",
+    "to_zarr",
+    "read_zarr",
     "to_geopackage",
     "write_geopackage",
     "check_georeference",
@@ -33,6 +35,7 @@ _LAZY = {
         "trafficrnn.io.export",
     ),
     **dict.fromkeys(["read_netcdf", "to_netcdf"], "trafficrnn.io.netcdf"),
+    **dict.fromkeys(["read_zarr", "to_zarr"], "trafficrnn.io.zarrstore"),
     "read_stack": "trafficrnn.io.stack",
     **dict.fromkeys(
         ["aggregate_to_segments", "rasterize_lines", "rasterize_points", "read_vectors"],

@@ -1,4 +1,6 @@
-"""CF-NetCDF out and back: a variable per band, a grid_mapping with the CRS, UTC time axes (valid time, lead)."""
+"""CF-NetCDF out and back: a variable per band, a grid_mapping with the CRS, UTC time axes (valid
+time, lead). The CF dataset is built and read by :func:`cf_dataset` / :func:`from_cf_dataset`,
+which the Zarr writer shares."""
 
 from __future__ import annotations
 
@@ -70,33 +72,15 @@ def _forecast_axes(
     return ds
 
 
-def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
-    """Write a grid array as CF-1.8 NetCDF that GIS tools and xarray + rioxarray read back.
-
-    Each band becomes a variable (``density``, or ``inflow`` / ``outflow``) with
-    ``grid_mapping = "spatial_ref"`` (CRS WKT and GeoTransform). A forecast gets dims
-    ``(time, y, x)`` where ``time`` is the valid time, with the auxiliary coordinate
-    ``forecast_period(time)`` (the lead) and the scalar ``forecast_reference_time`` (the issue
-    time); observed stacks get ``(time, y, x)``. Times are written in UTC (``minutes since
-    ...Z``): naive times are read as UTC, or as wall-clock times of ``attrs["timezone"]``.
-    Units go on each variable in UDUNITS form; a count such as ``vehicles per cell`` is written
-    ``units = "1"`` with the text in ``long_name`` and ``units_description``. ``gdalinfo`` reads
-    the file without warnings and a CF checker (``cfchecks``) finds no error or warning.
-
-    Parameters
-    ----------
-    da : xarray.DataArray
-        ``(time|lead, band, y, x)``, ``(band, y, x)`` or ``(y, x)`` with CRS and transform.
-    path : path-like
-        ``.nc`` output.
-    overwrite : bool
-        Replace an existing file.
+def cf_dataset(da: xr.DataArray) -> tuple[xr.Dataset, dict]:
+    """The CF-1.8 dataset of a grid array, and its encoding (time units, fill values), as
+    :func:`to_netcdf` and :func:`~trafficrnn.io.to_zarr` write it (see :func:`to_netcdf`).
 
     Raises
     ------
-    OutputExistsError, ExportError, MissingCRSError, GridError
+    MissingCRSError, GridError
+        ``da`` has no CRS or no usable transform.
     """
-    path = check_output(path, overwrite=overwrite, suffixes=(".nc", ".nc4"))
     da = as_4d(da)
     grid = check_georeference(da)
     step = da.dims[0]
@@ -115,10 +99,7 @@ def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
         if cf_units != units:
             var.attrs["units_description"] = units
         ds[_var_name(band)] = var
-    encoding = {
-        name: {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)}
-        for name in ds.data_vars
-    }
+    encoding = {name: {"_FillValue": np.float32(np.nan)} for name in ds.data_vars}
     if step == "lead" and "valid_time" in ds.coords:
         ds = _forecast_axes(ds, da, zone, encoding)
     elif step == "lead":  # no valid times to put on a time axis: an index of leads
@@ -156,6 +137,39 @@ def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
     }
     if "source" in ds.coords:
         ds = ds.assign_coords(source=ds["source"].astype(str))
+    return ds, encoding
+
+
+def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
+    """Write a grid array as CF-1.8 NetCDF that GIS tools and xarray + rioxarray read back.
+
+    Each band becomes a variable (``density``, or ``inflow`` / ``outflow``) with
+    ``grid_mapping = "spatial_ref"`` (CRS WKT and GeoTransform). A forecast gets dims
+    ``(time, y, x)`` where ``time`` is the valid time, with the auxiliary coordinate
+    ``forecast_period(time)`` (the lead) and the scalar ``forecast_reference_time`` (the issue
+    time); observed stacks get ``(time, y, x)``. Times are written in UTC (``minutes since
+    ...Z``): naive times are read as UTC, or as wall-clock times of ``attrs["timezone"]``.
+    Units go on each variable in UDUNITS form; a count such as ``vehicles per cell`` is written
+    ``units = "1"`` with the text in ``long_name`` and ``units_description``. ``gdalinfo`` reads
+    the file without warnings and a CF checker (``cfchecks``) finds no error or warning.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        ``(time|lead, band, y, x)``, ``(band, y, x)`` or ``(y, x)`` with CRS and transform.
+    path : path-like
+        ``.nc`` output.
+    overwrite : bool
+        Replace an existing file.
+
+    Raises
+    ------
+    OutputExistsError, ExportError, MissingCRSError, GridError
+    """
+    path = check_output(path, overwrite=overwrite, suffixes=(".nc", ".nc4"))
+    ds, encoding = cf_dataset(da)
+    for name in ds.data_vars:
+        encoding[name].update(zlib=True, complevel=4)
     with atomic_output(path, overwrite=overwrite) as tmp:
         try:
             ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
@@ -182,6 +196,18 @@ def read_netcdf(path) -> xr.DataArray:
             ds = ds.load()
     except (OSError, ValueError) as exc:
         raise InputFileError(f"{path} is not a readable NetCDF ({exc})") from None
+    return from_cf_dataset(ds, path, "to_netcdf")
+
+
+def from_cf_dataset(ds: xr.Dataset, path, writer: str) -> xr.DataArray:
+    """The ``(time|lead, band, y, x)`` array of a dataset that :func:`cf_dataset` built and
+    ``writer`` wrote to ``path``, with CRS and transform.
+
+    Raises
+    ------
+    InputFileError
+        The dataset lacks the expected variables.
+    """
     names = str(ds.attrs.get("band_names", "")).split(",") if ds.attrs.get("band_names") else None
     variables = (
         str(ds.attrs.get("band_variables", "")).split(",")
@@ -194,7 +220,8 @@ def read_netcdf(path) -> xr.DataArray:
     missing = [v for v in variables if v not in ds.data_vars]
     if missing or not variables:
         raise InputFileError(
-            f"{path}: variables {missing or 'with dims (y, x)'} not found; expected a file written by to_netcdf"
+            f"{path}: variables {missing or 'with dims (y, x)'} not found; expected a file "
+            f"written by {writer}"
         )
     crs, transform = ds.rio.crs, ds.rio.transform()
     zone = ds.attrs.get("timezone")

@@ -31,6 +31,7 @@ WRITERS.register_lazy(
     ".tiff", "trafficrnn.io.export:to_geotiff", label="GeoTIFF (COG)", streams=True
 )
 WRITERS.register_lazy(".nc", "trafficrnn.io.netcdf:to_netcdf", label="NetCDF")
+WRITERS.register_lazy(".zarr", "trafficrnn.io.zarrstore:to_zarr", label="Zarr", streams=True)
 WRITERS.register_lazy(
     ".gpkg", "trafficrnn.io.export:to_geopackage", label="GeoPackage", segments=True
 )
@@ -39,6 +40,7 @@ WRITERS.register_lazy(
 def get_writer(path: str | os.PathLike) -> Callable[..., Path]:
     """The writer of ``path``'s format, by its extension (case-insensitive): ``.tif`` / ``.tiff``
     :func:`~trafficrnn.io.to_geotiff` (COG), ``.nc`` :func:`~trafficrnn.io.to_netcdf` (CF-NetCDF),
+    ``.zarr`` :func:`~trafficrnn.io.to_zarr` (CF Zarr store),
     ``.gpkg`` :func:`~trafficrnn.io.to_geopackage`. Call it as ``writer(da, path, overwrite=...)``.
 
     Raises
