@@ -20,6 +20,7 @@ from affine import Affine
 from rasterio.errors import RasterioError
 
 from trafficrnn.errors import (
+    ConfigError,
     GridError,
     InputFileError,
     MissingCRSError,
@@ -387,15 +388,25 @@ def _dask_token(path: Path) -> str:
 
 
 def read_stack(
-    source, *, time=None, bands=None, chunks=None, align: str = "strict", allow_gaps: bool = False
+    source,
+    *,
+    time=None,
+    bands=None,
+    chunks=None,
+    align: str = "strict",
+    allow_gaps: bool = False,
+    asset: str | None = None,
 ) -> xr.DataArray:
     """Read a GeoTIFF stack into images ``DataArray(time, band, y, x)`` float32 with CRS and transform.
 
     Parameters
     ----------
-    source : str, path, glob or list of paths
+    source : str, path, glob, list of paths, or STAC
         A folder of GeoTIFFs, a glob, a list of paths (one GeoTIFF per time step, single- or
-        multi-band), or one multi-band GeoTIFF whose bands are time steps.
+        multi-band), or one multi-band GeoTIFF whose bands are time steps. Or STAC, one item per
+        time step (see :mod:`trafficrnn.io.stac`): a ``pystac`` ItemCollection, Catalog or
+        Collection, a list of ``pystac.Item``, or the path of a STAC JSON file; the items'
+        datetimes are the times and their ``asset`` the frames (local files).
     time : list of timestamps or str, optional
         Timestamps of the frames (one per file, or per band of a single file), or a
         ``strptime`` pattern found in the file names (``"frame_%Y%m%d_%H%M"``). Otherwise
@@ -412,6 +423,9 @@ def read_stack(
         would be mostly NaN once warped (NaN the file holds itself does not count).
     allow_gaps : bool
         Keep going when the cadence is irregular; gaps are listed in ``attrs["gaps"]``.
+    asset : str, optional
+        STAC sources: the key of the asset that holds each frame (optional when every item has
+        exactly one asset).
 
     Returns
     -------
@@ -439,6 +453,19 @@ def read_stack(
     """
     if align not in ("strict", "reproject"):
         raise ValueError(f"align={align!r} is invalid: expected 'strict' or 'reproject'")
+    from trafficrnn.io.stac import is_stac, stac_frames
+
+    if is_stac(source):
+        if time is not None:
+            raise ConfigError(
+                "time= is given for a STAC source, whose items carry the times: drop time="
+            )
+        source, time = stac_frames(source, asset, mixed_crs=align == "reproject")
+    elif asset is not None:
+        raise ConfigError(
+            f"asset={asset!r} names a STAC asset, but the source is not STAC: drop asset= or "
+            "pass a STAC ItemCollection, catalog or list of items"
+        )
     paths = _resolve(source)
     frames = [_open_meta(p) for p in paths]
     _compare(frames, align)
