@@ -13,13 +13,13 @@ part used for early stopping, then the last 15 % that is scored). ``--score-on t
 nothing is dropped, the estimator's split is train / validation / test (15 % each for the last two)
 and the test part is scored; no setting was chosen on it. The baselines learn from the frames
 before the scored ones. The settings are those of ``accuracy_synthetic.py`` with early stopping on
-the validation part (``val=0.15``, ``patience=6``, ``max_epochs=20``, no time limit). Variants: ``base`` — those
-settings on the true counts; ``linear`` — plus the per-lead linear term on the last 3 frames
-(``linear_lags=3``, LSTNet's autoregressive component); ``images`` — ``linear`` reading the images
-only (64 px tiles at 1 m), the tile encoder starting from the packaged count front and fine-tuned
-on the vehicle points of the training frames (``fit(images, target, vehicles=points)``,
-``max_time=30`` minutes, of which the fine-tuning takes at most a quarter: run it on an idle
-machine, since that share is wall time).
+the validation part (``val=0.15``, ``patience=6``, ``max_epochs=20``, no time limit). Variants:
+``base`` — those settings on the true counts; ``linear`` — plus the per-lead linear term on the
+last 3 frames (``linear_lags=3``, LSTNet's autoregressive component); ``images`` — ``linear``
+reading the images only (64 px tiles at 1 m), the tile encoder starting from the packaged count
+front and fine-tuned on the vehicle points of the training frames (``fit(images, target,
+vehicles=points)``, ``max_time=30`` minutes, of which the fine-tuning takes at most a quarter: run
+it on an idle machine, since that share is wall time).
 """
 
 from __future__ import annotations

@@ -184,9 +184,9 @@ class TrafficForecaster(InputChecks):
     linear_lags : int
         With ``k > 0``, add to each lead's forecast a linear term of its own (the autoregressive
         component of LSTNet, Lai et al., 2018): a per-cell linear map of the last ``k`` observed
-        frames (image path: the last target or its nowcast and the nowcasts of the frames before), that lead's known-in-advance
-        inputs (calendar, covariates, ``context`` maps) and the static layers, learnt with the
-        network and starting at zero. ``0``: none.
+        frames (image path: the last target or its nowcast, and the nowcasts of the frames
+        before), that lead's known-in-advance inputs (calendar, covariates, ``context`` maps) and
+        the static layers, learnt with the network and starting at zero. ``0``: none.
     bptt_steps : int, optional
         Truncated backpropagation through time: training backpropagates through the recurrent
         encoder's last ``bptt_steps`` input frames only; the earlier ones still set its state
@@ -428,8 +428,8 @@ class TrafficForecaster(InputChecks):
             the training grid when no ``static`` is given there.
         covariates : pandas.DataFrame, optional
             Known-in-advance exogenous series indexed by time, e.g. daily weather and holiday flags
-            (one row per day, numeric columns; see :mod:`trafficrnn.estimation.covariates`). Every frame and
-            lead time reads the row in force at its time, standardised on the training frames, as
+            (one row per day, numeric columns; see :mod:`trafficrnn.estimation.covariates`). Every
+            frame and lead time reads the row in force at its time, standardised on the training frames, as
             channels beside the calendar ones. The table must cover the whole stack here, and the
             input frames and lead times in ``predict`` (which then needs ``covariates=`` too).
         checkpoint_dir : path, optional

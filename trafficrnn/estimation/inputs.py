@@ -39,7 +39,8 @@ class Channels:
         """The channels of estimator ``est`` (its ``time_features``, ``context_inputs`` and
         ``target_inputs``) for ``bands`` target bands, its fitted ``context`` (a
         :class:`~trafficrnn.estimation.context.Context`), ``covariates`` (a
-        :class:`~trafficrnn.estimation.covariates.Covariates` or None) and ``static`` layers in all."""
+        :class:`~trafficrnn.estimation.covariates.Covariates` or None) and ``static`` layers in
+        all."""
         return cls(
             calendar=CALENDAR_CHANNELS if est.time_features else 0,
             covariates=0 if covariates is None else len(covariates),

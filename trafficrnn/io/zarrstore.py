@@ -15,8 +15,8 @@ from trafficrnn.errors import ExportError, InputFileError, MissingDependencyErro
 from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.netcdf import cf_dataset, from_cf_dataset
 
-#: Zarr format written: version 2 stores are read by every Zarr reader in use (GDAL >= 3.4, zarr-python
-#: 2 and 3, xarray), version 3 only by recent ones
+#: Zarr format written: version 2 stores are read by every Zarr reader in use (GDAL >= 3.4,
+#: zarr-python 2 and 3, xarray), version 3 only by recent ones
 ZARR_FORMAT = 2
 #: chunk side, in cells, of the y and x axes (one chunk per time step along the first axis)
 CHUNK_CELLS = 256
