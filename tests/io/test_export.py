@@ -35,6 +35,12 @@ needs_gdal = pytest.mark.skipif(
 )
 
 
+def gdal_json(name: str) -> dict:
+    """``gdalinfo -json`` of a file or GDAL dataset name, parsed."""
+    result = subprocess.run(["gdalinfo", "-json", name], check=True, capture_output=True, text=True)
+    return json.loads(result.stdout)
+
+
 def forecast(grid=UTM, bands=("density",), leads=3):
     rng = np.random.default_rng(1)
     lead = pd.to_timedelta([5 * (i + 1) for i in range(leads)], unit="min")
@@ -103,11 +109,7 @@ def test_to_geotiff__large_enough_for_overviews_is_still_cog(tmp_path):
 @needs_gdal
 def test_to_geotiff__gdalinfo_agrees(tmp_path):
     path = to_geotiff(forecast(WGS, bands=("inflow", "outflow"), leads=2), tmp_path / "f.tif")
-    info = json.loads(
-        subprocess.run(
-            ["gdalinfo", "-json", str(path)], check=True, capture_output=True, text=True
-        ).stdout
-    )
+    info = gdal_json(str(path))
     assert info["geoTransform"] == [-74.022216, 0.011862, 0.0, 40.818562, 0.0, -0.0085379286]
     assert 'ID["EPSG",4326]' in info["coordinateSystem"]["wkt"]
     assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
@@ -283,14 +285,7 @@ def test_to_netcdf__cf_forecast_reads_back(tmp_path, grid):
 @needs_gdal
 def test_to_netcdf__gdal_reads_georeference(tmp_path):
     path = to_netcdf(observed(), tmp_path / "obs.nc")
-    info = json.loads(
-        subprocess.run(
-            ["gdalinfo", "-json", f"NETCDF:{path}:density"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    info = gdal_json(f"NETCDF:{path}:density")
     assert info["geoTransform"] == [601000.0, 8.0, 0.0, 5340000.0, 0.0, -8.0]
     assert 'ID["EPSG",32633]' in info["coordinateSystem"]["wkt"]
 

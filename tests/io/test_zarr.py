@@ -1,10 +1,6 @@
 """Tests of the Zarr writer: the CF layout of the NetCDF writer in a chunked store that xarray +
 rioxarray and GDAL read back with the exact CRS and transform, written atomically."""
 
-import json
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 import xarray as xr
@@ -12,7 +8,7 @@ import xarray as xr
 from trafficrnn import io
 from trafficrnn.errors import ExportError, InputFileError, MissingCRSError, OutputExistsError
 
-from .test_export import ISSUED, UTM, WGS, forecast, observed
+from .test_export import ISSUED, UTM, WGS, forecast, gdal_json, needs_gdal, observed
 
 pytest.importorskip("zarr", reason="zarr is not installed: pip install 'trafficrnn[zarr]'")
 
@@ -53,19 +49,10 @@ def test_to_zarr__observed_stack_and_the_writer_registry(tmp_path):
     np.testing.assert_array_equal(back["time"].values, da["time"].values)
 
 
-@pytest.mark.skipif(
-    shutil.which("gdalinfo") is None, reason="gdalinfo (apt gdal-bin) not installed"
-)
+@needs_gdal
 def test_to_zarr__gdal_reads_georeference(tmp_path):
     path = io.to_zarr(observed(), tmp_path / "obs.zarr")
-    info = json.loads(
-        subprocess.run(
-            ["gdalinfo", "-json", f'ZARR:"{path}":/density:0'],  # the first time step
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
+    info = gdal_json(f'ZARR:"{path}":/density:0')  # the first time step
     assert info["geoTransform"] == [601000.0, 8.0, 0.0, 5340000.0, 0.0, -8.0]
     assert 'ID["EPSG",32633]' in info["coordinateSystem"]["wkt"]
 
