@@ -7,6 +7,7 @@ and returns ``self``, learned state ends in ``_``.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +69,13 @@ from trafficrnn.timeaxis import contiguous_starts, make_forecast
 from trafficrnn.windows import Normalizer, WindowDataset
 
 log = logging.getLogger(__name__)
+
+
+def _seconds(value: float) -> float:
+    """A duration in hundredths of a second, rounded down: a recorded time never exceeds the time
+    measured around it (and a part never exceeds the whole it was measured in)."""
+    return math.floor(value * 100) / 100
+
 
 PARAMS = (
     "model",
@@ -890,8 +898,8 @@ class TrafficForecaster(InputChecks):
                     if checkpoint.best_model_score is None
                     else float(checkpoint.best_model_score)
                 )
-                wall = round(
-                    time.perf_counter() - fit_began, 2
+                wall = _seconds(
+                    time.perf_counter() - fit_began
                 )  # all of fit: what follows takes milliseconds
                 if root is not None and trainer.is_global_zero:
                     checkpoints.finish(
@@ -899,7 +907,7 @@ class TrafficForecaster(InputChecks):
                         record,
                         {
                             "epochs": epochs,
-                            "train_seconds": round(seconds, 2),
+                            "train_seconds": _seconds(seconds),
                             "best_score": best_score,
                             "best": Path(best).name if best else None,
                             "history": list(module.history),
@@ -934,7 +942,7 @@ class TrafficForecaster(InputChecks):
             "frames": len(times),
             "windows": {k: int(len(v)) for k, v in data.starts.items()},
             "epochs": epochs,
-            "train_seconds": round(seconds, 2),
+            "train_seconds": _seconds(seconds),
             # without a validation split the checkpoint monitors the training loss: no validation score then
             "best_val_loss": best_val,
             "period": [str(times[0]), str(times[-1])],
@@ -943,18 +951,18 @@ class TrafficForecaster(InputChecks):
             "parameters": int(sum(p.numel() for p in model.parameters())),
         }
         if stage_a is not None:
-            summary["train_seconds"] = round(seconds + stage_a["seconds"], 2)
+            summary["train_seconds"] = _seconds(seconds + stage_a["seconds"])
             summary["counting"] = {
                 "stage_a": stage_a,
                 "stage_b": {
                     "epochs": epochs,
-                    "seconds": round(seconds, 2),
+                    "seconds": _seconds(seconds),
                     "best_val_loss": best_val,
                 },
             }
         wall = outcome.wall
         summary["wall_seconds"] = (
-            round(time.perf_counter() - fit_began, 2) if wall is None else wall
+            _seconds(time.perf_counter() - fit_began) if wall is None else wall
         )
         self.model_ = model
         self.state_ = FittedState(
