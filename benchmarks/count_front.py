@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from trafficrnn.counting import COUNT_STRIDE_PX, pretrain_encoder, save_front
-    from trafficrnn.estimator import _encoder_config
+    from trafficrnn.estimation.fitting import encoder_config as _encoder_config
     from trafficrnn.models import get_model
     from trafficrnn.models.forecaster import count_stage_for
     from trafficrnn.synth import simulate

@@ -14,7 +14,6 @@ from shapely.geometry import Point
 
 from trafficrnn import Grid
 from trafficrnn import counting as counting_module
-from trafficrnn import estimator as estimator_module
 from trafficrnn.counting import counting_loss, fine_grid, read_front, save_front, smooth
 from trafficrnn.errors import (
     ConfigError,
@@ -23,6 +22,7 @@ from trafficrnn.errors import (
     ModelMismatchError,
     VectorError,
 )
+from trafficrnn.estimation import fitting as fitting_module
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import rasterize_points
 
@@ -77,14 +77,14 @@ def cell_counts(est, images):
 def counted(request):
     images, points = squares()
     captured = {}
-    encode = estimator_module.encode_frames
+    encode = fitting_module.encode_frames
 
     def spy(net, x):  # the encoder as stage A left it, before stage B
         captured["encoder"] = {k: v.clone() for k, v in net.tile_encoder.state_dict().items()}
         return encode(net, x)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(estimator_module, "encode_frames", spy)
+    patch.setattr(fitting_module, "encode_frames", spy)
     try:
         est = TrafficForecaster("convgru", **COUNT).fit(images, vehicles=points)
     finally:
@@ -358,7 +358,7 @@ def test_read_front__tampered_file_refused(tmp_path, monkeypatch):
 def test_packaged_front__counts_a_city_it_never_saw():
     # the shipped weights, on a synthetic city of a seed none of its training cities had
     from trafficrnn.counting import FRONT, front_fits, load_front
-    from trafficrnn.estimator import _encoder_config
+    from trafficrnn.estimation.fitting import encoder_config as _encoder_config
     from trafficrnn.models import get_model
     from trafficrnn.models.forecaster import count_stage_for
     from trafficrnn.synth import simulate

@@ -8,6 +8,7 @@ import rasterio
 from trafficrnn.demo import comparison_table, run_demo, verdict
 from trafficrnn.errors import InputFileError
 from trafficrnn.synth.simulate import simulate, write_simulation
+from trafficrnn.zoo import pretrained
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,41 @@ def test_run_demo__sample_without_images(tmp_path):
     (tmp_path / "density").mkdir()
     with pytest.raises(InputFileError, match="has no images/ folder"):
         run_demo(tmp_path / "out", sample=tmp_path, progress=False, echo=lambda *_: None)
+
+
+def test_run_demo__fine_tunes_the_pretrained_models_where_they_fit(tmp_path):
+    """A 128 px city at 1 m with 64 px tiles: each model starts from its packaged pretrained weights."""
+    folder = tmp_path / "city64"
+    write_simulation(simulate(128, days=1, step="30min", seed=2, tile_size=64, gsd=1.0), folder)
+    lines = []
+    result = run_demo(
+        tmp_path / "out",
+        sample=folder,
+        max_minutes=0.3,
+        max_epochs=1,
+        progress=False,
+        echo=lines.append,
+    )
+    assert "start      from the packaged pretrained weights" in "\n".join(lines)
+    for name, est in result.models.items():
+        base = pretrained(name)
+        assert est.get_params() == {
+            **base.get_params(),
+            "max_time": 0.3,
+            "max_epochs": 1,
+            "progress": False,
+        }
+        assert est.input_normalizer_.to_dict() == base.input_normalizer_.to_dict()
+    assert list(comparison_table(result.table).index) == [1, 2, 3, 4, 5, 6, "mean"]
+
+
+def test_run_demo__trains_from_scratch_where_no_pretrained_model_fits(tiny_sample, tmp_path):
+    from trafficrnn.demo import starting_points
+    from trafficrnn.io import read_stack
+
+    init, line = starting_points(read_stack(tiny_sample / "images"), 16)
+    assert init == {}
+    assert (
+        line
+        == "from scratch (the pretrained models read 3-band images of 1 m pixels in tiles of 64 px)"
+    )

@@ -195,8 +195,9 @@ def test_the_graph_sees_the_package():
     assert "trafficrnn.timeaxis" in graph["trafficrnn.estimation.evaluation"]
     assert "trafficrnn.io.atomic" in graph["trafficrnn.estimation.persist"]
     assert (
-        "trafficrnn.estimation.checkpoints" in graph["trafficrnn.estimator"]
-    )  # from trafficrnn.estimation import checkpoints
+        "trafficrnn.estimation.fitting" in graph["trafficrnn.estimator"]
+    )  # from trafficrnn.estimation import fitting
+    assert "trafficrnn.estimation.checkpoints" in graph["trafficrnn.estimation.fitting"]
 
 
 def test_names_taken_from_a_package_resolve_to_their_module():

@@ -25,6 +25,7 @@ __all__ = [
     "ForecastEnsemble",
     "load",
     "describe",
+    "pretrained",
     "__version__",
 ]
 
@@ -52,6 +53,7 @@ _LAZY = {
     "ForecastEnsemble": "trafficrnn.ensemble",
     "load": "trafficrnn.ensemble",
     "describe": "trafficrnn.modelinfo",
+    "pretrained": "trafficrnn.zoo",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,7 @@ def compare(
     members: int = 1,
     n_jobs: int = 1,
     vehicles: Any = None,
+    init: Mapping[str, Any] | None = None,
     **params: Any,
 ) -> ComparisonResult:
     """Fit each model with the same settings and score it beside the baselines on the same split.
@@ -219,6 +220,9 @@ def compare(
     vehicles : geopandas.GeoDataFrame, optional
         Vehicle points with a ``time`` column: every model's tile encoder learns to count them
         (point-supervised counting, see ``TrafficForecaster.fit``).
+    init : mapping, optional
+        Model name → a fitted model or a saved model's folder that model starts from
+        (fine-tuning, see ``TrafficForecaster.fit``); models not named start from scratch.
     **params
         :class:`~trafficrnn.estimator.TrafficForecaster` parameters shared by every model
         (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...).
@@ -264,7 +268,8 @@ def compare(
         label = est.model
         say(f"training   {label}{limit} ...")
         t0 = time.perf_counter()
-        est.fit(images, target, vehicles=vehicles, **data_kwargs(static, covariates))
+        start = {"init": init[name]} if init and name in init else {}
+        est.fit(images, target, vehicles=vehicles, **start, **data_kwargs(static, covariates))
         seconds = time.perf_counter() - t0
         summary = est.training_summary_
         epochs = min(summary["epochs"]) if members > 1 else summary["epochs"]

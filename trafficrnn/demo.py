@@ -17,6 +17,46 @@ log = logging.getLogger(__name__)
 
 #: the sample shipped in the source tree (absent from an installed wheel: then one is simulated)
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+#: the settings of a model trained from scratch on the sample (where no pretrained model fits it)
+SCRATCH = dict(
+    input_steps=8,
+    horizon=6,
+    hidden=(32, 32),
+    encoder_width=16,
+    max_epochs=40,
+    context=("ha",),
+    cell_mean=True,
+    residual=True,
+    max_time=1.2,
+    batch_size=8,
+    lr=3e-3,
+    patience=8,
+)
+
+
+def starting_points(images, tile: int) -> tuple[dict, str]:
+    """The packaged pretrained model of each deep model where they fit the sample's images (RGB at
+    the same GSD, the same tile size), with a line saying where training starts."""
+    import numpy as np
+
+    from trafficrnn.estimation.checks import gsd_of
+    from trafficrnn.zoo import list_pretrained, pretrained
+
+    if not set(MODEL_NAMES) <= set(list_pretrained()):
+        return {}, "from scratch (the pretrained weights are not installed)"
+    found = {name: pretrained(name) for name in MODEL_NAMES}
+    first = next(iter(found.values()))
+    fits = (
+        first.grid_.tile_size == tile
+        and len(first.input_bands_) == images.sizes["band"]
+        and np.allclose(gsd_of(images), first.gsd_, rtol=0.05)
+    )
+    if not fits:
+        return {}, (
+            f"from scratch (the pretrained models read {len(first.input_bands_)}-band images of "
+            f"{first.gsd_[0]:g} m pixels in tiles of {first.grid_.tile_size} px)"
+        )
+    return found, "from the packaged pretrained weights (a month of another synthetic city)"
 
 
 @dataclass
@@ -111,27 +151,25 @@ def run_demo(
     points = (
         read_vectors(folder / "vehicles.gpkg") if (folder / "vehicles.gpkg").is_file() else None
     )
+    # each model starts from its packaged pretrained weights where they fit, and is fine-tuned here
+    init, where = starting_points(images, tile)
+    echo(f"start      {where}")
+    if init:
+        settings = next(iter(init.values())).get_params()  # the fine-tuning settings
+        for key in ("model", "progress"):
+            settings.pop(key)
+    else:
+        settings = {**SCRATCH, "tile_size": tile}
+    settings.update(max_time=max_minutes, max_epochs=max_epochs, seed=seed)
     comparison = compare(
         images,
         target,
         models=MODEL_NAMES,
         progress=progress,
         echo=echo,
-        tile_size=tile,
         vehicles=points,
-        input_steps=8,
-        horizon=6,
-        hidden=(32, 32),
-        encoder_width=16,
-        max_epochs=max_epochs,
-        context=("ha",),
-        cell_mean=True,
-        residual=True,
-        max_time=max_minutes,
-        batch_size=8,
-        lr=3e-3,
-        patience=8,
-        seed=seed,
+        init=init,
+        **settings,
     )
     result = DemoResult(table=comparison.table, models=comparison.models)
     for name in comparison.models:

@@ -224,8 +224,12 @@ class ForecastEnsemble:
         covariates: pd.DataFrame | None = None,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
+        init: Any = None,
     ) -> ForecastEnsemble:
         """Fit every member on the same data (arguments as :meth:`TrafficForecaster.fit`).
+
+        ``init``: every member starts from that model's weights (their seeds still differ in the
+        order of the training windows).
 
         ``checkpoint_dir``: member ``i`` keeps its checkpoints in ``checkpoint_dir/member-<i>``.
         ``resume``: after an interruption, members that had finished are read back and the others
@@ -264,6 +268,8 @@ class ForecastEnsemble:
         data = data_kwargs(static, covariates)
         if vehicles is not None:
             data["vehicles"] = vehicles
+        if init is not None:
+            data["init"] = init
         started = time.perf_counter()
         if jobs == 1:
             fitted = [
@@ -364,6 +370,18 @@ class ForecastEnsemble:
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return path
+
+    def export_onnx(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Refused: an ensemble has no single network; export each member (``estimators_[i].export_onnx``).
+
+        Raises
+        ------
+        ExportError
+            Always, saying how to export the members.
+        """
+        from trafficrnn.onnx import export_onnx
+
+        return export_onnx(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> ForecastEnsemble:

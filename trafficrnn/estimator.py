@@ -7,11 +7,8 @@ and returns ``self``, learned state ends in ``_``.
 from __future__ import annotations
 
 import logging
-import math
-import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,61 +17,26 @@ import torch
 import xarray as xr
 
 from trafficrnn.counting import (
-    COUNT_NORM,
-    COUNT_STRIDE_PX,
-    FINETUNE_SHARE,
-    PRETRAIN_SHARE,
-    check_counting,
-    check_vehicles,
-    count_vehicles,
     encode_frames,
-    fine_target,
-    freeze_encoder,
-    front_fits,
-    load_front,
-    prepare_fine,
-    pretrain_encoder,
-    read_front,
-    split_indices,
-    split_target,
-    use_front_scaling,
 )
-from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError, TimestampError
-from trafficrnn.estimation import checkpoints
-from trafficrnn.estimation.checks import InputChecks, gsd_of
-from trafficrnn.estimation.context import Context, parse_context
-from trafficrnn.estimation.covariates import Covariates
+from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
+from trafficrnn.estimation import fitting
+from trafficrnn.estimation.checks import InputChecks
 from trafficrnn.estimation.inputs import (
     BatchInputs,
-    Channels,
     check_covariates_given,
     check_naive_zone,
     has_vectors,
-    kept_static,
-    naive_zone_of,
     normalised_inputs,
     prediction_batch,
     static_for,
     static_layers,
-    step_vectors,
 )
-from trafficrnn.estimation.state import FittedState, state_attribute
-from trafficrnn.grid import Grid
-from trafficrnn.io.timestamps import check_cadence
-from trafficrnn.models.encoder import default_strides
-from trafficrnn.models.forecaster import count_stage_for
+from trafficrnn.estimation.state import state_attribute
 from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
-from trafficrnn.splits import fit_split
-from trafficrnn.timeaxis import contiguous_starts, make_forecast
-from trafficrnn.windows import Normalizer, WindowDataset
+from trafficrnn.timeaxis import make_forecast
 
 log = logging.getLogger(__name__)
-
-
-def _seconds(value: float) -> float:
-    """A duration in hundredths of a second, rounded down: a recorded time never exceeds the time
-    measured around it (and a part never exceeds the whole it was measured in)."""
-    return math.floor(value * 100) / 100
 
 
 PARAMS = (
@@ -118,33 +80,6 @@ PARAMS = (
     "bptt_steps",
     "counting",
 )
-
-
-def _stack_name(images: xr.DataArray) -> str:
-    """How a refusal names the stack: its first and last file where read_stack recorded them."""
-    if "source" in images.coords and images.sizes.get("time", 0):
-        names = [str(v) for v in images["source"].values]
-        return (
-            f"the stack of files {names[0]} … {names[-1]}"
-            if len(set(names)) > 1
-            else f"the stack {names[0]}"
-        )
-    return "the stack"
-
-
-def _encoder_config(tile_size: int, width: int, depth: int, counting: bool) -> dict[str, Any]:
-    """TileEncoder settings for power-of-two tiles >= 8.
-
-    With counting supervision: a full-resolution stem, stride-2 stages and BatchNorm, so that the
-    density map (read at ``COUNT_STRIDE_PX``) sees each vehicle at full resolution. Without it: no
-    stem and a first stride of 4 (several times faster on large images)."""
-    config: dict[str, Any] = {"tile_size": int(tile_size), "width": int(width), "depth": int(depth)}
-    if tile_size >= 8 and tile_size & (tile_size - 1) == 0:
-        if counting:
-            config.update(stem=True, strides=default_strides(tile_size), norm=COUNT_NORM)
-        else:
-            config.update(stem=False, strides=[4] + [2] * (int(tile_size).bit_length() - 3))
-    return config
 
 
 class TrafficForecaster(InputChecks):
@@ -411,6 +346,7 @@ class TrafficForecaster(InputChecks):
         covariates: pd.DataFrame | None = None,
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
+        init: TrafficForecaster | str | Path | None = None,
     ) -> TrafficForecaster:
         """Train on a stack.
 
@@ -449,6 +385,13 @@ class TrafficForecaster(InputChecks):
             (the same settings and data are required; ``max_epochs``, ``max_time``, ``patience`` and
             the hardware may change, e.g. to train for longer). A run that had finished with the very
             same settings is read back instead of trained again. An empty folder starts a new run.
+        init : TrafficForecaster or path, optional
+            A fitted model, or the folder of a saved one, whose network starts the training instead
+            of a random one (fine-tuning, e.g. of a model pretrained on another city). It must have
+            this model's architecture (model, ``hidden``, ``kernel_size``, ``tile_size``, encoder,
+            ``input_steps``/``horizon`` where they size the network, and the same input channels);
+            the data are scaled with its normalisers, on which its weights were trained. The context
+            maps (historical average, cell means) are fitted on this stack as usual.
 
         Returns
         -------
@@ -462,7 +405,8 @@ class TrafficForecaster(InputChecks):
             ``vehicles`` without a ``time`` column, without CRS, or with no point inside the images.
         ModelFileError
             ``resume`` into a folder whose run had other settings or data, or whose checkpoint is
-            truncated, tampered with or not a checkpoint.
+            truncated, tampered with or not a checkpoint; an ``init`` folder that is not a saved
+            model.
         """
         fit_began = (
             time.perf_counter()
@@ -470,7 +414,8 @@ class TrafficForecaster(InputChecks):
         import trafficrnn.training  # noqa: F401  (Lightning's import counts against max_time, as the set-up)
 
         deadline = fit_began + self.max_time * 60 if self.max_time else None
-        data = self._fit_prepare(
+        data = fitting.prepare(
+            self,
             images,
             target,
             vehicles=vehicles,
@@ -478,588 +423,20 @@ class TrafficForecaster(InputChecks):
             covariates=covariates,
             checkpoint_dir=checkpoint_dir,
             resume=resume,
+            init=init,
         )
-        net = self._fit_build(data)
-        outcome = self._fit_train(
-            data,
-            net,
-            deadline=deadline,
-            fit_began=fit_began,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-        )
-        self._fit_store(data, outcome, fit_began)
-        return self
-
-    # fit's steps: prepare (check and scale the data) → build (the network) → train (stage A, stage B) → store
-    def _fit_paths(
-        self, images: xr.DataArray, target: xr.DataArray | None, vehicles: Any
-    ) -> SimpleNamespace:
-        """The path of ``fit`` (density-only or images), its grid and the aligned images and target."""
-        images = self._check_array(images, "images")
-        density_only = target is None and vehicles is None
-        fine_raster = None
-        if vehicles is not None and self.tile_size in (None, 1):
-            raise ConfigError(
-                f"vehicles= is for the image path: set tile_size=... (image pixels per cell, e.g. 32), "
-                f"got tile_size={self.tile_size}"
-            )
-        if density_only:
-            if self.tile_size not in (None, 1):
-                raise ConfigError(
-                    f"tile_size={self.tile_size} needs a target: pass fit(images, target), or "
-                    "tile_size=None to forecast the stack's own grids"
-                )
-            if self.target_inputs:
-                raise ConfigError(
-                    "target_inputs=True is for the image path (images plus a target): a stack of "
-                    "density grids is read as its own target already; drop target_inputs"
-                )
-            grid = Grid.from_dataarray(images, tile_size=1)
-            target = images
-        else:
-            if self.tile_size in (None, 1) and images.sizes["y"] == target.sizes["y"]:
-                grid = Grid.from_dataarray(images, tile_size=1)
-            elif self.tile_size is None:
-                raise ConfigError(
-                    "tile_size=None but images and target differ in size: pass tile_size=... "
-                    "(image pixels per target cell)"
-                )
-            else:
-                grid = Grid.from_image(images, int(self.tile_size), whole=True)
-            images = grid.crop(images) if grid.tile_size > 1 else images
-            if target is None:
-                target = count_vehicles(vehicles, grid, images.time.values)
-            else:
-                if vehicles is not None:
-                    check_vehicles(vehicles, grid)
-                if grid.tile_size > 1:
-                    target, fine_raster = split_target(
-                        self._check_array(target, "target"), images, grid
-                    )
-            target = self._align_target(images, self._check_array(target, "target"), grid)
-            if fine_raster is not None:
-                fine_raster = fine_raster.reindex(time=images.time.values)
-        counting = (
-            bool(self.counting)
-            and not density_only
-            and (vehicles is not None or fine_raster is not None)
-        )
-        if counting:
-            check_counting(self)
-        return SimpleNamespace(
-            images=images,
-            target=target,
-            grid=grid,
-            density_only=density_only,
-            fine_raster=fine_raster,
-            counting=counting,
-            vehicles=vehicles,
-        )
-
-    def _fit_prepare(
-        self, images, target, *, vehicles, static, covariates, checkpoint_dir, resume
-    ) -> SimpleNamespace:
-        """Step 1 of fit: check the parameters and the data; the split, windows, scalings, inputs and context."""
-        self._validate_params()
-        if resume and checkpoint_dir is None:
-            raise ConfigError(
-                "resume=True needs checkpoint_dir=...: the folder of the run to continue"
-            )
-        data = self._fit_paths(images, target, vehicles)
-        images, target, grid, density_only = data.images, data.target, data.grid, data.density_only
-        times = pd.DatetimeIndex(images.time.values)
-        cadence, gaps = check_cadence(times, allow_gaps=True)
-        if cadence is None:
-            raise TimestampError("the stack has one frame; forecasting needs a time series")
-        split, split_choice = fit_split(self, times, images, target, where=_stack_name(images))
-        span = self.input_steps + self.horizon
-        starts = {
-            k: contiguous_starts(times, cadence, span, s, self.stride if k == "train" else 1)
-            for k, s in split.items()
-        }
-        if len(starts["train"]) == 0:
-            raise ConfigError(
-                f"no training window of {span} evenly spaced frames fits in the stack of "
-                f"{len(times)} frames ({len(gaps)} gaps): shorten input_steps/horizon or add data"
-            )
-        train_t = split["train"]
-        encoder = (
-            None
-            if grid.tile_size == 1
-            else _encoder_config(
-                grid.tile_size, self.encoder_width, self.encoder_depth, data.counting
-            )
-        )
-        stride_kw = {}
-        if encoder is not None and self.count_head:
-            strides = encoder.get("strides") or default_strides(grid.tile_size)
-            stride_kw["count_stage"] = count_stage_for(
-                strides, COUNT_STRIDE_PX if data.counting else 8
-            )
-            if data.counting:
-                stride_kw["density_per_cell"] = True
-        front = (
-            self._count_front(images, target, encoder, stride_kw.get("count_stage"))
-            if data.counting
-            else None
-        )
-        tgt_norm = Normalizer("rms", log1p=self.log1p).fit(target.isel(time=train_t))
-        in_norm = (
-            tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
-        )
-        if front is not None and not use_front_scaling(in_norm, front[1]):
-            log.info(
-                "the images' radiometry (per-band mean %s, std %s) is far from the count front's: counting "
-                "starts from scratch",
-                np.ravel(in_norm.mean_).round(1),
-                np.ravel(in_norm.scale_).round(1),
-            )
-            front = None
-        if front is not None:  # the front predicts counts on its own target scale
-            tgt_norm.scale_ = np.full_like(tgt_norm.scale_, front[1]["target_scale"])
-        y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype(
-            "float32"
-        )
-        x = (
-            y
-            if density_only
-            else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
-        )
-        cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
-        naive_zone = naive_zone_of(images, target)  # None: the naive times are UTC
-        tf = step_vectors(
-            SimpleNamespace(
-                time_features=self.time_features,
-                timezone=self.timezone,
-                covariates_=cov,
-                naive_zone_=naive_zone,
-            ),
-            times,
-            covariates,
-        )
-        entries = parse_context(self.context, cadence, self.horizon)
-        if not density_only and any(e != "ha" for e in entries):
-            raise ConfigError(
-                f"context={tuple(self.context)}: past-value periods need observed targets at "
-                "forecast time, which the image path does not have; use context=('ha',)"
-            )
-        ctx = Context(entries, self.cell_mean, self.timezone).fit(
-            y[train_t], times[train_t], cadence, naive_zone
-        )
-        user_static, static_names, static_scale = static_layers(static, grid)
-        parts = [p for p in (user_static, ctx.static()) if p is not None]
-        data.__dict__.update(
-            times=times,
-            cadence=cadence,
-            gaps=gaps,
-            split=split,
-            split_choice=split_choice,
-            starts=starts,
-            train_t=train_t,
-            encoder=encoder,
-            stride_kw=stride_kw,
-            front=front,
-            tgt_norm=tgt_norm,
-            in_norm=in_norm,
-            x=x,
-            y=y,
-            cov=cov,
-            naive_zone=naive_zone,
-            tf=tf,
-            ctx=ctx,
-            static=static,
-            static_names=static_names,
-            static_scale=static_scale,
-            static_all=np.concatenate(parts) if parts else None,
-        )
-        return data
-
-    def _fit_build(self, data: SimpleNamespace) -> torch.nn.Module:
-        """Step 2 of fit: the network, seeded (with the packaged count front's weights where they fit)."""
-        from trafficrnn.models import get_model
-
-        torch.manual_seed(self.seed)
-        n_out = data.target.sizes["band"]
-        channels = Channels.of(
+        net = fitting.build(self, data)
+        outcome = fitting.train(
             self,
-            bands=n_out,
-            context=data.ctx,
-            covariates=data.cov,
-            static=0 if data.static_all is None else len(data.static_all),
-        )
-        n_tf = data.tf.shape[1] if data.tf is not None else 0
-        if n_tf != channels.vectors:  # the per-step vectors built for training
-            raise AssertionError(
-                f"{n_tf} step-vector channels built, {channels.describe()} declared"
-            )
-        net = get_model(
-            self.model,
-            in_channels=data.images.sizes["band"],
-            out_channels=n_out,
-            hidden_channels=[int(h) for h in self.hidden],
-            kernel_size=int(self.kernel_size),
-            encoder=data.encoder,
-            past_covariate_channels=channels.past,
-            future_covariate_channels=channels.future,
-            static_channels=channels.static,
-            residual=bool(self.residual),
-            feedback=bool(self.feedback),
-            count_head=bool(self.count_head) and data.encoder is not None,
-            linear_leads=self.horizon if self.linear_lags else 0,
-            linear_lags=max(int(self.linear_lags), 1),
-            **data.stride_kw,
-        )
-        if data.front is not None:
-            load_front(net, data.front[0])
-        return net
-
-    def _fit_train(
-        self,
-        data: SimpleNamespace,
-        net: torch.nn.Module,
-        *,
-        deadline: float | None,
-        fit_began: float,
-        checkpoint_dir: str | Path | None,
-        resume: bool,
-    ) -> SimpleNamespace:
-        """Step 3 of fit: stage A (counting), then stage B (the forecaster: trained, resumed or read back)."""
-        from trafficrnn.training import EpochSampler, ForecastModule
-
-        stage_a, x_win, tile_win = None, data.x, data.grid.tile_size
-        if data.counting:
-            began = time.perf_counter()
-            stage_a, x_win = self._pretrain(
-                net,
-                data.images,
-                data.grid,
-                data.x,
-                data.y,
-                data.tgt_norm,
-                data.split,
-                data.vehicles,
-                data.fine_raster,
-                from_front=data.front is not None,
-                deadline=deadline,
-            )
-            stage_a["encode_seconds"] = round(time.perf_counter() - began - stage_a["seconds"], 2)
-            tile_win = 1
-        maps = data.ctx.series(data.y, data.times, data.train_t.stop)
-        datasets = {
-            k: WindowDataset(
-                x_win,
-                data.y,
-                data.starts[k],
-                self.input_steps,
-                self.horizon,
-                time_feats=data.tf,
-                future_maps=maps,
-                tile_size=tile_win,
-                crop=self.crop if k == "train" else None,
-                seed=self.seed,
-            )
-            for k in ("train", "val")
-        }
-        loaders = {
-            k: torch.utils.data.DataLoader(
-                ds,
-                batch_size=self.batch_size,
-                sampler=EpochSampler(ds, self.seed) if k == "train" else None,
-            )
-            for k, ds in datasets.items()
-        }
-        module = ForecastModule(
-            net,
-            horizon=self.horizon,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs,
-            nowcast_weight=self.nowcast_weight if data.encoder and not data.counting else 0.0,
-            encoded=data.counting,
-            inputs=BatchInputs(
-                time_features=data.tf is not None,
-                static=data.static_all,
-                context_inputs=self.context_inputs,
-                target_inputs=self.target_inputs,
-            ),
-            bptt_steps=self.bptt_steps,
-        )
-        validate = len(datasets["val"]) > 0
-        outcome = self._fit_stage_b(
             data,
-            module,
-            loaders,
-            validate,
+            net,
             deadline=deadline,
             fit_began=fit_began,
             checkpoint_dir=checkpoint_dir,
             resume=resume,
         )
-        outcome.stage_a = stage_a
-        return outcome
-
-    def _fit_stage_b(
-        self,
-        data: SimpleNamespace,
-        module,
-        loaders: dict,
-        validate: bool,
-        *,
-        deadline: float | None,
-        fit_began: float,
-        checkpoint_dir: str | Path | None,
-        resume: bool,
-    ) -> SimpleNamespace:
-        """Stage B: train the forecaster in Lightning (resuming or reading back the run of ``checkpoint_dir``)."""
-        from trafficrnn.training import (
-            epochs_trained,
-            make_trainer,
-            quiet_lightning,
-            resolve_precision,
-        )
-
-        times, cov, max_time = data.times, data.cov, self.max_time
-        bands, input_bands = (
-            [str(b) for b in data.target.band.values],
-            [str(b) for b in data.images.band.values],
-        )
-        record = checkpoints.run_record(
-            self.get_params(),
-            {
-                "frames": len(times),
-                "period": [str(times[0]), str(times[-1])],
-                "cadence": data.cadence.isoformat(),
-                "grid": data.grid.to_dict(),
-                "bands": bands,
-                "input_bands": input_bands,
-                "static_bands": data.static_names,
-                "covariates": None if cov is None else list(cov.columns),
-                "counting": data.counting,
-            },
-        )
-        root = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        resume_from, finished = (
-            checkpoints.prepare(root, record, resume) if root is not None else (None, None)
-        )
-        if (
-            finished is not None
-        ):  # a resumed run that had already ended with these settings: read it back
-            checkpoints.load_state(root / finished["best"], module)
-            module.history = list(finished.get("history") or [])
-            epochs, seconds, best_score = (
-                finished["epochs"],
-                float(finished["train_seconds"]),
-                finished["best_score"],
-            )
-            wall = finished.get(
-                "wall_seconds"
-            )  # the run's, as its other figures (older records: none)
-        else:
-            with (
-                tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp,
-                quiet_lightning(log.getEffectiveLevel() > logging.INFO),
-            ):
-                run_root = root if root is not None else Path(tmp)
-                if (
-                    deadline is not None
-                ):  # the Trainer gets what the set-up (and stage A, the encoding) left
-                    max_time = max((deadline - time.perf_counter()) / 60, 1e-4)
-                trainer, checkpoint = make_trainer(
-                    root=run_root,
-                    max_epochs=self.max_epochs,
-                    patience=self.patience,
-                    max_time=max_time,
-                    precision=resolve_precision(self.precision, self.accelerator),
-                    accelerator=self.accelerator,
-                    devices=self.devices,
-                    strategy=self.strategy,
-                    num_nodes=self.num_nodes,
-                    progress=self.progress,
-                    validate=validate,
-                    deadline=deadline,
-                )
-                if root is not None and trainer.is_global_zero:
-                    checkpoints.write(root, record)
-                started = time.perf_counter()
-                trainer.fit(
-                    module,
-                    loaders["train"],
-                    loaders["val"] if validate else None,
-                    ckpt_path=resume_from,
-                )
-                seconds = time.perf_counter() - started
-                best = checkpoint.best_model_path
-                if best:
-                    checkpoints.load_state(Path(best), module)
-                epochs = epochs_trained(trainer)  # a fraction when the last epoch was cut
-                best_score = (
-                    None
-                    if checkpoint.best_model_score is None
-                    else float(checkpoint.best_model_score)
-                )
-                wall = _seconds(
-                    time.perf_counter() - fit_began
-                )  # all of fit: what follows takes milliseconds
-                if root is not None and trainer.is_global_zero:
-                    checkpoints.finish(
-                        root,
-                        record,
-                        {
-                            "epochs": epochs,
-                            "train_seconds": _seconds(seconds),
-                            "best_score": best_score,
-                            "best": Path(best).name if best else None,
-                            "history": list(module.history),
-                            "wall_seconds": wall,
-                        },
-                    )
-                # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
-                # checkpoint folder) before all have read it
-                trainer.strategy.barrier()
-        return SimpleNamespace(
-            module=module,
-            epochs=epochs,
-            seconds=seconds,
-            best_score=best_score,
-            wall=wall,
-            validate=validate,
-            bands=bands,
-            input_bands=input_bands,
-        )
-
-    def _fit_store(self, data: SimpleNamespace, outcome: SimpleNamespace, fit_began: float) -> None:
-        """Step 4 of fit: ``model_`` and ``state_`` (the training summary included)."""
-        times, grid, split, module = data.times, data.grid, data.split, outcome.module
-        seconds, epochs, stage_a = outcome.seconds, outcome.epochs, outcome.stage_a
-        best_val = outcome.best_score if outcome.validate else None
-        model = module.model.cpu().eval()
-        split_times = {
-            k: [str(times[s.start]), str(times[s.stop - 1])] if s.stop > s.start else None
-            for k, s in split.items()
-        }
-        summary = {
-            "frames": len(times),
-            "windows": {k: int(len(v)) for k, v in data.starts.items()},
-            "epochs": epochs,
-            "train_seconds": _seconds(seconds),
-            # without a validation split the checkpoint monitors the training loss: no validation score then
-            "best_val_loss": best_val,
-            "period": [str(times[0]), str(times[-1])],
-            "split": split_times,
-            "split_source": data.split_choice.describe(),
-            "parameters": int(sum(p.numel() for p in model.parameters())),
-        }
-        if stage_a is not None:
-            summary["train_seconds"] = _seconds(seconds + stage_a["seconds"])
-            summary["counting"] = {
-                "stage_a": stage_a,
-                "stage_b": {
-                    "epochs": epochs,
-                    "seconds": _seconds(seconds),
-                    "best_val_loss": best_val,
-                },
-            }
-        wall = outcome.wall
-        summary["wall_seconds"] = (
-            _seconds(time.perf_counter() - fit_began) if wall is None else wall
-        )
-        self.model_ = model
-        self.state_ = FittedState(
-            grid=grid,
-            cadence=data.cadence,
-            gaps=data.gaps,
-            gsd=gsd_of(data.images),
-            bands=outcome.bands,
-            input_bands=outcome.input_bands,
-            units=str(data.target.attrs.get("units", "1")),
-            density_only=data.density_only,
-            naive_zone=data.naive_zone,
-            target_normalizer=data.tgt_norm,
-            input_normalizer=data.in_norm,
-            context=data.ctx,
-            static_bands=data.static_names,
-            static_scale=data.static_scale,
-            # predict's default; saved with the model
-            static=kept_static(data.static, grid, data.static_names),
-            covariates=data.cov,
-            split=split_times,
-            history=list(module.history),
-            training_summary=summary,
-        )
-
-    @staticmethod
-    def _count_front(images, target, encoder, count_stage):
-        """The packaged count front (weights, metadata) where it fits these images, else None."""
-        found = read_front()
-        if found is None or encoder is None or count_stage is None:
-            return None
-        crs = images.rio.crs
-        metres = (
-            crs is not None
-            and crs.is_projected
-            and (crs.linear_units or "").lower() in ("metre", "meter", "m")
-        )
-        gsd = float(np.mean(gsd_of(images))) if metres else None
-        if not front_fits(
-            found[1], encoder, count_stage, images.sizes["band"], target.sizes["band"], gsd
-        ):
-            log.info(
-                "the packaged count front does not fit these images (GSD %s m, %d bands): counting "
-                "starts from scratch",
-                gsd,
-                images.sizes["band"],
-            )
-            return None
-        return found
-
-    def _pretrain(
-        self,
-        net,
-        images,
-        grid,
-        x,
-        y,
-        tgt_norm,
-        split,
-        vehicles,
-        fine_raster,
-        from_front=False,
-        deadline=None,
-    ):
-        """Stage A of counting supervision, then the frozen encoder's cached features (stage B's inputs)."""
-        if float(np.nanmin(tgt_norm.mean_)) != 0.0:
-            raise ConfigError(
-                "counting supervision needs a zero-mean target scaling (counts that add up)"
-            )
-        unit = grid.tile_size // net.count_factor
-        fine, unit = fine_target(images, grid, unit, vehicles=vehicles, raster=fine_raster)
-        fine = prepare_fine(fine, tgt_norm.scale_.astype("float32"))
-        train, val = split_indices(split)
-        # a share of the time left (of max_time, less the set-up): the rest encodes every frame and trains stage B
-        share = FINETUNE_SHARE if from_front else PRETRAIN_SHARE
-        budget = max(deadline - time.perf_counter(), 0.0) * share if deadline is not None else None
-        summary = pretrain_encoder(
-            net,
-            x,
-            y,
-            fine,
-            train,
-            val,
-            unit=unit,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            max_epochs=self.max_epochs,
-            max_seconds=budget,
-            patience=self.patience,
-            seed=self.seed,
-            initial=from_front,
-        )
-        freeze_encoder(net)
-        feats = encode_frames(net, x)
-        net.train()
-        return summary, feats
+        fitting.store(self, data, outcome, fit_began)
+        return self
 
     # -- predict ------------------------------------------------------------------------
     def predict_many(
@@ -1242,11 +619,12 @@ class TrafficForecaster(InputChecks):
             align=align,
         )
 
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Save weights (safetensors) and ``config.json`` to the folder ``path``; see :mod:`trafficrnn.estimation.persist`."""
+    def save(self, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
+        """Save weights (safetensors; float16 with ``half``) and ``config.json`` to the folder ``path``;
+        see :mod:`trafficrnn.estimation.persist`."""
         from trafficrnn.estimation.persist import save_model
 
-        return save_model(self, path, overwrite=overwrite)
+        return save_model(self, path, overwrite=overwrite, half=half)
 
     @classmethod
     def load(cls, path: str | Path) -> TrafficForecaster:
@@ -1260,3 +638,16 @@ class TrafficForecaster(InputChecks):
         from trafficrnn.estimation.persist import load_model
 
         return load_model(cls, path)
+
+    def export_onnx(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the network as ONNX to ``path`` and a sidecar ``path + ".json"`` (grid,
+        normalisation, inputs ...) for deployment; run it with :class:`trafficrnn.onnx.OnnxForecaster`.
+        See :func:`trafficrnn.onnx.export_onnx` (needs ``pip install 'trafficrnn[onnx]'``).
+
+        Raises
+        ------
+        NotFittedError, OutputExistsError, ExportError, MissingDependencyError
+        """
+        from trafficrnn.onnx import export_onnx
+
+        return export_onnx(self, path, overwrite=overwrite)

@@ -64,8 +64,11 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def save_model(est, path, *, overwrite: bool = False) -> Path:
+def save_model(est, path, *, overwrite: bool = False, half: bool = False) -> Path:
     """Write a fitted TrafficForecaster to the folder ``path`` (weights + config), atomically.
+
+    ``half`` stores the network's floating-point weights as float16 (half the size, for shipping
+    pretrained models); loading casts them back to the model's float32.
 
     Raises
     ------
@@ -82,6 +85,8 @@ def save_model(est, path, *, overwrite: bool = False) -> Path:
         import torch
 
         state = {k: v.detach().cpu().contiguous() for k, v in est.model_.state_dict().items()}
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         state.update({k: torch.from_numpy(v) for k, v in est.context_.arrays().items()})
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         static_sha256 = _write_static(est, tmp / STATIC)

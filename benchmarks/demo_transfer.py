@@ -1,0 +1,142 @@
+"""The demo's choice: on the shipped two-day sample, train each deep model from images from scratch,
+or fine-tune the packaged pretrained one (``fit(..., init=...)``), against persistence, historical
+average and Ridge on the true counts.
+
+Run: ``python benchmarks/demo_transfer.py [--score-on val|test] [--seeds 0 1 2] [--minutes 1.5]
+[--variants scratch transfer] [--set lr=0.001]``; writes ``benchmarks/results/demo_transfer.json``
+(``--out``) with the command, the machine and the numbers.
+
+``--score-on val`` (tuning): the last 15 % of the sample's frames (the demo's test part) are dropped
+before anything is fitted; the rest is split by the estimator and its last 15 % are scored.
+``--score-on test``: the demo's own protocol, train / validation / test (15 % each for the last
+two), the test part scored. Variants: ``scratch`` — the demo's settings before pretraining
+(``trafficrnn.demo.SCRATCH``), the tile encoder starting from the packaged count front;
+``transfer`` — the packaged pretrained model (``trafficrnn.zoo.pretrained``, written by
+``benchmarks/pretrain.py`` on a month of another city) with its fine-tuning settings
+(``trafficrnn.zoo.FINE_TUNE``), starting from its weights. Each fit has ``--minutes`` of wall time
+(stage A, the count fine-tuning, takes at most a quarter of it): run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _machine import machine  # benchmarks/_machine.py
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINES = ("persistence", "historical_average", "ridge")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", default=str(ROOT / "data" / "sample"))
+    parser.add_argument("--score-on", choices=("val", "test"), default="val")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--models", nargs="+", default=["convgru", "convlstm"])
+    parser.add_argument("--variants", nargs="+", default=["scratch", "transfer"])
+    parser.add_argument("--minutes", type=float, default=None, help="max_time of each fit")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=JSON", help="override a fine-tuning setting"
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "demo_transfer.json")
+    )
+    args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+
+    from trafficrnn import TrafficForecaster
+    from trafficrnn.demo import SCRATCH
+    from trafficrnn.io import read_stack, read_vectors
+    from trafficrnn.zoo import FINE_TUNE, pretrained
+
+    folder = Path(args.sample)
+    images = read_stack(folder / "images", allow_gaps=True)
+    target = read_stack(folder / "density", allow_gaps=True)
+    points = read_vectors(folder / "vehicles.gpkg")
+    frames = images.sizes["time"]
+    if args.score_on == "val":  # the demo's test part is never seen
+        keep = slice(0, frames - round(0.15 * frames))
+        images, target = images.isel(time=keep), target.isel(time=keep)
+        points = points[points["time"] <= images.time.values[-1]]
+    runs, per_lead = [], {}
+    for name in args.models:
+        for variant in args.variants:
+            for seed in args.seeds:
+                init = pretrained(name) if variant == "transfer" else None
+                if init is None:
+                    settings = {**SCRATCH, "tile_size": 64}
+                else:
+                    settings = init.get_params()  # its architecture, FINE_TUNE's training settings
+                    for key in ("model", "progress"):
+                        settings.pop(key)
+                settings.update(overrides if variant == "transfer" else {})
+                if args.minutes is not None:
+                    settings["max_time"] = args.minutes
+                settings.update(seed=seed, precision="32-true", progress=False)
+                est = TrafficForecaster(name, **settings)
+                t0 = time.perf_counter()
+                est.fit(images, target, vehicles=points, init=init)
+                train_s = time.perf_counter() - t0
+                table = est.evaluate(images, target, baselines=BASELINES if not per_lead else ())
+                for model, sub in table.groupby(level="model"):
+                    key = model if model in BASELINES else f"{name}/{variant}/seed{seed}"
+                    per_lead[key] = [round(float(v), 4) for v in sub["rmse"].values]
+                summary = est.training_summary_
+                runs.append(
+                    {
+                        "model": name,
+                        "variant": variant,
+                        "seed": seed,
+                        "epochs": summary["epochs"],
+                        "stage_a": (summary.get("counting") or {}).get("stage_a"),
+                        "train_seconds": round(train_s, 1),
+                        "rmse": per_lead[f"{name}/{variant}/seed{seed}"],
+                        "mean_rmse": round(
+                            float(np.mean(per_lead[f"{name}/{variant}/seed{seed}"])), 4
+                        ),
+                    }
+                )
+                print(runs[-1], flush=True)
+    means = {}
+    for name in args.models:
+        for variant in args.variants:
+            rows = np.array([per_lead[f"{name}/{variant}/seed{s}"] for s in args.seeds])
+            means[f"{name}/{variant}"] = [round(float(v), 4) for v in rows.mean(0)]
+    best_baseline = np.min([per_lead[b] for b in BASELINES], axis=0)
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        "sample": str(folder),
+        "frames_used": images.sizes["time"],
+        "scored_on": args.score_on,
+        "scratch": {k: list(v) if isinstance(v, tuple) else v for k, v in SCRATCH.items()},
+        "fine_tune": {**FINE_TUNE, **overrides},
+        "minutes": args.minutes,
+        "runs": runs,
+        "rmse_per_lead": per_lead,
+        "rmse_mean_of_seeds": means,
+        "mean_over_leads": {
+            k: round(float(np.mean(v)), 4)
+            for k, v in {**means, **{b: per_lead[b] for b in BASELINES}}.items()
+        },
+        "beats_every_baseline_at_every_lead": {
+            k: bool((np.array(v) < best_baseline).all()) for k, v in means.items()
+        },
+        "each_seed_beats_every_baseline_at_every_lead": {
+            f"{r['model']}/{r['variant']}/seed{r['seed']}": bool(
+                (np.array(r["rmse"]) < best_baseline).all()
+            )
+            for r in runs
+        },
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result["mean_over_leads"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Tests of the model zoo (trafficrnn.zoo): listed, loaded with their fine-tuning settings, refused by name."""
+
+import pytest
+
+from trafficrnn.errors import UnknownNameError
+from trafficrnn.zoo import FINE_TUNE, list_pretrained, pretrained
+
+
+def test_list_pretrained__both_deep_models():
+    assert list_pretrained() == ["convgru", "convlstm"]
+
+
+@pytest.mark.parametrize("name", ["convgru", "convlstm"])
+def test_pretrained__fitted_on_1m_images_with_the_fine_tuning_settings(name):
+    est = pretrained(name.upper(), max_time=2.0)
+    assert est.is_fitted and est.model == name
+    assert est.grid_.tile_size == 64 and est.gsd_ == pytest.approx((1.0, 1.0))
+    assert est.input_bands_ == ["red", "green", "blue"] and est.bands_ == ["density"]
+    params = est.get_params()
+    assert params["max_time"] == 2.0
+    assert {k: params[k] for k in FINE_TUNE if k != "max_time"} == {
+        k: v for k, v in FINE_TUNE.items() if k != "max_time"
+    }
+    # trained on four weeks of 15-minute frames of a city that is not the sample
+    summary = est.training_summary_
+    assert summary["frames"] == 28 * 96 and summary["period"][0].startswith("2024-05-06")
+
+
+def test_pretrained__unknown_name_lists_the_packaged_ones():
+    with pytest.raises(
+        UnknownNameError, match=r"no packaged pretrained model 'lstm'.*\['convgru', 'convlstm'\]"
+    ):
+        pretrained("lstm")
