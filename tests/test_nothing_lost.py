@@ -71,7 +71,7 @@ def small_grid_array(value: float = 1.0) -> xr.DataArray:
 def test_to_geotiff__sigkill_mid_write_keeps_previous_file(tmp_path):
     target = tmp_path / "big.tif"
     to_geotiff(small_grid_array(), target)
-    before = target.read_bytes()
+    before, style = target.read_bytes(), target.with_suffix(".qml").read_bytes()
     # a child overwrites it with a COG of 8 bands × 2500² random floats (200 MB uncompressed,
     # seconds of deflate): it is killed once its temporary file has started to grow
     child = _run_child(
@@ -100,7 +100,8 @@ def test_to_geotiff__sigkill_mid_write_keeps_previous_file(tmp_path):
     child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL  # killed, not finished
     assert target.read_bytes() == before  # the previous file, byte for byte
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "big.tif"]
+    assert target.with_suffix(".qml").read_bytes() == style  # and its QGIS style
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("big.tif", "big.qml")]
     # SIGKILL gives no chance to clean up: a hidden temporary may remain, never at the final path
     assert all(name.startswith(".big.tif.") and ".tmp" in name for name in leftovers)
 
@@ -123,7 +124,8 @@ def test_writers__never_overwrite_without_flag(tmp_path, write, name):
         write(small_grid_array(), path)
     assert path.read_bytes() == b"precious"
     write(small_grid_array(), path, overwrite=True)
-    assert path.read_bytes() != b"precious" and [p.name for p in tmp_path.iterdir()] == [name]
+    assert path.read_bytes() != b"precious"
+    assert {p.name for p in tmp_path.iterdir()} - {"f.qml"} == {name}  # f.qml: f.tif's QGIS style
 
 
 def test_save__failure_mid_save_keeps_previous_model(tmp_path, monkeypatch):

@@ -667,6 +667,33 @@ def compare_command(
     click.echo(f"\nwrote {', '.join(str(p) for p in files.values())}")
 
 
+@main.command("export", context_settings=CONTEXT)
+@click.argument("model")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="ONNX file to write (.onnx); its sidecar JSON goes beside it as OUT.json.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file and its sidecar.")
+def export_command(model: str, out: str, overwrite: bool) -> None:
+    """Export a saved MODEL's network as ONNX for deployment, with a sidecar JSON (grid, CRS,
+    normalisation, cadence, bands, the inputs' names, shapes and channels).
+
+    Run it with trafficrnn.onnx.OnnxForecaster(OUT).predict(images) (needs the onnx extra). An
+    ensemble is refused: export each member folder.
+
+    \b
+    Example:
+      trafficrnn export my-model --out my-model.onnx
+    """
+    from trafficrnn.onnx import export_onnx, sidecar_path
+
+    _check_outputs([out, sidecar_path(out)], overwrite)
+    path = export_onnx(_load_model(model), out, overwrite=overwrite)
+    click.echo(f"wrote {path} and {sidecar_path(path)}")
+
+
 @main.command(context_settings=CONTEXT)
 @click.argument("model")
 def info(model: str) -> None:
@@ -683,6 +710,33 @@ def info(model: str) -> None:
     _model_folder(model)
     for key, value in describe(model):
         click.echo(f"{key:<10} {value}")
+
+
+@main.command("map", context_settings=CONTEXT)
+@click.argument("forecast_file", metavar="FORECAST", type=_FILE)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="HTML page to write (.html)."
+)
+@click.option("--band", default=None, help="Band to show (default: the first).")
+@click.option(
+    "--basemap", is_flag=True, help="Show OpenStreetMap tiles at start (they need the internet)."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def map_command(forecast_file: str, out: str, band: str | None, basemap: bool, overwrite: bool):
+    """Write an interactive web map of a FORECAST (.tif or .nc): one self-contained HTML page.
+
+    One layer per lead, a lead / valid-time slider, a colour bar in the units and the cell value
+    under the mouse; Leaflet is inlined, so the page works offline (the OpenStreetMap background
+    is optional).
+
+    \b
+    Example:
+      trafficrnn map forecast.tif --out map.html
+    """
+    from trafficrnn.webmap import write_map
+
+    path = write_map(forecast_file, out, overwrite=overwrite, band=band, basemap=basemap)
+    click.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

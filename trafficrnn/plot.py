@@ -326,3 +326,34 @@ def animate(
     finally:
         plt.close(fig)
     return path
+
+
+def explore(forecast, **options):
+    """An interactive map of a forecast, for a notebook cell (shown inline) or a page (``.save``).
+
+    One self-contained HTML page (Leaflet inlined, works offline): one layer per lead on the
+    forecast's lat/lon footprint, a lead / valid-time slider, a colour bar in ``attrs["units"]``,
+    the cell value under the mouse, an optional OpenStreetMap background. The CLI writes the same
+    page: ``trafficrnn map forecast.tif --out map.html``.
+
+    Parameters
+    ----------
+    forecast : xarray.DataArray or path-like
+        ``(lead, band, y, x)`` forecast with CRS and transform, or a forecast ``.tif`` / ``.nc``.
+    **options
+        ``band``, ``cmap``, ``vmin``, ``vmax``, ``opacity``, ``basemap``: see
+        :func:`trafficrnn.webmap.forecast_map`.
+
+    Returns
+    -------
+    trafficrnn.webmap.WebMap
+        Has ``_repr_html_`` (the page in an iframe) and ``save(path, overwrite=False)``.
+
+    Raises
+    ------
+    MissingCRSError, InputFileError, ConfigError, GridError
+        See :func:`trafficrnn.webmap.forecast_map`.
+    """
+    from trafficrnn.webmap import forecast_map
+
+    return forecast_map(forecast, **options)

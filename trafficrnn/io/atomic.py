@@ -16,7 +16,10 @@ from pathlib import Path
 
 from trafficrnn.errors import ExportError, OutputExistsError
 
-__all__ = ["atomic_output", "check_output", "check_outputs"]
+__all__ = ["atomic_output", "check_output", "check_outputs", "check_sidecar", "sidecar_path"]
+
+#: outputs whose writer also writes its QGIS style ``<name>.qml`` beside it (``to_geotiff``)
+STYLED_SUFFIXES = (".tif", ".tiff")
 
 
 def check_output(
@@ -44,6 +47,29 @@ def check_output(
     if not path.parent.exists():
         raise ExportError(f"{path}: folder {path.parent} does not exist; create it first")
     return path
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The QGIS style QGIS loads by default with ``path``: the same name with ``.qml``."""
+    return Path(path).with_suffix(".qml")
+
+
+def check_sidecar(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """The QGIS style sidecar of ``path`` (``forecast.tif`` -> ``forecast.qml``), after checking
+    that it may be written.
+
+    Raises
+    ------
+    OutputExistsError
+        If the ``.qml`` exists and ``overwrite`` is false.
+    """
+    qml = sidecar_path(path)
+    if qml.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{qml} (the QGIS style of {Path(path).name}) already exists; pass overwrite=True "
+            "(CLI: --overwrite) to replace it, or style=False to keep it"
+        )
+    return qml
 
 
 def check_outputs(
@@ -77,7 +103,8 @@ def check_outputs(
     Raises
     ------
     OutputExistsError
-        If a path exists and ``overwrite`` is false.
+        If a path exists and ``overwrite`` is false; so too the QGIS style ``<name>.qml`` that
+        ``to_geotiff`` writes beside a ``.tif``.
     ExportError
         If a suffix is not accepted, a parent folder does not exist or cannot be written to, or two
         outputs are the same path.
@@ -89,6 +116,8 @@ def check_outputs(
     seen: dict[Path, Path] = {}
     for path in checked:
         key = Path(os.path.abspath(path))
+        if path.suffix.lower() in STYLED_SUFFIXES:
+            check_sidecar(path, overwrite=overwrite)
         if key in seen:
             raise ExportError(
                 f"{path} is given twice as an output ({seen[key]} and {path}): give each output "

@@ -15,6 +15,14 @@ from rasterio.io import MemoryFile
 from trafficrnn.errors import ExportError, GridError, MissingCRSError, OutputExistsError
 from trafficrnn.grid import Grid, check_north_up
 from trafficrnn.io.atomic import atomic_output, check_output
+from trafficrnn.io.qml import (
+    check_sidecar,
+    class_breaks,
+    raster_qml,
+    styles_table,
+    vector_qml,
+    write_qml,
+)
 from trafficrnn.io.vector import aggregate_to_segments, column_names
 
 __all__ = [
@@ -229,6 +237,7 @@ def to_geotiff(
     dtype=None,
     nodata=None,
     compress: str = "deflate",
+    style: bool = True,
 ) -> Path:
     """Write a grid or image array as a Cloud-Optimised GeoTIFF, one band per time step or lead (× band).
 
@@ -252,6 +261,11 @@ def to_geotiff(
         Output data type (default float32 for floats) and nodata (default NaN for floats).
     compress : str
         ``deflate`` (default), ``lzw``, ``zstd``, ``jpeg`` (uint8 RGB) or ``none``.
+    style : bool
+        Also write the QGIS style ``<name>.qml`` beside the file (QGIS loads it with the layer):
+        band 1 in the colour classes of :func:`~trafficrnn.io.qml.class_breaks`, one scale for
+        all leads of the first band. Not written for uint8 RGB images. It obeys ``overwrite`` as
+        the file does, and neither file is replaced unless both are written.
 
     Returns
     -------
@@ -264,9 +278,22 @@ def to_geotiff(
     path = check_output(path, overwrite=overwrite, suffixes=(".tif", ".tiff"))
     da = as_4d(da)
     grid = check_georeference(da)
+    qml = _tiff_style(da, path, dtype=dtype, overwrite=overwrite) if style else None
     with atomic_output(path, overwrite=overwrite) as tmp:
         _write_tiff(da, tmp, grid, dtype=dtype, nodata=nodata, compress=compress, cog=True)
+        if qml is not None:  # renamed just before the GeoTIFF, once both are written
+            write_qml(qml[1], qml[0], overwrite=overwrite)
     return path
+
+
+def _tiff_style(da: xr.DataArray, path: Path, *, dtype, overwrite: bool) -> tuple[Path, str] | None:
+    """The sidecar QGIS style of a COG and its text, or None for a uint8 RGB image (QGIS shows
+    those in true colour)."""
+    out = np.dtype(dtype or (np.float32 if np.issubdtype(da.dtype, np.floating) else da.dtype))
+    if out == np.uint8 and da.sizes[da.dims[0]] * da.sizes["band"] == 3:
+        return None
+    target = check_sidecar(path, overwrite=overwrite)
+    return target, raster_qml(class_breaks(da.isel(band=0).values))
 
 
 def write_stack(
@@ -331,8 +358,11 @@ def write_stack(
 GPKG_VERSION = "1.2"
 
 
-def _write_layers(path: Path, layers: list[tuple], *, overwrite: bool) -> Path:
-    """Write ``(gdf, layer, metadata)`` triples into one new GeoPackage, atomically."""
+def _write_layers(
+    path: Path, layers: list[tuple], *, overwrite: bool, styles: dict[str, str] | None = None
+) -> Path:
+    """Write ``(gdf, layer, metadata)`` triples into one new GeoPackage, atomically, and the
+    default QGIS ``styles`` of layers (layer name -> QML) into its ``layer_styles`` table."""
     with atomic_output(path, overwrite=overwrite) as tmp:
         for k, (gdf, layer, metadata) in enumerate(layers):
             options = {"dataset_options": {"VERSION": GPKG_VERSION}} if k == 0 else {}
@@ -344,7 +374,50 @@ def _write_layers(path: Path, layers: list[tuple], *, overwrite: bool) -> Path:
                 metadata={key: str(v) for key, v in (metadata or {}).items()} or None,
                 **options,
             )
+        if styles:
+            _write_styles(tmp, styles)
     return path
+
+
+def _write_styles(target: Path, styles: dict[str, str]) -> None:
+    import pyogrio
+
+    rows = [
+        (name, pyogrio.read_info(target, layer=name)["geometry_name"], qml)
+        for name, qml in styles.items()
+    ]
+    pyogrio.write_dataframe(
+        styles_table(rows), target, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"}
+    )
+
+
+def _gpkg_styles(gdf, da: xr.DataArray, layer: str) -> dict[str, str]:
+    """Graduated QGIS styles of the wide layer (its first column) and the long one (its first
+    band), in the classes of the first band over all steps, as the COG's style."""
+    first = [name for name, _, j in column_names(da) if j == 0]
+    values = gdf[first].to_numpy(dtype="float64")
+    edges = class_breaks(values)
+    finite = values[np.isfinite(values)]
+    low, high = (finite.min(), finite.max()) if finite.size else (None, None)
+    geometry = "line" if gdf.geom_type.str.contains("LineString").any() else "polygon"
+    styles = {layer: vector_qml(edges, first[0], geometry=geometry, low=low, high=high)}
+    step = da.dims[0]
+    if step in ("lead", "time"):
+        field = "valid_time" if step == "lead" and "valid_time" in da.coords else None
+        field = "time" if step == "time" else field
+        axis = da[step].values
+        minutes = pd.Timedelta(axis[1] - axis[0]).total_seconds() / 60 if len(axis) > 1 else 0
+        band = str(da["band"].values[0])
+        styles[f"{layer}_by_time"] = vector_qml(
+            edges,
+            band,
+            geometry=geometry,
+            low=low,
+            high=high,
+            time_field=field,
+            step_minutes=minutes,
+        )
+    return styles
 
 
 def write_geopackage(
@@ -405,7 +478,13 @@ def _by_time(wide, da: xr.DataArray):
 
 
 def to_geopackage(
-    da: xr.DataArray, path, *, layer: str | None = None, segments=None, overwrite: bool = False
+    da: xr.DataArray,
+    path,
+    *,
+    layer: str | None = None,
+    segments=None,
+    overwrite: bool = False,
+    style: bool = True,
 ) -> Path:
     """Write a grid array as GeoPackage cell polygons (or road segments): one wide layer with a
     column per lead / time, and its long form with a time column for QGIS's temporal controller.
@@ -431,6 +510,13 @@ def to_geopackage(
         Road segments: write the length-weighted mean along each segment instead of cells.
     overwrite : bool
         Replace an existing file.
+    style : bool
+        Store default QGIS styles in the file's ``layer_styles`` table, which QGIS applies when a
+        layer is opened: graduated colours of the wide layer's first column and of the long
+        layer's first band, in the classes and colours of :func:`to_geotiff`'s style. The long
+        layer's style also sets the temporal controller on ``valid_time``; QGIS (3.22 at least)
+        applies that part on *Style ▸ Load Style*, not when it loads the default style itself
+        (qgis/QGIS#42223).
 
     Raises
     ------
@@ -458,4 +544,5 @@ def to_geopackage(
     layers = [(gdf, layer, meta)]
     if da.dims[0] in ("lead", "time"):
         layers.append((_by_time(gdf, da), f"{layer}_by_time", meta))
-    return _write_layers(path, layers, overwrite=overwrite)
+    styles = _gpkg_styles(gdf, da, layer) if style else None
+    return _write_layers(path, layers, overwrite=overwrite, styles=styles)

@@ -40,6 +40,12 @@ def _as_maps(
     )
 
 
+def _exporting() -> bool:
+    """Whether ``torch.export`` (and so ``torch.onnx.export``) is tracing the model now."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return bool(is_exporting is not None and is_exporting())
+
+
 def count_stage_for(strides: list[int], target_px: int = 8) -> int:
     """The tile-encoder stage whose cumulative stride is closest to ``target_px`` pixels.
 
@@ -696,8 +702,11 @@ class EncoderForecaster(nn.Module):
                     f"{tuple(last_target.shape)}"
                 )
             last = last_target
-            if self.tile_encoder is not None and not bool(torch.isfinite(last).all()):
-                # a missing observation (no detection, cloud) falls back to the images' nowcast
+            # a missing observation (no detection, cloud) falls back to the images' nowcast; an
+            # exported graph (ONNX) cannot branch on the data, so it always takes the fallback path
+            if self.tile_encoder is not None and (
+                _exporting() or not bool(torch.isfinite(last).all())
+            ):
                 if nowcast is None:
                     nowcast = self._nowcast_from(feats)
                 last = torch.where(torch.isfinite(last), last, nowcast[:, -1])
