@@ -36,6 +36,19 @@ ALLOWED_PRIVATE: dict[tuple[str, str], frozenset[str]] = {
             "_write_text",
         }
     ),
+    # the `calibrate` command lives beside cli.py (a lazy command) and shares its helpers
+    ("trafficrnn.cli_quantiles", "trafficrnn.cli_options"): frozenset(
+        {
+            "_align_images",
+            "_data_kwargs",
+            "_load_model",
+            "_model_folder",
+            "_model_run_options",
+            "_read_vector",
+            "_static",
+            "_target",
+        }
+    ),
     # the input checks reuse the reprojection helpers of the private trafficrnn.io._warp (to be made
     # public like trafficrnn.io.atomic)
     ("trafficrnn.estimation.checks", "trafficrnn.io._warp"): frozenset({"<module>"}),

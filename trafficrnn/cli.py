@@ -48,6 +48,11 @@ LAZY_COMMANDS = {
         "datasets_group",
         "Real datasets shipped with trafficrnn (list: nyc-bike).",
     ),
+    "calibrate": (
+        "trafficrnn.cli_quantiles",
+        "calibrate_command",
+        "Calibrate a saved MODEL (split conformal) on held-out frames of STACK before its test part.",
+    ),
     "simulate": (
         "trafficrnn.synth.cli",
         "simulate_command",
@@ -368,6 +373,12 @@ def train(
 @click.option(
     "--scheduler", default=None, help="dask scheduler address (tcp://host:8786) for --window runs."
 )
+@click.option(
+    "--quantiles",
+    default=None,
+    help="Comma-separated levels, e.g. 0.1,0.5,0.9: quantiles of a calibrated model "
+    "(`trafficrnn calibrate`), one band / column per lead and quantile.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @_model_run_options
 def forecast(
@@ -387,6 +398,7 @@ def forecast(
     time_pattern: str | None,
     allow_gaps: bool,
     overwrite: bool,
+    quantiles: str | None = None,
 ) -> None:
     """Forecast the frames after the end of STACK with a saved MODEL; the format follows the extension.
 
@@ -396,10 +408,14 @@ def forecast(
       trafficrnn forecast my-model city/images --out cells.gpkg
       trafficrnn forecast my-model city/images --segments city/roads.gpkg --out segments.gpkg
       trafficrnn forecast my-model big/images --out big.tif --window 64 --scheduler tcp://host:8786
+      trafficrnn forecast my-model city/density --out q.nc --quantiles 0.1,0.5,0.9
     """
     from pathlib import Path
 
+    from trafficrnn.cli_quantiles import parse_quantiles
     from trafficrnn.errors import ConfigError
+
+    levels = parse_quantiles(quantiles)
     from trafficrnn.estimation.checks import gdalwarp_line
     from trafficrnn.io import WRITERS, get_writer, read_stack
 
@@ -419,6 +435,11 @@ def forecast(
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     segments_gdf = _read_vector(segments, "--segments") if segments else None
     if window or scheduler:
+        if levels is not None:
+            raise ConfigError(
+                f"--quantiles {quantiles} is not available with --window/--scheduler: forecast "
+                "quantiles of a stack that fits in memory, or drop --quantiles"
+            )
         if align != "exact":
             raise ConfigError(
                 f"--align {align} is not available with --window/--scheduler: warp the stack onto "
@@ -476,12 +497,16 @@ def forecast(
         extra["target"] = _target(recent, target, vehicles, tile if tile > 1 else None, allow_gaps)[
             0
         ]
+    if levels is not None:
+        extra["quantiles"] = levels
     fc = est.predict(recent, horizon=horizon, align=align, **extra)
     writer(fc, out, overwrite=overwrite, **({"segments": segments_gdf} if output.segments else {}))
     leads = [f"+{int(v.astype('timedelta64[m]').astype(int))}min" for v in fc["lead"].values]
     kind = output.label + (
         (", road segments" if segments_gdf is not None else ", cells") if output.segments else ""
     )
+    if levels is not None:
+        kind += f", quantiles {','.join(f'{q:g}' for q in levels)}"
     click.echo(
         f"wrote {out} ({kind}): {len(leads)} lead(s) "
         f"{leads[0]} … {leads[-1]}, issued {fc.attrs['issued']}, model {fc.attrs['model']}"
@@ -518,6 +543,12 @@ def forecast(
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing --csv / --json files.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option(
+    "--quantiles",
+    default=None,
+    help="Comma-separated levels, e.g. 0.1,0.5,0.9, of a calibrated model: also pinball loss, "
+    "interval coverage and width, and CRPS, beside two probabilistic baselines.",
+)
 @_model_run_options
 def evaluate(
     model: str,
@@ -534,6 +565,7 @@ def evaluate(
     allow_gaps: bool,
     overwrite: bool,
     quiet: bool,
+    quantiles: str | None = None,
 ) -> None:
     """Score a saved MODEL per lead beside persistence, historical average and Ridge.
 
@@ -543,9 +575,11 @@ def evaluate(
     Example:
       trafficrnn evaluate my-model city/images --vehicles city/vehicles.gpkg --csv scores.csv
     """
+    from trafficrnn.cli_quantiles import parse_quantiles
     from trafficrnn.estimation.evaluation import evaluate as score
     from trafficrnn.io import read_stack
 
+    levels = parse_quantiles(quantiles)
     _check_outputs([csv_path], overwrite, (".csv",))
     _check_outputs([json_path], overwrite, (".json",))
     est = _load_model(model)
@@ -578,6 +612,7 @@ def evaluate(
         split=None if split == "all" else split,
         align=align,
         progress=not quiet,
+        quantiles=levels,
         **_data_kwargs(static, covariates),
     )
     click.echo(

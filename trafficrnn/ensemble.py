@@ -324,15 +324,65 @@ class ForecastEnsemble:
         )
 
     def predict(
-        self, images: xr.DataArray, *, members: bool = False, **kwargs: Any
+        self,
+        images: xr.DataArray,
+        *,
+        members: bool = False,
+        quantiles: tuple[float, ...] | None = None,
+        **kwargs: Any,
     ) -> xr.DataArray:
         """Forecast the frames after the last one of ``images``: ``(lead, band, y, x)``, the member mean.
 
-        ``members=True`` keeps every member along a ``member`` dimension. Other keyword arguments
-        as :meth:`TrafficForecaster.predict`.
+        ``members=True`` keeps every member along a ``member`` dimension. ``quantiles``: levels of
+        the calibrated ensemble (:meth:`calibrate`) around the member mean, along a leading
+        ``quantile`` dimension. Other keyword arguments as :meth:`TrafficForecaster.predict`.
+
+        Raises
+        ------
+        ConfigError, CalibrationError
+            ``members`` with ``quantiles``; bad quantiles; quantiles of an uncalibrated ensemble.
         """
         self._check_fitted()
+        if quantiles is not None:
+            from trafficrnn.estimation.calibration import (
+                check_quantiles,
+                quantile_forecast,
+                require_calibration,
+            )
+
+            check_quantiles(quantiles)
+            if members:
+                raise ConfigError(
+                    "members=True with quantiles: ask for one or the other (the quantiles are "
+                    "those of the calibrated member mean)"
+                )
+            calibration = require_calibration(self)
+            if calibration.scale == "spread":  # adaptive: the members' spread scales the radii
+                every = self.predict(images, members=True, **kwargs)
+                mean = every.mean("member", keep_attrs=True).drop_vars("seed", errors="ignore")
+                spread = every.std("member").drop_vars("seed", errors="ignore")
+                return quantile_forecast(mean, calibration, quantiles, spread=spread)
+            mean = self.predict(images, **kwargs)
+            return quantile_forecast(mean, calibration, quantiles)
         return self._combine([e.predict(images, **kwargs) for e in self.estimators_], members)
+
+    def calibrate(
+        self, images: xr.DataArray, target: xr.DataArray | None = None, **kwargs: Any
+    ) -> ForecastEnsemble:
+        """Split-conformal calibration of the member mean on held-out frames before the test part
+        (``calibration_``, saved in ``ensemble.json``); arguments as :meth:`TrafficForecaster.calibrate`,
+        and ``adaptive="spread"``: radii in units of the members' spread (intervals widen where they
+        disagree; see :mod:`trafficrnn.estimation.adaptive`).
+
+        Raises
+        ------
+        CalibrationError, NotFittedError, ModelMismatchError, ConfigError
+        """
+        from trafficrnn.estimation.calibration import calibrate
+
+        self._check_fitted()
+        self.calibration_ = calibrate(self, images, target, **kwargs)
+        return self
 
     def evaluate(
         self, images: xr.DataArray, target: xr.DataArray | None = None, **kwargs: Any
@@ -368,6 +418,9 @@ class ForecastEnsemble:
                 "n_jobs": int(self.n_jobs),
                 "fit_seconds": getattr(self, "fit_seconds_", None),
             }
+            calibration = getattr(self, "calibration_", None)
+            if calibration is not None:
+                manifest["calibration"] = calibration.to_dict()
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
         return path
 
@@ -424,6 +477,13 @@ class ForecastEnsemble:
         )
         ens.estimators_ = members
         ens.fit_seconds_ = manifest.get("fit_seconds")
+        if manifest.get("calibration") is not None:
+            from trafficrnn.estimation.calibration import Calibration
+
+            try:
+                ens.calibration_ = Calibration.from_dict(manifest["calibration"])
+            except ConfigError as exc:
+                raise ModelFileError(f"{path / MANIFEST}: {exc}") from None
         return ens
 
 

@@ -68,6 +68,12 @@ class SplitError(ConfigError):
     test) parts of its dataset's published split."""
 
 
+class CalibrationError(ConfigError):
+    """Probabilistic forecasts cannot be made or calibrated as asked: quantiles asked of a model without
+    calibration, or calibration frames that reach the test part (see
+    :mod:`trafficrnn.estimation.calibration`)."""
+
+
 class UnknownNameError(ConfigError):
     """A name is not registered in its family (model, cell, baseline, metric, dataset...); the message
     lists the valid names (see :class:`trafficrnn.registry.Registry`)."""
@@ -97,6 +103,7 @@ __all__ = [
     "NotFittedError",
     "ConfigError",
     "SplitError",
+    "CalibrationError",
     "UnknownNameError",
     "UnknownFormatError",
     "SchedulerError",

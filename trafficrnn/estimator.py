@@ -229,6 +229,7 @@ class TrafficForecaster(InputChecks):
     split_ = state_attribute("split")
     history_ = state_attribute("history")
     training_summary_ = state_attribute("training_summary")
+    calibration_ = state_attribute("calibration")
 
     def __init__(
         self,
@@ -538,6 +539,7 @@ class TrafficForecaster(InputChecks):
         target: xr.DataArray | None = None,
         covariates: pd.DataFrame | None = None,
         align: str = "exact",
+        quantiles: tuple[float, ...] | None = None,
     ) -> xr.DataArray:
         """Forecast the ``horizon`` frames after the last frame of ``images``.
 
@@ -552,19 +554,31 @@ class TrafficForecaster(InputChecks):
         ``target``: observed targets of the input frames, for a model fitted with ``target_inputs``.
         ``covariates``: the covariate table, for a model fitted with one (it must cover the input
         frames and the ``horizon`` lead times: for weather, the forecast of the coming hours).
+        ``quantiles``: probability levels, e.g. ``(0.1, 0.5, 0.9)``, for a model calibrated with
+        :meth:`calibrate`: the forecast gains a leading ``quantile`` dimension (see
+        :func:`trafficrnn.estimation.calibration.quantile_forecast`).
 
         Returns
         -------
         xarray.DataArray
-            ``(lead, band, y, x)`` with ``valid_time``, attrs ``issued``, ``model``, ``units``,
-            and the CRS and grid transform of ``images``.
+            ``(lead, band, y, x)`` (``(quantile, lead, band, y, x)`` with ``quantiles``) with
+            ``valid_time``, attrs ``issued``, ``model``, ``units``, and the CRS and grid transform of
+            ``images``.
 
         Raises
         ------
         NotFittedError, ModelMismatchError
             Before fit; a stack whose bands, CRS, GSD (with ``align="exact"``) or cadence differ from
             the model's; a horizon longer than trained; fewer frames than ``input_steps``.
+        ConfigError, CalibrationError
+            Quantiles outside (0, 1), unsorted or repeated; quantiles of an uncalibrated model.
         """
+        if quantiles is not None:
+            from trafficrnn.estimation.calibration import check_quantiles, require_calibration
+
+            check_quantiles(quantiles)
+            self._check_fitted()
+            require_calibration(self)
         n = images.sizes.get("time", 0)
         if n < self.input_steps:
             raise ModelMismatchError(
@@ -582,7 +596,58 @@ class TrafficForecaster(InputChecks):
         issued = pd.Timestamp(fc["issued"].values).isoformat()
         fc = fc.drop_vars("issued")
         fc.attrs.update(issued=issued, model=self.model, units=self.units_)
+        if quantiles is not None:
+            from trafficrnn.estimation.calibration import quantile_forecast
+
+            return quantile_forecast(fc, self.calibration_, quantiles)
         return fc
+
+    def calibrate(
+        self,
+        images: xr.DataArray,
+        target: xr.DataArray | None = None,
+        *,
+        frames: Any = "val",
+        horizon: int | None = None,
+        static: xr.DataArray | None = None,
+        covariates: pd.DataFrame | None = None,
+        align: str = "exact",
+        adaptive: str | None = None,
+    ) -> TrafficForecaster:
+        """Split-conformal calibration on held-out frames before the test part, for ``predict(quantiles=...)``.
+
+        ``frames="val"`` (default): the windows of the validation part of ``images`` (the stack the
+        model was fitted on, or one holding those days); ``(first, last)``: the windows whose valid
+        times lie between two times, which must precede the test part. Stores ``calibration_``
+        (saved with the model). ``adaptive="spread"`` is for ensembles (refused here). See
+        :func:`trafficrnn.estimation.calibration.calibrate`.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        CalibrationError
+            Frames that overlap the test part, or no full window in them.
+        NotFittedError, ModelMismatchError, ConfigError
+            As :meth:`evaluate`.
+        """
+        from trafficrnn.estimation.calibration import calibrate
+
+        self._check_fitted()
+        self.calibration_ = calibrate(
+            self,
+            images,
+            target,
+            frames=frames,
+            horizon=horizon,
+            static=static,
+            covariates=covariates,
+            align=align,
+            adaptive=adaptive,
+        )
+        return self
 
     # -- evaluation and persistence -----------------------------------------------------
     def evaluate(
@@ -596,6 +661,7 @@ class TrafficForecaster(InputChecks):
         static: xr.DataArray | None = None,
         covariates: pd.DataFrame | None = None,
         align: str = "exact",
+        quantiles: tuple[float, ...] | None = None,
     ) -> pd.DataFrame:
         """Per-lead MAE / RMSE / MAPE of the model and every baseline on the same issue times.
 
@@ -603,7 +669,9 @@ class TrafficForecaster(InputChecks):
         trained on); ``None`` scores every window of the given stack. Baselines are fitted on
         the frames before the split. ``align``: as :meth:`predict` (``"exact"``, ``"resample"``
         or ``"reproject"`` onto the model's grid). A progress bar counts the forecasts when the
-        model's ``progress`` is true, as in :meth:`fit`. See :func:`trafficrnn.estimation.evaluation.evaluate`.
+        model's ``progress`` is true, as in :meth:`fit`. ``quantiles`` (a calibrated model): also the
+        pinball loss, interval coverage and width, and CRPS, beside two probabilistic baselines. See
+        :func:`trafficrnn.estimation.evaluation.evaluate`.
         """
         from trafficrnn.estimation.evaluation import evaluate
 
@@ -617,6 +685,7 @@ class TrafficForecaster(InputChecks):
             static=static,
             covariates=covariates,
             align=align,
+            quantiles=quantiles,
         )
 
     def save(self, path: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:

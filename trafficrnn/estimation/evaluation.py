@@ -89,6 +89,7 @@ def evaluate(
     covariates: pd.DataFrame | None = None,
     align: str = "exact",
     progress: bool | None = None,
+    quantiles: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Score the model and baselines per lead on the same issue times, in raw units.
 
@@ -126,12 +127,19 @@ def evaluate(
         (any CRS; see :func:`trafficrnn.estimation.checks.reproject_to_grid`).
     progress : bool, optional
         Show a progress bar (forecasts made); ``None``: the model's ``progress`` setting, as ``fit``.
+    quantiles : sequence of float, optional
+        Probability levels, e.g. ``(0.1, 0.5, 0.9)``, of a calibrated model (``calibrate``): the
+        table gains the columns ``pinball``, ``coverage_<p>`` / ``width_<p>`` of each central
+        interval (80 for 0.1 / 0.9) and ``crps`` (quantile form, 99 levels), for the model and, when
+        ``baselines`` are asked for, the rows ``climatology`` and ``persistence_quantiles`` (see
+        :mod:`trafficrnn.estimation.quantile_eval`); NaN for the point baselines.
 
     Returns
     -------
     pandas.DataFrame
         Rows ``(model, lead)``; columns ``mae``, ``rmse``, ``mape`` and ``skill_rmse`` (1 − RMSE /
-        RMSE of persistence; NaN without a persistence row). ``attrs`` hold the issue count.
+        RMSE of persistence; NaN without a persistence row), and the probabilistic columns with
+        ``quantiles``. ``attrs`` hold the issue count.
 
     Raises
     ------
@@ -139,8 +147,16 @@ def evaluate(
         Before fit; a stack the model cannot read (bands, CRS, GSD, cadence).
     ConfigError
         An unknown split, no full window in it, or a bad ``align`` / ``horizon``.
+    CalibrationError
+        ``quantiles`` of a model without calibration (bad levels: ConfigError).
     """
     from tqdm.auto import tqdm
+
+    if quantiles is not None:
+        from trafficrnn.estimation.calibration import check_quantiles, require_calibration
+
+        quantiles = check_quantiles(quantiles)
+        require_calibration(est)
 
     checked = est.check_stack(images, target, align=align, horizon=horizon)
     images_c, horizon = checked.images, checked.horizon
@@ -169,7 +185,7 @@ def evaluate(
         unit="forecast",
         disable=not show,
     ) as bar:
-        fc = _model_forecasts(
+        fc = model_forecasts(
             est, images_c, observed, issues, horizon, static, covariates, bar.update
         )
         tables[est.model] = per_lead(fc, align_truth(fc, truth_da))
@@ -185,6 +201,24 @@ def evaluate(
             bar.update(len(issues))
         if baselines:
             bar.set_description(f"evaluate {est.model} and {len(baselines)} baselines")
+    if quantiles is not None:
+        from trafficrnn.estimation.adaptive import spread_of
+        from trafficrnn.estimation.quantile_eval import probabilistic_tables
+
+        args = (images_c, observed, issues, horizon, static, covariates)
+        found = probabilistic_tables(
+            est,
+            fc,
+            align_truth(fc, truth_da),
+            baseline_history(est, truth_da),
+            fit_on,
+            issues,
+            quantiles,
+            baselines=bool(baselines),
+            spread=spread_of(est, est.calibration_, *args),
+        )
+        tables[est.model] = tables[est.model].join(found.pop(est.model))
+        tables.update(found)
     table = pd.concat(tables, names=["model", "lead"])
     if "persistence" in tables:
         ref = tables["persistence"]["rmse"]
@@ -206,7 +240,7 @@ def evaluate(
 CHUNK = 128
 
 
-def _model_forecasts(
+def model_forecasts(
     est,
     images: xr.DataArray,
     observed: xr.DataArray | None,
@@ -244,6 +278,9 @@ def _model_forecasts(
             parts, dim="issued", coords="different", compat="equals", combine_attrs="override"
         )
     )
+
+
+_model_forecasts = model_forecasts  # its earlier, private name
 
 
 def _progress_of(est) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from trafficrnn.estimation.calibration import Calibration
 from trafficrnn.estimation.context import Context
 from trafficrnn.estimation.covariates import Covariates
 from trafficrnn.grid import Grid
@@ -58,6 +59,8 @@ class FittedState:
         Per-epoch training record.
     training_summary : dict
         Frames, windows, epochs, seconds and scores of the training.
+    calibration : Calibration or None
+        The split-conformal calibration of ``calibrate`` (quantile forecasts); None before it.
     """
 
     grid: Grid
@@ -79,6 +82,7 @@ class FittedState:
     history: list = field(default_factory=list)
     training_summary: dict = field(default_factory=dict)
     gaps: list = field(default_factory=list)
+    calibration: Calibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON part of the state, under the keys of ``config.json`` (the static layers and
@@ -100,6 +104,7 @@ class FittedState:
             "covariates": None if self.covariates is None else self.covariates.to_dict(),
             "training_summary": self.training_summary,
             "history": self.history,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
         }
 
     @classmethod
@@ -124,6 +129,7 @@ class FittedState:
         grid = Grid.from_dict(config["grid"])
         spec = config.get("covariates")
         summary = config.get("training_summary", {})
+        calibration = config.get("calibration")  # absent from models saved before it existed
         return cls(
             grid=grid,
             cadence=pd.Timedelta(config["cadence"]),
@@ -145,6 +151,7 @@ class FittedState:
             split=summary.get("split"),
             history=config.get("history", []),
             training_summary=summary,
+            calibration=None if calibration is None else Calibration.from_dict(calibration),
         )
 
 

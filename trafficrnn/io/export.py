@@ -68,7 +68,12 @@ def check_georeference(da: xr.DataArray, what: str = "array") -> Grid:
 
 
 def as_4d(da: xr.DataArray) -> xr.DataArray:
-    """View ``(y, x)``, ``(band, y, x)`` or ``(time|lead, band, y, x)`` as 4-D ``(step, band, y, x)``."""
+    """View ``(y, x)``, ``(band, y, x)`` or ``(time|lead, band, y, x)`` as 4-D ``(step, band, y, x)``;
+    a quantile forecast ``(quantile, lead, band, y, x)`` as one band per band and quantile
+    (:func:`~trafficrnn.io.quantiles.flatten_quantiles`)."""
+    from trafficrnn.io.quantiles import flatten_quantiles
+
+    da = flatten_quantiles(da)
     if da.ndim == 2:
         da = da.expand_dims(band=[da.name or "value"])
     if da.ndim == 3:
@@ -112,13 +117,18 @@ def write_band_meta(dst, da: xr.DataArray) -> None:
 
 def _band_meta(da: xr.DataArray) -> tuple[list[str], list[dict[str, str]]]:
     """Human band descriptions and machine band tags, in band order (step-major)."""
+    from trafficrnn.io.quantiles import quantile_coords
+
     step = da.dims[0]
     bands = [str(b) for b in da["band"].values]
     zone = da.attrs.get("timezone")
+    levels = quantile_coords(da)  # a quantile forecast: the level and the band of each band
     descriptions, tags = [], []
     for i in range(da.sizes[step]):
-        for band in bands:
+        for j, band in enumerate(bands):
             tag = {"band": band}
+            if levels is not None:
+                tag.update(band=str(levels[1][j]), quantile=f"{float(levels[0][j]):g}")
             if step == "time":
                 # observed frames of a stack with a zone stay wall-clock times beside its `timezone` tag:
                 # read_stack reads them back that way
@@ -133,7 +143,7 @@ def _band_meta(da: xr.DataArray) -> tuple[list[str], list[dict[str, str]]]:
                 if "valid_time" in da.coords:
                     tag["valid_time"] = iso_time(da["valid_time"].values[i], zone)
                     text += f", valid {tag['valid_time']}"
-                if len(bands) > 1:
+                if len(bands) > 1 or levels is not None:
                     text += f", {band}"
             else:
                 text = band

@@ -81,6 +81,10 @@ def cf_dataset(da: xr.DataArray) -> tuple[xr.Dataset, dict]:
     MissingCRSError, GridError
         ``da`` has no CRS or no usable transform.
     """
+    if "quantile" in da.dims:  # a quantile forecast: a quantile dimension on every variable
+        from trafficrnn.io.quantiles import cf_quantile_dataset
+
+        return cf_quantile_dataset(da, cf_dataset)
     da = as_4d(da)
     grid = check_georeference(da)
     step = da.dims[0]
@@ -150,7 +154,9 @@ def to_netcdf(da: xr.DataArray, path, *, overwrite: bool = False) -> Path:
     time); observed stacks get ``(time, y, x)``. Times are written in UTC (``minutes since
     ...Z``): naive times are read as UTC, or as wall-clock times of ``attrs["timezone"]``.
     Units go on each variable in UDUNITS form; a count such as ``vehicles per cell`` is written
-    ``units = "1"`` with the text in ``long_name`` and ``units_description``. ``gdalinfo`` reads
+    ``units = "1"`` with the text in ``long_name`` and ``units_description``. A quantile forecast
+    ``(quantile, lead, band, y, x)`` gets a leading ``quantile`` dimension on every variable (see
+    :func:`~trafficrnn.io.quantiles.cf_quantile_dataset`). ``gdalinfo`` reads
     the file without warnings and a CF checker (``cfchecks``) finds no error or warning.
 
     Parameters

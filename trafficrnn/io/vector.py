@@ -339,8 +339,24 @@ def lead_labels(da: xr.DataArray) -> list[str]:
 
 def column_names(da: xr.DataArray) -> list[tuple[str, int, int]]:
     """``(name, i_lead, i_band)`` for each column of a ``(lead|time, band, y, x)`` array."""
+    from trafficrnn.io.quantiles import quantile_coords
+
     labels = lead_labels(da)
     bands = [str(b) for b in da["band"].values]
+    levels = quantile_coords(da)
+    if levels is not None:  # a quantile forecast: lead_15min_q10, or inflow_lead_15min_q10
+        from trafficrnn.estimation.calibration import quantile_label
+
+        several = len(set(levels[1])) > 1
+        return [
+            (
+                f"{src}_{label}_{quantile_label(q)}" if several else f"{label}_{quantile_label(q)}",
+                i,
+                j,
+            )
+            for i, label in enumerate(labels)
+            for j, (q, src) in enumerate(zip(*levels))
+        ]
     if len(bands) == 1:
         return [(label, i, 0) for i, label in enumerate(labels)]
     return [

@@ -1,0 +1,199 @@
+"""Probabilistic forecasts on real data: NYC Citi Bike flows, split-conformal intervals against two baselines.
+
+Run: ``python benchmarks/uncertainty_nyc_bike.py [--models convgru] [--members 1] [--minutes 10]``
+(``--quick`` for a smoke run: 1 epoch, 12 test origins; ``--members 2``: an ensemble, scored with
+plain and with spread-scaled calibration); writes
+``benchmarks/results/uncertainty_nyc_bike.json`` and prints a markdown table.
+
+Protocol (that of ``real_nyc_bike.py`` for inputs, horizon, test origins and raw-count scoring, with one
+change: calibration needs held-out frames before the test days). The deep model trains on the training
+days only (before 2016-09-28), is calibrated (split conformal, per lead and channel) on the validation
+days (2016-09-28..10-11), never trained on, and is scored on every origin whose 6 targets lie in the
+test days (2016-10-12..10-29). The baselines learn from all the days before the test days:
+``climatology`` (the empirical quantiles of each cell and channel in the same half-hour slot of the
+local day) and ``persistence_quantiles`` (the last slot plus the empirical quantiles of the change over
+the earlier days, per lead and channel). Reported per method: coverage and mean width of the central 80 %
+and 95 % intervals per lead and pooled over leads, CRPS (quantile form, 99 levels), the pinball loss of
+the 5 levels, and the coverage on high-flow targets (true > 10 trips) separately.
+Re-executes itself with the glibc malloc tunables of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+if (
+    __name__ == "__main__"
+    and os.environ.get("GLIBC_TUNABLES") is None
+    and "--no-reexec" not in sys.argv
+):
+    os.execve(
+        sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES}
+    )
+
+import numpy as np  # noqa: E402
+from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
+
+from trafficrnn.datasets import nyc_bike  # noqa: E402
+from trafficrnn.datasets.nyc_bike import SPLITS, TIMEZONE  # noqa: E402
+from trafficrnn.estimation.quantile_eval import (  # noqa: E402
+    climatology_quantiles,
+    model_quantiles,
+    persistence_quantiles,
+)
+from trafficrnn.metrics import align_truth  # noqa: E402
+from trafficrnn.probabilistic import coverage, interval_width, score_quantiles  # noqa: E402
+
+INPUT_STEPS, HORIZON, THRESHOLD = 12, 6, 10.0
+LEVELS = (0.025, 0.1, 0.5, 0.9, 0.975)
+INTERVALS = {"80": (0.1, 0.9), "95": (0.025, 0.975)}
+RESULTS = Path(__file__).resolve().parent / "results" / "uncertainty_nyc_bike.json"
+#: the deep model's settings: those of real_nyc_bike.py's DEEP, but trained on the training days only
+DEEP = dict(
+    input_steps=INPUT_STEPS,
+    horizon=HORIZON,
+    hidden=(32, 32),
+    context=("ha", "1D", "7D"),
+    cell_mean=True,
+    context_inputs=True,
+    feedback=False,
+    residual=True,
+    time_features=True,
+    timezone=TIMEZONE,
+    val=SPLITS["val"][0],
+    test=SPLITS["test"][0],
+)
+
+
+def interval_scores(quantiles_of, truth: np.ndarray) -> dict:
+    """Coverage / width per lead and pooled for each interval, on all targets and on high flows; CRPS and
+    pinball per lead (and their mean)."""
+    table = score_quantiles(quantiles_of, truth, LEVELS)
+    asked = quantiles_of(list(LEVELS))
+    high = np.where(truth > THRESHOLD, truth, np.nan)
+    out = {
+        "crps": [round(float(v), 4) for v in table["crps"]],
+        "crps_mean": round(float(table["crps"].mean()), 4),
+        "pinball": [round(float(v), 4) for v in table["pinball"]],
+    }
+    for name, (lo, hi) in INTERVALS.items():
+        lower, upper = asked[LEVELS.index(lo)], asked[LEVELS.index(hi)]
+        for label, y in (("", truth), (f"_target_gt_{THRESHOLD:g}", high)):
+            per = [coverage(lower[:, h], upper[:, h], y[:, h]) for h in range(HORIZON)]
+            out[f"coverage_{name}{label}"] = [round(v, 4) for v in per]
+            out[f"coverage_{name}{label}_pooled"] = round(coverage(lower, upper, y), 4)
+        out[f"width_{name}"] = [
+            round(interval_width(lower[:, h], upper[:, h], truth[:, h]), 4) for h in range(HORIZON)
+        ]
+        out[f"width_{name}_pooled"] = round(interval_width(lower, upper, truth), 4)
+    return out
+
+
+def main(argv=None) -> dict:
+    from trafficrnn import ForecastEnsemble, TrafficForecaster
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["convgru"])
+    parser.add_argument("--members", type=int, default=1, help="ensemble members per model")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time per model")
+    parser.add_argument("--max-epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 12 test origins")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    grids = nyc_bike()
+    times = grids.indexes["time"]
+    first_test = int(times.searchsorted(np.datetime64(SPLITS["test"][0])))
+    issues = np.arange(first_test - 1, len(times) - HORIZON)
+    if args.quick:
+        issues = issues[:12]
+    valid = times.values[issues][:, None] + np.arange(1, HORIZON + 1) * (times[1] - times[0])
+    methods: dict[str, dict] = {}
+    cadence = times[1] - times[0]
+    truth = None
+    for model in args.models:
+        est = TrafficForecaster(
+            model,
+            **DEEP,
+            max_epochs=1 if args.quick else args.max_epochs,
+            max_time=0.5 if args.quick else args.minutes,
+            seed=args.seed,
+            progress=False,
+        )
+        if args.members > 1:
+            est = ForecastEnsemble(est, members=args.members, n_jobs=args.members)
+        started = time.perf_counter()
+        est.fit(grids)
+        fit_seconds = time.perf_counter() - started
+        if args.members > 1:
+            every = est.predict_many(grids, issues, members=True)
+            fc = every.mean("member", keep_attrs=True).drop_vars("seed", errors="ignore")
+            spread = np.asarray(every.std("member").values, dtype=np.float64)
+        else:
+            fc, spread = est.predict_many(grids, issues), None
+        truth = np.asarray(align_truth(fc, grids).values, dtype=np.float64)
+        point = np.asarray(fc.values, dtype=np.float64)
+        variants = [(est.model, None)]
+        if args.members > 1:
+            variants.append((f"{est.model}-spread", "spread"))
+        for name, adaptive in variants:
+            started = time.perf_counter()
+            est.calibrate(grids, adaptive=adaptive)  # the validation days
+            cal = est.calibration_
+            scale = None if adaptive is None else spread + cal.floor
+            methods[name] = {
+                "method": "split-conformal (per lead and channel, validation days)"
+                + (", radii scaled by the members' spread" if adaptive else ""),
+                "fit_seconds": round(fit_seconds, 2),
+                "calibrate_seconds": round(time.perf_counter() - started, 2),
+                "calibration_windows": cal.windows,
+                **interval_scores(model_quantiles(point, cal, list(est.bands_), scale), truth),
+            }
+    fit_on = slice(0, first_test)
+    methods["climatology"] = {
+        "method": "empirical quantiles of the slot of the day, days before the test",
+        **interval_scores(climatology_quantiles(grids, fit_on, valid, TIMEZONE, cadence), truth),
+    }
+    methods["persistence_quantiles"] = {
+        "method": "last slot + empirical quantiles of the change, days before the test",
+        **interval_scores(persistence_quantiles(grids, fit_on, issues, HORIZON, cadence), truth),
+    }
+    report = {
+        "command": "python benchmarks/uncertainty_nyc_bike.py "
+        + " ".join(a for a in sys.argv[1:] if a != "--no-reexec"),
+        "machine": machine(),
+        "protocol": {
+            "input_steps": INPUT_STEPS,
+            "horizon": HORIZON,
+            "train": f"before {SPLITS['val'][0]}",
+            "calibration": f"{SPLITS['val'][0]} until {SPLITS['test'][0]} (validation days)",
+            "test_origins": int(len(issues)),
+            "levels": list(LEVELS),
+            "high_flow_threshold": THRESHOLD,
+            "quick": bool(args.quick),
+        },
+        "methods": methods,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("| method | cov 80 | width 80 | cov 95 | width 95 | cov 80 (>10) | CRPS |")
+    print("|---|---|---|---|---|---|---|")
+    for name, m in methods.items():
+        print(
+            f"| {name} | {m['coverage_80_pooled']:.3f} | {m['width_80_pooled']:.2f} | "
+            f"{m['coverage_95_pooled']:.3f} | {m['width_95_pooled']:.2f} | "
+            f"{m[f'coverage_80_target_gt_{THRESHOLD:g}_pooled']:.3f} | {m['crps_mean']:.3f} |"
+        )
+    return report
+
+
+if __name__ == "__main__":
+    main()
