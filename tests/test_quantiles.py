@@ -410,3 +410,17 @@ def test_cli__calibrate_spread_of_a_single_model(calibrated, tmp_path):
         main, ["calibrate", str(folder), str(tmp_path / "stack"), "--adaptive", "spread"]
     )
     assert result.exit_code == 2 and "ForecastEnsemble of 2 members" in result.output
+
+
+def test_cli__calibrate_refuses_an_existing_out_folder_without_overwrite(calibrated, tmp_path):
+    est, da = calibrated
+    folder = uncalibrated(est).save(tmp_path / "model")
+    write_stack(da, tmp_path / "stack")
+    taken = est.save(tmp_path / "taken")
+    before = (taken / "config.json").read_bytes()
+    args = ["calibrate", str(folder), str(tmp_path / "stack"), "--out", str(taken)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    assert (taken / "config.json").read_bytes() == before  # nothing written over
+    done = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert done.exit_code == 0, done.output

@@ -8,6 +8,7 @@ import click
 
 from trafficrnn.cli_options import (
     _align_images,
+    _check_outputs,
     _data_kwargs,
     _load_model,
     _model_folder,
@@ -88,8 +89,10 @@ def parse_frames(text: str | None):
     "--out",
     default=None,
     type=click.Path(file_okay=False),
-    help="Folder of the calibrated model (default: MODEL itself, replaced).",
+    help="Folder of the calibrated model (default: MODEL itself, updated in place, atomically); an "
+    "existing folder is refused without --overwrite.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder.")
 @_model_run_options
 def calibrate_command(
     model: str,
@@ -99,6 +102,7 @@ def calibrate_command(
     frames: str | None,
     adaptive: str | None,
     out: str | None,
+    overwrite: bool,
     roads: str | None,
     covariates: str | None,
     align: str,
@@ -117,6 +121,8 @@ def calibrate_command(
     from trafficrnn.io import read_stack
 
     chosen = parse_frames(frames)
+    if out is not None:
+        _check_outputs([out], overwrite)  # before any reading and calibrating
     folder = _model_folder(model)
     est = _load_model(model)
     images = _align_images(
@@ -141,7 +147,7 @@ def calibrate_command(
         **_data_kwargs(static, covariates),
     )
     cal = est.calibration_
-    path = est.save(out or folder, overwrite=True)
+    path = est.save(out, overwrite=overwrite) if out else est.save(folder, overwrite=True)
     radius = ", ".join(f"{r:.3g}" for r in cal.radii[:, 0, cal.levels.index(0.8)])
     unit = " (× spread + floor)" if cal.scale == "spread" else ""
     click.echo(
