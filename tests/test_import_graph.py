@@ -40,6 +40,7 @@ ALLOWED_PRIVATE: dict[tuple[str, str], frozenset[str]] = {
     ("trafficrnn.cli_quantiles", "trafficrnn.cli_options"): frozenset(
         {
             "_align_images",
+            "_check_outputs",
             "_data_kwargs",
             "_load_model",
             "_model_folder",
