@@ -29,6 +29,7 @@ ALLOWED_PRIVATE: dict[tuple[str, str], frozenset[str]] = {
             "_model_run_options",
             "_prepare_training",
             "_read_vector",
+            "_scored_stack",
             "_static",
             "_table_json",
             "_target",
@@ -39,15 +40,12 @@ ALLOWED_PRIVATE: dict[tuple[str, str], frozenset[str]] = {
     # the `calibrate` command lives beside cli.py (a lazy command) and shares its helpers
     ("trafficrnn.cli_quantiles", "trafficrnn.cli_options"): frozenset(
         {
-            "_align_images",
             "_check_outputs",
             "_data_kwargs",
             "_load_model",
             "_model_folder",
             "_model_run_options",
-            "_read_vector",
-            "_static",
-            "_target",
+            "_scored_stack",
         }
     ),
     # the input checks reuse the reprojection helpers of the private trafficrnn.io._warp (to be made

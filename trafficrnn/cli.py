@@ -29,6 +29,7 @@ from trafficrnn.cli_options import (
     _model_run_options,
     _prepare_training,
     _read_vector,
+    _scored_stack,
     _static,
     _table_json,
     _target,
@@ -577,34 +578,22 @@ def evaluate(
     """
     from trafficrnn.cli_quantiles import parse_quantiles
     from trafficrnn.estimation.evaluation import evaluate as score
-    from trafficrnn.io import read_stack
 
     levels = parse_quantiles(quantiles)
     _check_outputs([csv_path], overwrite, (".csv",))
     _check_outputs([json_path], overwrite, (".json",))
     est = _load_model(model)
-    if roads and not est.static_bands_:
-        from trafficrnn.errors import ConfigError
-
-        raise ConfigError(
-            f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads"
-        )
-    images = _align_images(
-        read_stack(
-            stack,
-            time=time_pattern,
-            align="reproject" if align == "reproject" else "strict",
-            allow_gaps=allow_gaps,
-        ),
+    images, truth, static = _scored_stack(
         est,
-        align,
-    )
-    tile = est.grid_.tile_size
-    truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
-    roads_gdf = _read_vector(roads, "--roads") if roads else None
-    static = (
-        _static(roads_gdf, images, tile) if roads_gdf is not None else None
-    )  # else: the model's own
+        model,
+        stack,
+        target=target,
+        vehicles=vehicles,
+        roads=roads,
+        align=align,
+        time_pattern=time_pattern,
+        allow_gaps=allow_gaps,
+    )  # static None: the model's own
     table = score(
         est,
         images,

@@ -471,6 +471,34 @@ def _check_split(stack: str, images, val, test) -> None:
         raise SplitError(held_out_message(choice, images.time.values, f"STACK {stack}"))
 
 
+def _scored_stack(
+    est, model: str, stack: str, *, target, vehicles, roads, align, time_pattern, allow_gaps
+):
+    """The STACK read and aligned to a saved model, its target (``--target`` / ``--vehicles``) and the
+    ``--roads`` static layers (None: the model's own), as ``evaluate`` and ``calibrate`` score them."""
+    from trafficrnn.errors import ConfigError
+    from trafficrnn.io import read_stack
+
+    if roads and not est.static_bands_:
+        raise ConfigError(
+            f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads"
+        )
+    images = _align_images(
+        read_stack(
+            stack,
+            time=time_pattern,
+            align="reproject" if align == "reproject" else "strict",
+            allow_gaps=allow_gaps,
+        ),
+        est,
+        align,
+    )
+    tile = est.grid_.tile_size
+    truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
+    static = _static(_read_vector(roads, "--roads"), images, tile) if roads else None
+    return images, truth, static
+
+
 def _align_images(images, est, align: str):
     """``images`` resampled onto the model's GSD with ``--align resample``, warped onto the model's grid with
     ``--align reproject`` (where they differ), so that targets and static layers are built on that grid too."""

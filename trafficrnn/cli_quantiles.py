@@ -7,15 +7,12 @@ from __future__ import annotations
 import click
 
 from trafficrnn.cli_options import (
-    _align_images,
     _check_outputs,
     _data_kwargs,
     _load_model,
     _model_folder,
     _model_run_options,
-    _read_vector,
-    _static,
-    _target,
+    _scored_stack,
 )
 
 QUANTILES_HELP = (
@@ -118,26 +115,23 @@ def calibrate_command(
       trafficrnn calibrate my-model city/density
       trafficrnn forecast my-model city/density --out q.tif --quantiles 0.1,0.5,0.9
     """
-    from trafficrnn.io import read_stack
 
     chosen = parse_frames(frames)
     if out is not None:
         _check_outputs([out], overwrite)  # before any reading and calibrating
     folder = _model_folder(model)
     est = _load_model(model)
-    images = _align_images(
-        read_stack(
-            stack,
-            time=time_pattern,
-            align="reproject" if align == "reproject" else "strict",
-            allow_gaps=allow_gaps,
-        ),
+    images, truth, static = _scored_stack(
         est,
-        align,
+        model,
+        stack,
+        target=target,
+        vehicles=vehicles,
+        roads=roads,
+        align=align,
+        time_pattern=time_pattern,
+        allow_gaps=allow_gaps,
     )
-    tile = est.grid_.tile_size
-    truth, _ = _target(images, target, vehicles, tile if tile > 1 else None, allow_gaps)
-    static = _static(_read_vector(roads, "--roads"), images, tile) if roads else None
     est.calibrate(
         images,
         truth,
