@@ -4,7 +4,23 @@ whether they have AVX-512 (bf16 convolutions run at fp32 speed or below without 
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+
+#: the glibc malloc tunables of DESIGN.md: big conv buffers are not handed back to the OS on every call
+TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
+
+
+def reexec_with_tunables(tunables: str = TUNABLES) -> None:
+    """Re-execute the running script with ``GLIBC_TUNABLES=tunables`` (once: not where the variable is
+    set already, nor with ``--no-reexec`` on the command line). Call it first, under
+    ``if __name__ == "__main__":``, before the heavy imports."""
+    if os.environ.get("GLIBC_TUNABLES") is None and "--no-reexec" not in sys.argv:
+        os.execve(
+            sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": tunables}
+        )
+
 
 #: the instruction-set flags of /proc/cpuinfo that move PyTorch's CPU speed
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")

@@ -16,14 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-TUNABLES = (
-    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
-    ":glibc.malloc.hugetlb=1"
-)
-if os.environ.get("GLIBC_TUNABLES") is None and "--no-reexec" not in sys.argv:
-    os.execve(
-        sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES}
-    )
+from _machine import TUNABLES as _MALLOC  # benchmarks/_machine.py
+from _machine import reexec_with_tunables
+
+TUNABLES = _MALLOC + ":glibc.malloc.hugetlb=1"  # and huge pages
+reexec_with_tunables(TUNABLES)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -31,15 +31,10 @@ import time
 import warnings
 from pathlib import Path
 
-TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824"
-if (
-    __name__ == "__main__"
-    and os.environ.get("GLIBC_TUNABLES") is None
-    and "--no-reexec" not in sys.argv
-):
-    os.execve(
-        sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": TUNABLES}
-    )
+from _machine import reexec_with_tunables  # noqa: E402  (benchmarks/_machine.py)
+
+if __name__ == "__main__":
+    reexec_with_tunables()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
