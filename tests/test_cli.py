@@ -758,6 +758,8 @@ def test_forecast__windowed_cog_equals_whole_area(grids, tmp_path):
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         assert a.transform == b.transform and a.crs == b.crs
         np.testing.assert_allclose(a.read(), b.read(), rtol=1e-5, atol=1e-5)
+    # the streamed COG gets the QGIS style to_geotiff writes: the same legend
+    assert (tmp_path / "b.qml").read_text() == (tmp_path / "a.qml").read_text()
 
 
 def test_forecast__window_needs_a_tif(grids, tmp_path):

@@ -3,6 +3,7 @@
 import os
 import time
 import warnings
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from trafficrnn.errors import (
 )
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.inference import (
+    _style_breaks,
     connect,
     forecast_large,
     plan_windows,
@@ -29,6 +31,7 @@ from trafficrnn.inference import (
     receptive_halo,
 )
 from trafficrnn.io.export import write_stack
+from trafficrnn.io.qml import class_breaks, raster_qml
 from trafficrnn.models import get_model
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (24, 24))
@@ -83,7 +86,7 @@ def test_forecast_large__equals_whole_area(fitted, tmp_path):
         "lead +30min, valid 2024-05-01T10:15:00Z",
     )
     assert tags["issued"] == whole.attrs["issued"] + "Z" and tags["units"] == "vehicles per cell"
-    assert [p.name for p in tmp_path.iterdir()] == ["fc.tif"]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fc.qml", "fc.tif"]  # no temporary left
 
 
 def test_forecast_large__streams_into_a_zarr_store(fitted, tmp_path):
@@ -171,6 +174,48 @@ def test_forecast_large__existing_output(fitted, tmp_path):
     (tmp_path / "fc.tif").write_bytes(b"keep")
     with pytest.raises(OutputExistsError, match="already exists; pass overwrite=True"):
         forecast_large(est, da, tmp_path / "fc.tif", window=8)
+
+
+def qml_edges(path) -> np.ndarray:
+    """The class edges of a raster QML: the shader's minimum, its items' upper bounds, maximum."""
+    root = ET.fromstring(path.read_text(encoding="utf-8").split("\n", 1)[1])  # after the DOCTYPE
+    assert root.tag == "qgis" and root.find("pipe/rasterrenderer").get("band") == "1"
+    shader = root.find("pipe/rasterrenderer/rastershader/colorrampshader")
+    uppers = [float(item.get("value")) for item in shader.findall("item")][:-1]  # the last: inf
+    return np.array([float(shader.get("minimumValue")), *uppers, float(shader.get("maximumValue"))])
+
+
+def test_forecast_large__writes_the_qgis_style_beside_the_cog(fitted, tmp_path):
+    est, da, whole = fitted
+    path = forecast_large(est, da, tmp_path / "fc.tif", window=8)
+    with rasterio.open(path) as src:  # the first band at every lead: bands 1, 1 + bands, ...
+        first = src.read(list(range(1, src.count + 1, len(est.bands_))))
+    edges = qml_edges(tmp_path / "fc.qml")
+    np.testing.assert_array_equal(edges, class_breaks(first))
+    # the legend to_geotiff gives the whole-area forecast of the same data
+    assert (tmp_path / "fc.qml").read_text(encoding="utf-8") == raster_qml(
+        class_breaks(whole.isel(band=0).values)
+    )
+    # above STYLE_VALUES values the breaks come from an even sample: close to the exact ones
+    sampled = _style_breaks(path, len(est.bands_), limit=first.size // 5)
+    assert sampled[0] == edges[0] and np.all(np.diff(sampled) > 0)
+    assert abs(sampled[-1] - edges[-1]) <= edges[1] - edges[0]
+
+
+def test_forecast_large__existing_style_refused_before_the_cog(fitted, tmp_path):
+    est, da, _ = fitted
+    qml = tmp_path / "fc.qml"
+    qml.write_text("keep", encoding="utf-8")
+    with pytest.raises(
+        OutputExistsError, match=r"fc.qml \(the QGIS style of fc.tif\) already exists"
+    ):
+        forecast_large(est, da, tmp_path / "fc.tif", window=8)
+    assert [p.name for p in tmp_path.iterdir()] == ["fc.qml"] and qml.read_text() == "keep"
+    forecast_large(est, da, tmp_path / "fc.tif", window=8, style=False)  # keeps the style
+    assert qml.read_text() == "keep" and (tmp_path / "fc.tif").exists()
+    forecast_large(est, da, tmp_path / "fc.tif", window=8, overwrite=True)  # replaces both
+    assert qml_edges(qml).size == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fc.qml", "fc.tif"]
 
 
 def test_forecast_large__too_few_frames(fitted, tmp_path):

@@ -25,6 +25,7 @@ from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, Schedu
 from trafficrnn.estimation.inputs import check_covariates_given, static_for
 from trafficrnn.io.atomic import atomic_output, check_output
 from trafficrnn.io.export import write_band_meta
+from trafficrnn.io.qml import check_sidecar, class_breaks, raster_qml, write_qml
 from trafficrnn.tiling import (
     BLENDS,
     Window,
@@ -48,6 +49,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MODELS: dict[str, Any] = {}  # models shipped to this (worker) process by _ModelPlugin, by token
+
+#: values (the first band at every lead) the COG's QGIS style takes its class breaks from exactly,
+#: as ``to_geotiff`` does; a larger area takes them from an even sample of this many (~160 MB peak)
+STYLE_VALUES = 1 << 23
 
 
 # -- dask -----------------------------------------------------------------------------------
@@ -188,6 +193,7 @@ def forecast_large(
     blend: str = "cosine",
     retries: int = 2,
     covariates: Any = None,
+    style: bool = True,
 ) -> Path:
     """Forecast a large area window by window and write it as a COG or a Zarr store, never holding
     the whole area.
@@ -244,6 +250,13 @@ def forecast_large(
         Ramp of the cross-fade when ``halo < r`` (``"none"``: hard cut at core boundaries).
     retries : int
         Retries of a failed task on a cluster (a dead worker's tasks are rescheduled by dask).
+    style : bool
+        Also write the QGIS style ``<name>.qml`` beside a ``.tif`` (not a ``.zarr``), as
+        ``to_geotiff`` does: band 1 in the colour classes of
+        :func:`~trafficrnn.io.qml.class_breaks` of the first band at every lead, read back from
+        the finished COG block by block (from an even sample of :data:`STYLE_VALUES` values
+        when there are more). It obeys ``overwrite`` as the COG does (checked before any work),
+        and neither file is replaced unless both are written.
 
     Returns
     -------
@@ -259,12 +272,14 @@ def forecast_large(
         A stack the model cannot forecast (bands, CRS, resolution, cadence, too few frames), or
         a model tied to its training grid.
     OutputExistsError, ExportError
-        ``out_path`` exists without ``overwrite``, wrong suffix, missing folder.
+        ``out_path`` (or, with ``style``, its ``.qml``) exists without ``overwrite``, wrong
+        suffix, missing folder.
     """
     from trafficrnn.io.stack import read_stack
 
     out_path = check_output(out_path, overwrite=overwrite, suffixes=(".tif", ".tiff", ".zarr"))
     zarr_out = out_path.suffix.lower() == ".zarr"
+    qml_path = check_sidecar(out_path, overwrite=overwrite) if style and not zarr_out else None
     if zarr_out:
         from trafficrnn.io.zarrstore import check_zarr
 
@@ -369,9 +384,35 @@ def forecast_large(
                 _to_zarr(acc, tmp, template, grid)
             else:
                 _to_cog(acc, tmp, grid.shape)
+                if qml_path is not None:  # renamed just before the COG, once both are written
+                    edges = _style_breaks(tmp, len(model.bands_))
+                    write_qml(raster_qml(edges), qml_path, overwrite=overwrite)
         finally:
             acc.unlink(missing_ok=True)
     return out_path
+
+
+def _style_breaks(path: Path, bands: int, limit: int | None = None) -> np.ndarray:
+    """:func:`~trafficrnn.io.qml.class_breaks` of the first of ``bands`` bands at every lead of
+    the GeoTIFF ``path`` (bands 1, 1 + ``bands``, ...), as ``to_geotiff`` styles the same array:
+    read block by block, and from an even sample (every k-th finite value) above ``limit`` values
+    (default :data:`STYLE_VALUES`), so that memory stays bounded whatever the area."""
+    limit = STYLE_VALUES if limit is None else limit
+    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path) as src:
+        indexes = range(1, src.count + 1, bands)
+        total = len(indexes) * src.width * src.height
+        step = max(1, math.ceil(total / limit))
+        kept = np.empty(math.ceil(total / step), dtype="float32")
+        n = seen = 0
+        for index in indexes:
+            for _, win in src.block_windows(index):
+                values = src.read(index, window=win).ravel()
+                values = values[np.isfinite(values)]
+                start, seen = (-seen) % step, seen + values.size  # every step-th across blocks
+                values = values[start::step]
+                kept[n : n + values.size] = values
+                n += values.size
+    return class_breaks(kept[:n])
 
 
 def _results(

@@ -18,7 +18,8 @@ from trafficrnn.errors import ExportError, OutputExistsError
 
 __all__ = ["atomic_output", "check_output", "check_outputs", "check_sidecar", "sidecar_path"]
 
-#: outputs whose writer also writes its QGIS style ``<name>.qml`` beside it (``to_geotiff``)
+#: outputs whose writer also writes its QGIS style ``<name>.qml`` beside it (``to_geotiff``,
+#: ``forecast_large``)
 STYLED_SUFFIXES = (".tif", ".tiff")
 
 
@@ -104,7 +105,7 @@ def check_outputs(
     ------
     OutputExistsError
         If a path exists and ``overwrite`` is false; so too the QGIS style ``<name>.qml`` that
-        ``to_geotiff`` writes beside a ``.tif``.
+        ``to_geotiff`` (and ``forecast_large``) writes beside a ``.tif``.
     ExportError
         If a suffix is not accepted, a parent folder does not exist or cannot be written to, or two
         outputs are the same path.
