@@ -13,7 +13,14 @@ from affine import Affine  # noqa: E402
 
 from trafficrnn import Grid  # noqa: E402
 from trafficrnn.errors import ConfigError, OutputExistsError  # noqa: E402
-from trafficrnn.plot import animate, plot_compare, plot_leads, plot_map  # noqa: E402
+from trafficrnn.plot import (  # noqa: E402
+    animate,
+    plot_compare,
+    plot_fan,
+    plot_intervals,
+    plot_leads,
+    plot_map,
+)
 from trafficrnn.timeaxis import make_forecast  # noqa: E402
 
 GRID = Grid("EPSG:32633", Affine(16, 0, 601000, 0, -16, 5340000), (3, 4), 16)
@@ -247,3 +254,74 @@ def test_plot_comparison__long_leads_in_hours():
     assert fig.axes[0].get_xlabel() == "lead time (h; steps of 1 h)"
     assert list(fig.axes[0].get_xticks()) == [1, 2, 3, 4, 5, 6]
     plt.close(fig)
+
+
+def quantile_forecast(grid=GRID):
+    """Levels 0.1, 0.5, 0.9 around the point forecast: -2, 0, +3 (interval width 5 everywhere)."""
+    point = forecast(grid)
+    parts = [point + d for d in (-2.0, 0.0, 3.0)]
+    out = xr.concat(parts, dim="quantile").assign_coords(quantile=("quantile", [0.1, 0.5, 0.9]))
+    out.attrs = dict(point.attrs)
+    return out
+
+
+def test_plot_intervals__width_map_per_lead_in_units():
+    fig = plot_intervals(quantile_forecast(), interval=0.8)
+    maps = [ax for ax in fig.axes if ax.images]
+    assert len(maps) == 4  # one panel per lead
+    np.testing.assert_allclose(maps[0].images[0].get_array(), np.full(GRID.shape, 5.0))
+    assert maps[0].get_xlabel() == "easting (m, EPSG:32633)"
+    assert any(ax.get_ylabel() == "vehicles per cell" for ax in fig.axes if not ax.images)
+    assert fig._suptitle.get_text().startswith("width of the 80% interval — convgru issued")
+    plt.close(fig)
+
+
+def test_plot_intervals__refuses_missing_levels_and_point_forecasts():
+    with pytest.raises(ConfigError, match=r"levels 0.025 and 0.975.*\[0.1, 0.5, 0.9\]"):
+        plot_intervals(quantile_forecast(), interval=0.95)
+    with pytest.raises(ConfigError, match="needs a quantile forecast.*quantiles="):
+        plot_intervals(forecast())
+
+
+def test_plot_fan__one_cell_bands_median_and_observed():
+    fc = quantile_forecast()
+    # the centre of row 1, col 2: x = 601000 + 2.5 * 16, y = 5340000 - 1.5 * 16
+    ax = plot_fan(fc, at=(601040.0, 5339976.0), truth=truth())
+    cell = forecast().isel(band=0, y=1, x=2).values
+    median = [line for line in ax.lines if line.get_label() == "median"][0]
+    np.testing.assert_allclose(median.get_ydata(), cell)
+    assert len(ax.collections) == 1  # one central pair: the 80 % band
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(cell.min() - 2) and band.max() == pytest.approx(
+        cell.max() + 3
+    )
+    observed = [line for line in ax.lines if line.get_label() == "observed"][0]
+    # truth from 07:00; forecast valid 08:15-09:00; 8 frames of history: 06:15 (clipped to 07:00)
+    assert len(observed.get_ydata()) == 9 and set(observed.get_ydata()) == {1.0}
+    assert "cell row 1, col 2" in ax.get_title()
+    plt.close(ax.figure)
+
+
+def test_plot_fan__area_sums_the_cells_inside():
+    fc = quantile_forecast()
+    # bounds over the centres of row 0, cols 0 and 1
+    ax = plot_fan(fc, at=(601000, 5339984, 601032, 5340000))
+    want = forecast().isel(band=0, y=0, x=[0, 1]).sum("x").values
+    median = [line for line in ax.lines if line.get_label() == "median"][0]
+    np.testing.assert_allclose(median.get_ydata(), want)
+    assert "2 cells in the bounds, summed" in ax.get_title()
+    plt.close(ax.figure)
+    from shapely.geometry import box
+
+    ax = plot_fan(fc, at=box(601000, 5339984, 601032, 5340000))
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), want)
+    plt.close(ax.figure)
+
+
+def test_plot_fan__refuses_points_outside_and_empty_areas():
+    with pytest.raises(ConfigError, match="outside the forecast's bounds"):
+        plot_fan(quantile_forecast(), at=(0.0, 0.0))
+    with pytest.raises(ConfigError, match="holds no cell centre"):
+        plot_fan(quantile_forecast(), at=(0, 0, 1, 1))
+    with pytest.raises(ConfigError, match="expected a point"):
+        plot_fan(quantile_forecast(), at=(1, 2, 3))

@@ -1,4 +1,5 @@
-"""Plots for notebooks and reports: grid maps with CRS axes and unit colour bars, lead panels, errors, animations."""
+"""Plots for notebooks and reports: grid maps with CRS axes and unit colour bars, lead panels, errors,
+animations, and for quantile forecasts interval-width maps and fan charts."""
 
 from __future__ import annotations
 
@@ -245,6 +246,207 @@ def _issued_text(da: xr.DataArray) -> str:
         return ""
     zone = f" {da.attrs['timezone']}" if da.attrs.get("timezone") else ""
     return f"{da.attrs.get('model', 'forecast')} issued {pd.Timestamp(issued):%Y-%m-%d %H:%M}{zone}"
+
+
+def _quantile_levels(forecast: xr.DataArray, what: str) -> np.ndarray:
+    if "quantile" not in forecast.dims or "lead" not in forecast.dims:
+        raise ConfigError(
+            f"{what} needs a quantile forecast with quantile and lead dims, got dims "
+            f"{forecast.dims}: forecast with a calibrated model, e.g. "
+            "model.predict(images, quantiles=(0.1, 0.5, 0.9))"
+        )
+    return np.asarray(forecast["quantile"].values, dtype=float)
+
+
+def _level(levels: np.ndarray, q: float, what: str, interval: float) -> int:
+    hit = np.flatnonzero(np.isclose(levels, q, atol=1e-6))
+    if not len(hit):
+        raise ConfigError(
+            f"{what}: the {interval:.0%} central interval needs the levels {(1 - interval) / 2:g} "
+            f"and {(1 + interval) / 2:g}, but the forecast holds {[float(v) for v in levels]}; "
+            f"pass them to predict(..., quantiles=...) or choose another interval"
+        )
+    return int(hit[0])
+
+
+def plot_intervals(
+    forecast: xr.DataArray,
+    *,
+    interval: float = 0.8,
+    band: str | None = None,
+    ncols: int | None = None,
+    cmap: str = "viridis",
+):
+    """Maps of the width of a central interval of a quantile forecast, one panel per lead.
+
+    Parameters
+    ----------
+    forecast : xarray.DataArray
+        ``(quantile, lead, band, y, x)`` quantile forecast (``predict(..., quantiles=...)``).
+    interval : float
+        Coverage of the central interval, e.g. 0.8 (the levels 0.1 and 0.9 must be in the forecast).
+    band : str, optional
+        Band to draw (default: the first).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ConfigError
+        For a forecast without quantile and lead dims, or without the interval's two levels.
+    """
+    levels = _quantile_levels(forecast, "plot_intervals")
+    if not 0 < interval < 1:
+        raise ConfigError(
+            f"interval={interval!r} is invalid: expected a coverage in (0, 1), e.g. 0.8"
+        )
+    low = _level(levels, (1 - interval) / 2, "plot_intervals", interval)
+    high = _level(levels, (1 + interval) / 2, "plot_intervals", interval)
+    width = forecast.isel(quantile=high, drop=True) - forecast.isel(quantile=low, drop=True).values
+    width.attrs = dict(forecast.attrs)
+    fig = plot_leads(width, band=band, ncols=ncols, cmap=cmap)
+    head = _issued_text(forecast) or forecast.attrs.get("model", "forecast")
+    fig.suptitle(f"width of the {interval:.0%} interval — {head}", fontsize=11)
+    return fig
+
+
+def _cells_at(fc: xr.DataArray, at) -> tuple[np.ndarray, str]:
+    """A (y, x) boolean mask of the cells chosen by ``at`` and a text that names them."""
+    xs, ys = np.meshgrid(fc["x"].values, fc["y"].values)
+    if at is None:
+        return np.ones(xs.shape, bool), f"all {xs.size} cells, summed"
+    if hasattr(at, "geom_type") or hasattr(at, "union_all") or hasattr(at, "unary_union"):
+        import shapely
+
+        geom = at.union_all() if hasattr(at, "union_all") else at
+        mask = shapely.contains_xy(geom, xs, ys)
+        what = "the area"
+    else:
+        try:
+            values = [float(v) for v in at]
+        except TypeError:
+            values = []
+        if len(values) == 2:
+            left, bottom, right, top = fc.rio.bounds()
+            x, y = values
+            if not (left <= x < right and bottom < y <= top):
+                raise ConfigError(
+                    f"at={tuple(values)} lies outside the forecast's bounds ({left:g}, {bottom:g}, "
+                    f"{right:g}, {top:g}): pass a point in its CRS ({fc.rio.crs})"
+                )
+            res_x, res_y = (abs(r) for r in fc.rio.resolution())
+            mask = (np.abs(xs - x) <= res_x / 2) & (np.abs(ys - y) <= res_y / 2)
+            mask &= np.cumsum(mask.ravel()).reshape(mask.shape) == 1  # a point on an edge: one cell
+            row, col = (int(v[0]) for v in np.nonzero(mask))
+            return mask, f"cell row {row}, col {col} (at {x:g}, {y:g})"
+        if len(values) != 4:
+            raise ConfigError(
+                f"at={at!r:.60} is invalid: expected a point (x, y), bounds (left, bottom, right, "
+                "top) in the forecast's CRS, or a shapely geometry / GeoDataFrame"
+            )
+        left, bottom, right, top = values
+        mask = (xs >= left) & (xs <= right) & (ys >= bottom) & (ys <= top)
+        what = "the bounds"
+    if not mask.any():
+        raise ConfigError(
+            f"at={at!r:.60} holds no cell centre of the forecast (bounds {fc.rio.bounds()}): pass "
+            f"an area in its CRS ({fc.rio.crs}) that covers at least one cell"
+        )
+    return mask, f"{int(mask.sum())} cells in {what}, summed"
+
+
+def plot_fan(
+    forecast: xr.DataArray,
+    *,
+    at=None,
+    truth: xr.DataArray | None = None,
+    history: int = 8,
+    band: str | None = None,
+    ax=None,
+):
+    """A fan chart of a quantile forecast against valid time: one shaded band per central interval
+    of its levels (the widest palest), the median line, and the observed series if given.
+
+    Parameters
+    ----------
+    forecast : xarray.DataArray
+        ``(quantile, lead, band, y, x)`` quantile forecast (``predict(..., quantiles=...)``).
+    at : optional
+        A point ``(x, y)`` in the forecast's CRS (its cell), bounds ``(left, bottom, right, top)``
+        or a shapely geometry / GeoDataFrame (the cells whose centres fall inside, summed), or
+        ``None`` (every cell, summed). A sum adds the cells' quantiles, as if their errors moved
+        together: its bands are at least as wide as those of the total.
+    truth : xarray.DataArray, optional
+        Target ``(time, band, y, x)`` on the same grid: the observed values of the ``history``
+        frames before the first valid time and at the valid times are drawn in black.
+    band : str, optional
+        Band to draw (default: the first).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Raises
+    ------
+    ConfigError
+        For a forecast without quantile and lead dims, an ``at`` that covers no cell or lies
+        outside the grid, or a ``truth`` on another grid.
+    """
+    import matplotlib.pyplot as plt
+
+    levels = _quantile_levels(forecast, "plot_fan")
+    band = band if band is not None else str(forecast["band"].values[0])
+    fc = forecast.sel(band=band)
+    mask, where = _cells_at(fc, at)
+    chosen = xr.DataArray(mask, dims=("y", "x"))
+    series = fc.where(chosen).sum(("y", "x"), min_count=1).transpose("quantile", "lead").values
+    times = pd.to_datetime(forecast["valid_time"].values)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4))
+    pairs = [
+        (i, int(np.flatnonzero(np.isclose(levels, 1 - q, atol=1e-6))[0]))
+        for i, q in enumerate(levels)
+        if q < 0.5 and np.isclose(levels, 1 - q, atol=1e-6).any()
+    ]
+    for k, (lo, hi) in enumerate(pairs):  # widest first: lowest low level first
+        ax.fill_between(
+            times,
+            series[lo],
+            series[hi],
+            color="tab:blue",
+            alpha=0.18 + 0.5 * k / max(len(pairs), 1),
+            linewidth=0,
+            label=f"{levels[hi] - levels[lo]:.0%} interval",
+        )
+    median = np.flatnonzero(np.isclose(levels, 0.5, atol=1e-6))
+    if len(median):
+        ax.plot(times, series[median[0]], color="tab:blue", lw=2, label="median")
+    if truth is not None:
+        ob = truth.sel(band=band)
+        if ob.sizes.get("y") != fc.sizes["y"] or ob.sizes.get("x") != fc.sizes["x"]:
+            raise ConfigError(
+                f"truth is on a {ob.sizes.get('y')} x {ob.sizes.get('x')} grid, the forecast on "
+                f"{fc.sizes['y']} x {fc.sizes['x']}: pass the target of the forecast's grid"
+            )
+        step = times[1] - times[0] if len(times) > 1 else pd.Timedelta(forecast["lead"].values[0])
+        span = ob.sel(time=slice(times[0] - history * step, times[-1]))
+        if span.sizes["time"]:
+            seen = span.where(xr.DataArray(mask, dims=("y", "x")))
+            observed = seen.sum(("y", "x"), min_count=int(mask.sum())).values
+            ax.plot(pd.to_datetime(span["time"].values), observed, "k.-", lw=1, label="observed")
+    ax.set_ylabel(forecast.attrs.get("units", "") or band)
+    ax.set_xlabel(
+        "valid time"
+        + (f" ({forecast.attrs['timezone']})" if forecast.attrs.get("timezone") else "")
+    )
+    head = _issued_text(forecast) or forecast.attrs.get("model", "forecast")
+    ax.set_title(f"{head}\n{band}: {where}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.figure.autofmt_xdate()
+    return ax
 
 
 def _animation_frames(da: xr.DataArray, *, band: str | None = None, cmap: str = "magma"):
