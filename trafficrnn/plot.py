@@ -340,7 +340,7 @@ def _cells_at(fc: xr.DataArray, at) -> tuple[np.ndarray, str]:
             mask = (np.abs(xs - x) <= res_x / 2) & (np.abs(ys - y) <= res_y / 2)
             mask &= np.cumsum(mask.ravel()).reshape(mask.shape) == 1  # a point on an edge: one cell
             row, col = (int(v[0]) for v in np.nonzero(mask))
-            return mask, f"cell row {row}, col {col} (at {x:g}, {y:g})"
+            return mask, f"cell row {row}, col {col} (at {x:.10g}, {y:.10g})"
         if len(values) != 4:
             raise ConfigError(
                 f"at={at!r:.60} is invalid: expected a point (x, y), bounds (left, bottom, right, "
