@@ -1,8 +1,8 @@
 """Probabilistic forecasts on real data: NYC Citi Bike flows, split-conformal intervals against two baselines.
 
 Run: ``python benchmarks/uncertainty_nyc_bike.py [--models convgru] [--members 1] [--minutes 10]``
-(``--quick`` for a smoke run: 1 epoch, 12 test origins; ``--members 2``: an ensemble, scored with
-plain and with spread-scaled calibration); writes
+(``--quick`` for a smoke run: 1 epoch, 12 test origins; each model is scored with plain and with
+level-scaled calibration, ``--members 2``: an ensemble, also with spread-scaled calibration); writes
 ``benchmarks/results/uncertainty_nyc_bike.json`` and prints a markdown table.
 
 Protocol (that of ``real_nyc_bike.py`` for inputs, horizon, test origins and raw-count scoring, with one
@@ -48,6 +48,11 @@ INPUT_STEPS, HORIZON, THRESHOLD = 12, 6, 10.0
 LEVELS = (0.025, 0.1, 0.5, 0.9, 0.975)
 INTERVALS = {"80": (0.1, 0.9), "95": (0.025, 0.975)}
 RESULTS = Path(__file__).resolve().parent / "results" / "uncertainty_nyc_bike.json"
+#: the calibration variants beside the plain one (``calibrate(adaptive=...)``)
+SCALED = {
+    "level": ", radii scaled by the square root of the forecast",
+    "spread": ", radii scaled by the members' spread",
+}
 #: the deep model's settings: those of real_nyc_bike.py's DEEP, but trained on the training days only
 DEEP = dict(
     input_steps=INPUT_STEPS,
@@ -135,17 +140,17 @@ def main(argv=None) -> dict:
             fc, spread = est.predict_many(grids, issues), None
         truth = np.asarray(align_truth(fc, grids).values, dtype=np.float64)
         point = np.asarray(fc.values, dtype=np.float64)
-        variants = [(est.model, None)]
+        variants = [(est.model, None), (f"{est.model}-level", "level")]
         if args.members > 1:
             variants.append((f"{est.model}-spread", "spread"))
         for name, adaptive in variants:
             started = time.perf_counter()
             est.calibrate(grids, adaptive=adaptive)  # the validation days
             cal = est.calibration_
-            scale = None if adaptive is None else spread + cal.floor
+            scale = spread + cal.floor if adaptive == "spread" else None  # "level": from the point
             methods[name] = {
                 "method": "split-conformal (per lead and channel, validation days)"
-                + (", radii scaled by the members' spread" if adaptive else ""),
+                + SCALED.get(adaptive, ""),
                 "fit_seconds": round(fit_seconds, 2),
                 "calibrate_seconds": round(time.perf_counter() - started, 2),
                 "calibration_windows": cal.windows,

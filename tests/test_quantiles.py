@@ -375,6 +375,29 @@ def test_ensemble__adaptive_spread_calibration(ensemble, tmp_path):
     assert loaded.calibration_.floor == pytest.approx(cal.floor)
 
 
+def test_calibrate__level_scaled_intervals_widen_with_the_forecast(calibrated, tmp_path):
+    est, da = calibrated
+    model = uncalibrated(est).calibrate(da, adaptive="level")
+    cal = model.calibration_
+    assert cal.scale == "level" and cal.floor > 0
+    point = model.predict(da)
+    fc = model.predict(da, quantiles=LEVELS)
+    np.testing.assert_allclose(fc.sel(quantile=0.5).values, point.clip(min=0).values, rtol=1e-6)
+    # the upper half-width is the lead's radius times sqrt(max(forecast, 0) + floor), cell by cell
+    upper = (fc.sel(quantile=0.9) - fc.sel(quantile=0.5)).values
+    scale = np.sqrt(point.clip(min=0).values + cal.floor)
+    ratio = upper / scale
+    for lead in range(point.sizes["lead"]):
+        np.testing.assert_allclose(ratio[lead], ratio[lead].flat[0], rtol=1e-4)
+    assert np.ptp(upper[0]) > 0  # wider where the forecast is higher
+    table = model.evaluate(da, split="val", baselines=(), quantiles=LEVELS)
+    assert (table.loc[model.model, "coverage_80"] >= 0.8).all()  # conformal on its own windows
+    loaded = TrafficForecaster.load(model.save(tmp_path / "level"))
+    assert loaded.calibration_.scale == "level"
+    assert loaded.calibration_.floor == pytest.approx(cal.floor)
+    np.testing.assert_allclose(loaded.predict(da, quantiles=LEVELS).values, fc.values, rtol=1e-5)
+
+
 def test_calibrate__spread_of_a_single_model(calibrated):
     est, da = calibrated
     with pytest.raises(CalibrationError, match="calibrate a ForecastEnsemble of 2 members or more"):
@@ -398,7 +421,7 @@ def test_quantile_forecast__spread_calibration_without_spread(calibrated):
 def test_calibration__from_dict_bad_scale(calibrated):
     est, _ = calibrated
     spec = dict(est.calibration_.to_dict(), scale="cells")
-    with pytest.raises(ConfigError, match="expected scale 'none' or 'spread'"):
+    with pytest.raises(ConfigError, match="expected scale 'none', 'spread' or 'level'"):
         Calibration.from_dict(spec)
 
 

@@ -79,8 +79,9 @@ def parse_frames(text: str | None):
 @click.option(
     "--adaptive",
     default=None,
-    type=click.Choice(["spread"]),
-    help="Ensembles: scale the intervals by the members' spread (wider where they disagree).",
+    type=click.Choice(["spread", "level"]),
+    help="Scale the intervals: 'level' by the square root of the forecast (wider where traffic is "
+    "heavy); 'spread' (ensembles) by the members' spread (wider where they disagree).",
 )
 @click.option(
     "--out",
@@ -143,7 +144,7 @@ def calibrate_command(
     cal = est.calibration_
     path = est.save(out, overwrite=overwrite) if out else est.save(folder, overwrite=True)
     radius = ", ".join(f"{r:.3g}" for r in cal.radii[:, 0, cal.levels.index(0.8)])
-    unit = " (× spread + floor)" if cal.scale == "spread" else ""
+    unit = {"spread": " (× spread + floor)", "level": " (× √(forecast + floor))"}.get(cal.scale, "")
     click.echo(
         f"calibrated {est.model} on {cal.windows} windows ({cal.frames[0][:16]} → "
         f"{cal.frames[1][:16]}); 80 % half-widths per lead ({cal.bands[0]}){unit}: {radius}; "

@@ -619,7 +619,8 @@ class TrafficForecaster(InputChecks):
         ``frames="val"`` (default): the windows of the validation part of ``images`` (the stack the
         model was fitted on, or one holding those days); ``(first, last)``: the windows whose valid
         times lie between two times, which must precede the test part. Stores ``calibration_``
-        (saved with the model). ``adaptive="spread"`` is for ensembles (refused here). See
+        (saved with the model). ``adaptive="level"`` scales the intervals by the square root of
+        the forecast; ``adaptive="spread"`` is for ensembles (refused here). See
         :func:`trafficrnn.estimation.calibration.calibrate`.
 
         Returns

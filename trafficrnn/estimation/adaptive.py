@@ -1,4 +1,4 @@
-"""Adaptive split-conformal calibration of an ensemble: residuals scaled by the members' spread.
+"""Adaptive split-conformal calibration: residuals scaled by the members' spread or by the level.
 
 With ``calibrate(..., adaptive="spread")`` a :class:`~trafficrnn.ensemble.ForecastEnsemble` keeps the
 quantiles of ``|truth - mean| / (spread + floor)`` (``spread``: the members' standard deviation in each
@@ -6,6 +6,10 @@ cell, lead and band; ``floor``: a tenth of its mean over the calibration windows
 the members agree still get an interval), and a forecast's interval is that radius times its own
 ``spread + floor``: wide where the members disagree, narrow where they agree (normalised conformal
 prediction, Papadopoulos et al., 2002; Lei et al., 2018).
+
+With ``adaptive="level"`` (any model) the scale is ``sqrt(max(forecast, 0) + floor)``, ``floor`` a
+tenth of the mean forecast over the calibration windows: the spread of counts grows with their
+level (as a Poisson count's does), so that busy cells get wider intervals than quiet ones.
 """
 
 from __future__ import annotations
@@ -17,16 +21,24 @@ import xarray as xr
 
 from trafficrnn.errors import CalibrationError
 
-__all__ = ["ADAPTIVE", "check_adaptive", "member_forecasts", "spread_floor", "spread_of"]
+__all__ = [
+    "ADAPTIVE",
+    "check_adaptive",
+    "level_scale",
+    "member_forecasts",
+    "spread_floor",
+    "spread_of",
+]
 
 #: the adaptive scalings ``calibrate`` knows (None: the plain per-lead radii)
-ADAPTIVE = ("spread",)
+ADAPTIVE = ("spread", "level")
 #: the floor added to the spread, as a share of its mean over the calibration windows
 FLOOR_SHARE = 0.1
 
 
 def check_adaptive(est, adaptive: Any) -> str:
-    """``"none"`` for None, ``"spread"`` for an ensemble; else a CalibrationError.
+    """``"none"`` for None, ``"level"`` for any model, ``"spread"`` for an ensemble; else a
+    CalibrationError.
 
     Raises
     ------
@@ -40,6 +52,8 @@ def check_adaptive(est, adaptive: Any) -> str:
             f"adaptive={adaptive!r:.40} is invalid: expected None (plain per-lead radii) or "
             f"{', '.join(map(repr, ADAPTIVE))}"
         )
+    if adaptive == "level":
+        return "level"
     members = getattr(est, "estimators_", None)
     if not members or len(members) < 2:
         raise CalibrationError(
@@ -79,3 +93,13 @@ def spread_of(est, calibration, *args: Any) -> np.ndarray | None:
         return None
     every = member_forecasts(est, *args)
     return np.asarray(every.std("member").values, dtype=np.float64) + calibration.floor
+
+
+def level_scale(point, floor: float):
+    """``sqrt(max(point, 0) + floor)``: the scale of a calibration by the level (``adaptive="level"``),
+    for a NumPy array or an xarray object ``point`` of forecasts."""
+    return (
+        np.sqrt(np.clip(point, 0, None) + floor)
+        if isinstance(point, np.ndarray)
+        else ((point.clip(min=0) + floor) ** 0.5)
+    )

@@ -116,7 +116,8 @@ class Calibration:
         ``"split-conformal"``.
     scale, floor : str, float
         ``"none"``: the radii are in the target's units; ``"spread"`` (an ensemble's adaptive
-        calibration, :mod:`trafficrnn.estimation.adaptive`): in units of ``spread + floor``.
+        calibration, :mod:`trafficrnn.estimation.adaptive`): in units of ``spread + floor``;
+        ``"level"``: in units of ``sqrt(max(forecast, 0) + floor)``.
     """
 
     bands: list[str]
@@ -218,15 +219,15 @@ class Calibration:
             )
         scale, floor = spec.get("scale", "none"), spec.get("floor", 0.0)
         if (
-            scale not in ("none", "spread")
+            scale not in ("none", "spread", "level")
             or isinstance(floor, bool)
             or not isinstance(floor, (int, float))
             or not np.isfinite(floor)
             or floor < 0
         ):
             raise ConfigError(
-                f"calibration scale {scale!r:.30} with floor {floor!r:.30}: expected scale 'none' "
-                "or 'spread' and a finite floor >= 0; the config is corrupt or was modified"
+                f"calibration scale {scale!r:.30} with floor {floor!r:.30}: expected scale 'none', "
+                "'spread' or 'level' and a finite floor >= 0; the config is corrupt or was modified"
             )
         return cls(
             scale=scale,
@@ -284,9 +285,11 @@ def calibrate(
         Leads calibrated (default: the model's).
     static, covariates, align
         As for ``predict``.
-    adaptive : {None, "spread"}
+    adaptive : {None, "spread", "level"}
         ``"spread"`` (ensembles): radii in units of the members' spread, so that intervals widen
-        where the members disagree (:mod:`trafficrnn.estimation.adaptive`); None: plain radii.
+        where the members disagree; ``"level"``: in units of the square root of the forecast, so
+        that they widen where traffic is heavy (:mod:`trafficrnn.estimation.adaptive`); None:
+        plain radii.
 
     Raises
     ------
@@ -295,7 +298,12 @@ def calibrate(
     NotFittedError, ModelMismatchError, ConfigError
         As ``evaluate``.
     """
-    from trafficrnn.estimation.adaptive import check_adaptive, member_forecasts, spread_floor
+    from trafficrnn.estimation.adaptive import (
+        check_adaptive,
+        level_scale,
+        member_forecasts,
+        spread_floor,
+    )
     from trafficrnn.estimation.evaluation import model_forecasts
     from trafficrnn.metrics import align_truth
 
@@ -320,6 +328,9 @@ def calibrate(
     resid = truth.values.astype(np.float64) - fc.values
     if scale == "spread":
         resid = resid / (spread + floor)
+    elif scale == "level":
+        floor = spread_floor(np.clip(fc.values, 0, None))
+        resid = resid / level_scale(np.asarray(fc.values, dtype=np.float64), floor)
     resid = resid.transpose(1, 2, 0, 3, 4)  # (H, B, N, y, x)
     radii = np.stack([[conformal_radii(rb) for rb in rh] for rh in resid])
     counts = [int(np.isfinite(rh).sum()) for rh in resid]
@@ -384,6 +395,10 @@ def quantile_forecast(
                 "(adaptive='spread'): forecast with the ensemble it was calibrated on"
             )
         add = add * (spread + calibration.floor)
+    elif calibration.scale == "level":
+        from trafficrnn.estimation.adaptive import level_scale
+
+        add = add * level_scale(fc, calibration.floor)
     out = (fc + add).clip(min=0).astype(fc.dtype).transpose("quantile", *fc.dims)
     out = out.assign_coords(quantile=("quantile", np.asarray(qs)))
     out["quantile"].attrs.update(long_name="quantile level (probability of not exceeding)")

@@ -32,9 +32,13 @@ PROBABILISTIC_BASELINES = ("climatology", "persistence_quantiles")
 
 def model_quantiles(point: np.ndarray, calibration, bands: Sequence[str], spread=None):
     """``quantiles_of(taus)`` of a calibrated model: the point forecasts ``(issued, lead, band, y, x)``
-    plus the calibration's offsets (times ``spread``, shaped like ``point``, for an adaptive one),
-    clipped at 0."""
+    plus the calibration's offsets (times ``spread``, shaped like ``point``, for one scaled by the
+    members' spread; times the square root of the level for one scaled by it), clipped at 0."""
     scale = 1.0 if spread is None else np.asarray(spread, dtype=np.float64)[None]
+    if calibration.scale == "level":
+        from trafficrnn.estimation.adaptive import level_scale
+
+        scale = level_scale(point, calibration.floor)[None]
 
     def quantiles_of(taus: Sequence[float]) -> np.ndarray:
         off = calibration.offsets(list(taus), point.shape[1], bands)
