@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from _machine import cpu  # benchmarks/_machine.py
 
+from trafficrnn.params import grouped
+
 ROOT = Path(__file__).resolve().parent.parent
 #: settings of every deep model (besides model, precision, seed and the limits); recorded in the results.
 #: val=0: the deep models learn from every frame before the scored ones, as the baselines do (train +
@@ -146,12 +148,10 @@ def main() -> None:
                 est = TrafficForecaster(
                     name,
                     tile_size=None if variant == "counts" else tile,
-                    **own,
-                    **VARIANTS[variant],
                     max_time=args.minutes,
-                    precision=precision,
                     seed=args.seed,
                     progress=False,
+                    **grouped(own, VARIANTS[variant], dict(precision=precision)),
                 )
                 if args.members > 1:
                     est = ForecastEnsemble(est, members=args.members, n_jobs=args.members)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from _machine import machine  # benchmarks/_machine.py
 
+from trafficrnn.params import grouped
+
 ROOT = Path(__file__).resolve().parent.parent
 #: settings shared by both encoders (the forecaster is small: the comparison is about counting)
 SETTINGS = dict(
@@ -118,9 +120,7 @@ def main() -> None:
             "convgru",
             tile_size=args.tile_size,
             max_time=args.minutes,
-            max_epochs=args.max_epochs,
-            counting=counting,
-            **SETTINGS,
+            **grouped(SETTINGS, dict(max_epochs=args.max_epochs, counting=counting)),
         )
         t0 = time.perf_counter()
         if counting:

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
 
+from trafficrnn.params import grouped
+
 ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ("persistence", "historical_average", "ridge")
 
@@ -78,7 +80,7 @@ def main() -> None:
                 if args.minutes is not None:
                     settings["max_time"] = args.minutes
                 settings.update(seed=seed, precision="32-true", progress=False)
-                est = TrafficForecaster(name, **settings)
+                est = TrafficForecaster(name, **grouped(settings))
                 t0 = time.perf_counter()
                 est.fit(images, target, vehicles=points, init=init)
                 train_s = time.perf_counter() - t0

@@ -34,6 +34,8 @@ import numpy as np
 from _machine import machine  # benchmarks/_machine.py
 from accuracy_synthetic import MODEL_SETTINGS, SETTINGS
 
+from trafficrnn.params import grouped
+
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {
     "base": {},
@@ -86,7 +88,7 @@ def main() -> None:
                     **VARIANTS[variant],
                 }
                 est = TrafficForecaster(
-                    name, **settings, seed=seed, precision="32-true", progress=False
+                    name, seed=seed, progress=False, **grouped(settings, dict(precision="32-true"))
                 )
                 t0 = time.perf_counter()
                 if variant == "images":

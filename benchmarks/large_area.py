@@ -23,6 +23,8 @@ import time
 import warnings
 from pathlib import Path
 
+from trafficrnn.params import grouped
+
 # GDAL's block cache defaults to 5 % of RAM and would count in the peak RSS; a fixed small cache
 # (set before GDAL starts, inherited by dask workers) keeps the memory a function of the window.
 os.environ.setdefault("GDAL_CACHEMAX", "64")
@@ -116,7 +118,7 @@ def train(folder: Path) -> None:
             coords={"time": times, "band": ["density"]},
         )
     )
-    TrafficForecaster("convgru", **MODEL).fit(images, target).save(folder, overwrite=True)
+    TrafficForecaster("convgru", **grouped(MODEL)).fit(images, target).save(folder, overwrite=True)
 
 
 def child(args: argparse.Namespace) -> None:

@@ -31,6 +31,7 @@ from affine import Affine
 
 from trafficrnn import Grid, TrafficForecaster
 from trafficrnn.onnx import OnnxForecaster
+from trafficrnn.params import grouped
 
 OUT = Path(__file__).parent / "results" / "onnx_speed.json"
 CRS = "EPSG:32633"
@@ -107,7 +108,7 @@ def _prepared(est: TrafficForecaster, images: xr.DataArray) -> dict:
 def bench(name: str, model: str, case, repeats: int, threads: int, folder: Path) -> dict:
     settings, images, target = case(np.random.default_rng(0))
     began = time.perf_counter()
-    est = TrafficForecaster(model, **settings, **COMMON).fit(images, target)
+    est = TrafficForecaster(model, **grouped(settings, COMMON)).fit(images, target)
     fit_s = time.perf_counter() - began
     began = time.perf_counter()
     path = est.export_onnx(folder / f"{name}-{model}.onnx")

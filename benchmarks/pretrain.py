@@ -31,6 +31,8 @@ from pathlib import Path
 from _machine import machine  # benchmarks/_machine.py
 from accuracy_synthetic import MODEL_SETTINGS, SETTINGS
 
+from trafficrnn.params import grouped
+
 ROOT = Path(__file__).resolve().parent.parent
 CITY = dict(step="15min", start="2024-05-06", clouds=True, cloud_cover=0.05)
 PROTOCOL = {"val": 0.15, "test": 0.0, "patience": 6, "max_epochs": 20}
@@ -62,11 +64,10 @@ def main() -> None:
         settings = {**SETTINGS, **MODEL_SETTINGS.get(name, {}), **PROTOCOL, **IMAGES}
         est = TrafficForecaster(
             name,
-            **settings,
             max_time=args.minutes,
             seed=args.seed,
-            precision="32-true",
             progress=False,
+            **grouped(settings, dict(precision="32-true")),
         )
         t0 = time.perf_counter()
         est.fit(images, target, vehicles=points)

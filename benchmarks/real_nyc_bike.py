@@ -44,6 +44,7 @@ from trafficrnn.datasets import nyc_bike, nyc_bike_covariates  # noqa: E402
 from trafficrnn.datasets.nyc_bike import SPLITS, TIMEZONE  # noqa: E402
 from trafficrnn.metrics import align_truth, per_lead  # noqa: E402
 from trafficrnn.models.baselines import get_baseline  # noqa: E402
+from trafficrnn.params import grouped
 
 INPUT_STEPS, HORIZON, THRESHOLD = 12, 6, 10.0
 RESULTS = Path(__file__).resolve().parent / "results" / "real_nyc_bike.json"
@@ -162,10 +163,10 @@ def run_deep(
     # a model's own max_epochs (MODEL_SETTINGS, --set) takes precedence over --max-epochs
     est = TrafficForecaster(
         model,
-        **{**split, "max_epochs": max_epochs, **settings},
         max_time=minutes,
         seed=seed * members,
         progress=False,
+        **grouped({**split, "max_epochs": max_epochs, **settings}),
     )
     if members > 1:
         est = ForecastEnsemble(est, members=members, n_jobs=members)

@@ -42,6 +42,7 @@ from trafficrnn.estimation.quantile_eval import (  # noqa: E402
     persistence_quantiles,
 )
 from trafficrnn.metrics import align_truth  # noqa: E402
+from trafficrnn.params import grouped
 from trafficrnn.probabilistic import coverage, interval_width, score_quantiles  # noqa: E402
 
 INPUT_STEPS, HORIZON, THRESHOLD = 12, 6, 10.0
@@ -121,11 +122,10 @@ def main(argv=None) -> dict:
     for model in args.models:
         est = TrafficForecaster(
             model,
-            **DEEP,
-            max_epochs=1 if args.quick else args.max_epochs,
             max_time=0.5 if args.quick else args.minutes,
             seed=args.seed,
             progress=False,
+            **grouped(DEEP, dict(max_epochs=1 if args.quick else args.max_epochs)),
         )
         if args.members > 1:
             est = ForecastEnsemble(est, members=args.members, n_jobs=args.members)

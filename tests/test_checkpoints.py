@@ -15,6 +15,7 @@ from trafficrnn.ensemble import ForecastEnsemble
 from trafficrnn.errors import ConfigError, ModelFileError
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
+from trafficrnn.params import grouped
 
 from .test_estimator import FAST, density_series
 
@@ -55,7 +56,7 @@ def test_run_json__settings_data_and_outcome(finished):
 def test_resume__finished_run_is_read_back_not_trained(finished):
     est, ckpt, da = finished
     before = _mtimes(ckpt)
-    again = TrafficForecaster("convgru", **{**FAST, "progress": True}).fit(
+    again = TrafficForecaster("convgru", **grouped(FAST, {"progress": True})).fit(
         da, checkpoint_dir=ckpt, resume=True
     )
     assert _mtimes(ckpt) == before  # nothing trained, nothing written
@@ -68,7 +69,7 @@ def test_resume__finished_run_is_read_back_not_trained(finished):
 def test_resume__finished_run_for_longer_trains_on(tmp_path):
     da = density_series(periods=60)
     TrafficForecaster("convgru", **FAST).fit(da, checkpoint_dir=tmp_path)
-    longer = TrafficForecaster("convgru", **{**FAST, "max_epochs": 3}).fit(
+    longer = TrafficForecaster("convgru", **grouped(FAST, {"max_epochs": 3})).fit(
         da, checkpoint_dir=tmp_path, resume=True
     )
     assert [h["epoch"] for h in longer.history_] == [2]
@@ -97,7 +98,7 @@ def test_fit__folder_with_checkpoints_refused_without_resume(finished):
 def test_resume__other_settings_refused(finished, change, match):
     _, ckpt, da = finished
     with pytest.raises(ModelFileError, match=match):
-        TrafficForecaster(**{"model": "convgru", **FAST, **change}).fit(
+        TrafficForecaster(**grouped({"model": "convgru"}, FAST, change)).fit(
             da, checkpoint_dir=ckpt, resume=True
         )
 
@@ -166,7 +167,7 @@ def test_resume__unreadable_checkpoint_refused_never_unpickled(tmp_path, content
     with pytest.raises(
         ModelFileError, match=match
     ):  # max_epochs 3: the run is continued, from last.ckpt
-        TrafficForecaster("convgru", **{**FAST, "max_epochs": 3}).fit(
+        TrafficForecaster("convgru", **grouped(FAST, {"max_epochs": 3})).fit(
             da, checkpoint_dir=tmp_path, resume=True
         )
     assert not marker.exists()
@@ -176,7 +177,9 @@ def test_resume__checkpoint_of_other_shapes_refused(tmp_path):
     # a checkpoint swapped for one of another model, under an unchanged run.json
     da = density_series(periods=60)
     TrafficForecaster("convgru", **FAST).fit(da, checkpoint_dir=tmp_path / "a")
-    TrafficForecaster("convgru", **{**FAST, "hidden": (4,)}).fit(da, checkpoint_dir=tmp_path / "b")
+    TrafficForecaster("convgru", **grouped(FAST, {"hidden": (4,)})).fit(
+        da, checkpoint_dir=tmp_path / "b"
+    )
     (tmp_path / "b" / "best.ckpt").replace(tmp_path / "a" / "best.ckpt")
     with pytest.raises(
         ModelFileError, match=r"best\.ckpt does not fit this model \(.*size mismatch"
@@ -277,7 +280,7 @@ def test_resume__under_max_time_the_clock_and_the_schedule_go_on(tmp_path):
     # Lightning's Timer state travels in last.ckpt: a run of 3 s resumed with a budget of 6 s trains
     # about 3 s more (not 6), starting mid-way down the cosine rather than at the full learning rate
     da = density_series(periods=160)
-    params = {**FAST, "max_epochs": 10_000, "max_time": 0.05, "lr": 1e-2}
+    params = grouped(FAST, {"max_epochs": 10_000, "max_time": 0.05, "lr": 1e-2})
     first = TrafficForecaster("convgru", **params).fit(da, checkpoint_dir=tmp_path)
     resumed = TrafficForecaster("convgru", **{**params, "max_time": 0.1}).fit(
         da, checkpoint_dir=tmp_path, resume=True

@@ -307,6 +307,62 @@ def test_train__linear_lags_and_bptt_steps_reach_the_model(grids, tmp_path):
     assert est.bptt_steps == 3
 
 
+def test_train__set_reaches_the_groups(grids, tmp_path):
+    """--set KEY=VALUE sets an option without a flag of its own (JSON, else a string), and wins over
+    the option's flag (TINY gives --batch-size 32)."""
+    result = run(
+        "train",
+        grids / "stack",
+        *TINY,
+        "--set",
+        "kernel_size=5",
+        "--set",
+        "lr=0.002",
+        "--set",
+        "residual=false",
+        "--set",
+        "crop=[3, 3]",
+        "--set",
+        "precision=32-true",
+        "--set",
+        "batch-size=8",
+        "--out",
+        tmp_path / "m",
+    )
+    assert result.exit_code == 0, result.output
+    est = TrafficForecaster.load(tmp_path / "m")
+    assert est.kernel_size == 5 and est.model_.config["kernel_size"] == 5
+    assert est.residual is False and est.model_.config["residual"] is False
+    assert est.lr == 0.002 and list(est.crop) == [3, 3] and est.precision == "32-true"
+    assert est.batch_size == 8 and est.hidden == (8,)  # --hidden 8 of TINY, in model_kwargs
+
+
+@pytest.mark.parametrize(
+    "item, text",
+    [
+        (
+            "lrr=0.1",
+            "unknown option 'lrr' in 'lrr=0.1': --set takes the model_kwargs options (hidden,",
+        ),
+        (
+            "input_steps=3",
+            "unknown option 'input_steps' in 'input_steps=3'; input_steps has an option",
+        ),
+        ("lr", "'lr' is not KEY=VALUE, e.g. --set lr=0.001"),
+    ],
+)
+def test_train__set_unknown_key_is_a_usage_error(grids, tmp_path, item, text):
+    result = run("train", grids / "stack", *TINY, "--set", item, "--out", tmp_path / "m")
+    assert result.exit_code == 2, result.output
+    assert text in result.output and not (tmp_path / "m").exists()
+
+
+def test_train__set_bad_value_refused_naming_its_group(grids, tmp_path):
+    result = run("train", grids / "stack", *TINY, "--set", "kernel_size=4", "--out", tmp_path / "m")
+    one_line_error(result, "model_kwargs: kernel_size=4 is invalid: expected an odd integer")
+    assert not (tmp_path / "m").exists()
+
+
 def test_forecast__target_inputs_model_reads_the_detections(city, tmp_path):
     model = tmp_path / "m"
     result = run(

@@ -114,19 +114,34 @@ def test_defaults__one_set_for_the_api_and_the_cli():
     import inspect
 
     from trafficrnn.estimator import TrafficForecaster
-    from trafficrnn.params import DEFAULTS
+    from trafficrnn.params import ALL_DEFAULTS, DEFAULTS, GROUPS
 
     signature = inspect.signature(TrafficForecaster.__init__).parameters
     assert {name: signature[name].default for name in DEFAULTS} == DEFAULTS
+    assert all(signature[group].default is None for group in GROUPS)  # None: the group's defaults
     cli_names = {"model": "model_name", "max_time": "max_minutes"}
+    # the CLI's spelling of a default; None: a tri-state flag that, left out, keeps the estimator's
+    expected = {"hidden": "32,32", "devices": "1", "context": ""}
+    tri_state = {"context_inputs", "feedback", "count_head"}
     for command in ("train", "compare"):
-        options = {p.name: p.default for p in main.get_command(None, command).params}
-        for name, value in DEFAULTS.items():
+        options = {
+            # a flag with no default given (click's UNSET) is off
+            p.name: False
+            if getattr(p, "is_flag", False) and p.default not in (None, True, False)
+            else p.default
+            for p in main.get_command(None, command).params
+        }
+        checked = 0
+        for name, value in ALL_DEFAULTS.items():
             if name == "model" and command == "compare":
                 continue  # compare trains every model (--models)
+            if cli_names.get(name, name) not in options:
+                continue  # no flag of its own: --set (model_kwargs / trainer_kwargs) or --quiet
             found = options[cli_names.get(name, name)]
-            expected = {"hidden": "32,32", "devices": "1"}.get(name, value)
-            assert found == expected, (command, name)
+            want = None if name in tri_state else expected.get(name, value)
+            assert found == want, (command, name)
+            checked += 1
+        assert checked >= 20, command
     assert (
         DEFAULTS["model"] == "convgru"
         and DEFAULTS["input_steps"] == 8

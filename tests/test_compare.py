@@ -14,6 +14,7 @@ from trafficrnn.compare import (
     plot_comparison,
 )
 from trafficrnn.errors import ConfigError
+from trafficrnn.params import grouped
 
 from .test_estimator import FAST, density_series
 
@@ -146,7 +147,7 @@ def test_compare__covariates_go_to_every_model():
         density_series(periods=120),
         progress=False,
         covariates=table,
-        **{**PARAMS, "max_epochs": 1, "hidden": (4,)},
+        **grouped(PARAMS, {"max_epochs": 1, "hidden": (4,)}),
     )
     for name in MODELS:
         assert res.models[name].covariates_.columns == ["temp", "rain"]
@@ -168,7 +169,7 @@ def test_compare__members_train_ensembles_scored_as_their_mean():
         progress=False,
         echo=lines.append,
         members=2,
-        **{**PARAMS, "max_epochs": 1, "hidden": (4,), "seed": 5},
+        **grouped(PARAMS, {"max_epochs": 1, "hidden": (4,), "seed": 5}),
     )
     label = "convgru-ensemble2"
     assert list(res.table.index.get_level_values("model").unique()) == [label, *BASELINES]

@@ -25,19 +25,16 @@ from trafficrnn.errors import (
 from trafficrnn.estimation import fitting as fitting_module
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import rasterize_points
+from trafficrnn.params import grouped
 
 PIXELS = Affine(1, 0, 500000, 0, -1, 5000000)
 COUNT = dict(
     tile_size=16,
     input_steps=4,
     horizon=2,
-    hidden=(8,),
-    max_epochs=25,
-    batch_size=8,
     progress=False,
-    patience=5,
-    encoder_width=8,
-    lr=5e-3,
+    model_kwargs=dict(hidden=(8,), encoder_width=8),
+    trainer_kwargs=dict(max_epochs=25, batch_size=8, patience=5, lr=5e-3),
 )
 
 
@@ -204,7 +201,7 @@ def test_predict__bad_align(counted):
 def test_fit__fine_density_raster_as_target():
     images, points = squares(frames=24)
     fine = rasterize_points(points, fine_grid(images, 4), times=images.time.values)
-    est = TrafficForecaster("convlstm", **{**COUNT, "max_epochs": 1}).fit(images, fine)
+    est = TrafficForecaster("convlstm", **grouped(COUNT, {"max_epochs": 1})).fit(images, fine)
     assert (
         est.grid_.shape == (4, 4)
         and est.training_summary_["counting"]["stage_a"]["sub_cell_px"] == 4
@@ -213,7 +210,7 @@ def test_fit__fine_density_raster_as_target():
 
 def test_fit__counting_off_keeps_one_stage():
     images, points = squares(frames=24)
-    est = TrafficForecaster("convlstm", counting=False, **{**COUNT, "max_epochs": 1}).fit(
+    est = TrafficForecaster("convlstm", **grouped(COUNT, {"max_epochs": 1, "counting": False})).fit(
         images, vehicles=points
     )
     assert "counting" not in est.training_summary_ and est.grid_.shape == (4, 4)
@@ -246,19 +243,25 @@ def test_fit__vehicles_outside_the_images():
 def test_fit__vehicles_on_the_density_path():
     images, points = squares(frames=12)
     with pytest.raises(ConfigError, match="vehicles= is for the image path"):
-        TrafficForecaster("convlstm", **{**COUNT, "tile_size": None}).fit(images, vehicles=points)
+        TrafficForecaster("convlstm", **grouped(COUNT, {"tile_size": None})).fit(
+            images, vehicles=points
+        )
 
 
 def test_fit__counting_with_log1p():
     images, points = squares(frames=12)
     with pytest.raises(ConfigError, match="log1p=True breaks that"):
-        TrafficForecaster("convlstm", log1p=True, **COUNT).fit(images, vehicles=points)
+        TrafficForecaster("convlstm", **grouped(COUNT, dict(log1p=True))).fit(
+            images, vehicles=points
+        )
 
 
 def test_fit__counting_without_count_head():
     images, points = squares(frames=12)
     with pytest.raises(ConfigError, match="set count_head=True"):
-        TrafficForecaster("convlstm", count_head=False, **COUNT).fit(images, vehicles=points)
+        TrafficForecaster("convlstm", **grouped(COUNT, dict(count_head=False))).fit(
+            images, vehicles=points
+        )
 
 
 def test_fit__tile_size_not_dividing_the_scene():
@@ -268,18 +271,18 @@ def test_fit__tile_size_not_dividing_the_scene():
         match=r"64 × 64 px is not a multiple of tile_size=24 .*Crop it to 48 × 48 px.*"
         r"divides both sides \(8, 16, 32\)",
     ):
-        TrafficForecaster("convlstm", **{**COUNT, "tile_size": 24}).fit(images, vehicles=points)
+        TrafficForecaster("convlstm", **grouped(COUNT, {"tile_size": 24})).fit(
+            images, vehicles=points
+        )
 
 
 def test_compare__vehicles_train_every_model_to_count():
     from trafficrnn.compare import compare
 
     images, points = squares(frames=30)
-    settings = {
-        **{k: v for k, v in COUNT.items() if k != "progress"},
-        "max_epochs": 2,
-        "patience": 0,
-    }
+    settings = grouped(
+        {k: v for k, v in COUNT.items() if k != "progress"}, {"max_epochs": 2, "patience": 0}
+    )
     result = compare(
         images, models=("convgru", "convlstm"), vehicles=points, progress=False, **settings
     )
@@ -318,7 +321,9 @@ def test_front__round_trip(counted, front):
 
 def test_fit__starts_from_a_fitting_count_front(counted, front):
     images, points = squares(seed=1)
-    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(images, vehicles=points)
+    est = TrafficForecaster("convgru", **grouped(COUNT, {"max_epochs": 1})).fit(
+        images, vehicles=points
+    )
     stage_a = est.training_summary_["counting"]["stage_a"]
     meta = read_front()[1]
     assert stage_a["from_front"] and est.target_normalizer_.scale_[0] == meta["target_scale"]
@@ -333,13 +338,15 @@ def test_fit__starts_from_a_fitting_count_front(counted, front):
 
 def test_fit__count_front_of_another_gsd_not_used(front):
     images, points = squares(frames=12, gsd=2.0)
-    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(images, vehicles=points)
+    est = TrafficForecaster("convgru", **grouped(COUNT, {"max_epochs": 1})).fit(
+        images, vehicles=points
+    )
     assert not est.training_summary_["counting"]["stage_a"]["from_front"]
 
 
 def test_fit__count_front_not_used_on_other_radiometry(front):
     images, points = squares(frames=12)  # 0-1 in the front's training; here 0-10000 (say 16-bit)
-    est = TrafficForecaster("convgru", **{**COUNT, "max_epochs": 1}).fit(
+    est = TrafficForecaster("convgru", **grouped(COUNT, {"max_epochs": 1})).fit(
         images * 10_000, vehicles=points
     )
     assert not est.training_summary_["counting"]["stage_a"]["from_front"]

@@ -29,8 +29,10 @@ SCRIPT = textwrap.dedent("""
     values = np.random.default_rng(0).uniform(0, 5, (40, 1, 6, 6)).astype("float32")
     da = grid.attach(xr.DataArray(values, dims=("time", "band", "y", "x"),
                                   coords={"time": times, "band": ["density"]}))
-    est = TrafficForecaster("convgru", input_steps=4, horizon=2, hidden=(4,), max_epochs=2, batch_size=4,
-                            progress=False, accelerator="cpu", devices=2, strategy="ddp", patience=0)
+    est = TrafficForecaster("convgru", input_steps=4, horizon=2, progress=False,
+                            model_kwargs={"hidden": (4,)},
+                            trainer_kwargs={"max_epochs": 2, "batch_size": 4, "accelerator": "cpu",
+                                            "devices": 2, "strategy": "ddp", "patience": 0})
     est.fit(da)  # a temporary checkpoint folder per rank: the barrier keeps rank 0 from deleting it early
     rank = int(os.environ.get("LOCAL_RANK", 0))
     torch.save(dict(est.model_.state_dict()), os.path.join(out, f"rank{rank}.pt"))

@@ -101,7 +101,7 @@ def test_run_demo__fine_tunes_the_pretrained_models_where_they_fit(tmp_path):
         assert est.get_params() == {
             **base.get_params(),
             "max_time": 0.3,
-            "max_epochs": 1,
+            "trainer_kwargs": {**base.trainer_kwargs, "max_epochs": 1},
             "progress": False,
         }
         assert est.input_normalizer_.to_dict() == base.input_normalizer_.to_dict()

@@ -15,6 +15,7 @@ from trafficrnn.errors import ConfigError, ModelFileError, NotFittedError, Outpu
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.inference import forecast_large, receptive_field, receptive_halo
 from trafficrnn.io import write_stack
+from trafficrnn.params import grouped
 
 from .test_estimator import FAST, GRID, density_series
 
@@ -273,7 +274,9 @@ def test_load__missing_member(fitted, tmp_path):
 
 def test_load__member_of_another_model_refused(fitted, tmp_path):
     path = copy_of(fitted[2], tmp_path)
-    other = TrafficForecaster("convgru", **{**FAST, "horizon": 2}).fit(density_series(periods=100))
+    other = TrafficForecaster("convgru", **grouped(FAST, {"horizon": 2})).fit(
+        density_series(periods=100)
+    )
     shutil.rmtree(path / "member-1")
     other.save(path / "member-1")
     with pytest.raises(ModelFileError, match=r"member-1: horizon = 2 but the first member has 3"):

@@ -12,10 +12,15 @@ from affine import Affine
 from trafficrnn import Grid
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError
 from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.params import grouped
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (4, 5))
 FAST = dict(
-    input_steps=6, horizon=3, hidden=(8,), max_epochs=2, batch_size=32, progress=False, patience=0
+    input_steps=6,
+    horizon=3,
+    progress=False,
+    model_kwargs=dict(hidden=(8,)),
+    trainer_kwargs=dict(max_epochs=2, batch_size=32, patience=0),
 )
 
 
@@ -147,9 +152,9 @@ def test_fit__image_path_with_encoder():
 def test_fit__image_path_with_historical_average_and_cell_means():
     target = density_series(periods=120)
     images = image_series(target)
-    est = TrafficForecaster("convlstm", tile_size=4, context=("ha",), cell_mean=True, **FAST).fit(
-        images, target
-    )
+    est = TrafficForecaster(
+        "convlstm", tile_size=4, context=("ha",), **grouped(FAST, dict(cell_mean=True))
+    ).fit(images, target)
     fc = est.predict(images)
     assert fc.sizes == {"lead": 3, "band": 1, "y": 4, "x": 5} and np.isfinite(fc.values).all()
 
@@ -168,9 +173,10 @@ def test_fit__deterministic_for_a_seed(cell, path):
     """Two fits with one seed on CPU: bit-identical weights and forecasts, on both paths, for both cells."""
     target = density_series(periods=60)
     args = (target,) if path == "density" else (image_series(target), target)
-    params = dict(FAST, tile_size=4) if path == "images" else FAST
+    params = grouped(FAST, dict(tile_size=4)) if path == "images" else FAST
     a, b = (
-        TrafficForecaster(cell, seed=3, accelerator="cpu", **params).fit(*args) for _ in range(2)
+        TrafficForecaster(cell, seed=3, **grouped(params, dict(accelerator="cpu"))).fit(*args)
+        for _ in range(2)
     )
     for name, weights in a.model_.state_dict().items():
         assert torch.equal(weights, b.model_.state_dict()[name]), name
@@ -200,7 +206,7 @@ def test_fit__tile_size_without_target():
     ],
 )
 def test_fit__bad_parameters(kw, match):
-    params = {**FAST, **kw}
+    params = grouped(FAST, kw)
     with pytest.raises(ConfigError, match=match):
         TrafficForecaster(**params).fit(density_series(periods=40))
 
@@ -234,7 +240,7 @@ def road_layer(values=None):
 
 def test_fit__context_cell_mean_and_static_layers(tmp_path):
     da = density_series(periods=300)
-    est = TrafficForecaster("convlstm", context=("ha", "1D"), cell_mean=True, **FAST)
+    est = TrafficForecaster("convlstm", context=("ha", "1D"), **grouped(FAST, dict(cell_mean=True)))
     est.fit(da, static=road_layer())
     cfg = est.model_.config
     assert cfg["static_channels"] == 2  # lanes + the cell mean of the one band
@@ -248,7 +254,9 @@ def test_fit__context_cell_mean_and_static_layers(tmp_path):
 
 def test_fit__context_inputs_join_the_encoder(tmp_path):
     da = density_series(periods=300)
-    est = TrafficForecaster("convgru", context=("ha", "1D"), context_inputs=True, **FAST).fit(da)
+    est = TrafficForecaster(
+        "convgru", context=("ha", "1D"), **grouped(FAST, dict(context_inputs=True))
+    ).fit(da)
     cfg = est.model_.config
     assert cfg["past_covariate_channels"] == cfg["future_covariate_channels"] == 4 + 1 + 2
     fc = est.predict(da)
@@ -259,9 +267,9 @@ def test_fit__context_inputs_join_the_encoder(tmp_path):
 
 def test_fit__linear_lags_build_a_linear_term_that_is_saved_and_loaded(tmp_path):
     da = density_series(periods=100)
-    est = TrafficForecaster("convgru", linear_lags=2, context=("ha",), cell_mean=True, **FAST).fit(
-        da
-    )
+    est = TrafficForecaster(
+        "convgru", context=("ha",), **grouped(FAST, dict(linear_lags=2, cell_mean=True))
+    ).fit(da)
     cfg = est.model_.config
     assert cfg["linear_leads"] == FAST["horizon"] and cfg["linear_lags"] == 2
     # per lead: 2 lags + calendar (4) + ha context (1) + cell mean (1) -> 1 band
@@ -275,7 +283,9 @@ def test_fit__linear_lags_build_a_linear_term_that_is_saved_and_loaded(tmp_path)
 def test_fit__linear_lags_on_images_read_nowcasts_saved_and_loaded(tmp_path):
     target = density_series(periods=80)
     images = image_series(target)
-    est = TrafficForecaster("convgru", tile_size=4, linear_lags=3, **FAST).fit(images, target)
+    est = TrafficForecaster("convgru", tile_size=4, **grouped(FAST, dict(linear_lags=3))).fit(
+        images, target
+    )
     assert est.model_.config["linear_lags"] == 3 and est.model_.tile_encoder is not None
     again = TrafficForecaster.load(est.save(tmp_path / "m"))
     np.testing.assert_array_equal(again.predict(images).values, est.predict(images).values)
@@ -285,14 +295,16 @@ def test_fit__bptt_steps_truncate_training_only(tmp_path):
     """Truncated backpropagation changes what training learns from, not what the model reads."""
     da = density_series(periods=100)
     full = TrafficForecaster("convlstm", **FAST).fit(da)
-    cut = TrafficForecaster("convlstm", bptt_steps=2, **FAST).fit(da)
+    cut = TrafficForecaster("convlstm", **grouped(FAST, dict(bptt_steps=2))).fit(da)
     assert cut.model_.config == full.model_.config  # the same network, trained differently
     assert not np.array_equal(cut.predict(da).values, full.predict(da).values)
     again = TrafficForecaster.load(cut.save(tmp_path / "m"))
     assert again.bptt_steps == 2
     np.testing.assert_array_equal(again.predict(da).values, cut.predict(da).values)
     # through all input frames: identical to no truncation
-    every = TrafficForecaster("convlstm", bptt_steps=FAST["input_steps"], **FAST).fit(da)
+    every = TrafficForecaster(
+        "convlstm", **grouped(FAST, dict(bptt_steps=FAST["input_steps"]))
+    ).fit(da)
     np.testing.assert_allclose(
         every.predict(da).values, full.predict(da).values, rtol=1e-5, atol=1e-5
     )
@@ -317,7 +329,7 @@ def test_fit__bptt_steps_truncate_training_only(tmp_path):
 )
 def test_fit__linear_lags_refused(params, match):
     with pytest.raises(ConfigError, match=match):
-        TrafficForecaster("convlstm", **{**FAST, **params}).fit(density_series(periods=60))
+        TrafficForecaster("convlstm", **grouped(FAST, params)).fit(density_series(periods=60))
 
 
 def test_prediction_batch__context_maps_equal_training_windows():
@@ -327,7 +339,9 @@ def test_prediction_batch__context_maps_equal_training_windows():
     from trafficrnn.windows import WindowDataset
 
     da = density_series(periods=300)
-    est = TrafficForecaster("convgru", context=("1D",), context_inputs=True, **FAST).fit(da)
+    est = TrafficForecaster(
+        "convgru", context=("1D",), **grouped(FAST, dict(context_inputs=True))
+    ).fit(da)
     times = pd.DatetimeIndex(da.time.values)
     x = normalised_inputs(est, da)
     maps = est.context_.series(x, times, len(times))
@@ -343,7 +357,7 @@ def test_fit__target_inputs_read_observed_targets_beside_images(tmp_path):
     target = density_series(periods=120)
     images = image_series(target)
     est = TrafficForecaster(
-        "convgru", tile_size=4, target_inputs=True, count_head=True, **FAST
+        "convgru", tile_size=4, **grouped(FAST, dict(target_inputs=True, count_head=True))
     ).fit(images, target)
     assert est.model_.config["past_covariate_channels"] == 4 + 2  # calendar + (target, observed)
     fc = est.predict(images, target=target)
@@ -366,7 +380,9 @@ def test_fit__target_inputs_read_observed_targets_beside_images(tmp_path):
 def test_predict__target_inputs_need_the_target():
     target = density_series(periods=80)
     images = image_series(target)
-    est = TrafficForecaster("convgru", tile_size=4, target_inputs=True, **FAST).fit(images, target)
+    est = TrafficForecaster("convgru", tile_size=4, **grouped(FAST, dict(target_inputs=True))).fit(
+        images, target
+    )
     with pytest.raises(
         ModelMismatchError, match=r"reads the observed targets of its input frames .* pass target="
     ):
@@ -375,7 +391,9 @@ def test_predict__target_inputs_need_the_target():
 
 def test_fit__target_inputs_on_the_density_path():
     with pytest.raises(ConfigError, match="target_inputs=True is for the image path"):
-        TrafficForecaster("convgru", target_inputs=True, **FAST).fit(density_series(periods=60))
+        TrafficForecaster("convgru", **grouped(FAST, dict(target_inputs=True))).fit(
+            density_series(periods=60)
+        )
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,13 @@ from trafficrnn.models.baselines import RidgeBaseline
 
 from .test_estimator import density_series
 
-TINY = dict(input_steps=4, horizon=3, hidden=(8,), max_epochs=1, batch_size=32, progress=False)
+TINY = dict(
+    input_steps=4,
+    horizon=3,
+    progress=False,
+    model_kwargs=dict(hidden=(8,)),
+    trainer_kwargs=dict(max_epochs=1, batch_size=32),
+)
 
 
 @pytest.fixture(scope="module")

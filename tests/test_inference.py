@@ -33,9 +33,16 @@ from trafficrnn.inference import (
 from trafficrnn.io.export import write_stack
 from trafficrnn.io.qml import class_breaks, raster_qml
 from trafficrnn.models import get_model
+from trafficrnn.params import grouped
 
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (24, 24))
-TINY = dict(input_steps=4, horizon=2, hidden=(4,), max_epochs=1, progress=False)
+TINY = dict(
+    input_steps=4,
+    horizon=2,
+    progress=False,
+    model_kwargs=dict(hidden=(4,)),
+    trainer_kwargs=dict(max_epochs=1),
+)
 
 
 def density_series(periods=40, seed=0):
@@ -318,7 +325,7 @@ def test_forecast_large__refuses_target_inputs_models(fitted, tmp_path):
 
     est, da, _ = fitted
     reads_targets = copy.copy(est)
-    reads_targets.target_inputs = True
+    reads_targets.set_params(model_kwargs={**(est.model_kwargs or {}), "target_inputs": True})
     with pytest.raises(ModelMismatchError, match="forecast_large streams images only"):
         forecast_large(reads_targets, da, tmp_path / "fc.tif", window=8)
 
@@ -383,7 +390,9 @@ def test_fit__crop_bounds_batch_memory(monkeypatch):
         return step(self, batch, batch_idx)
 
     monkeypatch.setattr(ForecastModule, "training_step", recording)
-    TrafficForecaster("convgru", crop=6, batch_size=4, **TINY).fit(density_series(periods=24))
+    TrafficForecaster("convgru", **grouped(TINY, dict(crop=6, batch_size=4))).fit(
+        density_series(periods=24)
+    )
     assert shapes and all(
         s["x"][-2:] == (6, 6) and s["y"][-2:] == (6, 6) and s["x"][0] <= 4 for s in shapes
     )

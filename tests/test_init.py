@@ -8,11 +8,12 @@ from affine import Affine
 from trafficrnn import Grid
 from trafficrnn.errors import ConfigError, ModelMismatchError, NotFittedError
 from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.params import grouped
 
 from .test_estimator import FAST, GRID, density_series, image_series
 
 #: a learning rate so small that training leaves the starting weights as they were
-FROZEN = {**FAST, "lr": 1e-12, "max_epochs": 1}
+FROZEN = grouped(FAST, {"lr": 1e-12, "max_epochs": 1})
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_fit_init__from_a_saved_folder_in_half_precision(pretrained, tmp_path):
 
 def test_fit_init__refuses_another_architecture(pretrained):
     with pytest.raises(ConfigError, match=r"another architecture .* hidden"):
-        TrafficForecaster("convgru", **{**FAST, "hidden": (4,)}).fit(
+        TrafficForecaster("convgru", **grouped(FAST, {"hidden": (4,)})).fit(
             density_series(seed=1), init=pretrained
         )
 

@@ -16,7 +16,7 @@ from trafficrnn import TrafficForecaster
 from trafficrnn.errors import ConfigError, ExportError, GridError, ModelFileError, OutputExistsError
 from trafficrnn.grid import check_north_up
 from trafficrnn.io import check_outputs
-from trafficrnn.params import CHECKS, MODEL_NAMES, PRECISIONS
+from trafficrnn.params import CHECKS, GROUP_OF, MODEL_NAMES, PRECISIONS, grouped
 
 from .test_estimator import density_series
 from .test_readme import ten_lines
@@ -93,7 +93,7 @@ def test_trafficforecaster__unknown_model_refused_at_construction():
 )
 def test_trafficforecaster__bad_value_refused_at_construction(params, match):
     with pytest.raises(ConfigError, match=match):
-        TrafficForecaster(**params)
+        TrafficForecaster(**grouped(params))  # each option in its group
 
 
 @pytest.mark.parametrize("name", [*MODEL_NAMES, "ConvLSTM", "CONVGRU"])
@@ -113,7 +113,7 @@ def test_trafficforecaster__every_registered_model_accepted():
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_trafficforecaster__every_lightning_precision_accepted(precision):
-    assert TrafficForecaster(precision=precision).precision == precision
+    assert TrafficForecaster(trainer_kwargs=dict(precision=precision)).precision == precision
 
 
 #: valid values away from the defaults, of every type a parameter takes
@@ -122,23 +122,27 @@ VALID = dict(
     input_steps=np.int64(4),
     horizon=2,
     tile_size=16,
-    hidden=[8, 8],
-    kernel_size=5,
-    time_features=np.bool_(False),
     timezone="America/New_York",
-    lr=np.float32(1e-3),
-    weight_decay=0,
     max_time=0.5,
-    patience=0,
     val="2024-05-01T06:00",
     test=0.0,
-    crop=(4, 6),
-    log1p=True,
-    precision="bf16-mixed",
     context=["ha", "1D"],
-    linear_lags=0,
-    bptt_steps=np.int32(2),
     progress=False,
+    model_kwargs=dict(
+        hidden=[8, 8],
+        kernel_size=5,
+        time_features=np.bool_(False),
+        log1p=True,
+        linear_lags=0,
+    ),
+    trainer_kwargs=dict(
+        lr=np.float32(1e-3),
+        weight_decay=0,
+        patience=0,
+        crop=(4, 6),
+        precision="bf16-mixed",
+        bptt_steps=np.int32(2),
+    ),
 )
 
 
@@ -170,7 +174,7 @@ def test_set_params__quotes_the_current_parameters():
     with pytest.raises(
         ConfigError, match="bptt_steps=0 is invalid: expected an integer from 1 to input_steps=8"
     ):
-        est.set_params(bptt_steps=0)
+        est.set_params(trainer_kwargs=dict(bptt_steps=0))
 
 
 def test_set_params__unknown_name():
@@ -182,17 +186,19 @@ def test_set_params__unknown_name():
 
 def test_set_params__combinations_left_to_fit():
     # each value is valid alone: set one after the other, as sklearn's set_params may
-    est = TrafficForecaster("convgru", input_steps=2, bptt_steps=2)
-    est.set_params(bptt_steps=3)  # above input_steps=2 until the next call
+    est = TrafficForecaster("convgru", input_steps=2, trainer_kwargs=dict(bptt_steps=2))
+    est.set_params(trainer_kwargs=dict(bptt_steps=3))  # above input_steps=2 until the next call
     est.set_params(input_steps=3)
-    assert est.get_params()["bptt_steps"] == 3
+    assert est.get_params()["trainer_kwargs"]["bptt_steps"] == 3
 
 
 def test_check_params__covers_the_documented_settings():
     from trafficrnn.estimator import PARAMS
+    from trafficrnn.params import ALL_DEFAULTS, GROUPS
 
+    assert set(PARAMS) == set(ALL_DEFAULTS) - set(GROUP_OF) | set(GROUPS)
     left_to_fit = {"encoder_width", "encoder_depth", "seed", "accelerator", "devices", "strategy"}
-    assert set(CHECKS) == set(PARAMS) - left_to_fit
+    assert set(CHECKS) == set(ALL_DEFAULTS) - left_to_fit  # the options of the groups included
 
 
 # -- outputs checked before a long run -----------------------------------------------------------
@@ -309,10 +315,9 @@ def saved(tmp_path_factory):
         "convgru",
         input_steps=4,
         horizon=2,
-        hidden=(8,),
-        max_epochs=1,
-        batch_size=32,
         progress=False,
+        model_kwargs=dict(hidden=(8,)),
+        trainer_kwargs=dict(max_epochs=1, batch_size=32),
     ).fit(density_series(periods=48)).save(path)
     return path
 

@@ -18,6 +18,7 @@ from trafficrnn import Grid
 from trafficrnn.errors import OutputExistsError
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import to_geotiff, to_netcdf, write_geopackage
+from trafficrnn.params import grouped
 
 from .test_estimator import FAST, density_series
 
@@ -168,7 +169,7 @@ _FIT_CHILD = """
 
 @pytest.mark.parametrize("model", ["convgru"])
 def test_fit__killed_mid_epoch_resumes_to_the_same_weights(tmp_path, model):
-    params = {**FAST, "max_epochs": 3, "batch_size": 8}
+    params = grouped(FAST, {"max_epochs": 3, "batch_size": 8})
     da = density_series(periods=60)
     uninterrupted = TrafficForecaster(model, **params).fit(da, checkpoint_dir=tmp_path / "a")
 
@@ -224,7 +225,7 @@ _ENSEMBLE_CHILD = """
 def test_ensemble_fit__killed_in_the_second_member_resumes_it_and_reads_the_first_back(tmp_path):
     from trafficrnn import ForecastEnsemble
 
-    params = {**FAST, "max_epochs": 3, "batch_size": 8}
+    params = grouped(FAST, {"max_epochs": 3, "batch_size": 8})
     da = density_series(periods=60)
     uninterrupted = ForecastEnsemble(TrafficForecaster("convgru", **params), members=2).fit(da)
 

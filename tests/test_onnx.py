@@ -23,6 +23,7 @@ from trafficrnn.errors import (
     OutputExistsError,
 )
 from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.params import grouped
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 NEEDS = "ONNX export needs the onnx extra: pip install 'trafficrnn[onnx]'"
@@ -48,7 +49,9 @@ def _same_forecast(onnx_fc, torch_fc):
 def density_fitted():
     """ConvLSTM, density-only, with the 'ha' context and cell means (maps the sidecar carries)."""
     da = density_series()
-    return TrafficForecaster("convlstm", context=("ha",), cell_mean=True, **FAST).fit(da), da
+    return TrafficForecaster(
+        "convlstm", context=("ha",), **grouped(FAST, dict(cell_mean=True))
+    ).fit(da), da
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +125,9 @@ def image_export(tmp_path_factory):
     _needs_onnx()
     target = density_series(periods=60)
     images = image_series(target)
-    est = TrafficForecaster("convgru", tile_size=4, target_inputs=True, **FAST).fit(images, target)
+    est = TrafficForecaster("convgru", tile_size=4, **grouped(FAST, dict(target_inputs=True))).fit(
+        images, target
+    )
     path = est.export_onnx(tmp_path_factory.mktemp("onnx") / "images.onnx")
     return est, images, target, path
 
@@ -153,12 +158,10 @@ def test_export_onnx__runs_on_the_sample_frames(tmp_path):
         tile_size=64,
         input_steps=3,
         horizon=2,
-        hidden=(8,),
-        encoder_width=8,
-        max_epochs=1,
-        batch_size=16,
         max_time=None,
         progress=False,
+        model_kwargs=dict(hidden=(8,), encoder_width=8),
+        trainer_kwargs=dict(max_epochs=1, batch_size=16),
     ).fit(images, target)
     path = est.export_onnx(tmp_path / "sample.onnx")
     forecast = OnnxForecaster(path).predict(images)

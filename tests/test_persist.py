@@ -11,6 +11,7 @@ from affine import Affine
 from trafficrnn.errors import ModelFileError, OutputExistsError
 from trafficrnn.estimation.persist import _sha256
 from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.params import grouped
 
 from .test_estimator import FAST, density_series, road_layer
 
@@ -62,6 +63,13 @@ def test_save__config_records_what_the_model_expects(saved):
     assert "trafficrnn_version" in config and config["model_config"]["cell"] == "lstm"
 
 
+def old_layout(params):
+    """The saved parameters as trafficrnn wrote them before the option groups: every option flat."""
+    from trafficrnn.params import resolve
+
+    return json.loads(json.dumps(resolve(params)))
+
+
 def test_load__model_saved_before_the_newer_parameters(tmp_path):
     """A config.json written before context_inputs / count_head / ... existed loads as the model it was."""
     from .test_estimator import image_series
@@ -69,10 +77,14 @@ def test_load__model_saved_before_the_newer_parameters(tmp_path):
     target = density_series(periods=100)
     images = image_series(target)
     est = TrafficForecaster(
-        "convgru", tile_size=4, context=("ha",), context_inputs=False, count_head=False, **FAST
+        "convgru",
+        tile_size=4,
+        context=("ha",),
+        **grouped(FAST, dict(context_inputs=False, count_head=False)),
     ).fit(images, target)
     path = est.save(tmp_path / "old")
     config = json.loads((path / "config.json").read_text())
+    config["params"] = old_layout(config["params"])
     for key in ("context_inputs", "count_head", "feedback", "target_inputs", "counting"):
         config["params"].pop(key)
     config.pop("gsd")

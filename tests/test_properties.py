@@ -197,7 +197,12 @@ def tiny_model():
     """A density-only ConvGRU fitted once (one epoch) on 8 × 8 cells of the 24 × 24 series of test_inference."""
     series = density_series(periods=24)
     model = TrafficForecaster(
-        "convgru", input_steps=2, horizon=2, hidden=(4,), max_epochs=1, progress=False
+        "convgru",
+        input_steps=2,
+        horizon=2,
+        progress=False,
+        model_kwargs=dict(hidden=(4,)),
+        trainer_kwargs=dict(max_epochs=1),
     )
     return model.fit(series.isel(y=slice(0, 8), x=slice(0, 8))), series
 

@@ -30,11 +30,9 @@ FIRST, LAST = "2016-09-27T20:00", "2016-10-12T04:00"
 TINY = dict(
     input_steps=2,
     horizon=1,
-    hidden=(2,),
-    max_epochs=1,
-    batch_size=64,
     progress=False,
-    accelerator="cpu",
+    model_kwargs=dict(hidden=(2,)),
+    trainer_kwargs=dict(max_epochs=1, batch_size=64, accelerator="cpu"),
 )
 TINY_CLI = [
     "--input-steps",

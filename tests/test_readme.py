@@ -7,7 +7,7 @@ blocks are shown only (make, pip). So that the same text runs in about two minut
 the test changes only sizes and budgets:
 
 - ``data/sample`` is a city simulated here: 128 px at 1 m, one day at 30 minutes, 64 px tiles;
-- Python: ``max_time=N`` becomes ``max_time=0.05, max_epochs=1, progress=False`` (the architecture
+- Python: ``max_time=N`` becomes ``max_time=0.05, trainer_kwargs={"max_epochs": 1}, progress=False`` (the architecture
   stays, so that a fine-tuning keeps the pretrained model's);
 - ``trafficrnn simulate``: ``--size 512 --days 2 --step 15min`` become ``--size 128 --days 1 --step 30min``;
 - ``trafficrnn train`` / ``compare`` get ``--max-epochs 1 --max-minutes 0.05 --hidden 8 --quiet``
@@ -29,7 +29,7 @@ from trafficrnn.synth.simulate import simulate, write_simulation
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
-TINY_PY = "max_time=0.05, max_epochs=1, progress=False"
+TINY_PY = 'max_time=0.05, trainer_kwargs={"max_epochs": 1}, progress=False'
 TINY_CITY = {"--size 512": "--size 128", "--days 2": "--days 1", "--step 15min": "--step 30min"}
 TINY_TRAINING = ["--max-epochs", "1", "--max-minutes", "0.05", "--hidden", "8", "--quiet"]
 TINY_EXPORT = ["--start", "2016-09-27", "--end", "2016-10-12"]

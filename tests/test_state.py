@@ -9,13 +9,14 @@ import pytest
 
 from trafficrnn import ForecastEnsemble, TrafficForecaster
 from trafficrnn.estimation.state import STATE_FIELDS, FittedState
+from trafficrnn.params import grouped
 
 from .test_estimator import FAST, GRID, density_series, image_series
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    return TrafficForecaster("convgru", context=("ha",), cell_mean=True, **FAST).fit(
+    return TrafficForecaster("convgru", context=("ha",), **grouped(FAST, dict(cell_mean=True))).fit(
         density_series(periods=100)
     )
 
@@ -85,7 +86,10 @@ def test_channels_declared_by_the_providers_size_the_model():
     target = density_series(periods=80)
     images = image_series(target)
     est = TrafficForecaster(
-        "convgru", tile_size=4, context=("ha",), target_inputs=True, context_inputs=True, **FAST
+        "convgru",
+        tile_size=4,
+        context=("ha",),
+        **grouped(FAST, dict(target_inputs=True, context_inputs=True)),
     ).fit(images, target)
     ch = Channels.of(est, bands=1, context=est.context_, covariates=est.covariates_, static=0)
     assert (ch.calendar, ch.covariates, ch.context, ch.targets) == (4, 0, 1, 2)

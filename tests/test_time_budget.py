@@ -13,11 +13,18 @@ import trafficrnn.training  # noqa: F401
 from trafficrnn.cli import main
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
+from trafficrnn.params import grouped
 from trafficrnn.synth import simulate
 
 from .test_estimator import density_series
 
-TINY = dict(input_steps=4, horizon=2, hidden=(8,), max_epochs=10_000, patience=0, progress=False)
+TINY = dict(
+    input_steps=4,
+    horizon=2,
+    progress=False,
+    model_kwargs=dict(hidden=(8,)),
+    trainer_kwargs=dict(max_epochs=10_000, patience=0),
+)
 
 
 def bound(minutes: float) -> float:
@@ -49,7 +56,7 @@ def city():
 
 def test_max_time__bounds_fit_of_a_density_stack():
     grids = simulate(64, days=1, step="15min", tile_size=16, render=False).density
-    est = TrafficForecaster("convgru", **TINY, batch_size=4, max_time=0.1)
+    est = TrafficForecaster("convgru", max_time=0.1, **grouped(TINY, dict(batch_size=4)))
     wall = timed_fit(est, grids)
     summary = est.training_summary_
     assert wall <= bound(0.1), summary
@@ -61,7 +68,9 @@ def test_max_time__bounds_fit_of_a_density_stack():
 def test_max_time__a_cut_epoch_is_a_fraction():
     # an epoch of about 1,500 batches cannot end in 3 s: the clock cuts the first one (and a small
     # validation part keeps its validation short)
-    est = TrafficForecaster("convgru", **TINY, batch_size=1, max_time=0.05, val=0.01, test=0.01)
+    est = TrafficForecaster(
+        "convgru", max_time=0.05, val=0.01, test=0.01, **grouped(TINY, dict(batch_size=1))
+    )
     wall = timed_fit(est, density_series(periods=1600))
     summary = est.training_summary_
     assert wall <= bound(0.05), summary
@@ -72,7 +81,9 @@ def test_max_time__a_cut_epoch_is_a_fraction():
 
 def test_max_time__bounds_fit_with_counting_stages(city):
     # images and vehicle points: counting stage A, the encoding of every frame and stage B share the limit
-    est = TrafficForecaster("convgru", **TINY, tile_size=16, batch_size=8, max_time=0.2)
+    est = TrafficForecaster(
+        "convgru", tile_size=16, max_time=0.2, **grouped(TINY, dict(batch_size=8))
+    )
     wall = timed_fit(est, city.images, vehicles=city.vehicles)
     summary = est.training_summary_
     assert wall <= bound(0.2), summary

@@ -18,7 +18,11 @@ from trafficrnn.timeaxis import time_features, wall_clock
 VIENNA = "Europe/Vienna"
 GRID = Grid("EPSG:32633", Affine(100, 0, 500000, 0, -100, 5000000), (2, 3))
 FAST = dict(
-    input_steps=6, horizon=3, hidden=(8,), max_epochs=1, batch_size=64, progress=False, patience=0
+    input_steps=6,
+    horizon=3,
+    progress=False,
+    model_kwargs=dict(hidden=(8,)),
+    trainer_kwargs=dict(max_epochs=1, batch_size=64, patience=0),
 )
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from trafficrnn.estimator import TrafficForecaster
+from trafficrnn.params import grouped
 from trafficrnn.training import masked_mse, resolve_precision
 
 from .test_estimator import FAST, density_series
@@ -36,11 +37,11 @@ def test_resolve_precision__cpu_auto_is_fp32():
 
 def test_fit__checkpoints_and_resume(tmp_path):
     da = density_series(periods=100)
-    params = {**FAST, "max_epochs": 2}
+    params = grouped(FAST, {"max_epochs": 2})
     first = TrafficForecaster("convgru", **params).fit(da, checkpoint_dir=tmp_path)
     assert (tmp_path / "last.ckpt").exists() and (tmp_path / "best.ckpt").exists()
     assert len(first.history_) == 2
-    resumed = TrafficForecaster("convgru", **{**params, "max_epochs": 3}).fit(
+    resumed = TrafficForecaster("convgru", **grouped(params, {"max_epochs": 3})).fit(
         da, checkpoint_dir=tmp_path, resume=True
     )
     assert [h["epoch"] for h in resumed.history_] == [2]  # only the third epoch ran
@@ -48,7 +49,7 @@ def test_fit__checkpoints_and_resume(tmp_path):
 
 def test_fit__learning_rate_decays_over_the_epochs():
     da = density_series(periods=100)
-    est = TrafficForecaster("convgru", **{**FAST, "max_epochs": 3, "lr": 1e-2}).fit(da)
+    est = TrafficForecaster("convgru", **grouped(FAST, {"max_epochs": 3, "lr": 1e-2})).fit(da)
     lrs = [h["lr"] for h in est.history_]
     assert (
         lrs[0] > lrs[1] > lrs[2] == pytest.approx(1e-2 / 20)
@@ -60,12 +61,12 @@ def test_fit__learning_rate_decays_over_max_time():
     # run still ends near lr / 20 instead of at the start of a cosine over 10,000 epochs
     da = density_series(periods=100)
     est = TrafficForecaster(
-        "convgru", **{**FAST, "max_epochs": 10_000, "lr": 1e-2, "max_time": 0.05}
+        "convgru", **grouped(FAST, {"max_epochs": 10_000, "lr": 1e-2, "max_time": 0.05})
     ).fit(da)
     assert len(est.history_) < 10_000 and est.history_[-1]["lr"] < 0.3e-2
 
 
 def test_fit__bf16_mixed_on_cpu():
     da = density_series(periods=80)
-    est = TrafficForecaster("convlstm", precision="bf16-mixed", **FAST).fit(da)
+    est = TrafficForecaster("convlstm", **grouped(FAST, dict(precision="bf16-mixed"))).fit(da)
     assert torch.isfinite(torch.as_tensor(est.predict(da).values)).all()

@@ -18,9 +18,10 @@ def test_pretrained__fitted_on_1m_images_with_the_fine_tuning_settings(name):
     assert est.input_bands_ == ["red", "green", "blue"] and est.bands_ == ["density"]
     params = est.get_params()
     assert params["max_time"] == 2.0
-    assert {k: params[k] for k in FINE_TUNE if k != "max_time"} == {
-        k: v for k, v in FINE_TUNE.items() if k != "max_time"
-    }
+    top = {k: v for k, v in FINE_TUNE.items() if k not in ("max_time", "trainer_kwargs")}
+    assert {k: params[k] for k in top} == top
+    training = FINE_TUNE["trainer_kwargs"]  # merged into the model's own training options
+    assert {k: params["trainer_kwargs"][k] for k in training} == training
     # trained on four weeks of 15-minute frames of a city that is not the sample
     summary = est.training_summary_
     assert summary["frames"] == 28 * 96 and summary["period"][0].startswith("2024-05-06")

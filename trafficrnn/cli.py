@@ -260,13 +260,15 @@ def train(
     STACK holds aerial images (with --target or --vehicles and --tile-size), or density / flow
     grids that are their own target (no --target, no --tile-size). The defaults are those of
     TrafficForecaster: convgru, 8 frames in, 6 leads out, at most 5 minutes (--max-minutes 0: no
-    limit). Static layers (--roads) are saved with the model: forecast and evaluate reuse them.
+    limit). Options without a flag of their own (the estimator's model_kwargs and trainer_kwargs):
+    --set KEY=VALUE. Static layers (--roads) are saved with the model: forecast and evaluate reuse them.
 
     \b
     Examples:
       trafficrnn train city/images --vehicles city/vehicles.gpkg --roads city/roads.gpkg \\
           --tile-size 64 --out my-model
       trafficrnn train grids/ --model convlstm --input-steps 12 --out flow-model
+      trafficrnn train grids/ --set lr=0.001 --set kernel_size=5 --out flow-model   # any option
       trafficrnn train grids/ --model convgru --members 2 --jobs 2 --max-minutes 10 --out flow-ensemble
       trafficrnn train grids/ --max-minutes 60 --checkpoint-dir runs/flow --out flow-model
       trafficrnn train grids/ --max-minutes 60 --checkpoint-dir runs/flow --resume --out flow-model  # after a kill

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import click
 
-from trafficrnn.params import DEFAULTS, MODEL_NAMES  # the model registry's names: no torch imported
+from trafficrnn.params import (  # the model registry's names and the defaults: no torch imported
+    ALL_DEFAULTS,
+    GROUP_OF,
+    GROUPS,
+    MODEL_NAMES,
+    grouped,
+)
 
 _FILE = click.Path(exists=True, dir_okay=False)
 COVARIATES_HELP = (
@@ -38,6 +44,32 @@ def _hidden(ctx, param, value: str) -> tuple[int, ...]:
             f"{value!r} is not a comma-separated list of positive channel counts such as 32,32"
         )
     return hidden
+
+
+def _set_values(ctx, param, values: tuple[str, ...]) -> dict:
+    """The ``--set KEY=VALUE`` options: a model_kwargs / trainer_kwargs option -> its value, VALUE read
+    as JSON (``3``, ``true``, ``[16,16]``, ``null``) or else as a string (``bf16-mixed``); checked by the
+    estimator. An unknown KEY, or one with a flag of its own, is a usage error naming the valid keys."""
+    import json
+
+    options = {}
+    for item in values:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE, e.g. --set lr=0.001")
+        if key not in GROUP_OF:
+            top = f"; {key} has an option of its own" if key in ALL_DEFAULTS else ""
+            raise click.BadParameter(
+                f"unknown option {key!r} in {item!r}{top}: --set takes the model_kwargs options "
+                f"({', '.join(GROUPS['model_kwargs'])}) and the trainer_kwargs options "
+                f"({', '.join(GROUPS['trainer_kwargs'])})"
+            )
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
 
 
 def _split_value(ctx, param, value: str | None) -> float | str | None:
@@ -249,14 +281,14 @@ def _training_options(func):
         ),
         click.option(
             "--input-steps",
-            default=DEFAULTS["input_steps"],
+            default=ALL_DEFAULTS["input_steps"],
             show_default=True,
             type=click.IntRange(1),
             help="Frames read.",
         ),
         click.option(
             "--horizon",
-            default=DEFAULTS["horizon"],
+            default=ALL_DEFAULTS["horizon"],
             show_default=True,
             type=click.IntRange(1),
             help="Lead steps forecast.",
@@ -278,26 +310,26 @@ def _training_options(func):
         ),
         click.option(
             "--max-epochs",
-            default=DEFAULTS["max_epochs"],
+            default=ALL_DEFAULTS["max_epochs"],
             show_default=True,
             type=click.IntRange(1),
         ),
         click.option(
             "--max-minutes",
-            default=DEFAULTS["max_time"],
+            default=ALL_DEFAULTS["max_time"],
             show_default=True,
             type=click.FloatRange(0),
             help="Time limit of all of training, in minutes (per model, per ensemble member); 0: none.",
         ),
         click.option(
             "--batch-size",
-            default=DEFAULTS["batch_size"],
+            default=ALL_DEFAULTS["batch_size"],
             show_default=True,
             type=click.IntRange(1),
         ),
         click.option(
             "--hidden",
-            default=",".join(map(str, DEFAULTS["hidden"])),
+            default=",".join(map(str, ALL_DEFAULTS["hidden"])),
             show_default=True,
             callback=_hidden,
             help="Channels per layer.",
@@ -334,7 +366,7 @@ def _training_options(func):
         ),
         click.option(
             "--linear-lags",
-            default=DEFAULTS["linear_lags"],
+            default=ALL_DEFAULTS["linear_lags"],
             show_default=True,
             type=click.IntRange(0),
             help="Add a per-lead linear term over the last K observed frames, the known-in-advance "
@@ -353,30 +385,43 @@ def _training_options(func):
             "--context ha and of the baselines read its local clock (DST-aware). Naive times are UTC "
             "unless the stack records its zone (NYC: America/New_York); default: the UTC clock.",
         ),
-        click.option("--seed", default=DEFAULTS["seed"], show_default=True, type=int),
+        click.option("--seed", default=ALL_DEFAULTS["seed"], show_default=True, type=int),
         click.option(
             "--precision",
-            default=DEFAULTS["precision"],
+            default=ALL_DEFAULTS["precision"],
             show_default=True,
             help="auto, 32-true, bf16-mixed, 16-mixed.",
         ),
         click.option(
             "--accelerator",
-            default=DEFAULTS["accelerator"],
+            default=ALL_DEFAULTS["accelerator"],
             show_default=True,
             help="auto, cpu, gpu, ...",
         ),
         click.option(
             "--devices",
-            default=str(DEFAULTS["devices"]),
+            default=str(ALL_DEFAULTS["devices"]),
             show_default=True,
             help="Device count, list (0,1) or auto.",
         ),
         click.option(
-            "--strategy", default=DEFAULTS["strategy"], show_default=True, help="auto, ddp, ..."
+            "--strategy", default=ALL_DEFAULTS["strategy"], show_default=True, help="auto, ddp, ..."
         ),
         click.option(
-            "--num-nodes", default=DEFAULTS["num_nodes"], show_default=True, type=click.IntRange(1)
+            "--num-nodes",
+            default=ALL_DEFAULTS["num_nodes"],
+            show_default=True,
+            type=click.IntRange(1),
+        ),
+        click.option(
+            "--set",
+            "settings",
+            multiple=True,
+            metavar="KEY=VALUE",
+            callback=_set_values,
+            help="Set any model_kwargs or trainer_kwargs option of TrafficForecaster, e.g. --set "
+            "lr=0.001 --set kernel_size=5 --set crop=[32,32] (VALUE as JSON, else a string); "
+            "repeatable, wins over the option's own flag.",
         ),
         click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP),
         click.option(
@@ -410,8 +455,9 @@ def _data_kwargs(static, covariates_path: str | None) -> dict:
 
 
 def _prepare_training(stack: str, opts: dict) -> tuple:
-    """Images, target, static, the TrafficForecaster parameters and the vehicle points (image path
-    with --vehicles, for the counting supervision; else None) from the shared options."""
+    """Images, target, static, the TrafficForecaster parameters (the options of the flags and of
+    ``--set`` in their groups, ``model_kwargs`` and ``trainer_kwargs``) and the vehicle points (image
+    path with --vehicles, for the counting supervision; else None) from the shared options."""
     from trafficrnn.io import read_stack
 
     images = read_stack(
@@ -453,6 +499,7 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     ):  # flags left out keep the estimator's default
         if opts[name] is not None:
             params[name] = opts[name]
+    params = grouped(params, opts["settings"])  # each option into its group; --set wins
     points = (
         _read_vector(opts["vehicles"], "--vehicles")
         if opts["vehicles"] and tile and tile > 1

@@ -103,6 +103,7 @@ def comparison_table(table: pd.DataFrame, metric: str = "rmse") -> pd.DataFrame:
 def _check_models(models: Sequence[str], params: dict[str, Any]) -> list[str]:
     from trafficrnn.estimator import PARAMS
     from trafficrnn.models import list_models
+    from trafficrnn.params import GROUP_OF, misplaced
 
     names = [models.lower()] if isinstance(models, str) else [str(m).lower() for m in models]
     unknown = [m for m in names if m not in list_models()]
@@ -113,10 +114,14 @@ def _check_models(models: Sequence[str], params: dict[str, Any]) -> list[str]:
     if len(set(names)) != len(names):
         raise ConfigError(f"models={names!r} lists a model twice: name each model once")
     bad = sorted(set(params) - (set(PARAMS) - {"model", "progress"}))
+    for name in bad:
+        if name in GROUP_OF:  # an option of a group given on its own: name its group
+            raise misplaced(name, params[name])
     if bad:
         raise ConfigError(
             f"unknown training parameter(s) {', '.join(bad)}: expected TrafficForecaster "
-            f"parameters such as input_steps, horizon, tile_size, hidden, max_time"
+            f"parameters such as input_steps, horizon, tile_size, max_time, model_kwargs, "
+            "trainer_kwargs"
         )
     return names
 
@@ -225,7 +230,9 @@ def compare(
         (fine-tuning, see ``TrafficForecaster.fit``); models not named start from scratch.
     **params
         :class:`~trafficrnn.estimator.TrafficForecaster` parameters shared by every model
-        (``input_steps``, ``horizon``, ``tile_size``, ``hidden``, ``max_time``, ``seed``, ...).
+        (``input_steps``, ``horizon``, ``tile_size``, ``max_time``, ``seed``, ``model_kwargs``,
+        ``trainer_kwargs``, ...). An option of a group given on its own (``lr=``) is refused,
+        naming its group.
 
     Returns
     -------

@@ -11,7 +11,7 @@ import pandas as pd
 
 from trafficrnn.compare import comparison_table
 from trafficrnn.errors import InputFileError
-from trafficrnn.params import MODEL_NAMES
+from trafficrnn.params import MODEL_NAMES, grouped
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +21,10 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 SCRATCH = dict(
     input_steps=8,
     horizon=6,
-    hidden=(32, 32),
-    encoder_width=16,
-    max_epochs=40,
     context=("ha",),
-    cell_mean=True,
-    residual=True,
     max_time=1.2,
-    batch_size=8,
-    lr=3e-3,
-    patience=8,
+    model_kwargs=dict(hidden=(32, 32), encoder_width=16, cell_mean=True, residual=True),
+    trainer_kwargs=dict(max_epochs=40, batch_size=8, lr=3e-3, patience=8),
 )
 
 
@@ -160,7 +154,10 @@ def run_demo(
             settings.pop(key)
     else:
         settings = {**SCRATCH, "tile_size": tile}
-    settings.update(max_time=max_minutes, max_epochs=max_epochs, seed=seed)
+    settings = grouped(
+        settings,
+        {"max_time": max_minutes, "seed": seed, "trainer_kwargs": {"max_epochs": max_epochs}},
+    )
     comparison = compare(
         images,
         target,

@@ -34,52 +34,34 @@ from trafficrnn.estimation.inputs import (
 )
 from trafficrnn.estimation.state import state_attribute
 from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
+from trafficrnn.params import GROUPS
 from trafficrnn.timeaxis import make_forecast
 
 log = logging.getLogger(__name__)
 
 
-PARAMS = (
-    "model",
-    "input_steps",
-    "horizon",
-    "tile_size",
-    "hidden",
-    "kernel_size",
-    "encoder_width",
-    "encoder_depth",
-    "time_features",
-    "residual",
-    "timezone",
-    "lr",
-    "weight_decay",
-    "batch_size",
-    "max_epochs",
-    "max_time",
-    "patience",
-    "val",
-    "test",
-    "stride",
-    "nowcast_weight",
-    "log1p",
-    "seed",
-    "precision",
-    "accelerator",
-    "devices",
-    "strategy",
-    "num_nodes",
-    "progress",
-    "crop",
-    "context",
-    "cell_mean",
-    "context_inputs",
-    "feedback",
-    "count_head",
-    "target_inputs",
-    "linear_lags",
-    "bptt_steps",
-    "counting",
-)
+#: the constructor's parameters, in order: what most users set, then the two option groups
+PARAMS = (*_D, *GROUPS)
+
+
+class _GroupOption:
+    """A read-only attribute of the estimator for one option of a group (``est.lr``): its value in the
+    group's dict (``trainer_kwargs``), else its default. Set it with ``set_params``."""
+
+    def __init__(self, group: str, name: str) -> None:
+        self.group, self.name, self.default = group, name, GROUPS[group][name]
+
+    def __get__(self, est: Any, owner: type | None = None) -> Any:
+        if est is None:
+            return self
+        options = getattr(est, self.group, None)
+        return options.get(self.name, self.default) if options else self.default
+
+    def __set__(self, est: Any, value: Any) -> None:
+        raise AttributeError(
+            f"{self.name} is a {self.group} option, read-only here: set it with "
+            f"est.set_params({self.group}={{**(est.{self.group} or {{}}), {self.name!r}: {value!r}}})"
+        )
 
 
 class TrafficForecaster(InputChecks):
@@ -98,55 +80,6 @@ class TrafficForecaster(InputChecks):
     tile_size : int or None
         Image pixels per grid cell. ``None`` (or 1) when the stack already holds density / flow
         grids: then no image encoder is used (the density-only path).
-    hidden : list of int
-        Channels of each stacked recurrent layer.
-    kernel_size : int
-    encoder_width, encoder_depth : int
-        Size of the CNN tile encoder (image path).
-    time_features : bool
-        Add time-of-day / day-of-week channels (from the real timestamps, DST-aware).
-    residual : bool
-        Predict the change from the last observed frame.
-    feedback : bool
-        Feed each lead's prediction back into the forecaster as the next lead's input (errors of
-        earlier leads then reach later ones). With ``False`` every lead is decoded directly from
-        the encoder state and the known-in-advance inputs of its target time (calendar, covariates,
-        context), which is faster; ``benchmarks/README.md`` says how the two compared.
-    timezone : str, optional
-        IANA zone of the place (e.g. ``"Europe/Vienna"``): the calendar channels (time of day, day
-        of week) and the slots of the ``ha`` context read the local wall clock there, DST-aware, so
-        that a peak at 08:00 local keeps its channels across a DST change. Naive stack times are
-        UTC (as :func:`~trafficrnn.io.read_stack` reads ``TIFFTAG_DATETIME`` and file names, and
-        converts offsets), unless the stack records the zone whose wall clock they read
-        (``attrs["timezone"]``, e.g. :func:`~trafficrnn.datasets.nyc_bike`'s
-        ``America/New_York``): those are read as they are when it is ``timezone``. ``None``: the
-        naive times as they read (the UTC clock for UTC times). ``evaluate`` and ``compare`` give it
-        to the historical-average and ridge baselines too. A model keeps the zone of its training
-        stack's times (``naive_zone_``) and refuses a stack that records another.
-    lr, weight_decay, batch_size, max_epochs, patience : training settings.
-    linear_lags : int
-        With ``k > 0``, add to each lead's forecast a linear term of its own (the autoregressive
-        component of LSTNet, Lai et al., 2018): a per-cell linear map of the last ``k`` observed
-        frames (image path: the last target or its nowcast, and the nowcasts of the frames
-        before), that lead's known-in-advance inputs (calendar, covariates, ``context`` maps) and
-        the static layers, learnt with the network and starting at zero. ``0``: none.
-    bptt_steps : int, optional
-        Truncated backpropagation through time: training backpropagates through the recurrent
-        encoder's last ``bptt_steps`` input frames only; the earlier ones still set its state
-        (forward, without a graph), so forecasts read every frame. Each training step is cheaper
-        (a shorter backward pass), so a time budget holds more epochs. ``None``: through all
-        ``input_steps`` frames.
-    counting : bool
-        Image path, when ``fit`` gets vehicle points (``vehicles=``) or a fine density raster:
-        point-supervised counting (see :mod:`trafficrnn.counting`). Stage A trains the tile
-        encoder and its count head on single frames of the training split against the points'
-        counts per sub-cell of the encoder stage of stride about 4 px (Gaussian-smoothed), plus
-        the counts per cell, with early stopping on the validation frames, in up to
-        ``PRETRAIN_SHARE`` of ``max_time`` (``FINETUNE_SHARE`` when it starts from the packaged
-        count front, see :data:`trafficrnn.counting.FRONT`); that encoder has a full-resolution stem, stride-2
-        stages and BatchNorm; stage B freezes the encoder, encodes every frame once and trains the
-        recurrent forecaster on windows of the cached features. ``False``, or without points or
-        fine raster: one stage, the forecast loss plus the ``nowcast_weight`` auxiliary loss.
     max_time : float, optional
         Time limit of ``fit`` in minutes, from its call to its return: the set-up, both counting
         stages and the encoding of the frames, training and its last validation and checkpoints.
@@ -163,40 +96,105 @@ class TrafficForecaster(InputChecks):
         validation days too). With a published split, ``fit`` refuses a stack that holds only its
         held-out (validation / test) days (:class:`~trafficrnn.errors.SplitError`); see
         :mod:`trafficrnn.splits`. ``training_summary_["split_source"]`` says which split was used.
-    stride : int
-        Step between training windows.
-    nowcast_weight : float
-        Weight of the auxiliary loss that teaches the encoder to count vehicles in the current frames.
-    count_head : bool
-        Image path: count vehicles as the sum over each cell of a finer density map (additive,
-        translation-equivariant), and feed the counts to the recurrent encoder beside the features.
-    target_inputs : bool
-        Image path: the model also reads the observed targets (e.g. vehicle detections) of its
-        input frames, beside the images; ``predict`` then needs ``target=`` for those frames. Where
-        an observation is missing the images' nowcast stands in. For users who have recent
-        detections: the model then knows at least what persistence and the baselines know.
-    log1p : bool
-        Normalise targets with ``log1p`` before scaling.
-    seed : int
-    precision : str
-        Lightning precision; ``"auto"`` picks bf16-mixed on GPUs that have it, fp32 on CPU.
-    accelerator, devices, strategy, num_nodes : Lightning Trainer options (DDP past one device).
-    progress : bool
-        Show progress bars.
-    crop : int, optional
-        Train on random spatial crops of ``crop`` × ``crop`` cells (bounded memory on large areas).
+    timezone : str, optional
+        IANA zone of the place (e.g. ``"Europe/Vienna"``): the calendar channels (time of day, day
+        of week) and the slots of the ``ha`` context read the local wall clock there, DST-aware, so
+        that a peak at 08:00 local keeps its channels across a DST change. Naive stack times are
+        UTC (as :func:`~trafficrnn.io.read_stack` reads ``TIFFTAG_DATETIME`` and file names, and
+        converts offsets), unless the stack records the zone whose wall clock they read
+        (``attrs["timezone"]``, e.g. :func:`~trafficrnn.datasets.nyc_bike`'s
+        ``America/New_York``): those are read as they are when it is ``timezone``. ``None``: the
+        naive times as they read (the UTC clock for UTC times). ``evaluate`` and ``compare`` give it
+        to the historical-average and ridge baselines too. A model keeps the zone of its training
+        stack's times (``naive_zone_``) and refuses a stack that records another.
     context : tuple of str
         Known-in-advance maps of each target time fed to the forecaster: ``"ha"`` (historical
         average of its slot of week, fitted on the training split; causal inside it) and/or
         periods such as ``"1D"``, ``"7D"`` (the observed value that long before; density-only
         path). They keep later leads from collapsing to the average.
-    cell_mean : bool
-        Add each cell's training mean as a static channel (which cell is which). Ties the model
-        to its training grid.
-    context_inputs : bool
-        Feed the ``context`` maps of the input frames to the encoder too (each observed frame
-        beside its historical average, its value a day before ...), so that the model reads
-        departures from the usual directly.
+    seed : int
+    progress : bool
+        Show progress bars.
+    model_kwargs : dict, optional
+        The architecture options, each checked at construction (an unknown key is refused, naming
+        the valid ones); those left out, and all with ``None``, take their defaults
+        (:data:`trafficrnn.params.MODEL_DEFAULTS`). E.g. ``model_kwargs={"hidden": (64, 64),
+        "linear_lags": 3}``. The options:
+
+        hidden : list of int
+            Channels of each stacked recurrent layer.
+        kernel_size : int
+        encoder_width, encoder_depth : int
+            Size of the CNN tile encoder (image path).
+        residual : bool
+            Predict the change from the last observed frame.
+        feedback : bool
+            Feed each lead's prediction back into the forecaster as the next lead's input (errors of
+            earlier leads then reach later ones). With ``False`` every lead is decoded directly from
+            the encoder state and the known-in-advance inputs of its target time (calendar, covariates,
+            context), which is faster; ``benchmarks/README.md`` says how the two compared.
+        time_features : bool
+            Add time-of-day / day-of-week channels (from the real timestamps, DST-aware).
+        cell_mean : bool
+            Add each cell's training mean as a static channel (which cell is which). Ties the model
+            to its training grid.
+        context_inputs : bool
+            Feed the ``context`` maps of the input frames to the encoder too (each observed frame
+            beside its historical average, its value a day before ...), so that the model reads
+            departures from the usual directly.
+        count_head : bool
+            Image path: count vehicles as the sum over each cell of a finer density map (additive,
+            translation-equivariant), and feed the counts to the recurrent encoder beside the features.
+        target_inputs : bool
+            Image path: the model also reads the observed targets (e.g. vehicle detections) of its
+            input frames, beside the images; ``predict`` then needs ``target=`` for those frames. Where
+            an observation is missing the images' nowcast stands in. For users who have recent
+            detections: the model then knows at least what persistence and the baselines know.
+        linear_lags : int
+            With ``k > 0``, add to each lead's forecast a linear term of its own (the autoregressive
+            component of LSTNet, Lai et al., 2018): a per-cell linear map of the last ``k`` observed
+            frames (image path: the last target or its nowcast, and the nowcasts of the frames
+            before), that lead's known-in-advance inputs (calendar, covariates, ``context`` maps) and
+            the static layers, learnt with the network and starting at zero. ``0``: none.
+        counting : bool
+            Image path, when ``fit`` gets vehicle points (``vehicles=``) or a fine density raster:
+            point-supervised counting (see :mod:`trafficrnn.counting`). Stage A trains the tile
+            encoder and its count head on single frames of the training split against the points'
+            counts per sub-cell of the encoder stage of stride about 4 px (Gaussian-smoothed), plus
+            the counts per cell, with early stopping on the validation frames, in up to
+            ``PRETRAIN_SHARE`` of ``max_time`` (``FINETUNE_SHARE`` when it starts from the packaged
+            count front, see :data:`trafficrnn.counting.FRONT`); that encoder has a full-resolution stem, stride-2
+            stages and BatchNorm; stage B freezes the encoder, encodes every frame once and trains the
+            recurrent forecaster on windows of the cached features. ``False``, or without points or
+            fine raster: one stage, the forecast loss plus the ``nowcast_weight`` auxiliary loss.
+        log1p : bool
+            Normalise targets with ``log1p`` before scaling.
+    trainer_kwargs : dict, optional
+        The training and hardware options, checked as ``model_kwargs``; defaults:
+        :data:`trafficrnn.params.TRAINER_DEFAULTS`. E.g. ``trainer_kwargs={"lr": 1e-3,
+        "max_epochs": 50}``. The options:
+
+        lr, weight_decay, batch_size, max_epochs, patience : training settings.
+        stride : int
+            Step between training windows.
+        nowcast_weight : float
+            Weight of the auxiliary loss that teaches the encoder to count vehicles in the current frames.
+        crop : int, optional
+            Train on random spatial crops of ``crop`` × ``crop`` cells (bounded memory on large areas).
+        bptt_steps : int, optional
+            Truncated backpropagation through time: training backpropagates through the recurrent
+            encoder's last ``bptt_steps`` input frames only; the earlier ones still set its state
+            (forward, without a graph), so forecasts read every frame. Each training step is cheaper
+            (a shorter backward pass), so a time budget holds more epochs. ``None``: through all
+            ``input_steps`` frames.
+        precision : str
+            Lightning precision; ``"auto"`` picks bf16-mixed on GPUs that have it, fp32 on CPU.
+        accelerator, devices, strategy, num_nodes : Lightning Trainer options (DDP past one device).
+
+    Each option of a group is also a read-only attribute (``est.lr``, ``est.hidden``): its value in
+    the group's dict, else its default; change it with ``set_params``. An option given as a
+    parameter of its own (``TrafficForecaster(lr=1e-3)``) is refused with a ``ConfigError`` naming
+    its group.
 
     Attributes
     ----------
@@ -237,67 +235,60 @@ class TrafficForecaster(InputChecks):
         *,
         input_steps: int = _D["input_steps"],
         horizon: int = _D["horizon"],
-        tile_size: int | None = None,
-        hidden: tuple[int, ...] | list[int] = _D["hidden"],
-        kernel_size: int = 3,
-        encoder_width: int = 16,
-        encoder_depth: int = 1,
-        time_features: bool = True,
-        residual: bool = True,
-        timezone: str | None = None,
-        lr: float = 3e-3,
-        weight_decay: float = 1e-4,
-        batch_size: int = _D["batch_size"],
-        max_epochs: int = _D["max_epochs"],
+        tile_size: int | None = _D["tile_size"],
         max_time: float | None = _D["max_time"],
-        patience: int = 6,
-        val: float | str | None = None,
-        test: float | str | None = None,
-        stride: int = 1,
-        nowcast_weight: float = 0.5,
-        log1p: bool = False,
+        val: float | str | None = _D["val"],
+        test: float | str | None = _D["test"],
+        timezone: str | None = _D["timezone"],
+        context: tuple[str, ...] = _D["context"],
         seed: int = _D["seed"],
-        precision: str = _D["precision"],
-        accelerator: str = _D["accelerator"],
-        devices: Any = _D["devices"],
-        strategy: str = _D["strategy"],
-        num_nodes: int = _D["num_nodes"],
-        progress: bool = True,
-        crop: int | None = None,
-        context: tuple[str, ...] = (),
-        cell_mean: bool = False,
-        context_inputs: bool = True,
-        feedback: bool = True,
-        count_head: bool = True,
-        target_inputs: bool = False,
-        linear_lags: int = _D["linear_lags"],
-        bptt_steps: int | None = None,
-        counting: bool = True,
+        progress: bool = _D["progress"],
+        model_kwargs: dict[str, Any] | None = None,
+        trainer_kwargs: dict[str, Any] | None = None,
+        **misplaced: Any,
     ) -> None:
         from trafficrnn.params import check_params
 
+        _refuse_misplaced(misplaced)
         given = locals()
         params = {name: given[name] for name in PARAMS}
         check_params(params)  # each value on its own; fit checks the combinations and the data
-        for name, value in params.items():
+        for name, value in params.items():  # stored as given (scikit-learn contract)
             setattr(self, name, value)
 
     # -- scikit-learn plumbing ----------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn contract)."""
+        """Constructor parameters (scikit-learn contract), the group dicts as given."""
         return {name: getattr(self, name) for name in PARAMS}
 
     def set_params(self, **params: Any) -> TrafficForecaster:
         """Set constructor parameters, each checked as by the constructor (nothing is set if one is refused).
 
+        A group parameter (``model_kwargs=``, ``trainer_kwargs=``) replaces that group's dict; the
+        nested form ``trainer_kwargs__lr=1e-3`` changes one option and keeps the group's others.
+
         Raises
         ------
         ConfigError
-            For an unknown name (a ``ValueError`` too), or a value the constructor refuses.
+            For an unknown name (a ``ValueError`` too), an option of a group given on its own
+            (``lr=``: the message names its group), or a value the constructor refuses.
         """
-        from trafficrnn.params import check_params
+        from trafficrnn.params import GROUP_OF, check_params, misplaced
 
+        params = dict(params)
+        for key in [k for k in params if "__" in k]:
+            group, _, option = key.partition("__")
+            if group not in GROUPS:
+                raise ConfigError(
+                    f"unknown parameter {key!r}: the nested form is <group>__<option> with a group "
+                    f"of {', '.join(GROUPS)}, e.g. trainer_kwargs__lr=0.001"
+                )
+            current = params.get(group, getattr(self, group))
+            params[group] = {**(current or {}), option: params.pop(key)}
         unknown = [key for key in params if key not in PARAMS]
+        for key in unknown:
+            if key in GROUP_OF:
+                raise misplaced(key, params[key])
         if unknown:
             raise ConfigError(
                 f"unknown parameter {unknown[0]!r}: expected one of {', '.join(PARAMS)}"
@@ -308,15 +299,19 @@ class TrafficForecaster(InputChecks):
         return self
 
     def __repr__(self) -> str:
-        defaults = TrafficForecaster().get_params()
-        changed = ", ".join(
-            f"{k}={v!r}" for k, v in self.get_params().items() if v != defaults[k] or k == "model"
-        )
+        params = self.get_params()
+        changed = [
+            f"{k}={v!r}" for k, v in params.items() if k == "model" or (k in _D and v != _D[k])
+        ]
+        for group, defaults in GROUPS.items():  # the options away from their defaults
+            options = {k: v for k, v in (params[group] or {}).items() if v != defaults.get(k)}
+            if options:
+                changed.append(f"{group}={options!r}")
         status = "fitted" if self.is_fitted else "not fitted"
         extra = ""
         if self.is_fitted:
             extra = f", grid={self.grid_.shape}, bands={self.bands_}, cadence={self.cadence_}"
-        return f"TrafficForecaster({changed}) [{status}{extra}]"
+        return f"TrafficForecaster({', '.join(changed)}) [{status}{extra}]"
 
     @property
     def history_needed(self) -> int:
@@ -721,3 +716,22 @@ class TrafficForecaster(InputChecks):
         from trafficrnn.onnx import export_onnx
 
         return export_onnx(self, path, overwrite=overwrite)
+
+
+for _group, _options in GROUPS.items():  # est.lr, est.hidden ...: read-only views of the groups
+    for _name in _options:
+        setattr(TrafficForecaster, _name, _GroupOption(_group, _name))
+
+
+def _refuse_misplaced(given: dict[str, Any]) -> None:
+    """Refuse keyword arguments that are not constructor parameters: an option of a group given on its
+    own (``lr=``) with a ConfigError naming its group, any other name as Python would (TypeError)."""
+    from trafficrnn.params import GROUP_OF, misplaced
+
+    for name, value in given.items():
+        if name in GROUP_OF:
+            raise misplaced(name, value)
+    if given:
+        raise TypeError(
+            f"TrafficForecaster.__init__() got an unexpected keyword argument {next(iter(given))!r}"
+        )

@@ -25,12 +25,14 @@ def describe(model) -> list[tuple[str, str]]:
 
     from trafficrnn._version import __version__ as ours
     from trafficrnn.ensemble import is_ensemble, read_manifest
-    from trafficrnn.estimation.persist import check_model_folder, read_config
+    from trafficrnn.estimation.persist import check_model_folder, read_config, saved_params
+    from trafficrnn.params import resolve
 
     check_model_folder(model)
     members = read_manifest(model)["members"] if is_ensemble(model) else None
     config = read_config(Path(model) / members[0] if members else model)
     params, grid, summary = config["params"], config["grid"], config.get("training_summary") or {}
+    hidden = list(resolve(saved_params(params))["hidden"])  # either layout of the saved parameters
     crs = CRS.from_user_input(grid["crs"])
     t = grid["transform"]
     rows, cols = grid["shape"]
@@ -40,7 +42,7 @@ def describe(model) -> list[tuple[str, str]]:
     lines = [
         (
             "model",
-            f"{config['model']} (cell {config['model_config'].get('cell')}, hidden {params.get('hidden')})",
+            f"{config['model']} (cell {config['model_config'].get('cell')}, hidden {hidden})",
         ),
         (
             "input",

@@ -278,12 +278,9 @@ def restore(cls: type, spec: dict[str, Any], file: Path) -> Any:
 
     try:
         config = spec["estimator"]
-        known = cls().get_params()
-        params = {k: v for k, v in config["params"].items() if k in known}
-        for key in ("hidden", "context"):
-            if isinstance(params.get(key), list):
-                params[key] = tuple(params[key])  # JSON has no tuples
-        est = cls(**params)
+        from trafficrnn.estimation.persist import saved_params
+
+        est = cls(**saved_params(config["params"]))
         arrays = {k: decode_array(v) for k, v in spec.get("arrays", {}).items()}
         static = arrays.pop(STATIC_ARRAY, None)
         if static is not None:

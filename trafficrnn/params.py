@@ -4,13 +4,18 @@
 name or precision is refused at once, not after the data are read; ``fit`` then checks what
 depends on several parameters together (``linear_lags`` and ``bptt_steps`` with ``input_steps``,
 ``val`` + ``test`` < 1) and on the data (the ``context`` periods against the cadence).
+
+The estimator takes the options most users set as parameters of their own (:data:`DEFAULTS`) and the
+others in two dicts: ``model_kwargs`` (the architecture, :data:`MODEL_DEFAULTS`) and
+``trainer_kwargs`` (training and hardware, :data:`TRAINER_DEFAULTS`); each key of a group is checked
+as the parameter it was before.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from numbers import Integral, Real
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,26 +27,67 @@ from trafficrnn.models import (
 
 #: the names of the model registry (:func:`trafficrnn.models.list_models`), in registration order
 MODEL_NAMES = tuple(MODELS)
-#: the defaults shared by :class:`~trafficrnn.estimator.TrafficForecaster` and the CLI's ``train`` /
-#: ``compare`` options (written here, without torch, so that parsing the command line stays light;
-#: a test keeps the estimator's signature and the CLI's options equal to them). ``max_time`` is a
-#: laptop's budget in minutes: all of ``fit`` ends within it (``None`` / ``--max-minutes 0``: no limit).
+#: the parameters of :class:`~trafficrnn.estimator.TrafficForecaster` itself (what most users set)
+#: with their defaults, shared with the CLI's ``train`` / ``compare`` options (written here, without
+#: torch, so that parsing the command line stays light; a test keeps the estimator's signature and
+#: the CLI's options equal to them). ``max_time`` is a laptop's budget in minutes: all of ``fit``
+#: ends within it (``None`` / ``--max-minutes 0``: no limit).
 DEFAULTS: dict[str, Any] = {
     "model": "convgru",
     "input_steps": 8,
     "horizon": 6,
+    "tile_size": None,
     "max_time": 5.0,
-    "max_epochs": 30,
-    "batch_size": 16,
-    "hidden": (32, 32),
+    "val": None,
+    "test": None,
+    "timezone": None,
+    "context": (),
     "seed": 0,
+    "progress": True,
+}
+#: the architecture options (``model_kwargs``) and their defaults: the network and what it reads
+MODEL_DEFAULTS: dict[str, Any] = {
+    "hidden": (32, 32),
+    "kernel_size": 3,
+    "encoder_width": 16,
+    "encoder_depth": 1,
+    "residual": True,
+    "feedback": True,
+    "time_features": True,
+    "cell_mean": False,
+    "context_inputs": True,
+    "count_head": True,
+    "target_inputs": False,
+    "linear_lags": 0,
+    "counting": True,
+    "log1p": False,
+}
+#: the training and hardware options (``trainer_kwargs``) and their defaults
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "batch_size": 16,
+    "max_epochs": 30,
+    "patience": 6,
+    "stride": 1,
+    "nowcast_weight": 0.5,
+    "crop": None,
+    "bptt_steps": None,
     "precision": "auto",
     "accelerator": "auto",
     "devices": 1,
     "strategy": "auto",
     "num_nodes": 1,
-    "linear_lags": 0,
 }
+#: group parameter -> the options it holds, with their defaults
+GROUPS: dict[str, dict[str, Any]] = {
+    "model_kwargs": MODEL_DEFAULTS,
+    "trainer_kwargs": TRAINER_DEFAULTS,
+}
+#: option name -> the group parameter that holds it (``"lr"`` -> ``"trainer_kwargs"``)
+GROUP_OF: dict[str, str] = {name: group for group, names in GROUPS.items() for name in names}
+#: every option of the estimator, top level and grouped alike, with its default
+ALL_DEFAULTS: dict[str, Any] = {**DEFAULTS, **MODEL_DEFAULTS, **TRAINER_DEFAULTS}
 #: ``precision`` values: "auto" (see :func:`trafficrnn.training.resolve_precision`) and Lightning's own
 PRECISIONS = (
     "auto",
@@ -289,6 +335,93 @@ CHECKS: dict[str, Check] = {
 }
 
 
+def misplaced(name: str, value: Any) -> ConfigError:
+    """The error for the option ``name`` of a group (``lr``) given as a parameter of its own: it names
+    the group and shows the fix, e.g. ``lr is a trainer_kwargs option: pass trainer_kwargs={'lr': 0.001}``."""
+    group = GROUP_OF[name]
+    return ConfigError(
+        f"{name} is a {group} option, not a TrafficForecaster parameter: pass "
+        f"{group}={{{name!r}: {value!r}}}"
+    )
+
+
+def _check_group(group: str, options: Any, every: dict[str, Any]) -> None:
+    """Check the dict of the group parameter ``group`` (None: the defaults): its keys, then each value."""
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise ConfigError(
+            f"{group}={options!r} is invalid: expected a dict of options such as "
+            f"{group}={{{next(iter(GROUPS[group]))!r}: {next(iter(GROUPS[group].values()))!r}}}, "
+            "or None for the defaults"
+        )
+    for key in options:
+        if key in GROUPS[group]:
+            continue
+        if key in GROUP_OF:
+            other = GROUP_OF[key]
+            raise ConfigError(
+                f"{key} is a {other} option, not a {group} one: pass "
+                f"{other}={{{key!r}: {options[key]!r}}}"
+            )
+        if key in DEFAULTS:
+            raise ConfigError(
+                f"{key} is a TrafficForecaster parameter, not a {group} option: pass "
+                f"{key}={options[key]!r}"
+            )
+        raise ConfigError(
+            f"unknown {group} key {key!r}: expected one of {', '.join(GROUPS[group])}"
+        )
+    for key, value in options.items():
+        check = CHECKS.get(key)
+        if check is None:
+            continue
+        try:
+            check(key, value, every)
+        except ConfigError as exc:
+            raise ConfigError(f"{group}: {exc}") from None
+
+
+def resolve(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option, flat, from TrafficForecaster parameters (``get_params()``): the top-level ones as
+    given, each group's options as its dict gives them, else their defaults (``MODEL_DEFAULTS``,
+    ``TRAINER_DEFAULTS``). Top-level parameters missing from ``params`` are left out."""
+    flat = {name: value for name, value in params.items() if name not in GROUPS}
+    for group, defaults in GROUPS.items():
+        given = params.get(group)
+        flat.update(defaults)
+        flat.update(given if isinstance(given, Mapping) else {})
+    return flat
+
+
+def grouped(*settings: Mapping[str, Any]) -> dict[str, Any]:
+    """TrafficForecaster parameters from ``settings`` that may name options flat (``lr=1e-3``), in
+    their group (``trainer_kwargs={"lr": 1e-3}``) or both; later ones win, option by option inside a
+    group. A group none of them sets is left out (the defaults). Names that are neither parameters
+    nor options are kept at the top level, for the estimator to refuse.
+
+    >>> grouped({"horizon": 3, "lr": 1e-3}, {"trainer_kwargs": {"patience": 0}})
+    {'horizon': 3, 'trainer_kwargs': {'lr': 0.001, 'patience': 0}}
+    """
+    out: dict[str, Any] = {}
+    for setting in settings:
+        for name, value in setting.items():
+            if name in GROUPS:
+                if value is None and name not in out:
+                    out[name] = None
+                elif isinstance(value, Mapping):
+                    out[name] = {**(out.get(name) or {}), **value}
+                else:
+                    out[name] = value  # not a dict: refused by the estimator's check
+            elif name in GROUP_OF:
+                group = GROUP_OF[name]
+                current = out.get(group)
+                out[group] = {**(current if isinstance(current, Mapping) else {}), name: value}
+            else:
+                out[name] = value
+    return out
+
+
 def check_params(params: dict[str, Any], current: dict[str, Any] | None = None) -> None:
     """Check each value of ``params`` (TrafficForecaster parameters) on its own.
 
@@ -298,7 +431,9 @@ def check_params(params: dict[str, Any], current: dict[str, Any] | None = None) 
     Parameters
     ----------
     params : dict
-        Parameter name -> value; names without a check here are left to ``fit``.
+        Parameter name -> value; names without a check here are left to ``fit``. The group
+        parameters (``model_kwargs``, ``trainer_kwargs``: a dict or None) are checked key by key:
+        an unknown key, or one of the other group, is refused naming the group it belongs to.
     current : dict, optional
         The estimator's other parameters (``set_params``), quoted in messages such as
         ``bptt_steps=0 is invalid: expected an integer from 1 to input_steps=6``.
@@ -306,10 +441,21 @@ def check_params(params: dict[str, Any], current: dict[str, Any] | None = None) 
     Raises
     ------
     ConfigError
-        Naming the parameter, the value found and what is expected (for ``model``: the valid names).
+        Naming the parameter, the value found and what is expected (for ``model``: the valid names);
+        for an option of a group given flat (``lr=...``), naming its group (:func:`misplaced`).
     """
     every = {**(current or {}), **params}
     for name, value in params.items():
+        if name in GROUP_OF:
+            raise misplaced(name, value)
+    for group in GROUPS:  # the shape of each group first: resolve reads their dicts
+        if group in params and params[group] is not None and not isinstance(params[group], Mapping):
+            _check_group(group, params[group], every)
+    flat = resolve(every)
+    for name, value in params.items():
+        if name in GROUPS:
+            _check_group(name, value, flat)
+            continue
         check = CHECKS.get(name)
         if check is not None:
-            check(name, value, every)
+            check(name, value, flat)

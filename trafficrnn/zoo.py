@@ -22,7 +22,10 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 #: the training settings a pretrained model gets for fine-tuning (its architecture stays its own):
 #: a validation and a test part, and a short time limit per fit
 FINE_TUNE: dict[str, Any] = dict(
-    val=0.15, test=0.15, max_time=1.2, max_epochs=40, patience=8, lr=1e-3, precision="auto"
+    val=0.15,
+    test=0.15,
+    max_time=1.2,
+    trainer_kwargs=dict(max_epochs=40, patience=8, lr=1e-3, precision="auto"),
 )
 
 
@@ -37,7 +40,8 @@ def list_pretrained() -> list[str]:
 
 def pretrained(model: str = "convgru", **params: Any) -> TrafficForecaster:
     """The packaged pretrained ``model``, fitted, with the fine-tuning settings (:data:`FINE_TUNE`,
-    then ``params``) for a copy that starts from it.
+    then ``params``) for a copy that starts from it. ``params`` are TrafficForecaster parameters;
+    a group dict given (``trainer_kwargs={"lr": 1e-4}``) changes those options of the group only.
 
     Examples
     --------
@@ -50,9 +54,10 @@ def pretrained(model: str = "convgru", **params: Any) -> TrafficForecaster:
     UnknownNameError
         If no pretrained model of that name is packaged (the message lists those that are).
     ConfigError
-        For invalid ``params``.
+        For invalid ``params``, or an option of a group given on its own (``lr=``: its group named).
     """
     from trafficrnn.estimator import TrafficForecaster
+    from trafficrnn.params import GROUP_OF, grouped, misplaced
 
     name = str(model).lower()
     if name not in list_pretrained():
@@ -60,5 +65,9 @@ def pretrained(model: str = "convgru", **params: Any) -> TrafficForecaster:
             f"no packaged pretrained model {model!r}: the packaged ones are {list_pretrained()} "
             f"(in {WEIGHTS}); reinstall trafficrnn, or train one with benchmarks/pretrain.py"
         )
+    for key, value in params.items():  # an option of a group on its own (lr=...): name its group
+        if key in GROUP_OF:
+            raise misplaced(key, value)
     est = TrafficForecaster.load(WEIGHTS / f"{name}_1m64")
-    return est.set_params(**{**FINE_TUNE, "progress": True, **params})
+    # the group dicts are merged option by option: the model's own training options stay unless set
+    return est.set_params(**grouped(est.get_params(), FINE_TUNE, {"progress": True}, params))

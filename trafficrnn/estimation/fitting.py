@@ -438,6 +438,7 @@ def stage_b(
     resume: bool,
 ) -> SimpleNamespace:
     """Stage B: train the forecaster in Lightning (resuming or reading back the run of ``checkpoint_dir``)."""
+    from trafficrnn.params import resolve
     from trafficrnn.training import (
         epochs_trained,
         make_trainer,
@@ -451,7 +452,9 @@ def stage_b(
         [str(b) for b in data.images.band.values],
     )
     record = checkpoints.run_record(
-        est.get_params(),
+        resolve(
+            est.get_params()
+        ),  # every option flat, defaults included: compared option by option
         {
             "frames": len(times),
             "period": [str(times[0]), str(times[-1])],

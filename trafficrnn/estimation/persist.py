@@ -14,7 +14,7 @@ import pandas as pd
 from trafficrnn._version import __version__
 from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNNError
 from trafficrnn.io.atomic import atomic_output
-from trafficrnn.params import MODEL_NAMES
+from trafficrnn.params import ALL_DEFAULTS, GROUPS, MODEL_NAMES, grouped
 
 if (
     TYPE_CHECKING
@@ -244,6 +244,35 @@ _ADDED_PARAMS = {
     "bptt_steps": None,
     "counting": False,
 }
+
+
+def saved_params(params: dict[str, Any]) -> dict[str, Any]:
+    """TrafficForecaster parameters from the ``params`` of a saved ``config.json``, of either layout.
+
+    This version saves ``get_params()``: the top-level parameters and the group dicts
+    (``model_kwargs``, ``trainer_kwargs``) as given. Earlier versions saved every option flat at the
+    top level (``"lr": 0.003, "hidden": [32, 32]``): those go into their group, and the options
+    added since then (:data:`_ADDED_PARAMS`) get the behaviour the model was built with. Names this
+    version does not know (removed options) are dropped; JSON lists become tuples where the
+    estimator uses tuples (``hidden``, ``context``).
+    """
+    flat_layout = not any(group in params for group in GROUPS)
+    if flat_layout:  # models saved before these parameters existed were built without them
+        params = {**_ADDED_PARAMS, **params}
+    known = {k: v for k, v in params.items() if k in ALL_DEFAULTS or k in GROUPS}
+    out = grouped(known)
+    if isinstance(out.get("context"), list):
+        out["context"] = tuple(out["context"])  # JSON has no tuples
+    for group, defaults in GROUPS.items():
+        options = out.get(group)
+        if isinstance(options, dict):  # in the order of the defaults, unknown keys last (refused)
+            order = {name: i for i, name in enumerate(defaults)}
+            out[group] = dict(sorted(options.items(), key=lambda kv: order.get(kv[0], len(order))))
+            if isinstance(out[group].get("hidden"), list):
+                out[group]["hidden"] = tuple(out[group]["hidden"])
+    return out
+
+
 #: removed options that built a different network: a model saved with one set is refused. The removed
 #: training options (``ema``, ``lead_weights``) are dropped on load: the saved weights are what they are
 _REMOVED_ARCHITECTURE = ("peephole",)
@@ -616,13 +645,7 @@ def load_model(cls, path):
             f"{path / CONFIG}: model {config['model']!r} with cell {cell!r} is inconsistent"
         )
     _check_weights_fit(config, state, path)
-    params = {k: v for k, v in config["params"].items() if k in cls().get_params()}
-    # models saved before these parameters existed were built without them
-    for key, before in _ADDED_PARAMS.items():
-        params.setdefault(key, before)
-    for key in ("hidden", "context"):
-        if isinstance(params.get(key), list):
-            params[key] = tuple(params[key])  # JSON has no tuples
+    params = saved_params(config["params"])
     try:
         est = cls(**params)
         cell = config["model_config"].get("cell")
