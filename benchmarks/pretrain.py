@@ -22,6 +22,7 @@ models are scored where they are used, on the sample (``benchmarks/demo_transfer
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import shutil
 import sys
@@ -94,6 +95,13 @@ def main() -> None:
             }
         )
         print(runs[-1], flush=True)
+        del est  # the next model's fit must not share memory with this one's (28 days of images)
+        gc.collect()
+        write_result(args, images, target, sim_s, runs)  # after each model: a later crash keeps it
+
+
+def write_result(args, images, target, sim_s: float, runs: list) -> None:
+    """Write the results JSON: the command, the machine, the city and the runs so far."""
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),

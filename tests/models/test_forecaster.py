@@ -9,7 +9,6 @@ import torch
 
 from trafficrnn.errors import ConfigError, ModelMismatchError
 from trafficrnn.models import EncoderForecaster, get_model, list_models
-from trafficrnn.models.forecaster import MIN_SEEN, fill_hidden, visible_counts
 
 N, T_IN, HORIZON, HC, WC, TILE = 2, 3, 2, 3, 4, 4
 ENCODER = {"tile_size": TILE, "width": 4, "depth": 0, "out_channels": 6}
@@ -315,49 +314,6 @@ def test_nowcast__count_head_sums_a_density_map_over_each_cell():
     assert counts.shape == (4, 4)
     inner = counts[1:3, 1:3]  # cells whose density map sees no zero padding
     torch.testing.assert_close(inner, torch.full_like(inner, float(inner[0, 0])))
-
-
-def test_visible_counts__scales_for_hidden_sub_cells_and_drops_mostly_hidden_cells():
-    # 2 x 2 cells of 2 x 2 sub-cells of 2 x 2 px; density = 1, 2, 3, ... per sub-cell
-    density = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4)
-    images = torch.ones(1, 3, 8, 8)
-    images[0, 1, 0, 0] = float("nan")  # one pixel of sub-cell (0, 0): cell (0, 0) is 3/4 visible
-    images[0, :, 0:4, 4:6] = float("nan")  # sub-cells (0, 2), (1, 2): cell (0, 1) is 1/2 visible
-    counts = visible_counts(density, images, 2)[0, 0]
-    assert MIN_SEEN == 0.75
-    assert counts[0, 0].item() == pytest.approx((2 + 5 + 6) / 0.75)
-    assert torch.isnan(counts[0, 1])
-    assert counts[1, 0].item() == 9 + 10 + 13 + 14  # fully visible: the plain sum
-    assert counts[1, 1].item() == 11 + 12 + 15 + 16
-    # every pixel valid: exactly the sums
-    plain = visible_counts(density, torch.ones(1, 3, 8, 8), 2)
-    torch.testing.assert_close(plain, torch.nn.functional.avg_pool2d(density, 2) * 4)
-
-
-def test_fill_hidden__takes_the_nearest_known_frame_earlier_first_else_zero():
-    nan = float("nan")
-    seq = torch.tensor([[nan, 2.0, nan, nan], [1.0, nan, 3.0, nan], [nan] * 4]).T  # (T, cells)
-    filled = fill_hidden(seq.reshape(1, 4, 1, 1, 3))[0, :, 0, 0].T
-    assert filled.tolist() == [[2.0, 2.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0], [0.0] * 4]
-
-
-def test_nowcast__a_cell_under_cloud_keeps_its_count_of_the_frame_before():
-    torch.manual_seed(0)
-    model = get_model(
-        "convgru", in_channels=3, hidden_channels=[4], encoder=ENCODER, count_head=True
-    ).eval()
-    x = torch.rand(1, 1, 3, 12, 16).expand(1, 3, 3, 12, 16).clone()  # one scene, 3 frames
-    x[0, 1, :, 4:8, 8:12] = float("nan")  # frame 2: cell (1, 2) under a cloud
-    now = model.nowcast(x)[0, :, 0]
-    assert torch.isfinite(now).all()
-    assert now[1, 1, 2] == now[0, 1, 2]
-    # the cached-feature path (stage B) fills the same way as the image path
-    with torch.no_grad():
-        feats = model.encode(x)
-        assert torch.isnan(feats[0, 1, -1, 1, 2])
-        torch.testing.assert_close(
-            model(feats, horizon=2, encoded=True), model(x, horizon=2)
-        )
 
 
 def test_encoder_forecaster__count_head_needs_an_encoder():

@@ -15,55 +15,9 @@ from trafficrnn.errors import ConfigError, ModelMismatchError
 from trafficrnn.models.cells import check_cell_kwargs, get_cell
 from trafficrnn.models.encoder import TileEncoder, split_valid
 
-__all__ = ["EncoderForecaster", "count_stage_for", "fill_hidden", "visible_counts"]
+__all__ = ["EncoderForecaster", "count_stage_for"]
 
 _ACTIVATIONS = ("softplus", "relu")
-#: ``count_head`` models: the least share of a cell's sub-cells that must be visible (no cloud,
-#: no nodata) for its count to be read from the frame; below it, the count is filled in time
-MIN_SEEN = 0.75
-
-
-def visible_counts(
-    density: torch.Tensor, images: torch.Tensor, factor: int, min_seen: float = MIN_SEEN
-) -> torch.Tensor:
-    """Counts per cell from a density map, with the hidden parts of each cell scaled for.
-
-    Parameters
-    ----------
-    density : Tensor, shape (M, C, h*f, w*f)
-        Non-negative counts per sub-cell (``f`` = ``factor`` sub-cells per cell side).
-    images : Tensor, shape (M, B, H, W)
-        The pixels the density was read from; NaN or inf marks a hidden pixel.
-    factor : int
-        Sub-cells per cell side.
-    min_seen : float
-        The least visible share of a cell's sub-cells (a sub-cell is visible when all its pixels
-        are) for its count to be known.
-
-    Returns
-    -------
-    Tensor, shape (M, C, h, w)
-        The sum over the visible sub-cells divided by their share; NaN where less than
-        ``min_seen`` of the cell is visible. Equal to the plain sum where every pixel is valid.
-    """
-    valid = torch.isfinite(images).all(1, keepdim=True).to(density.dtype)
-    unit = images.shape[-1] // density.shape[-1]
-    seen = (F.avg_pool2d(valid, unit) > 0.999).to(density.dtype) if unit > 1 else valid
-    share = F.avg_pool2d(seen, factor) if factor > 1 else seen
-    total = F.avg_pool2d(density * seen, factor) * (factor * factor) if factor > 1 else density
-    counts = total / share.clamp_min(min_seen)
-    return torch.where(share >= min_seen, counts, torch.full_like(counts, float("nan")))
-
-
-def fill_hidden(counts: torch.Tensor) -> torch.Tensor:
-    """Unknown (NaN) counts of a window, (N, T, C, H, W), filled from the nearest known frame of
-    the same cell: the last earlier one, else the first later one; 0 where none is known."""
-    steps = list(counts.unbind(1))
-    for t in range(1, len(steps)):
-        steps[t] = torch.where(torch.isfinite(steps[t]), steps[t], steps[t - 1])
-    for t in range(len(steps) - 2, -1, -1):
-        steps[t] = torch.where(torch.isfinite(steps[t]), steps[t], steps[t + 1])
-    return torch.nan_to_num(torch.stack(steps, 1), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _positive_int(name: str, value: object, low: int = 1) -> int:
@@ -169,10 +123,6 @@ class EncoderForecaster(nn.Module):
         so that an empty cell's floor is that of one softplus, whatever the sub-cell count, and
         an occupied sub-cell sits in the linear range of the softplus. ``False``:
         ``softplus(z)`` (models saved before this parameter existed).
-        Under clouds and nodata the count of a cell is the density summed over its visible
-        sub-cells, scaled up by the share of them (the hidden part is taken to be as busy as the
-        rest); with less than :data:`MIN_SEEN` of it visible, the count is unknown and takes the
-        nearest frame's of the same window (earlier first), or 0 where the whole window is hidden.
 
     Attributes
     ----------
@@ -435,7 +385,7 @@ class EncoderForecaster(nn.Module):
         if self.tile_encoder is None:
             raise ConfigError("nowcast needs an image encoder; build the model with encoder={...}")
         feats, counts = self._encode(images)
-        return fill_hidden(counts) if counts is not None else self._nowcast_from(feats)
+        return counts if counts is not None else self._nowcast_from(feats)
 
     def _nowcast_from(self, feats: torch.Tensor) -> torch.Tensor:
         return self._activate(self.nowcast_head(feats.flatten(0, 1))).unflatten(0, feats.shape[:2])
@@ -450,8 +400,7 @@ class EncoderForecaster(nn.Module):
         Returns
         -------
         Tensor, shape (N, T, feature_channels, Hc, Wc)
-            The cell features, followed (with ``count_head``) by the ``C_out`` counts, NaN
-            where too little of the cell is visible (filled in time by ``forward``).
+            The cell features, followed (with ``count_head``) by the ``C_out`` counts.
 
         Raises
         ------
@@ -503,10 +452,7 @@ class EncoderForecaster(nn.Module):
         density = F.softplus(self.nowcast_head(early))
         if self.density_per_cell:
             density = density / (factor * factor)
-        if with_density:  # the plain sums (stage A scores them on fully visible cells only)
-            counts = F.avg_pool2d(density, factor) * (factor * factor) if factor > 1 else density
-        else:
-            counts = visible_counts(density, images.flatten(0, 1), factor)
+        counts = F.avg_pool2d(density, factor) * (factor * factor) if factor > 1 else density
         counts = counts.unflatten(0, feats.shape[:2])
         out = torch.cat([feats, counts], 2)
         if with_density:
@@ -687,14 +633,16 @@ class EncoderForecaster(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-cell inputs of the recurrent encoder (N, T_in, F, Hc, Wc) and the nowcast of the
         input frames (image path: from the count channels, or from the nowcast head where
-        ``want_nowcast``; else ``None``; the counts of hidden cells filled in time by
-        :func:`fill_hidden`). Grids: the values (NaN as 0) and their validity mask."""
+        ``want_nowcast``; else ``None``). Grids: the values (NaN as 0) and their validity mask."""
         nowcast = None
-        if encoded or self.tile_encoder is not None:
-            feats, nowcast = (x, None) if encoded else self._encode(x)
-            if self.count_stage is not None:  # the counts of hidden cells, filled in time
-                nowcast = fill_hidden(feats[:, :, -self.out_channels :])
-                feats = torch.cat([feats[:, :, : -self.out_channels], nowcast], 2)
+        if encoded:
+            feats = x
+            if self.count_stage is not None:
+                nowcast = x[:, :, -self.out_channels :]
+            if nowcast is None and want_nowcast:
+                nowcast = self._nowcast_from(feats)
+        elif self.tile_encoder is not None:
+            feats, nowcast = self._encode(x)
             if nowcast is None and want_nowcast:
                 nowcast = self._nowcast_from(feats)
         else:
