@@ -258,6 +258,21 @@ def _ensemble_options(f):
 def _training_options(func):
     """Options shared by `train` and `compare`."""
     options = [
+        *_input_options(),
+        *_series_options(),
+        *_fit_options(),
+        *_model_options(),
+        *_trainer_options(),
+        *_stack_options(),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _input_options() -> list:
+    """Options naming the inputs: target, vehicles, roads, covariates and the cell size."""
+    return [
         click.option(
             "--target",
             default=None,
@@ -279,6 +294,12 @@ def _training_options(func):
             type=click.IntRange(1),
             help="Image pixels per grid cell side.",
         ),
+    ]
+
+
+def _series_options() -> list:
+    """Options of the frames read and forecast, and of the validation and test parts."""
+    return [
         click.option(
             "--input-steps",
             default=ALL_DEFAULTS["input_steps"],
@@ -308,6 +329,12 @@ def _training_options(func):
             help="Test part held out at the end: a fraction of the series, or its first time; 0: none. "
             "Default: the stack's published split, else 0.15 (each one given replaces that boundary).",
         ),
+    ]
+
+
+def _fit_options() -> list:
+    """Options bounding the training: epochs, minutes and batch size."""
+    return [
         click.option(
             "--max-epochs",
             default=ALL_DEFAULTS["max_epochs"],
@@ -327,6 +354,12 @@ def _training_options(func):
             show_default=True,
             type=click.IntRange(1),
         ),
+    ]
+
+
+def _model_options() -> list:
+    """Options of the model's channels, context, heads, lags and truncated BPTT."""
+    return [
         click.option(
             "--hidden",
             default=",".join(map(str, ALL_DEFAULTS["hidden"])),
@@ -378,6 +411,12 @@ def _training_options(func):
             type=click.IntRange(1),
             help="Backpropagate through the last N input frames only (truncated BPTT: faster epochs).",
         ),
+    ]
+
+
+def _trainer_options() -> list:
+    """Options of the clock, seed and hardware, and --set of any other option."""
+    return [
         click.option(
             "--timezone",
             default=None,
@@ -423,6 +462,12 @@ def _training_options(func):
             "lr=0.001 --set kernel_size=5 --set crop=[32,32] (VALUE as JSON, else a string); "
             "repeatable, wins over the option's own flag.",
         ),
+    ]
+
+
+def _stack_options() -> list:
+    """Options of reading the stack and of the outputs (gaps, overwrite, quiet)."""
+    return [
         click.option("--time-pattern", default=None, help=TIME_PATTERN_HELP),
         click.option(
             "--align",
@@ -435,9 +480,6 @@ def _training_options(func):
         click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 def _covariates(path: str | None):

@@ -11,8 +11,9 @@ import math
 import os
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import rasterio
@@ -275,8 +276,44 @@ def forecast_large(
         ``out_path`` (or, with ``style``, its ``.qml``) exists without ``overwrite``, wrong
         suffix, missing folder.
     """
-    from trafficrnn.io.stack import read_stack
+    out_path, zarr_out, qml_path = _check_request(
+        out_path, overwrite=overwrite, style=style, blend=blend
+    )
+    images, grid, horizon = _checked_stack(model, source, chunks, horizon)
+    plan = _plan_tiling(model, images, grid, horizon, window=window, halo=halo, blend=blend)
+    check_covariates_given(model, covariates)
+    static = static_for(
+        model, static, grid
+    )  # left out: the layers the model kept (its training grid only)
+    task_args = _window_task(images, plan.frames, grid.tile_size, static, covariates)
+    log.info(
+        "forecast_large: %d windows of <= %d cells + halo %d on a %s grid (%s)",
+        len(plan.windows),
+        plan.window,
+        plan.halo,
+        grid.shape,
+        "exact" if plan.exact else "blended",
+    )
+    _write_output(
+        model,
+        plan,
+        task_args,
+        client,
+        horizon,
+        retries,
+        grid,
+        out_path,
+        zarr_out=zarr_out,
+        qml_path=qml_path,
+        overwrite=overwrite,
+    )
+    return out_path
 
+
+def _check_request(
+    out_path: str | Path, *, overwrite: bool, style: bool, blend: str
+) -> tuple[Path, bool, Path | None]:
+    """Check the output path, its QGIS sidecar, the Zarr library and ``blend`` before any work."""
     out_path = check_output(out_path, overwrite=overwrite, suffixes=(".tif", ".tiff", ".zarr"))
     zarr_out = out_path.suffix.lower() == ".zarr"
     qml_path = check_sidecar(out_path, overwrite=overwrite) if style and not zarr_out else None
@@ -286,6 +323,15 @@ def forecast_large(
         check_zarr()
     if blend not in BLENDS:
         raise ConfigError(f"blend={blend!r} is invalid: expected one of {', '.join(BLENDS)}")
+    return out_path, zarr_out, qml_path
+
+
+def _checked_stack(
+    model: Any, source: Any, chunks: Any, horizon: int | None
+) -> tuple[xr.DataArray, Any, int]:
+    """Open ``source`` lazily and check that the model can forecast it window by window."""
+    from trafficrnn.io.stack import read_stack
+
     images = (
         source
         if isinstance(source, xr.DataArray)
@@ -308,6 +354,30 @@ def forecast_large(
             f"the stack has {images.sizes['time']} frame(s); the model reads "
             f"input_steps={model.input_steps}"
         )
+    return images, grid, horizon
+
+
+class _Plan(NamedTuple):
+    """The tiling of a forecast: frames read, halo and core size (cells), exactness, windows."""
+
+    frames: slice
+    halo: int
+    window: int
+    exact: bool
+    windows: list[Window]
+
+
+def _plan_tiling(
+    model: Any,
+    images: xr.DataArray,
+    grid: Any,
+    horizon: int,
+    *,
+    window: int | None,
+    halo: int | None,
+    blend: str,
+) -> _Plan:
+    """Choose the frames, halo and window, warn when the result is approximate, plan the windows."""
     lags = any(e != "ha" for e in model.context_.entries)
     frames = slice(None) if lags else slice(images.sizes["time"] - model.input_steps, None)
     needed = max(receptive_field(net, int(model.input_steps), horizon) for net in networks(model))
@@ -335,15 +405,16 @@ def forecast_large(
         warnings.warn(
             f"tiled forecast is approximate: {why}; windows are blended ({blend}) to hide seams"
             + ("" if global_layers else f"; pass halo>={needed} for the exact whole-area result"),
-            stacklevel=2,
+            stacklevel=3,  # the caller of forecast_large
         )
     windows = plan_windows(grid.shape, window, halo, blend="none" if exact else blend)
-    tile = grid.tile_size
+    return _Plan(frames, halo, window, exact, windows)
 
-    check_covariates_given(model, covariates)
-    static = static_for(
-        model, static, grid
-    )  # left out: the layers the model kept (its training grid only)
+
+def _window_task(
+    images: xr.DataArray, frames: slice, tile: int, static: Any, covariates: Any
+) -> Callable[[Window], tuple[Any, dict]]:
+    """The function that cuts a window's task arguments: its lazy frames, ``predict`` extras."""
 
     def task_args(win: Window) -> tuple[Any, dict]:
         (r0, r1), (c0, c1) = win.rows, win.cols
@@ -357,28 +428,38 @@ def forecast_large(
         stat = None if static is None else static.isel(y=slice(r0, r1), x=slice(c0, c1))
         return part, {"static": stat, "covariates": covariates}
 
-    log.info(
-        "forecast_large: %d windows of <= %d cells + halo %d on a %s grid (%s)",
-        len(windows),
-        window,
-        halo,
-        grid.shape,
-        "exact" if exact else "blended",
-    )
+    return task_args
+
+
+def _write_output(
+    model: Any,
+    plan: _Plan,
+    task_args: Callable[[Window], tuple[Any, dict]],
+    client: Any,
+    horizon: int,
+    retries: int,
+    grid: Any,
+    out_path: Path,
+    *,
+    zarr_out: bool,
+    qml_path: Path | None,
+    overwrite: bool,
+) -> None:
+    """Forecast the windows into an accumulator; write the COG (and style) or Zarr atomically."""
     with atomic_output(out_path, overwrite=overwrite, directory=zarr_out) as tmp:
         acc = tmp.with_name(tmp.name + ".acc.tif")
         try:
             with _frozen_gc():
                 template = _run(
                     model,
-                    windows,
+                    plan.windows,
                     task_args,
                     client,
                     horizon,
                     retries,
                     acc,
                     grid,
-                    blended=not exact,
+                    blended=not plan.exact,
                 )
             if zarr_out:
                 _to_zarr(acc, tmp, template, grid)
@@ -389,7 +470,6 @@ def forecast_large(
                     write_qml(raster_qml(edges), qml_path, overwrite=overwrite)
         finally:
             acc.unlink(missing_ok=True)
-    return out_path
 
 
 def _style_breaks(path: Path, bands: int, limit: int | None = None) -> np.ndarray:

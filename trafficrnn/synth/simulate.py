@@ -185,95 +185,26 @@ def simulate(
         If a parameter is out of range (the message names it and the expected values).
     """
     step_td = _check(size, days, step, tile_size, gsd, cloud_cover, missing_frames)
-    try:
-        t0 = pd.Timestamp(start)
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"start={start!r} is invalid: expected a date/time such as '2024-06-03'"
-        ) from None
-    t0 = t0.tz_convert("UTC").tz_localize(None) if t0.tzinfo else t0
-    n = int(round(pd.Timedelta(days=days) / step_td))
-    if n < 2:
-        raise ConfigError(
-            f"days={days!r} with step={step!r} gives {n} frame(s): expected at least 2"
-        )
-    times = pd.date_range(t0, periods=n, freq=step_td)
+    t0 = _start_time(start)
+    times = _frame_times(t0, days, step, step_td)
+    n = len(times)
     city = make_city(size, float(gsd), seed, place=place)
     grid = Grid(
         city.crs, city.transform * Affine.scale(tile_size), (size // tile_size,) * 2, tile_size
     )
     net = build_network(city, SIM_DT)
-    with tqdm(total=n, desc="traffic", unit="frame", disable=not progress) as bar:
-        run = run_traffic(
-            city,
-            net,
-            times,
-            seed=seed,
-            dt=SIM_DT,
-            demand_scale=demand_scale,
-            incident_rate=incident_rate,
-            event_prob=event_prob,
-            progress=lambda k: bar.update(k - bar.n),
-        )
+    run = _traffic(city, net, times, seed, demand_scale, incident_rate, event_prob, progress)
+    # the generator of the dropped frames and of every frame's vehicles, drawn in that order
     rng = np.random.default_rng([seed, 3])
     renderer = Renderer(city, seed, clouds=clouds, cloud_cover=cloud_cover)
-    missing = np.zeros(n, bool)
-    if missing_frames > 0:
-        missing[1:-1] = rng.random(n - 2) < missing_frames
+    missing = _drop_frames(rng, n, missing_frames)
     shot = ~missing & render  # frames photographed
-    images = np.zeros((int(shot.sum()), 3, size, size), np.uint8)
-    clouds_arr = np.zeros((images.shape[0], size, size), bool)
-    density = np.zeros((n, 1, *grid.shape), np.float32)
-    parts = []
-    k_img = 0
-    for k in tqdm(range(n), desc="render", unit="frame", disable=not progress):
-        veh = place_vehicles(net, run.cell_n[k], run.cell_speed[k], rng)
-        rows, cols = grid.index(veh["x"], veh["y"])
-        inside = grid.contains(rows, cols)
-        veh = {key: val[inside] for key, val in veh.items()}
-        density[k, 0] = np.bincount(
-            rows[inside] * grid.shape[1] + cols[inside], minlength=grid.shape[0] * grid.shape[1]
-        ).reshape(grid.shape)
-        parts.append(veh)
-        if shot[k]:
-            images[k_img], clouds_arr[k_img] = renderer.render(times[k], veh)
-            k_img += 1
-    img_times = times[shot]
-    image_grid = Grid(city.crs, city.transform, (size, size), 1)
-    images_da = image_grid.attach(
-        xr.DataArray(
-            images,
-            dims=("time", "band", "y", "x"),
-            coords={"time": img_times, "band": ["red", "green", "blue"]},
-            name="image",
-        )
+    images, clouds_arr, density, parts = _photograph(
+        net, run, grid, renderer, rng, times, shot, size, progress
     )
-    images_da = images_da.rio.write_nodata(0)
-    images_da.attrs.update(units="digital number", source="trafficrnn.synth")
-    cloud_da = image_grid.attach(
-        xr.DataArray(clouds_arr, dims=("time", "y", "x"), coords={"time": img_times}, name="cloud")
-    )
-    density_da = grid.attach(
-        xr.DataArray(
-            density,
-            dims=("time", "band", "y", "x"),
-            coords={"time": times, "band": ["density"]},
-            name="density",
-        )
-    )
-    density_da.attrs["units"] = "vehicles per cell"
-    counts = np.stack(
-        [np.bincount(net.cell_link, run.cell_n[k], minlength=len(net.link)) for k in range(n)]
-    )
-    flows = xr.Dataset(
-        {
-            "inflow": (("time", "link"), run.link_in),
-            "outflow": (("time", "link"), run.link_out),
-            "count": (("time", "link"), counts),
-        },
-        coords={"time": times, "link": np.arange(len(net.link))},
-    )
-    flows.attrs.update(entered=run.entered.tolist(), exited=run.exited.tolist())
+    images_da, cloud_da = _image_arrays(city, size, images, clouds_arr, times[shot])
+    density_da = _density_array(grid, density, times)
+    flows = _flows(net, run, times)
     params = {
         "size": int(size),
         "days": float(days),
@@ -311,6 +242,129 @@ def simulate(
         times[missing],
         params,
     )
+
+
+def _start_time(start) -> pd.Timestamp:
+    """The first frame's time as a naive UTC timestamp (``start`` converted when it has a zone)."""
+    try:
+        t0 = pd.Timestamp(start)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"start={start!r} is invalid: expected a date/time such as '2024-06-03'"
+        ) from None
+    return t0.tz_convert("UTC").tz_localize(None) if t0.tzinfo else t0
+
+
+def _frame_times(t0: pd.Timestamp, days, step, step_td: pd.Timedelta) -> pd.DatetimeIndex:
+    """The times of the frames: ``days`` from ``t0`` every ``step``, at least two of them."""
+    n = int(round(pd.Timedelta(days=days) / step_td))
+    if n < 2:
+        raise ConfigError(
+            f"days={days!r} with step={step!r} gives {n} frame(s): expected at least 2"
+        )
+    return pd.date_range(t0, periods=n, freq=step_td)
+
+
+def _traffic(
+    city, net, times: pd.DatetimeIndex, seed, demand_scale, incident_rate, event_prob, progress
+):
+    """Run the cell-transmission traffic over ``times``, with a progress bar."""
+    with tqdm(total=len(times), desc="traffic", unit="frame", disable=not progress) as bar:
+        return run_traffic(
+            city,
+            net,
+            times,
+            seed=seed,
+            dt=SIM_DT,
+            demand_scale=demand_scale,
+            incident_rate=incident_rate,
+            event_prob=event_prob,
+            progress=lambda k: bar.update(k - bar.n),
+        )
+
+
+def _drop_frames(rng: np.random.Generator, n: int, share: float) -> np.ndarray:
+    """Which of ``n`` frames lose their image (never the first or last): a ``share`` of them."""
+    missing = np.zeros(n, bool)
+    if share > 0:
+        missing[1:-1] = rng.random(n - 2) < share
+    return missing
+
+
+def _photograph(net, run, grid: Grid, renderer: Renderer, rng, times, shot, size: int, progress):
+    """Place every frame's vehicles, count them per cell and render the frames in ``shot``."""
+    n = len(times)
+    images = np.zeros((int(shot.sum()), 3, size, size), np.uint8)
+    clouds_arr = np.zeros((images.shape[0], size, size), bool)
+    density = np.zeros((n, 1, *grid.shape), np.float32)
+    parts = []
+    k_img = 0
+    for k in tqdm(range(n), desc="render", unit="frame", disable=not progress):
+        veh = place_vehicles(net, run.cell_n[k], run.cell_speed[k], rng)
+        rows, cols = grid.index(veh["x"], veh["y"])
+        inside = grid.contains(rows, cols)
+        veh = {key: val[inside] for key, val in veh.items()}
+        density[k, 0] = np.bincount(
+            rows[inside] * grid.shape[1] + cols[inside], minlength=grid.shape[0] * grid.shape[1]
+        ).reshape(grid.shape)
+        parts.append(veh)
+        if shot[k]:
+            images[k_img], clouds_arr[k_img] = renderer.render(times[k], veh)
+            k_img += 1
+    return images, clouds_arr, density, parts
+
+
+def _image_arrays(
+    city, size: int, images, clouds_arr, img_times
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """The photographed frames and their cloud masks as georeferenced DataArrays."""
+    image_grid = Grid(city.crs, city.transform, (size, size), 1)
+    images_da = image_grid.attach(
+        xr.DataArray(
+            images,
+            dims=("time", "band", "y", "x"),
+            coords={"time": img_times, "band": ["red", "green", "blue"]},
+            name="image",
+        )
+    )
+    images_da = images_da.rio.write_nodata(0)
+    images_da.attrs.update(units="digital number", source="trafficrnn.synth")
+    cloud_da = image_grid.attach(
+        xr.DataArray(clouds_arr, dims=("time", "y", "x"), coords={"time": img_times}, name="cloud")
+    )
+    return images_da, cloud_da
+
+
+def _density_array(grid: Grid, density: np.ndarray, times) -> xr.DataArray:
+    """The vehicles per grid cell at every time step as a georeferenced DataArray."""
+    density_da = grid.attach(
+        xr.DataArray(
+            density,
+            dims=("time", "band", "y", "x"),
+            coords={"time": times, "band": ["density"]},
+            name="density",
+        )
+    )
+    density_da.attrs["units"] = "vehicles per cell"
+    return density_da
+
+
+def _flows(net, run, times) -> xr.Dataset:
+    """Cumulative in- and outflows and vehicle counts of every directed link at every time step."""
+    n = len(times)
+    counts = np.stack(
+        [np.bincount(net.cell_link, run.cell_n[k], minlength=len(net.link)) for k in range(n)]
+    )
+    flows = xr.Dataset(
+        {
+            "inflow": (("time", "link"), run.link_in),
+            "outflow": (("time", "link"), run.link_out),
+            "count": (("time", "link"), counts),
+        },
+        coords={"time": times, "link": np.arange(len(net.link))},
+    )
+    flows.attrs.update(entered=run.entered.tolist(), exited=run.exited.tolist())
+    return flows
 
 
 def write_simulation(
