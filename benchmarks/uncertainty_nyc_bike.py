@@ -33,6 +33,8 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 from _machine import machine  # noqa: E402  (benchmarks/_machine.py)
+from real_nyc_bike import DEEP as REAL_DEEP  # noqa: E402  (benchmarks/real_nyc_bike.py)
+from real_nyc_bike import HORIZON, INPUT_STEPS, THRESHOLD  # noqa: E402
 
 from trafficrnn.datasets import nyc_bike  # noqa: E402
 from trafficrnn.datasets.nyc_bike import SPLITS, TIMEZONE  # noqa: E402
@@ -45,7 +47,6 @@ from trafficrnn.metrics import align_truth  # noqa: E402
 from trafficrnn.params import grouped
 from trafficrnn.probabilistic import coverage, interval_width, score_quantiles  # noqa: E402
 
-INPUT_STEPS, HORIZON, THRESHOLD = 12, 6, 10.0
 LEVELS = (0.025, 0.1, 0.5, 0.9, 0.975)
 INTERVALS = {"80": (0.1, 0.9), "95": (0.025, 0.975)}
 RESULTS = Path(__file__).resolve().parent / "results" / "uncertainty_nyc_bike.json"
@@ -55,20 +56,7 @@ SCALED = {
     "spread": ", radii scaled by the members' spread",
 }
 #: the deep model's settings: those of real_nyc_bike.py's DEEP, but trained on the training days only
-DEEP = dict(
-    input_steps=INPUT_STEPS,
-    horizon=HORIZON,
-    hidden=(32, 32),
-    context=("ha", "1D", "7D"),
-    cell_mean=True,
-    context_inputs=True,
-    feedback=False,
-    residual=True,
-    time_features=True,
-    timezone=TIMEZONE,
-    val=SPLITS["val"][0],
-    test=SPLITS["test"][0],
-)
+DEEP = {**REAL_DEEP, "val": SPLITS["val"][0], "test": SPLITS["test"][0]}
 
 
 def interval_scores(quantiles_of, truth: np.ndarray) -> dict:
