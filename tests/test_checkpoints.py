@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from trafficrnn.cli import main
 from trafficrnn.ensemble import ForecastEnsemble
 from trafficrnn.errors import ConfigError, ModelFileError
+from trafficrnn.estimation.fitting import seconds_down
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
 from trafficrnn.params import grouped
@@ -64,6 +65,13 @@ def test_resume__finished_run_is_read_back_not_trained(finished):
     assert again.history_ == est.history_
     assert again.training_summary_ == est.training_summary_
     np.testing.assert_array_equal(again.predict(da).values, est.predict(da).values)
+
+
+@pytest.mark.parametrize("recorded", [0.0, 0.07, 0.28, 0.29, 0.57, 1.13, 4.35, 1010.95])
+def test_seconds_down__a_recorded_time_read_back_stays_the_same(recorded):
+    # 0.29 * 100 is 28.999999999999996 in floats: a finished run read back must not lose 0.01 s
+    assert seconds_down(recorded) == recorded
+    assert seconds_down(recorded + 0.00999) == recorded
 
 
 def test_resume__finished_run_for_longer_trains_on(tmp_path):

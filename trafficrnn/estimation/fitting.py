@@ -67,8 +67,9 @@ log = logging.getLogger("trafficrnn.estimator")
 
 def seconds_down(value: float) -> float:
     """A duration in hundredths of a second, rounded down: a recorded time never exceeds the time
-    measured around it (and a part never exceeds the whole it was measured in)."""
-    return math.floor(value * 100) / 100
+    measured around it (and a part never exceeds the whole it was measured in). Idempotent: a
+    recorded time read back (0.29, stored as 0.28999...) stays what it was."""
+    return math.floor(round(value * 100, 6)) / 100
 
 
 def stack_name(images: xr.DataArray) -> str:
