@@ -118,6 +118,66 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return NORMS[kind](channels)
 
 
+def _conv_unit(ch_in: int, ch_out: int, kernel: int, stride: int, norm: str) -> list[nn.Module]:
+    """A bias-free ``kernel`` x ``kernel`` convolution (padding ``kernel // 2``), norm and SiLU."""
+    conv = nn.Conv2d(ch_in, ch_out, kernel, stride=stride, padding=kernel // 2, bias=False)
+    return [conv, _norm(norm, ch_out), nn.SiLU()]
+
+
+def _check_sizes(
+    in_channels: int, width: int, depth: int, max_width: int, out_channels: int | None
+) -> None:
+    """Refuse a TileEncoder size that is not an int in range (ConfigError naming it)."""
+    for name, value, low in (
+        ("in_channels", in_channels, 1),
+        ("width", width, 1),
+        ("depth", depth, 0),
+        ("max_width", max_width, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(
+                f"TileEncoder {name} must be an int >= {low}, got {value!r}; "
+                f"pass e.g. {name}={max(low, 1) if name != 'width' else 32}"
+            )
+    if out_channels is not None and (
+        isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1
+    ):
+        raise ConfigError(
+            f"TileEncoder out_channels must be a positive int or None, got {out_channels!r}; "
+            "pass e.g. out_channels=64"
+        )
+
+
+def _checked_strides(tile_size: int, strides: list[int] | None) -> list[int]:
+    """``strides`` as a new list, or :func:`default_strides`; refused unless valid for the tile."""
+    if strides is None:
+        return default_strides(tile_size)
+    strides = list(strides)
+    if not strides or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 2 for s in strides
+    ):
+        raise ConfigError(
+            f"strides must be a non-empty list of ints >= 2, got {strides!r}; "
+            "pass e.g. strides=[4, 2, 2] for tile_size=16"
+        )
+    if math.prod(strides) != tile_size:
+        raise ConfigError(
+            f"strides {strides} multiply to {math.prod(strides)}, not tile_size="
+            f"{tile_size!r}; choose strides whose product is the tile size"
+        )
+    return strides
+
+
+def _check_switches(stem: bool, norm: str) -> None:
+    """Refuse a ``stem`` that is not a bool and an unknown ``norm``."""
+    if not isinstance(stem, bool):
+        raise ConfigError(f"TileEncoder stem must be True or False, got {stem!r}")
+    if norm not in NORMS:
+        raise ConfigError(
+            f"TileEncoder norm={norm!r} is invalid: expected one of {', '.join(NORMS)}"
+        )
+
+
 class TileEncoder(nn.Module):
     """Strided CNN from image tiles to per-cell features.
 
@@ -179,40 +239,9 @@ class TileEncoder(nn.Module):
         norm: str = "channel",
     ) -> None:
         super().__init__()
-        for name, value, low in (
-            ("in_channels", in_channels, 1),
-            ("width", width, 1),
-            ("depth", depth, 0),
-            ("max_width", max_width, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(
-                    f"TileEncoder {name} must be an int >= {low}, got {value!r}; "
-                    f"pass e.g. {name}={max(low, 1) if name != 'width' else 32}"
-                )
-        if out_channels is not None and (
-            isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1
-        ):
-            raise ConfigError(
-                f"TileEncoder out_channels must be a positive int or None, got {out_channels!r}; "
-                "pass e.g. out_channels=64"
-            )
-        if strides is None:
-            strides = default_strides(tile_size)
-        else:
-            strides = list(strides)
-            if not strides or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 2 for s in strides
-            ):
-                raise ConfigError(
-                    f"strides must be a non-empty list of ints >= 2, got {strides!r}; "
-                    "pass e.g. strides=[4, 2, 2] for tile_size=16"
-                )
-            if math.prod(strides) != tile_size:
-                raise ConfigError(
-                    f"strides {strides} multiply to {math.prod(strides)}, not tile_size="
-                    f"{tile_size!r}; choose strides whose product is the tile size"
-                )
+        _check_sizes(in_channels, width, depth, max_width, out_channels)
+        strides = _checked_strides(tile_size, strides)
+        _check_switches(stem, norm)
         self.config = {
             "in_channels": in_channels,
             "tile_size": tile_size,
@@ -222,39 +251,35 @@ class TileEncoder(nn.Module):
             "strides": strides,
             "max_width": max_width,
             "stem": stem,
+            "norm": norm,
         }
         self.in_channels = in_channels
         self.tile_size = tile_size
         self.strides = strides
-        if not isinstance(stem, bool):
-            raise ConfigError(f"TileEncoder stem must be True or False, got {stem!r}")
-        if norm not in NORMS:
-            raise ConfigError(
-                f"TileEncoder norm={norm!r} is invalid: expected one of {', '.join(NORMS)}"
-            )
-        self.config["norm"] = norm
+        self._build_body(width, depth, max_width, stem, norm, out_channels)
+
+    def _build_body(
+        self,
+        width: int,
+        depth: int,
+        max_width: int,
+        stem: bool,
+        norm: str,
+        out_channels: int | None,
+    ) -> None:
+        """Stack the stem, the downsampling stages and the 1x1 projection into ``self.body``."""
         layers: list[nn.Module] = []
-        ch = in_channels + 1
+        ch = self.in_channels + 1  # + the validity channel
         if stem:
-            layers += [
-                nn.Conv2d(ch, width, 3, padding=1, bias=False),
-                _norm(norm, width),
-                nn.SiLU(),
-            ]
+            layers += _conv_unit(ch, width, 3, 1, norm)
             ch = width
-        self._stages: list[
-            tuple[int, int]
-        ] = []  # (end index in body, channels) of each strided stage
-        for i, s in enumerate(strides):
+        # (end index in body, channels) of each strided stage
+        self._stages: list[tuple[int, int]] = []
+        for i, s in enumerate(self.strides):
             nxt = min(width * 2**i, max_width)
-            layers += [nn.Conv2d(ch, nxt, 2 * s - 1, stride=s, padding=s - 1, bias=False)]
-            layers += [_norm(norm, nxt), nn.SiLU()]
+            layers += _conv_unit(ch, nxt, 2 * s - 1, s, norm)
             for _ in range(depth):
-                layers += [
-                    nn.Conv2d(nxt, nxt, 3, padding=1, bias=False),
-                    _norm(norm, nxt),
-                    nn.SiLU(),
-                ]
+                layers += _conv_unit(nxt, nxt, 3, 1, norm)
             ch = nxt
             self._stages.append((len(layers), ch))
         self.out_channels = out_channels if out_channels is not None else ch

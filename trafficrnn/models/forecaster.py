@@ -26,6 +26,110 @@ def _positive_int(name: str, value: object, low: int = 1) -> int:
     return value
 
 
+def _check_sizes(
+    in_channels: int,
+    out_channels: int,
+    hidden_channels: list[int],
+    static_channels: int,
+    past_covariate_channels: int,
+    future_covariate_channels: int,
+    linear_leads: int,
+    linear_lags: int,
+) -> None:
+    """Refuse a channel count or size of the model that is not an int in range (naming it)."""
+    _positive_int("in_channels", in_channels)
+    _positive_int("out_channels", out_channels)
+    if not hidden_channels or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_channels
+    ):
+        raise ConfigError(
+            f"hidden_channels must be a non-empty list of positive ints, got "
+            f"{hidden_channels!r}; pass e.g. hidden_channels=[64, 64]"
+        )
+    for name, value in (
+        ("static_channels", static_channels),
+        ("past_covariate_channels", past_covariate_channels),
+        ("future_covariate_channels", future_covariate_channels),
+    ):
+        _positive_int(name, value, 0)
+    _positive_int("linear_leads", linear_leads, 0)
+    _positive_int("linear_lags", linear_lags, 1)
+
+
+def _check_options(
+    encoder: dict | None,
+    feedback: bool,
+    residual: bool,
+    count_head: bool,
+    output_activation: str,
+) -> None:
+    """Refuse a switch that is not a bool, an unknown output activation and a non-dict encoder."""
+    for name, value in (
+        ("feedback", feedback),
+        ("residual", residual),
+        ("count_head", count_head),
+    ):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+    if output_activation not in _ACTIVATIONS:
+        raise ConfigError(
+            f"output_activation must be one of {list(_ACTIVATIONS)}, got "
+            f"{output_activation!r}; use 'softplus'"
+        )
+    if encoder is not None and not isinstance(encoder, dict):
+        raise ConfigError(
+            f"encoder must be a dict of TileEncoder arguments or None, got "
+            f"{type(encoder).__name__}; pass e.g. encoder={{'tile_size': 16}}"
+        )
+
+
+def _check_targets_first(
+    in_channels: int,
+    out_channels: int,
+    encoder: dict | None,
+    feedback: bool,
+    residual: bool,
+    linear_leads: int,
+) -> None:
+    """Refuse grids too narrow to hold the target bands where the model reads them from ``x``."""
+    if encoder is None and (feedback or residual or linear_leads) and in_channels < out_channels:
+        raise ConfigError(
+            f"without an image encoder the first out_channels={out_channels} channels of x "
+            f"are the target bands, but in_channels={in_channels}; put the targets first "
+            "or set feedback=False, residual=False and linear_leads=0"
+        )
+
+
+def _checked_count_stage(count_stage: int | None, stages: int) -> int:
+    """``count_stage`` checked against the encoder's ``stages``; ``None``: the second-last stage."""
+    if count_stage is not None and not (
+        isinstance(count_stage, int)
+        and not isinstance(count_stage, bool)
+        and 0 <= count_stage < stages
+    ):
+        raise ConfigError(
+            f"count_stage={count_stage!r} is invalid: expected a stage index in [0, {stages - 1}] "
+            "of the tile encoder, or None"
+        )
+    if count_stage is None:
+        count_stage = max(stages - 2, 0)
+    return count_stage
+
+
+def _cell_stack(
+    cell_cls: type[nn.Module],
+    first_in: int,
+    hidden_channels: list[int],
+    kernel_size: int,
+    cell_kwargs: dict,
+) -> nn.ModuleList:
+    """One recurrent cell per entry of ``hidden_channels``, the first reading ``first_in``."""
+    ins = [first_in] + hidden_channels[:-1]
+    return nn.ModuleList(
+        cell_cls(i, h, kernel_size, **cell_kwargs) for i, h in zip(ins, hidden_channels)
+    )
+
+
 def _as_maps(
     t: torch.Tensor, name: str, n: int, steps: int, channels: int, hw: tuple[int, int]
 ) -> torch.Tensor:
@@ -162,118 +266,64 @@ class EncoderForecaster(nn.Module):
     ) -> None:
         super().__init__()
         hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
-        _positive_int("in_channels", in_channels)
-        _positive_int("out_channels", out_channels)
-        if not hidden_channels or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden_channels
-        ):
-            raise ConfigError(
-                f"hidden_channels must be a non-empty list of positive ints, got "
-                f"{hidden_channels!r}; pass e.g. hidden_channels=[64, 64]"
-            )
-        for name, value in (
-            ("static_channels", static_channels),
-            ("past_covariate_channels", past_covariate_channels),
-            ("future_covariate_channels", future_covariate_channels),
-        ):
-            _positive_int(name, value, 0)
-        _positive_int("linear_leads", linear_leads, 0)
-        _positive_int("linear_lags", linear_lags, 1)
-        for name, value in (
-            ("feedback", feedback),
-            ("residual", residual),
-            ("count_head", count_head),
-        ):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name} must be True or False, got {value!r}")
-        if output_activation not in _ACTIVATIONS:
-            raise ConfigError(
-                f"output_activation must be one of {list(_ACTIVATIONS)}, got "
-                f"{output_activation!r}; use 'softplus'"
-            )
-        if encoder is not None and not isinstance(encoder, dict):
-            raise ConfigError(
-                f"encoder must be a dict of TileEncoder arguments or None, got "
-                f"{type(encoder).__name__}; pass e.g. encoder={{'tile_size': 16}}"
-            )
-        if (
-            encoder is None
-            and (feedback or residual or linear_leads)
-            and in_channels < out_channels
-        ):
-            raise ConfigError(
-                f"without an image encoder the first out_channels={out_channels} channels of x "
-                f"are the target bands, but in_channels={in_channels}; put the targets first "
-                "or set feedback=False, residual=False and linear_leads=0"
-            )
+        _check_sizes(
+            in_channels,
+            out_channels,
+            hidden_channels,
+            static_channels,
+            past_covariate_channels,
+            future_covariate_channels,
+            linear_leads,
+            linear_lags,
+        )
+        _check_options(encoder, feedback, residual, count_head, output_activation)
+        _check_targets_first(in_channels, out_channels, encoder, feedback, residual, linear_leads)
         cell_kwargs = dict(cell_kwargs or {})
         cell_cls = get_cell(cell)
         check_cell_kwargs(cell, cell_kwargs)
-        self.config = copy.deepcopy(
-            {
-                "in_channels": in_channels,
-                "out_channels": out_channels,
-                "cell": cell.lower(),
-                "hidden_channels": hidden_channels,
-                "kernel_size": kernel_size,
-                "encoder": encoder,
-                "static_channels": static_channels,
-                "past_covariate_channels": past_covariate_channels,
-                "future_covariate_channels": future_covariate_channels,
-                "feedback": feedback,
-                "residual": residual,
-                "output_activation": output_activation,
-                "cell_kwargs": cell_kwargs,
-                "count_head": count_head,
-                "linear_leads": linear_leads,
-                "linear_lags": linear_lags,
-            }
-        )
+        config = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "cell": cell.lower(),
+            "hidden_channels": hidden_channels,
+            "kernel_size": kernel_size,
+            "encoder": encoder,
+            "static_channels": static_channels,
+            "past_covariate_channels": past_covariate_channels,
+            "future_covariate_channels": future_covariate_channels,
+            "feedback": feedback,
+            "residual": residual,
+            "output_activation": output_activation,
+            "cell_kwargs": cell_kwargs,
+            "count_head": count_head,
+            "linear_leads": linear_leads,
+            "linear_lags": linear_lags,
+        }
+        self._record_config(config, count_stage, density_per_cell)
+        feat = self._build_front(encoder, count_head, count_stage)
+        self._build_recurrent(cell_cls, hidden_channels, kernel_size, cell_kwargs, feat)
+        self._build_linear(linear_leads, linear_lags)
+
+    # -- construction steps (in this order: the submodules' order sets the initial weights) ------
+    def _record_config(self, config: dict, count_stage: int | None, density_per_cell: bool) -> None:
+        """Keep a copy of the constructor arguments as ``config`` and the settings forward reads."""
+        self.config = copy.deepcopy(config)
         if count_stage is not None:
             # recorded only when given: configs without it rebuild with the old rule
             self.config["count_stage"] = count_stage
         if density_per_cell:  # likewise: configs without it rebuild the old density
             self.config["density_per_cell"] = True
         self.density_per_cell = bool(density_per_cell)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.static_channels = static_channels
-        self.past_covariate_channels = past_covariate_channels
-        self.future_covariate_channels = future_covariate_channels
-        self.feedback, self.residual = feedback, residual
-        self.output_activation = output_activation
+        self.in_channels, self.out_channels = config["in_channels"], config["out_channels"]
+        self.static_channels = config["static_channels"]
+        self.past_covariate_channels = config["past_covariate_channels"]
+        self.future_covariate_channels = config["future_covariate_channels"]
+        self.feedback, self.residual = config["feedback"], config["residual"]
+        self.output_activation = config["output_activation"]
 
-        if encoder is not None:
-            enc_kwargs = dict(encoder)
-            if enc_kwargs.setdefault("in_channels", in_channels) != in_channels:
-                raise ConfigError(
-                    f"encoder['in_channels']={enc_kwargs['in_channels']!r} disagrees with "
-                    f"in_channels={in_channels}; drop it from the encoder dict"
-                )
-            self.tile_encoder: TileEncoder | None = TileEncoder(**enc_kwargs)
-            feat = self.tile_encoder.out_channels
-            stages = len(self.tile_encoder.strides)
-            if count_stage is not None and not (
-                isinstance(count_stage, int)
-                and not isinstance(count_stage, bool)
-                and 0 <= count_stage < stages
-            ):
-                raise ConfigError(
-                    f"count_stage={count_stage!r} is invalid: expected a stage index in [0, {stages - 1}] "
-                    "of the tile encoder, or None"
-                )
-            if count_stage is None:
-                count_stage = max(stages - 2, 0)
-            self.count_stage = count_stage if count_head else None
-            if count_head:
-                self.nowcast_head: nn.Conv2d | None = nn.Conv2d(
-                    self.tile_encoder.stage_channels(self.count_stage), out_channels, 1
-                )
-                # start near zero counts: softplus(-4) summed over a cell's pixels of that stage
-                nn.init.constant_(self.nowcast_head.bias, -4.0)
-                feat += out_channels  # the counts join the features
-            else:
-                self.nowcast_head = nn.Conv2d(feat, out_channels, 1)
-        else:
+    def _build_front(self, encoder: dict | None, count_head: bool, count_stage: int | None) -> int:
+        """Build the tile encoder and nowcast (or count) head, or none for grids; returns ``F'``."""
+        if encoder is None:
             if count_head or count_stage is not None:
                 raise ConfigError(
                     "count_head=True needs an image encoder; build with encoder={...}"
@@ -281,30 +331,66 @@ class EncoderForecaster(nn.Module):
             self.tile_encoder = None
             self.nowcast_head = None
             self.count_stage = None
-            feat = in_channels + 1  # + validity channel (0 where any channel is NaN)
-
-        def stack(first_in: int) -> nn.ModuleList:
-            ins = [first_in] + hidden_channels[:-1]
-            return nn.ModuleList(
-                cell_cls(i, h, kernel_size, **cell_kwargs) for i, h in zip(ins, hidden_channels)
+            return self.in_channels + 1  # + validity channel (0 where any channel is NaN)
+        enc_kwargs = dict(encoder)
+        if enc_kwargs.setdefault("in_channels", self.in_channels) != self.in_channels:
+            raise ConfigError(
+                f"encoder['in_channels']={enc_kwargs['in_channels']!r} disagrees with "
+                f"in_channels={self.in_channels}; drop it from the encoder dict"
             )
+        self.tile_encoder: TileEncoder | None = TileEncoder(**enc_kwargs)
+        feat = self.tile_encoder.out_channels
+        count_stage = _checked_count_stage(count_stage, len(self.tile_encoder.strides))
+        self.count_stage = count_stage if count_head else None
+        if not count_head:
+            self.nowcast_head: nn.Conv2d | None = nn.Conv2d(feat, self.out_channels, 1)
+            return feat
+        self.nowcast_head = nn.Conv2d(
+            self.tile_encoder.stage_channels(self.count_stage), self.out_channels, 1
+        )
+        # start near zero counts: softplus(-4) summed over a cell's pixels of that stage
+        nn.init.constant_(self.nowcast_head.bias, -4.0)
+        return feat + self.out_channels  # the counts join the features
 
+    def _build_recurrent(
+        self,
+        cell_cls: type[nn.Module],
+        hidden_channels: list[int],
+        kernel_size: int,
+        cell_kwargs: dict,
+        feat: int,
+    ) -> None:
+        """Build the recurrent encoder and forecaster stacks and the head over all their layers."""
         self.feature_channels = feat  # F' of encode(): cell features, then the counts
-        self.encoder_cells = stack(feat + static_channels + past_covariate_channels)
-        fc_in = (out_channels if feedback else 0) + future_covariate_channels + static_channels
-        self.forecaster_cells = stack(fc_in)
-        self.head = nn.Conv2d(sum(hidden_channels), out_channels, 1)
+        enc_in = feat + self.static_channels + self.past_covariate_channels
+        self.encoder_cells = _cell_stack(
+            cell_cls, enc_in, hidden_channels, kernel_size, cell_kwargs
+        )
+        fc_in = (
+            (self.out_channels if self.feedback else 0)
+            + self.future_covariate_channels
+            + self.static_channels
+        )
+        self.forecaster_cells = _cell_stack(
+            cell_cls, fc_in, hidden_channels, kernel_size, cell_kwargs
+        )
+        self.head = nn.Conv2d(sum(hidden_channels), self.out_channels, 1)
+
+    def _build_linear(self, linear_leads: int, linear_lags: int) -> None:
+        """Build the per-lead linear term (``None`` without ``linear_leads``), zero at the start."""
         self.linear_leads, self.linear_lags = linear_leads, linear_lags
-        if linear_leads:
-            lin_in = linear_lags * out_channels + future_covariate_channels + static_channels
-            # one group of weights per lead; zero: the model starts as without the linear term
-            self.linear: nn.Conv2d | None = nn.Conv2d(
-                linear_leads * lin_in, linear_leads * out_channels, 1, groups=linear_leads
-            )
-            nn.init.zeros_(self.linear.weight)
-            nn.init.zeros_(self.linear.bias)
-        else:
-            self.linear = None
+        if not linear_leads:
+            self.linear: nn.Conv2d | None = None
+            return
+        lin_in = (
+            linear_lags * self.out_channels + self.future_covariate_channels + self.static_channels
+        )
+        # one group of weights per lead; zero: the model starts as without the linear term
+        self.linear = nn.Conv2d(
+            linear_leads * lin_in, linear_leads * self.out_channels, 1, groups=linear_leads
+        )
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     # -- helpers ---------------------------------------------------------------------------
     def _activate(self, y: torch.Tensor) -> torch.Tensor:
