@@ -419,8 +419,7 @@ def forecast(
     from trafficrnn.errors import ConfigError
 
     levels = parse_quantiles(quantiles)
-    from trafficrnn.estimation.checks import gdalwarp_line
-    from trafficrnn.io import WRITERS, get_writer, read_stack
+    from trafficrnn.io import WRITERS, get_writer
 
     _check_outputs([out], overwrite, tuple(WRITERS))
     writer, output = get_writer(out), WRITERS.info(Path(out).suffix)
@@ -430,6 +429,48 @@ def forecast(
             "--out forecast.gpkg, or drop --segments"
         )
     est = _load_model(model)
+    roads_gdf, segments_gdf = _forecast_layers(est, model, roads, segments)
+    if window or scheduler:
+        _check_streaming(est, out, output, quantiles, levels, align)
+        path = _forecast_streamed(
+            est,
+            stack,
+            out,
+            roads_gdf,
+            window=window,
+            halo=halo,
+            scheduler=scheduler,
+            horizon=horizon,
+            overwrite=overwrite,
+            covariates=covariates,
+            time_pattern=time_pattern,
+            allow_gaps=allow_gaps,
+        )
+        click.echo(f"wrote {path} ({output.label}, windows of {window or 'default'} cells)")
+        return
+    recent, extra = _forecast_inputs(
+        est,
+        model,
+        stack,
+        roads_gdf,
+        target=target,
+        vehicles=vehicles,
+        covariates=covariates,
+        align=align,
+        time_pattern=time_pattern,
+        allow_gaps=allow_gaps,
+    )
+    if levels is not None:
+        extra["quantiles"] = levels
+    fc = est.predict(recent, horizon=horizon, align=align, **extra)
+    writer(fc, out, overwrite=overwrite, **({"segments": segments_gdf} if output.segments else {}))
+    click.echo(_forecast_written(fc, out, output, segments_gdf, levels))
+
+
+def _forecast_layers(est, model: str, roads: str | None, segments: str | None):
+    """Read the --roads and --segments layers (or None); refuse --roads for a model without static layers."""
+    from trafficrnn.errors import ConfigError
+
     if roads and not est.static_bands_:
         raise ConfigError(
             f"--roads: {model} uses no static layer (it was trained without --roads); drop --roads "
@@ -437,47 +478,88 @@ def forecast(
         )
     roads_gdf = _read_vector(roads, "--roads") if roads else None
     segments_gdf = _read_vector(segments, "--segments") if segments else None
-    if window or scheduler:
-        if levels is not None:
-            raise ConfigError(
-                f"--quantiles {quantiles} is not available with --window/--scheduler: forecast "
-                "quantiles of a stack that fits in memory, or drop --quantiles"
-            )
-        if align != "exact":
-            raise ConfigError(
-                f"--align {align} is not available with --window/--scheduler: warp the stack onto "
-                f"the model's pixels first ({gdalwarp_line(est.grid_)}, per frame), or drop --window"
-            )
-        if not output.streams:
-            raise ConfigError(
-                "--window/--scheduler stream the forecast into a COG or a Zarr store: use --out "
-                f"forecast.tif or --out forecast.zarr (got {out})"
-            )
-        from trafficrnn.inference import connect, forecast_large
+    return roads_gdf, segments_gdf
 
-        client = connect(scheduler) if scheduler else None
-        try:
-            images = read_stack(stack, time=time_pattern, allow_gaps=allow_gaps, chunks={})
-            static = (
-                _static(roads_gdf, images, est.grid_.tile_size) if roads_gdf is not None else None
-            )
-            path = forecast_large(
-                est,
-                images,
-                out,
-                window=window,
-                halo=halo,
-                client=client,
-                horizon=horizon,
-                overwrite=overwrite,
-                covariates=_covariates(covariates),
-                static=static,
-            )
-        finally:
-            if client is not None:
-                client.close()
-        click.echo(f"wrote {path} ({output.label}, windows of {window or 'default'} cells)")
-        return
+
+def _check_streaming(est, out: str, output, quantiles: str | None, levels, align: str) -> None:
+    """Refuse what a --window/--scheduler forecast cannot do: quantiles, --align, a non-streaming format."""
+    from trafficrnn.errors import ConfigError
+    from trafficrnn.estimation.checks import gdalwarp_line
+
+    if levels is not None:
+        raise ConfigError(
+            f"--quantiles {quantiles} is not available with --window/--scheduler: forecast "
+            "quantiles of a stack that fits in memory, or drop --quantiles"
+        )
+    if align != "exact":
+        raise ConfigError(
+            f"--align {align} is not available with --window/--scheduler: warp the stack onto "
+            f"the model's pixels first ({gdalwarp_line(est.grid_)}, per frame), or drop --window"
+        )
+    if not output.streams:
+        raise ConfigError(
+            "--window/--scheduler stream the forecast into a COG or a Zarr store: use --out "
+            f"forecast.tif or --out forecast.zarr (got {out})"
+        )
+
+
+def _forecast_streamed(
+    est,
+    stack: str,
+    out: str,
+    roads_gdf,
+    *,
+    window: int | None,
+    halo: int | None,
+    scheduler: str | None,
+    horizon: int | None,
+    overwrite: bool,
+    covariates: str | None,
+    time_pattern: str | None,
+    allow_gaps: bool,
+):
+    """Forecast a large STACK window by window (on a dask scheduler when given) into ``out``; return its path."""
+    from trafficrnn.inference import connect, forecast_large
+    from trafficrnn.io import read_stack
+
+    client = connect(scheduler) if scheduler else None
+    try:
+        images = read_stack(stack, time=time_pattern, allow_gaps=allow_gaps, chunks={})
+        static = _static(roads_gdf, images, est.grid_.tile_size) if roads_gdf is not None else None
+        return forecast_large(
+            est,
+            images,
+            out,
+            window=window,
+            halo=halo,
+            client=client,
+            horizon=horizon,
+            overwrite=overwrite,
+            covariates=_covariates(covariates),
+            static=static,
+        )
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _forecast_inputs(
+    est,
+    model: str,
+    stack: str,
+    roads_gdf,
+    *,
+    target: str | None,
+    vehicles: str | None,
+    covariates: str | None,
+    align: str,
+    time_pattern: str | None,
+    allow_gaps: bool,
+):
+    """The last frames of STACK the model reads, on its pixels, and the data keywords of its forecast."""
+    from trafficrnn.errors import ConfigError
+    from trafficrnn.io import read_stack
+
     images = read_stack(
         stack,
         time=time_pattern,
@@ -500,17 +582,18 @@ def forecast(
         extra["target"] = _target(recent, target, vehicles, tile if tile > 1 else None, allow_gaps)[
             0
         ]
-    if levels is not None:
-        extra["quantiles"] = levels
-    fc = est.predict(recent, horizon=horizon, align=align, **extra)
-    writer(fc, out, overwrite=overwrite, **({"segments": segments_gdf} if output.segments else {}))
+    return recent, extra
+
+
+def _forecast_written(fc, out: str, output, segments_gdf, levels) -> str:
+    """The line saying what a forecast wrote: format, leads, issue time and model."""
     leads = [f"+{int(v.astype('timedelta64[m]').astype(int))}min" for v in fc["lead"].values]
     kind = output.label + (
         (", road segments" if segments_gdf is not None else ", cells") if output.segments else ""
     )
     if levels is not None:
         kind += f", quantiles {','.join(f'{q:g}' for q in levels)}"
-    click.echo(
+    return (
         f"wrote {out} ({kind}): {len(leads)} lead(s) "
         f"{leads[0]} … {leads[-1]}, issued {fc.attrs['issued']}, model {fc.attrs['model']}"
     )

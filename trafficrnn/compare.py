@@ -246,43 +246,25 @@ def compare(
     GridError, TimestampError, CadenceError
         As :meth:`TrafficForecaster.fit` for mismatched grids or times.
     """
-    from trafficrnn.ensemble import ForecastEnsemble
-    from trafficrnn.estimator import TrafficForecaster
-
     names = _check_models(models, params)
-    if target is None and vehicles is not None and params.get("tile_size") not in (None, 1):
-        # the counts per cell are the target the models and baselines are scored against
-        from trafficrnn.counting import count_vehicles
-        from trafficrnn.grid import Grid
-
-        target = count_vehicles(
-            vehicles, Grid.from_image(images, int(params["tile_size"])), images.time.values
-        )
-    ForecastEnsemble(
-        members=members, n_jobs=n_jobs
-    )._validate_params()  # refuse bad counts before any training
+    target = _counted_target(images, target, vehicles, params)
+    _check_ensemble(members, n_jobs)  # refuse bad counts before any training
     say = echo or log.info
     tables, rows, fitted, labels = [], {}, {}, []
     for name in names:
-        est = TrafficForecaster(name, progress=progress, **params)
-        limit = (
-            f" (at most {est.max_time:g} min{' per member' if members > 1 else ''})"
-            if est.max_time
-            else ""
-        )
-        if members > 1:
-            est = ForecastEnsemble(est, members=members, n_jobs=n_jobs)
-        label = est.model
-        say(f"training   {label}{limit} ...")
-        t0 = time.perf_counter()
-        start = {"init": init[name]} if init and name in init else {}
-        est.fit(images, target, vehicles=vehicles, **start, **data_kwargs(static, covariates))
-        seconds = time.perf_counter() - t0
-        summary = est.training_summary_
-        epochs = min(summary["epochs"]) if members > 1 else summary["epochs"]
-        say(
-            f"           {epochs} epochs{' per member' if members > 1 else ''} in {seconds:.0f} s, "
-            f"{summary['parameters']:,} parameters"
+        label, est, row = _fit_model(
+            name,
+            images,
+            target,
+            static=static,
+            covariates=covariates,
+            vehicles=vehicles,
+            init=init,
+            members=members,
+            n_jobs=n_jobs,
+            progress=progress,
+            say=say,
+            params=params,
         )
         table = est.evaluate(
             images,
@@ -294,17 +276,116 @@ def compare(
         tables.append(table)
         labels.append(label)
         fitted[label] = est
-        rows[label] = {
-            "kind": "model",
-            "members": members,
-            "parameters": summary["parameters"],
-            "epochs": epochs,
-            "train_seconds": seconds,
-            "inference_seconds": _inference_seconds(
-                est, images, static, target, covariates=covariates
-            ),
-            "best_val_loss": summary.get("best_val_loss"),
-        }
+        row["inference_seconds"] = _inference_seconds(
+            est, images, static, target, covariates=covariates
+        )
+        rows[label] = row
+    table = _joined_table(tables, labels, say)
+    for name, (fit_s, pred_s) in _time_baselines(
+        fitted[labels[0]], images, target, split, baselines
+    ).items():
+        rows[name] = _baseline_row(fit_s, pred_s)
+    summary = _summary_frame(rows, table)
+    return ComparisonResult(table=table, summary=summary[list(SUMMARY_COLUMNS)], models=fitted)
+
+
+def _counted_target(
+    images: xr.DataArray,
+    target: xr.DataArray | None,
+    vehicles: Any,
+    params: dict[str, Any],
+) -> xr.DataArray | None:
+    """The target: ``target`` as given, else the vehicle counts per cell where vehicles and a tile size are."""
+    if target is None and vehicles is not None and params.get("tile_size") not in (None, 1):
+        # the counts per cell are the target the models and baselines are scored against
+        from trafficrnn.counting import count_vehicles
+        from trafficrnn.grid import Grid
+
+        target = count_vehicles(
+            vehicles, Grid.from_image(images, int(params["tile_size"])), images.time.values
+        )
+    return target
+
+
+def _check_ensemble(members: int, n_jobs: int) -> None:
+    """Refuse a ``members`` or ``n_jobs`` below 1 as an ensemble would."""
+    from trafficrnn.ensemble import ForecastEnsemble
+
+    ForecastEnsemble(members=members, n_jobs=n_jobs)._validate_params()
+
+
+def _fit_model(
+    name: str,
+    images: xr.DataArray,
+    target: xr.DataArray | None,
+    *,
+    static: xr.DataArray | None,
+    covariates: pd.DataFrame | None,
+    vehicles: Any,
+    init: Mapping[str, Any] | None,
+    members: int,
+    n_jobs: int,
+    progress: bool,
+    say: Callable[[str], Any],
+    params: dict[str, Any],
+) -> tuple[str, Any, dict[str, Any]]:
+    """Train one model (an ensemble when ``members`` > 1), saying so: its label, estimator and summary row."""
+    from trafficrnn.ensemble import ForecastEnsemble
+    from trafficrnn.estimator import TrafficForecaster
+
+    est = TrafficForecaster(name, progress=progress, **params)
+    limit = (
+        f" (at most {est.max_time:g} min{' per member' if members > 1 else ''})"
+        if est.max_time
+        else ""
+    )
+    if members > 1:
+        est = ForecastEnsemble(est, members=members, n_jobs=n_jobs)
+    label = est.model
+    say(f"training   {label}{limit} ...")
+    t0 = time.perf_counter()
+    start = {"init": init[name]} if init and name in init else {}
+    est.fit(images, target, vehicles=vehicles, **start, **data_kwargs(static, covariates))
+    seconds = time.perf_counter() - t0
+    summary = est.training_summary_
+    epochs = min(summary["epochs"]) if members > 1 else summary["epochs"]
+    say(
+        f"           {epochs} epochs{' per member' if members > 1 else ''} in {seconds:.0f} s, "
+        f"{summary['parameters']:,} parameters"
+    )
+    return label, est, _model_row(summary, members, epochs, seconds)
+
+
+def _model_row(summary: Mapping[str, Any], members: int, epochs, seconds: float) -> dict[str, Any]:
+    """The summary row of one fitted model, its inference time left to fill in."""
+    return {
+        "kind": "model",
+        "members": members,
+        "parameters": summary["parameters"],
+        "epochs": epochs,
+        "train_seconds": seconds,
+        "inference_seconds": None,
+        "best_val_loss": summary.get("best_val_loss"),
+    }
+
+
+def _baseline_row(fit_s: float, pred_s: float) -> dict[str, Any]:
+    """The summary row of one baseline."""
+    return {
+        "kind": "baseline",
+        "members": None,
+        "parameters": None,
+        "epochs": None,
+        "train_seconds": fit_s,
+        "inference_seconds": pred_s,
+        "best_val_loss": None,
+    }
+
+
+def _joined_table(
+    tables: list[pd.DataFrame], labels: list[str], say: Callable[[str], Any]
+) -> pd.DataFrame:
+    """Each model's rows then the baselines' (of the first table), with the skill against persistence."""
     first = tables[0]
     say(f"split      {first.attrs.get('split_source')}")  # the same for every model
     baseline_rows = first.loc[
@@ -316,18 +397,11 @@ def compare(
         # every model is scored on the same issue times: its skill against the one persistence row
         ref = baseline_rows.loc["persistence", "rmse"]
         table["skill_rmse"] = [skill(r, ref.loc[lead]) for (_, lead), r in table["rmse"].items()]
-    for name, (fit_s, pred_s) in _time_baselines(
-        fitted[labels[0]], images, target, split, baselines
-    ).items():
-        rows[name] = {
-            "kind": "baseline",
-            "members": None,
-            "parameters": None,
-            "epochs": None,
-            "train_seconds": fit_s,
-            "inference_seconds": pred_s,
-            "best_val_loss": None,
-        }
+    return table
+
+
+def _summary_frame(rows: dict[str, dict[str, Any]], table: pd.DataFrame) -> pd.DataFrame:
+    """The summary rows as a typed frame indexed by model, with the mean RMSE and MAE over the leads."""
     means = table[["rmse", "mae"]].groupby(level="model", sort=False).mean()
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary["mean_rmse"] = means["rmse"].reindex(summary.index)
@@ -336,7 +410,7 @@ def compare(
     whole = all(
         float(e).is_integer() for e in summary["epochs"].dropna()
     )  # a time limit may cut the last epoch
-    summary = summary.astype(
+    return summary.astype(
         {
             "members": "Int64",
             "parameters": "Int64",
@@ -344,7 +418,6 @@ def compare(
             "best_val_loss": "float64",
         }
     )
-    return ComparisonResult(table=table, summary=summary[list(SUMMARY_COLUMNS)], models=fitted)
 
 
 def _lead_axis(steps: np.ndarray, cadence) -> tuple[np.ndarray, str]:

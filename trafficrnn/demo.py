@@ -119,21 +119,45 @@ def run_demo(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from trafficrnn.compare import compare
-    from trafficrnn.io import read_stack, read_vectors, to_geopackage, to_geotiff, to_netcdf
-    from trafficrnn.plot import animate, plot_compare, plot_leads, plot_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    folder = _sample_folder(sample, out, progress)
+    started = time.perf_counter()
+    images, target, tile, points = _read_sample(folder, echo)
+    init, settings = _demo_settings(images, tile, max_minutes, max_epochs, seed, echo)
+    result = _compare_models(images, target, points, init, settings, progress, echo)
+    best = _report(result.table, echo)
+    est = result.models[best]
+    forecast = est.predict(images)
+    _write_forecast(forecast, result, out)
+    _write_maps(est, forecast, images, target, out, result.files)
+    result.timings["total"] = time.perf_counter() - started
+    echo("\nwritten:")
+    for key, path in result.files.items():
+        echo(f"  {key:<16} {path}")
+    echo(
+        f"\ndone in {result.timings['total']:.0f} s; open forecast.tif or forecast.gpkg in QGIS "
+        "(Layer ▸ Add Layer ▸ Add Raster/Vector Layer)"
+    )
+    return result
+
+
+def _sample_folder(sample: str | Path | None, out: Path, progress: bool) -> Path:
+    """The sample folder (``sample`` or the shipped / simulated one), refused without images/ or density/."""
     folder = Path(sample) if sample else find_sample(out / ".cache", progress=progress)
     for part in ("images", "density"):
         if not (folder / part).is_dir():
             raise InputFileError(
                 f"{folder} has no {part}/ folder: expected the output of `trafficrnn simulate`"
             )
-    started = time.perf_counter()
+    return folder
+
+
+def _read_sample(folder: Path, echo):
+    """Read the sample's images, density, tile size and vehicle points (or None), echoing a line on them."""
+    from trafficrnn.io import read_stack, read_vectors
+
     images = read_stack(folder / "images", allow_gaps=True)
     target = read_stack(folder / "density", allow_gaps=True)
     tile = images.sizes["y"] // target.sizes["y"]
@@ -145,6 +169,13 @@ def run_demo(
     points = (
         read_vectors(folder / "vehicles.gpkg") if (folder / "vehicles.gpkg").is_file() else None
     )
+    return images, target, tile, points
+
+
+def _demo_settings(
+    images, tile: int, max_minutes: float, max_epochs: int, seed: int, echo
+) -> tuple[dict, dict]:
+    """The models to start from and the shared training settings, with a line saying where training starts."""
     # each model starts from its packaged pretrained weights where they fit, and is fine-tuned here
     init, where = starting_points(images, tile)
     echo(f"start      {where}")
@@ -158,6 +189,13 @@ def run_demo(
         settings,
         {"max_time": max_minutes, "seed": seed, "trainer_kwargs": {"max_epochs": max_epochs}},
     )
+    return init, settings
+
+
+def _compare_models(images, target, points, init, settings, progress: bool, echo) -> DemoResult:
+    """Train and score the deep models beside the baselines: the result with their training times."""
+    from trafficrnn.compare import compare
+
     comparison = compare(
         images,
         target,
@@ -171,7 +209,12 @@ def run_demo(
     result = DemoResult(table=comparison.table, models=comparison.models)
     for name in comparison.models:
         result.timings[f"train_{name}"] = float(comparison.summary.loc[name, "train_seconds"])
-    wide = comparison_table(result.table)
+    return result
+
+
+def _report(table: pd.DataFrame, echo) -> str:
+    """Echo the RMSE per lead, the better deep model and the verdict on the baselines; return the better model."""
+    wide = comparison_table(table)
     echo("\nRMSE per lead on the test split (vehicles per cell; lower is better)")
     echo(wide.to_string(float_format=lambda v: f"{v:.3f}"))
     best, runner_up = sorted(MODEL_NAMES, key=lambda m: wide.loc["mean", m])[:2]
@@ -181,15 +224,27 @@ def run_demo(
     )
     for line in verdict(wide, MODEL_NAMES):
         echo(line)
+    return best
 
-    est = result.models[best]
-    forecast = est.predict(images)
+
+def _write_forecast(forecast, result: DemoResult, out: Path) -> None:
+    """Write the forecast (COG, NetCDF, GeoPackage) and the comparison table into ``out``."""
+    from trafficrnn.io import to_geopackage, to_geotiff, to_netcdf
+
     files = result.files
     files["forecast_cog"] = to_geotiff(forecast, out / "forecast.tif", overwrite=True)
     files["forecast_netcdf"] = to_netcdf(forecast, out / "forecast.nc", overwrite=True)
     files["forecast_cells"] = to_geopackage(forecast, out / "forecast.gpkg", overwrite=True)
     files["comparison_csv"] = out / "comparison.csv"
     result.table.to_csv(files["comparison_csv"])
+
+
+def _write_maps(est, forecast, images, target, out: Path, files: dict[str, Path]) -> None:
+    """Draw the last observed frame, the forecast per lead, the error of a past forecast and an animation."""
+    import matplotlib.pyplot as plt
+
+    from trafficrnn.plot import animate, plot_compare, plot_leads, plot_map
+
     # maps: the last observed frame, the forecast per lead, and the error of a past forecast
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
     plot_map(
@@ -203,15 +258,6 @@ def run_demo(
     past = est.predict(images.isel(time=slice(0, images.sizes["time"] - est.horizon)))
     files["error_png"] = _save(plot_compare(past, target, lead=est.horizon), out / "error_map.png")
     files["animation_gif"] = animate(forecast, out / "forecast.gif", overwrite=True)
-    result.timings["total"] = time.perf_counter() - started
-    echo("\nwritten:")
-    for key, path in files.items():
-        echo(f"  {key:<16} {path}")
-    echo(
-        f"\ndone in {result.timings['total']:.0f} s; open forecast.tif or forecast.gpkg in QGIS "
-        "(Layer ▸ Add Layer ▸ Add Raster/Vector Layer)"
-    )
-    return result
 
 
 def verdict(wide: pd.DataFrame, models) -> list[str]:

@@ -42,11 +42,6 @@ def read_vectors(path, *, layer: str | None = None, geometry: str | None = None)
     VectorError
         No layer, an unknown or ambiguous layer, an empty layer, no CRS, unusable geometries.
     """
-    import geopandas as gpd
-    import pyogrio
-    import shapely.errors
-    from pyogrio.errors import DataLayerError, DataSourceError
-
     if geometry not in _GEOMETRIES:
         raise ConfigError(f"geometry={geometry!r} is invalid: expected 'point', 'line' or None")
     path = Path(path)
@@ -54,24 +49,40 @@ def read_vectors(path, *, layer: str | None = None, geometry: str | None = None)
         raise InputFileError(
             f"{path} does not exist (or is not a file); expected a GeoPackage such as vehicles.gpkg"
         )
+    gdf = _read_layer(path, layer)
+    what = f"{path}" + (f" layer {layer!r}" if layer else "")
+    _check_read_layer(gdf, what, geometry)
+    return gdf
+
+
+def _pick_layer(path: Path, layer: str | None) -> str:
+    """The layer of ``path`` to read: ``layer``, or its only layer."""
+    import pyogrio
+
+    layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    if not layers:
+        raise VectorError(
+            f"{path} holds no vector layer; expected a GeoPackage with a points or lines layer"
+        )
+    if layer is None and len(layers) > 1:
+        raise VectorError(
+            f"{path} holds {len(layers)} layers ({', '.join(layers[:10])}); pick one with layer=..."
+        )
+    if layer is not None and layer not in layers:
+        raise VectorError(f"{path} has no layer {layer!r}; its layers: {', '.join(layers[:10])}")
+    return layer or layers[0]
+
+
+def _read_layer(path: Path, layer: str | None):
+    """Read one layer of ``path``, any failure of a corrupt file turned into an InputFileError."""
+    import geopandas as gpd
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # GDAL chatter about odd files
-            layers = [str(name) for name, _ in pyogrio.list_layers(path)]
-            if not layers:
-                raise VectorError(
-                    f"{path} holds no vector layer; expected a GeoPackage with a points or lines layer"
-                )
-            if layer is None and len(layers) > 1:
-                raise VectorError(
-                    f"{path} holds {len(layers)} layers ({', '.join(layers[:10])}); "
-                    "pick one with layer=..."
-                )
-            if layer is not None and layer not in layers:
-                raise VectorError(
-                    f"{path} has no layer {layer!r}; its layers: {', '.join(layers[:10])}"
-                )
-            gdf = gpd.read_file(path, layer=layer or layers[0], engine="pyogrio")
+            return gpd.read_file(path, layer=_pick_layer(path, layer), engine="pyogrio")
     except (VectorError, InputFileError):
         raise
     except (
@@ -94,7 +105,13 @@ def read_vectors(path, *, layer: str | None = None, geometry: str | None = None)
             f"{path} is not a readable vector file ({type(exc).__name__}: {str(exc)[:200]}); "
             "expected a GeoPackage written by GIS software (QGIS, geopandas.to_file)"
         ) from None
-    what = f"{path}" + (f" layer {layer!r}" if layer else "")
+
+
+def _check_read_layer(gdf, what: str, geometry: str | None) -> None:
+    """Refuse a read layer without geometry, features, CRS or usable geometries of the kind asked."""
+    import geopandas as gpd
+    import shapely.errors
+
     if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
         raise VectorError(
             f"{what} has no geometry column; expected points (vehicles) or lines (roads)"
@@ -126,7 +143,6 @@ def read_vectors(path, *, layer: str | None = None, geometry: str | None = None)
             f"{what} holds {', '.join(sorted(map(str, types)))} geometries; expected "
             f"{' or '.join(allowed)}: pick the right layer with layer=..."
         )
-    return gdf
 
 
 def _check_layer(gdf, what: str, geom_types: tuple[str, ...], grid: Grid):
@@ -193,51 +209,13 @@ def rasterize_points(
         No CRS, non-point geometries, a missing or invalid time column.
     """
     points = _check_layer(points, "points", ("Point",), grid)
-    if time_col not in points.columns:
-        raise VectorError(
-            f"points have no column {time_col!r} (columns: {', '.join(map(str, points.columns))}); pass time_col=..."
-        )
-    try:
-        stamps = pd.DatetimeIndex(pd.to_datetime(points[time_col], format="mixed"))
-    except (ValueError, TypeError) as exc:
-        raise VectorError(
-            f"points column {time_col!r} cannot be read as timestamps ({exc})"
-        ) from None
-    if stamps.tz is not None:
-        stamps = stamps.tz_convert("UTC").tz_localize(None)
-    if stamps.hasnans:
-        raise VectorError(
-            f"{int(stamps.isna().sum())} point(s) have no time in column {time_col!r}; drop them or fill the time"
-        )
+    stamps = _point_times(points, time_col)
     if len(points) == 0 and times is None:
         raise VectorError(
             "points layer is empty: no time bins can be made from 0 points; pass times=... "
             "(e.g. images.time) to get zero counts for those times, or check the layer"
         )
-    try:
-        step = pd.Timedelta(freq) if freq is not None else None
-    except (ValueError, TypeError):
-        raise ConfigError(
-            f"freq={freq!r} is invalid: expected a positive duration such as '5min'"
-        ) from None
-    if step is not None and (step is pd.NaT or step <= pd.Timedelta(0)):
-        raise ConfigError(f"freq={freq!r} is invalid: expected a positive duration such as '5min'")
-    if times is not None:
-        bins = pd.DatetimeIndex(pd.to_datetime(list(times), format="mixed")).as_unit("ns")
-        if len(bins) == 0 or not bins.is_monotonic_increasing:
-            raise ConfigError("times= must be a non-empty, increasing sequence of bin starts")
-        if step is None:
-            step = bins[-1] - bins[-2] if len(bins) > 1 else pd.Timedelta(0)
-        ends = np.append(bins.asi8[1:], bins.asi8[-1] + step.value)
-        t_idx = np.searchsorted(bins.asi8, stamps.as_unit("ns").asi8, side="right") - 1
-        t_ok = (t_idx >= 0) & (stamps.as_unit("ns").asi8 < ends[np.clip(t_idx, 0, None)])
-    else:
-        labels = stamps.floor(step) if step is not None else stamps
-        bins = pd.DatetimeIndex(np.unique(labels.as_unit("ns"))).as_unit("ns")
-        if step is not None and len(bins):
-            bins = pd.date_range(bins[0], bins[-1], freq=step).as_unit("ns")
-        t_idx = np.searchsorted(bins.asi8, labels.as_unit("ns").asi8)
-        t_ok = np.ones(len(stamps), dtype=bool)
+    bins, t_idx, t_ok = _time_bins(stamps, _bin_width(freq), times)
     xs, ys = points.geometry.x.to_numpy(), points.geometry.y.to_numpy()
     rows, cols = grid.index(xs, ys)
     inside = grid.contains(rows, cols)
@@ -261,6 +239,63 @@ def rasterize_points(
     da = grid.attach(da)
     da.attrs["units"] = "vehicles per cell" if weight_col is None else weight_col
     return da
+
+
+def _point_times(points, time_col: str) -> pd.DatetimeIndex:
+    """The time of each point from ``time_col``, as naive UTC timestamps."""
+    if time_col not in points.columns:
+        raise VectorError(
+            f"points have no column {time_col!r} (columns: {', '.join(map(str, points.columns))}); pass time_col=..."
+        )
+    try:
+        stamps = pd.DatetimeIndex(pd.to_datetime(points[time_col], format="mixed"))
+    except (ValueError, TypeError) as exc:
+        raise VectorError(
+            f"points column {time_col!r} cannot be read as timestamps ({exc})"
+        ) from None
+    if stamps.tz is not None:
+        stamps = stamps.tz_convert("UTC").tz_localize(None)
+    if stamps.hasnans:
+        raise VectorError(
+            f"{int(stamps.isna().sum())} point(s) have no time in column {time_col!r}; drop them or fill the time"
+        )
+    return stamps
+
+
+def _bin_width(freq) -> pd.Timedelta | None:
+    """``freq`` as a positive Timedelta, or None without it."""
+    try:
+        step = pd.Timedelta(freq) if freq is not None else None
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"freq={freq!r} is invalid: expected a positive duration such as '5min'"
+        ) from None
+    if step is not None and (step is pd.NaT or step <= pd.Timedelta(0)):
+        raise ConfigError(f"freq={freq!r} is invalid: expected a positive duration such as '5min'")
+    return step
+
+
+def _time_bins(
+    stamps: pd.DatetimeIndex, step: pd.Timedelta | None, times
+) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    """The time bin starts (``times``, or made from the stamps), each stamp's bin and whether it is in one."""
+    if times is not None:
+        bins = pd.DatetimeIndex(pd.to_datetime(list(times), format="mixed")).as_unit("ns")
+        if len(bins) == 0 or not bins.is_monotonic_increasing:
+            raise ConfigError("times= must be a non-empty, increasing sequence of bin starts")
+        if step is None:
+            step = bins[-1] - bins[-2] if len(bins) > 1 else pd.Timedelta(0)
+        ends = np.append(bins.asi8[1:], bins.asi8[-1] + step.value)
+        t_idx = np.searchsorted(bins.asi8, stamps.as_unit("ns").asi8, side="right") - 1
+        t_ok = (t_idx >= 0) & (stamps.as_unit("ns").asi8 < ends[np.clip(t_idx, 0, None)])
+    else:
+        labels = stamps.floor(step) if step is not None else stamps
+        bins = pd.DatetimeIndex(np.unique(labels.as_unit("ns"))).as_unit("ns")
+        if step is not None and len(bins):
+            bins = pd.date_range(bins[0], bins[-1], freq=step).as_unit("ns")
+        t_idx = np.searchsorted(bins.asi8, labels.as_unit("ns").asi8)
+        t_ok = np.ones(len(stamps), dtype=bool)
+    return bins, t_idx, t_ok
 
 
 def rasterize_lines(
