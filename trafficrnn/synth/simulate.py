@@ -405,27 +405,41 @@ def write_simulation(
     ConfigError
         If ``image_compress`` is not supported.
     """
-    from trafficrnn import __version__
-    from trafficrnn.io import write_geopackage, write_stack
-
     if image_compress not in ("jpeg", "deflate"):
         raise ConfigError(
             f"image_compress={image_compress!r} is invalid: expected 'jpeg' or 'deflate'"
         )
     out = Path(out_dir)
-    names = [
-        "images",
-        "density",
-        "clouds",
-        "vehicles.gpkg",
-        "roads.gpkg",
-        "landuse.gpkg",
-        "manifest.json",
-    ]
+    _check_free(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_rasters(result, out, overwrite, image_compress, progress)
+    _write_vectors(result, out, overwrite)
+    manifest = _manifest(result, image_compress)
+    path = out / "manifest.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(path)
+    return manifest
+
+
+# write_simulation's steps: refuse to overwrite, write the rasters, the vectors, the manifest
+_OUTPUTS = (
+    "images",
+    "density",
+    "clouds",
+    "vehicles.gpkg",
+    "roads.gpkg",
+    "landuse.gpkg",
+    "manifest.json",
+)
+
+
+def _check_free(out: Path, overwrite: bool) -> None:
+    """Raise OutputExistsError if ``out`` holds an output (a file, or a folder with files) and not ``overwrite``."""
     if out.exists() and not overwrite:
         taken = [
             n
-            for n in names
+            for n in _OUTPUTS
             if (out / n).exists() and (not (out / n).is_dir() or any((out / n).iterdir()))
         ]
         if taken:
@@ -433,7 +447,14 @@ def write_simulation(
                 f"{out} already holds {', '.join(taken)}; pass overwrite=True "
                 "(CLI: --overwrite) or choose another folder"
             )
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_rasters(
+    result: SimulationResult, out: Path, overwrite: bool, image_compress: str, progress: bool
+) -> None:
+    """Write the images (in chunks of 48 frames), the density and, when clouds are on, the cloud masks."""
+    from trafficrnn.io import write_stack
+
     n = result.images.sizes["time"]
     chunk = 48
     with tqdm(total=n, desc="write", unit="frame", disable=not progress) as bar:
@@ -450,6 +471,12 @@ def write_simulation(
     if result.params.get("clouds"):
         mask = result.cloud_mask.astype(np.uint8).expand_dims(band=["cloud"], axis=1)
         write_stack(mask, out / "clouds", overwrite=overwrite, compress="deflate")
+
+
+def _write_vectors(result: SimulationResult, out: Path, overwrite: bool) -> None:
+    """Write the vehicles, roads and land use as GeoPackages."""
+    from trafficrnn.io import write_geopackage
+
     write_geopackage(
         result.vehicles.assign(kind=result.vehicles["kind"].astype(str)),
         out / "vehicles.gpkg",
@@ -458,9 +485,15 @@ def write_simulation(
     )
     write_geopackage(result.roads, out / "roads.gpkg", layer="roads", overwrite=overwrite)
     write_geopackage(result.landuse, out / "landuse.gpkg", layer="landuse", overwrite=overwrite)
+
+
+def _manifest(result: SimulationResult, image_compress: str) -> dict:
+    """The manifest: generator, parameters, CRS, image and grid geometry, times, counts, files."""
+    from trafficrnn import __version__
+
     grid = result.grid
     times = pd.DatetimeIndex(result.density["time"].values)
-    manifest = {
+    return {
         "generator": "trafficrnn.synth",
         "package_version": __version__,
         "parameters": result.params,
@@ -488,6 +521,21 @@ def write_simulation(
             "incidents": len(result.incidents),
             "events": len(result.events),
         },
+        **_happenings(result),
+        "files": {
+            "images": "images/*.tif",
+            "density": "density/*.tif",
+            "vehicles": "vehicles.gpkg",
+            "roads": "roads.gpkg",
+            "landuse": "landuse.gpkg",
+            **({"clouds": "clouds/*.tif"} if result.params.get("clouds") else {}),
+        },
+    }
+
+
+def _happenings(result: SimulationResult) -> dict:
+    """The manifest's ``incidents`` and ``events`` lists: kind, start, end and place of each."""
+    return {
         "incidents": [
             {"start": r.start.isoformat(), "end": r.end.isoformat(), "link": int(r.link)}
             for r in result.incidents.itertuples()
@@ -501,17 +549,4 @@ def write_simulation(
             }
             for r in result.events.itertuples()
         ],
-        "files": {
-            "images": "images/*.tif",
-            "density": "density/*.tif",
-            "vehicles": "vehicles.gpkg",
-            "roads": "roads.gpkg",
-            "landuse": "landuse.gpkg",
-            **({"clouds": "clouds/*.tif"} if result.params.get("clouds") else {}),
-        },
     }
-    path = out / "manifest.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    tmp.replace(path)
-    return manifest

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -55,7 +56,30 @@ def build_network(city: City, dt: float = 2.0) -> Network:
         raise ConfigError(
             f"dt={dt!r} is invalid: expected a simulation step in (0, 10] seconds, e.g. 2"
         )
-    roads, nodes = city.roads, city.nodes
+    link = _directed_links(city.roads, city.nodes)
+    cell_link, cell_start, cell_len, first, last = _cells(link, dt)
+    mf, mt, straight, cos_cbd = _movements(link, city.cbd)
+    green, phase, cycle = _signals(link, len(city.nodes))
+    return Network(
+        link,
+        cell_link,
+        cell_start,
+        cell_len,
+        first,
+        last,
+        mf,
+        mt,
+        straight,
+        cos_cbd,
+        green,
+        phase,
+        cycle,
+    )
+
+
+# build_network's steps: the directed links, their cells, the turning movements, the signals
+def _directed_links(roads, nodes: pd.DataFrame) -> pd.DataFrame:
+    """One row per direction of travel of each road, with its geometry, capacity and wave speed."""
     xy = nodes[["x", "y"]].to_numpy()
     rows = []
     for r in roads.itertuples():
@@ -87,18 +111,28 @@ def build_network(city: City, dt: float = 2.0) -> Network:
     link["w"] = link.qlane / (KJ_LANE - link.qlane / link.vf)
     bnd = nodes.boundary.to_numpy()
     link["entry"], link["exit"] = bnd[link.u], bnd[link.v]
+    return link
+
+
+def _cells(link: pd.DataFrame, dt: float):
+    """Cells of at least ``vf × dt``: each cell's link, start and length, each link's first and last cell."""
     n_cells = np.maximum(1, np.floor(link.length / (link.vf * dt))).astype(int).to_numpy()
     cell_link = np.repeat(np.arange(len(link)), n_cells)
     last = np.cumsum(n_cells) - 1
     first = last - n_cells + 1
     pos = np.arange(len(cell_link)) - first[cell_link]
     cell_len = (link.length.to_numpy() / n_cells)[cell_link]
-    # movements: every in-link to every out-link at a node, U-turns only where nothing else
+    return cell_link, pos * cell_len, cell_len, first, last
+
+
+def _movements(link: pd.DataFrame, cbd):
+    """Every in-link to every out-link at an inner node (U-turns only where nothing else): from and
+    to links, whether straight on, and the cosine of the to-link's heading towards ``cbd``."""
     heading = np.arctan2(link.y1 - link.y0, link.x1 - link.x0).to_numpy()
     out_by_node = link.groupby("u").groups
     mf, mt = [], []
-    for i, (v, u) in enumerate(zip(link.v, link.u)):
-        if bnd[v]:
+    for i, (v, u, at_exit) in enumerate(zip(link.v, link.u, link.exit)):
+        if at_exit:
             continue
         outs = [j for j in out_by_node.get(v, []) if link.v.iat[j] != u]
         outs = outs or [j for j in out_by_node.get(v, [])]
@@ -107,14 +141,18 @@ def build_network(city: City, dt: float = 2.0) -> Network:
     mf, mt = np.asarray(mf, int), np.asarray(mt, int)
     turn = np.abs((heading[mt] - heading[mf] + np.pi) % (2 * np.pi) - np.pi)
     node_x, node_y = link.x0.to_numpy()[mt], link.y0.to_numpy()[mt]
-    cos_cbd = _cos_to(heading[mt], node_x, node_y, city.cbd)
+    return mf, mt, turn < 0.5, _cos_to(heading[mt], node_x, node_y, cbd)
+
+
+def _signals(link: pd.DataFrame, n_nodes: int):
+    """Green share, phase and cycle length of each link's signal at its downstream node."""
     # green share: own class weight against the strongest other road at the downstream node
     cw = link.kind.map(CLASS_W).to_numpy()
     green = np.ones(len(link))
     rng = np.random.default_rng(len(link))
-    node_offset = rng.random(len(nodes))
+    node_offset = rng.random(n_nodes)
     # cycle lengths differ between nodes, so no frame cadence samples every signal at one phase
-    node_cycle = rng.uniform(*SIGNAL_CYCLES, len(nodes))
+    node_cycle = rng.uniform(*SIGNAL_CYCLES, n_nodes)
     for idx in link.groupby("v").groups.values():
         idx = np.asarray(idx)
         roads_here = link.road.to_numpy()[idx]
@@ -125,21 +163,7 @@ def build_network(city: City, dt: float = 2.0) -> Network:
             green[i] = float(np.clip(cw[i] / (cw[i] + other), 0.3, 0.7)) * 0.92
     axis = link.axis.to_numpy()
     phase = (node_offset[link.v.to_numpy()] + np.where(axis == 0, 0.0, 1.0 - green)) % 1.0
-    return Network(
-        link,
-        cell_link,
-        pos * cell_len,
-        cell_len,
-        first,
-        last,
-        mf,
-        mt,
-        turn < 0.5,
-        cos_cbd,
-        green,
-        phase,
-        node_cycle[link.v.to_numpy()],
-    )
+    return green, phase, node_cycle[link.v.to_numpy()]
 
 
 def _cos_to(heading: np.ndarray, x: np.ndarray, y: np.ndarray, target) -> np.ndarray:
@@ -262,6 +286,26 @@ def run_traffic(
     ConfigError
         If the frame spacing is not a positive multiple of ``dt`` or a rate is negative.
     """
+    _check_run(times, dt, demand_scale, incident_rate, event_prob)
+    rng = np.random.default_rng([seed, 2])
+    a = _cell_arrays(city, net)
+    clk = _clock(city, times, spinup, dt)
+    plan = _plan(city, a, clk, event_prob, rng)
+    inc_rows, active = _scheduled(incidents, clk.t0)
+    rec = _run_steps(
+        net, a, clk, plan, inc_rows, active, demand_scale, incident_rate, rng, progress
+    )
+    incidents = pd.DataFrame(inc_rows, columns=["start", "end", "link", "cell", "factor"])
+    events = pd.concat([plan.events, plan.rain]).sort_values("start").reset_index(drop=True)
+    return TrafficRun(times, **vars(rec), incidents=incidents, events=events)
+
+
+# run_traffic's steps: the checks, the network's arrays, the clock, the daily draws and the event
+# schedule (_plan), then the steps from an empty network (_run_steps): each minute demand, incidents
+# and capacities, each simulation step the movement of the cell-transmission model, and at each
+# frame time the record
+def _check_run(times: pd.DatetimeIndex, dt: float, demand_scale, incident_rate, event_prob) -> None:
+    """Raise ConfigError unless the frame spacing is a positive multiple of ``dt`` and no rate is negative."""
     step = (times[1] - times[0]).total_seconds() if len(times) > 1 else dt
     if step <= 0 or abs(step / dt - round(step / dt)) > 1e-9:
         raise ConfigError(
@@ -274,47 +318,112 @@ def run_traffic(
     ):
         if not val >= 0:
             raise ConfigError(f"{name}={val!r} is invalid: expected a number >= 0")
-    rng = np.random.default_rng([seed, 2])
-    a = _cell_arrays(city, net)
+
+
+class _Clock(NamedTuple):
+    """The step counts of a run: from ``t0`` (spin-up start) to the last frame."""
+
+    t0: pd.Timestamp
+    n_steps: int  # simulation steps from t0 to the last frame
+    frame_at: dict  # step -> frame index
+    n_frames: int
+    ctrl_every: int  # steps per minute of control
+    n_days: int  # days of the daily draws (a day to spare on each side)
+    day0: pd.Timestamp  # local midnight of the first day
+    spinup_s: float  # seconds simulated before the first frame
+    dt: float  # seconds per step
+
+
+def _clock(city: City, times: pd.DatetimeIndex, spinup: pd.Timedelta, dt: float) -> _Clock:
+    """The steps from the spin-up start to the last of ``times``, and where the frames and days fall."""
     t0 = times[0] - spinup
     n_steps = int(round((times[-1] - t0).total_seconds() / dt)) + 1
-    frame_at = {int(round((t - t0).total_seconds() / dt)): k for k, t in enumerate(times)}
-    ctrl_every = max(1, int(round(60.0 / dt)))
-    n_days = int(np.ceil(n_steps * dt / 86400)) + 2
-    day0 = (t0 + pd.Timedelta(hours=city.utc_offset_h)).normalize()
-    day_mult = np.exp(rng.normal(0, 0.2, n_days))
-    events, rain = _draw_events(city, a, day0, n_days, event_prob, rng)
+    return _Clock(
+        t0=t0,
+        n_steps=n_steps,
+        frame_at={int(round((t - t0).total_seconds() / dt)): k for k, t in enumerate(times)},
+        n_frames=len(times),
+        ctrl_every=max(1, int(round(60.0 / dt))),
+        n_days=int(np.ceil(n_steps * dt / 86400)) + 2,
+        day0=(t0 + pd.Timedelta(hours=city.utc_offset_h)).normalize(),
+        spinup_s=spinup.total_seconds(),
+        dt=dt,
+    )
+
+
+class _Plan(NamedTuple):
+    """What a run draws before its first step: each day's demand factor, the events, the rain, and
+    the once-a-minute schedule built from them."""
+
+    day_mult: np.ndarray
+    events: pd.DataFrame
+    rain: pd.DataFrame
+    sched: SimpleNamespace
+
+
+def _plan(city: City, a, clk: _Clock, event_prob: float, rng: np.random.Generator) -> _Plan:
+    """Draw each day's demand factor, then the events and rain, and schedule them by the minute."""
+    day_mult = np.exp(rng.normal(0, 0.2, clk.n_days))
+    events, rain = _draw_events(city, a, clk.day0, clk.n_days, event_prob, rng)
+    sched = _schedule(
+        city, clk.t0, clk.n_steps, clk.ctrl_every, clk.dt, clk.day0, clk.n_days, rain, events
+    )
+    return _Plan(day_mult, events, rain, sched)
+
+
+def _run_steps(
+    net: Network,
+    a,
+    clk: _Clock,
+    plan: _Plan,
+    inc_rows: list,
+    active: list,
+    demand_scale: float,
+    incident_rate: float,
+    rng: np.random.Generator,
+    progress,
+) -> _Record:
+    """Step the cell-transmission model from ``clk.t0`` to the last frame, counting the flows after
+    the spin-up; return the record at the frame times."""
+    near, to_venue = _venues(net, a, plan.events)
+    st = _new_state(a)
+    rec = _Record.empty(clk.n_frames, a)
+    ctrl_every, dt, sched, day_mult = clk.ctrl_every, clk.dt, plan.sched, plan.day_mult
+    for s in range(clk.n_steps):
+        if s % ctrl_every == 0:  # once a minute: demand, incidents and capacities
+            m = s // ctrl_every
+            ctl = _demand(net, a, st, sched, m, day_mult, near, to_venue, demand_scale, rng)
+            _incidents(net, a, ctl, sched.times, m, inc_rows, active, incident_rate, rng)
+            _capacities(a, st, ctl, s * dt, active, dt)
+        y_src, out_last, in_first, d_sink = _move(net, a, st, ctl, s, dt)
+        if s * dt >= clk.spinup_s:
+            st.link_in += in_first
+            st.link_out += out_last
+            st.entered += y_src.sum()
+            st.exited += d_sink.sum()
+        k = clk.frame_at.get(s + 1)
+        if k is not None:
+            rec.take(k, a, st)
+            if progress is not None:
+                progress(k + 1)
+    return rec
+
+
+def _venues(net: Network, a, events: pd.DataFrame) -> tuple[list, list]:
+    """For each event: which nodes lie within 120 m of its venue, and how each movement heads to it."""
     near = [
         np.hypot(a.nodes.x - e.x, a.nodes.y - e.y).to_numpy() < 120 for e in events.itertuples()
     ]
     to_venue = [
         _cos_to(a.heading[net.mov_to], a.mov_x, a.mov_y, (e.x, e.y)) for e in events.itertuples()
     ]
+    return near, to_venue
+
+
+def _scheduled(incidents: pd.DataFrame | None, t0: pd.Timestamp) -> tuple[list, list]:
+    """The scheduled incidents as rows (``inc_rows``) and as ``(start s, end s, cell, factor)``
+    since ``t0`` (``active``)."""
     inc_rows = [] if incidents is None else incidents.to_dict("records")
-    st = _State(
-        noise=np.zeros(len(a.nodes) + a.L),
-        city_noise=0.0,
-        N=np.zeros(len(a.clen)),
-        srcq=np.zeros(a.L),
-        link_in=np.zeros(a.L),
-        link_out=np.zeros(a.L),
-        entered=0.0,
-        exited=0.0,
-        capf=np.ones(len(a.clen)),
-    )
-    T = len(times)
-    out = {
-        k: np.zeros((T, n))
-        for k, n in (
-            ("cell_n", len(a.clen)),
-            ("cell_speed", len(a.clen)),
-            ("link_in", a.L),
-            ("link_out", a.L),
-        )
-    }
-    tot_in, tot_out, queued = np.zeros(T), np.zeros(T), np.zeros(T)
-    spinup_s = spinup.total_seconds()
-    sched = _schedule(city, t0, n_steps, ctrl_every, dt, day0, n_days, rain, events)
     active: list[tuple[float, float, int, float]] = []  # (start s, end s, cell, factor) since t0
     if incidents is not None:
         active = [
@@ -326,47 +435,61 @@ def run_traffic(
             )
             for r in inc_rows
         ]
-    for s in range(n_steps):
-        if s % ctrl_every == 0:  # once a minute: demand, incidents and capacities
-            m = s // ctrl_every
-            ctl = _demand(net, a, st, sched, m, day_mult, near, to_venue, demand_scale, rng)
-            _incidents(net, a, ctl, sched.times, m, inc_rows, active, incident_rate, rng)
-            _capacities(a, st, ctl, s * dt, active, dt)
-        y_src, out_last, in_first, d_sink = _move(net, a, st, ctl, s, dt)
-        if s * dt >= spinup_s:
-            st.link_in += in_first
-            st.link_out += out_last
-            st.entered += y_src.sum()
-            st.exited += d_sink.sum()
-        k = frame_at.get(s + 1)
-        if k is not None:
-            N = st.N
-            np.maximum(N, 0.0, out=N)
-            kden = N / a.clen
-            speed = np.minimum(a.vf, a.w * (a.nmax / a.clen - kden) / np.maximum(kden, 1e-9))
-            out["cell_n"][k], out["cell_speed"][k] = N, np.clip(speed, 0.3, None)
-            out["link_in"][k], out["link_out"][k] = st.link_in, st.link_out
-            tot_in[k], tot_out[k], queued[k] = st.entered, st.exited, st.srcq.sum()
-            if progress is not None:
-                progress(k + 1)
-    incidents = pd.DataFrame(inc_rows, columns=["start", "end", "link", "cell", "factor"])
-    events = pd.concat([events, rain]).sort_values("start").reset_index(drop=True)
-    return TrafficRun(
-        times,
-        out["cell_n"],
-        out["cell_speed"],
-        out["link_in"],
-        out["link_out"],
-        tot_in,
-        tot_out,
-        queued,
-        incidents,
-        events,
+    return inc_rows, active
+
+
+def _new_state(a) -> _State:
+    """An empty network: no vehicles, no queues, no noise, full capacity."""
+    return _State(
+        noise=np.zeros(len(a.nodes) + a.L),
+        city_noise=0.0,
+        N=np.zeros(len(a.clen)),
+        srcq=np.zeros(a.L),
+        link_in=np.zeros(a.L),
+        link_out=np.zeros(a.L),
+        entered=0.0,
+        exited=0.0,
+        capf=np.ones(len(a.clen)),
     )
 
 
-# run_traffic's steps: the network's arrays, the event schedule, then each minute demand, incidents and
-# capacities, and each simulation step the movement of the cell-transmission model
+@dataclass
+class _Record:
+    """What run_traffic records at the frame times (see TrafficRun)."""
+
+    cell_n: np.ndarray
+    cell_speed: np.ndarray
+    link_in: np.ndarray
+    link_out: np.ndarray
+    entered: np.ndarray
+    exited: np.ndarray
+    queued: np.ndarray
+
+    @classmethod
+    def empty(cls, T: int, a) -> _Record:
+        """Zeros for ``T`` frames."""
+        C, L = len(a.clen), a.L
+        return cls(
+            np.zeros((T, C)),
+            np.zeros((T, C)),
+            np.zeros((T, L)),
+            np.zeros((T, L)),
+            np.zeros(T),
+            np.zeros(T),
+            np.zeros(T),
+        )
+
+    def take(self, k: int, a, st: _State) -> None:
+        """Record frame ``k``: clip the cells at 0 vehicles, and store them, their speeds and the counts."""
+        N = st.N
+        np.maximum(N, 0.0, out=N)
+        kden = N / a.clen
+        speed = np.minimum(a.vf, a.w * (a.nmax / a.clen - kden) / np.maximum(kden, 1e-9))
+        self.cell_n[k], self.cell_speed[k] = N, np.clip(speed, 0.3, None)
+        self.link_in[k], self.link_out[k] = st.link_in, st.link_out
+        self.entered[k], self.exited[k], self.queued[k] = st.entered, st.exited, st.srcq.sum()
+
+
 @dataclass
 class _State:
     """What run_traffic carries from step to step."""
