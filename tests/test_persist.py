@@ -186,7 +186,10 @@ def test_load__a_pickle_file_instead_of_a_folder(tmp_path):
         (lambda c: c.pop("grid"), "key 'grid' is missing"),
         (lambda c: c["model_config"].update(hidden_channels=[16]), "weights do not fit the model"),
         (lambda c: c["model_config"].update(cell="gru"), "inconsistent"),
-        (lambda c: c.update(format="something-else"), "not a trafficrnn model config"),
+        (
+            lambda c: c.update(format="something-else"),
+            "format .something-else., expected .trafficrnn-model.; not a trafficrnn model file",
+        ),
     ],
 )
 def test_load__invalid_config(saved, tmp_path, edit, match):

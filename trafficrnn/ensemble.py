@@ -26,6 +26,7 @@ import xarray as xr
 
 from trafficrnn._version import __version__
 from trafficrnn.errors import ConfigError, ModelFileError, NotFittedError
+from trafficrnn.io.formatfile import read_format_json
 
 FORMAT = "trafficrnn-ensemble"
 FORMAT_VERSION = 1
@@ -523,25 +524,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             f"{path} is not a saved ensemble folder ({MANIFEST} is missing); save one with "
             "ForecastEnsemble.save(path)"
         )
-    try:
-        manifest = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{file} is not valid JSON ({exc}); the file is corrupt") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ModelFileError(
-            f"{file}: format {found!r}, expected {FORMAT!r}; not a trafficrnn ensemble"
-        )
-    version = manifest.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ModelFileError(
-            f"{file}: format_version = {version!r:.40}, expected a positive integer"
-        )
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{file}: ensemble format {version} is newer than this trafficrnn ({__version__}) "
-            f"reads (<= {FORMAT_VERSION}); upgrade trafficrnn"
-        )
+    manifest = read_format_json(file, format=FORMAT, kind="ensemble", max_version=FORMAT_VERSION)
     names = manifest.get("members")
     if (
         not isinstance(names, list)

@@ -12,7 +12,6 @@ Layout (``format: "trafficrnn-onnx"``, ``format_version: 1``): the readable depl
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from trafficrnn._version import __version__
 from trafficrnn.errors import ModelFileError, TrafficRNNError
+from trafficrnn.io.formatfile import read_format_json
 
 FORMAT = "trafficrnn-onnx"
 FORMAT_VERSION = 1
@@ -247,20 +247,13 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
             f"{file} is missing: an exported model is the ONNX file and its sidecar JSON beside "
             "it; export again with TrafficForecaster.export_onnx (CLI: trafficrnn export)"
         )
-    try:
-        spec = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{file} is not valid JSON ({exc}); the file is corrupt") from None
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        found = spec.get("format") if isinstance(spec, dict) else type(spec).__name__
-        raise ModelFileError(f"{file}: format {found!r}, expected {FORMAT!r}")
-    version = spec.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{file}: format_version {version!r:.40} is not one this trafficrnn ({__version__}) "
-            f"reads (<= {FORMAT_VERSION}); upgrade trafficrnn"
-        )
-    return spec
+    return read_format_json(
+        file,
+        format=FORMAT,
+        kind="ONNX sidecar",
+        max_version=FORMAT_VERSION,
+        fix="export again with TrafficForecaster.export_onnx (CLI: trafficrnn export)",
+    )
 
 
 def restore(cls: type, spec: dict[str, Any], file: Path) -> Any:

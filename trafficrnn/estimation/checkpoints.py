@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trafficrnn.errors import ConfigError, ModelFileError
+from trafficrnn.io.formatfile import read_format_json
 
 RUN_FILE = "run.json"
 FORMAT = "trafficrnn-run"
@@ -67,21 +68,11 @@ def _read(root: Path) -> dict[str, Any] | None:
     file = root / RUN_FILE
     if not file.is_file():
         return None
-    try:
-        record = json.loads(file.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    fix = "the checkpoint folder is corrupt: train again into a new checkpoint_dir"
+    record = read_format_json(file, format=FORMAT, kind="run record", max_version=None, fix=fix)
+    if not isinstance(record.get("settings"), dict):
         raise ModelFileError(
-            f"{file} is not valid JSON ({exc}); the checkpoint folder is corrupt: train again "
-            "into a new checkpoint_dir"
-        ) from None
-    if (
-        not isinstance(record, dict)
-        or record.get("format") != FORMAT
-        or not isinstance(record.get("settings"), dict)
-    ):
-        raise ModelFileError(
-            f"{file} is not a trafficrnn run record (format {record.get('format') if isinstance(record, dict) else None!r}, "
-            f"expected {FORMAT!r}); train again into a new checkpoint_dir"
+            f"{file}: settings = {record.get('settings')!r:.60}, expected an object; {fix}"
         )
     return record
 

@@ -14,6 +14,7 @@ import pandas as pd
 from trafficrnn._version import __version__
 from trafficrnn.errors import ConfigError, GridError, ModelFileError, TrafficRNNError
 from trafficrnn.io.atomic import atomic_output
+from trafficrnn.io.formatfile import read_format_json
 from trafficrnn.params import ALL_DEFAULTS, GROUPS, MODEL_NAMES, grouped
 
 if (
@@ -509,22 +510,9 @@ def read_config(path) -> dict[str, Any]:
     for name in (CONFIG, WEIGHTS):
         if not (path / name).is_file():
             raise ModelFileError(f"{path}: {name} is missing; the model folder is incomplete")
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(
-            f"{path / CONFIG} is not valid JSON ({exc}); the file is corrupt"
-        ) from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{path / CONFIG} is not a trafficrnn model config (format={config.get('format') if isinstance(config, dict) else None!r})"
-        )
-    version = _require(config, "format_version", int, path)
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path}: model format {version} is newer than this trafficrnn ({__version__}) reads "
-            f"(<= {FORMAT_VERSION}); upgrade trafficrnn"
-        )
+    config = read_format_json(
+        path / CONFIG, format=FORMAT, kind="model", max_version=FORMAT_VERSION
+    )
     model = _require(config, "model", str, path)
     if model.lower() not in MODEL_NAMES:
         raise ModelFileError(
