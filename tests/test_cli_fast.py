@@ -351,3 +351,40 @@ def test_describe__the_python_side_of_info(grids):
 def test_describe__missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(trafficrnn.errors.ModelFileError, match="does not exist"):
         trafficrnn.describe(tmp_path / "nope")
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_training_options__defaults_are_the_estimators(command):
+    # the CLI and the API agree: every flag named after a TrafficForecaster parameter defaults to the
+    # parameter's default (after its callback), and the on/off flags left out keep the estimator's
+    from trafficrnn.cli_options import estimator_options
+    from trafficrnn.params import ALL_DEFAULTS
+
+    cmd = main.get_command(click_context(), command)
+    ctx = cmd.make_context(command, ["STACK", "--out", "x"])
+    options = estimator_options(ctx.params)
+    assert len(options) >= 20
+    for name, value in options.items():
+        assert value == ALL_DEFAULTS[name], name
+    assert not {"context_inputs", "feedback", "count_head"} & set(options)  # flags left out
+
+
+def test_training_options__flags_reach_their_parameters():
+    from trafficrnn.cli_options import estimator_options
+
+    cmd = main.get_command(click_context(), "train")
+    ctx = cmd.make_context(
+        "train",
+        "STACK --out x --max-minutes 0 --devices 2 --context ha,1D --no-feedback "
+        "--hidden 4,4".split(),
+    )
+    options = estimator_options(ctx.params)
+    assert options["max_time"] is None and options["devices"] == 2
+    assert options["context"] == ("ha", "1D") and options["feedback"] is False
+    assert options["hidden"] == (4, 4)
+
+
+def click_context():
+    import click
+
+    return click.Context(main)

@@ -343,9 +343,11 @@ def _fit_options() -> list:
         ),
         click.option(
             "--max-minutes",
+            "max_time",
             default=ALL_DEFAULTS["max_time"],
             show_default=True,
             type=click.FloatRange(0),
+            callback=lambda ctx, param, value: value or None,
             help="Time limit of all of training, in minutes (per model, per ensemble member); 0: none.",
         ),
         click.option(
@@ -370,6 +372,9 @@ def _model_options() -> list:
         click.option(
             "--context",
             default="",
+            callback=lambda ctx, param, value: tuple(
+                c.strip() for c in value.split(",") if c.strip()
+            ),
             help="Known-in-advance inputs of each target time, comma-separated: "
             "ha (historical average of the slot), 1D, 7D (the value a day / week before; grids only).",
         ),
@@ -441,6 +446,7 @@ def _trainer_options() -> list:
             "--devices",
             default=str(ALL_DEFAULTS["devices"]),
             show_default=True,
+            callback=lambda ctx, param, value: int(value) if value.isdigit() else value,
             help="Device count, list (0,1) or auto.",
         ),
         click.option(
@@ -510,44 +516,26 @@ def _prepare_training(stack: str, opts: dict) -> tuple:
     target, tile = _target(
         images, opts["target"], opts["vehicles"], opts["tile_size"], opts["allow_gaps"]
     )
-    devices = opts["devices"]
-    params = dict(
-        input_steps=opts["input_steps"],
-        horizon=opts["horizon"],
-        tile_size=tile,
-        max_epochs=opts["max_epochs"],
-        max_time=opts["max_minutes"] or None,
-        batch_size=opts["batch_size"],
-        val=opts["val"],
-        test=opts["test"],
-        hidden=opts["hidden"],
-        seed=opts["seed"],
-        precision=opts["precision"],
-        accelerator=opts["accelerator"],
-        devices=int(devices) if devices.isdigit() else devices,
-        strategy=opts["strategy"],
-        num_nodes=opts["num_nodes"],
-        cell_mean=opts["cell_mean"],
-        context=tuple(c.strip() for c in opts["context"].split(",") if c.strip()),
-        timezone=opts["timezone"],
-        target_inputs=opts["target_inputs"],
-        linear_lags=opts["linear_lags"],
-        bptt_steps=opts["bptt_steps"],
-    )
-    for name in (
-        "context_inputs",
-        "feedback",
-        "count_head",
-    ):  # flags left out keep the estimator's default
-        if opts[name] is not None:
-            params[name] = opts[name]
-    params = grouped(params, opts["settings"])  # each option into its group; --set wins
+    params = grouped(estimator_options(opts), {"tile_size": tile}, opts["settings"])
     points = (
         _read_vector(opts["vehicles"], "--vehicles")
         if opts["vehicles"] and tile and tile > 1
         else None
     )
     return images, target, _static(roads, images, tile), params, points
+
+
+def estimator_options(opts: dict) -> dict:
+    """The TrafficForecaster parameters among the parsed options: every option whose name is a
+    parameter's (the flags carry the parameters' names, the callbacks their types), less the on/off
+    flags left out (None), which keep the estimator's default."""
+    return {
+        name: value
+        for name, value in opts.items()
+        if name in ALL_DEFAULTS
+        and name not in ("model", "progress")
+        and not (value is None and isinstance(ALL_DEFAULTS[name], bool))
+    }
 
 
 def _check_split(stack: str, images, val, test) -> None:
