@@ -348,6 +348,135 @@ def _validate(net, frames: _Frames, idx: np.ndarray, pool: int, batch: int) -> f
     return total / len(idx)
 
 
+class _Pretraining:
+    """One run of stage A: its frames, crops, optimiser, random draws, timings and best weights."""
+
+    def __init__(
+        self,
+        net,
+        x,
+        y,
+        fine,
+        train,
+        val,
+        *,
+        unit,
+        batch_size,
+        lr,
+        weight_decay,
+        max_epochs,
+        max_seconds,
+        seed,
+        initial,
+        started,
+    ) -> None:
+        """Set up the crops, the probe (drawn from the seeded torch RNG) and the optimiser."""
+        tile = net.tile_encoder.tile_size
+        self.net, self.train, self.val = net, train, val
+        self.initial, self.started = initial, started
+        self.batch_size, self.lr = batch_size, lr
+        self.max_epochs, self.max_seconds = max_epochs, max_seconds
+        self.pool = unit // (tile // net.count_factor)
+        self.frames = _Frames(x, y, fine, tile, unit)
+        self.rows, self.cols = y.shape[2:]
+        crop = max(1, CROP_PX // tile)
+        self.cr, self.cc = min(crop, self.rows), min(crop, self.cols)
+        self.per_frame = max(1, (self.rows * self.cols) // (self.cr * self.cc))
+        c = y.shape[1]
+        self.probe = torch.nn.Conv2d(net.feature_channels - c, c, 1)
+        params = (
+            list(net.tile_encoder.parameters())
+            + list(net.nowcast_head.parameters())
+            + list(self.probe.parameters())
+        )
+        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        self.rng = np.random.default_rng(seed)
+        self.steps = math.ceil(len(train) * self.per_frame / batch_size)
+        self.best, self.best_state, self.bad, self.spent = None, None, 0, 0.0
+        self.step_seconds, self.val_seconds, self.trained = [], None, 0
+
+    def no_time(self) -> bool:
+        """The next step and the validation after it would end past ``max_seconds`` (estimates).
+        From scratch at least one step trains; a front may keep its weights untouched."""
+        if self.max_seconds is None or (
+            self.trained == 0 and (not self.initial or self.val_seconds is None)
+        ):
+            return False
+        if self.trained:
+            recent = sorted(self.step_seconds[-5:])
+            step = recent[len(recent) // 2]
+        else:  # a training step of crops: about 3 times their forward pass, timed on the validation frames
+            step = 3 * self.val_seconds * self.batch_size / max(1, len(self.val) * self.per_frame)
+        # before a validation is timed: half a step per crop of the whole validation frames
+        check = (
+            self.val_seconds
+            if self.val_seconds is not None
+            else 0.5 * step * self.per_frame * math.ceil(len(self.val) / self.batch_size)
+        )
+        return time.perf_counter() - self.started + step + 1.2 * check > self.max_seconds
+
+    def validate(self) -> float | None:
+        """The counting loss of the whole validation frames (timed), the net back in training mode."""
+        self.net.eval()
+        began = time.perf_counter()
+        score = _validate(self.net, self.frames, self.val, self.pool, self.batch_size)
+        self.val_seconds = time.perf_counter() - began
+        self.net.train()
+        return score
+
+    def score_start(self) -> None:
+        """Score the starting weights (a packaged front) and keep them as the best so far."""
+        self.best = self.validate()
+        if self.best is not None:
+            self.best_state = _snapshot(self.net)
+        log.info("counting pretraining start: val count loss %s", self.best)
+
+    def step(self, epoch: int, i: int, chunk: np.ndarray) -> None:
+        """One optimiser step on a random crop of the frames ``chunk`` (cosine learning rate)."""
+        began = time.perf_counter()
+        progress = max(
+            (epoch - 1 + i / self.steps) / self.max_epochs,
+            self.spent / self.max_seconds if self.max_seconds else 0.0,
+        )
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr * (
+                0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            )
+        rng, cr, cc = self.rng, self.cr, self.cc
+        r0, c0 = int(rng.integers(0, self.rows - cr + 1)), int(rng.integers(0, self.cols - cc + 1))
+        turn = int(rng.integers(0, 4)) if cr == cc else 2 * int(rng.integers(0, 2))
+        batch = self.frames.get(chunk, r0, c0, cr, cc, turn, bool(rng.integers(0, 2)))
+        loss = _frame_loss(self.net, self.probe, batch, self.pool)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step_seconds.append(time.perf_counter() - began)
+        self.trained += 1
+        self.spent = time.perf_counter() - self.started
+
+    def epoch(self, epoch: int) -> int:
+        """Train one epoch of crops (cut where time runs out); returns the steps it made."""
+        order = self.rng.permutation(np.repeat(self.train, self.per_frame))
+        done = 0
+        for i in range(self.steps):
+            chunk = np.sort(order[i * self.batch_size : (i + 1) * self.batch_size])
+            if len(chunk) == 0 or self.no_time():
+                break
+            self.step(epoch, i, chunk)
+            done += 1
+            if self.max_seconds is not None and self.spent > self.max_seconds:
+                break
+        return done
+
+    def keep_best(self, score: float | None) -> None:
+        """Keep the weights of a better validation score; count the epochs without one."""
+        if score is not None and (self.best is None or score < self.best):
+            self.best, self.bad = score, 0
+            self.best_state = _snapshot(self.net)
+        elif score is not None:
+            self.bad += 1
+
+
 def pretrain_encoder(
     net: torch.nn.Module,
     x: np.ndarray,
@@ -404,97 +533,38 @@ def pretrain_encoder(
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
-    tile = net.tile_encoder.tile_size
-    pool = unit // (tile // net.count_factor)
-    frames = _Frames(x, y, fine, tile, unit)
-    rows, cols = y.shape[2:]
-    crop = max(1, CROP_PX // tile)
-    cr, cc = min(crop, rows), min(crop, cols)
-    per_frame = max(1, (rows * cols) // (cr * cc))
-    c = y.shape[1]
-    probe = torch.nn.Conv2d(net.feature_channels - c, c, 1)
-    params = (
-        list(net.tile_encoder.parameters())
-        + list(net.nowcast_head.parameters())
-        + list(probe.parameters())
+    run = _Pretraining(
+        net,
+        x,
+        y,
+        fine,
+        train,
+        val,
+        unit=unit,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        max_epochs=max_epochs,
+        max_seconds=max_seconds,
+        seed=seed,
+        initial=initial,
+        started=started,
     )
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    rng = np.random.default_rng(seed)
-    steps = math.ceil(len(train) * per_frame / batch_size)
-    best, best_state, bad, epoch, spent = None, None, 0, 0, 0.0
-    step_seconds, val_seconds, trained, done = [], None, 0, 0
-
-    def no_time() -> bool:
-        """The next step and the validation after it would end past ``max_seconds`` (estimates).
-        From scratch at least one step trains; a front may keep its weights untouched."""
-        if max_seconds is None or (trained == 0 and (not initial or val_seconds is None)):
-            return False
-        if trained:
-            recent = sorted(step_seconds[-5:])
-            step = recent[len(recent) // 2]
-        else:  # a training step of crops: about 3 times their forward pass, timed on the validation frames
-            step = 3 * val_seconds * batch_size / max(1, len(val) * per_frame)
-        # before a validation is timed: half a step per crop of the whole validation frames
-        check = (
-            val_seconds
-            if val_seconds is not None
-            else 0.5 * step * per_frame * math.ceil(len(val) / batch_size)
-        )
-        return time.perf_counter() - started + step + 1.2 * check > max_seconds
-
     if initial:  # a starting point worth keeping (a packaged front): score it before training
-        net.eval()
-        began = time.perf_counter()
-        best = _validate(net, frames, val, pool, batch_size)
-        val_seconds = time.perf_counter() - began
-        if best is not None:
-            best_state = _snapshot(net)
-        log.info("counting pretraining start: val count loss %s", best)
+        run.score_start()
     net.train()
+    epoch, done, steps = 0, 0, run.steps
     for epoch in range(1, max_epochs + 1):
-        order = rng.permutation(np.repeat(train, per_frame))
-        done = 0
-        for i in range(steps):
-            chunk = np.sort(order[i * batch_size : (i + 1) * batch_size])
-            if len(chunk) == 0 or no_time():
-                break
-            began = time.perf_counter()
-            progress = max(
-                (epoch - 1 + i / steps) / max_epochs, spent / max_seconds if max_seconds else 0.0
-            )
-            for group in opt.param_groups:
-                group["lr"] = lr * (
-                    0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-                )
-            r0, c0 = int(rng.integers(0, rows - cr + 1)), int(rng.integers(0, cols - cc + 1))
-            turn = int(rng.integers(0, 4)) if cr == cc else 2 * int(rng.integers(0, 2))
-            batch = frames.get(chunk, r0, c0, cr, cc, turn, bool(rng.integers(0, 2)))
-            loss = _frame_loss(net, probe, batch, pool)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step_seconds.append(time.perf_counter() - began)
-            trained, done = trained + 1, done + 1
-            spent = time.perf_counter() - started
-            if max_seconds is not None and spent > max_seconds:
-                break
+        done = run.epoch(epoch)
         if done == 0:  # cut before its first step: nothing new to validate
             break
-        net.eval()
-        began = time.perf_counter()
-        score = _validate(net, frames, val, pool, batch_size)
-        val_seconds = time.perf_counter() - began
-        net.train()
+        score = run.validate()
         log.info("counting pretraining epoch %d: val count loss %s", epoch, score)
-        if score is not None and (best is None or score < best):
-            best, bad = score, 0
-            best_state = _snapshot(net)
-        elif score is not None:
-            bad += 1
-        if (patience and bad >= patience) or done < steps or no_time():
+        run.keep_best(score)
+        if (patience and run.bad >= patience) or done < steps or run.no_time():
             break
-    if best_state is not None:
-        net.load_state_dict(best_state)
+    if run.best_state is not None:
+        net.load_state_dict(run.best_state)
     net.eval()
     from trafficrnn.training import epoch_fraction
 
@@ -504,7 +574,7 @@ def pretrain_encoder(
     return {
         "epochs": epochs,
         "seconds": round(time.perf_counter() - started, 2),
-        "best_val_count_loss": best,
+        "best_val_count_loss": run.best,
         "sub_cell_px": int(unit),
         "from_front": bool(initial),
     }

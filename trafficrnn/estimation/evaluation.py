@@ -150,8 +150,6 @@ def evaluate(
     CalibrationError
         ``quantiles`` of a model without calibration (bad levels: ConfigError).
     """
-    from tqdm.auto import tqdm
-
     if quantiles is not None:
         from trafficrnn.estimation.calibration import check_quantiles, require_calibration
 
@@ -163,9 +161,21 @@ def evaluate(
     truth_da = images_c if target is None else checked.target
     times = pd.DatetimeIndex(images_c.time.values)
     issues, fit_on, choice = evaluation_issues(est, times, split, images, target)
+    if baselines:
+        check_baseline_days(est, split, fit_on, choice)
+    observed = truth_da if getattr(est, "target_inputs", False) else None
+    show = _progress_of(est) if progress is None else bool(progress)
+    args = (images_c, observed, issues, horizon, static, covariates)
+    tables, fc = point_tables(est, args, truth_da, fit_on, baselines, show)
+    if quantiles is not None:
+        add_probabilistic_tables(est, tables, fc, args, truth_da, fit_on, quantiles, baselines)
+    return scored_table(tables, times, issues, split, choice)
+
+
+def check_baseline_days(est, split: str | None, fit_on: slice, choice: SplitChoice | None) -> None:
+    """Refuse baselines on a stack that starts in the scored part of its published split."""
     if (
-        baselines
-        and choice is not None
+        choice is not None
         and choice.source == "published"
         and split != "train"
         and fit_on.stop <= est.input_steps
@@ -176,8 +186,21 @@ def evaluate(
             "from. Pass the whole stack (only the windows of that part are scored), or baselines=() "
             "to score the model alone, or split=None (CLI: --split all) for every window"
         )
-    observed = truth_da if getattr(est, "target_inputs", False) else None
-    show = _progress_of(est) if progress is None else bool(progress)
+
+
+def point_tables(
+    est,
+    args: tuple,
+    truth_da: xr.DataArray,
+    fit_on: slice,
+    baselines: Sequence[str],
+    show: bool,
+) -> tuple[dict[str, pd.DataFrame], xr.DataArray]:
+    """Per-lead scores of the model and of each baseline (``args``: the model's forecast inputs),
+    and the model's forecasts."""
+    from tqdm.auto import tqdm
+
+    issues, horizon = args[2], args[3]
     tables = {}
     with tqdm(
         total=len(issues) * (1 + len(baselines)),
@@ -185,9 +208,7 @@ def evaluate(
         unit="forecast",
         disable=not show,
     ) as bar:
-        fc = model_forecasts(
-            est, images_c, observed, issues, horizon, static, covariates, bar.update
-        )
+        fc = model_forecasts(est, *args, bar.update)
         tables[est.model] = per_lead(fc, align_truth(fc, truth_da))
         history = baseline_history(est, truth_da)
         for name in baselines:
@@ -201,24 +222,46 @@ def evaluate(
             bar.update(len(issues))
         if baselines:
             bar.set_description(f"evaluate {est.model} and {len(baselines)} baselines")
-    if quantiles is not None:
-        from trafficrnn.estimation.adaptive import spread_of
-        from trafficrnn.estimation.quantile_eval import probabilistic_tables
+    return tables, fc
 
-        args = (images_c, observed, issues, horizon, static, covariates)
-        found = probabilistic_tables(
-            est,
-            fc,
-            align_truth(fc, truth_da),
-            baseline_history(est, truth_da),
-            fit_on,
-            issues,
-            quantiles,
-            baselines=bool(baselines),
-            spread=spread_of(est, est.calibration_, *args),
-        )
-        tables[est.model] = tables[est.model].join(found.pop(est.model))
-        tables.update(found)
+
+def add_probabilistic_tables(
+    est,
+    tables: dict[str, pd.DataFrame],
+    fc: xr.DataArray,
+    args: tuple,
+    truth_da: xr.DataArray,
+    fit_on: slice,
+    quantiles: Sequence[float],
+    baselines: Sequence[str],
+) -> None:
+    """Join the model's probabilistic scores to its table; add the probabilistic baselines' rows."""
+    from trafficrnn.estimation.adaptive import spread_of
+    from trafficrnn.estimation.quantile_eval import probabilistic_tables
+
+    found = probabilistic_tables(
+        est,
+        fc,
+        align_truth(fc, truth_da),
+        baseline_history(est, truth_da),
+        fit_on,
+        args[2],
+        quantiles,
+        baselines=bool(baselines),
+        spread=spread_of(est, est.calibration_, *args),
+    )
+    tables[est.model] = tables[est.model].join(found.pop(est.model))
+    tables.update(found)
+
+
+def scored_table(
+    tables: dict[str, pd.DataFrame],
+    times: pd.DatetimeIndex,
+    issues: np.ndarray,
+    split: str | None,
+    choice: SplitChoice | None,
+) -> pd.DataFrame:
+    """The tables in one, with the skill over persistence and the issue times in ``attrs``."""
     table = pd.concat(tables, names=["model", "lead"])
     if "persistence" in tables:
         ref = tables["persistence"]["rmse"]

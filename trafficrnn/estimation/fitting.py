@@ -173,87 +173,17 @@ def prepare(
         raise ConfigError("resume=True needs checkpoint_dir=...: the folder of the run to continue")
     data = fit_paths(est, images, target, vehicles)
     images, target, grid, density_only = data.images, data.target, data.grid, data.density_only
-    times = pd.DatetimeIndex(images.time.values)
-    cadence, gaps = check_cadence(times, allow_gaps=True)
-    if cadence is None:
-        raise TimestampError("the stack has one frame; forecasting needs a time series")
-    split, split_choice = fit_split(est, times, images, target, where=stack_name(images))
-    span = est.input_steps + est.horizon
-    starts = {
-        k: contiguous_starts(times, cadence, span, s, est.stride if k == "train" else 1)
-        for k, s in split.items()
-    }
-    if len(starts["train"]) == 0:
-        raise ConfigError(
-            f"no training window of {span} evenly spaced frames fits in the stack of "
-            f"{len(times)} frames ({len(gaps)} gaps): shorten input_steps/horizon or add data"
-        )
+    times, cadence, gaps, split, split_choice, starts = fit_windows(est, images, target)
     train_t = split["train"]
-    encoder = (
-        None
-        if grid.tile_size == 1
-        else encoder_config(grid.tile_size, est.encoder_width, est.encoder_depth, data.counting)
-    )
-    stride_kw = {}
-    if encoder is not None and est.count_head:
-        strides = encoder.get("strides") or default_strides(grid.tile_size)
-        stride_kw["count_stage"] = count_stage_for(strides, COUNT_STRIDE_PX if data.counting else 8)
-        if data.counting:
-            stride_kw["density_per_cell"] = True
+    encoder, stride_kw = network_plan(est, grid, data.counting)
     front = (
         count_front(images, target, encoder, stride_kw.get("count_stage"))
         if data.counting
         else None
     )
-    tgt_norm = Normalizer("rms", log1p=est.log1p).fit(target.isel(time=train_t))
-    in_norm = tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
-    if front is not None and not use_front_scaling(in_norm, front[1]):
-        log.info(
-            "the images' radiometry (per-band mean %s, std %s) is far from the count front's: counting "
-            "starts from scratch",
-            np.ravel(in_norm.mean_).round(1),
-            np.ravel(in_norm.scale_).round(1),
-        )
-        front = None
-    if front is not None:  # the front predicts counts on its own target scale
-        tgt_norm.scale_ = np.full_like(tgt_norm.scale_, front[1]["target_scale"])
-    init = init_model(est, init, images, target, density_only)
-    if init is not None:  # its weights were trained on its scalings
-        tgt_norm = Normalizer.from_dict(init.state_.target_normalizer.to_dict())
-        in_norm = (
-            tgt_norm
-            if density_only
-            else Normalizer.from_dict(init.state_.input_normalizer.to_dict())
-        )
-    y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype(
-        "float32"
-    )
-    x = (
-        y
-        if density_only
-        else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
-    )
-    cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
-    naive_zone = naive_zone_of(images, target)  # None: the naive times are UTC
-    tf = step_vectors(
-        SimpleNamespace(
-            time_features=est.time_features,
-            timezone=est.timezone,
-            covariates_=cov,
-            naive_zone_=naive_zone,
-        ),
-        times,
-        covariates,
-    )
-    entries = parse_context(est.context, cadence, est.horizon)
-    if not density_only and any(e != "ha" for e in entries):
-        raise ConfigError(
-            f"context={tuple(est.context)}: past-value periods need observed targets at "
-            "forecast time, which the image path does not have; use context=('ha',)"
-        )
-    ctx = Context(entries, est.cell_mean, est.timezone).fit(
-        y[train_t], times[train_t], cadence, naive_zone
-    )
+    tgt_norm, in_norm, front, init = fit_scalings(est, data, train_t, front, init)
+    x, y = scaled_arrays(images, target, density_only, tgt_norm, in_norm)
+    cov, naive_zone, tf, ctx = step_inputs(est, data, times, cadence, train_t, y, covariates)
     user_static, static_names, static_scale = static_layers(static, grid)
     parts = [p for p in (user_static, ctx.static()) if p is not None]
     data.__dict__.update(
@@ -282,6 +212,107 @@ def prepare(
         init=init,
     )
     return data
+
+
+def fit_windows(est, images: xr.DataArray, target: xr.DataArray) -> tuple:
+    """The frames' times, cadence and gaps, the split and each part's window starts."""
+    times = pd.DatetimeIndex(images.time.values)
+    cadence, gaps = check_cadence(times, allow_gaps=True)
+    if cadence is None:
+        raise TimestampError("the stack has one frame; forecasting needs a time series")
+    split, split_choice = fit_split(est, times, images, target, where=stack_name(images))
+    span = est.input_steps + est.horizon
+    starts = {
+        k: contiguous_starts(times, cadence, span, s, est.stride if k == "train" else 1)
+        for k, s in split.items()
+    }
+    if len(starts["train"]) == 0:
+        raise ConfigError(
+            f"no training window of {span} evenly spaced frames fits in the stack of "
+            f"{len(times)} frames ({len(gaps)} gaps): shorten input_steps/horizon or add data"
+        )
+    return times, cadence, gaps, split, split_choice, starts
+
+
+def network_plan(est, grid: Grid, counting: bool) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The tile encoder's settings (None on the density path) and the count stage's keywords."""
+    encoder = (
+        None
+        if grid.tile_size == 1
+        else encoder_config(grid.tile_size, est.encoder_width, est.encoder_depth, counting)
+    )
+    stride_kw = {}
+    if encoder is not None and est.count_head:
+        strides = encoder.get("strides") or default_strides(grid.tile_size)
+        stride_kw["count_stage"] = count_stage_for(strides, COUNT_STRIDE_PX if counting else 8)
+        if counting:
+            stride_kw["density_per_cell"] = True
+    return encoder, stride_kw
+
+
+def fit_scalings(est, data: SimpleNamespace, train_t: slice, front, init) -> tuple:
+    """The target and input scalings (the count front's or ``init``'s), the front kept, ``init``."""
+    images, target, density_only = data.images, data.target, data.density_only
+    tgt_norm = Normalizer("rms", log1p=est.log1p).fit(target.isel(time=train_t))
+    in_norm = tgt_norm if density_only else Normalizer("standard").fit(images.isel(time=train_t))
+    if front is not None and not use_front_scaling(in_norm, front[1]):
+        log.info(
+            "the images' radiometry (per-band mean %s, std %s) is far from the count front's: counting "
+            "starts from scratch",
+            np.ravel(in_norm.mean_).round(1),
+            np.ravel(in_norm.scale_).round(1),
+        )
+        front = None
+    if front is not None:  # the front predicts counts on its own target scale
+        tgt_norm.scale_ = np.full_like(tgt_norm.scale_, front[1]["target_scale"])
+    init = init_model(est, init, images, target, density_only)
+    if init is not None:  # its weights were trained on its scalings
+        tgt_norm = Normalizer.from_dict(init.state_.target_normalizer.to_dict())
+        in_norm = (
+            tgt_norm
+            if density_only
+            else Normalizer.from_dict(init.state_.input_normalizer.to_dict())
+        )
+    return tgt_norm, in_norm, front, init
+
+
+def scaled_arrays(images, target, density_only: bool, tgt_norm, in_norm) -> tuple:
+    """The scaled inputs ``x`` and targets ``y`` (float32; one array on the density path)."""
+    y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype(
+        "float32"
+    )
+    x = (
+        y
+        if density_only
+        else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
+    )
+    return x, y
+
+
+def step_inputs(est, data: SimpleNamespace, times, cadence, train_t: slice, y, covariates) -> tuple:
+    """The covariates, the naive times' zone, the per-step vectors and the fitted context."""
+    cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
+    naive_zone = naive_zone_of(data.images, data.target)  # None: the naive times are UTC
+    tf = step_vectors(
+        SimpleNamespace(
+            time_features=est.time_features,
+            timezone=est.timezone,
+            covariates_=cov,
+            naive_zone_=naive_zone,
+        ),
+        times,
+        covariates,
+    )
+    entries = parse_context(est.context, cadence, est.horizon)
+    if not data.density_only and any(e != "ha" for e in entries):
+        raise ConfigError(
+            f"context={tuple(est.context)}: past-value periods need observed targets at "
+            "forecast time, which the image path does not have; use context=('ha',)"
+        )
+    ctx = Context(entries, est.cell_mean, est.timezone).fit(
+        y[train_t], times[train_t], cadence, naive_zone
+    )
+    return cov, naive_zone, tf, ctx
 
 
 def build(est, data: SimpleNamespace) -> torch.nn.Module:
@@ -349,27 +380,55 @@ def train(
     resume: bool,
 ) -> SimpleNamespace:
     """Step 3 of fit: stage A (counting), then stage B (the forecaster: trained, resumed or read back)."""
-    from trafficrnn.training import EpochSampler, ForecastModule
+    stage_a, x_win, tile_win = run_stage_a(est, data, net, deadline)
+    loaders, validate = window_loaders(est, data, x_win, tile_win)
+    module = forecast_module(est, data, net)
+    outcome = stage_b(
+        est,
+        data,
+        module,
+        loaders,
+        validate,
+        deadline=deadline,
+        fit_began=fit_began,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+    )
+    outcome.stage_a = stage_a
+    return outcome
 
-    stage_a, x_win, tile_win = None, data.x, data.grid.tile_size
-    if data.counting:
-        began = time.perf_counter()
-        stage_a, x_win = pretrain(
-            est,
-            net,
-            data.images,
-            data.grid,
-            data.x,
-            data.y,
-            data.tgt_norm,
-            data.split,
-            data.vehicles,
-            data.fine_raster,
-            from_front=data.front is not None or data.init is not None,
-            deadline=deadline,
-        )
-        stage_a["encode_seconds"] = round(time.perf_counter() - began - stage_a["seconds"], 2)
-        tile_win = 1
+
+def run_stage_a(
+    est, data: SimpleNamespace, net: torch.nn.Module, deadline: float | None
+) -> tuple[dict[str, Any] | None, np.ndarray, int]:
+    """Stage A where counting: its summary, the windows' inputs (cached features), their tile size."""
+    if not data.counting:
+        return None, data.x, data.grid.tile_size
+    began = time.perf_counter()
+    stage_a, x_win = pretrain(
+        est,
+        net,
+        data.images,
+        data.grid,
+        data.x,
+        data.y,
+        data.tgt_norm,
+        data.split,
+        data.vehicles,
+        data.fine_raster,
+        from_front=data.front is not None or data.init is not None,
+        deadline=deadline,
+    )
+    stage_a["encode_seconds"] = round(time.perf_counter() - began - stage_a["seconds"], 2)
+    return stage_a, x_win, 1
+
+
+def window_loaders(
+    est, data: SimpleNamespace, x_win: np.ndarray, tile_win: int
+) -> tuple[dict[str, Any], bool]:
+    """The train and val windows' loaders (seeded), and whether there are validation windows."""
+    from trafficrnn.training import EpochSampler
+
     maps = data.ctx.series(data.y, data.times, data.train_t.stop)
     datasets = {
         k: WindowDataset(
@@ -394,7 +453,14 @@ def train(
         )
         for k, ds in datasets.items()
     }
-    module = ForecastModule(
+    return loaders, len(datasets["val"]) > 0
+
+
+def forecast_module(est, data: SimpleNamespace, net: torch.nn.Module):
+    """The Lightning module of stage B around ``net`` (its loss, optimiser settings and inputs)."""
+    from trafficrnn.training import ForecastModule
+
+    return ForecastModule(
         net,
         horizon=est.horizon,
         lr=est.lr,
@@ -410,20 +476,6 @@ def train(
         ),
         bptt_steps=est.bptt_steps,
     )
-    validate = len(datasets["val"]) > 0
-    outcome = stage_b(
-        est,
-        data,
-        module,
-        loaders,
-        validate,
-        deadline=deadline,
-        fit_began=fit_began,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-    )
-    outcome.stage_a = stage_a
-    return outcome
 
 
 def stage_b(
@@ -439,15 +491,44 @@ def stage_b(
     resume: bool,
 ) -> SimpleNamespace:
     """Stage B: train the forecaster in Lightning (resuming or reading back the run of ``checkpoint_dir``)."""
-    from trafficrnn.params import resolve
-    from trafficrnn.training import (
-        epochs_trained,
-        make_trainer,
-        quiet_lightning,
-        resolve_precision,
+    record, bands, input_bands = stage_b_record(est, data)
+    root = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    resume_from, finished = (
+        checkpoints.prepare(root, record, resume) if root is not None else (None, None)
+    )
+    if (
+        finished is not None
+    ):  # a resumed run that had already ended with these settings: read it back
+        epochs, seconds, best_score, wall = read_back(root, finished, module)
+    else:
+        epochs, seconds, best_score, wall = fit_lightning(
+            est,
+            module,
+            loaders,
+            validate,
+            record=record,
+            root=root,
+            resume_from=resume_from,
+            deadline=deadline,
+            fit_began=fit_began,
+        )
+    return SimpleNamespace(
+        module=module,
+        epochs=epochs,
+        seconds=seconds,
+        best_score=best_score,
+        wall=wall,
+        validate=validate,
+        bands=bands,
+        input_bands=input_bands,
     )
 
-    times, cov, max_time = data.times, data.cov, est.max_time
+
+def stage_b_record(est, data: SimpleNamespace) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The run record of ``checkpoint_dir`` (settings and data), the target and the input bands."""
+    from trafficrnn.params import resolve
+
+    times, cov = data.times, data.cov
     bands, input_bands = (
         [str(b) for b in data.target.band.values],
         [str(b) for b in data.images.band.values],
@@ -468,90 +549,103 @@ def stage_b(
             "counting": data.counting,
         },
     )
-    root = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    resume_from, finished = (
-        checkpoints.prepare(root, record, resume) if root is not None else (None, None)
+    return record, bands, input_bands
+
+
+def read_back(root: Path, finished: dict[str, Any], module) -> tuple:
+    """A finished run read back into ``module``: its epochs, seconds, best score and wall time."""
+    checkpoints.load_state(root / finished["best"], module)
+    module.history = list(finished.get("history") or [])
+    epochs, seconds, best_score = (
+        finished["epochs"],
+        float(finished["train_seconds"]),
+        finished["best_score"],
     )
-    if (
-        finished is not None
-    ):  # a resumed run that had already ended with these settings: read it back
-        checkpoints.load_state(root / finished["best"], module)
-        module.history = list(finished.get("history") or [])
-        epochs, seconds, best_score = (
-            finished["epochs"],
-            float(finished["train_seconds"]),
-            finished["best_score"],
+    wall = finished.get("wall_seconds")  # the run's, as its other figures (older records: none)
+    return epochs, seconds, best_score, wall
+
+
+def fit_lightning(
+    est,
+    module,
+    loaders: dict,
+    validate: bool,
+    *,
+    record: dict[str, Any],
+    root: Path | None,
+    resume_from,
+    deadline: float | None,
+    fit_began: float,
+) -> tuple:
+    """Train (or resume) stage B in Lightning: its epochs, seconds, best score and wall time."""
+    from trafficrnn.training import epochs_trained, quiet_lightning
+
+    with (
+        tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp,
+        quiet_lightning(log.getEffectiveLevel() > logging.INFO),
+    ):
+        trainer, checkpoint = stage_b_trainer(
+            est, root if root is not None else Path(tmp), validate, deadline
         )
-        wall = finished.get("wall_seconds")  # the run's, as its other figures (older records: none)
-    else:
-        with (
-            tempfile.TemporaryDirectory(prefix="trafficrnn-") as tmp,
-            quiet_lightning(log.getEffectiveLevel() > logging.INFO),
-        ):
-            run_root = root if root is not None else Path(tmp)
-            if (
-                deadline is not None
-            ):  # the Trainer gets what the set-up (and stage A, the encoding) left
-                max_time = max((deadline - time.perf_counter()) / 60, 1e-4)
-            trainer, checkpoint = make_trainer(
-                root=run_root,
-                max_epochs=est.max_epochs,
-                patience=est.patience,
-                max_time=max_time,
-                precision=resolve_precision(est.precision, est.accelerator),
-                accelerator=est.accelerator,
-                devices=est.devices,
-                strategy=est.strategy,
-                num_nodes=est.num_nodes,
-                progress=est.progress,
-                validate=validate,
-                deadline=deadline,
+        if root is not None and trainer.is_global_zero:
+            checkpoints.write(root, record)
+        started = time.perf_counter()
+        trainer.fit(
+            module,
+            loaders["train"],
+            loaders["val"] if validate else None,
+            ckpt_path=resume_from,
+        )
+        seconds = time.perf_counter() - started
+        best = checkpoint.best_model_path
+        if best:
+            checkpoints.load_state(Path(best), module)
+        epochs = epochs_trained(trainer)  # a fraction when the last epoch was cut
+        best_score = (
+            None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)
+        )
+        wall = seconds_down(
+            time.perf_counter() - fit_began
+        )  # all of fit: what follows takes milliseconds
+        if root is not None and trainer.is_global_zero:
+            checkpoints.finish(
+                root,
+                record,
+                {
+                    "epochs": epochs,
+                    "train_seconds": seconds_down(seconds),
+                    "best_score": best_score,
+                    "best": Path(best).name if best else None,
+                    "history": list(module.history),
+                    "wall_seconds": wall,
+                },
             )
-            if root is not None and trainer.is_global_zero:
-                checkpoints.write(root, record)
-            started = time.perf_counter()
-            trainer.fit(
-                module,
-                loaders["train"],
-                loaders["val"] if validate else None,
-                ckpt_path=resume_from,
-            )
-            seconds = time.perf_counter() - started
-            best = checkpoint.best_model_path
-            if best:
-                checkpoints.load_state(Path(best), module)
-            epochs = epochs_trained(trainer)  # a fraction when the last epoch was cut
-            best_score = (
-                None if checkpoint.best_model_score is None else float(checkpoint.best_model_score)
-            )
-            wall = seconds_down(
-                time.perf_counter() - fit_began
-            )  # all of fit: what follows takes milliseconds
-            if root is not None and trainer.is_global_zero:
-                checkpoints.finish(
-                    root,
-                    record,
-                    {
-                        "epochs": epochs,
-                        "train_seconds": seconds_down(seconds),
-                        "best_score": best_score,
-                        "best": Path(best).name if best else None,
-                        "history": list(module.history),
-                        "wall_seconds": wall,
-                    },
-                )
-            # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
-            # checkpoint folder) before all have read it
-            trainer.strategy.barrier()
-    return SimpleNamespace(
-        module=module,
-        epochs=epochs,
-        seconds=seconds,
-        best_score=best_score,
-        wall=wall,
+        # under DDP every rank reads rank 0's best.ckpt: none may leave (and delete a temporary
+        # checkpoint folder) before all have read it
+        trainer.strategy.barrier()
+    return epochs, seconds, best_score, wall
+
+
+def stage_b_trainer(est, run_root: Path, validate: bool, deadline: float | None) -> tuple:
+    """The Lightning Trainer of stage B and its checkpoint callback (given what time is left)."""
+    from trafficrnn.training import make_trainer, resolve_precision
+
+    max_time = est.max_time
+    if deadline is not None:  # the Trainer gets what the set-up (and stage A, the encoding) left
+        max_time = max((deadline - time.perf_counter()) / 60, 1e-4)
+    return make_trainer(
+        root=run_root,
+        max_epochs=est.max_epochs,
+        patience=est.patience,
+        max_time=max_time,
+        precision=resolve_precision(est.precision, est.accelerator),
+        accelerator=est.accelerator,
+        devices=est.devices,
+        strategy=est.strategy,
+        num_nodes=est.num_nodes,
+        progress=est.progress,
         validate=validate,
-        bands=bands,
-        input_bands=input_bands,
+        deadline=deadline,
     )
 
 
