@@ -59,12 +59,14 @@ SCALED = {
 DEEP = {**REAL_DEEP, "val": SPLITS["val"][0], "test": SPLITS["test"][0]}
 
 
-def interval_scores(quantiles_of, truth: np.ndarray) -> dict:
-    """Coverage / width per lead and pooled for each interval, on all targets and on high flows; CRPS and
-    pinball per lead (and their mean)."""
+def interval_scores(
+    quantiles_of, truth: np.ndarray, horizon: int = HORIZON, threshold: float = THRESHOLD
+) -> dict:
+    """Coverage / width per lead and pooled for each interval, on all targets and on those above
+    ``threshold``; CRPS and pinball per lead (and their mean)."""
     table = score_quantiles(quantiles_of, truth, LEVELS)
     asked = quantiles_of(list(LEVELS))
-    high = np.where(truth > THRESHOLD, truth, np.nan)
+    high = np.where(truth > threshold, truth, np.nan)
     out = {
         "crps": [round(float(v), 4) for v in table["crps"]],
         "crps_mean": round(float(table["crps"].mean()), 4),
@@ -72,12 +74,12 @@ def interval_scores(quantiles_of, truth: np.ndarray) -> dict:
     }
     for name, (lo, hi) in INTERVALS.items():
         lower, upper = asked[LEVELS.index(lo)], asked[LEVELS.index(hi)]
-        for label, y in (("", truth), (f"_target_gt_{THRESHOLD:g}", high)):
-            per = [coverage(lower[:, h], upper[:, h], y[:, h]) for h in range(HORIZON)]
+        for label, y in (("", truth), (f"_target_gt_{threshold:g}", high)):
+            per = [coverage(lower[:, h], upper[:, h], y[:, h]) for h in range(horizon)]
             out[f"coverage_{name}{label}"] = [round(v, 4) for v in per]
             out[f"coverage_{name}{label}_pooled"] = round(coverage(lower, upper, y), 4)
         out[f"width_{name}"] = [
-            round(interval_width(lower[:, h], upper[:, h], truth[:, h]), 4) for h in range(HORIZON)
+            round(interval_width(lower[:, h], upper[:, h], truth[:, h]), 4) for h in range(horizon)
         ]
         out[f"width_{name}_pooled"] = round(interval_width(lower, upper, truth), 4)
     return out
@@ -171,15 +173,20 @@ def main(argv=None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| method | cov 80 | width 80 | cov 95 | width 95 | cov 80 (>10) | CRPS |")
+    print_table(methods, THRESHOLD)
+    return report
+
+
+def print_table(methods: dict, threshold: float) -> None:
+    """The pooled figures of each method as a markdown table."""
+    print(f"| method | cov 80 | width 80 | cov 95 | width 95 | cov 80 (>{threshold:g}) | CRPS |")
     print("|---|---|---|---|---|---|---|")
     for name, m in methods.items():
         print(
             f"| {name} | {m['coverage_80_pooled']:.3f} | {m['width_80_pooled']:.2f} | "
             f"{m['coverage_95_pooled']:.3f} | {m['width_95_pooled']:.2f} | "
-            f"{m[f'coverage_80_target_gt_{THRESHOLD:g}_pooled']:.3f} | {m['crps_mean']:.3f} |"
+            f"{m[f'coverage_80_target_gt_{threshold:g}_pooled']:.3f} | {m['crps_mean']:.3f} |"
         )
-    return report
 
 
 if __name__ == "__main__":
