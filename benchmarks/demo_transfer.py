@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
+from _scores import seed_summary  # benchmarks/_scores.py
 
 from trafficrnn.params import grouped
 
@@ -104,12 +105,6 @@ def main() -> None:
                     }
                 )
                 print(runs[-1], flush=True)
-    means = {}
-    for name in args.models:
-        for variant in args.variants:
-            rows = np.array([per_lead[f"{name}/{variant}/seed{s}"] for s in args.seeds])
-            means[f"{name}/{variant}"] = [round(float(v), 4) for v in rows.mean(0)]
-    best_baseline = np.min([per_lead[b] for b in BASELINES], axis=0)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
@@ -120,21 +115,7 @@ def main() -> None:
         "fine_tune": {**FINE_TUNE, **overrides},
         "minutes": args.minutes,
         "runs": runs,
-        "rmse_per_lead": per_lead,
-        "rmse_mean_of_seeds": means,
-        "mean_over_leads": {
-            k: round(float(np.mean(v)), 4)
-            for k, v in {**means, **{b: per_lead[b] for b in BASELINES}}.items()
-        },
-        "beats_every_baseline_at_every_lead": {
-            k: bool((np.array(v) < best_baseline).all()) for k, v in means.items()
-        },
-        "each_seed_beats_every_baseline_at_every_lead": {
-            f"{r['model']}/{r['variant']}/seed{r['seed']}": bool(
-                (np.array(r["rmse"]) < best_baseline).all()
-            )
-            for r in runs
-        },
+        **seed_summary(per_lead, runs, BASELINES),
     }
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result["mean_over_leads"], indent=1))

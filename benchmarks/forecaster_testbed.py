@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
+from _scores import seed_summary  # benchmarks/_scores.py
 from accuracy_synthetic import MODEL_SETTINGS, SETTINGS
 
 from trafficrnn.params import grouped
@@ -114,12 +115,6 @@ def main() -> None:
                     }
                 )
                 print(runs[-1], flush=True)
-    means = {}
-    for name in args.models:
-        for variant in args.variants:
-            rows = np.array([per_lead[f"{name}/{variant}/seed{s}"] for s in args.seeds])
-            means[f"{name}/{variant}"] = [round(float(v), 4) for v in rows.mean(0)]
-    best_baseline = np.min([per_lead[b] for b in BASELINES], axis=0)
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
@@ -138,16 +133,9 @@ def main() -> None:
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
         "variants": VARIANTS,
         "runs": runs,
-        "rmse_per_lead": per_lead,
-        "rmse_mean_of_seeds": means,
-        "mean_over_leads": {
-            k: round(float(np.mean(v)), 4)
-            for k, v in {**means, **{b: per_lead[b] for b in BASELINES}}.items()
-        },
-        "beats_every_baseline_at_every_lead": {
-            k: bool((np.array(v) < best_baseline).all()) for k, v in means.items()
-        },
+        **seed_summary(per_lead, runs, BASELINES),
     }
+    means = result["rmse_mean_of_seeds"]
     for name in args.models:  # images-only against the same model on the true counts, per lead
         if f"{name}/images" in means and f"{name}/linear" in means:
             ratio = np.array(means[f"{name}/images"]) / np.array(means[f"{name}/linear"])
