@@ -63,7 +63,7 @@ def interval_scores(
     quantiles_of, truth: np.ndarray, horizon: int = HORIZON, threshold: float = THRESHOLD
 ) -> dict:
     """Coverage / width per lead and pooled for each interval, on all targets and on those above
-    ``threshold``; CRPS and pinball per lead (and their mean)."""
+    ``threshold``; CRPS, pinball and the RMSE of the median per lead (and their mean)."""
     table = score_quantiles(quantiles_of, truth, LEVELS)
     asked = quantiles_of(list(LEVELS))
     high = np.where(truth > threshold, truth, np.nan)
@@ -71,6 +71,7 @@ def interval_scores(
         "crps": [round(float(v), 4) for v in table["crps"]],
         "crps_mean": round(float(table["crps"].mean()), 4),
         "pinball": [round(float(v), 4) for v in table["pinball"]],
+        "rmse_median": rmse_per_lead(asked[LEVELS.index(0.5)], truth),
     }
     for name, (lo, hi) in INTERVALS.items():
         lower, upper = asked[LEVELS.index(lo)], asked[LEVELS.index(hi)]
@@ -83,6 +84,14 @@ def interval_scores(
         ]
         out[f"width_{name}_pooled"] = round(interval_width(lower, upper, truth), 4)
     return out
+
+
+def rmse_per_lead(pred: np.ndarray, truth: np.ndarray) -> list[float]:
+    """RMSE of ``pred`` against ``truth`` (``(issued, lead, ...)``) per lead, NaN targets left out."""
+    return [
+        round(float(np.sqrt(np.nanmean((pred[:, h] - truth[:, h]) ** 2))), 4)
+        for h in range(truth.shape[1])
+    ]
 
 
 def main(argv=None) -> dict:
@@ -144,6 +153,7 @@ def main(argv=None) -> dict:
                 "fit_seconds": round(fit_seconds, 2),
                 "calibrate_seconds": round(time.perf_counter() - started, 2),
                 "calibration_windows": cal.windows,
+                "rmse_point": rmse_per_lead(np.clip(point, 0, None), truth),
                 **interval_scores(model_quantiles(point, cal, list(est.bands_), scale), truth),
             }
     fit_on = slice(0, first_test)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
-from uncertainty_nyc_bike import LEVELS, interval_scores, print_table
+from uncertainty_nyc_bike import LEVELS, interval_scores, print_table, rmse_per_lead
 
 from trafficrnn.estimation.quantile_eval import (
     climatology_quantiles,
@@ -77,10 +77,7 @@ def main(argv=None) -> dict:
             "fit_seconds": round(fit_seconds, 2),
             "calibrate_seconds": round(time.perf_counter() - began, 2),
             "calibration_windows": cal.windows,
-            "rmse_point": [
-                round(float(np.sqrt(np.nanmean((point[:, h] - truth[:, h]) ** 2))), 4)
-                for h in range(horizon)
-            ],
+            "rmse_point": rmse_per_lead(point, truth),
             **interval_scores(
                 model_quantiles(point, cal, list(est.bands_)), truth, horizon, THRESHOLD
             ),
