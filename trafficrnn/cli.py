@@ -380,7 +380,8 @@ def train(
     "--quantiles",
     default=None,
     help="Comma-separated levels, e.g. 0.1,0.5,0.9: quantiles of a calibrated model "
-    "(`trafficrnn calibrate`), one band / column per lead and quantile.",
+    "(`trafficrnn calibrate`) or of one trained with a quantile head (--set "
+    "quantiles=[0.1,0.5,0.9]), one band / column per lead and quantile.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @_model_run_options
@@ -632,7 +633,8 @@ def _forecast_written(fc, out: str, output, segments_gdf, levels) -> str:
 @click.option(
     "--quantiles",
     default=None,
-    help="Comma-separated levels, e.g. 0.1,0.5,0.9, of a calibrated model: also pinball loss, "
+    help="Comma-separated levels, e.g. 0.1,0.5,0.9, of a calibrated model or one with a quantile "
+    "head: also pinball loss, "
     "interval coverage and width, and CRPS, beside two probabilistic baselines.",
 )
 @_model_run_options

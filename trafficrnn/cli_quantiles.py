@@ -17,7 +17,8 @@ from trafficrnn.cli_options import (
 
 QUANTILES_HELP = (
     "Comma-separated probability levels, e.g. 0.1,0.5,0.9: a quantile forecast of a calibrated "
-    "model (see `trafficrnn calibrate`)."
+    "model (see `trafficrnn calibrate`) or of one trained with a quantile head (--set "
+    "quantiles=[0.1,0.5,0.9])."
 )
 
 

@@ -310,19 +310,33 @@ class ForecastEnsemble:
         return out
 
     def predict_many(
-        self, images: xr.DataArray, issue_indices: Any, *, members: bool = False, **kwargs: Any
+        self,
+        images: xr.DataArray,
+        issue_indices: Any,
+        *,
+        members: bool = False,
+        quantiles: tuple[float, ...] | None = None,
+        **kwargs: Any,
     ) -> xr.DataArray:
         """Forecasts issued at several frames → ``(issued, lead, band, y, x)``, the member mean.
 
         ``members=True``: every member's forecast along a leading ``member`` dimension (with a
-        ``seed`` coordinate), e.g. for ``.std("member")`` or quantiles. Other keyword arguments
-        (``horizon``, ``static``, ``target``, ``covariates``, ``batch_size``) as
-        :meth:`TrafficForecaster.predict_many`.
+        ``seed`` coordinate), e.g. for ``.std("member")`` or quantiles. ``quantiles``: as
+        :meth:`predict`. Other keyword arguments (``horizon``, ``static``, ``target``,
+        ``covariates``, ``batch_size``) as :meth:`TrafficForecaster.predict_many`.
         """
         self._check_fitted()
-        return self._combine(
-            [e.predict_many(images, issue_indices, **kwargs) for e in self.estimators_], members
-        )
+
+        def forecast(every: bool, levels: tuple[float, ...] | None = None) -> xr.DataArray:
+            extra = {} if levels is None else {"quantiles": levels}
+            found = [
+                e.predict_many(images, issue_indices, **kwargs, **extra) for e in self.estimators_
+            ]
+            return self._combine(found, every)
+
+        if quantiles is None:
+            return forecast(members)
+        return self._quantiles(forecast, quantiles, members)
 
     def predict(
         self,
@@ -334,38 +348,57 @@ class ForecastEnsemble:
     ) -> xr.DataArray:
         """Forecast the frames after the last one of ``images``: ``(lead, band, y, x)``, the member mean.
 
-        ``members=True`` keeps every member along a ``member`` dimension. ``quantiles``: levels of
-        the calibrated ensemble (:meth:`calibrate`) around the member mean, along a leading
-        ``quantile`` dimension. Other keyword arguments as :meth:`TrafficForecaster.predict`.
+        ``members=True`` keeps every member along a ``member`` dimension. ``quantiles``: levels
+        along a leading ``quantile`` dimension: those of the calibrated ensemble (:meth:`calibrate`)
+        around the member mean where it is calibrated (the calibration wins); else, where every
+        member has a quantile head with the same levels (``model_kwargs={"quantiles": ...}``), the
+        mean of the members' quantiles, level by level (quantile averaging, which keeps them
+        sorted). Other keyword arguments as :meth:`TrafficForecaster.predict`.
 
         Raises
         ------
         ConfigError, CalibrationError
-            ``members`` with ``quantiles``; bad quantiles; quantiles of an uncalibrated ensemble.
+            ``members`` with ``quantiles``; bad quantiles; quantiles of an ensemble neither
+            calibrated nor of members with quantile heads.
         """
         self._check_fitted()
-        if quantiles is not None:
-            from trafficrnn.estimation.calibration import (
-                check_quantiles,
-                quantile_forecast,
-                require_calibration,
+
+        def forecast(every: bool, levels: tuple[float, ...] | None = None) -> xr.DataArray:
+            extra = {} if levels is None else {"quantiles": levels}
+            return self._combine(
+                [e.predict(images, **kwargs, **extra) for e in self.estimators_], every
             )
 
-            check_quantiles(quantiles)
-            if members:
-                raise ConfigError(
-                    "members=True with quantiles: ask for one or the other (the quantiles are "
-                    "those of the calibrated member mean)"
-                )
-            calibration = require_calibration(self)
-            if calibration.scale == "spread":  # adaptive: the members' spread scales the radii
-                every = self.predict(images, members=True, **kwargs)
-                mean = every.mean("member", keep_attrs=True).drop_vars("seed", errors="ignore")
-                spread = every.std("member").drop_vars("seed", errors="ignore")
-                return quantile_forecast(mean, calibration, quantiles, spread=spread)
-            mean = self.predict(images, **kwargs)
-            return quantile_forecast(mean, calibration, quantiles)
-        return self._combine([e.predict(images, **kwargs) for e in self.estimators_], members)
+        if quantiles is None:
+            return forecast(members)
+        return self._quantiles(forecast, quantiles, members)
+
+    def _quantiles(self, forecast, quantiles: Any, members: bool) -> xr.DataArray:
+        """The quantile forecast of the calibrated ensemble, else the mean of its members' quantile
+        heads' (``forecast(every, levels)``: the combined forecasts, or the members' quantiles).
+
+        Raises
+        ------
+        ConfigError, CalibrationError
+        """
+        from trafficrnn.estimation.calibration import check_quantiles, quantile_forecast
+        from trafficrnn.estimation.quantile_head import quantile_method
+
+        quantiles = check_quantiles(quantiles)
+        if members:
+            raise ConfigError(
+                "members=True with quantiles: ask for one or the other (the quantiles are "
+                "those of the calibrated member mean, or the mean of the members' quantile heads')"
+            )
+        if quantile_method(self) == "head":
+            return forecast(False, quantiles)
+        calibration = self.calibration_
+        if calibration.scale == "spread":  # adaptive: the members' spread scales the radii
+            every = forecast(True)
+            mean = every.mean("member", keep_attrs=True).drop_vars("seed", errors="ignore")
+            spread = every.std("member").drop_vars("seed", errors="ignore")
+            return quantile_forecast(mean, calibration, quantiles, spread=spread)
+        return quantile_forecast(forecast(False), calibration, quantiles)
 
     def calibrate(
         self, images: xr.DataArray, target: xr.DataArray | None = None, **kwargs: Any

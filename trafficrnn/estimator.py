@@ -169,6 +169,14 @@ class TrafficForecaster(InputChecks):
             fine raster: one stage, the forecast loss plus the ``nowcast_weight`` auxiliary loss.
         log1p : bool
             Normalise targets with ``log1p`` before scaling.
+        quantiles : tuple of float, optional
+            Probability levels in (0, 1), sorted and unique, e.g. ``(0.1, 0.5, 0.9)``: the network
+            gains a quantile head, a 1×1 convolution over the hidden states the point head reads
+            that gives, per lead, band and level, an offset from the point forecast, trained with
+            the pinball loss (mean over the levels, on the normalised scale, added to the point
+            loss with weight 1). Its gradient reaches the head alone (features and point forecast
+            detached), so the point forecast trains exactly as without it. ``predict(...,
+            quantiles=...)`` then works without :meth:`calibrate`. ``None``: no head.
     trainer_kwargs : dict, optional
         The training and hardware options, checked as ``model_kwargs``; defaults:
         :data:`trafficrnn.params.TRAINER_DEFAULTS`. E.g. ``trainer_kwargs={"lr": 1e-3,
@@ -446,17 +454,20 @@ class TrafficForecaster(InputChecks):
         covariates: pd.DataFrame | None = None,
         batch_size: int = 32,
         align: str = "exact",
+        quantiles: tuple[float, ...] | None = None,
     ) -> xr.DataArray:
         """Forecasts issued at several frames of ``images`` → ``(issued, lead, band, y, x)``.
 
         ``target``: the observed targets of the frames of ``images`` (models with ``target_inputs``);
         ``covariates``: the covariate table (models fitted with one), covering the input frames and
-        the lead times. ``align``: as :meth:`predict`.
+        the lead times. ``align``: as :meth:`predict`. ``quantiles``: as :meth:`predict`, the
+        forecasts gain a leading ``quantile`` dimension.
 
         Raises
         ------
-        NotFittedError, ModelMismatchError, ConfigError
+        NotFittedError, ModelMismatchError, ConfigError, CalibrationError
         """
+        method = self._quantile_method(quantiles)
         images, grid = self._prepare(images, align)
         check_naive_zone(self, images, target)
         y = self._observed(images, target, grid)
@@ -484,6 +495,33 @@ class TrafficForecaster(InputChecks):
             target_inputs=self.target_inputs,
         )
         x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)
+        values, heads = self._network_forecasts(
+            x, times, ends, horizon, y, covariates, inputs, batch_size, method == "head"
+        )
+        if not len(values):
+            values = np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
+            if method == "head":
+                levels = len(self.model_.quantiles)
+                heads = np.zeros((0, horizon, levels, len(self.bands_), *grid.shape), "float32")
+        values = np.clip(self.target_normalizer_.inverse_transform(values, band_axis=2), 0, None)
+        fc = make_forecast(
+            values,
+            grid,
+            issued=times[ends],
+            cadence=self.cadence_,
+            bands=self.bands_,
+            model=self.model,
+            units=self.units_,
+            issued_dim=True,
+        )
+        return self._quantile_forecast(fc, method, quantiles, heads)
+
+    def _network_forecasts(
+        self, x, times, ends, horizon, y, covariates, inputs, batch_size, head
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Run the network on the windows ending at ``ends`` (normalised inputs ``x``) in batches:
+        the point forecasts (N, H, C, y, x), and with ``head`` the quantile head's outputs
+        (N, H, Q, C, y, x), both normalised; None without ``head``."""
         # several forecasts share input frames: encode each image once, then run the windows on features
         encoded = self.model_.tile_encoder is not None and len(ends) > 1
         if encoded:
@@ -493,7 +531,8 @@ class TrafficForecaster(InputChecks):
             feats = encode_frames(self.model_, x[needed])
             x = np.zeros((len(x), *feats.shape[1:]), dtype=feats.dtype)
             x[needed] = feats
-        out = []
+        out, heads = [], []
+        extra = {"return_quantiles": True} if head else {}
         with torch.inference_mode():
             for i in range(0, len(ends), batch_size):
                 batch = prediction_batch(
@@ -506,24 +545,53 @@ class TrafficForecaster(InputChecks):
                     covariates=covariates,
                     encoded=encoded,
                 )
-                pred = self.model_(batch["x"], horizon=horizon, encoded=encoded, **inputs(batch))
+                pred = self.model_(
+                    batch["x"], horizon=horizon, encoded=encoded, **inputs(batch), **extra
+                )
+                if head:
+                    pred, quantiles = pred
+                    heads.append(quantiles.float().numpy())
                 out.append(pred.float().numpy())
-        values = (
-            np.concatenate(out)
-            if out
-            else np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
+        values = np.concatenate(out) if out else np.zeros((0,), "float32")
+        return values, (np.concatenate(heads) if heads else None)
+
+    def _quantile_method(self, quantiles: Any) -> str | None:
+        """None without ``quantiles``; else how they are made: ``"calibration"`` (it wins) or
+        ``"head"`` (the quantile head; the levels within its trained ones), checked.
+
+        Raises
+        ------
+        ConfigError, CalibrationError, NotFittedError
+        """
+        if quantiles is None:
+            return None
+        from trafficrnn.estimation.calibration import check_quantiles
+        from trafficrnn.estimation.quantile_head import (
+            check_head_levels,
+            head_levels,
+            quantile_method,
         )
-        values = np.clip(self.target_normalizer_.inverse_transform(values, band_axis=2), 0, None)
-        return make_forecast(
-            values,
-            grid,
-            issued=times[ends],
-            cadence=self.cadence_,
-            bands=self.bands_,
-            model=self.model,
-            units=self.units_,
-            issued_dim=True,
-        )
+
+        quantiles = check_quantiles(quantiles)
+        self._check_fitted()
+        method = quantile_method(self)
+        if method == "head":
+            check_head_levels(quantiles, head_levels(self))
+        return method
+
+    def _quantile_forecast(self, fc, method, quantiles, heads) -> xr.DataArray:
+        """The point forecasts ``fc`` (``method`` None), or their quantiles by the calibration or the
+        quantile head (its outputs ``heads``, normalised) along a leading ``quantile`` dimension."""
+        if method is None:
+            return fc
+        from trafficrnn.estimation.calibration import check_quantiles, quantile_forecast
+        from trafficrnn.estimation.quantile_head import head_forecast, head_values
+
+        quantiles = check_quantiles(quantiles)
+        if method == "calibration":
+            return quantile_forecast(fc, self.calibration_, quantiles)
+        values = head_values(heads, self.target_normalizer_)
+        return head_forecast(fc, values, self.model_.quantiles, quantiles)
 
     def predict(
         self,
@@ -549,9 +617,14 @@ class TrafficForecaster(InputChecks):
         ``target``: observed targets of the input frames, for a model fitted with ``target_inputs``.
         ``covariates``: the covariate table, for a model fitted with one (it must cover the input
         frames and the ``horizon`` lead times: for weather, the forecast of the coming hours).
-        ``quantiles``: probability levels, e.g. ``(0.1, 0.5, 0.9)``, for a model calibrated with
-        :meth:`calibrate`: the forecast gains a leading ``quantile`` dimension (see
-        :func:`trafficrnn.estimation.calibration.quantile_forecast`).
+        ``quantiles``: probability levels, e.g. ``(0.1, 0.5, 0.9)``: the forecast gains a leading
+        ``quantile`` dimension. They come from the model's split-conformal calibration
+        (:meth:`calibrate`; see :func:`trafficrnn.estimation.calibration.quantile_forecast`) where
+        it has one, which wins over a quantile head; else from its quantile head (trained with
+        ``model_kwargs={"quantiles": (...)}``): the trained levels as the head gives them, sorted
+        in each cell and clipped at 0, and levels between two trained ones interpolated linearly;
+        levels beyond the outermost trained ones are refused (see
+        :mod:`trafficrnn.estimation.quantile_head`).
 
         Returns
         -------
@@ -566,14 +639,10 @@ class TrafficForecaster(InputChecks):
             Before fit; a stack whose bands, CRS, GSD (with ``align="exact"``) or cadence differ from
             the model's; a horizon longer than trained; fewer frames than ``input_steps``.
         ConfigError, CalibrationError
-            Quantiles outside (0, 1), unsorted or repeated; quantiles of an uncalibrated model.
+            Quantiles outside (0, 1), unsorted or repeated, or beyond a quantile head's trained
+            levels; quantiles of a model with neither calibration nor quantile head.
         """
-        if quantiles is not None:
-            from trafficrnn.estimation.calibration import check_quantiles, require_calibration
-
-            check_quantiles(quantiles)
-            self._check_fitted()
-            require_calibration(self)
+        self._quantile_method(quantiles)  # refused before the stack is read
         n = images.sizes.get("time", 0)
         if n < self.input_steps:
             raise ModelMismatchError(
@@ -587,14 +656,11 @@ class TrafficForecaster(InputChecks):
             target=target,
             covariates=covariates,
             align=align,
+            quantiles=quantiles,
         ).isel(issued=0)
         issued = pd.Timestamp(fc["issued"].values).isoformat()
         fc = fc.drop_vars("issued")
         fc.attrs.update(issued=issued, model=self.model, units=self.units_)
-        if quantiles is not None:
-            from trafficrnn.estimation.calibration import quantile_forecast
-
-            return quantile_forecast(fc, self.calibration_, quantiles)
         return fc
 
     def calibrate(
@@ -665,8 +731,9 @@ class TrafficForecaster(InputChecks):
         trained on); ``None`` scores every window of the given stack. Baselines are fitted on
         the frames before the split. ``align``: as :meth:`predict` (``"exact"``, ``"resample"``
         or ``"reproject"`` onto the model's grid). A progress bar counts the forecasts when the
-        model's ``progress`` is true, as in :meth:`fit`. ``quantiles`` (a calibrated model): also the
-        pinball loss, interval coverage and width, and CRPS, beside two probabilistic baselines. See
+        model's ``progress`` is true, as in :meth:`fit`. ``quantiles`` (a calibrated model, or one with
+        a quantile head; the calibration wins): also the pinball loss, interval coverage and width,
+        and CRPS, beside two probabilistic baselines. See
         :func:`trafficrnn.estimation.evaluation.evaluate`.
         """
         from trafficrnn.estimation.evaluation import evaluate

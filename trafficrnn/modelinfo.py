@@ -76,6 +76,10 @@ def describe(model) -> list[tuple[str, str]]:
             + (f" (this is {ours})" if config["trafficrnn_version"] != ours else ""),
         ),
     ]
+    levels = config["model_config"].get("quantiles")
+    if levels:  # only for a model with a quantile head: other models' lines are as they were
+        shown = ", ".join(f"{q:g}" for q in levels)
+        lines.insert(8, ("quantiles", f"quantile head, levels {shown} (pinball loss)"))
     if members:
         # member-0's config is read above already
         runs = [summary] + [

@@ -224,8 +224,8 @@ def export_onnx(model: Any, path: str | Path, *, overwrite: bool = False) -> Pat
     NotFittedError
         Before ``fit``.
     ExportError
-        An ensemble; a path not ending in ``.onnx`` or in a missing folder; a network the
-        exporter cannot trace, or whose graph disagrees with it.
+        An ensemble; a model with a quantile head; a path not ending in ``.onnx`` or in a
+        missing folder; a network the exporter cannot trace, or whose graph disagrees with it.
     OutputExistsError
         ``path`` or its sidecar exists and ``overwrite`` is false.
     MissingDependencyError
@@ -242,6 +242,14 @@ def export_onnx(model: Any, path: str | Path, *, overwrite: bool = False) -> Pat
             "--out member-0.onnx), and average their forecasts"
         )
     model._check_fitted()
+    levels = getattr(model.model_, "quantiles", None)
+    if levels is not None:
+        raise ExportError(
+            f"the {model.model} model has a quantile head (quantiles={tuple(levels)}), which the "
+            "ONNX export does not carry (its graph returns the point forecast alone): run the "
+            "model with torch (TrafficForecaster.save / load) for its quantiles, or export a "
+            "model trained without model_kwargs={'quantiles': ...}"
+        )
     path = check_output(path, overwrite=overwrite, suffixes=(".onnx",))
     side = check_output(sidecar_path(path), overwrite=overwrite)
     require("onnx", "onnxscript", "onnxruntime")

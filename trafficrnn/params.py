@@ -61,6 +61,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "linear_lags": 0,
     "counting": True,
     "log1p": False,
+    "quantiles": None,
 }
 #: the training and hardware options (``trainer_kwargs``) and their defaults
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -301,6 +302,18 @@ def _max_time(name: str, value: Any, params: dict) -> None:
         )
 
 
+def _quantiles(name: str, value: Any, params: dict) -> None:
+    """``None``, or probability levels in (0, 1), sorted and unique (those of a quantile head)."""
+    if value is None:
+        return
+    from trafficrnn.estimation.calibration import check_quantiles  # numpy: only for a value
+
+    try:
+        check_quantiles(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the levels of the quantile head; None for no head)") from None
+
+
 def _patience(name: str, value: Any, params: dict) -> None:
     if not _is_int(value) or value < 0:
         raise ConfigError(
@@ -332,6 +345,7 @@ CHECKS: dict[str, Check] = {
     "nowcast_weight": _non_negative,
     "max_time": _max_time,
     "patience": _patience,
+    "quantiles": _quantiles,
 }
 
 

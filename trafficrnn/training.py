@@ -30,6 +30,20 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return ((pred - target) ** 2 * mask).sum() / mask.sum().clamp_min(1e-12)
 
 
+def masked_pinball(
+    quantiles: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, levels: tuple[float, ...]
+) -> torch.Tensor:
+    """Pinball loss of ``quantiles`` (N, H, Q, C, ...) at ``levels`` (Q) against ``target``
+    (N, H, C, ...), averaged over the levels and the entries where ``mask`` is true (0 when none
+    is): ``tau * (y - q)`` where ``y >= q``, ``(1 - tau) * (q - y)`` below."""
+    taus = torch.tensor(levels, dtype=quantiles.dtype, device=quantiles.device)
+    taus = taus.view(1, 1, -1, *([1] * (quantiles.dim() - 3)))
+    weight = mask[:, :, None].to(quantiles.dtype).expand_as(quantiles)
+    diff = torch.where(weight > 0, target[:, :, None] - quantiles, torch.zeros_like(quantiles))
+    loss = torch.maximum(taus * diff, (taus - 1) * diff)
+    return (loss * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
 class ForecastModule(L.LightningModule):
     """Trains a forecaster on batches from :class:`trafficrnn.timeaxis.WindowDataset`.
 
@@ -53,7 +67,16 @@ class ForecastModule(L.LightningModule):
     encoded : bool
         Batches hold the frozen encoder's cached cell features, not images (``encoded`` of the
         model's forward); only the parameters that require a gradient are optimised.
+
+    A model with a quantile head (``model.quantiles``) adds the pinball loss of its quantiles
+    (:func:`masked_pinball`, weight :attr:`PINBALL_WEIGHT`) to the training loss; its gradient
+    reaches the head alone. ``train_loss`` and ``val_loss`` (early stopping, the best checkpoint)
+    stay those of the point forecast; the pinball losses are logged as ``train_pinball`` and
+    ``val_pinball``.
     """
+
+    #: weight of the quantile head's pinball loss in the training loss
+    PINBALL_WEIGHT = 1.0
 
     def __init__(
         self,
@@ -79,11 +102,18 @@ class ForecastModule(L.LightningModule):
         self.history: list[dict[str, float]] = []
 
     def forward(
-        self, batch: dict[str, torch.Tensor], *, horizon: int | None = None, nowcast: bool = False
+        self,
+        batch: dict[str, torch.Tensor],
+        *,
+        horizon: int | None = None,
+        nowcast: bool = False,
+        quantiles: bool = False,
     ):
         extra = {"grad_steps": self.bptt_steps} if self.training and self.bptt_steps else {}
         if self.encoded:
             extra["encoded"] = True
+        if quantiles:
+            extra["return_quantiles"] = True
         return self.model(
             batch["x"],
             horizon=horizon or self.horizon,
@@ -92,41 +122,57 @@ class ForecastModule(L.LightningModule):
             **extra,
         )
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The point losses (forecast plus weighted nowcast), the forecast loss alone, and the
+        quantile head's pinball loss (None without a head)."""
         want_nowcast = self.nowcast_weight > 0 and "y_in" in batch
-        out = self(batch, nowcast=want_nowcast)
-        pred, nowcast = out if want_nowcast else (out, None)
+        levels = getattr(self.model, "quantiles", None)
+        out = self(batch, nowcast=want_nowcast, quantiles=levels is not None)
+        out = out if isinstance(out, tuple) else (out,)
+        pred, nowcast = out[0], (out[1] if want_nowcast else None)
         loss = masked_mse(pred.float(), batch["y"], batch["mask"])
         forecast_loss = loss
         if nowcast is not None:
             loss = loss + self.nowcast_weight * masked_mse(
                 nowcast.float(), batch["y_in"], batch["mask_in"]
             )
-        return loss, forecast_loss
+        pinball = None
+        if levels is not None:
+            pinball = masked_pinball(out[-1].float(), batch["y"], batch["mask"], levels)
+        return loss, forecast_loss, pinball
 
     def training_step(self, batch, batch_idx):
-        loss, _ = self._loss(batch)
-        self.log(
-            "train_loss",
-            loss,
-            prog_bar=True,
-            on_step=False,
-            on_epoch=True,
-            batch_size=batch["x"].shape[0],
-        )
-        return loss
+        loss, _, pinball = self._loss(batch)
+        size = batch["x"].shape[0]
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size)
+        if pinball is None:
+            return loss
+        self.log("train_pinball", pinball, on_step=False, on_epoch=True, batch_size=size)
+        return loss + self.PINBALL_WEIGHT * pinball
 
     def validation_step(self, batch, batch_idx):
-        _, forecast_loss = self._loss(batch)
+        _, forecast_loss, pinball = self._loss(batch)
+        size = batch["x"].shape[0]
         self.log(
             "val_loss",
             forecast_loss,
             prog_bar=True,
             on_step=False,
             on_epoch=True,
-            batch_size=batch["x"].shape[0],
+            batch_size=size,
             sync_dist=True,
         )
+        if pinball is not None:
+            self.log(
+                "val_pinball",
+                pinball,
+                on_step=False,
+                on_epoch=True,
+                batch_size=size,
+                sync_dist=True,
+            )
 
     def training_progress(self) -> float:
         """Fraction of the training budget spent, in [0, 1]: the larger of the steps done out of
@@ -167,7 +213,7 @@ class History(Callback):
         metrics = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()
-            if k in ("train_loss", "val_loss")
+            if k in ("train_loss", "val_loss", "train_pinball", "val_pinball")
         }
         metrics.update(
             epoch=trainer.current_epoch,

@@ -352,7 +352,8 @@ def calibrate(
 
 
 def require_calibration(est) -> Calibration:
-    """The calibration of ``est``, or a CalibrationError that says how to calibrate.
+    """The calibration of ``est``, or a CalibrationError that names both ways to quantiles:
+    calibrate it, or train it with a quantile head.
 
     Raises
     ------
@@ -361,9 +362,12 @@ def require_calibration(est) -> Calibration:
     found = getattr(est, "calibration_", None)
     if found is None:
         raise CalibrationError(
-            f"quantiles were asked of {est.model!r}, which has no calibration: calibrate it first "
-            "on held-out frames before the test part, model.calibrate(stack) (its validation part), "
-            "then save it (CLI: trafficrnn calibrate MODEL STACK, or train with --calibrate)"
+            f"quantiles were asked of {est.model!r}, which has no quantile head and no "
+            "calibration: calibrate it first on held-out frames before the test part, "
+            "model.calibrate(stack) (its validation part), then save it (CLI: trafficrnn calibrate "
+            "MODEL STACK, or train with --calibrate); or train it with a quantile head, "
+            "model_kwargs={'quantiles': (0.1, 0.5, 0.9)} (CLI: trafficrnn train ... --set "
+            "quantiles=[0.1,0.5,0.9])"
         )
     return found
 

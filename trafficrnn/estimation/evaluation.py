@@ -128,11 +128,14 @@ def evaluate(
     progress : bool, optional
         Show a progress bar (forecasts made); ``None``: the model's ``progress`` setting, as ``fit``.
     quantiles : sequence of float, optional
-        Probability levels, e.g. ``(0.1, 0.5, 0.9)``, of a calibrated model (``calibrate``): the
-        table gains the columns ``pinball``, ``coverage_<p>`` / ``width_<p>`` of each central
-        interval (80 for 0.1 / 0.9) and ``crps`` (quantile form, 99 levels), for the model and, when
-        ``baselines`` are asked for, the rows ``climatology`` and ``persistence_quantiles`` (see
-        :mod:`trafficrnn.estimation.quantile_eval`); NaN for the point baselines.
+        Probability levels, e.g. ``(0.1, 0.5, 0.9)``, of a calibrated model (``calibrate``), or of
+        one with a quantile head (``model_kwargs={"quantiles": ...}``; the calibration wins where
+        a model has both; see :func:`~trafficrnn.estimation.quantile_eval.probabilistic_tables`
+        for the head's CRPS): the table gains the columns ``pinball``, ``coverage_<p>`` /
+        ``width_<p>`` of each central interval (80 for 0.1 / 0.9) and ``crps`` (quantile form,
+        99 levels), for the model and, when ``baselines`` are asked for, the rows ``climatology``
+        and ``persistence_quantiles`` (see :mod:`trafficrnn.estimation.quantile_eval`); NaN for
+        the point baselines.
 
     Returns
     -------
@@ -148,13 +151,11 @@ def evaluate(
     ConfigError
         An unknown split, no full window in it, or a bad ``align`` / ``horizon``.
     CalibrationError
-        ``quantiles`` of a model without calibration (bad levels: ConfigError).
+        ``quantiles`` of a model with neither calibration nor quantile head (bad levels, or levels
+        beyond a head's trained ones: ConfigError).
     """
     if quantiles is not None:
-        from trafficrnn.estimation.calibration import check_quantiles, require_calibration
-
-        quantiles = check_quantiles(quantiles)
-        require_calibration(est)
+        quantiles = checked_quantiles(est, quantiles)
 
     checked = est.check_stack(images, target, align=align, horizon=horizon)
     images_c, horizon = checked.images, checked.horizon
@@ -170,6 +171,23 @@ def evaluate(
     if quantiles is not None:
         add_probabilistic_tables(est, tables, fc, args, truth_da, fit_on, quantiles, baselines)
     return scored_table(tables, times, issues, split, choice)
+
+
+def checked_quantiles(est, quantiles: Sequence[float]) -> tuple[float, ...]:
+    """The levels, checked, for a calibrated model or one with a quantile head (within its
+    trained levels); else the error that names both ways to quantiles.
+
+    Raises
+    ------
+    ConfigError, CalibrationError
+    """
+    from trafficrnn.estimation.calibration import check_quantiles
+    from trafficrnn.estimation.quantile_head import check_head_levels, head_levels, quantile_method
+
+    quantiles = check_quantiles(quantiles)
+    if quantile_method(est) == "head":
+        check_head_levels(quantiles, head_levels(est))
+    return quantiles
 
 
 def check_baseline_days(est, split: str | None, fit_on: slice, choice: SplitChoice | None) -> None:
@@ -235,10 +253,19 @@ def add_probabilistic_tables(
     quantiles: Sequence[float],
     baselines: Sequence[str],
 ) -> None:
-    """Join the model's probabilistic scores to its table; add the probabilistic baselines' rows."""
+    """Join the model's probabilistic scores to its table; add the probabilistic baselines' rows.
+
+    A calibrated model's quantiles are its calibration's around ``fc``; else those of its quantile
+    head, forecast at its trained levels (a second pass over the issue times)."""
     from trafficrnn.estimation.adaptive import spread_of
     from trafficrnn.estimation.quantile_eval import probabilistic_tables
+    from trafficrnn.estimation.quantile_head import head_levels, quantile_method
 
+    head = None
+    if quantile_method(est) == "head":
+        trained = head_levels(est)
+        found = model_forecasts(est, *args, lambda n: None, quantiles=trained)
+        head = (trained, found.transpose("quantile", *fc.dims).values)
     found = probabilistic_tables(
         est,
         fc,
@@ -248,7 +275,8 @@ def add_probabilistic_tables(
         args[2],
         quantiles,
         baselines=bool(baselines),
-        spread=spread_of(est, est.calibration_, *args),
+        spread=spread_of(est, getattr(est, "calibration_", None), *args),
+        head=head,
     )
     tables[est.model] = tables[est.model].join(found.pop(est.model))
     tables.update(found)
@@ -292,10 +320,13 @@ def model_forecasts(
     static,
     covariates,
     done: Callable[[int], object],
+    quantiles: Sequence[float] | None = None,
 ) -> xr.DataArray:
     """``est.predict_many(images, issues, ...)``, ``CHUNK`` issue times at a time, each call given only the
     frames its forecasts read (``history_needed`` before the first issue time, through the last one's
-    targets), so that nothing is normalised twice; ``done(n)`` after each call."""
+    targets), so that nothing is normalised twice; ``done(n)`` after each call. ``quantiles``: passed
+    on (the forecasts gain a leading ``quantile`` dimension)."""
+    extra = {} if quantiles is None else {"quantiles": quantiles}
     back = est.history_needed
     parts = []
     for i in range(0, len(issues), CHUNK):
@@ -311,6 +342,7 @@ def model_forecasts(
                 static=static,
                 target=None if observed is None else observed.isel(time=frames),
                 covariates=covariates,
+                **extra,
             )
         )
         done(len(ends))

@@ -346,6 +346,7 @@ def build(est, data: SimpleNamespace) -> torch.nn.Module:
         count_head=bool(est.count_head) and data.encoder is not None,
         linear_leads=est.horizon if est.linear_lags else 0,
         linear_lags=max(int(est.linear_lags), 1),
+        quantiles=None if est.quantiles is None else [float(q) for q in est.quantiles],
         **data.stride_kw,
     )
     if data.front is not None:
@@ -362,7 +363,7 @@ def build(est, data: SimpleNamespace) -> torch.nn.Module:
                 f"init= has another architecture than this model ({len(differ)} weights "
                 f"differ, e.g. {'; '.join(differ[:3])}): give init a model with the same "
                 "settings (model, hidden, kernel_size, tile_size, encoder, linear_lags, "
-                "context, covariates, static layers); its settings are "
+                "quantiles, context, covariates, static layers); its settings are "
                 "init.get_params()"
             )
         net.load_state_dict(theirs)

@@ -56,6 +56,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -222,6 +224,7 @@ _MODEL_KEYS = {
     "linear_lags",
     "count_stage",
     "density_per_cell",
+    "quantiles",
 }
 _ENCODER_KEYS = {
     "in_channels",
@@ -244,6 +247,7 @@ _ADDED_PARAMS = {
     "linear_lags": 0,
     "bptt_steps": None,
     "counting": False,
+    "quantiles": None,
 }
 
 
@@ -269,8 +273,9 @@ def saved_params(params: dict[str, Any]) -> dict[str, Any]:
         if isinstance(options, dict):  # in the order of the defaults, unknown keys last (refused)
             order = {name: i for i, name in enumerate(defaults)}
             out[group] = dict(sorted(options.items(), key=lambda kv: order.get(kv[0], len(order))))
-            if isinstance(out[group].get("hidden"), list):
-                out[group]["hidden"] = tuple(out[group]["hidden"])
+            for key in ("hidden", "quantiles"):
+                if isinstance(out[group].get(key), list):
+                    out[group][key] = tuple(out[group][key])
     return out
 
 
@@ -396,6 +401,37 @@ def _check_model_config(mc: dict, path: Path) -> None:
             )
         for i, v in enumerate(strides):
             _int_in(v, 1, MAX_TILE, f"model_config.encoder.strides[{i}]", path)
+
+
+def _check_quantile_head(config: dict, path: Path) -> None:
+    """The levels of a quantile head (``model_config.quantiles``): absent or null (no head), else
+    sorted, unique levels in (0, 1), the same as the ``quantiles`` option of ``params``."""
+    levels = config["model_config"].get("quantiles")
+    if levels is None:
+        found = None
+    elif not isinstance(levels, list) or len(levels) > MAX_CHANNELS:
+        raise ModelFileError(
+            f"{path / CONFIG}: model_config.quantiles = {levels!r:.60}, expected a list of at "
+            f"most {MAX_CHANNELS} probability levels, or null; the config is corrupt or was modified"
+        )
+    else:
+        from trafficrnn.estimation.calibration import check_quantiles  # xarray: for a head only
+
+        try:
+            found = check_quantiles(levels)
+        except ConfigError as exc:
+            raise ModelFileError(
+                f"{path / CONFIG}: model_config.quantiles: {exc}; the config is corrupt or was "
+                "modified — refusing to load"
+            ) from None
+    params = saved_params(config["params"])
+    options = params.get("model_kwargs")
+    option = options.get("quantiles") if isinstance(options, dict) else None
+    if (tuple(option) if isinstance(option, (list, tuple)) else option) != found:
+        raise ModelFileError(
+            f"{path / CONFIG}: params' quantiles = {option!r:.60} but the network's quantile head "
+            f"has the levels {found!r:.60}; the config is corrupt or was modified — refusing to load"
+        )
 
 
 def _check_weights_fit(config: dict, state: dict, path: Path) -> None:
@@ -547,6 +583,7 @@ def read_config(path) -> dict[str, Any]:
         raise ModelFileError(f"{path / CONFIG}: cadence {config['cadence']!r} must be positive")
     _check_removed(config, path)
     _check_model_config(config["model_config"], path)
+    _check_quantile_head(config, path)
     params = config["params"]
     for key in ("input_steps", "horizon"):
         if (

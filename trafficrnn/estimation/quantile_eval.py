@@ -1,5 +1,6 @@
-"""The probabilistic part of ``evaluate(..., quantiles=...)``: the calibrated model's quantiles and two
-probabilistic baselines, scored per lead by :func:`trafficrnn.probabilistic.score_quantiles`.
+"""The probabilistic part of ``evaluate(..., quantiles=...)``: the model's quantiles (its
+calibration's, or its quantile head's) and two probabilistic baselines, scored per lead by
+:func:`trafficrnn.probabilistic.score_quantiles`.
 
 The baselines learn from the frames before the scored part, as the point baselines do:
 
@@ -146,9 +147,11 @@ def probabilistic_tables(
     baselines: bool = True,
     dense: Sequence[float] = DENSE_LEVELS,
     spread: np.ndarray | None = None,
+    head: tuple[Sequence[float], np.ndarray] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Per-lead probabilistic scores of the model (its calibration around the forecasts ``fc``) and,
-    with ``baselines``, of :data:`PROBABILISTIC_BASELINES` (with the MAE / RMSE / MAPE of their median).
+    """Per-lead probabilistic scores of the model (its calibration around the forecasts ``fc``, or
+    its quantile head's forecasts ``head``) and, with ``baselines``, of
+    :data:`PROBABILISTIC_BASELINES` (with the MAE / RMSE / MAPE of their median).
 
     Parameters
     ----------
@@ -161,15 +164,26 @@ def probabilistic_tables(
     spread : numpy.ndarray, optional
         ``spread + floor`` of an ensemble's members, shaped like ``fc``, for an adaptive calibration
         (:func:`trafficrnn.estimation.adaptive.spread_of`).
+    head : (levels, numpy.ndarray), optional
+        A model without calibration: the trained levels of its quantile head and its forecasts
+        ``(level, issued, lead, band, y, x)`` (raw units, sorted). The levels scored lie within the
+        trained ones (interpolated linearly between them); the CRPS's dense levels beyond the
+        outermost trained levels take those levels' values (constant tails: the CRPS of a head
+        with few levels is that of a distribution without tails beyond them).
     """
     from trafficrnn.estimation.calibration import require_calibration
+    from trafficrnn.estimation.quantile_head import interpolate_levels
 
     point = np.asarray(fc.transpose("issued", "lead", "band", "y", "x").values, dtype=np.float64)
     y = np.asarray(truth.transpose(*fc.dims).values, dtype=np.float64)
     bands = [str(b) for b in fc.band.values]
-    sources: dict[str, Any] = {
-        est.model: model_quantiles(point, require_calibration(est), bands, spread)
-    }
+    if head is not None:
+        trained, values = head
+        sources: dict[str, Any] = {
+            est.model: lambda taus: interpolate_levels(np.asarray(values), trained, taus)
+        }
+    else:
+        sources = {est.model: model_quantiles(point, require_calibration(est), bands, spread)}
     if baselines:
         valid = np.asarray(fc["valid_time"].transpose("issued", "lead").values)
         sources["climatology"] = climatology_quantiles(

@@ -227,6 +227,11 @@ class EncoderForecaster(nn.Module):
         so that an empty cell's floor is that of one softplus, whatever the sub-cell count, and
         an occupied sub-cell sits in the linear range of the softplus. ``False``:
         ``softplus(z)`` (models saved before this parameter existed).
+    quantiles : list of float, optional
+        Probability levels in (0, 1), sorted and unique: a quantile head, a 1x1 convolution over
+        the hidden states the point head reads, gives per lead, band and level an offset from the
+        point forecast (``forward(..., return_quantiles=True)``). ``None``: no head (the weights
+        are those of a model built before this parameter existed).
 
     Attributes
     ----------
@@ -263,6 +268,7 @@ class EncoderForecaster(nn.Module):
         linear_lags: int = 1,
         count_stage: int | None = None,
         density_per_cell: bool = False,
+        quantiles: list[float] | None = None,
     ) -> None:
         super().__init__()
         hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
@@ -303,6 +309,7 @@ class EncoderForecaster(nn.Module):
         feat = self._build_front(encoder, count_head, count_stage)
         self._build_recurrent(cell_cls, hidden_channels, kernel_size, cell_kwargs, feat)
         self._build_linear(linear_leads, linear_lags)
+        self._build_quantile_head(quantiles, sum(hidden_channels))
 
     # -- construction steps (in this order: the submodules' order sets the initial weights) ------
     def _record_config(self, config: dict, count_stage: int | None, density_per_cell: bool) -> None:
@@ -392,7 +399,35 @@ class EncoderForecaster(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
+    def _build_quantile_head(self, quantiles: list[float] | None, hidden: int) -> None:
+        """Build the quantile head (``None`` without ``quantiles``): a 1x1 convolution over the
+        hidden states the point head reads, to ``len(quantiles) * out_channels`` offsets from the
+        point forecast, zero at the start (it draws no random numbers, so that the other weights,
+        and the training, are those of the model without it). Recorded in ``config`` only when
+        given: configs without it rebuild the model without a head, state_dict unchanged."""
+        if quantiles is None:
+            self.quantiles: tuple[float, ...] | None = None
+            self.quantile_head: nn.Conv2d | None = None
+            return
+        from trafficrnn.estimation.calibration import check_quantiles
+
+        self.quantiles = check_quantiles(quantiles)
+        self.config["quantiles"] = list(self.quantiles)
+        with torch.random.fork_rng(devices=[]):  # its default initialisation's draws are undone
+            self.quantile_head = nn.Conv2d(hidden, len(self.quantiles) * self.out_channels, 1)
+        nn.init.zeros_(self.quantile_head.weight)
+        nn.init.zeros_(self.quantile_head.bias)
+
     # -- helpers ---------------------------------------------------------------------------
+    def _quantile_offsets(self, point: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """The quantile head's forecasts (N, H, Q, C_out, Hc, Wc): the point forecast (N, H, C_out,
+        Hc, Wc) plus the head's offsets from the hidden states (N, H, sum(hidden), Hc, Wc). Both
+        are detached: the head's loss trains the head alone. Not sorted across the levels."""
+        n, h = point.shape[:2]
+        off = self.quantile_head(hidden.detach().flatten(0, 1)).unflatten(0, (n, h))
+        off = off.unflatten(2, (len(self.quantiles), self.out_channels))
+        return point.detach()[:, :, None] + off
+
     def _activate(self, y: torch.Tensor) -> torch.Tensor:
         return F.softplus(y) if self.output_activation == "softplus" else F.relu(y)
 
@@ -558,7 +593,8 @@ class EncoderForecaster(nn.Module):
         return_nowcast: bool = False,
         grad_steps: int | None = None,
         encoded: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return_quantiles: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Forecast ``horizon`` lead steps.
 
         Parameters
@@ -589,6 +625,8 @@ class EncoderForecaster(nn.Module):
             ``x`` holds what :meth:`encode` returns for the images, (N, T_in, feature_channels,
             Hc, Wc): the tile encoder is skipped (e.g. a frozen encoder's cached features); the
             nowcast comes from the count channels (or the nowcast head on the features).
+        return_quantiles : bool
+            Also return the quantile head's forecasts (models built with ``quantiles``).
 
         Returns
         -------
@@ -596,11 +634,16 @@ class EncoderForecaster(nn.Module):
             Non-negative.
         nowcast : Tensor, shape (N, T_in, C_out, Hc, Wc)
             Only with ``return_nowcast=True``.
+        quantiles : Tensor, shape (N, H, Q, C_out, Hc, Wc)
+            Only with ``return_quantiles=True`` (last): the point forecast plus the head's offset
+            of each level of ``quantiles``, unsorted and unclipped; detached from the point
+            forecast and the features (the head's loss trains the head alone).
 
         Raises
         ------
         ConfigError
-            If ``horizon`` is not a positive int, or ``return_nowcast`` without an encoder.
+            If ``horizon`` is not a positive int, ``return_nowcast`` without an encoder, or
+            ``return_quantiles`` without a quantile head.
         ModelMismatchError
             If a tensor has the wrong shape, or an input the model was built for is missing
             (or one it was not built for is given).
@@ -617,6 +660,11 @@ class EncoderForecaster(nn.Module):
             grad_steps,
             encoded,
         )
+        if return_quantiles and self.quantile_head is None:
+            raise ConfigError(
+                "return_quantiles=True needs a quantile head; build the model with "
+                "quantiles=[0.1, 0.5, 0.9] (TrafficForecaster: model_kwargs={'quantiles': ...})"
+            )
         n, t_in = x.shape[:2]
         needs_last = self.feedback or self.residual or self.linear is not None
         feats, nowcast = self._encode_inputs(
@@ -651,12 +699,17 @@ class EncoderForecaster(nn.Module):
                 nowcast = self._nowcast_from(feats)
             lin = self._linear_term(x, last, nowcast, fut, static, horizon)
         if self.feedback:
-            forecast = self._decode_feedback(states, last, fut, static, lin, horizon)
+            forecast, hidden = self._decode_feedback(
+                states, last, fut, static, lin, horizon, return_quantiles
+            )
         else:
-            forecast = self._decode_direct(states, last, fut, static, lin, horizon, feats)
-        if return_nowcast:
-            return forecast, nowcast
-        return forecast
+            forecast, hidden = self._decode_direct(
+                states, last, fut, static, lin, horizon, feats, return_quantiles
+            )
+        out = (forecast, nowcast) if return_nowcast else (forecast,)
+        if return_quantiles:
+            out = (*out, self._quantile_offsets(forecast, hidden))
+        return out if len(out) > 1 else forecast
 
     # forward's steps: check → encode the inputs → run the recurrent encoder → decode (direct or feedback)
     def _check_inputs(
@@ -807,9 +860,11 @@ class EncoderForecaster(nn.Module):
         lin: torch.Tensor | None,
         horizon: int,
         feats: torch.Tensor,
-    ) -> torch.Tensor:
+        keep_hidden: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``feedback=False``: the inputs of every lead step are known up front, so run layer by
-        layer, each with one batched input projection -> (N, H, C_out, Hc, Wc)."""
+        layer, each with one batched input projection -> (N, H, C_out, Hc, Wc), and with
+        ``keep_hidden`` the hidden states the head read (N, H, sum(hidden), Hc, Wc), else None."""
         n, hw = feats.shape[0], tuple(feats.shape[-2:])
         stat_h = None if static is None else static[:, None].expand(n, horizon, *static.shape[1:])
         ins = [p for p in (fut, stat_h) if p is not None]
@@ -822,9 +877,10 @@ class EncoderForecaster(nn.Module):
         y = self.head(hcat).unflatten(0, (n, horizon))
         if lin is not None:
             y = y + lin
+        hidden = hcat.unflatten(0, (n, horizon)) if keep_hidden else None
         if self.residual:
-            return self._residual(last[:, None], y)
-        return self._activate(y)
+            return self._residual(last[:, None], y), hidden
+        return self._activate(y), hidden
 
     def _decode_feedback(
         self,
@@ -834,14 +890,16 @@ class EncoderForecaster(nn.Module):
         static: torch.Tensor | None,
         lin: torch.Tensor | None,
         horizon: int,
-    ) -> torch.Tensor:
+        keep_hidden: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``feedback=True``: one lead step at a time, each reading the previous prediction (the
-        last observed target at the first) -> (N, H, C_out, Hc, Wc)."""
+        last observed target at the first) -> (N, H, C_out, Hc, Wc), and with ``keep_hidden`` the
+        hidden states the head read at each step (N, H, sum(hidden), Hc, Wc), else None."""
         states = list(states)
         fut_steps = fut.unbind(1) if fut is not None else [None] * horizon
         prev = last
         lin_steps = lin.unbind(1) if lin is not None else [None] * horizon
-        preds = []
+        preds, kept = [], []
         for fut_t, lin_t in zip(fut_steps, lin_steps):
             inp = torch.cat([p for p in (prev, fut_t, static) if p is not None], 1)
             hs = []
@@ -850,4 +908,6 @@ class EncoderForecaster(nn.Module):
                 hs.append(inp)
             prev = self._head(hs, last, lin_t)
             preds.append(prev)
-        return torch.stack(preds, 1)
+            if keep_hidden:
+                kept.append(torch.cat(hs, 1))
+        return torch.stack(preds, 1), (torch.stack(kept, 1) if keep_hidden else None)
