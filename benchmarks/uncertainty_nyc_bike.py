@@ -43,11 +43,14 @@ from trafficrnn.estimation.quantile_eval import (  # noqa: E402
     model_quantiles,
     persistence_quantiles,
 )
+from trafficrnn.estimation.quantile_head import interpolate_levels  # noqa: E402
 from trafficrnn.metrics import align_truth  # noqa: E402
 from trafficrnn.params import grouped
 from trafficrnn.probabilistic import coverage, interval_width, score_quantiles  # noqa: E402
 
 LEVELS = (0.025, 0.1, 0.5, 0.9, 0.975)
+#: the levels of the quantile head (``model_kwargs={"quantiles": ...}``): LEVELS and the deciles between
+HEAD_LEVELS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975)
 INTERVALS = {"80": (0.1, 0.9), "95": (0.025, 0.975)}
 RESULTS = Path(__file__).resolve().parent / "results" / "uncertainty_nyc_bike.json"
 #: the calibration variants beside the plain one (``calibrate(adaptive=...)``)
@@ -104,6 +107,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 12 test origins")
+    parser.add_argument(
+        "--no-head", action="store_true", help="train without the quantile head (HEAD_LEVELS)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-reexec", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -124,7 +130,11 @@ def main(argv=None) -> dict:
             max_time=0.5 if args.quick else args.minutes,
             seed=args.seed,
             progress=False,
-            **grouped(DEEP, dict(max_epochs=1 if args.quick else args.max_epochs)),
+            **grouped(
+                DEEP,
+                dict(max_epochs=1 if args.quick else args.max_epochs),
+                {} if args.no_head else {"quantiles": HEAD_LEVELS},
+            ),
         )
         if args.members > 1:
             est = ForecastEnsemble(est, members=args.members, n_jobs=args.members)
@@ -139,6 +149,18 @@ def main(argv=None) -> dict:
             fc, spread = est.predict_many(grids, issues), None
         truth = np.asarray(align_truth(fc, grids).values, dtype=np.float64)
         point = np.asarray(fc.values, dtype=np.float64)
+        if not args.no_head:  # before any calibration: a calibrated model gives its calibration's
+            head = np.asarray(est.predict_many(grids, issues, quantiles=HEAD_LEVELS).values)
+            methods[f"{est.model}-head"] = {
+                "method": "quantile head (pinball loss on the training days; "
+                f"{len(HEAD_LEVELS)} levels, linear between them, constant beyond)"
+                + (", the members' quantiles averaged" if args.members > 1 else ""),
+                "fit_seconds": round(fit_seconds, 2),
+                "rmse_point": rmse_per_lead(np.clip(point, 0, None), truth),
+                **interval_scores(
+                    lambda taus, v=head: interpolate_levels(v, HEAD_LEVELS, taus), truth
+                ),
+            }
         variants = [(est.model, None), (f"{est.model}-level", "level")]
         if args.members > 1:
             variants.append((f"{est.model}-spread", "spread"))
