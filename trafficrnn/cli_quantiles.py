@@ -80,9 +80,11 @@ def parse_frames(text: str | None):
 @click.option(
     "--adaptive",
     default=None,
-    type=click.Choice(["spread", "level"]),
+    type=click.Choice(["spread", "level", "head"]),
     help="Scale the intervals: 'level' by the square root of the forecast (wider where traffic is "
-    "heavy); 'spread' (ensembles) by the members' spread (wider where they disagree).",
+    "heavy); 'spread' (ensembles) by the members' spread (wider where they disagree); 'head' "
+    "(a model with a quantile head): shift the head's own quantiles (conformalised quantile "
+    "regression).",
 )
 @click.option(
     "--out",
@@ -144,6 +146,17 @@ def calibrate_command(
     )
     cal = est.calibration_
     path = est.save(out, overwrite=overwrite) if out else est.save(folder, overwrite=True)
+    if cal.scale == "head":
+        shifts = "; ".join(
+            f"{q:g}: " + ", ".join(f"{v:+.3g}" for v in cal.shifts[i, :, 0])
+            for i, q in enumerate(cal.levels)
+        )
+        click.echo(
+            f"calibrated the quantile head of {est.model} on {cal.windows} windows "
+            f"({cal.frames[0][:16]} → {cal.frames[1][:16]}); shifts per lead ({cal.bands[0]}) "
+            f"by level: {shifts}; saved {path}"
+        )
+        return
     radius = ", ".join(f"{r:.3g}" for r in cal.radii[:, 0, cal.levels.index(0.8)])
     unit = {"spread": " (× spread + floor)", "level": " (× √(forecast + floor))"}.get(cal.scale, "")
     click.echo(

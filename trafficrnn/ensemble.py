@@ -390,8 +390,11 @@ class ForecastEnsemble:
                 "members=True with quantiles: ask for one or the other (the quantiles are "
                 "those of the calibrated member mean, or the mean of the members' quantile heads')"
             )
-        if quantile_method(self) == "head":
+        method = quantile_method(self)
+        if method == "head":
             return forecast(False, quantiles)
+        if method == "conformal head":
+            return self._conformal_head(forecast, quantiles)
         calibration = self.calibration_
         if calibration.scale == "spread":  # adaptive: the members' spread scales the radii
             every = forecast(True)
@@ -400,13 +403,38 @@ class ForecastEnsemble:
             return quantile_forecast(mean, calibration, quantiles, spread=spread)
         return quantile_forecast(forecast(False), calibration, quantiles)
 
+    def _conformal_head(self, forecast, quantiles: tuple[float, ...]) -> xr.DataArray:
+        """The members' averaged head quantiles at their trained levels plus the conformal shifts of
+        the ensemble's calibration (``adaptive="head"``), sorted, clipped at 0, at ``quantiles``.
+
+        Raises
+        ------
+        ConfigError, CalibrationError
+            Levels beyond the trained ones; more leads than calibrated.
+        """
+        from trafficrnn.estimation.conformal_head import METHOD_LABEL, conformalise
+        from trafficrnn.estimation.quantile_head import (
+            check_head_levels,
+            head_forecast,
+            head_levels,
+        )
+
+        trained = head_levels(self)
+        check_head_levels(quantiles, trained)
+        averaged = forecast(False, trained)
+        values = conformalise(np.asarray(averaged.values), self.calibration_.shifts)
+        point = averaged.isel(quantile=0).drop_vars("quantile")
+        point.attrs = {k: v for k, v in averaged.attrs.items() if k != "quantile_method"}
+        return head_forecast(point, values, trained, quantiles, METHOD_LABEL)
+
     def calibrate(
         self, images: xr.DataArray, target: xr.DataArray | None = None, **kwargs: Any
     ) -> ForecastEnsemble:
         """Split-conformal calibration of the member mean on held-out frames before the test part
         (``calibration_``, saved in ``ensemble.json``); arguments as :meth:`TrafficForecaster.calibrate`,
         and ``adaptive="spread"``: radii in units of the members' spread (intervals widen where they
-        disagree; see :mod:`trafficrnn.estimation.adaptive`).
+        disagree; see :mod:`trafficrnn.estimation.adaptive`); ``adaptive="head"`` (members with a
+        quantile head): conformal shifts of the members' averaged head quantiles.
 
         Raises
         ------
@@ -513,7 +541,10 @@ class ForecastEnsemble:
         ens.fit_seconds_ = manifest.get("fit_seconds")
         if manifest.get("calibration") is not None:
             from trafficrnn.estimation.calibration import Calibration
+            from trafficrnn.estimation.persist import check_head_calibration
+            from trafficrnn.estimation.quantile_head import head_levels
 
+            check_head_calibration(manifest["calibration"], head_levels(ens), path / MANIFEST)
             try:
                 ens.calibration_ = Calibration.from_dict(manifest["calibration"])
             except ConfigError as exc:

@@ -32,6 +32,7 @@ from trafficrnn.estimation.inputs import (
     static_for,
     static_layers,
 )
+from trafficrnn.estimation.quantile_head import HEAD_METHODS
 from trafficrnn.estimation.state import state_attribute
 from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
 from trafficrnn.params import GROUPS
@@ -496,11 +497,11 @@ class TrafficForecaster(InputChecks):
         )
         x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)
         values, heads = self._network_forecasts(
-            x, times, ends, horizon, y, covariates, inputs, batch_size, method == "head"
+            x, times, ends, horizon, y, covariates, inputs, batch_size, method in HEAD_METHODS
         )
         if not len(values):
             values = np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
-            if method == "head":
+            if method in HEAD_METHODS:
                 levels = len(self.model_.quantiles)
                 heads = np.zeros((0, horizon, levels, len(self.bands_), *grid.shape), "float32")
         values = np.clip(self.target_normalizer_.inverse_transform(values, band_axis=2), 0, None)
@@ -556,8 +557,9 @@ class TrafficForecaster(InputChecks):
         return values, (np.concatenate(heads) if heads else None)
 
     def _quantile_method(self, quantiles: Any) -> str | None:
-        """None without ``quantiles``; else how they are made: ``"calibration"`` (it wins) or
-        ``"head"`` (the quantile head; the levels within its trained ones), checked.
+        """None without ``quantiles``; else how they are made: ``"calibration"`` (it wins),
+        ``"conformal head"`` (calibrated with ``adaptive="head"``) or ``"head"`` (the quantile head;
+        for both, the levels within its trained ones), checked.
 
         Raises
         ------
@@ -575,13 +577,14 @@ class TrafficForecaster(InputChecks):
         quantiles = check_quantiles(quantiles)
         self._check_fitted()
         method = quantile_method(self)
-        if method == "head":
+        if method in HEAD_METHODS:
             check_head_levels(quantiles, head_levels(self))
         return method
 
     def _quantile_forecast(self, fc, method, quantiles, heads) -> xr.DataArray:
         """The point forecasts ``fc`` (``method`` None), or their quantiles by the calibration or the
-        quantile head (its outputs ``heads``, normalised) along a leading ``quantile`` dimension."""
+        quantile head (its outputs ``heads``, normalised; plus the conformal shifts of a calibration
+        with ``adaptive="head"``) along a leading ``quantile`` dimension."""
         if method is None:
             return fc
         from trafficrnn.estimation.calibration import check_quantiles, quantile_forecast
@@ -591,6 +594,11 @@ class TrafficForecaster(InputChecks):
         if method == "calibration":
             return quantile_forecast(fc, self.calibration_, quantiles)
         values = head_values(heads, self.target_normalizer_)
+        if method == "conformal head":
+            from trafficrnn.estimation.conformal_head import METHOD_LABEL, conformalise
+
+            values = conformalise(values, self.calibration_.shifts)
+            return head_forecast(fc, values, self.model_.quantiles, quantiles, METHOD_LABEL)
         return head_forecast(fc, values, self.model_.quantiles, quantiles)
 
     def predict(
@@ -624,7 +632,9 @@ class TrafficForecaster(InputChecks):
         ``model_kwargs={"quantiles": (...)}``): the trained levels as the head gives them, sorted
         in each cell and clipped at 0, and levels between two trained ones interpolated linearly;
         levels beyond the outermost trained ones are refused (see
-        :mod:`trafficrnn.estimation.quantile_head`).
+        :mod:`trafficrnn.estimation.quantile_head`). A model calibrated with ``adaptive="head"``:
+        the head's quantiles plus their conformal shifts, sorted and clipped at 0 (see
+        :mod:`trafficrnn.estimation.conformal_head`).
 
         Returns
         -------
@@ -681,7 +691,9 @@ class TrafficForecaster(InputChecks):
         model was fitted on, or one holding those days); ``(first, last)``: the windows whose valid
         times lie between two times, which must precede the test part. Stores ``calibration_``
         (saved with the model). ``adaptive="level"`` scales the intervals by the square root of
-        the forecast; ``adaptive="spread"`` is for ensembles (refused here). See
+        the forecast; ``adaptive="head"`` (a model with a quantile head) shifts the head's own
+        quantiles by their conformal shifts (conformalised quantile regression);
+        ``adaptive="spread"`` is for ensembles (refused here). See
         :func:`trafficrnn.estimation.calibration.calibrate`.
 
         Returns

@@ -31,19 +31,20 @@ __all__ = [
 ]
 
 #: the adaptive scalings ``calibrate`` knows (None: the plain per-lead radii)
-ADAPTIVE = ("spread", "level")
+ADAPTIVE = ("spread", "level", "head")
 #: the floor added to the spread, as a share of its mean over the calibration windows
 FLOOR_SHARE = 0.1
 
 
 def check_adaptive(est, adaptive: Any) -> str:
-    """``"none"`` for None, ``"level"`` for any model, ``"spread"`` for an ensemble; else a
-    CalibrationError.
+    """``"none"`` for None, ``"level"`` for any model, ``"spread"`` for an ensemble, ``"head"`` for a
+    model (or ensemble) with a quantile head; else a CalibrationError.
 
     Raises
     ------
     CalibrationError
-        An unknown name, or ``"spread"`` for a model that is not an ensemble of two members or more.
+        An unknown name, ``"spread"`` for a model that is not an ensemble of two members or more, or
+        ``"head"`` for one without a quantile head.
     """
     if adaptive is None:
         return "none"
@@ -54,6 +55,17 @@ def check_adaptive(est, adaptive: Any) -> str:
         )
     if adaptive == "level":
         return "level"
+    if adaptive == "head":
+        from trafficrnn.estimation.quantile_head import head_levels
+
+        if head_levels(est) is None:
+            raise CalibrationError(
+                f"adaptive='head' conformalises a quantile head, but {type(est).__name__} "
+                f"{getattr(est, 'model', '')!r} has none (every member of an ensemble needs one, "
+                "with the same levels): train it with model_kwargs={'quantiles': (0.1, 0.5, 0.9)} "
+                "(CLI: --set quantiles=[0.1,0.5,0.9]), or calibrate with adaptive=None or 'level'"
+            )
+        return "head"
     members = getattr(est, "estimators_", None)
     if not members or len(members) < 2:
         raise CalibrationError(

@@ -117,7 +117,12 @@ class Calibration:
     scale, floor : str, float
         ``"none"``: the radii are in the target's units; ``"spread"`` (an ensemble's adaptive
         calibration, :mod:`trafficrnn.estimation.adaptive`): in units of ``spread + floor``;
-        ``"level"``: in units of ``sqrt(max(forecast, 0) + floor)``.
+        ``"level"``: in units of ``sqrt(max(forecast, 0) + floor)``; ``"head"``
+        (``adaptive="head"``, a model with a quantile head): no radii (shape ``(lead, band, 0)``),
+        ``levels`` are the head's trained levels and ``shifts`` their conformal shifts.
+    shifts : numpy.ndarray, shape (level, lead, band), optional
+        Scale ``"head"`` only: what is added to the head's quantile of each trained level
+        (:mod:`trafficrnn.estimation.conformal_head`).
     """
 
     bands: list[str]
@@ -129,10 +134,11 @@ class Calibration:
     method: str = METHOD
     scale: str = "none"
     floor: float = 0.0
+    shifts: np.ndarray | None = None
 
     @property
     def horizon(self) -> int:
-        return int(self.radii.shape[0])
+        return int(self.radii.shape[0] if self.shifts is None else self.shifts.shape[1])
 
     def offsets(self, quantiles: Sequence[float], leads: int, bands: Sequence[str]) -> np.ndarray:
         """Signed offsets ``(quantile, lead, band)`` to add to a point forecast.
@@ -140,8 +146,14 @@ class Calibration:
         Raises
         ------
         CalibrationError
-            More leads than calibrated, or bands other than the calibration's.
+            More leads than calibrated, bands other than the calibration's, or a calibration of a
+            quantile head (its shifts apply to the head's quantiles, not to a point forecast).
         """
+        if self.scale == "head":
+            raise CalibrationError(
+                "this calibration conformalises a quantile head (adaptive='head'): its shifts apply "
+                "to the head's quantiles; forecast with the model it was calibrated on"
+            )
         if leads > self.horizon:
             raise CalibrationError(
                 f"the forecast has {leads} leads but the calibration covers {self.horizon}: "
@@ -172,6 +184,7 @@ class Calibration:
             "windows": int(self.windows),
             "scale": self.scale,
             "floor": float(self.floor),
+            **({} if self.shifts is None else {"shifts": _rounded(self.shifts)}),
         }
 
     @classmethod
@@ -195,6 +208,8 @@ class Calibration:
             raise ConfigError(
                 f"calibration method {spec['method']!r:.40} is unknown: expected {METHOD!r}"
             )
+        if spec.get("scale") == "head":
+            return _head_from_dict(spec)
         try:
             radii = np.asarray(spec["radii"], dtype=np.float64)
             levels = [float(v) for v in spec["levels"]]
@@ -241,6 +256,47 @@ class Calibration:
         )
 
 
+def _rounded(values: np.ndarray) -> list:
+    """``values`` as nested lists of floats rounded to 6 significant digits (JSON)."""
+    return [_rounded(v) for v in values] if values.ndim > 1 else [float(f"{r:.6g}") for r in values]
+
+
+def _head_from_dict(spec: dict) -> Calibration:
+    """The calibration of a quantile head (scale ``"head"``) that :meth:`Calibration.to_dict` wrote,
+    checked: sorted levels in (0, 1) and finite shifts of shape (level, lead, band).
+
+    Raises
+    ------
+    ConfigError
+        Malformed or inconsistent fields.
+    """
+    try:
+        shifts = np.asarray(spec.get("shifts"), dtype=np.float64)
+        levels = [float(v) for v in spec["levels"]]
+        counts = [int(n) for n in spec["counts"]]
+        bands = [str(b) for b in spec["bands"]]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"calibration (adaptive='head') is malformed ({exc})") from None
+    expected = (len(levels), len(counts), len(bands))
+    ok_levels = levels and levels == sorted(levels) and all(0 < v < 1 for v in levels)
+    if not ok_levels or shifts.shape != expected or not np.isfinite(shifts).all():
+        raise ConfigError(
+            f"calibration (adaptive='head') shifts of shape {shifts.shape} for levels {levels} "
+            f"(expected finite shifts of shape {expected}: level, lead, band for bands {bands}); "
+            "the config is corrupt or was modified"
+        )
+    return Calibration(
+        bands=bands,
+        radii=np.zeros((len(counts), len(bands), 0)),
+        counts=counts,
+        frames=[str(t) for t in spec["frames"]],
+        windows=int(spec["windows"]),
+        levels=levels,
+        scale="head",
+        shifts=shifts,
+    )
+
+
 def conformal_radii(residuals: np.ndarray, levels: Sequence[float] = LEVELS) -> np.ndarray:
     """Split-conformal radii of ``|residuals|`` (any shape; NaN ignored) at each coverage level.
 
@@ -285,11 +341,12 @@ def calibrate(
         Leads calibrated (default: the model's).
     static, covariates, align
         As for ``predict``.
-    adaptive : {None, "spread", "level"}
+    adaptive : {None, "spread", "level", "head"}
         ``"spread"`` (ensembles): radii in units of the members' spread, so that intervals widen
         where the members disagree; ``"level"``: in units of the square root of the forecast, so
-        that they widen where traffic is heavy (:mod:`trafficrnn.estimation.adaptive`); None:
-        plain radii.
+        that they widen where traffic is heavy (:mod:`trafficrnn.estimation.adaptive`); ``"head"``
+        (a model, or ensemble, with a quantile head): conformal shifts of the head's own quantiles
+        (:mod:`trafficrnn.estimation.conformal_head`); None: plain radii.
 
     Raises
     ------
@@ -298,14 +355,7 @@ def calibrate(
     NotFittedError, ModelMismatchError, ConfigError
         As ``evaluate``.
     """
-    from trafficrnn.estimation.adaptive import (
-        check_adaptive,
-        level_scale,
-        member_forecasts,
-        spread_floor,
-    )
-    from trafficrnn.estimation.evaluation import model_forecasts
-    from trafficrnn.metrics import align_truth
+    from trafficrnn.estimation.adaptive import check_adaptive
 
     scale = check_adaptive(est, adaptive)
     checked = est.check_stack(images, target, align=align, horizon=horizon)
@@ -314,23 +364,12 @@ def calibrate(
     times = pd.DatetimeIndex(images_c.time.values)
     issues = calibration_issues(est, times, frames, images, target)
     observed = truth_da if getattr(est, "target_inputs", False) else None
-    floor = 0.0
-    if scale == "spread":
-        every = member_forecasts(est, images_c, observed, issues, horizon, static, covariates)
-        fc = every.mean("member", keep_attrs=True)
-        spread = np.asarray(every.std("member").values, dtype=np.float64)
-        floor = spread_floor(spread)
-    else:
-        fc = model_forecasts(
-            est, images_c, observed, issues, horizon, static, covariates, lambda n: None
-        )
-    truth = align_truth(fc, truth_da).transpose(*fc.dims)
-    resid = truth.values.astype(np.float64) - fc.values
-    if scale == "spread":
-        resid = resid / (spread + floor)
-    elif scale == "level":
-        floor = spread_floor(np.clip(fc.values, 0, None))
-        resid = resid / level_scale(np.asarray(fc.values, dtype=np.float64), floor)
+    args = (images_c, observed, issues, horizon, static, covariates)
+    if scale == "head":
+        from trafficrnn.estimation.conformal_head import head_calibration
+
+        return head_calibration(est, images_c, truth_da, *args[1:])
+    fc, resid, floor = _scaled_residuals(est, scale, args, truth_da)
     resid = resid.transpose(1, 2, 0, 3, 4)  # (H, B, N, y, x)
     radii = np.stack([[conformal_radii(rb) for rb in rh] for rh in resid])
     counts = [int(np.isfinite(rh).sum()) for rh in resid]
@@ -349,6 +388,32 @@ def calibrate(
         scale=scale,
         floor=floor,
     )
+
+
+def _scaled_residuals(est, scale: str, args: tuple, truth_da: xr.DataArray):
+    """The forecasts of the calibration windows (``args``: images, observed, issues, horizon,
+    static, covariates), their residuals ``truth - forecast`` ``(issued, lead, band, y, x)`` in the
+    units of ``scale`` (``"none"``, ``"spread"`` or ``"level"``) and the scale's floor."""
+    from trafficrnn.estimation.adaptive import level_scale, member_forecasts, spread_floor
+    from trafficrnn.estimation.evaluation import model_forecasts
+    from trafficrnn.metrics import align_truth
+
+    floor = 0.0
+    if scale == "spread":
+        every = member_forecasts(est, *args)
+        fc = every.mean("member", keep_attrs=True)
+        spread = np.asarray(every.std("member").values, dtype=np.float64)
+        floor = spread_floor(spread)
+    else:
+        fc = model_forecasts(est, *args, lambda n: None)
+    truth = align_truth(fc, truth_da).transpose(*fc.dims)
+    resid = truth.values.astype(np.float64) - fc.values
+    if scale == "spread":
+        resid = resid / (spread + floor)
+    elif scale == "level":
+        floor = spread_floor(np.clip(fc.values, 0, None))
+        resid = resid / level_scale(np.asarray(fc.values, dtype=np.float64), floor)
+    return fc, resid, floor
 
 
 def require_calibration(est) -> Calibration:

@@ -182,10 +182,15 @@ def checked_quantiles(est, quantiles: Sequence[float]) -> tuple[float, ...]:
     ConfigError, CalibrationError
     """
     from trafficrnn.estimation.calibration import check_quantiles
-    from trafficrnn.estimation.quantile_head import check_head_levels, head_levels, quantile_method
+    from trafficrnn.estimation.quantile_head import (
+        HEAD_METHODS,
+        check_head_levels,
+        head_levels,
+        quantile_method,
+    )
 
     quantiles = check_quantiles(quantiles)
-    if quantile_method(est) == "head":
+    if quantile_method(est) in HEAD_METHODS:
         check_head_levels(quantiles, head_levels(est))
     return quantiles
 
@@ -256,13 +261,14 @@ def add_probabilistic_tables(
     """Join the model's probabilistic scores to its table; add the probabilistic baselines' rows.
 
     A calibrated model's quantiles are its calibration's around ``fc``; else those of its quantile
-    head, forecast at its trained levels (a second pass over the issue times)."""
+    head, forecast at its trained levels (a second pass over the issue times; plus their conformal
+    shifts for a calibration with ``adaptive="head"``)."""
     from trafficrnn.estimation.adaptive import spread_of
     from trafficrnn.estimation.quantile_eval import probabilistic_tables
-    from trafficrnn.estimation.quantile_head import head_levels, quantile_method
+    from trafficrnn.estimation.quantile_head import HEAD_METHODS, head_levels, quantile_method
 
     head = None
-    if quantile_method(est) == "head":
+    if quantile_method(est) in HEAD_METHODS:
         trained = head_levels(est)
         found = model_forecasts(est, *args, lambda n: None, quantiles=trained)
         head = (trained, found.transpose("quantile", *fc.dims).values)

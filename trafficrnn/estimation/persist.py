@@ -432,6 +432,26 @@ def _check_quantile_head(config: dict, path: Path) -> None:
             f"{path / CONFIG}: params' quantiles = {option!r:.60} but the network's quantile head "
             f"has the levels {found!r:.60}; the config is corrupt or was modified — refusing to load"
         )
+    check_head_calibration(config.get("calibration"), found, path / CONFIG)
+
+
+def check_head_calibration(calibration: Any, trained: tuple | None, where: Path) -> None:
+    """Refuse a calibration of a quantile head (``scale="head"``) whose levels are not the ``trained``
+    levels of the model's head (None: no head).
+
+    Raises
+    ------
+    ModelFileError
+    """
+    if not isinstance(calibration, dict) or calibration.get("scale") != "head":
+        return
+    levels = calibration.get("levels")
+    if trained is None or not isinstance(levels, list) or tuple(levels) != tuple(trained):
+        raise ModelFileError(
+            f"{where}: the calibration (adaptive='head') has the levels {levels!r:.60} but the "
+            f"model's quantile head has {trained!r:.60}; the config is corrupt or was modified — "
+            "refusing to load (calibrate the model again: model.calibrate(stack, adaptive='head'))"
+        )
 
 
 def _check_weights_fit(config: dict, state: dict, path: Path) -> None:

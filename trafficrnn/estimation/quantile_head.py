@@ -11,7 +11,9 @@ two trained levels linearly interpolated; :func:`check_head_levels` refuses leve
 outermost trained ones (no extrapolation).
 
 Which way a model's quantiles come (:func:`quantile_method`): its split-conformal calibration where
-it has one (``calibrate`` wins), else its quantile head; neither is refused naming both ways.
+it has one (``calibrate`` wins), its quantile head plus conformal shifts where it was calibrated
+with ``adaptive="head"`` (:mod:`trafficrnn.estimation.conformal_head`), else its quantile head;
+neither is refused naming both ways.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import xarray as xr
 from trafficrnn.errors import ConfigError
 
 __all__ = [
+    "HEAD_METHODS",
     "check_head_levels",
     "head_forecast",
     "head_levels",
@@ -32,6 +35,10 @@ __all__ = [
     "interpolate_levels",
     "quantile_method",
 ]
+
+
+#: the values of :func:`quantile_method` whose quantiles come from the quantile head
+HEAD_METHODS = ("head", "conformal head")
 
 
 def head_levels(est: Any) -> tuple[float, ...] | None:
@@ -47,7 +54,8 @@ def head_levels(est: Any) -> tuple[float, ...] | None:
 
 def quantile_method(est: Any) -> str:
     """``"calibration"`` for a calibrated model (the calibration wins over a quantile head),
-    ``"head"`` for one with a quantile head.
+    ``"conformal head"`` for one calibrated with ``adaptive="head"`` (conformalised quantile head:
+    the head's quantiles plus conformal shifts), ``"head"`` for one with a quantile head alone.
 
     Raises
     ------
@@ -56,8 +64,9 @@ def quantile_method(est: Any) -> str:
     """
     from trafficrnn.estimation.calibration import require_calibration
 
-    if getattr(est, "calibration_", None) is not None:
-        return "calibration"
+    calibration = getattr(est, "calibration_", None)
+    if calibration is not None:
+        return "conformal head" if calibration.scale == "head" else "calibration"
     if head_levels(est) is not None:
         return "head"
     require_calibration(est)  # raises, naming both ways
@@ -111,14 +120,18 @@ def head_values(raw: np.ndarray, normalizer: Any) -> np.ndarray:
 
 
 def head_forecast(
-    fc: xr.DataArray, values: np.ndarray, trained: Sequence[float], quantiles: Sequence[float]
+    fc: xr.DataArray,
+    values: np.ndarray,
+    trained: Sequence[float],
+    quantiles: Sequence[float],
+    method: str = "quantile head",
 ) -> xr.DataArray:
     """The quantile forecast ``(quantile, *fc.dims)`` at ``quantiles`` from the head's ``values``
     (``(len(trained), *fc.shape)``, raw units, sorted): the coordinates (``valid_time``, grid, CRS),
-    attrs and dtype of the point forecast ``fc``; attrs ``quantile_method="quantile head"``."""
+    attrs and dtype of the point forecast ``fc``; attrs ``quantile_method=method``."""
     out = fc.expand_dims(quantile=np.asarray(quantiles, dtype=np.float64)).copy(
         data=interpolate_levels(values, trained, quantiles).astype(fc.dtype)
     )
     out["quantile"].attrs.update(long_name="quantile level (probability of not exceeding)")
-    out.attrs = dict(fc.attrs, quantile_method="quantile head")
+    out.attrs = dict(fc.attrs, quantile_method=method)
     return out
