@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from click.testing import CliRunner
 
 from trafficrnn.cli import main
 from trafficrnn.ensemble import ForecastEnsemble
@@ -18,10 +17,9 @@ from trafficrnn.estimation.conformal_head import conformal_shift, conformalise
 from trafficrnn.estimation.evaluation import model_forecasts
 from trafficrnn.estimation.heldout import calibration_issues
 from trafficrnn.estimator import TrafficForecaster
-from trafficrnn.io import write_stack
 
 from .test_estimator import FAST, density_series
-from .test_quantile_head import HEAD, LEVELS, TRAINED
+from .test_quantile_head import HEAD, LEVELS, TRAINED, cli_head_model
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +137,7 @@ def test_ensemble__shifts_of_the_averaged_quantiles(tmp_path):
 
 
 def test_cli__calibrate_head_then_forecast(tmp_path):
-    write_stack(density_series(periods=48), tmp_path / "stack")
-    run = CliRunner().invoke
-    tiny = ["--input-steps", "4", "--horizon", "2", "--hidden", "8", "--max-epochs", "1", "--quiet"]
-    trained = run(main, ["train", str(tmp_path / "stack"), *tiny, "--set",
-                         "quantiles=[0.1,0.5,0.9]", "--out", str(tmp_path / "m")])  # fmt: skip
-    assert trained.exit_code == 0, trained.output
+    run = cli_head_model(tmp_path)
     done = run(main, ["calibrate", str(tmp_path / "m"), str(tmp_path / "stack"), "--adaptive",
                       "head"])  # fmt: skip
     assert done.exit_code == 0, done.output

@@ -21,7 +21,8 @@ from trafficrnn.models import EncoderForecaster
 from trafficrnn.params import grouped
 from trafficrnn.training import masked_pinball
 
-from .test_estimator import FAST, GRID, density_series
+from .test_estimator import FAST, density_series
+from .test_quantiles import assert_quantile_contract
 
 LEVELS = (0.1, 0.5, 0.9)
 HEAD = grouped(FAST, dict(quantiles=LEVELS))
@@ -115,13 +116,8 @@ def test_predict__head_quantiles_contract(headed):
     est, da = headed
     assert est.calibration_ is None
     point, fc = est.predict(da), est.predict(da, quantiles=LEVELS)
-    assert fc.dims == ("quantile", "lead", "band", "y", "x")
-    assert list(fc["quantile"].values) == list(LEVELS)
-    assert fc.rio.crs == GRID.crs and fc.rio.transform() == GRID.transform
-    np.testing.assert_array_equal(fc.valid_time.values, point.valid_time.values)
-    assert fc.attrs["issued"] == point.attrs["issued"] and fc.attrs["units"] == point.attrs["units"]
+    assert_quantile_contract(fc, point, LEVELS)
     assert fc.attrs["quantile_method"] == "quantile head"
-    assert (fc.values >= 0).all() and (fc.diff("quantile") >= 0).all()
     assert float((fc.sel(quantile=0.9) - fc.sel(quantile=0.1)).mean()) > 0
 
 
@@ -247,13 +243,20 @@ def test_export_onnx__refuses_a_head(headed, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_cli__train_with_a_head_then_forecast_quantiles(tmp_path):
+def cli_head_model(tmp_path):
+    """A stack in ``tmp_path/stack`` and a tiny model with a 0.1/0.5/0.9 quantile head trained on it
+    by the CLI into ``tmp_path/m``; returns the CLI runner."""
     write_stack(density_series(periods=48), tmp_path / "stack")
     run = CliRunner().invoke
     tiny = ["--input-steps", "4", "--horizon", "2", "--hidden", "8", "--max-epochs", "1", "--quiet"]
     trained = run(main, ["train", str(tmp_path / "stack"), *tiny, "--set",
                          "quantiles=[0.1,0.5,0.9]", "--out", str(tmp_path / "m")])  # fmt: skip
     assert trained.exit_code == 0, trained.output
+    return run
+
+
+def test_cli__train_with_a_head_then_forecast_quantiles(tmp_path):
+    run = cli_head_model(tmp_path)
     info = run(main, ["info", str(tmp_path / "m")])
     assert info.exit_code == 0 and "quantile head, levels 0.1, 0.5, 0.9" in info.output
     made = run(main, ["forecast", str(tmp_path / "m"), str(tmp_path / "stack"), "--out",

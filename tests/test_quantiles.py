@@ -176,15 +176,21 @@ def test_calibrate__explicit_frames_before_the_test_part(calibrated):
     assert first >= pd.Timestamp("2024-05-01 12:00") and last <= pd.Timestamp("2024-05-01 18:00")
 
 
-def test_predict__quantile_forecast_contract(calibrated):
-    est, da = calibrated
-    point, fc = est.predict(da), est.predict(da, quantiles=LEVELS)
+def assert_quantile_contract(fc, point, levels) -> None:
+    """A quantile forecast: a leading quantile dimension of ``levels`` on the point forecast's grid,
+    CRS, valid times, issue time and units; no value below 0, levels in increasing order."""
     assert fc.dims == ("quantile", "lead", "band", "y", "x")
-    assert list(fc["quantile"].values) == list(LEVELS)
+    assert list(fc["quantile"].values) == list(levels)
     assert fc.rio.crs == GRID.crs and fc.rio.transform() == GRID.transform
     np.testing.assert_array_equal(fc.valid_time.values, point.valid_time.values)
     assert fc.attrs["issued"] == point.attrs["issued"] and fc.attrs["units"] == point.attrs["units"]
     assert (fc.values >= 0).all() and (fc.diff("quantile") >= 0).all()
+
+
+def test_predict__quantile_forecast_contract(calibrated):
+    est, da = calibrated
+    point, fc = est.predict(da), est.predict(da, quantiles=LEVELS)
+    assert_quantile_contract(fc, point, LEVELS)
     np.testing.assert_allclose(fc.sel(quantile=0.5).values, point.values, rtol=1e-6)
 
 
