@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _demo_fit import fine_tuned  # benchmarks/_demo_fit.py
 from _machine import machine  # benchmarks/_machine.py
 from counting import nowcast  # benchmarks/counting.py
 
@@ -49,17 +50,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/demo_errors.json")
     args = parser.parse_args()
 
-    images = tr.read_stack(args.sample / "images")
-    points = tr.read_vectors(args.sample / "vehicles.gpkg")
+    fit = fine_tuned(args.sample, args.model, args.seed)
+    images, est, target, issues = fit.images, fit.est, fit.target, fit.issues
     clouds = tr.read_stack(args.sample / "clouds")
-    base = tr.pretrained(args.model)
-    est = tr.TrafficForecaster(**{**base.get_params(), "seed": args.seed, "progress": False})
-    est.fit(images, vehicles=points, init=base)
-    target = tr.rasterize_points(points, est.grid_, times=images.time.values)
-
     times, horizon = images.indexes["time"], est.horizon
-    first = int(times.searchsorted(np.datetime64(est.training_summary_["split"]["test"][0])))
-    issues = np.arange(first - 1, len(times) - horizon)
+    first = fit.first_test
     fc = np.asarray(est.predict_many(images, issues).values, dtype=float)[:, :, 0]
     y = np.asarray(target.values, dtype=float)[:, 0]
     truth = np.stack([y[i + 1 : i + 1 + horizon] for i in issues])  # (issue, lead, y, x)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _demo_fit import fine_tuned  # benchmarks/_demo_fit.py
 from _machine import machine  # benchmarks/_machine.py
 from uncertainty_nyc_bike import LEVELS, interval_scores, print_table, rmse_per_lead
 
@@ -40,7 +41,6 @@ THRESHOLD = 10.0
 
 
 def main(argv=None) -> dict:
-    import trafficrnn as tr
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sample", type=Path, default=ROOT / "data" / "sample")
@@ -49,19 +49,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    images = tr.read_stack(args.sample / "images")
-    points = tr.read_vectors(args.sample / "vehicles.gpkg")
-    base = tr.pretrained("convgru", max_time=args.minutes)
-    est = tr.TrafficForecaster(**{**base.get_params(), "seed": args.seed, "progress": False})
-    started = time.perf_counter()
-    est.fit(images, vehicles=points, init=base)
-    fit_seconds = time.perf_counter() - started
-    target = tr.rasterize_points(points, est.grid_, times=images.time.values)
-
+    fit = fine_tuned(args.sample, "convgru", args.seed, args.minutes)
+    images, est, target, issues = fit.images, fit.est, fit.target, fit.issues
     times = images.indexes["time"]
     horizon, cadence = est.horizon, times[1] - times[0]
-    first_test = int(times.searchsorted(np.datetime64(est.training_summary_["split"]["test"][0])))
-    issues = np.arange(first_test - 1, len(times) - horizon)
+    first_test = fit.first_test
     valid = times.values[issues][:, None] + np.arange(1, horizon + 1) * cadence
     fc = est.predict_many(images, issues)
     point = np.asarray(fc.values, dtype=np.float64)
@@ -74,7 +66,7 @@ def main(argv=None) -> dict:
         methods[name] = {
             "method": "split-conformal (per lead, validation frames)"
             + (", radii scaled by the square root of the forecast" if adaptive else ""),
-            "fit_seconds": round(fit_seconds, 2),
+            "fit_seconds": round(fit.fit_seconds, 2),
             "calibrate_seconds": round(time.perf_counter() - began, 2),
             "calibration_windows": cal.windows,
             "rmse_point": rmse_per_lead(point, truth),

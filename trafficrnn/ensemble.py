@@ -382,15 +382,15 @@ class ForecastEnsemble:
         ConfigError, CalibrationError
         """
         from trafficrnn.estimation.calibration import check_quantiles, quantile_forecast
-        from trafficrnn.estimation.quantile_head import quantile_method
+        from trafficrnn.estimation.quantile_head import quantile_plan
 
-        quantiles = check_quantiles(quantiles)
+        check_quantiles(quantiles)  # bad levels are refused before members=True is
         if members:
             raise ConfigError(
                 "members=True with quantiles: ask for one or the other (the quantiles are "
                 "those of the calibrated member mean, or the mean of the members' quantile heads')"
             )
-        method = quantile_method(self)
+        quantiles, method = quantile_plan(self, quantiles)
         if method == "head":
             return forecast(False, quantiles)
         if method == "conformal head":
@@ -409,18 +409,13 @@ class ForecastEnsemble:
 
         Raises
         ------
-        ConfigError, CalibrationError
-            Levels beyond the trained ones; more leads than calibrated.
+        CalibrationError
+            More leads than calibrated.
         """
         from trafficrnn.estimation.conformal_head import METHOD_LABEL, conformalise
-        from trafficrnn.estimation.quantile_head import (
-            check_head_levels,
-            head_forecast,
-            head_levels,
-        )
+        from trafficrnn.estimation.quantile_head import head_forecast, head_levels
 
-        trained = head_levels(self)
-        check_head_levels(quantiles, trained)
+        trained = head_levels(self)  # the levels asked lie within them (quantile_plan)
         averaged = forecast(False, trained)
         values = conformalise(np.asarray(averaged.values), self.calibration_.shifts)
         point = averaged.isel(quantile=0).drop_vars("quantile")

@@ -468,7 +468,7 @@ class TrafficForecaster(InputChecks):
         ------
         NotFittedError, ModelMismatchError, ConfigError, CalibrationError
         """
-        method = self._quantile_method(quantiles)
+        quantiles, method = self._quantile_plan(quantiles)
         images, grid = self._prepare(images, align)
         check_naive_zone(self, images, target)
         y = self._observed(images, target, grid)
@@ -556,41 +556,33 @@ class TrafficForecaster(InputChecks):
         values = np.concatenate(out) if out else np.zeros((0,), "float32")
         return values, (np.concatenate(heads) if heads else None)
 
-    def _quantile_method(self, quantiles: Any) -> str | None:
-        """None without ``quantiles``; else how they are made: ``"calibration"`` (it wins),
-        ``"conformal head"`` (calibrated with ``adaptive="head"``) or ``"head"`` (the quantile head;
-        for both, the levels within its trained ones), checked.
+    def _quantile_plan(self, quantiles: Any) -> tuple[tuple[float, ...] | None, str | None]:
+        """``(None, None)`` without ``quantiles``; else the levels, checked, and how they are made:
+        ``"calibration"`` (it wins), ``"conformal head"`` (calibrated with ``adaptive="head"``) or
+        ``"head"`` (the quantile head; for both, the levels within its trained ones).
 
         Raises
         ------
         ConfigError, CalibrationError, NotFittedError
         """
         if quantiles is None:
-            return None
+            return None, None
         from trafficrnn.estimation.calibration import check_quantiles
-        from trafficrnn.estimation.quantile_head import (
-            check_head_levels,
-            head_levels,
-            quantile_method,
-        )
+        from trafficrnn.estimation.quantile_head import quantile_plan
 
-        quantiles = check_quantiles(quantiles)
+        check_quantiles(quantiles)  # bad levels are refused before an unfitted model is
         self._check_fitted()
-        method = quantile_method(self)
-        if method in HEAD_METHODS:
-            check_head_levels(quantiles, head_levels(self))
-        return method
+        return quantile_plan(self, quantiles)
 
     def _quantile_forecast(self, fc, method, quantiles, heads) -> xr.DataArray:
-        """The point forecasts ``fc`` (``method`` None), or their quantiles by the calibration or the
-        quantile head (its outputs ``heads``, normalised; plus the conformal shifts of a calibration
-        with ``adaptive="head"``) along a leading ``quantile`` dimension."""
+        """The point forecasts ``fc`` (``method`` None), or their quantiles (checked levels) by the
+        calibration or the quantile head (its outputs ``heads``, normalised; plus the conformal
+        shifts of a calibration with ``adaptive="head"``) along a leading ``quantile`` dimension."""
         if method is None:
             return fc
-        from trafficrnn.estimation.calibration import check_quantiles, quantile_forecast
+        from trafficrnn.estimation.calibration import quantile_forecast
         from trafficrnn.estimation.quantile_head import head_forecast, head_values
 
-        quantiles = check_quantiles(quantiles)
         if method == "calibration":
             return quantile_forecast(fc, self.calibration_, quantiles)
         values = head_values(heads, self.target_normalizer_)
@@ -652,7 +644,7 @@ class TrafficForecaster(InputChecks):
             Quantiles outside (0, 1), unsorted or repeated, or beyond a quantile head's trained
             levels; quantiles of a model with neither calibration nor quantile head.
         """
-        self._quantile_method(quantiles)  # refused before the stack is read
+        self._quantile_plan(quantiles)  # refused before the stack is read
         n = images.sizes.get("time", 0)
         if n < self.input_steps:
             raise ModelMismatchError(

@@ -373,11 +373,7 @@ def calibrate(
     resid = resid.transpose(1, 2, 0, 3, 4)  # (H, B, N, y, x)
     radii = np.stack([[conformal_radii(rb) for rb in rh] for rh in resid])
     counts = [int(np.isfinite(rh).sum()) for rh in resid]
-    if not np.isfinite(radii).all():
-        raise CalibrationError(
-            f"the calibration frames hold no observed value for some lead or band (residuals per "
-            f"lead: {counts}): calibrate on frames with observations"
-        )
+    require_observed(radii, counts, "residuals")
     valid = pd.DatetimeIndex(fc["valid_time"].values.ravel())
     return Calibration(
         bands=[str(b) for b in fc.band.values],
@@ -414,6 +410,21 @@ def _scaled_residuals(est, scale: str, args: tuple, truth_da: xr.DataArray):
         floor = spread_floor(np.clip(fc.values, 0, None))
         resid = resid / level_scale(np.asarray(fc.values, dtype=np.float64), floor)
     return fc, resid, floor
+
+
+def require_observed(fitted: np.ndarray, counts: list[int], what: str) -> None:
+    """Refuse a calibration whose ``fitted`` radii or shifts are not all finite: some lead or band
+    had no observed value (``counts`` of ``what`` per lead, for the message).
+
+    Raises
+    ------
+    CalibrationError
+    """
+    if not np.isfinite(fitted).all():
+        raise CalibrationError(
+            f"the calibration frames hold no observed value for some lead or band ({what} per "
+            f"lead: {counts}): calibrate on frames with observations"
+        )
 
 
 def require_calibration(est) -> Calibration:

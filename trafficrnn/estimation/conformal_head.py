@@ -103,7 +103,7 @@ def head_calibration(est, images, truth_da, observed, issues, horizon, static, c
     CalibrationError
         A lead or band without an observed target in the calibration frames.
     """
-    from trafficrnn.estimation.calibration import Calibration
+    from trafficrnn.estimation.calibration import Calibration, require_observed
     from trafficrnn.estimation.evaluation import model_forecasts
     from trafficrnn.estimation.quantile_head import head_levels
     from trafficrnn.metrics import align_truth
@@ -118,11 +118,7 @@ def head_calibration(est, images, truth_da, observed, issues, horizon, static, c
     values = np.asarray(found.transpose("quantile", *dims).values)
     shifts = head_shifts(values, truth, levels)
     counts = [int(np.isfinite(truth[:, h]).sum()) for h in range(truth.shape[1])]
-    if not np.isfinite(shifts).all():
-        raise CalibrationError(
-            f"the calibration frames hold no observed value for some lead or band (targets per "
-            f"lead: {counts}): calibrate on frames with observations"
-        )
+    require_observed(shifts, counts, "targets")
     valid = pd.DatetimeIndex(point["valid_time"].values.ravel())
     return Calibration(
         bands=[str(b) for b in point.band.values],

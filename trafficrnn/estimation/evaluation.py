@@ -155,7 +155,9 @@ def evaluate(
         beyond a head's trained ones: ConfigError).
     """
     if quantiles is not None:
-        quantiles = checked_quantiles(est, quantiles)
+        from trafficrnn.estimation.quantile_head import quantile_plan
+
+        quantiles, _ = quantile_plan(est, quantiles)
 
     checked = est.check_stack(images, target, align=align, horizon=horizon)
     images_c, horizon = checked.images, checked.horizon
@@ -171,28 +173,6 @@ def evaluate(
     if quantiles is not None:
         add_probabilistic_tables(est, tables, fc, args, truth_da, fit_on, quantiles, baselines)
     return scored_table(tables, times, issues, split, choice)
-
-
-def checked_quantiles(est, quantiles: Sequence[float]) -> tuple[float, ...]:
-    """The levels, checked, for a calibrated model or one with a quantile head (within its
-    trained levels); else the error that names both ways to quantiles.
-
-    Raises
-    ------
-    ConfigError, CalibrationError
-    """
-    from trafficrnn.estimation.calibration import check_quantiles
-    from trafficrnn.estimation.quantile_head import (
-        HEAD_METHODS,
-        check_head_levels,
-        head_levels,
-        quantile_method,
-    )
-
-    quantiles = check_quantiles(quantiles)
-    if quantile_method(est) in HEAD_METHODS:
-        check_head_levels(quantiles, head_levels(est))
-    return quantiles
 
 
 def check_baseline_days(est, split: str | None, fit_on: slice, choice: SplitChoice | None) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "head_values",
     "interpolate_levels",
     "quantile_method",
+    "quantile_plan",
 ]
 
 
@@ -71,6 +72,23 @@ def quantile_method(est: Any) -> str:
         return "head"
     require_calibration(est)  # raises, naming both ways
     raise AssertionError("unreachable")
+
+
+def quantile_plan(est: Any, quantiles: Sequence[float]) -> tuple[tuple[float, ...], str]:
+    """The levels, checked, and how ``est`` makes them (:func:`quantile_method`); levels asked of a
+    quantile head (raw or conformalised) must lie within its trained ones.
+
+    Raises
+    ------
+    ConfigError, CalibrationError
+    """
+    from trafficrnn.estimation.calibration import check_quantiles
+
+    quantiles = check_quantiles(quantiles)
+    method = quantile_method(est)
+    if method in HEAD_METHODS:
+        check_head_levels(quantiles, head_levels(est))
+    return quantiles, method
 
 
 def check_head_levels(quantiles: Sequence[float], trained: Sequence[float]) -> None:
