@@ -1,7 +1,7 @@
 """Conformalised quantile regression (CQR) of a quantile head: ``calibrate(..., adaptive="head")``.
 
-A quantile head learns its levels from training errors, so its coverage drifts by lead. On the
-held-out calibration windows (as for the other calibrations: the validation part by default, never
+A quantile head learns its levels from the training windows' errors, which can be smaller than
+those of new frames. On the held-out calibration windows (as for the other calibrations: the validation part by default, never
 the test part), :func:`head_calibration` keeps, per lead ``h``, band ``b`` and trained level ``tau``,
 a shift: the conformal ``tau``-quantile of the scores ``s = y - q_tau`` (the head's quantile in raw
 units, as ``predict`` gives it), pooled over windows and cells (NaN targets skipped). With ``n``
