@@ -41,8 +41,10 @@ def city_arrays(r, norm, scale: float, unit: int):
     """Images normalised by ``norm``, cell targets and smoothed fine targets divided by ``scale``
     (as ``fit`` prepares them), and the raw cell counts of one simulated city."""
     from trafficrnn.counting import fine_target, prepare_fine
+    from trafficrnn.io.export import as_stored
 
-    images = r.images.where(r.images > 0).astype("float32")  # 0: cloud (nodata)
+    images = as_stored(r.images)  # as the written stack reads them: JPEG in YCbCr
+    images = images.where(images > 0).astype("float32")  # 0: cloud (nodata)
     x = norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
     counts = np.asarray(r.density.values, dtype="float32")
     fine, _ = fine_target(images, r.grid, unit, vehicles=r.vehicles)

@@ -11,6 +11,7 @@ with the command, the machine and the numbers.
 Frames are split chronologically as ``TrafficForecaster`` splits them (the last 15 % test, the
 15 % before validation). ``--score-on val`` is the tuning protocol: the test frames are dropped
 before anything is fitted and the scores are those of the held-out last 15 % of the rest.
+The frames are read as the written stack stores them (JPEG, ``trafficrnn.io.as_stored``).
 Scores, per cell and frame against the simulator's true counts (``r.density``): MAE, RMSE, the MAE
 relative to the mean count of the occupied cells, and the relative error of the city total (mean
 over frames of ``|sum pred - sum true| / sum true``, and that of the sum over every scored frame).
@@ -29,6 +30,7 @@ import torch
 from _machine import machine  # benchmarks/_machine.py
 
 from trafficrnn.params import grouped
+from trafficrnn.windows import pixel_values
 
 ROOT = Path(__file__).resolve().parent.parent
 #: settings shared by both encoders (the forecaster is small: the comparison is about counting)
@@ -40,7 +42,7 @@ SETTINGS = dict(
 def nowcast(est, images) -> np.ndarray:
     """The model's vehicle counts per cell of every frame, raw units ``(T, C, rows, cols)``."""
     images, _ = est._prepare(images)
-    x = est.input_normalizer_.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
+    x = est.input_normalizer_.transform(pixel_values(images), band_axis=1)
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), 8):
@@ -88,12 +90,14 @@ def main() -> None:
 
     from trafficrnn import counting as counting_module
     from trafficrnn.estimator import TrafficForecaster
+    from trafficrnn.io import as_stored
     from trafficrnn.synth import simulate
 
     t0 = time.perf_counter()
     r = simulate(args.size, days=args.days, step="15min", seed=7, tile_size=args.tile_size, gsd=1.0)
     sim_s = time.perf_counter() - t0
-    images, density, vehicles = r.images, r.density, r.vehicles
+    # the frames as the written stack reads them back (JPEG, clouds nodata), as a user's files are
+    images, density, vehicles = as_stored(r.images), r.density, r.vehicles
     n = images.sizes["time"]
     if args.score_on == "val":  # drop the test frames: nothing below sees them
         n = n - int(round(0.15 * n))

@@ -7,12 +7,13 @@ forecaster the daily cycle, queues and incidents from scratch, a month of anothe
 
 Run: ``python benchmarks/pretrain.py [--days 28] [--city-seed 1] [--models convgru convlstm]
 [--minutes 30]``; writes the models to ``trafficrnn/weights/<model>_1m64/`` (``--out-dir``; weights
-stored in float16, read back as float32) and ``benchmarks/results/pretrain.json`` (``--out``) with
+stored in float16, read back as float32) and ``benchmarks/results/pretrain_<models>.json`` (``--out``) with
 the command, the machine, the city and each model's training summary.
 
 The city: ``simulate(512, days=28, step="15min", seed=1, start="2024-05-06", clouds=True,
 cloud_cover=0.05)``, the four weeks before the sample's first day, with other roads, buildings,
-incidents and weather (the sample is seed 0). Settings: those of ``forecaster_testbed.py``'s image
+incidents and weather (the sample is seed 0), its frames JPEG-compressed as ``write_simulation``
+stores them (``trafficrnn.io.as_stored``). Settings: those of ``forecaster_testbed.py``'s image
 variant (``accuracy_synthetic.SETTINGS``, ``linear_lags=3``, early stopping on the last 15 % of the
 frames, ``patience=6``, at most 20 epochs, ``max_time`` minutes of which the count fine-tuning takes
 at most a quarter: run it on an idle machine). No frame is held out for a test: the pretrained
@@ -49,16 +50,21 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="max_time of each fit")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--out-dir", default=str(ROOT / "trafficrnn" / "weights"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretrain.json"))
+    parser.add_argument("--out", default=None, help="default: results/pretrain_<models>.json")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = str(ROOT / "benchmarks" / "results" / f"pretrain_{'_'.join(args.models)}.json")
 
     from trafficrnn import TrafficForecaster
+    from trafficrnn.io import as_stored
     from trafficrnn.synth import simulate
 
     started = time.perf_counter()
     sim = simulate(args.size, days=args.days, seed=args.city_seed, **CITY)
     sim_s = time.perf_counter() - started
-    images, target, points = sim.images, sim.density, sim.vehicles
+    # as the written stack reads them back (JPEG in YCbCr, clouds nodata), like the sample the
+    # models are fine-tuned and scored on: frames of another codec are other pixels to a counter
+    images, target, points = as_stored(sim.images), sim.density, sim.vehicles
     del sim
     runs = []
     for name in args.models:

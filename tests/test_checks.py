@@ -165,3 +165,42 @@ def test_check_stack__what_predict_and_evaluate_check(fitted):
         est.check_stack(da, horizon=est.horizon + 1)
     with pytest.raises(ModelMismatchError, match="differ from the model's"):
         est.check_stack(da.assign_coords(band=["other"]))
+
+
+def uint8_images(target, nodata=0):
+    """The image series of the estimator tests as uint8 with a declared nodata and a 'cloud' of
+    nodata pixels in some frames; and the same frames as float32 with NaN there, as read_stack reads them."""
+    from .test_estimator import image_series
+
+    images = image_series(target)
+    raw = np.clip(np.asarray(images.values) * 20 + 30, 1, 255).astype("uint8")
+    raw[::5, :, 2:6, 3:9] = nodata
+    as_int = images.copy(data=raw).rio.write_nodata(nodata)
+    as_float = images.copy(data=np.where(raw == nodata, np.nan, raw).astype("float32"))
+    return as_int, as_float
+
+
+def test_masked_nodata__integer_stack_reads_as_read_stack_would():
+    # the values every model path reads (pixel_values), and the warps' input (masked_nodata)
+    from trafficrnn.estimation.checks import masked_nodata
+
+    as_int, as_float = uint8_images(density_series(periods=12))
+    out = masked_nodata(as_int)
+    assert out.dtype == np.float32 and out.rio.crs == as_int.rio.crs
+    np.testing.assert_array_equal(out.values, as_float.values)
+    # floats, and integers without a declared nodata, are left as they are
+    assert masked_nodata(as_float) is as_float
+    plain = as_int.copy()
+    plain = plain.rio.write_nodata(None)
+    assert masked_nodata(plain) is plain
+
+
+def test_fit_predict__declared_nodata_of_uint8_images_is_missing_not_black():
+    target = density_series(periods=80)
+    as_int, as_float = uint8_images(target)
+    opts = dict(FAST, tile_size=4, input_steps=4, horizon=2, seed=0)
+    a = TrafficForecaster("convgru", **opts).fit(as_int, target)
+    b = TrafficForecaster("convgru", **opts).fit(as_float, target)
+    np.testing.assert_allclose(a.input_normalizer_.mean_, b.input_normalizer_.mean_)
+    np.testing.assert_array_equal(a.predict(as_int).values, b.predict(as_float).values)
+    np.testing.assert_array_equal(a.predict(as_int).values, a.predict(as_float).values)

@@ -366,6 +366,7 @@ def test_packaged_front__counts_a_city_it_never_saw():
     # the shipped weights, on a synthetic city of a seed none of its training cities had
     from trafficrnn.counting import FRONT, front_fits, load_front
     from trafficrnn.estimation.fitting import encoder_config as _encoder_config
+    from trafficrnn.io import as_stored
     from trafficrnn.models import get_model
     from trafficrnn.models.forecaster import count_stage_for
     from trafficrnn.synth import simulate
@@ -390,11 +391,12 @@ def test_packaged_front__counts_a_city_it_never_saw():
     r = simulate(
         256, days=0.5, step="60min", seed=11, tile_size=64, gsd=1.0, start="2024-06-04 06:00"
     )
-    norm = Normalizer("standard").fit(r.images)
+    images = as_stored(r.images)  # as a user's JPEG files read
+    norm = Normalizer("standard").fit(images)
     norm.mean_, norm.scale_ = (
         np.reshape(meta[k], np.shape(norm.mean_)) for k in ("input_mean", "input_scale")
     )
-    x = norm.transform(np.asarray(r.images.values, dtype="float32"), band_axis=1).astype("float32")
+    x = norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
     with torch.inference_mode():
         pred = net.eval().nowcast(torch.from_numpy(x)[None])[0].numpy() * meta["target_scale"]
     truth = r.density.values

@@ -11,8 +11,30 @@ import xarray as xr
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, NotFittedError
 from trafficrnn.timeaxis import positive_int
 
-
 # -- normalisation -----------------------------------------------------------------------
+
+
+def declared_nodata(da: Any) -> float | None:
+    """The nodata value an integer stack declares (``da.rio.nodata``, e.g. the uint8 clouds at 0 of
+    :func:`~trafficrnn.synth.simulate`), else ``None``: floats carry their missing pixels as NaN."""
+    if not isinstance(da, xr.DataArray) or not np.issubdtype(da.dtype, np.integer):
+        return None
+    import rioxarray  # noqa: F401  (the .rio accessor)
+
+    return da.rio.nodata
+
+
+def pixel_values(da: xr.DataArray) -> np.ndarray:
+    """The values of a stack as float32, NaN where an integer stack holds its declared nodata: what
+    the models read, as :func:`~trafficrnn.io.read_stack` reads such files."""
+    raw = np.asarray(da.values)
+    values = raw.astype("float32", copy=False)
+    nodata = declared_nodata(da)
+    if nodata is not None:
+        values[raw == nodata] = np.nan
+    return values
+
+
 class Normalizer:
     """Per-band affine normalisation, optionally after ``log1p``; fit on training data only.
 
@@ -45,7 +67,8 @@ class Normalizer:
         )
 
     def fit(self, data: Any, *, band_axis: int = -3) -> Normalizer:
-        """Learn ``mean_`` and ``scale_`` per band, ignoring NaN.
+        """Learn ``mean_`` and ``scale_`` per band, ignoring NaN and the nodata value an integer
+        DataArray declares (``rio.nodata``).
 
         Parameters
         ----------
@@ -67,8 +90,10 @@ class Normalizer:
         arr = np.moveaxis(np.asarray(data), axis, 0)
         names = [str(b) for b in data["band"].values] if isinstance(data, xr.DataArray) else None
         mean, scale = [], []
+        nodata = declared_nodata(data)
         for c in range(arr.shape[0]):
-            band = arr[c].astype(np.float64)
+            band = arr[c] if nodata is None else arr[c][arr[c] != nodata]
+            band = band.astype(np.float64)
             band = band[np.isfinite(band)]
             label = names[c] if names else c
             if band.size == 0:

@@ -14,6 +14,7 @@ import xarray as xr
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError, TimestampError
 from trafficrnn.grid import Grid
 from trafficrnn.params import check_params
+from trafficrnn.windows import declared_nodata, pixel_values
 
 #: how predict / evaluate take images that are not on the model's pixels
 ALIGNS = ("exact", "resample", "reproject")
@@ -57,7 +58,7 @@ def resample_to_gsd(images: xr.DataArray, gsd: tuple[float, float]) -> xr.DataAr
             f"{gsd}: pass a larger scene"
         )
     dst = Affine(gsd[0], 0, t.c, 0, -gsd[1], t.f)
-    data = images.astype("float32").rio.write_nodata(np.nan)
+    data = masked_nodata(images).astype("float32").rio.write_nodata(np.nan)
     frames = [
         data.isel(time=i).rio.reproject(
             images.rio.crs, shape=shape, transform=dst, resampling=Resampling.average
@@ -122,7 +123,7 @@ def reproject_to_grid(images: xr.DataArray, grid: Grid) -> xr.DataArray:
             f"expects them to cover at least {MIN_COVERAGE:.0%} of it; pass images of the area the model was "
             "trained on (trafficrnn info MODEL shows its bounds)"
         )
-    data = images.astype("float32").rio.write_nodata(np.nan)
+    data = masked_nodata(images).astype("float32").rio.write_nodata(np.nan)
     frames = [
         data.isel(time=i).rio.reproject(
             grid.crs, shape=shape, transform=dst, resampling=Resampling.bilinear
@@ -134,6 +135,13 @@ def reproject_to_grid(images: xr.DataArray, grid: Grid) -> xr.DataArray:
     )
     out.attrs = dict(images.attrs)
     return out.rio.write_crs(grid.crs).rio.write_transform(dst)
+
+
+def masked_nodata(da: xr.DataArray) -> xr.DataArray:
+    """``da`` as float32 with NaN at its declared nodata (:func:`pixel_values`); other stacks as they are."""
+    if declared_nodata(da) is None:
+        return da
+    return da.copy(data=pixel_values(da)).rio.write_nodata(np.nan, encoded=False, inplace=True)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from trafficrnn.models.encoder import default_strides
 from trafficrnn.models.forecaster import count_stage_for
 from trafficrnn.splits import fit_split
 from trafficrnn.timeaxis import contiguous_starts
-from trafficrnn.windows import Normalizer, WindowDataset
+from trafficrnn.windows import Normalizer, WindowDataset, pixel_values
 
 if TYPE_CHECKING:
     from trafficrnn.estimator import TrafficForecaster
@@ -281,11 +281,7 @@ def scaled_arrays(images, target, density_only: bool, tgt_norm, in_norm) -> tupl
     y = tgt_norm.transform(np.asarray(target.values, dtype="float32"), band_axis=1).astype(
         "float32"
     )
-    x = (
-        y
-        if density_only
-        else in_norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1)
-    )
+    x = y if density_only else in_norm.transform(pixel_values(images), band_axis=1)
     return x, y
 
 

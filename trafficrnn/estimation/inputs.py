@@ -13,6 +13,7 @@ import xarray as xr
 from trafficrnn.errors import ConfigError, GridError, ModelMismatchError
 from trafficrnn.grid import Grid
 from trafficrnn.timeaxis import CALENDAR_CHANNELS, time_features
+from trafficrnn.windows import pixel_values
 
 
 @dataclass(frozen=True)
@@ -235,9 +236,7 @@ def static_for(est: Any, static: xr.DataArray | None, grid: Grid) -> xr.DataArra
 def normalised_inputs(est: Any, images: xr.DataArray) -> np.ndarray:
     """The model inputs ``(T, C, y, x)`` of a stack, normalised as in training (once per prediction call)."""
     norm = est.target_normalizer_ if est.density_only_ else est.input_normalizer_
-    return norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype(
-        "float32", copy=False
-    )
+    return norm.transform(pixel_values(images), band_axis=1).astype("float32", copy=False)
 
 
 def data_kwargs(static: Any = None, covariates: Any = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ __all__ = [
     "aggregate_to_segments",
     "to_geotiff",
     "write_stack",
+    "as_stored",
     "to_netcdf",
     "read_netcdf",
     "to_zarr",
@@ -31,7 +32,14 @@ __all__ = [
 
 _LAZY = {
     **dict.fromkeys(
-        ["check_georeference", "to_geotiff", "to_geopackage", "write_geopackage", "write_stack"],
+        [
+            "as_stored",
+            "check_georeference",
+            "to_geotiff",
+            "to_geopackage",
+            "write_geopackage",
+            "write_stack",
+        ],
         "trafficrnn.io.export",
     ),
     **dict.fromkeys(["read_netcdf", "to_netcdf"], "trafficrnn.io.netcdf"),

@@ -189,6 +189,60 @@ def _profile(da: xr.DataArray, grid: Grid, dtype, nodata, compress: str) -> dict
     )
 
 
+def _gtiff_options(profile: dict, grid: Grid) -> dict:
+    """Creation options of a plain (not cloud-optimised) GeoTIFF of ``profile``: tiled from 256 px,
+    JPEG RGB in YCbCr, a predictor for the deflate-like codecs."""
+    options = dict(profile, tiled=grid.shape[0] >= 256 and grid.shape[1] >= 256)
+    compress = profile["compress"]
+    if compress == "jpeg" and profile["count"] == 3:
+        options["photometric"] = "YCBCR"  # chroma subsampling: ~2.7x smaller RGB files
+    if compress in ("deflate", "lzw", "zstd"):
+        options["predictor"] = 3 if np.issubdtype(np.dtype(profile["dtype"]), np.floating) else 2
+    return options
+
+
+def as_stored(
+    images: xr.DataArray, compress: str = "jpeg", nodata: float | None = 0
+) -> xr.DataArray:
+    """``images`` as :func:`write_stack` stores each frame with ``compress`` and reads it back: the
+    same values, dtype and coordinates, with the codec's losses (JPEG in YCbCr halves the colour
+    resolution and smears objects of a few pixels, such as vehicles at 1 m).
+
+    Models that learn from simulated or lossless frames and then read JPEG files see other pixels;
+    train them on ``as_stored(images)``. Frames are round-tripped one at a time in memory.
+
+    Raises
+    ------
+    ExportError
+        For a codec the writer does not offer, or JPEG on anything but uint8 with 1 or 3 bands.
+    GridError
+        If ``images`` carries no georeferencing (:func:`check_georeference`).
+    """
+    if compress not in ("jpeg", "deflate", "lzw", "zstd", "none"):
+        raise ExportError(
+            f"compress={compress!r} is not a codec of write_stack: expected 'jpeg', 'deflate', "
+            "'lzw', 'zstd' or 'none'"
+        )
+    da = as_4d(images)
+    grid = check_georeference(da, "images")
+    profile = _profile(da.isel({da.dims[0]: [0]}), grid, da.dtype, nodata, compress)
+    if compress == "jpeg" and (profile["dtype"] != "uint8" or profile["count"] not in (1, 3)):
+        raise ExportError(
+            f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
+            f"{profile['count']} bands; convert to uint8 or use compress='deflate'"
+        )
+    options = _gtiff_options(profile, grid)
+    values = np.asarray(da.values)
+    out = np.empty_like(values)
+    for i in range(values.shape[0]):
+        with MemoryFile() as mem:
+            with mem.open(**options) as dst:
+                dst.write(values[i])
+            with mem.open() as src:
+                out[i] = src.read()
+    return images.copy(data=out.reshape(images.shape))
+
+
 def _write_tiff(
     da: xr.DataArray, target: Path, grid: Grid, *, dtype, nodata, compress: str, cog: bool
 ) -> None:
@@ -214,14 +268,8 @@ def _write_tiff(
 
             dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
 
-    predictor = 3 if np.issubdtype(np.dtype(profile["dtype"]), np.floating) else 2
     if not cog:
-        options = dict(profile, tiled=grid.shape[0] >= 256 and grid.shape[1] >= 256)
-        if compress == "jpeg" and profile["count"] == 3:
-            options["photometric"] = "YCBCR"  # chroma subsampling: ~2.7x smaller RGB files
-        if compress in ("deflate", "lzw", "zstd"):
-            options["predictor"] = predictor
-        with rasterio.open(target, "w", **options) as dst:
+        with rasterio.open(target, "w", **_gtiff_options(profile, grid)) as dst:
             fill_dataset(dst)
         return
     with MemoryFile() as mem:
