@@ -51,6 +51,27 @@ def city_arrays(r, norm, scale: float, unit: int):
     return x, counts / scale, prepare_fine(fine, np.array([scale], "float32")), counts
 
 
+def front_network() -> torch.nn.Module:
+    """The default 64 px counting encoder that carries a count front (seeded: the same start each run)."""
+    from trafficrnn.counting import COUNT_STRIDE_PX
+    from trafficrnn.estimation.fitting import encoder_config
+    from trafficrnn.models import get_model
+    from trafficrnn.models.forecaster import count_stage_for
+
+    torch.manual_seed(0)
+    encoder = encoder_config(64, 16, 1, counting=True)
+    return get_model(
+        "convgru",
+        in_channels=3,
+        out_channels=1,
+        hidden_channels=[16],
+        encoder=encoder,
+        count_head=True,
+        count_stage=count_stage_for(encoder["strides"], COUNT_STRIDE_PX),
+        density_per_cell=True,
+    )
+
+
 def cell_counts(net, x: np.ndarray, scale: float) -> np.ndarray:
     """Vehicles per cell of every frame, raw units."""
     out = []
@@ -74,26 +95,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "count_front.json"))
     args = parser.parse_args()
 
-    from trafficrnn.counting import COUNT_STRIDE_PX, pretrain_encoder, save_front
-    from trafficrnn.estimation.fitting import encoder_config as _encoder_config
-    from trafficrnn.models import get_model
-    from trafficrnn.models.forecaster import count_stage_for
+    from trafficrnn.counting import pretrain_encoder, save_front
     from trafficrnn.synth import simulate
     from trafficrnn.windows import Normalizer
 
-    torch.manual_seed(0)
-    encoder = _encoder_config(64, 16, 1, counting=True)
-    stage = count_stage_for(encoder["strides"], COUNT_STRIDE_PX)
-    net = get_model(
-        "convgru",
-        in_channels=3,
-        out_channels=1,
-        hidden_channels=[16],
-        encoder=encoder,
-        count_head=True,
-        count_stage=stage,
-        density_per_cell=True,
-    )
+    net = front_network()
     unit = 64 // net.count_factor
 
     t0 = time.perf_counter()

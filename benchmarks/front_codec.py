@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from _machine import machine  # benchmarks/_machine.py
-from count_front import cell_counts  # benchmarks/count_front.py
+from count_front import cell_counts, front_network  # benchmarks/count_front.py
 from counting import scores  # benchmarks/counting.py
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,23 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def front_net(path: Path):
     """A counting network carrying the front of ``path``, and that front's metadata."""
-    from trafficrnn.counting import COUNT_STRIDE_PX, load_front, read_front
-    from trafficrnn.estimation.fitting import encoder_config
-    from trafficrnn.models import get_model
-    from trafficrnn.models.forecaster import count_stage_for
+    from trafficrnn.counting import load_front, read_front
 
-    torch.manual_seed(0)
-    encoder = encoder_config(64, 16, 1, counting=True)
-    net = get_model(
-        "convgru",
-        in_channels=3,
-        out_channels=1,
-        hidden_channels=[16],
-        encoder=encoder,
-        count_head=True,
-        count_stage=count_stage_for(encoder["strides"], COUNT_STRIDE_PX),
-        density_per_cell=True,
-    )
+    net = front_network()
     state, meta = read_front(path)
     load_front(net, state)
     return net, meta

@@ -221,25 +221,29 @@ def test_grouped__sorts_flat_options_into_their_groups():
 # -- saved models of the flat layout ---------------------------------------------------------------
 
 
-def test_load__packaged_model_of_the_flat_layout(tmp_path):
+def test_load__packaged_model_and_its_flat_layout(tmp_path):
     from trafficrnn.zoo import WEIGHTS
 
-    config = json.loads((WEIGHTS / "convgru_1m64" / "config.json").read_text())
-    saved = config["params"]
-    assert "model_kwargs" not in saved and "lr" in saved  # written before the groups
     est = TrafficForecaster.load(WEIGHTS / "convgru_1m64")
-    assert {name: getattr(est, name) for name in saved if name in GROUP_OF} == {
-        name: tuple(v) if isinstance(v, list) else v
-        for name, v in saved.items()
-        if name in GROUP_OF
-    }
     assert est.linear_lags == 3 and est.model_.config["linear_lags"] == 3
-    assert set(est.model_kwargs) == set(MODEL_DEFAULTS)  # every option, as it was built
+    # the same folder with its options written flat (the layout before the groups) loads the same
+    old = tmp_path / "flat"
+    shutil.copytree(WEIGHTS / "convgru_1m64", old)
+    config = json.loads((old / "config.json").read_text())
+    config["params"] = json.loads(json.dumps(resolve(config["params"])))
+    assert "model_kwargs" not in config["params"] and "lr" in config["params"]
+    (old / "config.json").write_text(json.dumps(config))
+    flat = TrafficForecaster.load(old)
+    assert set(flat.model_kwargs) == set(MODEL_DEFAULTS)  # every option, as it was built
+    assert resolve(flat.get_params()) == resolve(est.get_params())
+    weights, again = est.model_.state_dict(), flat.model_.state_dict()
+    assert weights.keys() == again.keys()
+    assert all(np.array_equal(weights[k].numpy(), again[k].numpy()) for k in weights)
     # saved again, it writes the grouped layout, and loads as the same estimator
-    path = est.save(tmp_path / "again")
+    path = flat.save(tmp_path / "again")
     params = json.loads((path / "config.json").read_text())["params"]
-    assert "lr" not in params and params["trainer_kwargs"]["lr"] == saved["lr"]
-    assert TrafficForecaster.load(path).get_params() == est.get_params()
+    assert "lr" not in params and params["trainer_kwargs"]["lr"] == config["params"]["lr"]
+    assert TrafficForecaster.load(path).get_params() == flat.get_params()
 
 
 def test_load__flat_layout_written_by_a_test_model(tmp_path):
