@@ -178,7 +178,7 @@ class Calibration:
             "method": self.method,
             "bands": list(self.bands),
             "levels": [float(v) for v in self.levels],
-            "radii": [[[float(f"{r:.6g}") for r in row] for row in lead] for lead in self.radii],
+            "radii": _rounded(self.radii),
             "counts": [int(n) for n in self.counts],
             "frames": list(self.frames),
             "windows": int(self.windows),
@@ -374,12 +374,11 @@ def calibrate(
     radii = np.stack([[conformal_radii(rb) for rb in rh] for rh in resid])
     counts = [int(np.isfinite(rh).sum()) for rh in resid]
     require_observed(radii, counts, "residuals")
-    valid = pd.DatetimeIndex(fc["valid_time"].values.ravel())
     return Calibration(
         bands=[str(b) for b in fc.band.values],
         radii=np.maximum.accumulate(radii, axis=-1),
         counts=counts,
-        frames=[valid.min().isoformat(), valid.max().isoformat()],
+        frames=valid_span(fc),
         windows=int(len(issues)),
         scale=scale,
         floor=floor,
@@ -410,6 +409,12 @@ def _scaled_residuals(est, scale: str, args: tuple, truth_da: xr.DataArray):
         floor = spread_floor(np.clip(fc.values, 0, None))
         resid = resid / level_scale(np.asarray(fc.values, dtype=np.float64), floor)
     return fc, resid, floor
+
+
+def valid_span(fc: xr.DataArray) -> list[str]:
+    """The first and last valid times (ISO) of the calibration windows' forecasts ``fc``."""
+    valid = pd.DatetimeIndex(fc["valid_time"].values.ravel())
+    return [valid.min().isoformat(), valid.max().isoformat()]
 
 
 def require_observed(fitted: np.ndarray, counts: list[int], what: str) -> None:

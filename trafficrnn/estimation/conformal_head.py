@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from trafficrnn.errors import CalibrationError
 
@@ -103,7 +102,7 @@ def head_calibration(est, images, truth_da, observed, issues, horizon, static, c
     CalibrationError
         A lead or band without an observed target in the calibration frames.
     """
-    from trafficrnn.estimation.calibration import Calibration, require_observed
+    from trafficrnn.estimation.calibration import Calibration, require_observed, valid_span
     from trafficrnn.estimation.evaluation import model_forecasts
     from trafficrnn.estimation.quantile_head import head_levels
     from trafficrnn.metrics import align_truth
@@ -119,12 +118,11 @@ def head_calibration(est, images, truth_da, observed, issues, horizon, static, c
     shifts = head_shifts(values, truth, levels)
     counts = [int(np.isfinite(truth[:, h]).sum()) for h in range(truth.shape[1])]
     require_observed(shifts, counts, "targets")
-    valid = pd.DatetimeIndex(point["valid_time"].values.ravel())
     return Calibration(
         bands=[str(b) for b in point.band.values],
         radii=np.zeros((shifts.shape[1], shifts.shape[2], 0)),
         counts=counts,
-        frames=[valid.min().isoformat(), valid.max().isoformat()],
+        frames=valid_span(point),
         windows=int(len(issues)),
         levels=[float(q) for q in levels],
         scale="head",

@@ -189,6 +189,22 @@ def _profile(da: xr.DataArray, grid: Grid, dtype, nodata, compress: str) -> dict
     )
 
 
+def _check_jpeg(profile: dict) -> None:
+    """Refuse JPEG for anything but uint8 with 1 or 3 bands (what the codec holds).
+
+    Raises
+    ------
+    ExportError
+    """
+    if profile["compress"] == "jpeg" and (
+        profile["dtype"] != "uint8" or profile["count"] not in (1, 3)
+    ):
+        raise ExportError(
+            f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
+            f"{profile['count']} bands; convert to uint8 or use compress='deflate'"
+        )
+
+
 def _gtiff_options(profile: dict, grid: Grid) -> dict:
     """Creation options of a plain (not cloud-optimised) GeoTIFF of ``profile``: tiled from 256 px,
     JPEG RGB in YCbCr, a predictor for the deflate-like codecs."""
@@ -226,11 +242,7 @@ def as_stored(
     da = as_4d(images)
     grid = check_georeference(da, "images")
     profile = _profile(da.isel({da.dims[0]: [0]}), grid, da.dtype, nodata, compress)
-    if compress == "jpeg" and (profile["dtype"] != "uint8" or profile["count"] not in (1, 3)):
-        raise ExportError(
-            f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
-            f"{profile['count']} bands; convert to uint8 or use compress='deflate'"
-        )
+    _check_jpeg(profile)
     options = _gtiff_options(profile, grid)
     values = np.asarray(da.values)
     out = np.empty_like(values)
@@ -254,11 +266,7 @@ def _write_tiff(
         fill = profile["nodata"] if profile["nodata"] is not None else 0
         values = np.where(np.isfinite(values), values, fill)
     values = values.astype(profile["dtype"], copy=False)
-    if compress == "jpeg" and (profile["dtype"] != "uint8" or profile["count"] not in (1, 3)):
-        raise ExportError(
-            f"JPEG compression needs uint8 with 1 or 3 bands, got {profile['dtype']} with "
-            f"{profile['count']} bands; use compress='deflate'"
-        )
+    _check_jpeg(profile)
 
     def fill_dataset(dst) -> None:
         dst.write(values)
