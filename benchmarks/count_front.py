@@ -42,10 +42,10 @@ def city_arrays(r, norm, scale: float, unit: int):
     (as ``fit`` prepares them), and the raw cell counts of one simulated city."""
     from trafficrnn.counting import fine_target, prepare_fine
     from trafficrnn.io.export import as_stored
+    from trafficrnn.windows import pixel_values
 
     images = as_stored(r.images)  # as the written stack reads them: JPEG in YCbCr
-    images = images.where(images > 0).astype("float32")  # 0: cloud (nodata)
-    x = norm.transform(np.asarray(images.values, dtype="float32"), band_axis=1).astype("float32")
+    x = norm.transform(pixel_values(images), band_axis=1).astype("float32")  # clouds (0): NaN
     counts = np.asarray(r.density.values, dtype="float32")
     fine, _ = fine_target(images, r.grid, unit, vehicles=r.vehicles)
     return x, counts / scale, prepare_fine(fine, np.array([scale], "float32")), counts

@@ -49,6 +49,7 @@ def main() -> None:
     import trafficrnn as tr
     from trafficrnn.io import as_stored
     from trafficrnn.synth import simulate
+    from trafficrnn.windows import pixel_values
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -61,8 +62,8 @@ def main() -> None:
     city = simulate(512, days=3, step="15min", seed=7, tile_size=64, gsd=1.0)
     raw = city.images
     views = {
-        "city7_lossless": raw.where(raw > 0).values.astype("float32"),
-        "city7_jpeg": (lambda s: s.where(s > 0).values.astype("float32"))(as_stored(raw)),
+        "city7_lossless": pixel_values(raw),  # clouds (nodata 0): NaN
+        "city7_jpeg": pixel_values(as_stored(raw)),
     }
     truths = {"city7_lossless": city.density.values, "city7_jpeg": city.density.values}
     sample = tr.read_stack(args.sample / "images")
