@@ -1,6 +1,7 @@
 """Checkpoint folders: run.json, resuming only the same run, finished runs read back, unreadable checkpoints refused."""
 
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -285,14 +286,22 @@ def test_cli__train_checkpoint_dir_and_resume(tmp_path):
 
 
 def test_resume__under_max_time_the_clock_and_the_schedule_go_on(tmp_path):
-    # Lightning's Timer state travels in last.ckpt: a run of 3 s resumed with a budget of 6 s trains
-    # about 3 s more (not 6), starting mid-way down the cosine rather than at the full learning rate
+    # Lightning's Timer state travels in last.ckpt: the resumed run's cosine goes on from the time the
+    # first run trained (its set-up, which max_time also bounds, is not on the Timer) rather than from
+    # the full learning rate, and ends near its floor. Compared with the Timer's own record, not with
+    # fixed seconds: set-up and the last validation take seconds more on a loaded machine
     da = density_series(periods=160)
-    params = grouped(FAST, {"max_epochs": 10_000, "max_time": 0.05, "lr": 1e-2})
+    params = grouped(FAST, {"max_epochs": 10_000, "max_time": 0.1, "lr": 1e-2})
     first = TrafficForecaster("convgru", **params).fit(da, checkpoint_dir=tmp_path)
-    resumed = TrafficForecaster("convgru", **{**params, "max_time": 0.1}).fit(
+    trained = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]["Timer"]
+    trained = trained["time_elapsed"]["train"]
+    resumed = TrafficForecaster("convgru", **{**params, "max_time": 0.15}).fit(
         da, checkpoint_dir=tmp_path, resume=True
     )
     assert resumed.history_[0]["epoch"] == first.history_[-1]["epoch"] + 1
-    assert resumed.training_summary_["train_seconds"] < 0.75 * 6
-    assert resumed.history_[0]["lr"] < 0.8e-2 and resumed.history_[-1]["lr"] < 0.3e-2
+    # the schedule at the end of the resumed run's first epoch: at least the first run's share of 9 s
+    # spent (a clock started again would be at about 1e-2, one epoch being a fraction of a second)
+    assert trained > 0.5
+    carried = 1e-2 * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * trained / 9.0)))
+    assert resumed.history_[0]["lr"] <= carried * (1 + 1e-6) < 0.98e-2
+    assert resumed.history_[-1]["lr"] < 0.3e-2
