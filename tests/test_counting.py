@@ -89,6 +89,19 @@ def counted(request):
     return est, images, points, captured
 
 
+def test_split_indices__stage_a_validates_on_frames_spread_over_the_training_period():
+    split = {"train": slice(0, 70), "val": slice(70, 85), "test": slice(85, 100)}
+    train, val = counting_module.split_indices(split)
+    held = np.arange(6, 70, 7)  # every 7th training frame: 6, 13, ..., 69
+    np.testing.assert_array_equal(val, np.concatenate([held, np.arange(70, 85)]))
+    np.testing.assert_array_equal(train, np.setdiff1d(np.arange(70), held))
+    assert len(train) == 60 and not set(train) & set(val)
+    # without a validation part, stage A trains on every training frame and validates on none
+    train, val = counting_module.split_indices({"train": slice(0, 70), "val": slice(70, 70)})
+    np.testing.assert_array_equal(train, np.arange(70))
+    assert val.size == 0
+
+
 def test_smooth__keeps_the_total():
     counts = torch.zeros(2, 1, 6, 7)
     counts[0, 0, 0, 0], counts[0, 0, 3, 3], counts[1, 0, 5, 6] = 2.0, 1.0, 3.0

@@ -9,7 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from trafficrnn.cli import main
-from trafficrnn.errors import InputFileError, ModelFileError, ModelMismatchError, TimestampError
+from trafficrnn.errors import (
+    ConfigError,
+    InputFileError,
+    ModelFileError,
+    ModelMismatchError,
+    TimestampError,
+)
 from trafficrnn.estimation.covariates import Covariates, check_covariates, lookup, read_covariates
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
@@ -167,6 +173,34 @@ def test_fit__covariates_join_the_calendar_channels(with_covariates):
     assert est.model_.config["past_covariate_channels"] == 4 + 2
     fc = est.predict(da, covariates=table)
     assert fc.dims == ("lead", "band", "y", "x") and np.isfinite(fc.values).all()
+
+
+def test_fit_init__keeps_the_covariate_scaling_its_weights_were_trained_on(with_covariates):
+    est, da, table = with_covariates
+    # fine-tuned on days whose table is far off the pretraining's (other mean and spread)
+    other = table.copy()
+    other["temp"] = [30.0, 30.0, 30.0, 31.0]
+    other["rain"] = 0.0
+    tuned = TrafficForecaster("convgru", **FAST).fit(da, covariates=other, init=est)
+    assert tuned.covariates_.to_dict() == est.covariates_.to_dict()
+    first = other.loc["2024-05-01"].to_numpy()  # the first frame's day, read as the weights expect
+    expected = (first - est.covariates_.mean) / est.covariates_.scale
+    np.testing.assert_allclose(
+        tuned.covariates_.at(other, da.time.values[:1])[0], expected, rtol=1e-6
+    )
+    scratch = TrafficForecaster("convgru", **FAST).fit(da, covariates=other)
+    assert scratch.covariates_.to_dict() != est.covariates_.to_dict()
+
+
+def test_fit_init__refuses_covariates_the_model_does_not_read_and_the_other_way(with_covariates):
+    est, da, table = with_covariates
+    with pytest.raises(
+        ConfigError, match=r"reads the covariates \['temp', 'rain'\]: pass covariates="
+    ):
+        TrafficForecaster("convgru", **FAST).fit(da, init=est)
+    plain = TrafficForecaster("convgru", **FAST).fit(da)
+    with pytest.raises(ConfigError, match="reads no covariates, and fit got a table of"):
+        TrafficForecaster("convgru", **FAST).fit(da, covariates=table, init=plain)
 
 
 def test_predict__reads_the_covariates_of_the_lead_times(with_covariates):

@@ -48,6 +48,8 @@ FRONT_GSD_TOLERANCE = 0.05
 CROP_PX = 128
 #: weight of the per-cell count-consistency term and of the feature probe
 CELL_WEIGHT, PROBE_WEIGHT = 1.0, 0.5
+#: every this many training frames, one is held out of stage A's training for its validation
+HOLDOUT_EVERY = 7
 
 
 def fine_grid(images: xr.DataArray, sub: int) -> Grid:
@@ -758,13 +760,17 @@ def load_front(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def split_indices(split: dict[str, slice]) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices of the train and val slices."""
-    return (
-        np.arange(split["train"].start or 0, split["train"].stop),
-        np.arange(split["val"].start or 0, split["val"].stop)
-        if split["val"].stop > (split["val"].start or 0)
-        else np.zeros(0, dtype=np.int64),
-    )
+    """Frame indices stage A trains and validates on: with a validation part, the training part less
+    every ``HOLDOUT_EVERY``-th frame, and those frames with the validation part. Counting is judged
+    frame by frame, so its validation frames spread over the training period's hours and days, not
+    only over the hours the chronological validation part covers (a night of sparse traffic, say).
+    Without a validation part, every training frame and none."""
+    train = np.arange(split["train"].start or 0, split["train"].stop)
+    if split["val"].stop <= (split["val"].start or 0):
+        return train, np.zeros(0, dtype=np.int64)
+    val = np.arange(split["val"].start or 0, split["val"].stop)
+    held = train[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]
+    return np.setdiff1d(train, held), np.concatenate([held, val])
 
 
 __all__ = [

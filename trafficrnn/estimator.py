@@ -162,7 +162,8 @@ class TrafficForecaster(InputChecks):
             point-supervised counting (see :mod:`trafficrnn.counting`). Stage A trains the tile
             encoder and its count head on single frames of the training split against the points'
             counts per sub-cell of the encoder stage of stride about 4 px (Gaussian-smoothed), plus
-            the counts per cell, with early stopping on the validation frames, in up to
+            the counts per cell, with early stopping on the validation frames and every 7th
+            training frame (held out of stage A, so that its checks cover the day's hours), in up to
             ``PRETRAIN_SHARE`` of ``max_time`` (``FINETUNE_SHARE`` when it starts from the packaged
             count front, see :data:`trafficrnn.counting.FRONT`); that encoder has a full-resolution stem, stride-2
             stages and BatchNorm; stage B freezes the encoder, encodes every frame once and trains the
@@ -395,8 +396,9 @@ class TrafficForecaster(InputChecks):
             of a random one (fine-tuning, e.g. of a model pretrained on another city). It must have
             this model's architecture (model, ``hidden``, ``kernel_size``, ``tile_size``, encoder,
             ``input_steps``/``horizon`` where they size the network, and the same input channels);
-            the data are scaled with its normalisers, on which its weights were trained. The context
-            maps (historical average, cell means) are fitted on this stack as usual.
+            the data (and covariates: ``covariates=`` with its columns exactly when it reads some)
+            are scaled with its normalisers, on which its weights were trained. The context maps
+            (historical average, cell means) are fitted on this stack as usual.
 
         Returns
         -------

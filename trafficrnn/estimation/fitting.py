@@ -183,6 +183,7 @@ def prepare(
     )
     tgt_norm, in_norm, front, init = fit_scalings(est, data, train_t, front, init)
     x, y = scaled_arrays(images, target, density_only, tgt_norm, in_norm)
+    data.init = init
     cov, naive_zone, tf, ctx = step_inputs(est, data, times, cadence, train_t, y, covariates)
     user_static, static_names, static_scale = static_layers(static, grid)
     parts = [p for p in (user_static, ctx.static()) if p is not None]
@@ -287,7 +288,9 @@ def scaled_arrays(images, target, density_only: bool, tgt_norm, in_norm) -> tupl
 
 def step_inputs(est, data: SimpleNamespace, times, cadence, train_t: slice, y, covariates) -> tuple:
     """The covariates, the naive times' zone, the per-step vectors and the fitted context."""
-    cov = None if covariates is None else Covariates.fit(covariates, times[train_t])
+    cov = init_covariates(data.init, covariates)
+    if cov is None and covariates is not None:
+        cov = Covariates.fit(covariates, times[train_t])
     naive_zone = naive_zone_of(data.images, data.target)  # None: the naive times are UTC
     tf = step_vectors(
         SimpleNamespace(
@@ -705,6 +708,31 @@ def store(est, data: SimpleNamespace, outcome: SimpleNamespace, fit_began: float
         history=list(module.history),
         training_summary=summary,
     )
+
+
+def init_covariates(init, covariates) -> Covariates | None:
+    """The covariate scaling of ``init`` (its weights read the values so scaled), or None without
+    ``init``; checked against the table given to ``fit``.
+
+    Raises
+    ------
+    ConfigError
+        If ``init`` reads covariates and none are given, or the other way round.
+    """
+    if init is None:
+        return None
+    theirs = init.covariates_
+    if theirs is None and covariates is not None:
+        raise ConfigError(
+            f"init= reads no covariates, and fit got a table of {list(covariates.columns)[:8]}: "
+            "fine-tune without covariates=, or train without init="
+        )
+    if theirs is not None and covariates is None:
+        raise ConfigError(
+            f"init= reads the covariates {theirs.columns}: pass covariates= with these columns "
+            "for every frame and lead time (a table indexed by time)"
+        )
+    return None if theirs is None else Covariates.from_dict(theirs.to_dict())
 
 
 def init_model(est, init, images, target, density_only) -> TrafficForecaster | None:
