@@ -112,20 +112,17 @@ def main() -> None:
                 est = TrafficForecaster(
                     name, seed=seed, progress=False, **grouped(settings, dict(precision="32-true"))
                 )
+                cov = rain if variant == "rain" else None
                 t0 = time.perf_counter()
                 if variant == "images":
                     # the points of the training frames supervise the counting (fit drops the rest)
                     est.fit(images, target, vehicles=points)
                 else:
-                    est.fit(target, covariates=rain if variant == "rain" else None)
+                    est.fit(target, covariates=cov)
                 train_s = time.perf_counter() - t0
                 inputs = images if variant == "images" else target
-                table = est.evaluate(
-                    inputs,
-                    target,
-                    baselines=BASELINES if not per_lead else (),
-                    covariates=rain if variant == "rain" else None,
-                )
+                baselines = BASELINES if not per_lead else ()
+                table = est.evaluate(inputs, target, baselines=baselines, covariates=cov)
                 for model, sub in table.groupby(level="model"):
                     key = model if model in BASELINES else f"{name}/{variant}/seed{seed}"
                     per_lead[key] = [round(float(v), 4) for v in sub["rmse"].values]

@@ -9,13 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from trafficrnn.cli import main
-from trafficrnn.errors import (
-    ConfigError,
-    InputFileError,
-    ModelFileError,
-    ModelMismatchError,
-    TimestampError,
-)
+from trafficrnn.errors import InputFileError, ModelFileError, ModelMismatchError, TimestampError
 from trafficrnn.estimation.covariates import Covariates, check_covariates, lookup, read_covariates
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import write_stack
@@ -195,11 +189,14 @@ def test_fit_init__keeps_the_covariate_scaling_its_weights_were_trained_on(with_
 def test_fit_init__refuses_covariates_the_model_does_not_read_and_the_other_way(with_covariates):
     est, da, table = with_covariates
     with pytest.raises(
-        ConfigError, match=r"reads the covariates \['temp', 'rain'\]: pass covariates="
+        ModelMismatchError,
+        match=r"init= was trained with the covariates \['temp', 'rain'\]: pass covariates=",
     ):
         TrafficForecaster("convgru", **FAST).fit(da, init=est)
     plain = TrafficForecaster("convgru", **FAST).fit(da)
-    with pytest.raises(ConfigError, match="reads no covariates, and fit got a table of"):
+    with pytest.raises(
+        ModelMismatchError, match="init= was trained without covariates, yet covariates were given"
+    ):
         TrafficForecaster("convgru", **FAST).fit(da, covariates=table, init=plain)
 
 

@@ -414,6 +414,9 @@ class TrafficForecaster(InputChecks):
             ``resume`` into a folder whose run had other settings or data, or whose checkpoint is
             truncated, tampered with or not a checkpoint; an ``init`` folder that is not a saved
             model.
+        ModelMismatchError
+            An ``init`` trained on images of another GSD, or reading covariates where none are
+            given (or none where a table is given).
         """
         fit_began = (
             time.perf_counter()

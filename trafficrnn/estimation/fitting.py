@@ -45,6 +45,7 @@ from trafficrnn.estimation.covariates import Covariates
 from trafficrnn.estimation.inputs import (
     BatchInputs,
     Channels,
+    check_covariates_given,
     kept_static,
     naive_zone_of,
     static_layers,
@@ -210,7 +211,6 @@ def prepare(
         static_names=static_names,
         static_scale=static_scale,
         static_all=np.concatenate(parts) if parts else None,
-        init=init,
     )
     return data
 
@@ -716,23 +716,13 @@ def init_covariates(init, covariates) -> Covariates | None:
 
     Raises
     ------
-    ConfigError
+    ModelMismatchError
         If ``init`` reads covariates and none are given, or the other way round.
     """
     if init is None:
         return None
-    theirs = init.covariates_
-    if theirs is None and covariates is not None:
-        raise ConfigError(
-            f"init= reads no covariates, and fit got a table of {list(covariates.columns)[:8]}: "
-            "fine-tune without covariates=, or train without init="
-        )
-    if theirs is not None and covariates is None:
-        raise ConfigError(
-            f"init= reads the covariates {theirs.columns}: pass covariates= with these columns "
-            "for every frame and lead time (a table indexed by time)"
-        )
-    return None if theirs is None else Covariates.from_dict(theirs.to_dict())
+    check_covariates_given(init, covariates, what="init=")
+    return None if init.covariates_ is None else Covariates.from_dict(init.covariates_.to_dict())
 
 
 def init_model(est, init, images, target, density_only) -> TrafficForecaster | None:

@@ -319,17 +319,18 @@ def step_vectors(est: Any, times: Any, covariates: pd.DataFrame | None = None) -
     return np.concatenate(parts, axis=1) if parts else None
 
 
-def check_covariates_given(est: Any, covariates: Any) -> None:
-    """Refuse a covariate table for a model trained without one, and the reverse."""
+def check_covariates_given(est: Any, covariates: Any, what: str = "the model") -> None:
+    """Refuse a covariate table for a model trained without one, and the reverse (``what`` names
+    the model in the message: ``"init="`` when fine-tuning one)."""
     if est.covariates_ is not None and covariates is None:
         raise ModelMismatchError(
-            f"the model was trained with the covariates {est.covariates_.columns}: pass "
+            f"{what} was trained with the covariates {est.covariates_.columns}: pass "
             "covariates=<DataFrame> (CLI: --covariates FILE.csv) covering the input frames "
             "and the lead times"
         )
     if est.covariates_ is None and covariates is not None:
         raise ModelMismatchError(
-            "the model was trained without covariates, yet covariates were given: drop them, "
+            f"{what} was trained without covariates, yet covariates were given: drop them, "
             "or refit with fit(..., covariates=...)"
         )
 
