@@ -5,7 +5,7 @@ hidden), and an encoder trained by the forecast loss plus the nowcast auxiliary 
 counts, in the same run.
 
 Run: ``python benchmarks/counting.py [--size 1024] [--tile-size 64] [--days 3] [--minutes 4]
-[--max-epochs 30] [--score-on test|val]``; writes ``benchmarks/results/counting.json`` (``--out``)
+[--max-epochs 30] [--score-on test|val] [--seed 0] [--variants point_supervised ...]``; writes ``benchmarks/results/counting.json`` (``--out``)
 with the command, the machine and the numbers.
 
 Frames are split chronologically as ``TrafficForecaster`` splits them (the last 15 % test, the
@@ -37,6 +37,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = dict(
     input_steps=6, horizon=3, hidden=(16,), batch_size=8, patience=4, progress=False, seed=0
 )
+#: name -> (point-supervised counting, starting from the packaged count front)
+VARIANTS = {
+    "point_supervised": (True, True),
+    "point_supervised_scratch": (True, False),
+    "forecast_nowcast": (False, False),
+}
 
 
 def nowcast(est, images) -> np.ndarray:
@@ -85,6 +91,8 @@ def main() -> None:
     )
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--score-on", choices=("test", "val"), default="test")
+    parser.add_argument("--seed", type=int, default=SETTINGS["seed"], help="training seed")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "counting.json"))
     args = parser.parse_args()
 
@@ -111,11 +119,10 @@ def main() -> None:
     truth = np.asarray(density.isel(time=scored).values, dtype="float32")
     runs = {}
     packaged = counting_module.FRONT
-    for name, counting, front in (
-        ("point_supervised", True, packaged),
-        ("point_supervised_scratch", True, None),
-        ("forecast_nowcast", False, None),
-    ):
+    settings = {**SETTINGS, "seed": args.seed}
+    for name in args.variants:
+        counting, from_front = VARIANTS[name]
+        front = packaged if from_front else None
         # the scratch run hides the packaged count front: the encoder learns to count from this city alone
         counting_module.FRONT = (
             front if front is not None else Path("/nonexistent/count_front.safetensors")
@@ -124,7 +131,7 @@ def main() -> None:
             "convgru",
             tile_size=args.tile_size,
             max_time=args.minutes,
-            **grouped(SETTINGS, dict(max_epochs=args.max_epochs, counting=counting)),
+            **grouped(settings, dict(max_epochs=args.max_epochs, counting=counting)),
         )
         t0 = time.perf_counter()
         if counting:
@@ -163,7 +170,7 @@ def main() -> None:
             "max_minutes": args.minutes,
             "max_epochs": args.max_epochs,
         },
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in SETTINGS.items()},
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
         "goals": {"mae_over_mean_occupied": 0.10, "total_rel_error": 0.03},
         "runs": runs,
     }
