@@ -41,19 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BASELINES = ("persistence", "historical_average", "ridge")
 
 
-#: the sample's city as ``data/README.md`` regenerates it, less its seed (``--cities``)
-SAMPLE_CITY = dict(
-    size=512,
-    days=2,
-    step="15min",
-    tile_size=64,
-    gsd=1.0,
-    start="2024-06-03",
-    clouds=True,
-    cloud_cover=0.05,
-)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", default=str(ROOT / "data" / "sample"))
@@ -72,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
 
-    from trafficrnn.demo import SCRATCH
+    from trafficrnn.demo import SAMPLE_CITY, SCRATCH
     from trafficrnn.zoo import FINE_TUNE
 
     result = {

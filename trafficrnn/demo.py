@@ -17,6 +17,17 @@ log = logging.getLogger(__name__)
 
 #: the sample shipped in the source tree (absent from an installed wheel: then one is simulated)
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+#: the sample's city as ``data/README.md`` regenerates it (seed 0), less its seed
+SAMPLE_CITY = dict(
+    size=512,
+    days=2,
+    step="15min",
+    tile_size=64,
+    gsd=1.0,
+    start="2024-06-03",
+    clouds=True,
+    cloud_cover=0.05,
+)
 #: the settings of a model trained from scratch on the sample (where no pretrained model fits it)
 SCRATCH = dict(
     input_steps=8,
@@ -72,17 +83,7 @@ def find_sample(cache: Path, *, progress: bool = True) -> Path:
         from trafficrnn.synth.simulate import simulate, write_simulation
 
         log.info("no shipped sample found; simulating one into %s", target)
-        result = simulate(
-            512,
-            days=2,
-            step="15min",
-            seed=0,
-            tile_size=64,
-            gsd=1.0,
-            clouds=True,
-            cloud_cover=0.05,
-            progress=progress,
-        )
+        result = simulate(**SAMPLE_CITY, seed=0, progress=progress)
         write_simulation(result, target, overwrite=True, progress=progress)
     return target
 
