@@ -1,9 +1,38 @@
-"""The summary the seeded benchmarks write: RMSE per lead averaged over seeds, and whether each deep
-run beats every baseline at every lead (``forecaster_testbed.py``, ``demo_transfer.py``)."""
+"""What the seeded benchmarks share: a fit scored per lead next to the baselines (``demo_transfer.py``,
+``demo_counts.py``), and the summary they write: RMSE per lead averaged over seeds, and whether each
+deep run beats every baseline at every lead (``forecaster_testbed.py``, ``demo_transfer.py``)."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+
+
+def settings_from(base: dict, seed: int, overrides: dict | None = None) -> dict:
+    """The flat settings of a fit: ``base`` (e.g. a fitted model's ``get_params()``: its
+    architecture and fine-tuning settings) without its model name, ``overrides``, then ``seed``,
+    32-bit precision and no progress bar."""
+    settings = {k: v for k, v in base.items() if k not in ("model", "progress")}
+    settings.update(overrides or {})
+    settings.update(seed=seed, precision="32-true", progress=False)
+    return settings
+
+
+def fit_scored(est, images, target, points, init, key: str, per_lead: dict, baselines) -> float:
+    """Fit ``est`` on the stack (``vehicles=points``, starting from ``init``), evaluate it as it
+    evaluates itself (with ``baselines`` too while ``per_lead`` has none of them) and store each
+    model's RMSE per lead in ``per_lead``, the fitted model under ``key``. Returns the fit's wall
+    seconds."""
+    began = time.perf_counter()
+    est.fit(images, target, vehicles=points, init=init)
+    seconds = time.perf_counter() - began
+    table = est.evaluate(images, target, baselines=baselines if not per_lead else ())
+    for model, sub in table.groupby(level="model"):
+        per_lead[model if model in baselines else key] = [
+            round(float(v), 4) for v in sub["rmse"].values
+        ]
+    return seconds
 
 
 def seed_summary(per_lead: dict, runs: list, baselines: tuple[str, ...]) -> dict:

@@ -23,11 +23,11 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
+from _scores import fit_scored, settings_from  # benchmarks/_scores.py
 
 from trafficrnn.params import grouped
 
@@ -109,18 +109,9 @@ def main() -> None:
         for seed in args.seeds:
             for variant in ("encoder counts", "true counts"):
                 oracle["on"] = variant == "true counts"
-                settings = base.get_params()
-                for key in ("model", "progress"):
-                    settings.pop(key)
-                settings.update(seed=seed, precision="32-true", progress=False)
-                est = TrafficForecaster(name, **grouped(settings))
-                t0 = time.perf_counter()
-                est.fit(images, target, vehicles=points, init=base)
-                train_s = time.perf_counter() - t0
-                table = est.evaluate(images, target, baselines=BASELINES if not per_lead else ())
-                for model, sub in table.groupby(level="model"):
-                    key = model if model in BASELINES else f"{name}/{variant}/seed{seed}"
-                    per_lead[key] = [round(float(v), 4) for v in sub["rmse"].values]
+                est = TrafficForecaster(name, **grouped(settings_from(base.get_params(), seed)))
+                key = f"{name}/{variant}/seed{seed}"
+                train_s = fit_scored(est, images, target, points, base, key, per_lead, BASELINES)
                 run = {
                     "model": name,
                     "variant": variant,

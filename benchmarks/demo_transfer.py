@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
-from _scores import seed_summary  # benchmarks/_scores.py
+from _scores import fit_scored, seed_summary, settings_from  # benchmarks/_scores.py
 
 from trafficrnn.params import grouped
 
@@ -116,24 +116,14 @@ def score(folder: Path, args, overrides: dict) -> dict:
         for variant in args.variants:
             for seed in args.seeds:
                 init = pretrained(name) if variant == "transfer" else None
+                minutes = {} if args.minutes is None else {"max_time": args.minutes}
                 if init is None:
-                    settings = {**SCRATCH, "tile_size": 64}
-                else:
-                    settings = init.get_params()  # its architecture, FINE_TUNE's training settings
-                    for key in ("model", "progress"):
-                        settings.pop(key)
-                settings.update(overrides if variant == "transfer" else {})
-                if args.minutes is not None:
-                    settings["max_time"] = args.minutes
-                settings.update(seed=seed, precision="32-true", progress=False)
+                    settings = settings_from({**SCRATCH, "tile_size": 64}, seed, minutes)
+                else:  # its architecture, FINE_TUNE's training settings
+                    settings = settings_from(init.get_params(), seed, {**overrides, **minutes})
                 est = TrafficForecaster(name, **grouped(settings))
-                t0 = time.perf_counter()
-                est.fit(images, target, vehicles=points, init=init)
-                train_s = time.perf_counter() - t0
-                table = est.evaluate(images, target, baselines=BASELINES if not per_lead else ())
-                for model, sub in table.groupby(level="model"):
-                    key = model if model in BASELINES else f"{name}/{variant}/seed{seed}"
-                    per_lead[key] = [round(float(v), 4) for v in sub["rmse"].values]
+                key = f"{name}/{variant}/seed{seed}"
+                train_s = fit_scored(est, images, target, points, init, key, per_lead, BASELINES)
                 summary = est.training_summary_
                 runs.append(
                     {
