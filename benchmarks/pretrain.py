@@ -6,7 +6,7 @@ tiles, trained on a month of a synthetic city that the demo never shows.
 forecaster the daily cycle, queues and incidents from scratch, a month of another city is enough.
 
 Run: ``python benchmarks/pretrain.py [--days 28] [--city-seed 1] [--models convgru convlstm]
-[--minutes 30]``; writes the models to ``trafficrnn/weights/<model>_1m64/`` (``--out-dir``; weights
+[--minutes 30] [--count-share 0.25]``; writes the models to ``trafficrnn/weights/<model>_1m64/`` (``--out-dir``; weights
 stored in float16, read back as float32) and ``benchmarks/results/pretrain_<models>.json`` (``--out``) with
 the command, the machine, the city and each model's training summary.
 
@@ -16,7 +16,8 @@ incidents and weather (the sample is seed 0), its frames JPEG-compressed as ``wr
 stores them (``trafficrnn.io.as_stored``). Settings: those of ``forecaster_testbed.py``'s image
 variant (``accuracy_synthetic.SETTINGS``, ``linear_lags=3``, early stopping on the last 15 % of the
 frames, ``patience=6``, at most 20 epochs, ``max_time`` minutes of which the count fine-tuning takes
-at most a quarter: run it on an idle machine). No frame is held out for a test: the pretrained
+at most ``--count-share``, by default fit's three quarters; the packaged ConvGRU was made with
+``--models convgru --count-share 0.25``: run it on an idle machine). No frame is held out for a test: the pretrained
 models are scored where they are used, on the sample (``benchmarks/demo_transfer.py``).
 """
 
@@ -49,6 +50,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["convgru", "convlstm"])
     parser.add_argument("--minutes", type=float, default=30.0, help="max_time of each fit")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument(
+        "--count-share",
+        type=float,
+        default=None,
+        help="share of --minutes the count fine-tuning (stage A) may take; default fit's (0.75)",
+    )
     parser.add_argument("--out-dir", default=str(ROOT / "trafficrnn" / "weights"))
     parser.add_argument("--out", default=None, help="default: results/pretrain_<models>.json")
     args = parser.parse_args()
@@ -59,6 +66,11 @@ def main() -> None:
     from trafficrnn.io import as_stored
     from trafficrnn.synth import simulate
 
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # before the hours of training
+    if args.count_share is not None:  # fit reads it from here when it fine-tunes the count front
+        import trafficrnn.estimation.fitting as fitting
+
+        fitting.FINETUNE_SHARE = args.count_share
     started = time.perf_counter()
     sim = simulate(args.size, days=args.days, seed=args.city_seed, **CITY)
     sim_s = time.perf_counter() - started
@@ -126,6 +138,7 @@ def write_result(args, images, target, sim_s: float, runs: list) -> None:
             for k, v in {**SETTINGS, **PROTOCOL, **IMAGES}.items()
         },
         "max_time_minutes": args.minutes,
+        "count_share": args.count_share,
         "runs": runs,
     }
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -95,3 +95,19 @@ def test_fit_init__refuses_images_of_another_gsd():
         TrafficForecaster("convgru", tile_size=4, **FAST).fit(images2, target2, init=est)
     with pytest.raises(ConfigError, match="density grids"):
         TrafficForecaster("convgru", **FAST).fit(target, init=est)
+
+
+def test_fit_init__keeps_the_feature_layout_of_the_model_it_starts_from():
+    """A model saved before the cells' valid share joined the features (no ``count_validity``) is
+    fine-tuned in its own layout; a new one gets the share."""
+    target = density_series(periods=100)
+    images = image_series(target)
+    est = TrafficForecaster("convgru", tile_size=4, **FAST).fit(images, target)
+    assert est.model_.config["count_validity"] is True
+    older = {k: v for k, v in est.model_.config.items() if k != "count_validity"}
+    est.model_ = type(est.model_)(**older)
+    tuned = TrafficForecaster("convgru", tile_size=4, **FAST).fit(images, target, init=est)
+    assert "count_validity" not in tuned.model_.config
+    assert tuned.model_.feature_channels == est.model_.feature_channels
+    again = TrafficForecaster("convgru", tile_size=4, **FAST).fit(images, target, init=tuned)
+    assert "count_validity" not in again.model_.config

@@ -246,6 +246,77 @@ def test_forward__linear_term_on_images_reads_the_nowcasts_of_earlier_frames(cou
         )
 
 
+def _validity_model(**kw) -> EncoderForecaster:
+    return EncoderForecaster(
+        in_channels=3,
+        encoder=ENCODER,
+        hidden_channels=[4],
+        residual=True,
+        feedback=False,
+        count_head=True,
+        count_validity=True,
+        **kw,
+    ).eval()
+
+
+def test_encode__count_validity_puts_each_cell_s_valid_share_before_the_counts():
+    torch.manual_seed(0)
+    model = _validity_model()
+    plain = EncoderForecaster(
+        in_channels=3, encoder=ENCODER, hidden_channels=[4], count_head=True
+    ).eval()
+    assert model.feature_channels == plain.feature_channels + 1 == ENCODER["out_channels"] + 2
+    x = torch.rand(1, 2, 3, 2 * TILE, 3 * TILE)
+    x[0, 0, :, :TILE, :2] = float("nan")  # half of cell (0, 0) under a cloud in frame 0
+    x[0, 1, 1, TILE:, TILE:] = float("nan")  # cells (1, 1), (1, 2) missing in one band of frame 1
+    with torch.no_grad():
+        feats = model.encode(x)
+    share = torch.ones(2, 2, 3)
+    share[0, 0, 0] = 0.5
+    share[1, 1, 1:] = 0.0
+    torch.testing.assert_close(feats[0, :, -2], share)
+    torch.testing.assert_close(feats[0, :, -1:], model.nowcast(x)[0])
+    assert model.config["count_validity"] is True
+    assert "count_validity" not in plain.config  # older configs rebuild the layout without it
+
+
+def test_forward__count_validity_lets_the_linear_term_drop_a_count_under_a_cloud():
+    """With a silent network, residual on the last count and the weight of (count x missing share)
+    at -1, a clear cell is forecast at its count and a clouded one at 0; the per-lead groups read
+    [the lags' counts (2), the same times their missing share (2)]."""
+    torch.manual_seed(0)
+    model = _validity_model(linear_leads=1, linear_lags=2)
+    assert model.linear.weight.shape == (1, 4, 1, 1)
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    with torch.no_grad():
+        model.linear.weight[0, 3, 0, 0] = -1.0
+    x = torch.rand(2, 3, 3, 2 * TILE, 3 * TILE)
+    x[:, -1, :, :TILE, :TILE] = float("nan")  # cell (0, 0) clouded in the last frame
+    x[:, -2, :, TILE:, :TILE] = float("nan")  # cell (1, 0) in the frame before: not read here
+    with torch.no_grad():
+        out, nowcast = model(x, horizon=1, return_nowcast=True)
+    want = nowcast[:, -1].clone()
+    want[:, :, 0, 0] = 0.0
+    torch.testing.assert_close(out[:, 0], want)
+    # a partly clouded cell loses that share of its count
+    x[:, -1, :, :TILE, :TILE] = torch.rand(2, 3, TILE, TILE)
+    x[:, -1, :, : TILE // 2, :TILE] = float("nan")
+    with torch.no_grad():
+        out, nowcast = model(x, horizon=1, return_nowcast=True)
+    torch.testing.assert_close(out[:, 0, :, 0, 0], 0.5 * nowcast[:, -1, :, 0, 0])
+
+
+def test_encoder_forecaster__count_validity_needs_a_count_head():
+    for kw in (
+        {},
+        {"encoder": ENCODER},
+        {"encoder": ENCODER, "count_head": True, "count_validity": 1},
+    ):
+        with pytest.raises(ConfigError, match="count_validity=.* is invalid"):
+            EncoderForecaster(in_channels=3, **{"count_validity": True, **kw})
+
+
 def test_encoder_forecaster__linear_leads_out_of_range():
     with pytest.raises(ConfigError, match="linear_leads must be an int >= 0"):
         EncoderForecaster(in_channels=3, linear_leads=-1)

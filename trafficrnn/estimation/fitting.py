@@ -183,6 +183,8 @@ def prepare(
         else None
     )
     tgt_norm, in_norm, front, init = fit_scalings(est, data, train_t, front, init)
+    if init is not None and "count_validity" in stride_kw:  # the layout of the model it starts from
+        stride_kw["count_validity"] = bool(init.model_.config.get("count_validity", False))
     x, y = scaled_arrays(images, target, density_only, tgt_norm, in_norm)
     data.init = init
     cov, naive_zone, tf, ctx = step_inputs(est, data, times, cadence, train_t, y, covariates)
@@ -248,6 +250,7 @@ def network_plan(est, grid: Grid, counting: bool) -> tuple[dict[str, Any] | None
         stride_kw["count_stage"] = count_stage_for(strides, COUNT_STRIDE_PX if counting else 8)
         if counting:
             stride_kw["density_per_cell"] = True
+        stride_kw["count_validity"] = True
     return encoder, stride_kw
 
 

@@ -224,6 +224,7 @@ _MODEL_KEYS = {
     "linear_lags",
     "count_stage",
     "density_per_cell",
+    "count_validity",
     "quantiles",
 }
 _ENCODER_KEYS = {
@@ -352,7 +353,7 @@ def _check_model_config(mc: dict, path: Path) -> None:
     _int_in(mc.get("linear_lags", 1), 1, MAX_CHANNELS, "model_config.linear_lags", path)
     if mc.get("count_stage") is not None:
         _int_in(mc["count_stage"], 0, MAX_LAYERS, "model_config.count_stage", path)
-    for key in ("feedback", "residual", "count_head", "density_per_cell"):
+    for key in ("feedback", "residual", "count_head", "density_per_cell", "count_validity"):
         if key in mc and not isinstance(mc[key], bool):
             raise ModelFileError(
                 f"{path / CONFIG}: model_config.{key} = {mc[key]!r:.60}, expected true or false"

@@ -227,6 +227,12 @@ class EncoderForecaster(nn.Module):
         so that an empty cell's floor is that of one softplus, whatever the sub-cell count, and
         an occupied sub-cell sits in the linear range of the softplus. ``False``:
         ``softplus(z)`` (models saved before this parameter existed).
+    count_validity : bool
+        ``count_head`` models: the share of each cell's pixels that hold a value in every band (not
+        NaN: nodata, cloud) joins the cell features, just before the counts, and the per-lead
+        linear term also reads each lag's count times the share of its cell that is missing, so
+        that the model can tell a count read from a clear cell from one guessed under a cloud.
+        ``False``: the layout of models saved before this parameter existed.
     quantiles : list of float, optional
         Probability levels in (0, 1), sorted and unique: a quantile head, a 1x1 convolution over
         the hidden states the point head reads, gives per lead, band and level an offset from the
@@ -269,6 +275,7 @@ class EncoderForecaster(nn.Module):
         count_stage: int | None = None,
         density_per_cell: bool = False,
         quantiles: list[float] | None = None,
+        count_validity: bool = False,
     ) -> None:
         super().__init__()
         hidden_channels = [64, 64] if hidden_channels is None else list(hidden_channels)
@@ -305,15 +312,24 @@ class EncoderForecaster(nn.Module):
             "linear_leads": linear_leads,
             "linear_lags": linear_lags,
         }
-        self._record_config(config, count_stage, density_per_cell)
+        self._record_config(config, count_stage, density_per_cell, count_validity)
         feat = self._build_front(encoder, count_head, count_stage)
         self._build_recurrent(cell_cls, hidden_channels, kernel_size, cell_kwargs, feat)
         self._build_linear(linear_leads, linear_lags)
         self._build_quantile_head(quantiles, sum(hidden_channels))
 
     # -- construction steps (in this order: the submodules' order sets the initial weights) ------
-    def _record_config(self, config: dict, count_stage: int | None, density_per_cell: bool) -> None:
+    def _record_config(
+        self, config: dict, count_stage: int | None, density_per_cell: bool, count_validity: bool
+    ) -> None:
         """Keep a copy of the constructor arguments as ``config`` and the settings forward reads."""
+        if not isinstance(count_validity, bool) or (
+            count_validity and not (config["count_head"] and config["encoder"] is not None)
+        ):
+            raise ConfigError(
+                f"count_validity={count_validity!r} is invalid: it is True or False, and True needs "
+                "an image encoder with a count head (encoder={...}, count_head=True)"
+            )
         self.config = copy.deepcopy(config)
         if count_stage is not None:
             # recorded only when given: configs without it rebuild with the old rule
@@ -321,6 +337,9 @@ class EncoderForecaster(nn.Module):
         if density_per_cell:  # likewise: configs without it rebuild the old density
             self.config["density_per_cell"] = True
         self.density_per_cell = bool(density_per_cell)
+        if count_validity:  # likewise: configs without it rebuild the layout without the share
+            self.config["count_validity"] = True
+        self.count_validity = count_validity
         self.in_channels, self.out_channels = config["in_channels"], config["out_channels"]
         self.static_channels = config["static_channels"]
         self.past_covariate_channels = config["past_covariate_channels"]
@@ -357,7 +376,8 @@ class EncoderForecaster(nn.Module):
         )
         # start near zero counts: softplus(-4) summed over a cell's pixels of that stage
         nn.init.constant_(self.nowcast_head.bias, -4.0)
-        return feat + self.out_channels  # the counts join the features
+        # the counts (after the valid share of each cell, with count_validity) join the features
+        return feat + int(self.count_validity) + self.out_channels
 
     def _build_recurrent(
         self,
@@ -368,7 +388,7 @@ class EncoderForecaster(nn.Module):
         feat: int,
     ) -> None:
         """Build the recurrent encoder and forecaster stacks and the head over all their layers."""
-        self.feature_channels = feat  # F' of encode(): cell features, then the counts
+        self.feature_channels = feat  # F' of encode(): cell features, [valid share,] the counts
         enc_in = feat + self.static_channels + self.past_covariate_channels
         self.encoder_cells = _cell_stack(
             cell_cls, enc_in, hidden_channels, kernel_size, cell_kwargs
@@ -389,9 +409,8 @@ class EncoderForecaster(nn.Module):
         if not linear_leads:
             self.linear: nn.Conv2d | None = None
             return
-        lin_in = (
-            linear_lags * self.out_channels + self.future_covariate_channels + self.static_channels
-        )
+        lags_in = linear_lags * self.out_channels * (2 if self.count_validity else 1)
+        lin_in = lags_in + self.future_covariate_channels + self.static_channels
         # one group of weights per lead; zero: the model starts as without the linear term
         self.linear = nn.Conv2d(
             linear_leads * lin_in, linear_leads * self.out_channels, 1, groups=linear_leads
@@ -458,15 +477,21 @@ class EncoderForecaster(nn.Module):
         fut: torch.Tensor | None,
         static: torch.Tensor | None,
         horizon: int,
+        feats: torch.Tensor,
     ) -> torch.Tensor:
         """The per-lead linear term, (N, horizon, C_out, Hc, Wc), on the last target and the
-        ``linear_lags - 1`` frames before it (grids: their values; images: their nowcasts)."""
+        ``linear_lags - 1`` frames before it (grids: their values; images: their nowcasts), and
+        with ``count_validity`` on each of them times the missing share of its cell in ``feats``."""
         n, hw = last.shape[0], tuple(last.shape[-2:])
         lags = [last]
         if self.linear_lags > 1:
             source = nowcast if self.tile_encoder is not None else x[:, :, : self.out_channels]
             earlier = source[:, -self.linear_lags : -1]
             lags = [*torch.nan_to_num(earlier).unbind(1), last]
+        if self.count_validity:
+            c = self.out_channels
+            missing = 1 - feats[:, -self.linear_lags :, -c - 1 : -c]
+            lags += [lag * missing[:, i] for i, lag in enumerate(lags)]
         shared = torch.cat(lags + ([static] if static is not None else []), 1)
         parts = [shared[:, None].expand(n, horizon, *shared.shape[1:])]
         if fut is not None:
@@ -521,7 +546,8 @@ class EncoderForecaster(nn.Module):
         Returns
         -------
         Tensor, shape (N, T, feature_channels, Hc, Wc)
-            The cell features, followed (with ``count_head``) by the ``C_out`` counts.
+            The cell features, followed (with ``count_head``) by the share of valid pixels of
+            each cell (with ``count_validity``) and the ``C_out`` counts.
 
         Raises
         ------
@@ -575,7 +601,10 @@ class EncoderForecaster(nn.Module):
             density = density / (factor * factor)
         counts = F.avg_pool2d(density, factor) * (factor * factor) if factor > 1 else density
         counts = counts.unflatten(0, feats.shape[:2])
-        out = torch.cat([feats, counts], 2)
+        parts = [feats, counts]
+        if self.count_validity:
+            parts.insert(1, self.tile_encoder.valid_fraction(images).to(feats.dtype))
+        out = torch.cat(parts, 2)
         if with_density:
             return out, counts, density.unflatten(0, feats.shape[:2])
         return out, counts
@@ -697,7 +726,7 @@ class EncoderForecaster(nn.Module):
         if self.linear is not None:
             if self.linear_lags > 1 and self.tile_encoder is not None and nowcast is None:
                 nowcast = self._nowcast_from(feats)
-            lin = self._linear_term(x, last, nowcast, fut, static, horizon)
+            lin = self._linear_term(x, last, nowcast, fut, static, horizon, feats)
         if self.feedback:
             forecast, hidden = self._decode_feedback(
                 states, last, fut, static, lin, horizon, return_quantiles
