@@ -6,8 +6,8 @@ tiles, trained on a month of a synthetic city that the demo never shows.
 forecaster the daily cycle, queues and incidents from scratch, a month of another city is enough.
 
 Run: ``python benchmarks/pretrain.py [--days 28] [--city-seed 1] [--models convgru convlstm]
-[--minutes 30] [--count-share 0.25]``; writes the models to ``trafficrnn/weights/<model>_1m64/`` (``--out-dir``; weights
-stored in float16, read back as float32) and ``benchmarks/results/pretrain_<models>.json`` (``--out``) with
+[--minutes 30] [--count-share 0.25]``; writes the models to ``trafficrnn/weights/<model>_1m64/``
+(``--out-dir``; weights stored in float16, read back as float32) and ``benchmarks/results/pretrain_<models>.json`` (``--out``) with
 the command, the machine, the city and each model's training summary.
 
 The city: ``simulate(512, days=28, step="15min", seed=1, start="2024-05-06", clouds=True,
@@ -16,9 +16,9 @@ incidents and weather (the sample is seed 0), its frames JPEG-compressed as ``wr
 stores them (``trafficrnn.io.as_stored``). Settings: those of ``forecaster_testbed.py``'s image
 variant (``accuracy_synthetic.SETTINGS``, ``linear_lags=3``, early stopping on the last 15 % of the
 frames, ``patience=6``, at most 20 epochs, ``max_time`` minutes of which the count fine-tuning takes
-at most ``--count-share``, by default fit's three quarters; the packaged ConvGRU was made with
-``--models convgru --count-share 0.25``: run it on an idle machine). No frame is held out for a test: the pretrained
-models are scored where they are used, on the sample (``benchmarks/demo_transfer.py``).
+at most ``--count-share``, by default fit's (``trafficrnn.counting.FINETUNE_SHARE``, three quarters);
+the packaged ConvGRU was made with ``--models convgru --count-share 0.25``: run it on an idle
+machine). No frame is held out for a test: the pretrained models are scored where they are used, on the sample (``benchmarks/demo_transfer.py``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def main() -> None:
         "--count-share",
         type=float,
         default=None,
-        help="share of --minutes the count fine-tuning (stage A) may take; default fit's (0.75)",
+        help="share of --minutes the count fine-tuning (stage A) may take; default fit's "
+        "(trafficrnn.counting.FINETUNE_SHARE)",
     )
     parser.add_argument("--out-dir", default=str(ROOT / "trafficrnn" / "weights"))
     parser.add_argument("--out", default=None, help="default: results/pretrain_<models>.json")
