@@ -12,6 +12,16 @@ from affine import Affine
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# pytest-xdist: its workers share the cores, and torch's default of one thread per core in each of
+# them oversubscribes them: OpenMP threads waiting on each other made the small fits of the tests
+# ten times slower. Each worker gets its share of the cores (before torch is imported; subprocesses
+# inherit it) unless the caller set the thread count.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (_CORES or 1) // _WORKERS)))
+
 # a 0.5 m image grid in UTM 33N (Vienna), and a 0.001° grid in WGS 84
 UTM_CRS = "EPSG:32633"
 UTM_TRANSFORM = Affine(0.5, 0.0, 601000.0, 0.0, -0.5, 5340000.0)

@@ -58,6 +58,19 @@ def test_valid_fraction__counts_valid_pixels_per_cell():
     torch.testing.assert_close(TileEncoder(2, tile_size=4).valid_fraction(x), expected)
 
 
+def test_forward_with_stage__gives_forward_and_the_valid_share_of_its_own_mask():
+    torch.manual_seed(0)
+    enc = TileEncoder(2, tile_size=4, width=4).eval()
+    x = torch.rand(1, 2, 2, 4, 8)
+    x[0, 0, 0, 0, 0] = float("nan")  # 1 of 16 pixels of cell (0, 0), frame 0
+    x[0, 1, 1, :, 4:] = float("inf")  # all of cell (0, 1), frame 1, one band only
+    feats, early, share = enc.forward_with_stage(x, 0)
+    torch.testing.assert_close(feats, enc(x))
+    assert early.shape == (2, enc.stage_channels(0), 2, 4)  # stage 0: 2 px per cell side
+    expected = torch.tensor([[[[[15 / 16, 1.0]]], [[[1.0, 0.0]]]]])
+    torch.testing.assert_close(share, expected)
+
+
 @pytest.mark.parametrize("norm", ["batch", "channel"])
 def test_norm__inference_is_local_to_each_pixel(norm):
     # at inference both norms act per pixel: a crop of whole cells encodes exactly as inside the frame

@@ -321,20 +321,25 @@ class TileEncoder(nn.Module):
 
     def forward_with_stage(
         self, images: torch.Tensor, stage: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features as :meth:`forward`, and the output of downsampling stage ``stage`` on the way.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features as :meth:`forward`, the output of downsampling stage ``stage`` on the way, and
+        each cell's share of valid pixels (as :meth:`valid_fraction`, from the same mask).
 
         Returns
         -------
         features : Tensor, shape (N, T, out_channels, H, W)
         stage_output : Tensor, shape (N * T, stage_channels(stage), H * f, W * f), ``f = stage_factor(stage)``
+        valid_share : Tensor, shape (N, T, 1, H, W), values in [0, 1], dtype of the features
         """
         _check_image_shape(images, self.in_channels, self.tile_size)
         n, t = images.shape[:2]
         x, valid = split_valid(images.flatten(0, 1))
+        valid = valid.to(x.dtype)
         end = self._stages[stage][0]
-        early = self.body[:end](torch.cat([x, valid.to(x.dtype)], dim=1))
-        return self.body[end:](early).unflatten(0, (n, t)), early
+        early = self.body[:end](torch.cat([x, valid], dim=1))
+        feats = self.body[end:](early)
+        share = F.avg_pool2d(valid, self.tile_size).to(feats.dtype)
+        return feats.unflatten(0, (n, t)), early, share.unflatten(0, (n, t))
 
     def valid_fraction(self, images: torch.Tensor) -> torch.Tensor:
         """Share of valid pixels per cell, (N, T, C, H*s, W*s) -> (N, T, 1, H, W).

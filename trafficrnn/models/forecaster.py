@@ -594,7 +594,7 @@ class EncoderForecaster(nn.Module):
         if self.count_stage is None:
             feats = self.tile_encoder(images)
             return (feats, None, None) if with_density else (feats, None)
-        feats, early = self.tile_encoder.forward_with_stage(images, self.count_stage)
+        feats, early, share = self.tile_encoder.forward_with_stage(images, self.count_stage)
         factor = self.tile_encoder.stage_factor(self.count_stage)
         density = F.softplus(self.nowcast_head(early))
         if self.density_per_cell:
@@ -603,7 +603,7 @@ class EncoderForecaster(nn.Module):
         counts = counts.unflatten(0, feats.shape[:2])
         parts = [feats, counts]
         if self.count_validity:
-            parts.insert(1, self.tile_encoder.valid_fraction(images).to(feats.dtype))
+            parts.insert(1, share)
         out = torch.cat(parts, 2)
         if with_density:
             return out, counts, density.unflatten(0, feats.shape[:2])
