@@ -16,9 +16,11 @@ incidents and weather (the sample is seed 0), its frames JPEG-compressed as ``wr
 stores them (``trafficrnn.io.as_stored``). Settings: those of ``forecaster_testbed.py``'s image
 variant (``accuracy_synthetic.SETTINGS``, ``linear_lags=3``, early stopping on the last 15 % of the
 frames, ``patience=6``, at most 20 epochs, ``max_time`` minutes of which the count fine-tuning takes
-at most ``--count-share``, by default fit's (``trafficrnn.counting.FINETUNE_SHARE``, three quarters);
-the packaged ConvGRU was made with ``--models convgru --count-share 0.25``: run it on an idle
-machine). No frame is held out for a test: the pretrained models are scored where they are used, on the sample (``benchmarks/demo_transfer.py``).
+at most ``--count-share`` (:data:`COUNT_SHARE`, a quarter; fit's own share,
+``trafficrnn.counting.FINETUNE_SHARE``, is sized for the minutes of a fine-tuning, and over 30
+minutes it left the forecaster too little). Both packaged models were made with the defaults; run
+it on an idle machine. No frame is held out for a test: the pretrained models are scored where they
+are used, on the sample (``benchmarks/demo_transfer.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CITY = dict(step="15min", start="2024-05-06", clouds=True, cloud_cover=0.05)
 PROTOCOL = {"val": 0.15, "test": 0.0, "patience": 6, "max_epochs": 20}
 IMAGES = {"linear_lags": 3, "tile_size": 64}
+#: share of the pretraining's minutes the count fine-tuning may take (both packaged models)
+COUNT_SHARE = 0.25
 
 
 def main() -> None:
@@ -53,9 +57,8 @@ def main() -> None:
     parser.add_argument(
         "--count-share",
         type=float,
-        default=None,
-        help="share of --minutes the count fine-tuning (stage A) may take; default fit's "
-        "(trafficrnn.counting.FINETUNE_SHARE)",
+        default=COUNT_SHARE,
+        help="share of --minutes the count fine-tuning (stage A) may take",
     )
     parser.add_argument("--out-dir", default=str(ROOT / "trafficrnn" / "weights"))
     parser.add_argument("--out", default=None, help="default: results/pretrain_<models>.json")
@@ -68,10 +71,10 @@ def main() -> None:
     from trafficrnn.synth import simulate
 
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # before the hours of training
-    if args.count_share is not None:  # fit reads it from here when it fine-tunes the count front
-        import trafficrnn.estimation.fitting as fitting
+    # fit reads its share from here when it fine-tunes the count front
+    import trafficrnn.estimation.fitting as fitting
 
-        fitting.FINETUNE_SHARE = args.count_share
+    fitting.FINETUNE_SHARE = args.count_share
     started = time.perf_counter()
     sim = simulate(args.size, days=args.days, seed=args.city_seed, **CITY)
     sim_s = time.perf_counter() - started
