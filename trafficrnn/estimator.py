@@ -34,6 +34,7 @@ from trafficrnn.estimation.inputs import (
 )
 from trafficrnn.estimation.quantile_head import HEAD_METHODS
 from trafficrnn.estimation.state import state_attribute
+from trafficrnn.numerics import flush_denormals
 from trafficrnn.params import DEFAULTS as _D  # shared with the CLI's options
 from trafficrnn.params import GROUPS
 from trafficrnn.timeaxis import make_forecast
@@ -436,15 +437,16 @@ class TrafficForecaster(InputChecks):
             init=init,
         )
         net = fitting.build(self, data)
-        outcome = fitting.train(
-            self,
-            data,
-            net,
-            deadline=deadline,
-            fit_began=fit_began,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-        )
+        with flush_denormals():
+            outcome = fitting.train(
+                self,
+                data,
+                net,
+                deadline=deadline,
+                fit_began=fit_began,
+                checkpoint_dir=checkpoint_dir,
+                resume=resume,
+            )
         fitting.store(self, data, outcome, fit_began)
         return self
 
@@ -534,12 +536,13 @@ class TrafficForecaster(InputChecks):
             needed = np.unique(
                 (ends[:, None] + np.arange(1 - self.input_steps, 1)[None, :]).ravel()
             )
-            feats = encode_frames(self.model_, x[needed])
+            with flush_denormals():
+                feats = encode_frames(self.model_, x[needed])
             x = np.zeros((len(x), *feats.shape[1:]), dtype=feats.dtype)
             x[needed] = feats
         out, heads = [], []
         extra = {"return_quantiles": True} if head else {}
-        with torch.inference_mode():
+        with flush_denormals(), torch.inference_mode():
             for i in range(0, len(ends), batch_size):
                 batch = prediction_batch(
                     self,
