@@ -503,9 +503,10 @@ class TrafficForecaster(InputChecks):
             target_inputs=self.target_inputs,
         )
         x, times = normalised_inputs(self, images), pd.DatetimeIndex(images.time.values)
-        values, heads = self._network_forecasts(
-            x, times, ends, horizon, y, covariates, inputs, batch_size, method in HEAD_METHODS
-        )
+        with flush_denormals():
+            values, heads = self._network_forecasts(
+                x, times, ends, horizon, y, covariates, inputs, batch_size, method in HEAD_METHODS
+            )
         if not len(values):
             values = np.zeros((0, horizon, len(self.bands_), *grid.shape), "float32")
             if method in HEAD_METHODS:
@@ -536,13 +537,12 @@ class TrafficForecaster(InputChecks):
             needed = np.unique(
                 (ends[:, None] + np.arange(1 - self.input_steps, 1)[None, :]).ravel()
             )
-            with flush_denormals():
-                feats = encode_frames(self.model_, x[needed])
+            feats = encode_frames(self.model_, x[needed])
             x = np.zeros((len(x), *feats.shape[1:]), dtype=feats.dtype)
             x[needed] = feats
         out, heads = [], []
         extra = {"return_quantiles": True} if head else {}
-        with flush_denormals(), torch.inference_mode():
+        with torch.inference_mode():
             for i in range(0, len(ends), batch_size):
                 batch = prediction_batch(
                     self,
