@@ -1,26 +1,33 @@
 """Pretrain the packaged image models: a ConvGRU and a ConvLSTM that read 1 m RGB images with 64 px
-tiles, trained on a month of a synthetic city that the demo never shows.
+tiles, trained on synthetic cities that the demo never shows.
 
 ``make demo`` starts each model from these weights and fine-tunes it on the shipped sample
 (``TrafficForecaster.fit(..., init=...)``): two days of images are too few to teach a recurrent
-forecaster the daily cycle, queues and incidents from scratch, a month of another city is enough.
+forecaster the daily cycle, queues and incidents from scratch.
 
-Run: ``python benchmarks/pretrain.py [--days 28] [--city-seed 1] [--models convgru convlstm]
-[--minutes 30] [--count-share 0.25]``; writes the models to ``trafficrnn/weights/<model>_1m64/``
-(``--out-dir``; weights stored in float16, read back as float32) and ``benchmarks/results/pretrain_<models>.json`` (``--out``) with
-the command, the machine, the city and each model's training summary.
+Run: ``python benchmarks/pretrain.py [--models convgru convlstm] [--city-seeds 21 22 23 24]
+[--days 7] [--start 2024-05-27] [--minutes 30] [--count-share 0.25]``; writes the models to
+``trafficrnn/weights/<model>_1m64/`` (``--out-dir``; weights stored in float16, read back as
+float32) and ``benchmarks/results/pretrain_<models>.json`` (``--out``) with the command, the
+machine, the cities and each model's training summary.
 
-The city: ``simulate(512, days=28, step="15min", seed=1, start="2024-05-06", clouds=True,
-cloud_cover=0.05)``, the four weeks before the sample's first day, with other roads, buildings,
-incidents and weather (the sample is seed 0), its frames JPEG-compressed as ``write_simulation``
-stores them (``trafficrnn.io.as_stored``). Settings: those of ``forecaster_testbed.py``'s image
-variant (``accuracy_synthetic.SETTINGS``, ``linear_lags=3``, early stopping on the last 15 % of the
-frames, ``patience=6``, at most 20 epochs, ``max_time`` minutes of which the count fine-tuning takes
-at most ``--count-share`` (:data:`COUNT_SHARE`, a quarter; fit's own share,
+The cities: ``simulate(512, days=7, step="15min", seed=s, start="2024-05-27", clouds=True,
+cloud_cover=0.05)`` for the seeds 21-24 (the sample is seed 0), the week before the sample's first
+day, laid out 2 x 2 side by side as one 1,024 px scene (:func:`side_by_side`: 16 x 16 cells of four
+cities' streets, traffic, incidents and weather), their frames JPEG-compressed as
+``write_simulation`` stores them (``trafficrnn.io.as_stored``). One city alone is
+``--city-seeds 1``; the packaged ConvGRU is four weeks of one city, ``--models convgru --city-seeds 1
+--days 28 --start 2024-05-06`` (on the demo's protocol the four cities made it worse, see
+``benchmarks/README.md``); the packaged ConvLSTM was made with the defaults. Settings: those of
+``forecaster_testbed.py``'s image variant (``accuracy_synthetic.SETTINGS``, ``linear_lags=3``,
+early stopping on the last 15 % of the frames, ``patience=6``, at most 20 epochs, ``max_time``
+minutes of which the count fine-tuning takes at most ``--count-share`` (:data:`COUNT_SHARE`, a
+quarter, as ``trainer_kwargs["count_share"]``; fit's default from the count front,
 ``trafficrnn.counting.FINETUNE_SHARE``, is sized for the minutes of a fine-tuning, and over 30
-minutes it left the forecaster too little). Both packaged models were made with the defaults; run
-it on an idle machine. No frame is held out for a test: the pretrained models are scored where they
-are used, on the sample (``benchmarks/demo_transfer.py``).
+minutes it left the forecaster too little; a fine-tuning from the packaged models gets the default
+again, ``trafficrnn.zoo.FINE_TUNE``). Run it on an idle machine, one model per process (the
+cities take about 19 GB). No frame is held out for a test: the pretrained models are scored where
+they are used, on the sample and on other cities made as it is (``benchmarks/demo_transfer.py``).
 """
 
 from __future__ import annotations
@@ -28,18 +35,21 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from _machine import machine  # benchmarks/_machine.py
 from accuracy_synthetic import MODEL_SETTINGS, SETTINGS
 
 from trafficrnn.params import grouped
 
 ROOT = Path(__file__).resolve().parent.parent
-CITY = dict(step="15min", start="2024-05-06", clouds=True, cloud_cover=0.05)
+CITY = dict(step="15min", clouds=True, cloud_cover=0.05)
 PROTOCOL = {"val": 0.15, "test": 0.0, "patience": 6, "max_epochs": 20}
 IMAGES = {"linear_lags": 3, "tile_size": 64}
 #: share of the pretraining's minutes the count fine-tuning may take (both packaged models)
@@ -48,9 +58,16 @@ COUNT_SHARE = 0.25
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--days", type=float, default=28.0)
+    parser.add_argument("--days", type=float, default=7.0)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--city-seed", type=int, default=1)
+    parser.add_argument(
+        "--city-seeds",
+        type=int,
+        nargs="+",
+        default=[21, 22, 23, 24],
+        help="one city, or a square number of cities laid side by side (2 x 2 for 4)",
+    )
+    parser.add_argument("--start", default="2024-05-27", help="first day of the cities")
     parser.add_argument("--models", nargs="+", default=["convgru", "convlstm"])
     parser.add_argument("--minutes", type=float, default=30.0, help="max_time of each fit")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
@@ -71,17 +88,20 @@ def main() -> None:
     from trafficrnn.synth import simulate
 
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)  # before the hours of training
-    # fit reads its share from here when it fine-tunes the count front
-    import trafficrnn.estimation.fitting as fitting
-
-    fitting.FINETUNE_SHARE = args.count_share
     started = time.perf_counter()
-    sim = simulate(args.size, days=args.days, seed=args.city_seed, **CITY)
+    side = math.isqrt(len(args.city_seeds))
+    if side * side != len(args.city_seeds):
+        parser.error(f"--city-seeds: expected 1, 4, 9, ... cities, got {len(args.city_seeds)}")
+    cities = []
+    for seed in args.city_seeds:
+        sim = simulate(args.size, days=args.days, seed=seed, start=args.start, **CITY)
+        # as the written stack reads them back (JPEG in YCbCr, clouds nodata), like the sample the
+        # models are fine-tuned and scored on: frames of another codec are other pixels to a counter
+        cities.append((as_stored(sim.images), sim.density, sim.vehicles))
+        del sim
+    images, target, points = side_by_side(cities, side)
+    del cities
     sim_s = time.perf_counter() - started
-    # as the written stack reads them back (JPEG in YCbCr, clouds nodata), like the sample the
-    # models are fine-tuned and scored on: frames of another codec are other pixels to a counter
-    images, target, points = as_stored(sim.images), sim.density, sim.vehicles
-    del sim
     runs = []
     for name in args.models:
         settings = {**SETTINGS, **MODEL_SETTINGS.get(name, {}), **PROTOCOL, **IMAGES}
@@ -90,7 +110,7 @@ def main() -> None:
             max_time=args.minutes,
             seed=args.seed,
             progress=False,
-            **grouped(settings, dict(precision="32-true")),
+            **grouped(settings, dict(precision="32-true", count_share=args.count_share)),
         )
         t0 = time.perf_counter()
         est.fit(images, target, vehicles=points)
@@ -122,6 +142,41 @@ def main() -> None:
         write_result(args, images, target, sim_s, runs)  # after each model: a later crash keeps it
 
 
+def side_by_side(cities: list, side: int) -> tuple:
+    """Lay ``side`` x ``side`` cities (images, density, vehicle points) of the same times, GSD and
+    size out as one scene, row by row from the first city's top-left corner (coordinates, transforms
+    and points shifted): one stack whose cells hold several cities' streets and traffic."""
+    import xarray as xr
+
+    if side == 1:
+        return cities[0]
+    times = cities[0][0].time.values
+    if any(not np.array_equal(images.time.values, times) for images, *_ in cities):
+        raise ValueError("the cities laid side by side must share their times")
+    first = cities[0][0].rio.transform()
+    width, height = cities[0][0].sizes["x"] * first.a, cities[0][0].sizes["y"] * -first.e
+    crs = cities[0][0].rio.crs
+    placed = []
+    for k, (images, density, points) in enumerate(cities):
+        row, col = divmod(k, side)
+        own = images.rio.transform()
+        dx, dy = first.c + col * width - own.c, first.f - row * height - own.f
+        moved = [da.assign_coords(x=da.x + dx, y=da.y + dy) for da in (images, density)]
+        placed.append((*moved, points.set_geometry(points.translate(dx, dy))))
+    stacks = []
+    for part in (0, 1):
+        rows = [
+            xr.concat([placed[r * side + c][part] for c in range(side)], dim="x")
+            for r in range(side)
+        ]
+        da = xr.concat(rows, dim="y", combine_attrs="override")
+        res = cities[0][part].rio.transform().a
+        transform = type(first)(res, 0.0, first.c, 0.0, -res, first.f)
+        stacks.append(da.rio.write_crs(crs).rio.write_transform(transform))
+    points = pd.concat([p for *_, p in placed], ignore_index=True)
+    return stacks[0], stacks[1], points
+
+
 def write_result(args, images, target, sim_s: float, runs: list) -> None:
     """Write the results JSON: the command, the machine, the city and the runs so far."""
     result = {
@@ -130,8 +185,9 @@ def write_result(args, images, target, sim_s: float, runs: list) -> None:
         "city": {
             "size": args.size,
             "days": args.days,
-            "seed": args.city_seed,
+            "seeds": args.city_seeds,
             **CITY,
+            "start": args.start,
             "frames": images.sizes["time"],
             "grid": [target.sizes["y"], target.sizes["x"]],
             "mean_vehicles_per_cell": round(float(target.mean()), 4),

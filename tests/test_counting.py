@@ -349,6 +349,27 @@ def test_fit__starts_from_a_fitting_count_front(counted, front):
     assert np.abs(pred - truth).mean() < 0.5 * truth[truth > 0].mean()
 
 
+def test_fit__count_share_sets_stage_a_share_of_the_time_limit(front, monkeypatch):
+    budgets = []
+    real = fitting_module.pretrain_encoder
+
+    def spy(*args, **kwargs):  # stage A as fit starts it: its limit in seconds
+        budgets.append(kwargs["max_seconds"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fitting_module, "pretrain_encoder", spy)
+    images, points = squares(frames=12)
+    for share in (None, 0.2):
+        settings = grouped(COUNT, {"max_epochs": 1, "count_share": share})
+        est = TrafficForecaster("convgru", max_time=1.0, **settings).fit(images, vehicles=points)
+        assert est.training_summary_["counting"]["stage_a"]["from_front"]
+    default, set_ = budgets
+    # from the front: FINETUNE_SHARE of the minute less the set-up (well under a second here)
+    share = counting_module.FINETUNE_SHARE
+    assert 60 * share - 3 < default <= 60 * share
+    assert set_ == pytest.approx(default * 0.2 / share, abs=1.0)
+
+
 def test_fit__count_front_of_another_gsd_not_used(front):
     images, points = squares(frames=12, gsd=2.0)
     est = TrafficForecaster("convgru", **grouped(COUNT, {"max_epochs": 1})).fit(

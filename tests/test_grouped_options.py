@@ -117,6 +117,11 @@ def test_construction__key_of_the_other_group_or_the_top_level_refused_naming_it
             r"trainer_kwargs: lr=0 is invalid: expected a number > 0",
         ),
         (
+            {"trainer_kwargs": {"count_share": 1.0}},
+            r"trainer_kwargs: count_share=1.0 is invalid: expected a share of max_time in \(0, 1\), "
+            r"or None for the default",
+        ),
+        (
             {"input_steps": 6, "trainer_kwargs": {"bptt_steps": 0}},
             r"trainer_kwargs: bptt_steps=0 is invalid: expected an integer from 1 to input_steps=6",
         ),
@@ -266,5 +271,8 @@ def test_pretrained__merges_a_group_and_refuses_a_flat_option():
     base = pretrained("convgru", trainer_kwargs={"lr": 1e-4})
     assert base.lr == 1e-4 and base.patience == FINE_TUNE["trainer_kwargs"]["patience"]
     assert base.batch_size == 8  # the packaged model's own, kept
+    # the share of the pretraining's budget is not the fine-tuning's: it gets fit's default again
+    assert base.count_share is None
+    assert pretrained("convgru", trainer_kwargs={"count_share": 0.5}).count_share == 0.5
     with pytest.raises(ConfigError, match=r"pass trainer_kwargs=\{'lr': 0.0001\}"):
         pretrained("convgru", lr=1e-4)

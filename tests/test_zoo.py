@@ -22,9 +22,12 @@ def test_pretrained__fitted_on_1m_images_with_the_fine_tuning_settings(name):
     assert {k: params[k] for k in top} == top
     training = FINE_TUNE["trainer_kwargs"]  # merged into the model's own training options
     assert {k: params["trainer_kwargs"][k] for k in training} == training
-    # trained on four weeks of 15-minute frames of a city that is not the sample
+    # trained on 15-minute frames of cities that are not the sample: four weeks of one city (the
+    # ConvGRU), one week of four cities side by side (the ConvLSTM)
     summary = est.training_summary_
-    assert summary["frames"] == 28 * 96 and summary["period"][0].startswith("2024-05-06")
+    frames, start = {"convgru": (28 * 96, "2024-05-06"), "convlstm": (7 * 96, "2024-05-27")}[name]
+    assert summary["frames"] == frames and summary["period"][0].startswith(start)
+    assert est.grid_.shape == {"convgru": (8, 8), "convlstm": (16, 16)}[name]
 
 
 def test_pretrained__unknown_name_lists_the_packaged_ones():

@@ -34,9 +34,9 @@ COUNT_NORM = "batch"
 #: Gaussian smoothing of the point counts, in sub-cells
 SIGMA = 0.5
 #: share of ``max_time`` (of what the set-up left of it) that the encoder pretraining may use, its
-#: validations included: from scratch, and fine-tuning the packaged count front to a new city's
-#: points; the rest goes to encoding every frame and stage B (a few epochs of a pretrained
-#: forecaster when the run starts from one)
+#: validations included, unless ``trainer_kwargs["count_share"]`` sets it: from scratch, and
+#: fine-tuning the packaged count front to a new city's points; the rest goes to encoding every
+#: frame and stage B (a few epochs of a pretrained forecaster when the run starts from one)
 PRETRAIN_SHARE, FINETUNE_SHARE = 0.5, 0.75
 #: the packaged count front: stem, stages up to the count stage and count head of an encoder that
 #: learned to count on synthetic cities at 1 m (``benchmarks/count_front.py`` writes it)

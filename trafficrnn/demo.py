@@ -61,7 +61,7 @@ def starting_points(images, tile: int) -> tuple[dict, str]:
             f"from scratch (the pretrained models read {len(first.input_bands_)}-band images of "
             f"{first.gsd_[0]:g} m pixels in tiles of {first.grid_.tile_size} px)"
         )
-    return found, "from the packaged pretrained weights (a month of another synthetic city)"
+    return found, "from the packaged pretrained weights (trained on other synthetic cities)"
 
 
 @dataclass

@@ -165,8 +165,7 @@ class TrafficForecaster(InputChecks):
             counts per sub-cell of the encoder stage of stride about 4 px (Gaussian-smoothed), plus
             the counts per cell, with early stopping on the validation frames and every 7th
             training frame (held out of stage A, so that its checks cover the day's hours), in up to
-            ``PRETRAIN_SHARE`` of ``max_time`` (``FINETUNE_SHARE`` when it starts from the packaged
-            count front, see :data:`trafficrnn.counting.FRONT`); that encoder has a full-resolution stem, stride-2
+            ``count_share`` of ``max_time`` (see ``trainer_kwargs``); that encoder has a full-resolution stem, stride-2
             stages and BatchNorm; stage B freezes the encoder, encodes every frame once and trains the
             recurrent forecaster on windows of the cached features. ``False``, or without points or
             fine raster: one stage, the forecast loss plus the ``nowcast_weight`` auxiliary loss.
@@ -190,6 +189,14 @@ class TrafficForecaster(InputChecks):
             Step between training windows.
         nowcast_weight : float
             Weight of the auxiliary loss that teaches the encoder to count vehicles in the current frames.
+        count_share : float, optional
+            Share of ``max_time`` (of what the set-up left of it) that point-supervised counting's
+            stage A may take (``model_kwargs["counting"]``); the rest encodes the frames and trains
+            the forecaster. ``None``: :data:`trafficrnn.counting.PRETRAIN_SHARE` (a half) from
+            scratch, :data:`trafficrnn.counting.FINETUNE_SHARE` (three quarters) when stage A starts
+            from the packaged count front (:data:`trafficrnn.counting.FRONT`), sized for a
+            fine-tuning of minutes; over half an hour or more, a quarter leaves the forecaster its
+            time.
         crop : int, optional
             Train on random spatial crops of ``crop`` × ``crop`` cells (bounded memory on large areas).
         bptt_steps : int, optional

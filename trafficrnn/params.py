@@ -72,6 +72,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "patience": 6,
     "stride": 1,
     "nowcast_weight": 0.5,
+    "count_share": None,
     "crop": None,
     "bptt_steps": None,
     "precision": "auto",
@@ -290,6 +291,17 @@ def _positive_number(name: str, value: Any, params: dict) -> None:
         raise ConfigError(f"{name}={value!r} is invalid: expected a number > 0")
 
 
+def _share(name: str, value: Any, params: dict) -> None:
+    """``None`` (the default share), or a share of the time budget in (0, 1)."""
+    if value is None:
+        return
+    if not _is_number(value) or not math.isfinite(value) or not 0 < value < 1:
+        raise ConfigError(
+            f"{name}={value!r} is invalid: expected a share of max_time in (0, 1), or None for "
+            "the default (half from scratch, three quarters from the packaged count front)"
+        )
+
+
 def _non_negative(name: str, value: Any, params: dict) -> None:
     if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name}={value!r} is invalid: expected a number >= 0")
@@ -343,6 +355,7 @@ CHECKS: dict[str, Check] = {
     "lr": _positive_number,
     "weight_decay": _non_negative,
     "nowcast_weight": _non_negative,
+    "count_share": _share,
     "max_time": _max_time,
     "patience": _patience,
     "quantiles": _quantiles,

@@ -1,8 +1,8 @@
 """The model zoo: the packaged pretrained image models, to fine-tune on a stack with ``fit(..., init=...)``.
 
 Each reads RGB images of 1 m pixels in 64 px tiles (64 m cells), 8 frames in and 6 leads out; it
-was trained from images and vehicle points on a month of a synthetic city
-(``benchmarks/pretrain.py``). Two days of a new city are too few to teach a recurrent forecaster
+was trained from images and vehicle points on other synthetic cities (the ConvGRU four weeks of
+one city, the ConvLSTM one week of four side by side; ``benchmarks/pretrain.py``). Two days of a new city are too few to teach a recurrent forecaster
 the daily cycle, queues and incidents; starting from these weights, a short fine-tuning learns the
 new city's counts and traffic.
 """
@@ -25,7 +25,7 @@ FINE_TUNE: dict[str, Any] = dict(
     val=0.15,
     test=0.15,
     max_time=1.2,
-    trainer_kwargs=dict(max_epochs=40, patience=8, lr=1e-3, precision="auto"),
+    trainer_kwargs=dict(max_epochs=40, patience=8, lr=1e-3, precision="auto", count_share=None),
 )
 
 

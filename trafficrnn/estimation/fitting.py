@@ -822,7 +822,7 @@ def pretrain(
     fine = prepare_fine(fine, tgt_norm.scale_.astype("float32"))
     train, val = split_indices(split)
     # a share of the time left (of max_time, less the set-up): the rest encodes every frame and trains stage B
-    share = FINETUNE_SHARE if from_front else PRETRAIN_SHARE
+    share = est.count_share or (FINETUNE_SHARE if from_front else PRETRAIN_SHARE)
     budget = max(deadline - time.perf_counter(), 0.0) * share if deadline is not None else None
     summary = pretrain_encoder(
         net,
