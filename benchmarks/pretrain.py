@@ -144,37 +144,45 @@ def main() -> None:
 
 def side_by_side(cities: list, side: int) -> tuple:
     """Lay ``side`` x ``side`` cities (images, density, vehicle points) of the same times, GSD and
-    size out as one scene, row by row from the first city's top-left corner (coordinates, transforms
-    and points shifted): one stack whose cells hold several cities' streets and traffic."""
+    size out as one scene, row by row from the first city's top-left corner (the scene's grids are
+    the first city's, widened; points shifted): one stack whose cells hold several cities' streets
+    and traffic."""
     import xarray as xr
+
+    from trafficrnn import Grid
 
     if side == 1:
         return cities[0]
     times = cities[0][0].time.values
     if any(not np.array_equal(images.time.values, times) for images, *_ in cities):
         raise ValueError("the cities laid side by side must share their times")
-    first = cities[0][0].rio.transform()
-    width, height = cities[0][0].sizes["x"] * first.a, cities[0][0].sizes["y"] * -first.e
-    crs = cities[0][0].rio.crs
-    placed = []
-    for k, (images, density, points) in enumerate(cities):
+    stacks = []
+    for part in (0, 1):  # images, density
+        first = cities[0][part]
+        # np.block joins the inner lists along x and the outer list along y
+        values = np.block(
+            [[cities[r * side + c][part].values for c in range(side)] for r in range(side)]
+        )
+        grid = Grid(
+            first.rio.crs, first.rio.transform(), values.shape[-2:], first.attrs["tile_size"]
+        )
+        da = xr.DataArray(
+            values,
+            dims=first.dims,
+            coords={"time": first.time, "band": first.band},
+            attrs=first.attrs,
+            name=first.name,
+        )
+        stacks.append(grid.attach(da))
+    origin = cities[0][0].rio.transform()
+    width, height = cities[0][0].sizes["x"] * origin.a, cities[0][0].sizes["y"] * -origin.e
+    moved = []
+    for k, (images, _, points) in enumerate(cities):
         row, col = divmod(k, side)
         own = images.rio.transform()
-        dx, dy = first.c + col * width - own.c, first.f - row * height - own.f
-        moved = [da.assign_coords(x=da.x + dx, y=da.y + dy) for da in (images, density)]
-        placed.append((*moved, points.set_geometry(points.translate(dx, dy))))
-    stacks = []
-    for part in (0, 1):
-        rows = [
-            xr.concat([placed[r * side + c][part] for c in range(side)], dim="x")
-            for r in range(side)
-        ]
-        da = xr.concat(rows, dim="y", combine_attrs="override")
-        res = cities[0][part].rio.transform().a
-        transform = type(first)(res, 0.0, first.c, 0.0, -res, first.f)
-        stacks.append(da.rio.write_crs(crs).rio.write_transform(transform))
-    points = pd.concat([p for *_, p in placed], ignore_index=True)
-    return stacks[0], stacks[1], points
+        dx, dy = origin.c + col * width - own.c, origin.f - row * height - own.f
+        moved.append(points.set_geometry(points.translate(dx, dy)))
+    return stacks[0], stacks[1], pd.concat(moved, ignore_index=True)
 
 
 def write_result(args, images, target, sim_s: float, runs: list) -> None:

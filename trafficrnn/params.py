@@ -295,7 +295,7 @@ def _share(name: str, value: Any, params: dict) -> None:
     """``None`` (the default share), or a share of the time budget in (0, 1)."""
     if value is None:
         return
-    if not _is_number(value) or not math.isfinite(value) or not 0 < value < 1:
+    if not _is_number(value) or not 0 < value < 1:  # NaN and inf fail the bounds
         raise ConfigError(
             f"{name}={value!r} is invalid: expected a share of max_time in (0, 1), or None for "
             "the default (half from scratch, three quarters from the packaged count front)"
