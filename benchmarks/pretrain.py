@@ -18,7 +18,8 @@ cities' streets, traffic, incidents and weather), their frames JPEG-compressed a
 ``write_simulation`` stores them (``trafficrnn.io.as_stored``). One city alone is
 ``--city-seeds 1``; the packaged ConvGRU is four weeks of one city, ``--models convgru --city-seeds 1
 --days 28 --start 2024-05-06`` (on the demo's protocol the four cities made it worse, see
-``benchmarks/README.md``); the packaged ConvLSTM was made with the defaults. Settings: those of
+``benchmarks/README.md``); the packaged ConvLSTM was made with the defaults (nine cities of three
+days, 3 x 3, were worse for both models there). Settings: those of
 ``forecaster_testbed.py``'s image variant (``accuracy_synthetic.SETTINGS``, ``linear_lags=3``,
 early stopping on the last 15 % of the frames, ``patience=6``, at most 20 epochs, ``max_time``
 minutes of which the count fine-tuning takes at most ``--count-share`` (:data:`COUNT_SHARE`, a
