@@ -4,9 +4,9 @@ thread of torch's OpenMP pool (``trafficrnn.numerics.flush_denormals``).
 The flush-to-zero mode is a register of each thread; torch's parallel operations compute part of
 their work in the pool's other threads. Each run fine-tunes a packaged-style ConvLSTM on the
 sample as the demo does (``trafficrnn.zoo.FINE_TUNE``, 32-bit), with ``--minutes`` of wall time of
-which stage A (counting) takes a quarter, so that stage B's epochs per second decide; both modes
-side by side in one process per run, the calling-thread mode made by leaving the OpenMP runtime
-out (``numerics._openmp_runtime`` returning ``None``).
+which stage A (counting) takes a quarter, so that stage B's epochs per second decide. Both modes
+run side by side in one invocation, each fit in a process of its own; the calling-thread mode is
+made by leaving the OpenMP runtime out (``numerics._openmp_runtime`` returning ``None``).
 
 Run: ``python benchmarks/denormal_threads.py [--weights DIR ...] [--minutes 0.8]``: each DIR holds
 a ``convlstm_1m64`` folder (default: the packaged one); writes
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from _machine import machine  # benchmarks/_machine.py
+from _scores import settings_from  # benchmarks/_scores.py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,8 +46,7 @@ def one_run(weights: str, mode: str, minutes: float) -> dict:
     target = read_stack(sample / "density", allow_gaps=True)
     points = read_vectors(sample / "vehicles.gpkg")
     init = zoo.pretrained("convlstm")
-    settings = {k: v for k, v in init.get_params().items() if k not in ("model", "progress")}
-    settings.update(seed=0, precision="32-true", progress=False, max_time=minutes, count_share=0.25)
+    settings = settings_from(init.get_params(), 0, {"max_time": minutes, "count_share": 0.25})
     est = TrafficForecaster("convlstm", **grouped(settings))
     est.fit(images, target, vehicles=points, init=init)
     stage_b = est.training_summary_["counting"]["stage_b"]

@@ -33,8 +33,8 @@ def test_flush_denormals__zero_inside_and_the_mode_restored():
 
 def test_flush_denormals__every_thread_of_a_parallel_operation_flushes_then_none():
     # the mode is a register of each thread: a parallel operation's share computed by torch's
-    # other OpenMP threads must flush too (a ConvLSTM's fine-tuning ran at two thirds of its
-    # speed on 2 threads when only the calling thread did)
+    # other OpenMP threads must flush too (a ConvLSTM's fine-tuning ran at little more than half
+    # its speed on 2 threads when only the calling thread did)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
