@@ -25,6 +25,7 @@ from trafficrnn.errors import (
 from trafficrnn.estimation import fitting as fitting_module
 from trafficrnn.estimator import TrafficForecaster
 from trafficrnn.io import rasterize_points
+from trafficrnn.models import EncoderForecaster
 from trafficrnn.params import grouped
 
 PIXELS = Affine(1, 0, 500000, 0, -1, 5000000)
@@ -358,16 +359,34 @@ def test_fit__count_share_sets_stage_a_share_of_the_time_limit(front, monkeypatc
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fitting_module, "pretrain_encoder", spy)
+    # encoding every frame after stage A is taken to need 20 s: the share is of what is left then
+    monkeypatch.setattr(fitting_module, "encode_seconds", lambda net, x: 20.0)
     images, points = squares(frames=12)
     for share in (None, 0.2):
         settings = grouped(COUNT, {"max_epochs": 1, "count_share": share})
         est = TrafficForecaster("convgru", max_time=1.0, **settings).fit(images, vehicles=points)
         assert est.training_summary_["counting"]["stage_a"]["from_front"]
     default, set_ = budgets
-    # from the front: FINETUNE_SHARE of the minute less the set-up (well under a second here)
+    # from the front: FINETUNE_SHARE of the minute less the set-up (well under a second here) and
+    # the 20 s of encoding
     share = counting_module.FINETUNE_SHARE
-    assert 60 * share - 3 < default <= 60 * share
+    assert 40 * share - 3 < default <= 40 * share
     assert set_ == pytest.approx(default * 0.2 / share, abs=1.0)
+
+
+def test_encode_seconds__times_a_few_frames_and_scales_to_all():
+    enc = {"tile_size": 16, "width": 4, "depth": 0, "strides": [2, 2, 2, 2]}
+    net = EncoderForecaster(3, 1, "gru", [4], encoder=enc, count_head=True)
+    x = np.random.default_rng(0).normal(size=(40, 3, 32, 32)).astype("float32")
+    timer = iter([10.0, 10.5])  # the first 4 frames take half a second
+    patch = pytest.MonkeyPatch()
+    patch.setattr(counting_module.time, "perf_counter", lambda: next(timer))
+    try:
+        assert counting_module.encode_seconds(net, x) == pytest.approx(5.0)  # 40 frames
+    finally:
+        patch.undo()
+    assert counting_module.encode_seconds(net, x[:0]) == 0.0
+    assert counting_module.encode_seconds(net, x[:2]) > 0.0
 
 
 def test_fit__count_front_of_another_gsd_not_used(front):

@@ -33,10 +33,11 @@ COUNT_STRIDE_PX = 4
 COUNT_NORM = "batch"
 #: Gaussian smoothing of the point counts, in sub-cells
 SIGMA = 0.5
-#: share of ``max_time`` (of what the set-up left of it) that the encoder pretraining may use, its
-#: validations included, unless ``trainer_kwargs["count_share"]`` sets it: from scratch, and
-#: fine-tuning the packaged count front to a new city's points; the rest goes to encoding every
-#: frame and stage B (a few epochs of a pretrained forecaster when the run starts from one)
+#: share of ``max_time`` that the encoder pretraining may use, its validations included, unless
+#: ``trainer_kwargs["count_share"]`` sets it: from scratch, and fine-tuning the packaged count front
+#: to a new city's points. The share is of what the set-up left less the estimated time of encoding
+#: every frame (:func:`encode_seconds`), so that stage B, a few epochs of a pretrained forecaster
+#: when the run starts from one, keeps its part on a slower CPU too
 PRETRAIN_SHARE, FINETUNE_SHARE = 0.5, 0.75
 #: the packaged count front: stem, stages up to the count stage and count head of an encoder that
 #: learned to count on synthetic cities at 1 m (``benchmarks/count_front.py`` writes it)
@@ -583,6 +584,18 @@ def pretrain_encoder(
     }
 
 
+def encode_seconds(net: torch.nn.Module, x: np.ndarray, sample: int = 4) -> float:
+    """The wall seconds :func:`encode_frames` would take on all of ``x``, from the time it takes on
+    its first ``sample`` frames (the time of a first call in the process included: an
+    overestimate rather than less)."""
+    k = min(sample, len(x))
+    if k == 0:
+        return 0.0
+    began = time.perf_counter()
+    encode_frames(net, x[:k])
+    return (time.perf_counter() - began) * len(x) / k
+
+
 def encode_frames(net: torch.nn.Module, x: np.ndarray, batch: int = 8) -> np.ndarray:
     """Stage B: the frozen encoder's per-cell features of every frame, computed once.
 
@@ -793,5 +806,6 @@ __all__ = [
     "prepare_fine",
     "pretrain_encoder",
     "encode_frames",
+    "encode_seconds",
     "freeze_encoder",
 ]

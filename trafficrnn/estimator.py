@@ -190,13 +190,13 @@ class TrafficForecaster(InputChecks):
         nowcast_weight : float
             Weight of the auxiliary loss that teaches the encoder to count vehicles in the current frames.
         count_share : float, optional
-            Share of ``max_time`` (of what the set-up left of it) that point-supervised counting's
-            stage A may take (``model_kwargs["counting"]``); the rest encodes the frames and trains
-            the forecaster. ``None``: :data:`trafficrnn.counting.PRETRAIN_SHARE` (a half) from
-            scratch, :data:`trafficrnn.counting.FINETUNE_SHARE` (three quarters) when stage A starts
-            from the packaged count front (:data:`trafficrnn.counting.FRONT`), sized for a
-            fine-tuning of minutes; over half an hour or more, a quarter leaves the forecaster its
-            time.
+            Share of ``max_time`` that point-supervised counting's stage A may take
+            (``model_kwargs["counting"]``): of what the set-up left, less the estimated time of
+            encoding every frame after it; the rest trains the forecaster. ``None``:
+            :data:`trafficrnn.counting.PRETRAIN_SHARE` (a half) from scratch,
+            :data:`trafficrnn.counting.FINETUNE_SHARE` (three quarters) when stage A starts from
+            the packaged count front (:data:`trafficrnn.counting.FRONT`), sized for a fine-tuning
+            of minutes; over half an hour or more, a quarter leaves the forecaster its time.
         crop : int, optional
             Train on random spatial crops of ``crop`` × ``crop`` cells (bounded memory on large areas).
         bptt_steps : int, optional

@@ -26,6 +26,7 @@ from trafficrnn.counting import (
     check_vehicles,
     count_vehicles,
     encode_frames,
+    encode_seconds,
     fine_target,
     freeze_encoder,
     front_fits,
@@ -821,9 +822,13 @@ def pretrain(
     fine, unit = fine_target(images, grid, unit, vehicles=vehicles, raster=fine_raster)
     fine = prepare_fine(fine, tgt_norm.scale_.astype("float32"))
     train, val = split_indices(split)
-    # a share of the time left (of max_time, less the set-up): the rest encodes every frame and trains stage B
+    # a share of the time left (of max_time, less the set-up) once every frame is encoded: the
+    # rest trains stage B, whatever the speed of the CPU
     share = est.count_share or (FINETUNE_SHARE if from_front else PRETRAIN_SHARE)
-    budget = max(deadline - time.perf_counter(), 0.0) * share if deadline is not None else None
+    budget = None
+    if deadline is not None:
+        encoding = encode_seconds(net, x)
+        budget = max(deadline - time.perf_counter() - encoding, 0.0) * share
     summary = pretrain_encoder(
         net,
         x,
