@@ -38,44 +38,25 @@ class Readout:
     def __init__(self, model) -> None:
         self.model, self.kept = model, {}
         self.hook = model.head.register_forward_hook(lambda m, i, o: self._keep("hidden", i[0]))
-        residual, linear = model._residual, model._linear_term
+        residual, inputs = model._residual, model._linear_inputs
 
         def kept_residual(last, delta):
             self._keep("last", last)
             return residual(last, delta)
 
-        def kept_linear(x, last, nowcast, fut, static, horizon, feats):
-            self._keep(
-                "linear", linear_inputs(model, x, last, nowcast, fut, static, horizon, feats)
-            )
-            return linear(x, last, nowcast, fut, static, horizon, feats)
+        def kept_inputs(*args):
+            out = inputs(*args)
+            self._keep("linear", out)
+            return out
 
-        model._residual, model._linear_term = kept_residual, kept_linear
+        model._residual, model._linear_inputs = kept_residual, kept_inputs
 
     def _keep(self, name, value):
         self.kept[name] = value.detach()
 
     def close(self) -> None:
         self.hook.remove()
-        del self.model._residual, self.model._linear_term
-
-
-def linear_inputs(model, x, last, nowcast, fut, static, horizon, feats) -> torch.Tensor:
-    """What each lead's group of the linear term reads, (N, H, inputs, Hc, Wc), as
-    ``EncoderForecaster._linear_term`` builds it."""
-    n, lags = last.shape[0], [last]
-    if model.linear_lags > 1:
-        source = nowcast if model.tile_encoder is not None else x[:, :, : model.out_channels]
-        lags = [*torch.nan_to_num(source[:, -model.linear_lags : -1]).unbind(1), last]
-    if model.count_validity:
-        c = model.out_channels
-        missing = 1 - feats[:, -model.linear_lags :, -c - 1 : -c]
-        lags += [lag * missing[:, i] for i, lag in enumerate(lags)]
-    shared = torch.cat(lags + ([static] if static is not None else []), 1)
-    parts = [shared[:, None].expand(n, horizon, *shared.shape[1:])]
-    if fut is not None:
-        parts.insert(0, fut)
-    return torch.cat(parts, 2)
+        del self.model._residual, self.model._linear_inputs
 
 
 def design(module, loader) -> tuple[torch.Tensor, torch.Tensor]:

@@ -469,7 +469,17 @@ class EncoderForecaster(nn.Module):
             return self._residual(last, y)
         return self._activate(y)
 
-    def _linear_term(
+    def _linear_term(self, inp: torch.Tensor) -> torch.Tensor:
+        """The per-lead linear term, (N, horizon, C_out, Hc, Wc), on what :meth:`_linear_inputs`
+        gives, (N, horizon, inputs, Hc, Wc)."""
+        n, horizon, hw = inp.shape[0], inp.shape[1], tuple(inp.shape[-2:])
+        k = self.out_channels * horizon
+        y = F.conv2d(
+            inp.flatten(1, 2), self.linear.weight[:k], self.linear.bias[:k], groups=horizon
+        )
+        return y.view(n, horizon, self.out_channels, *hw)
+
+    def _linear_inputs(
         self,
         x: torch.Tensor,
         last: torch.Tensor,
@@ -479,10 +489,11 @@ class EncoderForecaster(nn.Module):
         horizon: int,
         feats: torch.Tensor,
     ) -> torch.Tensor:
-        """The per-lead linear term, (N, horizon, C_out, Hc, Wc), on the last target and the
-        ``linear_lags - 1`` frames before it (grids: their values; images: their nowcasts), and
-        with ``count_validity`` on each of them times the missing share of its cell in ``feats``."""
-        n, hw = last.shape[0], tuple(last.shape[-2:])
+        """What each lead's group of the linear term reads, (N, horizon, inputs, Hc, Wc): the last
+        target and the ``linear_lags - 1`` frames before it (grids: their values; images: their
+        nowcasts), with ``count_validity`` each of them times the missing share of its cell in
+        ``feats``, the static layers, and the lead's future covariates first."""
+        n = last.shape[0]
         lags = [last]
         if self.linear_lags > 1:
             source = nowcast if self.tile_encoder is not None else x[:, :, : self.out_channels]
@@ -496,12 +507,7 @@ class EncoderForecaster(nn.Module):
         parts = [shared[:, None].expand(n, horizon, *shared.shape[1:])]
         if fut is not None:
             parts.insert(0, fut)
-        inp = torch.cat(parts, 2) if len(parts) > 1 else parts[0]
-        k = self.out_channels * horizon
-        y = F.conv2d(
-            inp.flatten(1, 2), self.linear.weight[:k], self.linear.bias[:k], groups=horizon
-        )
-        return y.view(n, horizon, self.out_channels, *hw)
+        return torch.cat(parts, 2) if len(parts) > 1 else parts[0]
 
     @staticmethod
     def _check(t: torch.Tensor | None, arg: str, param: str, channels: int) -> None:
@@ -726,7 +732,9 @@ class EncoderForecaster(nn.Module):
         if self.linear is not None:
             if self.linear_lags > 1 and self.tile_encoder is not None and nowcast is None:
                 nowcast = self._nowcast_from(feats)
-            lin = self._linear_term(x, last, nowcast, fut, static, horizon, feats)
+            lin = self._linear_term(
+                self._linear_inputs(x, last, nowcast, fut, static, horizon, feats)
+            )
         if self.feedback:
             forecast, hidden = self._decode_feedback(
                 states, last, fut, static, lin, horizon, return_quantiles
