@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _machine import machine  # benchmarks/_machine.py
-from _scores import settings_from  # benchmarks/_scores.py
+from _scores import fit_scored, settings_from  # benchmarks/_scores.py
 
 ROOT = Path(__file__).resolve().parent.parent
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -147,13 +147,10 @@ def run(folder: Path, name: str, seed: int) -> dict:
         points = tr.read_vectors(folder / "vehicles.gpkg")
         init = tr.pretrained(name)
         est = tr.TrafficForecaster(name, **grouped(settings_from(init.get_params(), seed, {})))
-        est.fit(images, target, vehicles=points, init=init)
+        rmse: dict = {}
+        fit_scored(est, images, target, points, init, name, rmse, BASELINES)
     finally:
         fitting.stage_b = stage_b
-    rmse = {}
-    table = est.evaluate(images, target, baselines=BASELINES)
-    for model, sub in table.groupby(level="model"):
-        rmse[model] = [round(float(v), 4) for v in sub["rmse"].values]
     if found["weights"] is not None:
         install(est.model_, found["weights"], est.horizon)
         table = est.evaluate(images, target, baselines=())
