@@ -374,17 +374,14 @@ def test_fit__count_share_sets_stage_a_share_of_the_time_limit(front, monkeypatc
     assert set_ == pytest.approx(default * 0.2 / share, abs=1.0)
 
 
-def test_encode_seconds__times_a_few_frames_and_scales_to_all():
+def test_encode_seconds__times_a_few_frames_and_scales_to_all(monkeypatch):
     enc = {"tile_size": 16, "width": 4, "depth": 0, "strides": [2, 2, 2, 2]}
     net = EncoderForecaster(3, 1, "gru", [4], encoder=enc, count_head=True)
     x = np.random.default_rng(0).normal(size=(40, 3, 32, 32)).astype("float32")
     timer = iter([10.0, 10.5])  # the first 4 frames take half a second
-    patch = pytest.MonkeyPatch()
-    patch.setattr(counting_module.time, "perf_counter", lambda: next(timer))
-    try:
-        assert counting_module.encode_seconds(net, x) == pytest.approx(5.0)  # 40 frames
-    finally:
-        patch.undo()
+    monkeypatch.setattr(counting_module.time, "perf_counter", lambda: next(timer))
+    assert counting_module.encode_seconds(net, x) == pytest.approx(5.0)  # 40 frames
+    monkeypatch.undo()  # the real clock again
     assert counting_module.encode_seconds(net, x[:0]) == 0.0
     assert counting_module.encode_seconds(net, x[:2]) > 0.0
 
