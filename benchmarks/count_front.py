@@ -7,7 +7,7 @@ vehicle points starts from it where it fits (RGB, about 1 m, the default encoder
 fine-tunes it on the user's frames (stage A), so that a short training still counts.
 
 Run: ``python benchmarks/count_front.py [--cities 4] [--size 512] [--days 1] [--minutes 15]
-[--init FRONT] [--lr 3e-3] [--score-cities 7] [--out-weights
+[--init FRONT] [--lr 3e-3] [--score-cities 7] [--width 16] [--out-weights
 trafficrnn/weights/count_front_1m.safetensors]``; writes ``benchmarks/results/count_front.json``
 (``--out``) with the command, the machine, the cities and the scores.
 
@@ -55,15 +55,17 @@ def city_arrays(r, norm, scale: float, unit: int):
     return x, counts / scale, prepare_fine(fine, np.array([scale], "float32")), counts
 
 
-def front_network() -> torch.nn.Module:
-    """The default 64 px counting encoder that carries a count front (seeded: the same start each run)."""
+def front_network(width: int = 16) -> torch.nn.Module:
+    """The 64 px counting encoder that carries a count front (seeded: the same start each run);
+    ``width``: the channels of its stem and first stage (16, the default ``encoder_width``, is the
+    one ``fit`` can start from)."""
     from trafficrnn.counting import COUNT_STRIDE_PX
     from trafficrnn.estimation.fitting import encoder_config
     from trafficrnn.models import get_model
     from trafficrnn.models.forecaster import count_stage_for
 
     torch.manual_seed(0)
-    encoder = encoder_config(64, 16, 1, counting=True)
+    encoder = encoder_config(64, width, 1, counting=True)
     return get_model(
         "convgru",
         in_channels=3,
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3, help="Peak learning rate (cosine).")
     parser.add_argument("--init", help="Start from this count front (its scaling kept).")
     parser.add_argument("--score-cities", type=int, nargs="+", default=[7])
+    parser.add_argument("--width", type=int, default=16, help="Encoder width (encoder_width).")
     parser.add_argument(
         "--out-weights", default=str(ROOT / "trafficrnn" / "weights" / "count_front_1m.safetensors")
     )
@@ -112,7 +115,7 @@ def main() -> None:
     from trafficrnn.synth import simulate
     from trafficrnn.windows import Normalizer
 
-    net = front_network()
+    net = front_network(args.width)
     unit = 64 // net.count_factor
 
     t0 = time.perf_counter()
