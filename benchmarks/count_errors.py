@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
-from count_front import cell_counts, city_arrays, front_network  # benchmarks/count_front.py
+from count_front import (  # benchmarks/count_front.py
+    cell_counts,
+    city_arrays,
+    front_net,
+    front_normalizer,
+)
 from counting import scores  # benchmarks/counting.py
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,32 +80,23 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "count_errors.json"))
     args = parser.parse_args()
 
-    from trafficrnn.counting import load_front, read_front, use_front_scaling
     from trafficrnn.io import rasterize_points
     from trafficrnn.synth import simulate
     from trafficrnn.synth.city import VIENNA
     from trafficrnn.synth.render import sun_position
-    from trafficrnn.windows import Normalizer
 
-    state, meta = read_front()
-    net = front_network()
-    load_front(net, state)
+    net, meta = front_net()
     unit = 64 // net.count_factor
     r = simulate(args.size, days=args.days, step="15min", seed=args.city, tile_size=64, gsd=1.0)
-    norm = Normalizer("standard").fit(r.images[::8].where(r.images > 0).values, band_axis=1)
-    if not use_front_scaling(norm, meta):
-        sys.exit("the city's radiometry is not the front's")
     scale = float(meta["target_scale"])
-    x, _, _, truth = city_arrays(r, norm, scale, unit)
+    x, _, _, truth = city_arrays(r, front_normalizer(meta, [r.images]), scale, unit)
     pred = cell_counts(net, x, scale)
 
     times = r.density.time.values
     _, elevation = sun_position(times, VIENNA["lat"], VIENNA["lon"])  # simulate's default place
-    elevation = np.asarray(elevation)
     hit = overlapping(r.vehicles)
     overlaps = rasterize_points(r.vehicles[hit], r.grid, times=times).values
     err, bias = np.abs(pred - truth), pred - truth
-    occupied = float(truth[truth > 0].mean())
 
     light = {}
     for name, (lo, hi) in LIGHT.items():
@@ -132,7 +128,6 @@ def main() -> None:
         "city": {"seed": args.city, "size_px": args.size, "days": args.days, "step": "15min"},
         "front": meta.get("command"),
         "scores": scores(pred, truth),
-        "mean_occupied_count": round(occupied, 4),
         "by_light": light,
         "by_true_count": by_count,
         "vehicles": int(len(r.vehicles)),

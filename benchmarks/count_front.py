@@ -78,6 +78,35 @@ def front_network(width: int = 16) -> torch.nn.Module:
     )
 
 
+def front_net(path: Path | None = None, width: int = 16):
+    """A counting network carrying the saved front of ``path`` (default: the packaged one), and
+    that front's metadata."""
+    from trafficrnn.counting import load_front, read_front
+
+    saved = read_front(path)
+    if saved is None:
+        sys.exit(f"{path}: no count front there")
+    net = front_network(width)
+    load_front(net, saved[0])
+    return net, saved[1]
+
+
+def front_normalizer(meta: dict, stacks: list):
+    """A standard input normaliser on a front's per-band scales (``meta``), once the radiometry of
+    ``stacks`` (uint8 image stacks, 0 = cloud; every 8th frame of each) is found alike; exits
+    otherwise."""
+    from trafficrnn.counting import use_front_scaling
+    from trafficrnn.windows import Normalizer
+
+    frames = [s[::8] for s in stacks]
+    norm = Normalizer("standard").fit(
+        np.concatenate([f.where(f > 0).values for f in frames]), band_axis=1
+    )
+    if not use_front_scaling(norm, meta):
+        sys.exit("the images' radiometry is not the count front's")
+    return norm
+
+
 def cell_counts(net, x: np.ndarray, scale: float) -> np.ndarray:
     """Vehicles per cell of every frame, raw units."""
     out = []
@@ -105,17 +134,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "count_front.json"))
     args = parser.parse_args()
 
-    from trafficrnn.counting import (
-        load_front,
-        pretrain_encoder,
-        read_front,
-        save_front,
-        use_front_scaling,
-    )
+    from trafficrnn.counting import pretrain_encoder, save_front
     from trafficrnn.synth import simulate
     from trafficrnn.windows import Normalizer
 
-    net = front_network(args.width)
+    start = None  # a saved front to go on from: its network and metadata
+    if args.init:
+        start = front_net(Path(args.init), args.width)
+    net = front_network(args.width) if start is None else start[0]
     unit = 64 // net.count_factor
 
     t0 = time.perf_counter()
@@ -137,21 +163,17 @@ def main() -> None:
     sim_s = time.perf_counter() - t0
     # one input and one target scaling for all cities, recorded with the weights: the front reads
     # pixels and writes counts on these scales whatever the hours or the place of a user's stack
-    # going on from a front keeps its scaling: a few frames suffice to check the cities against it
-    every = 8 if args.init else 1
-    norm = Normalizer("standard").fit(
-        np.concatenate([r.images[::every].where(r.images > 0).values for r in cities]), band_axis=1
-    )
-    scale = float(np.sqrt(np.mean(np.concatenate([r.density.values.ravel() for r in cities]) ** 2)))
-    start = None
-    if args.init:  # go on from a saved front: its weights, and the scales they read and write
-        start = read_front(Path(args.init))
-        if start is None:
-            sys.exit(f"--init {args.init}: no such file")
-        if not use_front_scaling(norm, start[1]):
-            sys.exit(f"--init {args.init}: these cities' radiometry is not the front's")
+    # (going on from a front: its own scales)
+    if start is None:
+        norm = Normalizer("standard").fit(
+            np.concatenate([r.images.where(r.images > 0).values for r in cities]), band_axis=1
+        )
+        scale = float(
+            np.sqrt(np.mean(np.concatenate([r.density.values.ravel() for r in cities]) ** 2))
+        )
+    else:
+        norm = front_normalizer(start[1], [r.images for r in cities])
         scale = float(start[1]["target_scale"])
-        load_front(net, start[0])
     parts = []
     for seed, r in zip(seeds, cities):
         parts.append(city_arrays(r, norm, scale, unit)[:3])
@@ -193,10 +215,7 @@ def main() -> None:
     print("trained", json.dumps(summary), flush=True)
     del x, y, fine
 
-    before = None
-    if start is not None:
-        before = front_network()
-        load_front(before, start[0])
+    before = None if start is None else front_net(Path(args.init), args.width)[0]  # as it was
     scored, scored_start = {}, {}
     for seed in args.score_cities:
         r = simulate(args.size, days=3, step="15min", seed=seed, tile_size=64, gsd=1.0)

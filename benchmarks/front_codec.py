@@ -19,20 +19,10 @@ from pathlib import Path
 
 import numpy as np
 from _machine import machine  # benchmarks/_machine.py
-from count_front import cell_counts, front_network  # benchmarks/count_front.py
+from count_front import cell_counts, front_net  # benchmarks/count_front.py
 from counting import scores  # benchmarks/counting.py
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def front_net(path: Path):
-    """A counting network carrying the front of ``path``, and that front's metadata."""
-    from trafficrnn.counting import load_front, read_front
-
-    net = front_network()
-    state, meta = read_front(path)
-    load_front(net, state)
-    return net, meta
 
 
 def counted(net, meta: dict, frames: np.ndarray, truth: np.ndarray, tile: int = 64) -> dict:
