@@ -2,12 +2,17 @@
 by light (sun elevation) and by how many vehicles a cell holds, beside the vehicles whose bodies
 overlap another's in the rendered frame (where no counter can separate them).
 
-Run: ``python benchmarks/count_errors.py [--city 201] [--size 512] [--days 3]``; writes
-``benchmarks/results/count_errors.json`` (``--out``) with the command, the machine and the numbers.
+Run: ``python benchmarks/count_errors.py [--city 201] [--size 512] [--days 3] [--dihedral]``;
+writes ``benchmarks/results/count_errors.json`` (``--out``) with the command, the machine and the
+numbers.
 
 The city (seed ``--city``, 15 min, 1 m, 64 px cells, no clouds) is read as the written stack stores
 it (JPEG, ``trafficrnn.io.as_stored``) and counted by the packaged front without fine-tuning, on the
-front's own input and target scales. A vehicle *overlaps* when its body (the kind's length and
+front's own input and target scales. With ``--dihedral`` each frame is also counted in the eight
+orientations of the square (turned by multiples of 90 degrees, and mirrored), each count turned
+back onto the grid: the scores of each orientation and of their mean, beside the single pass (what
+averaging the front's orientation-dependent errors would buy, at eight times the encoding). A
+vehicle *overlaps* when its body (the kind's length and
 width, along its heading) intersects that of a vehicle on the same link within two lanes of it.
 """
 
@@ -72,11 +77,31 @@ def overlapping(vehicles) -> np.ndarray:
     return out
 
 
+def dihedral_counts(count, x: np.ndarray) -> list[np.ndarray]:
+    """Cell counts of ``x`` (frames, bands, y, x; square) in the eight orientations of the square,
+    each turned back onto the frames' grid: ``count`` maps such an array to (frames, 1, rows,
+    columns) counts. The first is ``count(x)`` itself."""
+    out = []
+    for k in range(8):
+        turns, mirror = k % 4, k >= 4
+        xi = np.rot90(x, turns, axes=(2, 3))
+        if mirror:
+            xi = xi[..., ::-1]
+        c = count(np.ascontiguousarray(xi))
+        if mirror:
+            c = c[..., ::-1]
+        out.append(np.ascontiguousarray(np.rot90(c, -turns, axes=(2, 3))))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--city", type=int, default=201)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--days", type=float, default=3)
+    parser.add_argument(
+        "--dihedral", action="store_true", help="Also count in the 8 orientations and average."
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "count_errors.json"))
     args = parser.parse_args()
 
@@ -133,6 +158,12 @@ def main() -> None:
         "vehicles": int(len(r.vehicles)),
         "overlapping_share": round(float(hit.mean()), 4),
     }
+    if args.dihedral:
+        turned = dihedral_counts(lambda a: cell_counts(net, a, scale), x)
+        out["dihedral"] = {
+            "orientations": [scores(c, truth) for c in turned],
+            "mean_of_8": scores(np.mean(turned, axis=0), truth),
+        }
     print(json.dumps(out, indent=1), flush=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
 
