@@ -84,15 +84,15 @@ def front_network(width: int = 16, tile: int = 64) -> torch.nn.Module:
     )
 
 
-def front_net(path: Path | None = None, width: int = 16):
-    """A counting network carrying the saved front of ``path`` (default: the packaged one), and
-    that front's metadata."""
+def front_net(path: Path | None = None, width: int = 16, tile: int = 64):
+    """A counting network of ``tile`` px cells carrying the saved front of ``path`` (default: the
+    packaged one), and that front's metadata."""
     from trafficrnn.counting import load_front, read_front
 
     saved = read_front(path)
     if saved is None:
         sys.exit(f"{path}: no count front there")
-    net = front_network(width)
+    net = front_network(width, tile)
     load_front(net, saved[0])
     return net, saved[1]
 
@@ -146,10 +146,12 @@ def main() -> None:
     from trafficrnn.synth import simulate
     from trafficrnn.windows import Normalizer
 
+    tile = int(round(64 / args.gsd))  # 64 m cells
     start = None  # a saved front to go on from: its network and metadata
     if args.init:
-        start = front_net(Path(args.init), args.width)
-    tile = int(round(64 / args.gsd))  # 64 m cells
+        start = front_net(Path(args.init), args.width, tile)
+        if abs(start[1]["gsd"] - args.gsd) > 1e-6:
+            sys.exit(f"{args.init}: a front of {start[1]['gsd']} m, not of --gsd {args.gsd}")
     net = front_network(args.width, tile) if start is None else start[0]
     unit = tile // net.count_factor
 
@@ -225,7 +227,7 @@ def main() -> None:
     print("trained", json.dumps(summary), flush=True)
     del x, y, fine
 
-    before = None if start is None else front_net(Path(args.init), args.width)[0]  # as it was
+    before = None if start is None else front_net(Path(args.init), args.width, tile)[0]  # as it was
     scored, scored_start = {}, {}
     score_size = args.score_size or args.size
     for seed in args.score_cities:
